@@ -1,0 +1,667 @@
+//! Configuration for pullauth, read the way the ECS agent reads it.
+//!
+//! Three sources are layered, highest first:
+//! 1. `--env-file` (the ecs.config format, see [`envfile`]),
+//! 2. the process environment,
+//! 3. the JSON file named by `ECS_AGENT_CONFIG_FILE_PATH`, which only fills
+//!    what the first two leave unset.
+//!
+//! [`Config::load`] turns them into typed, validated settings once; each
+//! setting remembers where it came from ([`Origin`]) so that `pullauth check`
+//! and every error can say so. `ECS_ENGINE_AUTH_DATA` never leaves a
+//! [`SecretString`]; parsing it into registry credentials is the job of
+//! `pullauth-resolve`.
+
+pub mod envfile;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+pub use secrecy::{ExposeSecret, SecretString};
+
+pub use envfile::{EnvFile, EnvFileError};
+
+/// `ECS_ENGINE_AUTH_TYPE`: how `ECS_ENGINE_AUTH_DATA` is shaped.
+pub const AUTH_TYPE: &str = "ECS_ENGINE_AUTH_TYPE";
+/// `ECS_ENGINE_AUTH_DATA`: JSON map from registry key to credentials.
+pub const AUTH_DATA: &str = "ECS_ENGINE_AUTH_DATA";
+/// Path of the agent's JSON configuration file.
+pub const CONFIG_FILE_PATH: &str = "ECS_AGENT_CONFIG_FILE_PATH";
+/// Directory for persistent state.
+pub const DATA_DIR: &str = "ECS_DATADIR";
+/// Cluster name reported by `/v1/metadata`.
+pub const CLUSTER: &str = "ECS_CLUSTER";
+/// One of [`PullBehavior`].
+pub const PULL_BEHAVIOR: &str = "ECS_IMAGE_PULL_BEHAVIOR";
+/// Upper bound for one whole image pull.
+pub const PULL_TIMEOUT: &str = "ECS_IMAGE_PULL_TIMEOUT";
+/// Upper bound for a pull that makes no progress.
+pub const PULL_INACTIVITY_TIMEOUT: &str = "ECS_IMAGE_PULL_INACTIVITY_TIMEOUT";
+/// One of [`LogLevel`].
+pub const LOG_LEVEL: &str = "ECS_LOGLEVEL";
+/// One of [`LogFormat`].
+pub const LOG_FORMAT: &str = "ECS_LOG_OUTPUT_FORMAT";
+
+/// The cluster the agent reports when `ECS_CLUSTER` is unset, as the ECS agent does.
+pub const DEFAULT_CLUSTER: &str = "default";
+/// The ECS agent's default for `ECS_IMAGE_PULL_TIMEOUT`.
+pub const DEFAULT_PULL_TIMEOUT: Duration = Duration::from_secs(2 * 60 * 60);
+/// The ECS agent's default for `ECS_IMAGE_PULL_INACTIVITY_TIMEOUT`.
+pub const DEFAULT_PULL_INACTIVITY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where a setting's value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A line of the `--env-file`.
+    EnvFile { path: PathBuf, line: usize },
+    /// The process environment.
+    Process,
+    /// The JSON file named by `ECS_AGENT_CONFIG_FILE_PATH`.
+    ConfigFile { path: PathBuf },
+    /// Not set anywhere: the built-in default.
+    Default,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::EnvFile { path, line } => write!(f, "{}:{line}", path.display()),
+            Origin::Process => f.write_str("process environment"),
+            Origin::ConfigFile { path } => write!(f, "{}", path.display()),
+            Origin::Default => f.write_str("default"),
+        }
+    }
+}
+
+/// A validated value and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting<T> {
+    pub value: T,
+    pub origin: Origin,
+}
+
+/// The two shapes of `ECS_ENGINE_AUTH_DATA` the ECS agent accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthType {
+    /// `{"key": {"username", "password", "email"}}`.
+    Docker,
+    /// `{"key": {"auth": base64("user:password"), "email"}}`, as `docker login` writes.
+    Dockercfg,
+}
+
+impl AuthType {
+    /// Every accepted spelling, for messages.
+    pub const ALLOWED: &'static str = "\"docker\" or \"dockercfg\"";
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthType::Docker => "docker",
+            AuthType::Dockercfg => "dockercfg",
+        }
+    }
+}
+
+impl FromStr for AuthType {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "docker" => Ok(AuthType::Docker),
+            "dockercfg" => Ok(AuthType::Dockercfg),
+            _ => Err(()),
+        }
+    }
+}
+
+/// When to contact the registry, as `ECS_IMAGE_PULL_BEHAVIOR` in the ECS agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PullBehavior {
+    /// Pull; if the pull fails, use a cached image (with a warning).
+    #[default]
+    Default,
+    /// Pull; if the pull fails, fail.
+    Always,
+    /// Pull only if this host has not pulled the image successfully before.
+    Once,
+    /// Use the local image if present; pull only when it is missing.
+    PreferCached,
+}
+
+impl PullBehavior {
+    pub const ALLOWED: &'static str = "default, always, once, prefer-cached";
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullBehavior::Default => "default",
+            PullBehavior::Always => "always",
+            PullBehavior::Once => "once",
+            PullBehavior::PreferCached => "prefer-cached",
+        }
+    }
+}
+
+impl FromStr for PullBehavior {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "default" => Ok(PullBehavior::Default),
+            "always" => Ok(PullBehavior::Always),
+            "once" => Ok(PullBehavior::Once),
+            "prefer-cached" => Ok(PullBehavior::PreferCached),
+            _ => Err(()),
+        }
+    }
+}
+
+/// `ECS_LOGLEVEL`, with the ECS agent's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum LogLevel {
+    Debug,
+    #[default]
+    Info,
+    Warn,
+    Error,
+    /// The agent's "critical"; pullauth logs it as error.
+    Crit,
+    /// No logging at all.
+    None,
+}
+
+impl LogLevel {
+    pub const ALLOWED: &'static str = "debug, info, warn, error, crit, none";
+}
+
+impl FromStr for LogLevel {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s.to_ascii_lowercase().as_str() {
+            "debug" => Ok(LogLevel::Debug),
+            "info" => Ok(LogLevel::Info),
+            "warn" => Ok(LogLevel::Warn),
+            "error" => Ok(LogLevel::Error),
+            "crit" => Ok(LogLevel::Crit),
+            "none" | "off" => Ok(LogLevel::None),
+            _ => Err(()),
+        }
+    }
+}
+
+/// `ECS_LOG_OUTPUT_FORMAT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Logfmt,
+    Json,
+}
+
+impl LogFormat {
+    pub const ALLOWED: &'static str = "logfmt, json";
+}
+
+impl FromStr for LogFormat {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s.to_ascii_lowercase().as_str() {
+            "logfmt" => Ok(LogFormat::Logfmt),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(()),
+        }
+    }
+}
+
+/// Engine authentication as configured: validated type, raw (secret) data.
+#[derive(Debug, Clone)]
+pub struct EngineAuth {
+    pub kind: Setting<AuthType>,
+    /// The JSON text of `ECS_ENGINE_AUTH_DATA`; it holds passwords.
+    pub data: SecretString,
+    pub data_origin: Origin,
+}
+
+/// Why the configuration cannot be used. Every variant is a usage error
+/// (exit status 2); none quotes a value that could be a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    EnvFile(#[from] EnvFileError),
+    #[error("{AUTH_TYPE}={found:?} ({origin}) is not supported; use {}", AuthType::ALLOWED)]
+    UnknownAuthType { found: String, origin: Origin },
+    #[error(
+        "{AUTH_TYPE} is set ({origin}) but {AUTH_DATA} is not; set both, or neither for anonymous pulls"
+    )]
+    TypeWithoutData { origin: Origin },
+    #[error(
+        "{AUTH_DATA} is set ({origin}) but {AUTH_TYPE} is not; set {AUTH_TYPE} to {}",
+        AuthType::ALLOWED
+    )]
+    DataWithoutType { origin: Origin },
+    #[error("{var}={found:?} ({origin}) is not valid; expected {expected}")]
+    InvalidValue {
+        var: &'static str,
+        found: String,
+        origin: Origin,
+        expected: &'static str,
+    },
+    #[error("cannot read {CONFIG_FILE_PATH} file {path}: {source}")]
+    ConfigFileRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{CONFIG_FILE_PATH} file {path} is not a valid JSON object (line {line}, column {column})"
+    )]
+    ConfigFileSyntax {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+    },
+    #[error("{CONFIG_FILE_PATH} file {path}: field {field:?} must be {expected}")]
+    ConfigFileField {
+        path: PathBuf,
+        field: &'static str,
+        expected: &'static str,
+    },
+}
+
+/// The raw variables from every source, before validation.
+#[derive(Debug, Default)]
+pub struct Sources {
+    env_file: Option<EnvFile>,
+    process: HashMap<String, SecretString>,
+    config_file: Option<(PathBuf, HashMap<&'static str, SecretString>)>,
+}
+
+/// Fields of the agent's JSON config file that pullauth reads, with the
+/// variable each one stands for.
+const CONFIG_FILE_FIELDS: &[(&str, &str)] = &[
+    ("EngineAuthType", AUTH_TYPE),
+    ("EngineAuthData", AUTH_DATA),
+    ("Cluster", CLUSTER),
+    ("DataDir", DATA_DIR),
+];
+
+impl Sources {
+    /// Reads `env_file` (if given), the process environment, and the JSON
+    /// config file if one is named.
+    pub fn gather(env_file: Option<&Path>) -> Result<Sources, ConfigError> {
+        let env_file = env_file.map(EnvFile::read).transpose()?;
+        Sources::from_parts(env_file, std::env::vars_os().filter_map(|(k, v)| {
+            Some((k.into_string().ok()?, v.into_string().ok()?))
+        }))
+    }
+
+    /// Builds the sources from an already parsed env file and the given
+    /// process variables, then reads the JSON config file if one is named.
+    pub fn from_parts(
+        env_file: Option<EnvFile>,
+        process: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Sources, ConfigError> {
+        let mut sources = Sources {
+            env_file,
+            process: process
+                .into_iter()
+                .map(|(k, v)| (k, SecretString::from(v)))
+                .collect(),
+            config_file: None,
+        };
+        if let Some((path, _)) = sources.lookup(CONFIG_FILE_PATH) {
+            let path = PathBuf::from(path.expose_secret());
+            sources.config_file = Some(read_config_file(&path)?);
+        }
+        Ok(sources)
+    }
+
+    /// The value of `var` and its origin, from the highest source that sets
+    /// it to a non-empty value.
+    pub fn lookup(&self, var: &str) -> Option<(&SecretString, Origin)> {
+        if let Some(file) = &self.env_file
+            && let Some((value, line)) = file.get(var)
+            && !value.expose_secret().is_empty()
+        {
+            let origin = Origin::EnvFile {
+                path: file.path.clone(),
+                line,
+            };
+            return Some((value, origin));
+        }
+        if let Some(value) = self.process.get(var)
+            && !value.expose_secret().is_empty()
+        {
+            return Some((value, Origin::Process));
+        }
+        if let Some((path, fields)) = &self.config_file
+            && let Some(value) = fields.get(var)
+            && !value.expose_secret().is_empty()
+        {
+            return Some((value, Origin::ConfigFile { path: path.clone() }));
+        }
+        None
+    }
+
+    /// A non-secret variable as plain text.
+    fn plain(&self, var: &str) -> Option<Setting<String>> {
+        self.lookup(var).map(|(value, origin)| Setting {
+            value: value.expose_secret().trim().to_owned(),
+            origin,
+        })
+    }
+
+    /// A variable parsed with `FromStr`, or the default.
+    fn parsed<T: FromStr>(
+        &self,
+        var: &'static str,
+        expected: &'static str,
+        default: T,
+    ) -> Result<Setting<T>, ConfigError> {
+        match self.plain(var) {
+            None => Ok(Setting {
+                value: default,
+                origin: Origin::Default,
+            }),
+            Some(Setting { value, origin }) => match value.parse() {
+                Ok(parsed) => Ok(Setting {
+                    value: parsed,
+                    origin,
+                }),
+                Err(_) => Err(ConfigError::InvalidValue {
+                    var,
+                    found: value,
+                    origin,
+                    expected,
+                }),
+            },
+        }
+    }
+
+    fn duration(&self, var: &'static str, default: Duration) -> Result<Setting<Duration>, ConfigError> {
+        let setting = self.parsed::<GoDuration>(
+            var,
+            "a positive duration such as 90s, 1m or 2h",
+            GoDuration(default),
+        )?;
+        if setting.value.0.is_zero() {
+            return Err(ConfigError::InvalidValue {
+                var,
+                found: "0".into(),
+                origin: setting.origin,
+                expected: "a positive duration such as 90s, 1m or 2h",
+            });
+        }
+        Ok(Setting {
+            value: setting.value.0,
+            origin: setting.origin,
+        })
+    }
+}
+
+/// A duration written as Go's `time.ParseDuration` accepts it for the common
+/// cases (`90s`, `1m`, `2h`, `1h30m`, `500ms`).
+struct GoDuration(Duration);
+
+impl FromStr for GoDuration {
+    type Err = humantime::DurationError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        humantime::parse_duration(s).map(GoDuration)
+    }
+}
+
+fn read_config_file(path: &Path) -> Result<(PathBuf, HashMap<&'static str, SecretString>), ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ConfigFileRead {
+        path: path.to_owned(),
+        source,
+    })?;
+    let text = SecretString::from(text);
+    let syntax = |line, column| ConfigError::ConfigFileSyntax {
+        path: path.to_owned(),
+        line,
+        column,
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(text.expose_secret()).map_err(|e| syntax(e.line(), e.column()))?;
+    let serde_json::Value::Object(mut object) = value else {
+        return Err(syntax(1, 1));
+    };
+    let mut fields = HashMap::new();
+    for &(field, var) in CONFIG_FILE_FIELDS {
+        let text = match object.remove(field) {
+            None | Some(serde_json::Value::Null) => continue,
+            Some(serde_json::Value::String(s)) => s,
+            // The Go agent reads EngineAuthData as raw JSON: an object is the usual form.
+            Some(value @ serde_json::Value::Object(_)) if var == AUTH_DATA => value.to_string(),
+            Some(_) => {
+                return Err(ConfigError::ConfigFileField {
+                    path: path.to_owned(),
+                    field,
+                    expected: if var == AUTH_DATA {
+                        "a JSON object or a string"
+                    } else {
+                        "a string"
+                    },
+                });
+            }
+        };
+        fields.insert(var, SecretString::from(text));
+    }
+    Ok((path.to_owned(), fields))
+}
+
+/// Everything pullauth reads from its environment, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Engine credentials, or `None` for anonymous pulls.
+    pub engine_auth: Option<EngineAuth>,
+    /// Where persistent state lives; `None` keeps it in memory.
+    pub data_dir: Option<Setting<PathBuf>>,
+    pub cluster: Setting<String>,
+    pub pull_behavior: Setting<PullBehavior>,
+    pub pull_timeout: Setting<Duration>,
+    pub pull_inactivity_timeout: Setting<Duration>,
+    pub log_level: Setting<LogLevel>,
+    pub log_format: Setting<LogFormat>,
+}
+
+impl Config {
+    /// Reads every source (see the crate docs) and validates the result.
+    pub fn load(env_file: Option<&Path>) -> Result<Config, ConfigError> {
+        Config::from_sources(&Sources::gather(env_file)?)
+    }
+
+    /// Validates already gathered sources.
+    pub fn from_sources(sources: &Sources) -> Result<Config, ConfigError> {
+        let engine_auth = match (sources.plain(AUTH_TYPE), sources.lookup(AUTH_DATA)) {
+            (None, None) => None,
+            (Some(kind), None) => return Err(ConfigError::TypeWithoutData { origin: kind.origin }),
+            (None, Some((_, origin))) => return Err(ConfigError::DataWithoutType { origin }),
+            (Some(kind), Some((data, data_origin))) => {
+                let Ok(parsed) = kind.value.parse::<AuthType>() else {
+                    return Err(ConfigError::UnknownAuthType {
+                        found: kind.value,
+                        origin: kind.origin,
+                    });
+                };
+                Some(EngineAuth {
+                    kind: Setting {
+                        value: parsed,
+                        origin: kind.origin,
+                    },
+                    data: data.clone(),
+                    data_origin,
+                })
+            }
+        };
+        Ok(Config {
+            engine_auth,
+            data_dir: sources.plain(DATA_DIR).map(|s| Setting {
+                value: PathBuf::from(s.value),
+                origin: s.origin,
+            }),
+            cluster: sources.plain(CLUSTER).unwrap_or_else(|| Setting {
+                value: DEFAULT_CLUSTER.to_owned(),
+                origin: Origin::Default,
+            }),
+            pull_behavior: sources.parsed(PULL_BEHAVIOR, PullBehavior::ALLOWED, PullBehavior::Default)?,
+            pull_timeout: sources.duration(PULL_TIMEOUT, DEFAULT_PULL_TIMEOUT)?,
+            pull_inactivity_timeout: sources
+                .duration(PULL_INACTIVITY_TIMEOUT, DEFAULT_PULL_INACTIVITY_TIMEOUT)?,
+            log_level: sources.parsed(LOG_LEVEL, LogLevel::ALLOWED, LogLevel::Info)?,
+            log_format: sources.parsed(LOG_FORMAT, LogFormat::ALLOWED, LogFormat::Logfmt)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    const FILE: &str = "/etc/ecs/ecs.config";
+
+    fn sources(file: &str, process: &[(&str, &str)]) -> Sources {
+        let env_file = EnvFile::parse(file, Path::new(FILE)).expect("env file parses");
+        Sources::from_parts(
+            Some(env_file),
+            process.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+        .expect("sources")
+    }
+
+    fn load(file: &str, process: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_sources(&sources(file, process))
+    }
+
+    #[test]
+    fn nothing_set_means_anonymous_and_defaults() {
+        let config = load("", &[]).expect("valid");
+        assert!(config.engine_auth.is_none());
+        assert_eq!(config.cluster.value, "default");
+        assert_eq!(config.pull_behavior.value, PullBehavior::Default);
+        assert_eq!(config.pull_timeout.value, DEFAULT_PULL_TIMEOUT);
+        assert_eq!(config.pull_inactivity_timeout.value, DEFAULT_PULL_INACTIVITY_TIMEOUT);
+        assert_eq!(config.pull_timeout.origin, Origin::Default);
+        assert!(config.data_dir.is_none());
+    }
+
+    #[test]
+    fn env_file_overrides_process_environment() {
+        let config = load(
+            "ECS_CLUSTER=from-file\n",
+            &[("ECS_CLUSTER", "from-process"), ("ECS_DATADIR", "/data")],
+        )
+        .expect("valid");
+        assert_eq!(config.cluster.value, "from-file");
+        assert_eq!(
+            config.cluster.origin,
+            Origin::EnvFile {
+                path: FILE.into(),
+                line: 1
+            }
+        );
+        let data_dir = config.data_dir.expect("set");
+        assert_eq!(data_dir.value, PathBuf::from("/data"));
+        assert_eq!(data_dir.origin, Origin::Process);
+    }
+
+    #[test]
+    fn crlf_does_not_break_the_auth_type() {
+        // The ECS agent once rejected "docker\r" from a file written on Windows.
+        let config = load("ECS_ENGINE_AUTH_TYPE=docker\r\nECS_ENGINE_AUTH_DATA={}\r\n", &[])
+            .expect("valid");
+        assert_eq!(config.engine_auth.expect("set").kind.value, AuthType::Docker);
+    }
+
+    #[test]
+    fn empty_value_counts_as_unset() {
+        let config = load("ECS_ENGINE_AUTH_TYPE=\nECS_ENGINE_AUTH_DATA=\n", &[]).expect("valid");
+        assert!(config.engine_auth.is_none());
+    }
+
+    #[rstest]
+    #[case::type_without_data("ECS_ENGINE_AUTH_TYPE=docker", "ECS_ENGINE_AUTH_DATA is not")]
+    #[case::data_without_type("ECS_ENGINE_AUTH_DATA={}", "ECS_ENGINE_AUTH_TYPE is not")]
+    #[case::unknown_type(
+        "ECS_ENGINE_AUTH_TYPE=basic\nECS_ENGINE_AUTH_DATA={}",
+        "use \"docker\" or \"dockercfg\""
+    )]
+    #[case::type_is_case_sensitive_like_the_agent(
+        "ECS_ENGINE_AUTH_TYPE=Docker\nECS_ENGINE_AUTH_DATA={}",
+        "is not supported"
+    )]
+    #[case::bad_behavior("ECS_IMAGE_PULL_BEHAVIOR=sometimes", "default, always, once, prefer-cached")]
+    #[case::bad_timeout("ECS_IMAGE_PULL_TIMEOUT=soon", "ECS_IMAGE_PULL_TIMEOUT")]
+    #[case::zero_timeout("ECS_IMAGE_PULL_INACTIVITY_TIMEOUT=0s", "positive duration")]
+    #[case::bad_log_level("ECS_LOGLEVEL=loud", "debug, info, warn, error, crit, none")]
+    #[case::bad_log_format("ECS_LOG_OUTPUT_FORMAT=xml", "logfmt, json")]
+    fn rejects_inconsistent_configuration(#[case] file: &str, #[case] message: &str) {
+        let err = load(file, &[]).expect_err("must fail");
+        let text = err.to_string();
+        assert!(text.contains(message), "{text}");
+        assert!(text.contains("/etc/ecs/ecs.config:"), "names the origin: {text}");
+    }
+
+    #[rstest]
+    #[case::seconds("90s", 90)]
+    #[case::minutes("1m", 60)]
+    #[case::hours("2h", 7200)]
+    #[case::compound("1h30m", 5400)]
+    fn reads_go_durations(#[case] text: &str, #[case] seconds: u64) {
+        let config = load(&format!("ECS_IMAGE_PULL_TIMEOUT={text}"), &[]).expect("valid");
+        assert_eq!(config.pull_timeout.value, Duration::from_secs(seconds));
+    }
+
+    #[test]
+    fn auth_data_error_origin_does_not_include_the_value() {
+        let err = load("ECS_ENGINE_AUTH_DATA={\"r.io\":{\"password\":\"hunter2\"}}", &[])
+            .expect_err("must fail");
+        assert!(!err.to_string().contains("hunter2"));
+    }
+
+    fn write_json(contents: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.json");
+        std::fs::write(&path, contents).expect("write");
+        (dir, path)
+    }
+
+    #[test]
+    fn config_file_fills_what_env_leaves_unset() {
+        let (_dir, path) = write_json(
+            r#"{"Cluster":"json-cluster","EngineAuthType":"dockercfg",
+                "EngineAuthData":{"r.io":{"auth":"dTpw"}},"DataDir":"/json"}"#,
+        );
+        let path_s = path.to_str().expect("utf8").to_owned();
+        let config = load(
+            "ECS_DATADIR=/file",
+            &[("ECS_AGENT_CONFIG_FILE_PATH", path_s.as_str())],
+        )
+        .expect("valid");
+        assert_eq!(config.cluster.value, "json-cluster");
+        assert_eq!(config.cluster.origin, Origin::ConfigFile { path: path.clone() });
+        assert_eq!(config.data_dir.expect("set").value, PathBuf::from("/file"));
+        let auth = config.engine_auth.expect("set");
+        assert_eq!(auth.kind.value, AuthType::Dockercfg);
+        let data: serde_json::Value =
+            serde_json::from_str(auth.data.expose_secret()).expect("data is JSON");
+        assert_eq!(data["r.io"]["auth"], "dTpw");
+    }
+
+    #[rstest]
+    #[case::syntax("{\"Cluster\": \"secret-value", "line 1")]
+    #[case::not_object("[1,2]", "not a valid JSON object")]
+    #[case::wrong_field_type("{\"Cluster\": 3}", "\"Cluster\" must be a string")]
+    fn config_file_errors_name_the_file(#[case] contents: &str, #[case] message: &str) {
+        let (_dir, path) = write_json(contents);
+        let path_s = path.to_str().expect("utf8").to_owned();
+        let err = Sources::from_parts(
+            None,
+            [("ECS_AGENT_CONFIG_FILE_PATH".to_owned(), path_s.clone())],
+        )
+        .expect_err("must fail");
+        let text = err.to_string();
+        assert!(text.contains(message), "{text}");
+        assert!(text.contains(&path_s), "{text}");
+        assert!(!text.contains("secret-value"), "{text}");
+    }
+}
