@@ -1,14 +1,25 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! Which credentials apply to an image: the pure core of pullauth.
+//!
+//! - [`authdata`] parses `ECS_ENGINE_AUTH_DATA` in the `docker` and
+//!   `dockercfg` shapes (and the `{"auths": ...}` wrapper of config.json).
+//! - [`key`] normalizes the keys of that map into a host and a namespace.
+//! - [`image`] parses image references with Docker's grammar.
+//! - [`table`] indexes the keys by host and answers lookups in time that does
+//!   not depend on how many keys are configured.
+//!
+//! Nothing here does I/O; secrets stay inside [`secrecy::SecretString`].
+
+pub mod authdata;
+pub mod credentials;
+pub mod image;
+pub mod key;
+pub mod table;
+
+pub use authdata::{AuthDataError, AuthEntry};
+pub use credentials::Credentials;
+pub use image::{ImageRef, ImageRefError};
+pub use key::{DOCKER_HUB, HostPattern, KeyError, RegistryKey};
+pub use table::{Entry, RegistryTable, Resolution};
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+mod tests;

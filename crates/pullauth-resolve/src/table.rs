@@ -1,0 +1,186 @@
+//! The registry table: normalized keys indexed by host, and the lookup that
+//! picks the credentials for an image.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry as MapEntry;
+
+use pullauth_config::AuthType;
+use secrecy::SecretString;
+
+use crate::authdata::{self, AuthDataError, AuthEntry};
+use crate::credentials::Credentials;
+use crate::image::{ImageRef, ImageRefError};
+use crate::key::{HostPattern, RegistryKey};
+
+/// One configured registry: its key and the credentials it grants.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub key: RegistryKey,
+    pub credentials: Credentials,
+}
+
+/// Namespace (`""` for the whole host) to index in `entries`.
+type Namespaces = HashMap<String, usize>;
+
+/// Every configured registry, indexed so that a lookup costs a few hash
+/// probes whatever the number of keys:
+/// exact hosts first, then wildcard hosts from the most specific, and within
+/// a host the longest namespace that contains the repository.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryTable {
+    /// In the order of their normalized keys, for stable listings.
+    entries: Vec<Entry>,
+    exact: HashMap<String, Namespaces>,
+    /// Keyed by (number of leading `*` labels, suffix with port).
+    wildcard: HashMap<(usize, String), Namespaces>,
+    max_wildcard_labels: usize,
+    unwrapped_auths: bool,
+}
+
+/// The answer for one image: where it lives and which entry applies.
+#[derive(Debug, Clone)]
+pub struct Resolution<'t> {
+    pub image: ImageRef,
+    /// `None` when no key applies: the pull is anonymous.
+    pub entry: Option<&'t Entry>,
+}
+
+impl RegistryTable {
+    /// A table with no credentials: every pull is anonymous.
+    pub fn empty() -> RegistryTable {
+        RegistryTable::default()
+    }
+
+    /// Parses `ECS_ENGINE_AUTH_DATA` of type `kind` and indexes it.
+    pub fn from_auth_data(kind: AuthType, data: &SecretString) -> Result<RegistryTable, AuthDataError> {
+        let parsed = authdata::parse(kind, data)?;
+        if parsed.unwrapped_auths {
+            tracing::info!(
+                "ECS_ENGINE_AUTH_DATA is wrapped in {{\"auths\": ...}} as docker login writes \
+                 config.json; using the registries inside it"
+            );
+        }
+        for field in &parsed.ignored_fields {
+            tracing::warn!(field = %field, "ECS_ENGINE_AUTH_DATA: ignoring top-level field beside \"auths\"");
+        }
+        let mut table = RegistryTable::from_entries(parsed.entries)?;
+        table.unwrapped_auths = parsed.unwrapped_auths;
+        Ok(table)
+    }
+
+    /// Indexes already parsed entries; fails if two keys normalize to the
+    /// same registry and namespace.
+    pub fn from_entries(raw: Vec<AuthEntry>) -> Result<RegistryTable, AuthDataError> {
+        let mut entries = Vec::with_capacity(raw.len());
+        for AuthEntry { key, credentials } in raw {
+            let key = RegistryKey::parse(&key).map_err(|reason| AuthDataError::BadKey { key, reason })?;
+            entries.push(Entry { key, credentials });
+        }
+        // Sorting first makes duplicate reports and listings independent of
+        // the order keys were written in.
+        entries.sort_by(|a, b| {
+            (&a.key.host, &a.key.namespace, &a.key.written).cmp(&(&b.key.host, &b.key.namespace, &b.key.written))
+        });
+        let mut table = RegistryTable::default();
+        for (index, entry) in entries.iter().enumerate() {
+            let namespaces = match &entry.key.host {
+                HostPattern::Exact(host) => table.exact.entry(host.clone()).or_default(),
+                HostPattern::Wildcard { labels, suffix } => {
+                    table.max_wildcard_labels = table.max_wildcard_labels.max(*labels);
+                    table.wildcard.entry((*labels, suffix.clone())).or_default()
+                }
+            };
+            match namespaces.entry(entry.key.namespace.clone()) {
+                MapEntry::Vacant(slot) => {
+                    slot.insert(index);
+                }
+                MapEntry::Occupied(slot) => {
+                    return Err(AuthDataError::DuplicateKey {
+                        first: entries[*slot.get()].key.written.clone(),
+                        second: entry.key.written.clone(),
+                        normalized: entry.key.to_string(),
+                    });
+                }
+            }
+        }
+        table.entries = entries;
+        Ok(table)
+    }
+
+    /// Every entry, ordered by normalized key.
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Whether the data came wrapped in `{"auths": ...}`.
+    pub fn unwrapped_auths(&self) -> bool {
+        self.unwrapped_auths
+    }
+
+    /// Parses `image` and finds the entry that applies to it.
+    pub fn resolve(&self, image: &str) -> Result<Resolution<'_>, ImageRefError> {
+        let image = ImageRef::parse(image)?;
+        let entry = self.lookup(&image);
+        Ok(Resolution { image, entry })
+    }
+
+    /// The entry for an image: an exact host match with the longest
+    /// namespace containing the repository, else the most specific wildcard
+    /// host (fewest `*` labels) with the longest such namespace.
+    pub fn lookup(&self, image: &ImageRef) -> Option<&Entry> {
+        if let Some(found) = self
+            .exact
+            .get(&image.registry)
+            .and_then(|namespaces| longest_namespace(namespaces, &image.repository))
+        {
+            return Some(&self.entries[found]);
+        }
+        if self.max_wildcard_labels == 0 {
+            return None;
+        }
+        let (name, port) = split_port(&image.registry);
+        let labels: Vec<&str> = name.split('.').collect();
+        for wild in 1..=self.max_wildcard_labels.min(labels.len().saturating_sub(1)) {
+            let suffix = format!("{}{port}", labels[wild..].join("."));
+            if let Some(found) = self
+                .wildcard
+                .get(&(wild, suffix))
+                .and_then(|namespaces| longest_namespace(namespaces, &image.repository))
+            {
+                return Some(&self.entries[found]);
+            }
+        }
+        None
+    }
+}
+
+/// The longest configured namespace equal to `repository` or containing it
+/// at a `/` boundary; `""` (the whole host) last.
+fn longest_namespace(namespaces: &Namespaces, repository: &str) -> Option<usize> {
+    let mut candidate = repository;
+    loop {
+        if let Some(&found) = namespaces.get(candidate) {
+            return Some(found);
+        }
+        if candidate.is_empty() {
+            return None;
+        }
+        candidate = candidate.rfind('/').map_or("", |slash| &candidate[..slash]);
+    }
+}
+
+/// `("host", ":port")` or `("host", "")`.
+fn split_port(registry: &str) -> (&str, &str) {
+    match registry.rfind(':') {
+        Some(i) if !registry[i..].contains(']') => (&registry[..i], &registry[i..]),
+        _ => (registry, ""),
+    }
+}
