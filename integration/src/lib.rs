@@ -1,14 +1,35 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! Test infrastructure for pullauth's integration tests.
+//!
+//! It gives tests real counterparts of everything the ECS agent's image-pull
+//! authentication talks to, all on this machine and without network access:
+//!
+//! * [`Engine`]: a Docker engine (an existing one, the one named by
+//!   `PULLAUTH_TEST_DOCKER_HOST`, or a private `dockerd` started here);
+//! * [`Registry`]: Debian's `docker-registry` (distribution v2.8) with
+//!   htpasswd Basic auth on a loopback port, whose log tells which user
+//!   authenticated each request;
+//! * fixture images built from a static busybox and pushed with
+//!   [`Harness::push_fixture`];
+//! * [`Stall`]: a TCP peer that never answers; [`pullauth_bin`]: the binary
+//!   under test, freshly built.
+//!
+//! [`Harness::get`] starts the engine and two registries once per test
+//! process. Every helper process is stopped when the test process exits,
+//! and killed by the kernel if it dies (see the `process` module source).
+//! Missing Debian packages are installed with apt-get when running as root.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+mod bin;
+mod engine;
+mod harness;
+mod process;
+mod registry;
+mod stall;
+mod sys;
+mod util;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use bin::pullauth_bin;
+pub use engine::{DOCKER_HOST_ENV, Engine};
+pub use harness::Harness;
+pub use registry::Registry;
+pub use stall::Stall;
+pub use util::{free_port, http_get_status};

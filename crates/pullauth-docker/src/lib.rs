@@ -1,14 +1,17 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! Pulls images through the Docker Engine with the credentials the resolver
+//! chose. This is the only crate that talks to bollard.
+//!
+//! - [`auth`] builds the `X-Registry-Auth` header the engine decodes.
+//! - [`engine`] connects, pulls with retries and timeouts, and applies the
+//!   ECS pull behaviors.
+//! - [`error`] classifies failures; [`retry`] holds the backoff policy.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub mod auth;
+pub mod engine;
+pub mod error;
+pub mod retry;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use auth::RegistryAuth;
+pub use engine::{DEFAULT_DOCKER_HOST, Engine, Obtained, PullEvent, PullOptions, PullStatus};
+pub use error::{Identity, PullError};
+pub use retry::RetryPolicy;

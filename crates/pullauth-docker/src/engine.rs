@@ -1,0 +1,356 @@
+//! The wall around bollard: connect, pull with credentials, inspect.
+
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::query_parameters::CreateImageOptions;
+use futures_util::StreamExt;
+use pullauth_config::PullBehavior;
+use pullauth_resolve::{Entry, ImageRef};
+use secrecy::ExposeSecret;
+
+use crate::auth::RegistryAuth;
+use crate::error::{Identity, PullError, classify, scrub};
+use crate::retry::RetryPolicy;
+
+/// Where the engine is when `DOCKER_HOST` is unset.
+pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
+/// How long connecting to the engine and agreeing on an API version may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Limits for one image pull.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PullOptions {
+    /// For the whole pull, retries included (`ECS_IMAGE_PULL_TIMEOUT`).
+    pub timeout: Duration,
+    /// For a pull whose progress stops (`ECS_IMAGE_PULL_INACTIVITY_TIMEOUT`).
+    pub inactivity_timeout: Duration,
+    pub retry: RetryPolicy,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        PullOptions {
+            timeout: pullauth_config::DEFAULT_PULL_TIMEOUT,
+            inactivity_timeout: pullauth_config::DEFAULT_PULL_INACTIVITY_TIMEOUT,
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// Something that happened during a pull, for progress display.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PullEvent {
+    /// A status line from the engine; `id` names the layer it is about.
+    Status {
+        id: Option<String>,
+        status: String,
+        current: Option<u64>,
+        total: Option<u64>,
+    },
+    /// An attempt failed with a transient error; the next starts after `delay`.
+    Retrying {
+        attempt: u32,
+        delay: Duration,
+        error: String,
+    },
+}
+
+/// Whether the engine downloaded anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullStatus {
+    /// New content was downloaded.
+    Pulled,
+    /// The registry had nothing newer than the local image.
+    UpToDate,
+    /// No pull: the local image was used as the pull behavior allows.
+    Cached,
+}
+
+impl PullStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullStatus::Pulled => "pulled",
+            PullStatus::UpToDate => "up-to-date",
+            PullStatus::Cached => "cached",
+        }
+    }
+}
+
+/// The result of getting an image onto the host.
+#[derive(Debug, Clone)]
+pub struct Obtained {
+    pub status: PullStatus,
+    /// The local image ID (`sha256:...`).
+    pub image_id: String,
+    /// The manifest digest the registry served, when a pull happened.
+    pub digest: Option<String>,
+    /// Attempts made (0 when the cache was used without pulling).
+    pub attempts: u32,
+    /// Retries among those attempts.
+    pub retries: u32,
+    /// Set when a failed pull fell back to the cached image.
+    pub fallback_from: Option<PullError>,
+    pub elapsed: Duration,
+}
+
+/// A connected Docker Engine.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    docker: Docker,
+    address: String,
+}
+
+impl Engine {
+    /// Connects to `host`, else `DOCKER_HOST`, else the default socket, and
+    /// agrees on an API version the engine supports.
+    pub async fn connect(host: Option<&str>) -> Result<Engine, PullError> {
+        let address = host
+            .map(str::to_owned)
+            .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()))
+            .unwrap_or_else(|| DEFAULT_DOCKER_HOST.to_owned());
+        let unreachable = |detail: String| PullError::EngineUnreachable {
+            address: address.clone(),
+            detail,
+        };
+        let docker = Docker::connect_with_host(&address).map_err(|e| unreachable(e.to_string()))?;
+        // Pulls stream for as long as they take; our own timeouts bound them.
+        let docker = docker.with_timeout(Duration::from_secs(365 * 24 * 3600));
+        let docker = tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version())
+            .await
+            .map_err(|_| unreachable(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs())))?
+            .map_err(|e| unreachable(e.to_string()))?;
+        Ok(Engine { docker, address })
+    }
+
+    /// The address this engine was reached at.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// The local image ID for `reference`, if the engine has it.
+    pub async fn image_id(&self, reference: &str) -> Result<Option<String>, PullError> {
+        match self.docker.inspect_image(reference).await {
+            Ok(inspect) => Ok(inspect.id),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+            Err(e) => Err(self.transport_error(reference, e)),
+        }
+    }
+
+    /// Gets `image` onto the host as `behavior` asks. `pulled_before` says
+    /// whether this host has pulled it successfully before (for `once`).
+    pub async fn obtain(
+        &self,
+        image: &ImageRef,
+        entry: Option<&Entry>,
+        behavior: PullBehavior,
+        pulled_before: bool,
+        options: &PullOptions,
+        progress: &mut (dyn FnMut(PullEvent) + Send),
+    ) -> Result<Obtained, PullError> {
+        let started = Instant::now();
+        let reference = image.pull_reference();
+        let use_cache_first = match behavior {
+            PullBehavior::PreferCached => true,
+            PullBehavior::Once => pulled_before,
+            PullBehavior::Default | PullBehavior::Always => false,
+        };
+        if use_cache_first && let Some(image_id) = self.image_id(&reference).await? {
+            return Ok(Obtained {
+                status: PullStatus::Cached,
+                image_id,
+                digest: None,
+                attempts: 0,
+                retries: 0,
+                fallback_from: None,
+                elapsed: started.elapsed(),
+            });
+        }
+        match self.pull(image, entry, options, progress).await {
+            Ok(pulled) => Ok(pulled),
+            Err(error) if behavior == PullBehavior::Default && !matches!(error, PullError::EngineUnreachable { .. }) => {
+                match self.image_id(&reference).await? {
+                    Some(image_id) => {
+                        tracing::warn!(image = %image, error = %error, "pull failed; using the cached image");
+                        Ok(Obtained {
+                            status: PullStatus::Cached,
+                            image_id,
+                            digest: None,
+                            attempts: 0,
+                            retries: 0,
+                            fallback_from: Some(error),
+                            elapsed: started.elapsed(),
+                        })
+                    }
+                    None => Err(error),
+                }
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Pulls `image` with `entry`'s credentials (anonymously for `None`),
+    /// retrying transient failures, within `options`' timeouts.
+    pub async fn pull(
+        &self,
+        image: &ImageRef,
+        entry: Option<&Entry>,
+        options: &PullOptions,
+        progress: &mut (dyn FnMut(PullEvent) + Send),
+    ) -> Result<Obtained, PullError> {
+        let started = Instant::now();
+        let auth = RegistryAuth::for_entry(image, entry);
+        let identity = Identity {
+            key: entry.map(|e| e.key.written.clone()),
+            username: entry.and_then(|e| e.credentials.username.clone()),
+        };
+        let secrets: Vec<&str> = entry
+            .map(|e| {
+                let c = &e.credentials;
+                [&c.password, &c.identity_token, &c.registry_token]
+                    .into_iter()
+                    .flatten()
+                    .map(|s| s.expose_secret())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let attempts = async {
+            let mut attempt = 1;
+            loop {
+                let result = self
+                    .attempt(image, auth.as_ref(), &identity, &secrets, options, progress)
+                    .await;
+                match result {
+                    Ok((digest, status)) => return Ok((digest, status, attempt)),
+                    Err(error) if error.is_transient() && attempt < options.retry.attempts => {
+                        let delay = options.retry.delay(attempt);
+                        tracing::info!(image = %image, attempt, delay_ms = delay.as_millis() as u64, error = %error, "pull failed; retrying");
+                        progress(PullEvent::Retrying {
+                            attempt,
+                            delay,
+                            error: error.to_string(),
+                        });
+                        tokio::time::sleep(delay).await;
+                        attempt += 1;
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+        };
+        let (digest, status, attempts) = tokio::time::timeout(options.timeout, attempts)
+            .await
+            .map_err(|_| PullError::TimedOut {
+                image: image.to_string(),
+                after: options.timeout,
+            })??;
+        let reference = image.pull_reference();
+        let image_id = self.image_id(&reference).await?.ok_or_else(|| PullError::Engine {
+            image: image.to_string(),
+            detail: "the engine reported success but has no such image".to_owned(),
+        })?;
+        Ok(Obtained {
+            status,
+            image_id,
+            digest,
+            attempts,
+            retries: attempts - 1,
+            fallback_from: None,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// One `POST /images/create`, read to the end.
+    async fn attempt(
+        &self,
+        image: &ImageRef,
+        auth: Option<&RegistryAuth>,
+        identity: &Identity,
+        secrets: &[&str],
+        options: &PullOptions,
+        progress: &mut (dyn FnMut(PullEvent) + Send),
+    ) -> Result<(Option<String>, PullStatus), PullError> {
+        let docker = match auth {
+            Some(auth) => {
+                let auth = auth.clone();
+                self.docker.clone().with_request_modifier(move |req| auth.apply(req))
+            }
+            None => self.docker.clone(),
+        };
+        let create = CreateImageOptions {
+            from_image: Some(image.name()),
+            tag: Some(image.tag_or_digest().to_owned()),
+            ..Default::default()
+        };
+        let mut stream = docker.create_image(Some(create), None, None);
+        let mut digest = None;
+        let mut status = PullStatus::Pulled;
+        loop {
+            let item = match tokio::time::timeout(options.inactivity_timeout, stream.next()).await {
+                Err(_) => {
+                    return Err(PullError::Stalled {
+                        image: image.to_string(),
+                        after: options.inactivity_timeout,
+                    });
+                }
+                Ok(None) => break,
+                Ok(Some(item)) => item,
+            };
+            let info = match item {
+                Ok(info) => info,
+                Err(e) => return Err(self.pull_error(image, identity, secrets, e)),
+            };
+            let text = info.status.unwrap_or_default();
+            if let Some(d) = text.strip_prefix("Digest: ") {
+                digest = Some(d.trim().to_owned());
+            }
+            if text.starts_with("Status: Image is up to date") {
+                status = PullStatus::UpToDate;
+            }
+            let detail = info.progress_detail.unwrap_or_default();
+            progress(PullEvent::Status {
+                id: info.id,
+                status: text,
+                current: detail.current.and_then(|c| u64::try_from(c).ok()),
+                total: detail.total.and_then(|t| u64::try_from(t).ok()),
+            });
+        }
+        Ok((digest, status))
+    }
+
+    fn pull_error(
+        &self,
+        image: &ImageRef,
+        identity: &Identity,
+        secrets: &[&str],
+        error: bollard::errors::Error,
+    ) -> PullError {
+        use bollard::errors::Error as E;
+        let (status, message) = match error {
+            E::DockerResponseServerError { status_code, message } => (Some(status_code), message),
+            E::DockerStreamError { error } => (None, error),
+            other => return self.transport_error(&image.to_string(), other),
+        };
+        classify(&image.registry, &image.to_string(), identity, status, &scrub(&message, secrets))
+    }
+
+    /// An error talking to the engine itself (not a registry).
+    fn transport_error(&self, image: &str, error: bollard::errors::Error) -> PullError {
+        use bollard::errors::Error as E;
+        match error {
+            E::DockerResponseServerError { status_code, message } => PullError::Engine {
+                image: image.to_owned(),
+                detail: format!("status {status_code}: {message}"),
+            },
+            E::IOError { .. } | E::HyperResponseError { .. } | E::HttpClientError { .. } => {
+                PullError::EngineUnreachable {
+                    address: self.address.clone(),
+                    detail: error.to_string(),
+                }
+            }
+            other => PullError::Engine {
+                image: image.to_owned(),
+                detail: other.to_string(),
+            },
+        }
+    }
+}

@@ -1,0 +1,388 @@
+//! Persistent state for pullauth: tasks and image records in a redb file in
+//! `ECS_DATADIR`, the counterpart of the BoltDB file the ECS agent keeps
+//! there. Without a data directory the same store runs in memory.
+//!
+//! Every change is one redb write transaction, so a crash leaves either the
+//! state before or the state after it. The file is created with mode 0600
+//! and holds no secret.
+
+pub mod model;
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+pub use model::{Container, ImageRecord, Status, Task};
+
+/// The state file's name inside `ECS_DATADIR`.
+pub const STATE_FILE: &str = "pullauth.db";
+
+const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
+const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
+
+/// Why the state could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "cannot use ECS_DATADIR {dir}: {source}; create it and make it writable by this user, \
+         or unset ECS_DATADIR to keep state in memory"
+    )]
+    DataDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "state file {path} is in use by another process (is another `pullauth serve` running \
+         with this ECS_DATADIR?)"
+    )]
+    InUse { path: PathBuf },
+    #[error(
+        "state file {path} cannot be opened: {detail}; it was left untouched. Move it aside to \
+         start with empty state, or restore it from a backup"
+    )]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("state file {path}: {detail}")]
+    Io { path: PathBuf, detail: String },
+    #[error("state file {path}: record {key:?} is not readable: {detail}")]
+    Record {
+        path: PathBuf,
+        key: String,
+        detail: String,
+    },
+}
+
+/// The task and image store.
+#[derive(Debug)]
+pub struct Store {
+    db: Database,
+    /// `None` when in memory.
+    path: Option<PathBuf>,
+}
+
+impl Store {
+    /// Opens (or creates) `dir/pullauth.db`. An existing file that redb
+    /// cannot read is an error; it is never replaced.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let data_dir = |source| StoreError::DataDir {
+            dir: dir.to_owned(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(data_dir)?;
+        let path = dir.join(STATE_FILE);
+        // Create the file ourselves so that it never exists with a wider mode.
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(data_dir)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(data_dir)?;
+        let db = open_guarded(&path)?.map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse { path: path.clone() },
+            redb::DatabaseError::Storage(redb::StorageError::Io(io)) => StoreError::Io {
+                path: path.clone(),
+                detail: io.to_string(),
+            },
+            other => StoreError::Corrupt {
+                path: path.clone(),
+                detail: other.to_string(),
+            },
+        })?;
+        let store = Store {
+            db,
+            path: Some(path),
+        };
+        store.init_tables()?;
+        Ok(store)
+    }
+
+    /// A store that lives only as long as the process.
+    pub fn in_memory() -> Store {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .expect("an in-memory redb database always opens");
+        let store = Store { db, path: None };
+        store
+            .init_tables()
+            .expect("creating tables in memory cannot fail");
+        store
+    }
+
+    /// The state file, or `None` in memory.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    fn init_tables(&self) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        txn.open_table(TASKS).map_err(|e| self.corrupt(e))?;
+        txn.open_table(IMAGES).map_err(|e| self.corrupt(e))?;
+        txn.commit().map_err(|e| self.io(e))
+    }
+
+    fn display_path(&self) -> PathBuf {
+        self.path.clone().unwrap_or_else(|| PathBuf::from("<memory>"))
+    }
+
+    fn io(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Io {
+            path: self.display_path(),
+            detail: e.to_string(),
+        }
+    }
+
+    fn corrupt(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Corrupt {
+            path: self.display_path(),
+            detail: e.to_string(),
+        }
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(&self, key: &str, bytes: &[u8]) -> Result<T, StoreError> {
+        serde_json::from_slice(bytes).map_err(|e| StoreError::Record {
+            path: self.display_path(),
+            key: key.to_owned(),
+            detail: e.to_string(),
+        })
+    }
+
+    fn encode<T: serde::Serialize>(&self, value: &T) -> Vec<u8> {
+        serde_json::to_vec(value).expect("records serialize to JSON")
+    }
+
+    /// Records a new task (or replaces one with the same ARN).
+    pub fn put_task(&self, task: &Task) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        {
+            let mut table = txn.open_table(TASKS).map_err(|e| self.io(e))?;
+            table
+                .insert(task.arn.as_str(), self.encode(task).as_slice())
+                .map_err(|e| self.io(e))?;
+        }
+        txn.commit().map_err(|e| self.io(e))
+    }
+
+    /// Applies `change` to the task `arn` in one transaction and returns the
+    /// result; `None` if there is no such task.
+    pub fn update_task(
+        &self,
+        arn: &str,
+        change: impl FnOnce(&mut Task),
+    ) -> Result<Option<Task>, StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        let updated = {
+            let mut table = txn.open_table(TASKS).map_err(|e| self.io(e))?;
+            let current = match table.get(arn).map_err(|e| self.io(e))? {
+                Some(bytes) => Some(self.decode::<Task>(arn, bytes.value())?),
+                None => None,
+            };
+            match current {
+                None => None,
+                Some(mut task) => {
+                    change(&mut task);
+                    table
+                        .insert(arn, self.encode(&task).as_slice())
+                        .map_err(|e| self.io(e))?;
+                    Some(task)
+                }
+            }
+        };
+        txn.commit().map_err(|e| self.io(e))?;
+        Ok(updated)
+    }
+
+    /// The task `arn`, if recorded.
+    pub fn task(&self, arn: &str) -> Result<Option<Task>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.io(e))?;
+        let table = txn.open_table(TASKS).map_err(|e| self.io(e))?;
+        match table.get(arn).map_err(|e| self.io(e))? {
+            Some(bytes) => Ok(Some(self.decode(arn, bytes.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every task, ordered by ARN.
+    pub fn tasks(&self) -> Result<Vec<Task>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.io(e))?;
+        let table = txn.open_table(TASKS).map_err(|e| self.io(e))?;
+        let mut tasks = Vec::new();
+        for item in table.iter().map_err(|e| self.io(e))? {
+            let (key, value) = item.map_err(|e| self.io(e))?;
+            tasks.push(self.decode(key.value(), value.value())?);
+        }
+        Ok(tasks)
+    }
+
+    /// The record for image `reference`, if any.
+    pub fn image(&self, reference: &str) -> Result<Option<ImageRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.io(e))?;
+        let table = txn.open_table(IMAGES).map_err(|e| self.io(e))?;
+        match table.get(reference).map_err(|e| self.io(e))? {
+            Some(bytes) => Ok(Some(self.decode(reference, bytes.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every image record, ordered by reference.
+    pub fn images(&self) -> Result<Vec<(String, ImageRecord)>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.io(e))?;
+        let table = txn.open_table(IMAGES).map_err(|e| self.io(e))?;
+        let mut images = Vec::new();
+        for item in table.iter().map_err(|e| self.io(e))? {
+            let (key, value) = item.map_err(|e| self.io(e))?;
+            images.push((key.value().to_owned(), self.decode(key.value(), value.value())?));
+        }
+        Ok(images)
+    }
+
+    /// Stores the record for image `reference`.
+    pub fn put_image(&self, reference: &str, record: &ImageRecord) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        {
+            let mut table = txn.open_table(IMAGES).map_err(|e| self.io(e))?;
+            table
+                .insert(reference, self.encode(record).as_slice())
+                .map_err(|e| self.io(e))?;
+        }
+        txn.commit().map_err(|e| self.io(e))
+    }
+}
+
+/// Opens the database, turning a panic inside redb into an error.
+///
+/// redb 3.1 asserts (panics) instead of returning an error when the file is
+/// shorter than its header says, i.e. a truncated state file. The default
+/// panic hook is silenced for the call so that the operator sees our message
+/// rather than a backtrace; this runs once at startup.
+fn open_guarded(path: &Path) -> Result<Result<Database, redb::DatabaseError>, StoreError> {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(|| Database::create(path));
+    std::panic::set_hook(previous);
+    result.map_err(|panic| StoreError::Corrupt {
+        path: path.to_owned(),
+        detail: panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "the file is damaged".to_owned()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_task(arn: &str) -> Task {
+        let mut task = Task {
+            arn: arn.into(),
+            family: "web".into(),
+            known_status: Status::None,
+            desired_status: Status::Pulled,
+            pull_started_at: None,
+            pull_stopped_at: None,
+            containers: vec![Container {
+                name: "app".into(),
+                image: "r.io/app:1".into(),
+                image_id: None,
+                known_status: Status::None,
+                essential: true,
+                pull_error: None,
+                registry_key: None,
+                username: None,
+            }],
+        };
+        task.recompute_status();
+        task
+    }
+
+    #[test]
+    fn tasks_survive_reopen_and_file_is_private() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = Store::open(dir.path()).expect("open");
+            store.put_task(&sample_task("arn:1")).expect("put");
+            let updated = store
+                .update_task("arn:1", |t| t.containers[0].known_status = Status::Pulling)
+                .expect("update")
+                .expect("exists");
+            assert_eq!(updated.containers[0].known_status, Status::Pulling);
+            assert!(store.update_task("arn:none", |_| {}).expect("update").is_none());
+        }
+        let store = Store::open(dir.path()).expect("reopen");
+        let task = store.task("arn:1").expect("read").expect("still there");
+        assert_eq!(task.containers[0].known_status, Status::Pulling);
+        assert_eq!(store.tasks().expect("list").len(), 1);
+        let mode = std::fs::metadata(dir.path().join(STATE_FILE))
+            .expect("stat")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn second_open_reports_in_use() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _first = Store::open(dir.path()).expect("open");
+        let err = Store::open(dir.path()).expect_err("locked");
+        assert!(matches!(err, StoreError::InUse { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn garbage_file_is_an_error_and_left_untouched() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(STATE_FILE);
+        let garbage = vec![0x5a_u8; 8192];
+        std::fs::write(&path, &garbage).expect("write");
+        let err = Store::open(dir.path()).expect_err("corrupt");
+        let text = err.to_string();
+        assert!(text.contains(path.to_str().expect("utf8")), "{text}");
+        assert_eq!(std::fs::read(&path).expect("read"), garbage);
+    }
+
+    #[test]
+    fn truncated_state_file_panics_redb_but_is_a_clear_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = Store::open(dir.path()).expect("open");
+            store.put_task(&sample_task("arn:1")).expect("put");
+        }
+        let path = dir.path().join(STATE_FILE);
+        let bytes = std::fs::read(&path).expect("read");
+        let truncated = &bytes[..bytes.len() / 3];
+        std::fs::write(&path, truncated).expect("truncate");
+        let err = Store::open(dir.path()).expect_err("truncated file must not open");
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+        assert!(err.to_string().contains(STATE_FILE), "{err}");
+        assert_eq!(std::fs::read(&path).expect("read"), truncated);
+    }
+
+    #[test]
+    fn unwritable_data_dir_is_a_clear_error() {
+        let err = Store::open(Path::new("/proc/pullauth-cannot-exist")).expect_err("fails");
+        assert!(err.to_string().contains("ECS_DATADIR /proc/pullauth-cannot-exist"), "{err}");
+    }
+
+    #[test]
+    fn images_round_trip_in_memory() {
+        let store = Store::in_memory();
+        assert!(store.path().is_none());
+        let record = ImageRecord {
+            image_id: Some("sha256:abc".into()),
+            names: vec!["r.io/app:1".into()],
+            pulled_at: Some(model::now_rfc3339()),
+            last_used_at: model::now_rfc3339(),
+            pull_succeeded: true,
+            registry_key: Some("r.io".into()),
+            username: Some("alice".into()),
+        };
+        store.put_image("r.io/app:1", &record).expect("put");
+        assert_eq!(store.image("r.io/app:1").expect("get"), Some(record));
+        assert_eq!(store.images().expect("list").len(), 1);
+    }
+}

@@ -1,0 +1,163 @@
+//! What the agent records, shaped as the ECS agent's introspection API
+//! shows it. No record holds a secret: a pull names the registry key and
+//! username it used, never a password.
+
+use serde::{Deserialize, Serialize};
+
+/// Lifecycle of a task or container as far as image pulls go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Status {
+    /// Recorded, pull not started.
+    None,
+    /// Pull in progress (or to be resumed after a restart).
+    Pulling,
+    /// Image present.
+    Pulled,
+    /// Pull failed and the behavior does not allow a cached image.
+    Stopped,
+}
+
+impl Status {
+    /// Whether nothing more will happen to it.
+    pub fn is_final(self) -> bool {
+        matches!(self, Status::Pulled | Status::Stopped)
+    }
+}
+
+/// One container of a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Container {
+    pub name: String,
+    pub image: String,
+    #[serde(rename = "ImageID")]
+    pub image_id: Option<String>,
+    pub known_status: Status,
+    pub essential: bool,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub pull_error: Option<String>,
+    /// The `ECS_ENGINE_AUTH_DATA` key used for the pull, if any.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub registry_key: Option<String>,
+    /// The username presented, if any.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub username: Option<String>,
+}
+
+/// A task: a family and its containers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Task {
+    pub arn: String,
+    pub family: String,
+    pub known_status: Status,
+    pub desired_status: Status,
+    /// RFC 3339 time the first pull started.
+    pub pull_started_at: Option<String>,
+    /// RFC 3339 time the last pull ended.
+    pub pull_stopped_at: Option<String>,
+    pub containers: Vec<Container>,
+}
+
+impl Task {
+    /// Derives the task status from its containers: `STOPPED` when an
+    /// essential container failed, `PULLED` when all are pulled, else
+    /// `PULLING` once any pull started.
+    pub fn recompute_status(&mut self) {
+        let essential_failed = self
+            .containers
+            .iter()
+            .any(|c| c.essential && c.known_status == Status::Stopped);
+        let all_final = self.containers.iter().all(|c| c.known_status.is_final());
+        self.known_status = if essential_failed {
+            Status::Stopped
+        } else if all_final {
+            Status::Pulled
+        } else if self.containers.iter().any(|c| c.known_status != Status::None) {
+            Status::Pulling
+        } else {
+            Status::None
+        };
+    }
+}
+
+/// What this host knows about an image it pulled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ImageRecord {
+    #[serde(rename = "ImageID")]
+    pub image_id: Option<String>,
+    /// References this image was pulled as.
+    pub names: Vec<String>,
+    pub pulled_at: Option<String>,
+    pub last_used_at: String,
+    pub pull_succeeded: bool,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub registry_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub username: Option<String>,
+}
+
+/// Now, as RFC 3339 with milliseconds.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container(essential: bool, status: Status) -> Container {
+        Container {
+            name: "c".into(),
+            image: "i".into(),
+            image_id: None,
+            known_status: status,
+            essential,
+            pull_error: None,
+            registry_key: None,
+            username: None,
+        }
+    }
+
+    fn task(containers: Vec<Container>) -> Task {
+        let mut task = Task {
+            arn: "a".into(),
+            family: "f".into(),
+            known_status: Status::None,
+            desired_status: Status::Pulled,
+            pull_started_at: None,
+            pull_stopped_at: None,
+            containers,
+        };
+        task.recompute_status();
+        task
+    }
+
+    #[test]
+    fn task_status_follows_containers() {
+        assert_eq!(task(vec![container(true, Status::None)]).known_status, Status::None);
+        assert_eq!(
+            task(vec![container(true, Status::Pulled), container(true, Status::Pulling)]).known_status,
+            Status::Pulling
+        );
+        assert_eq!(
+            task(vec![container(true, Status::Pulled), container(false, Status::Stopped)]).known_status,
+            Status::Pulled
+        );
+        assert_eq!(
+            task(vec![container(true, Status::Stopped), container(true, Status::Pulling)]).known_status,
+            Status::Stopped
+        );
+    }
+
+    #[test]
+    fn serializes_with_ecs_field_names() {
+        let json = serde_json::to_value(task(vec![container(true, Status::Pulled)])).expect("json");
+        assert_eq!(json["KnownStatus"], "PULLED");
+        assert_eq!(json["Containers"][0]["ImageID"], serde_json::Value::Null);
+        assert!(json["Containers"][0].get("PullError").is_none());
+        assert!(json.get("PullStartedAt").is_some());
+    }
+}

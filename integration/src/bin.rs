@@ -1,0 +1,49 @@
+//! Locating a freshly built `pullauth` binary.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The `pullauth` binary, built (once per test process) with
+/// `cargo build -q -p pullauth` so that tests never run a stale one.
+///
+/// Respects `CARGO_TARGET_DIR`. Panics with cargo's output if the crate is
+/// missing or does not build.
+pub fn pullauth_bin() -> PathBuf {
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match BIN.get_or_init(build) {
+        Ok(path) => path.clone(),
+        Err(msg) => panic!("{msg}"),
+    }
+}
+
+fn build() -> Result<PathBuf, String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("integration/ has a parent")
+        .to_path_buf();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(&cargo)
+        .args(["build", "-q", "-p", "pullauth", "--bin", "pullauth"])
+        .current_dir(&root)
+        .output()
+        .map_err(|e| format!("cannot run {cargo:?} to build pullauth: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`cargo build -p pullauth` failed ({}); the pullauth binary crate \
+             (crates/pullauth) must exist and build:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => root.join(dir),
+        None => root.join("target"),
+    };
+    let bin = target.join("debug").join("pullauth");
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(format!("cargo built pullauth but {} does not exist", bin.display()))
+    }
+}

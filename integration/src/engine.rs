@@ -1,0 +1,206 @@
+//! The Docker engine the tests pull into: an existing one, or a private
+//! dockerd started for this test process.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::{process, util};
+
+/// Environment variable naming an engine to use instead of starting one.
+pub const DOCKER_HOST_ENV: &str = "PULLAUTH_TEST_DOCKER_HOST";
+
+/// How long a private dockerd may take to answer.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A Docker engine that the tests can talk to with the docker CLI.
+#[derive(Debug)]
+pub struct Engine {
+    host: String,
+    /// Set when this process started the daemon.
+    private: Option<PrivateDaemon>,
+    /// Empty docker client config, so the CLI never reads ~/.docker.
+    client_config: TempDir,
+}
+
+#[derive(Debug)]
+struct PrivateDaemon {
+    pid: u32,
+    dir: TempDir,
+}
+
+impl Engine {
+    /// Finds or starts an engine: `PULLAUTH_TEST_DOCKER_HOST` if set (never
+    /// starts one then), else `DOCKER_HOST` or the default socket if `docker
+    /// info` works there, else a private dockerd under a temp dir.
+    pub fn start_or_reuse() -> Engine {
+        util::ensure_tools(&[("docker", "docker.io")]);
+        let client_config = util::temp_dir("client");
+        let probe = |host: &str| docker_info_ok(host, client_config.path());
+        if let Ok(host) = std::env::var(DOCKER_HOST_ENV) {
+            assert!(
+                probe(&host),
+                "{DOCKER_HOST_ENV}={host} is set but `docker -H {host} info` fails"
+            );
+            return Engine {
+                host,
+                private: None,
+                client_config,
+            };
+        }
+        let candidates = std::env::var("DOCKER_HOST")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .into_iter()
+            .chain(["unix:///var/run/docker.sock".to_string()]);
+        for host in candidates {
+            if probe(&host) {
+                return Engine {
+                    host,
+                    private: None,
+                    client_config,
+                };
+            }
+        }
+        let (host, daemon) = start_private_daemon();
+        Engine {
+            host,
+            private: Some(daemon),
+            client_config,
+        }
+    }
+
+    /// The engine address for `docker -H` / `DOCKER_HOST`, e.g.
+    /// `unix:///tmp/.../docker.sock`.
+    pub fn docker_host(&self) -> &str {
+        &self.host
+    }
+
+    /// Whether this process started the daemon (and will stop it at exit).
+    pub fn is_private(&self) -> bool {
+        self.private.is_some()
+    }
+
+    /// The private daemon's log file, if this process started the daemon.
+    pub fn daemon_log(&self) -> Option<PathBuf> {
+        self.private.as_ref().map(|d| d.dir.path().join("dockerd.log"))
+    }
+
+    /// A `docker` CLI command aimed at this engine, with an empty client
+    /// config (pass `--config DIR` first to use credentials).
+    pub fn docker(&self) -> Command {
+        docker_command(&self.host, self.client_config.path())
+    }
+
+    /// Stops a private daemon now (SIGTERM, then wait); a no-op for a reused
+    /// engine. Normally the exit handler does this.
+    pub fn shutdown(&self) {
+        if let Some(d) = &self.private {
+            process::terminate(d.pid, Duration::from_secs(15));
+        }
+    }
+}
+
+fn docker_command(host: &str, config: &Path) -> Command {
+    let mut cmd = Command::new(util::which("docker").unwrap_or_else(|| PathBuf::from("docker")));
+    cmd.env_remove("DOCKER_HOST")
+        .env_remove("DOCKER_CONTEXT")
+        .env_remove("DOCKER_TLS_VERIFY")
+        .env_remove("DOCKER_CERT_PATH")
+        .env("DOCKER_CONFIG", config)
+        .args(["-H", host])
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn docker_info_ok(host: &str, config: &Path) -> bool {
+    docker_command(host, config)
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// `GET /_ping` over the unix socket; cheaper than spawning the CLI.
+fn ping(socket: &Path) -> bool {
+    let Ok(mut s) = UnixStream::connect(socket) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s
+        .write_all(b"GET /_ping HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    reply.starts_with("HTTP/1.1 200")
+}
+
+fn start_private_daemon() -> (String, PrivateDaemon) {
+    util::ensure_tools(&[("dockerd", "docker.io"), ("containerd", "docker.io")]);
+    let started = Instant::now();
+    let dir = util::temp_dir("dockerd");
+    let root = dir.path();
+    let socket = root.join("docker.sock");
+    let log_path = root.join("dockerd.log");
+    let log = File::create(&log_path).expect("cannot create dockerd.log");
+    let mut cmd = Command::new(util::which("dockerd").expect("dockerd was just ensured"));
+    cmd.arg("--host")
+        .arg(format!("unix://{}", socket.display()))
+        .arg("--data-root")
+        .arg(root.join("data"))
+        .arg("--exec-root")
+        .arg(root.join("exec"))
+        .arg("--pidfile")
+        .arg(root.join("docker.pid"))
+        .args(["--storage-driver", "vfs", "--iptables=false", "--bridge=none"])
+        .env("PATH", util::daemon_path())
+        .env_remove("DOCKER_HOST")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("cannot dup log fd"))
+        .stderr(log);
+    let pid = process::spawn(cmd).unwrap_or_else(|e| panic!("cannot start dockerd: {e}"));
+    let host = format!("unix://{}", socket.display());
+    loop {
+        if let Some(status) = process::exited(pid) {
+            panic!(
+                "private dockerd exited early ({status}); last lines of {}:\n{}",
+                log_path.display(),
+                util::log_tail(&log_path, 30)
+            );
+        }
+        if ping(&socket) {
+            break;
+        }
+        if started.elapsed() > START_TIMEOUT {
+            process::terminate(pid, Duration::from_secs(5));
+            panic!(
+                "private dockerd did not answer on {host} within {START_TIMEOUT:?}; \
+                 last lines of {}:\n{}",
+                log_path.display(),
+                util::log_tail(&log_path, 30)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let config = util::temp_dir("client");
+    assert!(
+        docker_info_ok(&host, config.path()),
+        "dockerd answers /_ping but `docker -H {host} info` fails; last lines of {}:\n{}",
+        log_path.display(),
+        util::log_tail(&log_path, 30)
+    );
+    eprintln!(
+        "pullauth-integration: private dockerd ready at {host} in {:?}",
+        started.elapsed()
+    );
+    (host, PrivateDaemon { pid, dir })
+}
