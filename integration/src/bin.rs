@@ -22,9 +22,23 @@ fn build() -> Result<PathBuf, String> {
         .parent()
         .expect("integration/ has a parent")
         .to_path_buf();
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => root.join(dir),
+        None => root.join("target"),
+    };
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    // --target-dir makes the output location independent of cargo config.
     let out = Command::new(&cargo)
-        .args(["build", "-q", "-p", "pullauth", "--bin", "pullauth"])
+        .args([
+            "build",
+            "-q",
+            "-p",
+            "pullauth",
+            "--bin",
+            "pullauth",
+            "--target-dir",
+        ])
+        .arg(&target)
         .current_dir(&root)
         .output()
         .map_err(|e| format!("cannot run {cargo:?} to build pullauth: {e}"))?;
@@ -36,14 +50,13 @@ fn build() -> Result<PathBuf, String> {
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    let target = match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => root.join(dir),
-        None => root.join("target"),
-    };
     let bin = target.join("debug").join("pullauth");
     if bin.is_file() {
         Ok(bin)
     } else {
-        Err(format!("cargo built pullauth but {} does not exist", bin.display()))
+        Err(format!(
+            "cargo built pullauth but {} does not exist",
+            bin.display()
+        ))
     }
 }

@@ -88,7 +88,9 @@ impl Engine {
 
     /// The private daemon's log file, if this process started the daemon.
     pub fn daemon_log(&self) -> Option<PathBuf> {
-        self.private.as_ref().map(|d| d.dir.path().join("dockerd.log"))
+        self.private
+            .as_ref()
+            .map(|d| d.dir.path().join("dockerd.log"))
     }
 
     /// A `docker` CLI command aimed at this engine, with an empty client
@@ -133,8 +135,7 @@ fn ping(socket: &Path) -> bool {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s
-        .write_all(b"GET /_ping HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n")
+    if s.write_all(b"GET /_ping HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n")
         .is_err()
     {
         return false;
@@ -161,7 +162,12 @@ fn start_private_daemon() -> (String, PrivateDaemon) {
         .arg(root.join("exec"))
         .arg("--pidfile")
         .arg(root.join("docker.pid"))
-        .args(["--storage-driver", "vfs", "--iptables=false", "--bridge=none"])
+        .args([
+            "--storage-driver",
+            "vfs",
+            "--iptables=false",
+            "--bridge=none",
+        ])
         .env("PATH", util::daemon_path())
         .env_remove("DOCKER_HOST")
         .stdin(Stdio::null())

@@ -125,7 +125,10 @@ impl Harness {
     pub fn login_config(&self, registry: &Registry, user: &str, password: &str) -> TempDir {
         let dir = util::temp_dir("docker-config");
         if let Err(e) = self.docker_login(dir.path(), registry, user, password) {
-            panic!("docker login to {} as {user:?} failed: {e}", registry.addr());
+            panic!(
+                "docker login to {} as {user:?} failed: {e}",
+                registry.addr()
+            );
         }
         dir
     }
@@ -182,10 +185,17 @@ impl Harness {
         let (user, password) = user_password;
         if let Err(e) = self.docker_login(&config, registry, user, password) {
             self.remove_local(&image);
-            panic!("push_fixture: docker login to {} as {user:?} failed: {e}", registry.addr());
+            panic!(
+                "push_fixture: docker login to {} as {user:?} failed: {e}",
+                registry.addr()
+            );
         }
         let out = util::run(
-            self.docker().arg("--config").arg(&config).arg("push").arg(&image),
+            self.docker()
+                .arg("--config")
+                .arg(&config)
+                .arg("push")
+                .arg(&image),
             b"",
         );
         self.remove_local(&image);

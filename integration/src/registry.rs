@@ -192,7 +192,10 @@ impl Registry {
                     std::thread::sleep(Duration::from_millis(100));
                 }
                 Err(LaunchError::PortTaken(log)) => {
-                    panic!("registry {}: port {} stays taken:\n{log}", self.name, self.port)
+                    panic!(
+                        "registry {}: port {} stays taken:\n{log}",
+                        self.name, self.port
+                    )
                 }
                 Err(LaunchError::Failed(msg)) => panic!("registry {}: {msg}", self.name),
             }
@@ -379,7 +382,9 @@ mod tests {
             r#"{"auth.user.name":"carol","http.request.id":"c"}"#,
         );
         let mut seen = Vec::new();
-        for_each_entry(log.as_bytes(), |id, user| seen.push((id.to_string(), user.map(String::from))));
+        for_each_entry(log.as_bytes(), |id, user| {
+            seen.push((id.to_string(), user.map(String::from)))
+        });
         let users: Vec<_> = seen.iter().filter_map(|(_, u)| u.clone()).collect();
         // The unterminated "carol" line is still being written: skipped.
         assert_eq!(users, ["bob", "bob", "alice"]);

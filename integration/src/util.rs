@@ -2,7 +2,6 @@
 //! running commands, a minimal HTTP probe.
 
 use std::collections::HashSet;
-use std::ffi::OsStr;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
@@ -41,7 +40,11 @@ pub(crate) fn temp_dir(purpose: &str) -> TempDir {
 
 /// Owner pid encoded in a directory name made by [`temp_dir`].
 fn owner_pid(name: &str) -> Option<u32> {
-    name.strip_prefix(DIR_PREFIX)?.split('-').next()?.parse().ok()
+    name.strip_prefix(DIR_PREFIX)?
+        .split('-')
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn our_dirs(filter: impl Fn(u32) -> bool) -> Vec<PathBuf> {
@@ -266,7 +269,11 @@ pub(crate) fn base64(data: &[u8]) -> String {
 
 /// Sends `GET path` over plain HTTP/1.1 to `addr`, optionally with Basic
 /// credentials, and returns the response status code.
-pub fn http_get_status(addr: &str, path: &str, basic: Option<(&str, &str)>) -> std::io::Result<u16> {
+pub fn http_get_status(
+    addr: &str,
+    path: &str,
+    basic: Option<(&str, &str)>,
+) -> std::io::Result<u16> {
     let sock = addr
         .to_socket_addrs()?
         .next()
@@ -295,11 +302,6 @@ pub fn http_get_status(addr: &str, path: &str, basic: Option<(&str, &str)>) -> s
         .nth(1)
         .and_then(|code| code.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {head:?}")))
-}
-
-/// `OsStr` convenience for building argument lists from paths.
-pub(crate) fn os(p: &Path) -> &OsStr {
-    p.as_os_str()
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ pub struct EnvFile {
 /// line, never the line's content.
 #[derive(Debug, thiserror::Error)]
 pub enum EnvFileError {
-    #[error("cannot read environment file {path}: {source}")]
+    #[error("cannot read environment file {path}")]
     Read {
         path: PathBuf,
         #[source]

@@ -244,7 +244,7 @@ pub enum ConfigError {
         origin: Origin,
         expected: &'static str,
     },
-    #[error("cannot read {CONFIG_FILE_PATH} file {path}: {source}")]
+    #[error("cannot read {CONFIG_FILE_PATH} file {path}")]
     ConfigFileRead {
         path: PathBuf,
         #[source]

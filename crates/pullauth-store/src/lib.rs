@@ -26,8 +26,8 @@ const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(
-        "cannot use ECS_DATADIR {dir}: {source}; create it and make it writable by this user, \
-         or unset ECS_DATADIR to keep state in memory"
+        "cannot use ECS_DATADIR {dir} (create it and make it writable by this user, \
+         or unset ECS_DATADIR to keep state in memory)"
     )]
     DataDir {
         dir: PathBuf,

@@ -1,0 +1,113 @@
+//! Command-line arguments, parsed by clap and turned into validated types
+//! by each command.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Image-pull authentication for ECS container instances: reads
+/// ECS_ENGINE_AUTH_TYPE / ECS_ENGINE_AUTH_DATA as the ECS agent does and
+/// pulls through the Docker Engine with the right registry credentials.
+#[derive(Debug, Parser)]
+#[command(name = "pullauth", version = crate::commands::VERSION, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate the configuration and list each registry key with its username.
+    Check(ConfigArgs),
+    /// Show which registry, repository, key and username apply to images.
+    Resolve(ResolveArgs),
+    /// Pull images through the Docker Engine with the resolved credentials.
+    Pull(PullArgs),
+    /// Run the agent: pull images for tasks, keep state, answer introspection.
+    Serve(ServeArgs),
+    /// Talk to a running agent.
+    #[command(subcommand)]
+    Task(TaskCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// An ecs.config-style file (KEY=VALUE lines); its values override the environment.
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ResolveArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// One JSON object per image on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Image references; `-` reads them from stdin, one a line.
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PullBehaviorArg {
+    Default,
+    Always,
+    Once,
+    PreferCached,
+}
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// When to contact the registry (default: ECS_IMAGE_PULL_BEHAVIOR, else `default`).
+    #[arg(long, value_enum)]
+    pub pull_behavior: Option<PullBehaviorArg>,
+    /// Print nothing but errors.
+    #[arg(long, short, conflicts_with = "json")]
+    pub quiet: bool,
+    /// One JSON object per pulled image on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Image references; `-` reads them from stdin, one a line.
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Introspection address (read-only HTTP).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:51678")]
+    pub listen: String,
+    /// Control socket (default: $ECS_DATADIR/pullauth.sock, else /var/run/pullauth.sock).
+    #[arg(long, value_name = "PATH")]
+    pub control_socket: Option<PathBuf>,
+    /// How many image pulls may run at once.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub max_concurrent_pulls: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// Submit a task definition to the agent.
+    Run(TaskRunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TaskRunArgs {
+    /// The agent's control socket (default as for `serve`).
+    #[arg(long, value_name = "PATH")]
+    pub control_socket: Option<PathBuf>,
+    /// Wait until every container reaches a final state; exit 1 if the task stopped.
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after this long (e.g. 90s, 10m).
+    #[arg(long, value_name = "DURATION", default_value = "2h", requires = "wait")]
+    pub wait_timeout: String,
+    /// Task definition JSON: {"family": ..., "containerDefinitions": [...]}; `-` for stdin.
+    #[arg(value_name = "TASKDEF.json")]
+    pub taskdef: PathBuf,
+}

@@ -1,0 +1,77 @@
+//! `pullauth check`: validate everything and show what was understood.
+
+use std::process::ExitCode;
+
+use pullauth_config::{AUTH_DATA, AUTH_TYPE, Config, Origin, Setting};
+
+use super::{load, quoted, say};
+use crate::cli::ConfigArgs;
+
+pub fn run(args: &ConfigArgs) -> anyhow::Result<ExitCode> {
+    let (config, table) = load(args)?;
+    match &config.engine_auth {
+        None => {
+            say(format!("{AUTH_TYPE:<36} (unset: pulls are anonymous)"))?;
+        }
+        Some(auth) => {
+            say(format!("{AUTH_TYPE:<36} {:<14} {}", auth.kind.value.as_str(), auth.kind.origin))?;
+            let wrapped = if table.unwrapped_auths() { ", unwrapped from {\"auths\": ...}" } else { "" };
+            say(format!(
+                "{AUTH_DATA:<36} {:<14} {}",
+                format!("{} key(s){wrapped}", table.len()),
+                auth.data_origin
+            ))?;
+        }
+    }
+    print_setting("ECS_DATADIR", config.data_dir.as_ref().map(|d| Setting {
+        value: d.value.display().to_string(),
+        origin: d.origin.clone(),
+    }))?;
+    print_others(&config)?;
+    if !table.is_empty() {
+        say("")?;
+        say(format!("{:<40} {:<40} {:<20} {}", "KEY", "APPLIES TO", "USERNAME", "AUTHENTICATES WITH"))?;
+        for entry in table.entries() {
+            say(format!(
+                "{:<40} {:<40} {:<20} {}",
+                entry.key.written,
+                entry.key.to_string(),
+                quoted(entry.credentials.username.as_deref()),
+                entry.credentials.kind()
+            ))?;
+            if let Some(reason) = entry.key.unreachable_reason() {
+                say(format!("  warning: {reason}"))?;
+            }
+        }
+    }
+    say("")?;
+    say("configuration is valid")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_setting(name: &str, setting: Option<Setting<String>>) -> anyhow::Result<()> {
+    match setting {
+        Some(s) => say(format!("{name:<36} {:<14} {}", s.value, s.origin)),
+        None => say(format!("{name:<36} {:<14} {}", "(unset)", Origin::Default)),
+    }
+}
+
+fn print_others(config: &Config) -> anyhow::Result<()> {
+    let dur = |d: &Setting<std::time::Duration>| Setting {
+        value: humantime::format_duration(d.value).to_string(),
+        origin: d.origin.clone(),
+    };
+    let rows = [
+        ("ECS_CLUSTER", config.cluster.clone()),
+        ("ECS_IMAGE_PULL_BEHAVIOR", Setting {
+            value: config.pull_behavior.value.as_str().to_owned(),
+            origin: config.pull_behavior.origin.clone(),
+        }),
+        ("ECS_IMAGE_PULL_TIMEOUT", dur(&config.pull_timeout)),
+        ("ECS_IMAGE_PULL_INACTIVITY_TIMEOUT", dur(&config.pull_inactivity_timeout)),
+    ];
+    for (name, setting) in rows {
+        print_setting(name, Some(setting))?;
+    }
+    Ok(())
+}

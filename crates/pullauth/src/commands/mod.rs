@@ -1,0 +1,87 @@
+//! One file per command; shared loading of configuration lives here.
+
+mod check;
+mod pull;
+mod resolve;
+
+use std::io::{BufRead, Write};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use pullauth_config::{AUTH_DATA, Config};
+use pullauth_resolve::RegistryTable;
+
+use crate::cli::{Cli, Command, ConfigArgs};
+use crate::logging;
+
+/// `pullauth v<version> (<git hash>)`, as `/v1/metadata` reports it.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("PULLAUTH_GIT_HASH"), ")");
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Check(args) => check::run(&args),
+        Command::Resolve(args) => resolve::run(&args),
+        Command::Pull(args) => pull::run(&args),
+        Command::Serve(_) | Command::Task(_) => {
+            anyhow::bail!("not implemented yet")
+        }
+    }
+}
+
+/// Reads and validates the configuration, starts logging as it asks, and
+/// builds the registry table.
+pub fn load(args: &ConfigArgs) -> anyhow::Result<(Config, RegistryTable)> {
+    let config = Config::load(args.env_file.as_deref())?;
+    logging::init(config.log_level.value, config.log_format.value);
+    let table = registry_table(&config)?;
+    Ok((config, table))
+}
+
+/// The registry table for `config`'s engine auth (empty when unset).
+pub fn registry_table(config: &Config) -> anyhow::Result<RegistryTable> {
+    let Some(auth) = &config.engine_auth else {
+        return Ok(RegistryTable::empty());
+    };
+    let table = RegistryTable::from_auth_data(auth.kind.value, &auth.data)
+        .with_context(|| format!("{AUTH_DATA} from {}", auth.data_origin))?;
+    for entry in table.entries() {
+        if let Some(reason) = entry.key.unreachable_reason() {
+            tracing::warn!(key = %entry.key.written, "{AUTH_DATA} key can never match: {reason}");
+        }
+    }
+    Ok(table)
+}
+
+/// The image arguments, with `-` replaced by the lines of stdin (blank lines
+/// and `#` comments skipped).
+pub fn image_args(images: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for image in images {
+        if image == "-" {
+            for line in std::io::stdin().lock().lines() {
+                let line = line.context("reading image references from stdin")?;
+                let line = line.trim();
+                if !line.is_empty() && !line.starts_with('#') {
+                    out.push(line.to_owned());
+                }
+            }
+        } else {
+            out.push(image.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Writes a line to stdout; a closed pipe (e.g. `| head`) ends output quietly.
+pub fn say(line: impl std::fmt::Display) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{line}") {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("writing to stdout"),
+    }
+}
+
+/// `"text"` or `null`, for human-readable listings.
+pub fn quoted(value: Option<&str>) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| format!("{v:?}"))
+}

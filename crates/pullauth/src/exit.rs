@@ -1,0 +1,28 @@
+//! Exit statuses: 0 success, 1 an operation failed, 2 invalid input,
+//! configuration or usage.
+
+use std::process::ExitCode;
+
+/// An operation failed (a pull, the engine, the store at runtime).
+pub const FAILED: u8 = 1;
+/// Invalid input, configuration or usage.
+pub const USAGE: u8 = 2;
+
+/// Marks an error as the user's input being wrong (exit 2) when its type
+/// alone does not say so.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// 2 when any error in the chain is about configuration or input, else 1.
+pub fn code_for(err: &anyhow::Error) -> ExitCode {
+    let usage = err.chain().any(|cause| {
+        cause.is::<pullauth_config::ConfigError>()
+            || cause.is::<pullauth_config::EnvFileError>()
+            || cause.is::<pullauth_resolve::AuthDataError>()
+            || cause.is::<pullauth_resolve::ImageRefError>()
+            || cause.is::<pullauth_store::StoreError>()
+            || cause.is::<UsageError>()
+    });
+    ExitCode::from(if usage { USAGE } else { FAILED })
+}

@@ -1,0 +1,43 @@
+//! Logging to stderr with tracing, as `ECS_LOGLEVEL` and
+//! `ECS_LOG_OUTPUT_FORMAT` ask.
+
+use pullauth_config::{LogFormat, LogLevel};
+use tracing::level_filters::LevelFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// Installs the global subscriber. Our own crates log at `level`; libraries
+/// only at warn and above, so that their debug output (HTTP requests with
+/// headers) never reaches the log.
+pub fn init(level: LogLevel, format: LogFormat) {
+    let ours = match level {
+        LogLevel::Debug => LevelFilter::DEBUG,
+        LogLevel::Info => LevelFilter::INFO,
+        LogLevel::Warn => LevelFilter::WARN,
+        LogLevel::Error | LogLevel::Crit => LevelFilter::ERROR,
+        LogLevel::None => LevelFilter::OFF,
+    };
+    let libraries = ours.min(LevelFilter::WARN);
+    let filter = Targets::new()
+        .with_default(libraries)
+        .with_target("pullauth", ours)
+        .with_target("pullauth_config", ours)
+        .with_target("pullauth_resolve", ours)
+        .with_target("pullauth_docker", ours)
+        .with_target("pullauth_store", ours)
+        .with_target("pullauth_agent", ours);
+    let registry = tracing_subscriber::registry().with(filter);
+    let _ = match format {
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
+        LogFormat::Logfmt => registry
+            .with(tracing_logfmt::builder().layer().with_writer(std::io::stderr))
+            .try_init(),
+    };
+}

@@ -1,0 +1,225 @@
+//! Proves the test infrastructure itself works: engine, registries, auth
+//! logging, fixtures, stop/restart and the stall listener.
+
+use std::io::{ErrorKind, Read};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use pullauth_integration::{Harness, Stall, http_get_status};
+
+#[test]
+fn engine_answers_docker_info() {
+    let h = Harness::get();
+    let out = h
+        .docker()
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output()
+        .expect("docker CLI runs");
+    assert!(
+        out.status.success(),
+        "docker info failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).trim().is_empty());
+    assert!(h.docker_host().contains("://"), "{}", h.docker_host());
+}
+
+#[test]
+fn engine_treats_loopback_registries_as_insecure() {
+    let h = Harness::get();
+    let out = h
+        .docker()
+        .args([
+            "info",
+            "--format",
+            "{{json .RegistryConfig.InsecureRegistryCIDRs}}",
+        ])
+        .output()
+        .expect("docker CLI runs");
+    let cidrs = String::from_utf8_lossy(&out.stdout);
+    assert!(cidrs.contains("127.0.0.0/8"), "insecure CIDRs: {cidrs}");
+}
+
+#[test]
+fn alpha_requires_credentials() {
+    let h = Harness::get();
+    let alpha = &h.alpha;
+    assert_eq!(alpha.v2_status(None), 401);
+    assert_eq!(
+        alpha.v2_status(Some(("alice", alpha.password("alice")))),
+        200
+    );
+    assert_eq!(alpha.v2_status(Some(("bob", alpha.password("bob")))), 200);
+    assert_eq!(alpha.v2_status(Some(("alice", alpha.password("bob")))), 401);
+    assert_ne!(alpha.password("alice"), alpha.password("bob"));
+}
+
+#[test]
+fn beta_rejects_alices_password() {
+    let h = Harness::get();
+    let alice_password = h.alpha.password("alice");
+    assert_eq!(h.beta.v2_status(Some(("alice", alice_password))), 401);
+    assert_eq!(
+        h.beta.v2_status(Some(("carol", h.beta.password("carol")))),
+        200
+    );
+
+    let config = tempfile::tempdir().expect("temp dir");
+    let err = h
+        .docker_login(config.path(), &h.beta, "alice", alice_password)
+        .expect_err("beta must reject alice");
+    assert!(err.to_lowercase().contains("unauthorized"), "{err}");
+}
+
+#[test]
+fn fixture_pushed_by_alice_is_pulled_by_bob() {
+    let h = Harness::get();
+    let alpha = &h.alpha;
+    let mark = alpha.log_mark();
+    let digest = h.push_fixture(alpha, "team/app", "v1", ("alice", alpha.password("alice")));
+    assert!(
+        digest.starts_with("sha256:") && digest.len() == 71,
+        "{digest}"
+    );
+    let pushers = alpha.users_since(mark);
+    assert!(
+        !pushers.is_empty() && pushers.iter().all(|u| u == "alice"),
+        "{pushers:?}"
+    );
+
+    let image = alpha.image_ref("team/app", "v1");
+    assert_eq!(
+        h.local_image_id(&image),
+        None,
+        "push_fixture must remove the local tag"
+    );
+
+    let config = h.login_config(alpha, "bob", alpha.password("bob"));
+    let mark = alpha.log_mark();
+    h.docker_pull(config.path(), &image).expect("bob can pull");
+    let pullers = alpha.users_since(mark);
+    assert!(pullers.contains(&"bob".to_string()), "{pullers:?}");
+    assert!(pullers.iter().all(|u| u == "bob"), "{pullers:?}");
+    assert!(alpha.users_seen().ends_with(&pullers));
+
+    assert!(h.local_image_id(&image).is_some());
+    let out = h
+        .docker()
+        .args([
+            "image",
+            "inspect",
+            "--format",
+            "{{json .RepoDigests}}",
+            &image,
+        ])
+        .output()
+        .expect("docker CLI runs");
+    let repo_digests = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        repo_digests.contains(&digest),
+        "{repo_digests} lacks {digest}"
+    );
+
+    h.remove_local(&image);
+    assert_eq!(h.local_image_id(&image), None);
+    h.remove_local(&image); // Removing a missing image is fine.
+}
+
+#[test]
+fn fixtures_get_distinct_digests() {
+    let h = Harness::get();
+    let carol = ("carol", h.beta.password("carol"));
+    let a = h.push_fixture(&h.beta, "distinct/one", "t", carol);
+    let b = h.push_fixture(&h.beta, "distinct/two", "t", carol);
+    let c = h.push_fixture(&h.beta, "distinct/one", "u", carol);
+    assert!(a != b && b != c && a != c, "{a} {b} {c}");
+}
+
+#[test]
+fn pull_without_login_is_rejected() {
+    let h = Harness::get();
+    let carol = ("carol", h.beta.password("carol"));
+    h.push_fixture(&h.beta, "private/app", "latest", carol);
+    let empty = tempfile::tempdir().expect("temp dir");
+    let image = h.beta.image_ref("private/app", "latest");
+    let err = h
+        .docker_pull(empty.path(), &image)
+        .expect_err("anonymous pull");
+    assert!(
+        err.contains("no basic auth credentials") || err.contains("unauthorized"),
+        "{err}"
+    );
+    assert_eq!(h.local_image_id(&image), None);
+}
+
+#[test]
+fn awkward_passwords_work_and_registry_survives_restart() {
+    let h = Harness::get();
+    let printable: String = (' '..='~').collect();
+    let users = [
+        ("dave", r#"sp ace "quote" \back\slash: colon"#),
+        ("eve", printable.as_str()),
+        ("frank", "pässwörd ünïcødé 密码 🔑"),
+    ];
+    let registry = Harness::registry_with(&users);
+    for (user, password) in users {
+        assert_eq!(registry.v2_status(Some((user, password))), 200, "{user}");
+        assert_eq!(registry.v2_status(Some((user, "wrong"))), 401, "{user}");
+    }
+    let digest = h.push_fixture(&registry, "awkward", "v1", users[0]);
+    let config = h.login_config(&registry, "frank", users[2].1);
+
+    registry.stop();
+    assert!(!registry.is_running());
+    assert!(http_get_status(&registry.addr(), "/v2/", None).is_err());
+    let image = registry.image_ref("awkward", "v1");
+    assert!(h.docker_pull(config.path(), &image).is_err());
+
+    let mark = registry.log_mark();
+    registry.restart();
+    assert!(registry.is_running());
+    assert_eq!(registry.v2_status(None), 401);
+    h.docker_pull(config.path(), &image)
+        .expect("pull after restart");
+    assert_eq!(
+        registry.users_since(mark).first().map(String::as_str),
+        Some("frank")
+    );
+    let out = h
+        .docker()
+        .args([
+            "image",
+            "inspect",
+            "--format",
+            "{{json .RepoDigests}}",
+            &image,
+        ])
+        .output()
+        .expect("docker CLI runs");
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&digest));
+    h.remove_local(&image);
+}
+
+#[test]
+fn stall_accepts_and_never_answers() {
+    let stall = Stall::start();
+    let mut stream = TcpStream::connect(stall.addr()).expect("stall accepts connections");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("set timeout");
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    let err = stream
+        .read(&mut buf)
+        .expect_err("stall must not send anything");
+    assert!(
+        matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+        "{err:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while stall.connections() < 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(stall.connections(), 1);
+}
