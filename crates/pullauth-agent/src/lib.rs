@@ -1,14 +1,17 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! `pullauth serve`: the long-running agent.
+//!
+//! - [`agent`]: tasks recorded in the store before their pulls start, one
+//!   engine pull per image however many tasks ask for it, a bound on
+//!   concurrent pulls, and settings that a reload swaps atomically.
+//! - [`api`]: the introspection router (read-only, TCP) and the control
+//!   router (Unix socket, 0600).
+//! - [`server`]: serving both until shutdown.
+//! - [`taskdef`]: task definition validation; [`metrics`]: Prometheus.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub mod agent;
+pub mod api;
+pub mod metrics;
+pub mod server;
+pub mod taskdef;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use agent::{Agent, Identity, Settings};

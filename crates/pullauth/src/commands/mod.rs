@@ -3,6 +3,8 @@
 mod check;
 mod pull;
 mod resolve;
+mod serve;
+mod task;
 
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
@@ -22,9 +24,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(args) => check::run(&args),
         Command::Resolve(args) => resolve::run(&args),
         Command::Pull(args) => pull::run(&args),
-        Command::Serve(_) | Command::Task(_) => {
-            anyhow::bail!("not implemented yet")
-        }
+        Command::Serve(args) => serve::run(&args),
+        Command::Task(command) => task::run(&command),
     }
 }
 

@@ -1,0 +1,347 @@
+//! The agent's core: tasks in the store, pulls with single flight and a
+//! concurrency bound, and the live settings that SIGHUP swaps.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
+use pullauth_config::PullBehavior;
+use pullauth_docker::{Engine, Obtained, PullError, PullOptions};
+use pullauth_resolve::{Entry, ImageRef, RegistryTable};
+use pullauth_store::model::now_rfc3339;
+use pullauth_store::{ImageRecord, Status, Store, StoreError, Task};
+use tokio::sync::Semaphore;
+
+use crate::metrics::Metrics;
+use crate::taskdef::{self, TaskDefError};
+
+/// Everything a reload can change.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub table: RegistryTable,
+    pub behavior: PullBehavior,
+    pub options: PullOptions,
+}
+
+/// Fixed facts about this agent, reported by `/v1/metadata`.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub cluster: String,
+    pub container_instance_arn: Option<String>,
+    /// `pullauth v<version> (<git hash>)`.
+    pub version: String,
+}
+
+type SharedPull = Shared<BoxFuture<'static, Result<Obtained, PullError>>>;
+
+/// A handle to the running agent; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    engine: Engine,
+    settings: RwLock<Arc<Settings>>,
+    metrics: Metrics,
+    identity: Identity,
+    /// Pulls in flight, by pull reference: later requests join these.
+    inflight: Mutex<HashMap<String, SharedPull>>,
+    /// Bounds how many engine pulls run at once.
+    permits: Semaphore,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("store", &self.store.path())
+            .field("engine", &self.engine.address())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a submission was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error(transparent)]
+    Invalid(#[from] TaskDefError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Agent {
+    /// Builds the agent and resumes every pull the store says was not
+    /// finished (after a restart or a crash). Must run inside a Tokio runtime.
+    pub fn start(
+        store: Store,
+        engine: Engine,
+        settings: Settings,
+        identity: Identity,
+        max_concurrent_pulls: usize,
+    ) -> Result<Agent, StoreError> {
+        let metrics = Metrics::new();
+        metrics.registry_keys.set(settings.table.len() as i64);
+        let agent = Agent {
+            inner: Arc::new(Inner {
+                store,
+                engine,
+                settings: RwLock::new(Arc::new(settings)),
+                metrics,
+                identity,
+                inflight: Mutex::new(HashMap::new()),
+                permits: Semaphore::new(max_concurrent_pulls.max(1)),
+            }),
+        };
+        let mut resumed = 0;
+        for task in agent.inner.store.tasks()? {
+            for (index, container) in task.containers.iter().enumerate() {
+                if !container.known_status.is_final() {
+                    resumed += 1;
+                    agent.spawn_container(task.arn.clone(), index);
+                }
+            }
+        }
+        if resumed > 0 {
+            tracing::info!(containers = resumed, "resuming pulls that had not finished");
+        }
+        Ok(agent)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Where the engine was reached, for logs.
+    pub fn engine_address(&self) -> &str {
+        self.inner.engine.address()
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.inner.identity
+    }
+
+    /// The settings pulls use now.
+    pub fn settings(&self) -> Arc<Settings> {
+        self.inner
+            .settings
+            .read()
+            .map(|s| Arc::clone(&s))
+            .unwrap_or_else(|poisoned| Arc::clone(&poisoned.into_inner()))
+    }
+
+    /// Swaps in new settings for the next pulls; pulls in flight finish
+    /// with the settings they started with.
+    pub fn replace_settings(&self, settings: Settings) {
+        self.inner.metrics.registry_keys.set(settings.table.len() as i64);
+        let mut slot = self
+            .inner
+            .settings
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *slot = Arc::new(settings);
+    }
+
+    /// Validates a task definition, records the task, then starts its pulls.
+    /// The task is in the store before any pull begins.
+    pub fn submit(&self, body: &[u8]) -> Result<Task, SubmitError> {
+        let task = taskdef::parse(body, taskdef::new_arn(&self.inner.identity.cluster))?;
+        self.inner.store.put_task(&task)?;
+        self.inner.metrics.tasks_submitted.inc();
+        tracing::info!(task = %task.arn, family = %task.family, containers = task.containers.len(), "task accepted");
+        for index in 0..task.containers.len() {
+            self.spawn_container(task.arn.clone(), index);
+        }
+        Ok(task)
+    }
+
+    fn spawn_container(&self, arn: String, index: usize) {
+        let agent = self.clone();
+        tokio::spawn(async move {
+            if let Err(err) = agent.run_container(&arn, index).await {
+                tracing::error!(task = %arn, container = index, error = %err, "could not record container state");
+            }
+        });
+    }
+
+    /// Takes one container from `NONE`/`PULLING` to `PULLED` or `STOPPED`.
+    async fn run_container(&self, arn: &str, index: usize) -> Result<(), StoreError> {
+        let store = &self.inner.store;
+        let Some(task) = store.update_task(arn, |task| {
+            task.containers[index].known_status = Status::Pulling;
+            task.pull_started_at.get_or_insert_with(now_rfc3339);
+            task.recompute_status();
+        })?
+        else {
+            return Ok(());
+        };
+        let image_text = task.containers[index].image.clone();
+        let settings = self.settings();
+        let outcome = match ImageRef::parse(&image_text) {
+            Ok(image) => {
+                let entry = settings.table.lookup(&image).cloned();
+                let result = self.shared_pull(&image, entry.clone(), &settings).await;
+                Ok((image, entry, result))
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        let now = now_rfc3339();
+        let (key, username) = match &outcome {
+            Ok((_, Some(entry), _)) => (Some(entry.key.written.clone()), entry.credentials.username.clone()),
+            _ => (None, None),
+        };
+        let mut recorded_image = None;
+        store.update_task(arn, |task| {
+            let container = &mut task.containers[index];
+            container.registry_key = key.clone();
+            container.username = username.clone();
+            match &outcome {
+                Ok((image, _, Ok(obtained))) => {
+                    container.known_status = Status::Pulled;
+                    container.image_id = Some(obtained.image_id.clone());
+                    container.pull_error = None;
+                    recorded_image = Some((image.pull_reference(), obtained.clone()));
+                }
+                Ok((_, _, Err(error))) => {
+                    container.known_status = Status::Stopped;
+                    container.pull_error = Some(error.to_string());
+                }
+                Err(message) => {
+                    container.known_status = Status::Stopped;
+                    container.pull_error = Some(message.clone());
+                }
+            }
+            task.recompute_status();
+            if task.containers.iter().all(|c| c.known_status.is_final()) {
+                task.pull_stopped_at = Some(now.clone());
+            }
+        })?;
+        if let Some((reference, obtained)) = recorded_image {
+            let previous = store.image(&reference)?;
+            let pulled_now = obtained.attempts > 0 && obtained.fallback_from.is_none();
+            store.put_image(
+                &reference,
+                &ImageRecord {
+                    image_id: Some(obtained.image_id),
+                    names: vec![reference.clone()],
+                    pulled_at: if pulled_now {
+                        Some(now.clone())
+                    } else {
+                        previous.as_ref().and_then(|p| p.pulled_at.clone())
+                    },
+                    last_used_at: now,
+                    pull_succeeded: pulled_now || previous.is_some_and(|p| p.pull_succeeded),
+                    registry_key: key,
+                    username,
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Joins the pull of `image` in flight, or starts one.
+    async fn shared_pull(
+        &self,
+        image: &ImageRef,
+        entry: Option<Entry>,
+        settings: &Settings,
+    ) -> Result<Obtained, PullError> {
+        let reference = image.pull_reference();
+        let shared = {
+            let mut inflight = self
+                .inner
+                .inflight
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Some(pull) = inflight.get(&reference) {
+                self.inner.metrics.pulls_shared.inc();
+                pull.clone()
+            } else {
+                let agent = self.clone();
+                let image = image.clone();
+                let behavior = settings.behavior;
+                let options = settings.options;
+                let key = reference.clone();
+                let handle = tokio::spawn(async move {
+                    let result = agent.engine_pull(&image, entry.as_ref(), behavior, &options).await;
+                    agent
+                        .inner
+                        .inflight
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .remove(&key);
+                    result
+                });
+                let pull = async move {
+                    handle.await.unwrap_or_else(|join| {
+                        Err(PullError::Engine {
+                            image: String::new(),
+                            detail: format!("pull task ended abnormally: {join}"),
+                        })
+                    })
+                }
+                .boxed()
+                .shared();
+                inflight.insert(reference.clone(), pull.clone());
+                pull
+            }
+        };
+        shared.await
+    }
+
+    /// One pull through the engine, within the concurrency bound.
+    async fn engine_pull(
+        &self,
+        image: &ImageRef,
+        entry: Option<&Entry>,
+        behavior: PullBehavior,
+        options: &PullOptions,
+    ) -> Result<Obtained, PullError> {
+        let _permit = self.inner.permits.acquire().await;
+        let metrics = &self.inner.metrics;
+        let reference = image.pull_reference();
+        let pulled_before = self
+            .inner
+            .store
+            .image(&reference)
+            .ok()
+            .flatten()
+            .is_some_and(|r| r.pull_succeeded);
+        metrics.pulls_started.inc();
+        let started = Instant::now();
+        tracing::info!(
+            image = %image,
+            key = entry.map(|e| e.key.written.as_str()).unwrap_or("-"),
+            username = entry.and_then(|e| e.credentials.username.as_deref()).unwrap_or("-"),
+            behavior = behavior.as_str(),
+            "pulling"
+        );
+        let result = self
+            .inner
+            .engine
+            .obtain(image, entry, behavior, pulled_before, options, &mut |event| {
+                if let pullauth_docker::PullEvent::Retrying { .. } = event {
+                    metrics.pull_retries.inc();
+                }
+            })
+            .await;
+        metrics.pull_duration.observe(started.elapsed().as_secs_f64());
+        match &result {
+            Ok(obtained) => {
+                metrics.pulls_succeeded.inc();
+                tracing::info!(image = %image, status = obtained.status.as_str(), image_id = %obtained.image_id, "pull finished");
+            }
+            Err(error) => {
+                metrics.failed(error.class());
+                tracing::warn!(image = %image, class = error.class(), error = %error, "pull failed");
+            }
+        }
+        result
+    }
+}

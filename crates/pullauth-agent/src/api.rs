@@ -1,0 +1,130 @@
+//! HTTP: the read-only introspection router (TCP) and the control router
+//! (Unix socket). Handlers give clients short messages and send details to
+//! the log.
+
+use std::collections::HashMap;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+
+use crate::agent::{Agent, SubmitError};
+
+/// The paths the introspection server answers, as listed on `/`.
+pub const AVAILABLE_COMMANDS: &[&str] = &[
+    "/v1/metadata",
+    "/v1/tasks",
+    "/v1/registries",
+    "/healthz",
+    "/metrics",
+];
+
+/// Read-only routes, shaped like the ECS agent's introspection API.
+pub fn introspection(agent: Agent) -> Router {
+    Router::new()
+        .route("/", get(available_commands))
+        .route("/v1/metadata", get(metadata))
+        .route("/v1/tasks", get(tasks))
+        .route("/v1/registries", get(registries))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .fallback(available_commands)
+        .with_state(agent)
+}
+
+/// Routes for whoever holds the control socket: submit and read tasks.
+pub fn control(agent: Agent) -> Router {
+    Router::new()
+        .route("/v1/tasks", get(tasks).post(submit))
+        .route("/healthz", get(healthz))
+        .with_state(agent)
+}
+
+fn json_response(status: StatusCode, body: Value) -> Response {
+    (status, axum::Json(body)).into_response()
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    json_response(status, json!({ "error": message.into() }))
+}
+
+async fn available_commands() -> Response {
+    json_response(StatusCode::OK, json!({ "AvailableCommands": AVAILABLE_COMMANDS }))
+}
+
+async fn metadata(State(agent): State<Agent>) -> Response {
+    let identity = agent.identity();
+    json_response(
+        StatusCode::OK,
+        json!({
+            "Cluster": identity.cluster,
+            "ContainerInstanceArn": identity.container_instance_arn,
+            "Version": format!("pullauth v{}", identity.version),
+        }),
+    )
+}
+
+async fn tasks(State(agent): State<Agent>, Query(query): Query<HashMap<String, String>>) -> Response {
+    if let Some(arn) = query.get("taskarn") {
+        return match agent.store().task(arn) {
+            Ok(Some(task)) => json_response(StatusCode::OK, json!(task)),
+            Ok(None) => error(StatusCode::NOT_FOUND, "no task with that ARN"),
+            Err(e) => {
+                tracing::error!(error = %e, "reading a task");
+                error(StatusCode::INTERNAL_SERVER_ERROR, "cannot read state; see the agent log")
+            }
+        };
+    }
+    match agent.store().tasks() {
+        Ok(tasks) => json_response(StatusCode::OK, json!({ "Tasks": tasks })),
+        Err(e) => {
+            tracing::error!(error = %e, "reading tasks");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "cannot read state; see the agent log")
+        }
+    }
+}
+
+async fn registries(State(agent): State<Agent>) -> Response {
+    let settings = agent.settings();
+    let list: Vec<Value> = settings
+        .table
+        .entries()
+        .iter()
+        .map(|entry| {
+            json!({
+                "Key": entry.key.written,
+                "AppliesTo": entry.key.to_string(),
+                "Username": entry.credentials.username,
+                "AuthenticatesWith": entry.credentials.kind(),
+            })
+        })
+        .collect();
+    json_response(StatusCode::OK, json!({ "Registries": list }))
+}
+
+async fn healthz() -> Response {
+    json_response(StatusCode::OK, json!({ "status": "ok" }))
+}
+
+async fn metrics(State(agent): State<Agent>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        agent.metrics().render(),
+    )
+        .into_response()
+}
+
+async fn submit(State(agent): State<Agent>, body: Bytes) -> Response {
+    match agent.submit(&body) {
+        Ok(task) => json_response(StatusCode::CREATED, json!(task)),
+        Err(SubmitError::Invalid(e)) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(SubmitError::Store(e)) => {
+            tracing::error!(error = %e, "recording a task");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "cannot record the task; see the agent log")
+        }
+    }
+}
