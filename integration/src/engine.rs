@@ -42,7 +42,10 @@ impl Engine {
         util::ensure_tools(&[("docker", "docker.io")]);
         let client_config = util::temp_dir("client");
         let probe = |host: &str| docker_info_ok(host, client_config.path());
-        if let Ok(host) = std::env::var(DOCKER_HOST_ENV) {
+        if let Some(host) = std::env::var(DOCKER_HOST_ENV)
+            .ok()
+            .filter(|h| !h.is_empty())
+        {
             assert!(
                 probe(&host),
                 "{DOCKER_HOST_ENV}={host} is set but `docker -H {host} info` fails"

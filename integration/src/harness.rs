@@ -206,11 +206,14 @@ impl Harness {
             String::from_utf8_lossy(&out.stderr)
         );
         // Last line: "TAG: digest: sha256:... size: N".
-        stdout
-            .split_whitespace()
-            .find(|w| w.starts_with("sha256:"))
-            .map(str::to_string)
-            .unwrap_or_else(|| panic!("no digest in docker push output:\n{stdout}"))
+        let words: Vec<&str> = stdout.split_whitespace().collect();
+        words
+            .windows(2)
+            .find(|w| w[0] == "digest:" && w[1].starts_with("sha256:"))
+            .map_or_else(
+                || panic!("no digest in docker push output:\n{stdout}"),
+                |w| w[1].to_string(),
+            )
     }
 
     /// Removes an image from the engine (`docker rmi -f`); an image that is

@@ -17,6 +17,25 @@
 //! process. Every helper process is stopped when the test process exits,
 //! and killed by the kernel if it dies (see the `process` module source).
 //! Missing Debian packages are installed with apt-get when running as root.
+//!
+//! Set `PULLAUTH_TEST_DOCKER_HOST` to make every test process share one
+//! engine (`integration/test` does); otherwise each test process uses the
+//! default engine if `docker info` works there, or starts its own dockerd.
+//!
+//! ```no_run
+//! use pullauth_integration::Harness;
+//!
+//! let h = Harness::get();
+//! let alice = ("alice", h.alpha.password("alice"));
+//! let digest = h.push_fixture(&h.alpha, "team/app", "v1", alice);
+//! let image = h.alpha.image_ref("team/app", "v1");
+//!
+//! let mark = h.alpha.log_mark();
+//! let config = h.login_config(&h.alpha, "bob", h.alpha.password("bob"));
+//! h.docker_pull(config.path(), &image).expect("pull");
+//! assert!(h.alpha.users_since(mark).iter().all(|u| u == "bob"));
+//! assert!(digest.starts_with("sha256:"));
+//! ```
 
 mod bin;
 mod engine;

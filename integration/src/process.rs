@@ -67,7 +67,7 @@ fn children() -> MutexGuard<'static, HashMap<u32, Child>> {
     supervisor()
         .children
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Spawns `cmd` from the spawner thread and records it; returns its pid,

@@ -64,7 +64,10 @@ impl Registry {
             registry.port = util::free_port();
             match registry.launch() {
                 Ok(pid) => {
-                    *registry.pid.lock().unwrap_or_else(|p| p.into_inner()) = Some(pid);
+                    *registry
+                        .pid
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(pid);
                     eprintln!(
                         "pullauth-integration: registry {name} ready at {} in {:?}",
                         registry.addr(),
@@ -101,11 +104,10 @@ impl Registry {
 
     /// The password of `user`; panics for an unknown user (a test bug).
     pub fn password(&self, user: &str) -> &str {
-        self.users
-            .iter()
-            .find(|(u, _)| u == user)
-            .map(|(_, p)| p.as_str())
-            .unwrap_or_else(|| panic!("registry {} has no user {user:?}", self.name))
+        self.users.iter().find(|(u, _)| u == user).map_or_else(
+            || panic!("registry {} has no user {user:?}", self.name),
+            |(_, p)| p.as_str(),
+        )
     }
 
     /// Where the registry writes its log (JSON lines plus access-log lines).
@@ -114,7 +116,8 @@ impl Registry {
     }
 
     /// Every authenticated user name the registry logged, one entry per HTTP
-    /// request, in order.
+    /// request, in order (the registry logs `auth.user.name` on several lines
+    /// of one request; entries are deduplicated by `http.request.id`).
     ///
     /// distribution v2.8 logs `auth.user.name` for requests on repositories
     /// (manifests, blobs, tags), not for the bare `GET /v2/` ping, so a
@@ -127,7 +130,7 @@ impl Registry {
     /// who authenticated after this point (e.g. during one pull).
     pub fn log_mark(&self) -> usize {
         settle(&self.log_path());
-        fs::read(self.log_path()).map(|b| b.len()).unwrap_or(0)
+        fs::read(self.log_path()).map_or(0, |b| b.len())
     }
 
     /// Users of the requests that started after `mark` (see
@@ -162,14 +165,21 @@ impl Registry {
 
     /// Whether the registry process is running.
     pub fn is_running(&self) -> bool {
-        let pid = *self.pid.lock().unwrap_or_else(|p| p.into_inner());
+        let pid = *self
+            .pid
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         pid.is_some_and(|pid| process::exited(pid).is_none())
     }
 
     /// Stops the registry (SIGTERM, then wait); its port then refuses
     /// connections. Storage and log are kept for [`Registry::restart`].
     pub fn stop(&self) {
-        let pid = self.pid.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let pid = self
+            .pid
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
         if let Some(pid) = pid {
             process::terminate(pid, Duration::from_secs(10));
         }
@@ -185,7 +195,10 @@ impl Registry {
         loop {
             match self.launch() {
                 Ok(pid) => {
-                    *self.pid.lock().unwrap_or_else(|p| p.into_inner()) = Some(pid);
+                    *self
+                        .pid
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(pid);
                     return;
                 }
                 Err(LaunchError::PortTaken(_)) if started.elapsed() < Duration::from_secs(5) => {
@@ -209,7 +222,8 @@ impl Registry {
         fs::write(&config_path, self.config_yaml())
             .map_err(|e| LaunchError::Failed(format!("cannot write config: {e}")))?;
         let log_path = self.log_path();
-        let log_start = fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0);
+        let log_start =
+            fs::metadata(&log_path).map_or(0, |m| usize::try_from(m.len()).unwrap_or(usize::MAX));
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -232,7 +246,7 @@ impl Registry {
             if process::exited(pid).is_some() {
                 process::terminate(pid, Duration::ZERO);
                 let text = fs::read(&log_path).unwrap_or_default();
-                let new = String::from_utf8_lossy(&text[log_start as usize..]).into_owned();
+                let new = String::from_utf8_lossy(&text[log_start.min(text.len())..]).into_owned();
                 return Err(if new.contains("address already in use") {
                     LaunchError::PortTaken(new)
                 } else {
@@ -350,7 +364,7 @@ fn for_each_entry(text: &[u8], mut f: impl FnMut(&str, Option<&str>)) {
 /// Waits (briefly) until the log file stops growing, so lines of requests
 /// that just finished are on disk before we read it.
 fn settle(path: &Path) {
-    let size = || fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let size = || fs::metadata(path).map_or(0, |m| m.len());
     let deadline = Instant::now() + Duration::from_secs(2);
     let mut last = size();
     while Instant::now() < deadline {
@@ -383,7 +397,7 @@ mod tests {
         );
         let mut seen = Vec::new();
         for_each_entry(log.as_bytes(), |id, user| {
-            seen.push((id.to_string(), user.map(String::from)))
+            seen.push((id.to_string(), user.map(String::from)));
         });
         let users: Vec<_> = seen.iter().filter_map(|(_, u)| u.clone()).collect();
         // The unterminated "carol" line is still being written: skipped.

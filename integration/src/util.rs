@@ -150,7 +150,9 @@ fn is_root() -> bool {
 /// missing packages with apt-get when running as root; panics otherwise.
 pub(crate) fn ensure_tools(tools: &[(&str, &str)]) {
     static APT: Mutex<()> = Mutex::new(());
-    let _guard = APT.lock().unwrap_or_else(|p| p.into_inner());
+    let _guard = APT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let missing: Vec<&str> = tools
         .iter()
         .filter(|(bin, _)| which(bin).is_none())
@@ -182,7 +184,7 @@ pub(crate) fn ensure_tools(tools: &[(&str, &str)]) {
         );
     };
     apt(&["update", "-qq"]);
-    let mut install = vec!["install", "-y", "-qq", "--no-install-recommends"];
+    let mut install = vec!["install", "-y", "-qq"];
     install.extend(&missing);
     apt(&install);
     for (bin, pkg) in tools {
@@ -281,12 +283,12 @@ pub fn http_get_status(
     let mut stream = TcpStream::connect_timeout(&sock, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     stream.set_write_timeout(Some(Duration::from_secs(10)))?;
-    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if let Some((user, password)) = basic {
+    let authorization = basic.map_or_else(String::new, |(user, password)| {
         let token = base64(format!("{user}:{password}").as_bytes());
-        request.push_str(&format!("Authorization: Basic {token}\r\n"));
-    }
-    request.push_str("\r\n");
+        format!("Authorization: Basic {token}\r\n")
+    });
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{authorization}Connection: close\r\n\r\n");
     stream.write_all(request.as_bytes())?;
     let mut head = Vec::new();
     let mut buf = [0u8; 512];
