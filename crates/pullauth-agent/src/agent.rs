@@ -334,7 +334,16 @@ impl Agent {
         metrics.pull_duration.observe(started.elapsed().as_secs_f64());
         match &result {
             Ok(obtained) => {
-                metrics.pulls_succeeded.inc();
+                match &obtained.fallback_from {
+                    // A failed pull that fell back to the cache counts as failed.
+                    Some(error) => {
+                        metrics.failed(error.class());
+                        tracing::warn!(image = %image, error = %error, "pull failed; using the cached image");
+                    }
+                    None => {
+                        metrics.pulls_succeeded.inc();
+                    }
+                }
                 tracing::info!(image = %image, status = obtained.status.as_str(), image_id = %obtained.image_id, "pull finished");
             }
             Err(error) => {

@@ -171,7 +171,7 @@ impl Engine {
             Err(error) if behavior == PullBehavior::Default && !matches!(error, PullError::EngineUnreachable { .. }) => {
                 match self.image_id(&reference).await? {
                     Some(image_id) => {
-                        tracing::warn!(image = %image, error = %error, "pull failed; using the cached image");
+                        tracing::debug!(image = %image, error = %error, "pull failed; falling back to the cached image");
                         Ok(Obtained {
                             status: PullStatus::Cached,
                             image_id,
