@@ -1,0 +1,134 @@
+# Shared by integration/test, integration/demo and integration/bench:
+# Debian packages and one Docker engine. Source it; it defines and runs
+# nothing but functions, except `ensure_packages` and `ensure_engine` which
+# the caller invokes. After `ensure_engine`, $ENGINE_HOST is a working engine
+# and the EXIT trap stops whatever was started.
+# shellcheck shell=bash
+
+declare -F log >/dev/null || log() { printf '%s: %s\n' "${LOG_PREFIX:-pullauth}" "$*" >&2; }
+
+# Commands run first by the EXIT trap (e.g. to stop a demo registry).
+CLEANUP_HOOKS=()
+
+# --- packages ---------------------------------------------------------------
+# binary -> Debian package
+declare -A NEEDED=(
+    [dockerd]=docker.io
+    [docker]=docker.io
+    [containerd]=docker.io
+    [docker-registry]=docker-registry
+    [busybox]=busybox-static
+    [htpasswd]=apache2-utils
+    [curl]=curl
+)
+has() { PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin" command -v "$1" >/dev/null 2>&1; }
+
+ensure_packages() {
+missing=()
+for bin in "${!NEEDED[@]}"; do
+    has "$bin" || missing+=("${NEEDED[$bin]}")
+done
+if ((${#missing[@]})); then
+    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+    if [[ $(id -u) == 0 ]]; then
+        log "installing ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq >/dev/null || { log "apt-get update failed"; return 1; }
+        apt-get install -y -qq "${missing[@]}" >/dev/null ||
+            { log "apt-get install ${missing[*]} failed"; return 1; }
+    else
+        log "missing packages: ${missing[*]} (run as root or install them)"
+        return 1
+    fi
+fi
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+}
+
+# --- docker engine ----------------------------------------------------------
+engine_ok() {
+    DOCKER_CONFIG="$CLIENT_CONFIG" docker -H "$1" info --format '{{.ServerVersion}}' >/dev/null 2>&1
+}
+
+DIR=""
+DPID=""
+CLIENT_CONFIG=$(mktemp -d "${TMPDIR:-/tmp}/pullauth-it-$$-client-XXXXXX")
+
+cleanup() {
+    local status=$?
+    local hook
+    for hook in "${CLEANUP_HOOKS[@]}"; do
+        eval "$hook" || true
+    done
+    if [[ -n $DPID ]] && kill -0 "$DPID" 2>/dev/null; then
+        log "stopping dockerd (pid $DPID)"
+        kill -TERM "$DPID" 2>/dev/null
+        for _ in $(seq 150); do
+            kill -0 "$DPID" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$DPID" 2>/dev/null; then
+            log "dockerd ignored SIGTERM; killing it"
+            kill -KILL "$DPID" 2>/dev/null
+        fi
+        wait "$DPID" 2>/dev/null
+    fi
+    if [[ -n $DIR ]]; then
+        # A killed dockerd leaves its data root mounted.
+        grep -o " $DIR[^ ]*" /proc/self/mounts 2>/dev/null | sort -r |
+            while read -r mnt; do umount -l "$mnt" 2>/dev/null; done
+        rm -rf "$DIR"
+    fi
+    rm -rf "$CLIENT_CONFIG"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+ensure_engine() {
+host=""
+for candidate in "${PULLAUTH_TEST_DOCKER_HOST:-}" "${DOCKER_HOST:-}" unix:///var/run/docker.sock; do
+    if [[ -n $candidate ]] && engine_ok "$candidate"; then
+        host=$candidate
+        log "reusing the docker engine at $host"
+        break
+    fi
+done
+
+if [[ -z $host ]]; then
+    # Named like the harness's temp dirs, so a harness sweeps it if this
+    # script is killed before its trap runs.
+    DIR=$(mktemp -d "${TMPDIR:-/tmp}/pullauth-it-$$-dockerd-XXXXXX")
+    host="unix://$DIR/docker.sock"
+    # setpriv: dockerd gets SIGKILL if this script dies without its trap.
+    wrapper=()
+    setpriv --pdeathsig KILL true 2>/dev/null && wrapper=(setpriv --pdeathsig KILL)
+    started=$(date +%s%N)
+    "${wrapper[@]}" dockerd \
+        --host "$host" \
+        --data-root "$DIR/data" \
+        --exec-root "$DIR/exec" \
+        --pidfile "$DIR/docker.pid" \
+        --storage-driver vfs \
+        --iptables=false \
+        --bridge=none \
+        </dev/null >"$DIR/dockerd.log" 2>&1 &
+    DPID=$!
+    until engine_ok "$host"; do
+        if ! kill -0 "$DPID" 2>/dev/null; then
+            log "dockerd exited early; last lines of its log:"
+            tail -n 30 "$DIR/dockerd.log" >&2
+            return 1
+        fi
+        if (( ($(date +%s%N) - started) / 1000000000 >= 60 )); then
+            log "dockerd did not answer within 60s; last lines of its log:"
+            tail -n 30 "$DIR/dockerd.log" >&2
+            return 1
+        fi
+        sleep 0.1
+    done
+    log "private dockerd ready at $host in $(( ($(date +%s%N) - started) / 1000000 )) ms"
+fi
+ENGINE_HOST=$host
+}
+
