@@ -139,7 +139,10 @@ impl Agent {
     /// Swaps in new settings for the next pulls; pulls in flight finish
     /// with the settings they started with.
     pub fn replace_settings(&self, settings: Settings) {
-        self.inner.metrics.registry_keys.set(settings.table.len() as i64);
+        self.inner
+            .metrics
+            .registry_keys
+            .set(settings.table.len() as i64);
         let mut slot = self
             .inner
             .settings
@@ -193,7 +196,10 @@ impl Agent {
         };
         let now = now_rfc3339();
         let (key, username) = match &outcome {
-            Ok((_, Some(entry), _)) => (Some(entry.key.written.clone()), entry.credentials.username.clone()),
+            Ok((_, Some(entry), _)) => (
+                Some(entry.key.written.clone()),
+                entry.credentials.username.clone(),
+            ),
             _ => (None, None),
         };
         let mut recorded_image = None;
@@ -269,7 +275,9 @@ impl Agent {
                 let options = settings.options;
                 let key = reference.clone();
                 let handle = tokio::spawn(async move {
-                    let result = agent.engine_pull(&image, entry.as_ref(), behavior, &options).await;
+                    let result = agent
+                        .engine_pull(&image, entry.as_ref(), behavior, &options)
+                        .await;
                     agent
                         .inner
                         .inflight
@@ -325,13 +333,22 @@ impl Agent {
         let result = self
             .inner
             .engine
-            .obtain(image, entry, behavior, pulled_before, options, &mut |event| {
-                if let pullauth_docker::PullEvent::Retrying { .. } = event {
-                    metrics.pull_retries.inc();
-                }
-            })
+            .obtain(
+                image,
+                entry,
+                behavior,
+                pulled_before,
+                options,
+                &mut |event| {
+                    if let pullauth_docker::PullEvent::Retrying { .. } = event {
+                        metrics.pull_retries.inc();
+                    }
+                },
+            )
             .await;
-        metrics.pull_duration.observe(started.elapsed().as_secs_f64());
+        metrics
+            .pull_duration
+            .observe(started.elapsed().as_secs_f64());
         match &result {
             Ok(obtained) => {
                 match &obtained.fallback_from {

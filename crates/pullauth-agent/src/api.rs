@@ -53,7 +53,10 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 async fn available_commands() -> Response {
-    json_response(StatusCode::OK, json!({ "AvailableCommands": AVAILABLE_COMMANDS }))
+    json_response(
+        StatusCode::OK,
+        json!({ "AvailableCommands": AVAILABLE_COMMANDS }),
+    )
 }
 
 async fn metadata(State(agent): State<Agent>) -> Response {
@@ -68,14 +71,20 @@ async fn metadata(State(agent): State<Agent>) -> Response {
     )
 }
 
-async fn tasks(State(agent): State<Agent>, Query(query): Query<HashMap<String, String>>) -> Response {
+async fn tasks(
+    State(agent): State<Agent>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
     if let Some(arn) = query.get("taskarn") {
         return match agent.store().task(arn) {
             Ok(Some(task)) => json_response(StatusCode::OK, json!(task)),
             Ok(None) => error(StatusCode::NOT_FOUND, "no task with that ARN"),
             Err(e) => {
                 tracing::error!(error = %e, "reading a task");
-                error(StatusCode::INTERNAL_SERVER_ERROR, "cannot read state; see the agent log")
+                error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "cannot read state; see the agent log",
+                )
             }
         };
     }
@@ -83,7 +92,10 @@ async fn tasks(State(agent): State<Agent>, Query(query): Query<HashMap<String, S
         Ok(tasks) => json_response(StatusCode::OK, json!({ "Tasks": tasks })),
         Err(e) => {
             tracing::error!(error = %e, "reading tasks");
-            error(StatusCode::INTERNAL_SERVER_ERROR, "cannot read state; see the agent log")
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot read state; see the agent log",
+            )
         }
     }
 }
@@ -112,7 +124,10 @@ async fn healthz() -> Response {
 
 async fn metrics(State(agent): State<Agent>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         agent.metrics().render(),
     )
         .into_response()
@@ -124,7 +139,10 @@ async fn submit(State(agent): State<Agent>, body: Bytes) -> Response {
         Err(SubmitError::Invalid(e)) => error(StatusCode::BAD_REQUEST, e.to_string()),
         Err(SubmitError::Store(e)) => {
             tracing::error!(error = %e, "recording a task");
-            error(StatusCode::INTERNAL_SERVER_ERROR, "cannot record the task; see the agent log")
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot record the task; see the agent log",
+            )
         }
     }
 }

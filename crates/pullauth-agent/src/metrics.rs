@@ -45,24 +45,56 @@ impl Metrics {
         let config_reloads = Counter::default();
         let config_reload_failures = Counter::default();
         let tasks_submitted = Counter::default();
-        registry.register("pulls_started", "Image pulls sent to the engine", pulls_started.clone());
-        registry.register("pulls_succeeded", "Image pulls that finished", pulls_succeeded.clone());
-        registry.register("pulls_failed", "Image pulls that failed, by class", pulls_failed.clone());
+        registry.register(
+            "pulls_started",
+            "Image pulls sent to the engine",
+            pulls_started.clone(),
+        );
+        registry.register(
+            "pulls_succeeded",
+            "Image pulls that finished",
+            pulls_succeeded.clone(),
+        );
+        registry.register(
+            "pulls_failed",
+            "Image pulls that failed, by class",
+            pulls_failed.clone(),
+        );
         registry.register(
             "pulls_shared",
             "Pull requests that joined a pull already in flight",
             pulls_shared.clone(),
         );
-        registry.register("pull_retries", "Pull attempts retried after a transient failure", pull_retries.clone());
-        registry.register("pull_duration_seconds", "Time an image pull took", pull_duration.clone());
-        registry.register("registry_keys", "Registry keys configured", registry_keys.clone());
-        registry.register("config_reloads", "Configuration reloads applied", config_reloads.clone());
+        registry.register(
+            "pull_retries",
+            "Pull attempts retried after a transient failure",
+            pull_retries.clone(),
+        );
+        registry.register(
+            "pull_duration_seconds",
+            "Time an image pull took",
+            pull_duration.clone(),
+        );
+        registry.register(
+            "registry_keys",
+            "Registry keys configured",
+            registry_keys.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Configuration reloads applied",
+            config_reloads.clone(),
+        );
         registry.register(
             "config_reload_failures",
             "Configuration reloads rejected (old configuration kept)",
             config_reload_failures.clone(),
         );
-        registry.register("tasks_submitted", "Tasks accepted on the control API", tasks_submitted.clone());
+        registry.register(
+            "tasks_submitted",
+            "Tasks accepted on the control API",
+            tasks_submitted.clone(),
+        );
         Metrics {
             registry,
             pulls_started,

@@ -13,7 +13,9 @@ use crate::api;
 /// Why the control socket could not be created.
 #[derive(Debug, thiserror::Error)]
 pub enum SocketError {
-    #[error("control socket {path} is in use by a running agent; stop it or choose --control-socket")]
+    #[error(
+        "control socket {path} is in use by a running agent; stop it or choose --control-socket"
+    )]
     InUse { path: PathBuf },
     #[error("cannot create control socket {path}")]
     Bind {
@@ -33,7 +35,9 @@ pub async fn bind_control_socket(path: &Path) -> Result<UnixListener, SocketErro
     };
     if path.exists() {
         if tokio::net::UnixStream::connect(path).await.is_ok() {
-            return Err(SocketError::InUse { path: path.to_owned() });
+            return Err(SocketError::InUse {
+                path: path.to_owned(),
+            });
         }
         std::fs::remove_file(path).map_err(bind)?;
     }

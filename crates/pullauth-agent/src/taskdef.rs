@@ -42,7 +42,12 @@ pub fn parse(body: &[u8], arn: String) -> Result<Task, TaskDefError> {
     };
     let definitions = match def.get("containerDefinitions") {
         Some(Value::Array(list)) if !list.is_empty() => list,
-        Some(Value::Array(_)) => return Err(err("containerDefinitions", "must hold at least one container")),
+        Some(Value::Array(_)) => {
+            return Err(err(
+                "containerDefinitions",
+                "must hold at least one container",
+            ));
+        }
         Some(_) => return Err(err("containerDefinitions", "must be an array")),
         None => return Err(err("containerDefinitions", "is required")),
     };
@@ -50,7 +55,10 @@ pub fn parse(body: &[u8], arn: String) -> Result<Task, TaskDefError> {
     for (i, definition) in definitions.iter().enumerate() {
         let at = |name: &str| format!("containerDefinitions[{i}].{name}");
         let Value::Object(definition) = definition else {
-            return Err(err(format!("containerDefinitions[{i}]"), "must be an object"));
+            return Err(err(
+                format!("containerDefinitions[{i}]"),
+                "must be an object",
+            ));
         };
         let name = match definition.get("name") {
             Some(Value::String(n)) if !n.is_empty() => n.clone(),
@@ -59,7 +67,10 @@ pub fn parse(body: &[u8], arn: String) -> Result<Task, TaskDefError> {
             None => return Err(err(at("name"), "is required")),
         };
         if containers.iter().any(|c| c.name == name) {
-            return Err(err(at("name"), "is used by an earlier container; names must be unique"));
+            return Err(err(
+                at("name"),
+                "is used by an earlier container; names must be unique",
+            ));
         }
         let image = match definition.get("image") {
             Some(Value::String(image)) => {
@@ -133,8 +144,9 @@ mod tests {
 
     #[test]
     fn essential_defaults_to_true() {
-        let task = parse_str(r#"{"family":"f","containerDefinitions":[{"name":"a","image":"busybox"}]}"#)
-            .expect("valid");
+        let task =
+            parse_str(r#"{"family":"f","containerDefinitions":[{"name":"a","image":"busybox"}]}"#)
+                .expect("valid");
         assert!(task.containers[0].essential);
     }
 
@@ -145,9 +157,18 @@ mod tests {
             ("[]", "body"),
             (r#"{"containerDefinitions":[]}"#, "family"),
             (r#"{"family":"f"}"#, "containerDefinitions"),
-            (r#"{"family":"f","containerDefinitions":[]}"#, "containerDefinitions"),
-            (r#"{"family":"f","containerDefinitions":[{"image":"busybox"}]}"#, "containerDefinitions[0].name"),
-            (r#"{"family":"f","containerDefinitions":[{"name":"a"}]}"#, "containerDefinitions[0].image"),
+            (
+                r#"{"family":"f","containerDefinitions":[]}"#,
+                "containerDefinitions",
+            ),
+            (
+                r#"{"family":"f","containerDefinitions":[{"image":"busybox"}]}"#,
+                "containerDefinitions[0].name",
+            ),
+            (
+                r#"{"family":"f","containerDefinitions":[{"name":"a"}]}"#,
+                "containerDefinitions[0].image",
+            ),
             (
                 r#"{"family":"f","containerDefinitions":[{"name":"a","image":"busybox"},{"name":"b","image":"Bad"}]}"#,
                 "containerDefinitions[1].image",

@@ -53,7 +53,10 @@ impl EnvFile {
             Ok(text) => text,
             Err(err) => {
                 let valid = err.utf8_error().valid_up_to();
-                let line = 1 + err.as_bytes()[..valid].iter().filter(|&&b| b == b'\n').count();
+                let line = 1 + err.as_bytes()[..valid]
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count();
                 return Err(EnvFileError::NotUtf8 {
                     path: path.to_owned(),
                     line,
@@ -189,8 +192,14 @@ mod tests {
     #[case::export_prefix("export A=1", 1)]
     fn rejects_lines_that_are_not_assignments(#[case] text: &str, #[case] line: usize) {
         let err = parse(text).expect_err("must fail");
-        assert!(matches!(err, EnvFileError::Syntax { line: l, .. } if l == line), "{err:?}");
-        assert!(err.to_string().contains(&format!("/etc/ecs/ecs.config:{line}:")));
+        assert!(
+            matches!(err, EnvFileError::Syntax { line: l, .. } if l == line),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .contains(&format!("/etc/ecs/ecs.config:{line}:"))
+        );
     }
 
     #[test]
@@ -212,7 +221,10 @@ mod tests {
         let path = dir.join("bad.config");
         std::fs::write(&path, b"A=1\nB=\xff\xfe\n").expect("write");
         let err = EnvFile::read(&path).expect_err("must fail");
-        assert!(matches!(err, EnvFileError::NotUtf8 { line: 2, .. }), "{err:?}");
+        assert!(
+            matches!(err, EnvFileError::NotUtf8 { line: 2, .. }),
+            "{err:?}"
+        );
         std::fs::remove_dir_all(&dir).ok();
     }
 

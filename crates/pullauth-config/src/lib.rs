@@ -226,7 +226,10 @@ pub struct EngineAuth {
 pub enum ConfigError {
     #[error(transparent)]
     EnvFile(#[from] EnvFileError),
-    #[error("{AUTH_TYPE}={found:?} ({origin}) is not supported; use {}", AuthType::ALLOWED)]
+    #[error(
+        "{AUTH_TYPE}={found:?} ({origin}) is not supported; use {}",
+        AuthType::ALLOWED
+    )]
     UnknownAuthType { found: String, origin: Origin },
     #[error(
         "{AUTH_TYPE} is set ({origin}) but {AUTH_DATA} is not; set both, or neither for anonymous pulls"
@@ -288,9 +291,11 @@ impl Sources {
     /// config file if one is named.
     pub fn gather(env_file: Option<&Path>) -> Result<Sources, ConfigError> {
         let env_file = env_file.map(EnvFile::read).transpose()?;
-        Sources::from_parts(env_file, std::env::vars_os().filter_map(|(k, v)| {
-            Some((k.into_string().ok()?, v.into_string().ok()?))
-        }))
+        Sources::from_parts(
+            env_file,
+            std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+        )
     }
 
     /// Builds the sources from an already parsed env file and the given
@@ -376,7 +381,11 @@ impl Sources {
         }
     }
 
-    fn duration(&self, var: &'static str, default: Duration) -> Result<Setting<Duration>, ConfigError> {
+    fn duration(
+        &self,
+        var: &'static str,
+        default: Duration,
+    ) -> Result<Setting<Duration>, ConfigError> {
         let setting = self.parsed::<GoDuration>(
             var,
             "a positive duration such as 90s, 1m or 2h",
@@ -408,7 +417,9 @@ impl FromStr for GoDuration {
     }
 }
 
-fn read_config_file(path: &Path) -> Result<(PathBuf, HashMap<&'static str, SecretString>), ConfigError> {
+fn read_config_file(
+    path: &Path,
+) -> Result<(PathBuf, HashMap<&'static str, SecretString>), ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ConfigFileRead {
         path: path.to_owned(),
         source,
@@ -473,7 +484,11 @@ impl Config {
     pub fn from_sources(sources: &Sources) -> Result<Config, ConfigError> {
         let engine_auth = match (sources.plain(AUTH_TYPE), sources.lookup(AUTH_DATA)) {
             (None, None) => None,
-            (Some(kind), None) => return Err(ConfigError::TypeWithoutData { origin: kind.origin }),
+            (Some(kind), None) => {
+                return Err(ConfigError::TypeWithoutData {
+                    origin: kind.origin,
+                });
+            }
             (None, Some((_, origin))) => return Err(ConfigError::DataWithoutType { origin }),
             (Some(kind), Some((data, data_origin))) => {
                 let Ok(parsed) = kind.value.parse::<AuthType>() else {
@@ -502,7 +517,11 @@ impl Config {
                 value: DEFAULT_CLUSTER.to_owned(),
                 origin: Origin::Default,
             }),
-            pull_behavior: sources.parsed(PULL_BEHAVIOR, PullBehavior::ALLOWED, PullBehavior::Default)?,
+            pull_behavior: sources.parsed(
+                PULL_BEHAVIOR,
+                PullBehavior::ALLOWED,
+                PullBehavior::Default,
+            )?,
             pull_timeout: sources.duration(PULL_TIMEOUT, DEFAULT_PULL_TIMEOUT)?,
             pull_inactivity_timeout: sources
                 .duration(PULL_INACTIVITY_TIMEOUT, DEFAULT_PULL_INACTIVITY_TIMEOUT)?,
@@ -539,7 +558,10 @@ mod tests {
         assert_eq!(config.cluster.value, "default");
         assert_eq!(config.pull_behavior.value, PullBehavior::Default);
         assert_eq!(config.pull_timeout.value, DEFAULT_PULL_TIMEOUT);
-        assert_eq!(config.pull_inactivity_timeout.value, DEFAULT_PULL_INACTIVITY_TIMEOUT);
+        assert_eq!(
+            config.pull_inactivity_timeout.value,
+            DEFAULT_PULL_INACTIVITY_TIMEOUT
+        );
         assert_eq!(config.pull_timeout.origin, Origin::Default);
         assert!(config.data_dir.is_none());
     }
@@ -567,9 +589,15 @@ mod tests {
     #[test]
     fn crlf_does_not_break_the_auth_type() {
         // The ECS agent once rejected "docker\r" from a file written on Windows.
-        let config = load("ECS_ENGINE_AUTH_TYPE=docker\r\nECS_ENGINE_AUTH_DATA={}\r\n", &[])
-            .expect("valid");
-        assert_eq!(config.engine_auth.expect("set").kind.value, AuthType::Docker);
+        let config = load(
+            "ECS_ENGINE_AUTH_TYPE=docker\r\nECS_ENGINE_AUTH_DATA={}\r\n",
+            &[],
+        )
+        .expect("valid");
+        assert_eq!(
+            config.engine_auth.expect("set").kind.value,
+            AuthType::Docker
+        );
     }
 
     #[test]
@@ -589,7 +617,10 @@ mod tests {
         "ECS_ENGINE_AUTH_TYPE=Docker\nECS_ENGINE_AUTH_DATA={}",
         "is not supported"
     )]
-    #[case::bad_behavior("ECS_IMAGE_PULL_BEHAVIOR=sometimes", "default, always, once, prefer-cached")]
+    #[case::bad_behavior(
+        "ECS_IMAGE_PULL_BEHAVIOR=sometimes",
+        "default, always, once, prefer-cached"
+    )]
     #[case::bad_timeout("ECS_IMAGE_PULL_TIMEOUT=soon", "ECS_IMAGE_PULL_TIMEOUT")]
     #[case::zero_timeout("ECS_IMAGE_PULL_INACTIVITY_TIMEOUT=0s", "positive duration")]
     #[case::bad_log_level("ECS_LOGLEVEL=loud", "debug, info, warn, error, crit, none")]
@@ -598,7 +629,10 @@ mod tests {
         let err = load(file, &[]).expect_err("must fail");
         let text = err.to_string();
         assert!(text.contains(message), "{text}");
-        assert!(text.contains("/etc/ecs/ecs.config:"), "names the origin: {text}");
+        assert!(
+            text.contains("/etc/ecs/ecs.config:"),
+            "names the origin: {text}"
+        );
     }
 
     #[rstest]
@@ -613,8 +647,11 @@ mod tests {
 
     #[test]
     fn auth_data_error_origin_does_not_include_the_value() {
-        let err = load("ECS_ENGINE_AUTH_DATA={\"r.io\":{\"password\":\"hunter2\"}}", &[])
-            .expect_err("must fail");
+        let err = load(
+            "ECS_ENGINE_AUTH_DATA={\"r.io\":{\"password\":\"hunter2\"}}",
+            &[],
+        )
+        .expect_err("must fail");
         assert!(!err.to_string().contains("hunter2"));
     }
 
@@ -638,7 +675,10 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(config.cluster.value, "json-cluster");
-        assert_eq!(config.cluster.origin, Origin::ConfigFile { path: path.clone() });
+        assert_eq!(
+            config.cluster.origin,
+            Origin::ConfigFile { path: path.clone() }
+        );
         assert_eq!(config.data_dir.expect("set").value, PathBuf::from("/file"));
         let auth = config.engine_auth.expect("set");
         assert_eq!(auth.kind.value, AuthType::Dockercfg);

@@ -43,16 +43,25 @@ impl RegistryAuth {
             }
         };
         put("username", credentials.username.as_deref());
-        put("password", credentials.password.as_ref().map(|p| p.expose_secret()));
+        put(
+            "password",
+            credentials.password.as_ref().map(|p| p.expose_secret()),
+        );
         put("email", credentials.email.as_deref());
         put("serveraddress", Some(&server_address));
         put(
             "identitytoken",
-            credentials.identity_token.as_ref().map(|t| t.expose_secret()),
+            credentials
+                .identity_token
+                .as_ref()
+                .map(|t| t.expose_secret()),
         );
         put(
             "registrytoken",
-            credentials.registry_token.as_ref().map(|t| t.expose_secret()),
+            credentials
+                .registry_token
+                .as_ref()
+                .map(|t| t.expose_secret()),
         );
         let json = Zeroizing::new(serde_json::Value::Object(fields).to_string());
         // Zero the copies held inside the map as well.
@@ -86,7 +95,9 @@ mod tests {
     use super::*;
 
     fn decode(auth: &RegistryAuth) -> serde_json::Value {
-        let bytes = URL_SAFE.decode(auth.expose_for_test()).expect("URL-safe base64");
+        let bytes = URL_SAFE
+            .decode(auth.expose_for_test())
+            .expect("URL-safe base64");
         serde_json::from_slice(&bytes).expect("JSON")
     }
 

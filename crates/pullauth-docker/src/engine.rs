@@ -132,7 +132,9 @@ impl Engine {
     pub async fn image_id(&self, reference: &str) -> Result<Option<String>, PullError> {
         match self.docker.inspect_image(reference).await {
             Ok(inspect) => Ok(inspect.id),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
             Err(e) => Err(self.transport_error(reference, e)),
         }
     }
@@ -168,7 +170,10 @@ impl Engine {
         }
         match self.pull(image, entry, options, progress).await {
             Ok(pulled) => Ok(pulled),
-            Err(error) if behavior == PullBehavior::Default && !matches!(error, PullError::EngineUnreachable { .. }) => {
+            Err(error)
+                if behavior == PullBehavior::Default
+                    && !matches!(error, PullError::EngineUnreachable { .. }) =>
+            {
                 match self.image_id(&reference).await? {
                     Some(image_id) => {
                         tracing::debug!(image = %image, error = %error, "pull failed; falling back to the cached image");
@@ -240,14 +245,17 @@ impl Engine {
         let (digest, status, attempts) = tokio::time::timeout(options.timeout, attempts)
             .await
             .map_err(|_| PullError::TimedOut {
-                image: image.to_string(),
-                after: options.timeout,
-            })??;
-        let reference = image.pull_reference();
-        let image_id = self.image_id(&reference).await?.ok_or_else(|| PullError::Engine {
             image: image.to_string(),
-            detail: "the engine reported success but has no such image".to_owned(),
-        })?;
+            after: options.timeout,
+        })??;
+        let reference = image.pull_reference();
+        let image_id = self
+            .image_id(&reference)
+            .await?
+            .ok_or_else(|| PullError::Engine {
+                image: image.to_string(),
+                detail: "the engine reported success but has no such image".to_owned(),
+            })?;
         Ok(Obtained {
             status,
             image_id,
@@ -272,7 +280,9 @@ impl Engine {
         let docker = match auth {
             Some(auth) => {
                 let auth = auth.clone();
-                self.docker.clone().with_request_modifier(move |req| auth.apply(req))
+                self.docker
+                    .clone()
+                    .with_request_modifier(move |req| auth.apply(req))
             }
             None => self.docker.clone(),
         };
@@ -326,18 +336,30 @@ impl Engine {
     ) -> PullError {
         use bollard::errors::Error as E;
         let (status, message) = match error {
-            E::DockerResponseServerError { status_code, message } => (Some(status_code), message),
+            E::DockerResponseServerError {
+                status_code,
+                message,
+            } => (Some(status_code), message),
             E::DockerStreamError { error } => (None, error),
             other => return self.transport_error(&image.to_string(), other),
         };
-        classify(&image.registry, &image.to_string(), identity, status, &scrub(&message, secrets))
+        classify(
+            &image.registry,
+            &image.to_string(),
+            identity,
+            status,
+            &scrub(&message, secrets),
+        )
     }
 
     /// An error talking to the engine itself (not a registry).
     fn transport_error(&self, image: &str, error: bollard::errors::Error) -> PullError {
         use bollard::errors::Error as E;
         match error {
-            E::DockerResponseServerError { status_code, message } => PullError::Engine {
+            E::DockerResponseServerError {
+                status_code,
+                message,
+            } => PullError::Engine {
                 image: image.to_owned(),
                 detail: format!("status {status_code}: {message}"),
             },

@@ -107,7 +107,11 @@ pub(crate) fn classify(
 ) -> PullError {
     let lower = message.to_ascii_lowercase();
     let has = |needles: &[&str]| needles.iter().any(|n| lower.contains(n));
-    let (registry, image, detail) = (registry.to_owned(), image.to_owned(), message.trim().to_owned());
+    let (registry, image, detail) = (
+        registry.to_owned(),
+        image.to_owned(),
+        message.trim().to_owned(),
+    );
     if has(&[
         "unauthorized",
         "authentication required",
@@ -122,8 +126,12 @@ pub(crate) fn classify(
             identity: identity.clone(),
             detail,
         }
-    } else if has(&["manifest unknown", "not found", "name unknown", "repository does not exist"])
-        || status == Some(404)
+    } else if has(&[
+        "manifest unknown",
+        "not found",
+        "name unknown",
+        "repository does not exist",
+    ]) || status == Some(404)
     {
         PullError::NotFound {
             registry,
@@ -171,16 +179,46 @@ mod tests {
     use rstest::rstest;
 
     #[rstest]
-    #[case::anonymous("Head \"http://127.0.0.1:5000/v2/app/manifests/latest\": no basic auth credentials", None, "auth")]
+    #[case::anonymous(
+        "Head \"http://127.0.0.1:5000/v2/app/manifests/latest\": no basic auth credentials",
+        None,
+        "auth"
+    )]
     #[case::wrong_password("unauthorized: authentication required", Some(500), "auth")]
-    #[case::hub_denied("pull access denied for x, repository does not exist or may require 'docker login': denied: requested access to the resource is denied", None, "auth")]
-    #[case::manifest_unknown("manifest for 127.0.0.1:5000/app:nope not found: manifest unknown: manifest unknown", Some(404), "not_found")]
+    #[case::hub_denied(
+        "pull access denied for x, repository does not exist or may require 'docker login': denied: requested access to the resource is denied",
+        None,
+        "auth"
+    )]
+    #[case::manifest_unknown(
+        "manifest for 127.0.0.1:5000/app:nope not found: manifest unknown: manifest unknown",
+        Some(404),
+        "not_found"
+    )]
     #[case::status_404("something", Some(404), "not_found")]
-    #[case::refused("Get \"http://127.0.0.1:1/v2/\": dial tcp 127.0.0.1:1: connect: connection refused", Some(500), "registry_unavailable")]
-    #[case::server_error("received unexpected HTTP status: 503 Service Unavailable", None, "registry_unavailable")]
+    #[case::refused(
+        "Get \"http://127.0.0.1:1/v2/\": dial tcp 127.0.0.1:1: connect: connection refused",
+        Some(500),
+        "registry_unavailable"
+    )]
+    #[case::server_error(
+        "received unexpected HTTP status: 503 Service Unavailable",
+        None,
+        "registry_unavailable"
+    )]
     #[case::other("invalid reference format", Some(400), "engine")]
-    fn classifies_engine_messages(#[case] message: &str, #[case] status: Option<u16>, #[case] class: &str) {
-        let err = classify("127.0.0.1:5000", "127.0.0.1:5000/app:latest", &Identity::default(), status, message);
+    fn classifies_engine_messages(
+        #[case] message: &str,
+        #[case] status: Option<u16>,
+        #[case] class: &str,
+    ) {
+        let err = classify(
+            "127.0.0.1:5000",
+            "127.0.0.1:5000/app:latest",
+            &Identity::default(),
+            status,
+            message,
+        );
         assert_eq!(err.class(), class, "{err}");
     }
 
@@ -194,17 +232,35 @@ mod tests {
 
     #[test]
     fn unauthorized_names_key_and_user_or_says_none_configured() {
-        let identity = Identity { key: Some("r.io/team".into()), username: Some("alice".into()) };
+        let identity = Identity {
+            key: Some("r.io/team".into()),
+            username: Some("alice".into()),
+        };
         let err = classify("r.io", "r.io/team/app:1", &identity, None, "unauthorized");
         let text = err.to_string();
-        assert!(text.contains("\"r.io/team\"") && text.contains("\"alice\""), "{text}");
-        let anon = classify("r.io", "r.io/app:1", &Identity::default(), None, "no basic auth credentials");
-        assert!(anon.to_string().contains("no credentials are configured"), "{anon}");
+        assert!(
+            text.contains("\"r.io/team\"") && text.contains("\"alice\""),
+            "{text}"
+        );
+        let anon = classify(
+            "r.io",
+            "r.io/app:1",
+            &Identity::default(),
+            None,
+            "no basic auth credentials",
+        );
+        assert!(
+            anon.to_string().contains("no credentials are configured"),
+            "{anon}"
+        );
     }
 
     #[test]
     fn scrub_removes_secrets() {
-        assert_eq!(scrub("a hunter2 b hunter2", &["hunter2"]), "a <redacted> b <redacted>");
+        assert_eq!(
+            scrub("a hunter2 b hunter2", &["hunter2"]),
+            "a <redacted> b <redacted>"
+        );
         assert_eq!(scrub("ab", &[""]), "ab");
     }
 }

@@ -38,7 +38,9 @@ impl RetryPolicy {
     /// initial delay doubled per attempt, capped.
     pub fn nominal_delay(&self, attempt: u32) -> Duration {
         let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
-        self.initial_delay.saturating_mul(factor).min(self.max_delay)
+        self.initial_delay
+            .saturating_mul(factor)
+            .min(self.max_delay)
     }
 
     /// The delay to sleep after failed attempt `attempt`, with jitter.
@@ -59,7 +61,9 @@ mod tests {
     #[test]
     fn doubles_from_initial_and_caps() {
         let policy = RetryPolicy::default();
-        let delays: Vec<u128> = (1..=5).map(|a| policy.nominal_delay(a).as_millis()).collect();
+        let delays: Vec<u128> = (1..=5)
+            .map(|a| policy.nominal_delay(a).as_millis())
+            .collect();
         assert_eq!(delays, [1100, 2200, 4400, 5000, 5000]);
     }
 
@@ -70,7 +74,10 @@ mod tests {
             let nominal = policy.nominal_delay(attempt).as_secs_f64();
             for _ in 0..200 {
                 let d = policy.delay(attempt).as_secs_f64();
-                assert!(d >= nominal * 0.8 - 1e-9 && d <= nominal * 1.2 + 1e-9, "{d} vs {nominal}");
+                assert!(
+                    d >= nominal * 0.8 - 1e-9 && d <= nominal * 1.2 + 1e-9,
+                    "{d} vs {nominal}"
+                );
             }
         }
     }

@@ -106,7 +106,13 @@ fn bench(c: &mut Criterion) {
     let mut parse = c.benchmark_group("parse_and_resolve");
     let table = table(&keys(1_000));
     parse.bench_function("resolve_str", |b| {
-        b.iter(|| black_box(table.resolve(black_box("registry7.example.com/team15/app:1")).ok()))
+        b.iter(|| {
+            black_box(
+                table
+                    .resolve(black_box("registry7.example.com/team15/app:1"))
+                    .ok(),
+            )
+        })
     });
     parse.finish();
 }

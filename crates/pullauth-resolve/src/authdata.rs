@@ -1,6 +1,6 @@
 //! Parsing `ECS_ENGINE_AUTH_DATA` in either of the ECS agent's two shapes.
 //!
-//! The JSON is read into an order- and duplicate-preserving tree ([`Node`])
+//! The JSON is read into an order- and duplicate-preserving tree (`Node`)
 //! rather than `serde_json::Value`, so that a key written twice is an error
 //! instead of a silent last-one-wins, and so that errors can be reported
 //! without serde_json's messages, which quote the offending value.
@@ -33,11 +33,17 @@ pub enum AuthDataError {
     FieldNotString { key: String, field: String },
     #[error("{AUTH_DATA} entry {key:?}: field {field:?} appears twice")]
     FieldTwice { key: String, field: String },
-    #[error("{AUTH_DATA} entry {key:?}: \"auth\" is not valid base64; it must be base64 of \"user:password\"")]
+    #[error(
+        "{AUTH_DATA} entry {key:?}: \"auth\" is not valid base64; it must be base64 of \"user:password\""
+    )]
     BadBase64 { key: String },
-    #[error("{AUTH_DATA} entry {key:?}: \"auth\" does not decode to UTF-8 text; it must be base64 of \"user:password\"")]
+    #[error(
+        "{AUTH_DATA} entry {key:?}: \"auth\" does not decode to UTF-8 text; it must be base64 of \"user:password\""
+    )]
     AuthNotUtf8 { key: String },
-    #[error("{AUTH_DATA} entry {key:?}: decoded \"auth\" has no ':'; it must be base64 of \"user:password\"")]
+    #[error(
+        "{AUTH_DATA} entry {key:?}: decoded \"auth\" has no ':'; it must be base64 of \"user:password\""
+    )]
     AuthMissingColon { key: String },
     #[error("{AUTH_DATA} entry {key:?}: \"auth\" and \"{field}\" disagree; keep one of them")]
     AuthConflict { key: String, field: &'static str },
@@ -54,7 +60,9 @@ pub enum AuthDataError {
     DockercfgNeedsAuth { key: String },
     #[error("{AUTH_DATA} key {key:?} is not a registry: {reason}")]
     BadKey { key: String, reason: KeyError },
-    #[error("{AUTH_DATA} keys {first:?} and {second:?} name the same registry and namespace ({normalized}); keep one")]
+    #[error(
+        "{AUTH_DATA} keys {first:?} and {second:?} name the same registry and namespace ({normalized}); keep one"
+    )]
     DuplicateKey {
         first: String,
         second: String,
@@ -150,7 +158,11 @@ struct EntryFields {
     registry_token: Option<SecretString>,
 }
 
-fn entry_credentials(kind: AuthType, key: &str, fields: Fields) -> Result<Credentials, AuthDataError> {
+fn entry_credentials(
+    kind: AuthType,
+    key: &str,
+    fields: Fields,
+) -> Result<Credentials, AuthDataError> {
     let mut entry = EntryFields::default();
     for (field, node) in fields {
         let Node::String(value) = node else {
@@ -187,17 +199,30 @@ fn entry_credentials(kind: AuthType, key: &str, fields: Fields) -> Result<Creden
     if let Some(auth) = entry.auth.filter(|a| !a.expose_secret().is_empty()) {
         let (user, pass) = decode_auth(key, &auth)?;
         if username.as_ref().is_some_and(|u| *u != user) {
-            return Err(AuthDataError::AuthConflict { key: key_s(), field: "username" });
+            return Err(AuthDataError::AuthConflict {
+                key: key_s(),
+                field: "username",
+            });
         }
-        if password.as_ref().is_some_and(|p| p.expose_secret() != pass.expose_secret()) {
-            return Err(AuthDataError::AuthConflict { key: key_s(), field: "password" });
+        if password
+            .as_ref()
+            .is_some_and(|p| p.expose_secret() != pass.expose_secret())
+        {
+            return Err(AuthDataError::AuthConflict {
+                key: key_s(),
+                field: "password",
+            });
         }
         username = Some(user).filter(|u| !u.is_empty());
         password = Some(pass).filter(|p| !p.expose_secret().is_empty());
     }
-    let identity_token = entry.identity_token.filter(|t| !t.expose_secret().is_empty());
+    let identity_token = entry
+        .identity_token
+        .filter(|t| !t.expose_secret().is_empty());
     let registry_token = if kind == AuthType::Docker {
-        entry.registry_token.filter(|t| !t.expose_secret().is_empty())
+        entry
+            .registry_token
+            .filter(|t| !t.expose_secret().is_empty())
     } else {
         None
     };
@@ -227,7 +252,11 @@ fn entry_credentials(kind: AuthType, key: &str, fields: Fields) -> Result<Creden
     })
 }
 
-fn set<T>(slot: &mut Option<T>, value: T, twice: impl FnOnce() -> AuthDataError) -> Result<(), AuthDataError> {
+fn set<T>(
+    slot: &mut Option<T>,
+    value: T,
+    twice: impl FnOnce() -> AuthDataError,
+) -> Result<(), AuthDataError> {
     if slot.is_some() {
         return Err(twice());
     }
@@ -237,16 +266,24 @@ fn set<T>(slot: &mut Option<T>, value: T, twice: impl FnOnce() -> AuthDataError)
 
 /// Decodes `auth` = base64(`user:password`), splitting at the first `:`.
 fn decode_auth(key: &str, auth: &SecretString) -> Result<(String, SecretString), AuthDataError> {
-    let bytes = BASE64
-        .decode(auth.expose_secret().trim())
-        .map_err(|_| AuthDataError::BadBase64 { key: key.to_owned() })?;
-    let text = SecretString::from(
-        String::from_utf8(bytes).map_err(|_| AuthDataError::AuthNotUtf8 { key: key.to_owned() })?,
-    );
-    let (user, pass) = text
-        .expose_secret()
-        .split_once(':')
-        .ok_or_else(|| AuthDataError::AuthMissingColon { key: key.to_owned() })?;
+    let bytes =
+        BASE64
+            .decode(auth.expose_secret().trim())
+            .map_err(|_| AuthDataError::BadBase64 {
+                key: key.to_owned(),
+            })?;
+    let text =
+        SecretString::from(
+            String::from_utf8(bytes).map_err(|_| AuthDataError::AuthNotUtf8 {
+                key: key.to_owned(),
+            })?,
+        );
+    let (user, pass) =
+        text.expose_secret()
+            .split_once(':')
+            .ok_or_else(|| AuthDataError::AuthMissingColon {
+                key: key.to_owned(),
+            })?;
     Ok((user.to_owned(), SecretString::from(pass)))
 }
 
@@ -262,7 +299,10 @@ pub(crate) enum Node {
 impl fmt::Debug for Node {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Node::Object(fields) => f.debug_map().entries(fields.iter().map(|(k, v)| (k, v))).finish(),
+            Node::Object(fields) => f
+                .debug_map()
+                .entries(fields.iter().map(|(k, v)| (k, v)))
+                .finish(),
             Node::String(_) => f.write_str("<string>"),
             Node::Other => f.write_str("<value>"),
         }

@@ -175,7 +175,10 @@ mod tests {
         let parsed = ImageRef::parse("localhost:5000/app").expect("valid");
         assert_eq!(parsed.pull_reference(), "localhost:5000/app:latest");
         let parsed = ImageRef::parse(&format!("busybox@{DIGEST}")).expect("valid");
-        assert_eq!(parsed.pull_reference(), format!("docker.io/library/busybox@{DIGEST}"));
+        assert_eq!(
+            parsed.pull_reference(),
+            format!("docker.io/library/busybox@{DIGEST}")
+        );
     }
 
     #[rstest]

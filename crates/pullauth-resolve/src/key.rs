@@ -167,7 +167,11 @@ fn parse_host(host: &str) -> Result<HostPattern, KeyError> {
     }
     let labels: Vec<&str> = name.split('.').collect();
     let wild = labels.iter().take_while(|&&l| l == "*").count();
-    if labels[wild..].iter().any(|l| l.contains('*') || l.is_empty()) || wild == labels.len() {
+    if labels[wild..]
+        .iter()
+        .any(|l| l.contains('*') || l.is_empty())
+        || wild == labels.len()
+    {
         return Err(if name.contains('*') {
             KeyError::Wildcard
         } else {
@@ -176,7 +180,10 @@ fn parse_host(host: &str) -> Result<HostPattern, KeyError> {
     }
     let port = port.map(|p| format!(":{p}")).unwrap_or_default();
     if wild == 0 {
-        Ok(HostPattern::Exact(format!("{}{port}", canonical_host(name))))
+        Ok(HostPattern::Exact(format!(
+            "{}{port}",
+            canonical_host(name)
+        )))
     } else {
         Ok(HostPattern::Wildcard {
             labels: wild,

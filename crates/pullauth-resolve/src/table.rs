@@ -52,7 +52,10 @@ impl RegistryTable {
     }
 
     /// Parses `ECS_ENGINE_AUTH_DATA` of type `kind` and indexes it.
-    pub fn from_auth_data(kind: AuthType, data: &SecretString) -> Result<RegistryTable, AuthDataError> {
+    pub fn from_auth_data(
+        kind: AuthType,
+        data: &SecretString,
+    ) -> Result<RegistryTable, AuthDataError> {
         let parsed = authdata::parse(kind, data)?;
         if parsed.unwrapped_auths {
             tracing::info!(
@@ -73,13 +76,18 @@ impl RegistryTable {
     pub fn from_entries(raw: Vec<AuthEntry>) -> Result<RegistryTable, AuthDataError> {
         let mut entries = Vec::with_capacity(raw.len());
         for AuthEntry { key, credentials } in raw {
-            let key = RegistryKey::parse(&key).map_err(|reason| AuthDataError::BadKey { key, reason })?;
+            let key =
+                RegistryKey::parse(&key).map_err(|reason| AuthDataError::BadKey { key, reason })?;
             entries.push(Entry { key, credentials });
         }
         // Sorting first makes duplicate reports and listings independent of
         // the order keys were written in.
         entries.sort_by(|a, b| {
-            (&a.key.host, &a.key.namespace, &a.key.written).cmp(&(&b.key.host, &b.key.namespace, &b.key.written))
+            (&a.key.host, &a.key.namespace, &a.key.written).cmp(&(
+                &b.key.host,
+                &b.key.namespace,
+                &b.key.written,
+            ))
         });
         let mut table = RegistryTable::default();
         for (index, entry) in entries.iter().enumerate() {

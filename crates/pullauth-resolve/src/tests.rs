@@ -34,7 +34,10 @@ fn user_for(table: &RegistryTable, image: &str) -> String {
 /// The key (as written) that applies to `image`, or "" for none.
 fn key_for(table: &RegistryTable, image: &str) -> String {
     let resolution = table.resolve(image).expect("valid image");
-    resolution.entry.map(|e| e.key.written.clone()).unwrap_or_default()
+    resolution
+        .entry
+        .map(|e| e.key.written.clone())
+        .unwrap_or_default()
 }
 
 /// A `docker`-type table from `(key, username)` pairs, password "pw".
@@ -89,9 +92,15 @@ fn agrees_with_ecs_agent_published_cases(
 ) {
     let table = agent_fixture(kind);
     let resolution = table.resolve(image).expect("valid image");
-    let credentials = resolution.entry.map(|e| e.credentials.clone()).unwrap_or_default();
+    let credentials = resolution
+        .entry
+        .map(|e| e.credentials.clone())
+        .unwrap_or_default();
     assert_eq!(credentials.username.unwrap_or_default(), user);
-    let password = credentials.password.map(|p| p.expose_secret().to_owned()).unwrap_or_default();
+    let password = credentials
+        .password
+        .map(|p| p.expose_secret().to_owned())
+        .unwrap_or_default();
     assert_eq!(password, pass);
 }
 
@@ -111,7 +120,11 @@ fn agrees_with_ecs_agent_published_cases(
 )]
 #[case::host_case_insensitive("R.IO/team/app", "team")]
 fn longest_namespace_at_slash_boundary(#[case] image: &str, #[case] user: &str) {
-    let table = users(&[("r.io", "host"), ("r.io/team", "team"), ("https://r.io/team/sub/", "sub")]);
+    let table = users(&[
+        ("r.io", "host"),
+        ("r.io/team", "team"),
+        ("https://r.io/team/sub/", "sub"),
+    ]);
     assert_eq!(user_for(&table, image), user);
 }
 
@@ -156,7 +169,10 @@ fn every_hub_alias_applies_to_hub_images(
 #[case::official_image("busybox", "hub")]
 #[case::library_namespace_key("library/nginx", "hub")]
 fn hub_namespace_keys(#[case] image: &str, #[case] user: &str) {
-    let table = users(&[("https://index.docker.io/v1/", "hub"), ("docker.io/acme", "acme")]);
+    let table = users(&[
+        ("https://index.docker.io/v1/", "hub"),
+        ("docker.io/acme", "acme"),
+    ]);
     assert_eq!(user_for(&table, image), user);
 }
 
@@ -205,7 +221,13 @@ fn result_does_not_depend_on_key_order() {
         ("*.r.io", "wild"),
         ("r.io/other", "other"),
     ];
-    let images = ["r.io/team/sub/x", "r.io/team/x", "r.io/x", "a.r.io/x", "r.io/other/x"];
+    let images = [
+        "r.io/team/sub/x",
+        "r.io/team/x",
+        "r.io/x",
+        "a.r.io/x",
+        "r.io/other/x",
+    ];
     let expected: Vec<String> = images.iter().map(|i| user_for(&users(&keys), i)).collect();
     assert_eq!(expected, ["sub", "team", "host", "wild", "other"]);
     // Every rotation and the reverse give the same answers.
@@ -236,7 +258,10 @@ fn differs_path_key_does_not_cover_other_paths_on_its_host() {
     // to apply to "example.tld/foo"; a namespace key is a scope, not a hint.
     let table = table(
         AuthType::Dockercfg,
-        &format!(r#"{{"example.tld/user2":{{"auth":"{}"}}}}"#, b64("user:swordfish")),
+        &format!(
+            r#"{{"example.tld/user2":{{"auth":"{}"}}}}"#,
+            b64("user:swordfish")
+        ),
     );
     assert_eq!(user_for(&table, "example.tld/foo"), "");
     assert_eq!(user_for(&table, "example.tld/user2/foo"), "user");
@@ -266,7 +291,10 @@ fn differs_every_hub_key_spelling_works() {
 
 #[test]
 fn differs_auths_wrapper_is_read() {
-    let data = format!(r#"{{"auths":{{"r.io":{{"auth":"{}"}}}},"credsStore":"desktop"}}"#, b64("u:p"));
+    let data = format!(
+        r#"{{"auths":{{"r.io":{{"auth":"{}"}}}},"credsStore":"desktop"}}"#,
+        b64("u:p")
+    );
     let table = table(AuthType::Dockercfg, &data);
     assert!(table.unwrapped_auths());
     assert_eq!(user_for(&table, "r.io/app"), "u");
@@ -274,16 +302,25 @@ fn differs_auths_wrapper_is_read() {
 
 #[test]
 fn differs_docker_type_accepts_auth_field() {
-    let table = table(AuthType::Docker, &format!(r#"{{"r.io":{{"auth":"{}"}}}}"#, b64("u:p")));
+    let table = table(
+        AuthType::Docker,
+        &format!(r#"{{"r.io":{{"auth":"{}"}}}}"#, b64("u:p")),
+    );
     assert_eq!(user_for(&table, "r.io/app"), "u");
 }
 
 #[test]
 fn differs_malformed_entry_is_an_error_not_anonymous() {
     // The agent logs a warning and pulls anonymously.
-    let err = parse_err(AuthType::Dockercfg, r#"{"r.io":{"auth":"malformedbase64"}}"#);
+    let err = parse_err(
+        AuthType::Dockercfg,
+        r#"{"r.io":{"auth":"malformedbase64"}}"#,
+    );
     assert!(
-        matches!(err, AuthDataError::BadBase64 { .. } | AuthDataError::AuthNotUtf8 { .. }),
+        matches!(
+            err,
+            AuthDataError::BadBase64 { .. } | AuthDataError::AuthNotUtf8 { .. }
+        ),
         "{err:?}"
     );
 }
@@ -291,7 +328,10 @@ fn differs_malformed_entry_is_an_error_not_anonymous() {
 // ---- parsing both formats ----
 
 #[rstest]
-#[case::docker(AuthType::Docker, r#"{"r.io":{"username":"u","password":"p:q","email":"e@x"}}"#)]
+#[case::docker(
+    AuthType::Docker,
+    r#"{"r.io":{"username":"u","password":"p:q","email":"e@x"}}"#
+)]
 #[case::docker_auth(AuthType::Docker, &format!(r#"{{"r.io":{{"auth":"{}"}}}}"#, b64("u:p:q")))]
 #[case::docker_auth_agreeing(
     AuthType::Docker,
@@ -302,11 +342,18 @@ fn differs_malformed_entry_is_an_error_not_anonymous() {
     AuthType::Dockercfg,
     &format!(r#"{{"r.io":{{"auth":"{}"}}}}"#, b64("u:p:q").trim_end_matches('='))
 )]
-#[case::wrapped(AuthType::Docker, r#"{"auths":{"r.io":{"username":"u","password":"p:q"}}}"#)]
+#[case::wrapped(
+    AuthType::Docker,
+    r#"{"auths":{"r.io":{"username":"u","password":"p:q"}}}"#
+)]
 #[case::field_names_any_case(AuthType::Docker, r#"{"r.io":{"Username":"u","Password":"p:q"}}"#)]
 fn reads_user_and_password(#[case] kind: AuthType, #[case] data: &str) {
     let table = table(kind, data);
-    let entry = table.resolve("r.io/app").expect("valid").entry.expect("matches");
+    let entry = table
+        .resolve("r.io/app")
+        .expect("valid")
+        .entry
+        .expect("matches");
     assert_eq!(entry.credentials.username.as_deref(), Some("u"));
     let password = entry.credentials.password.as_ref().expect("password");
     assert_eq!(password.expose_secret(), "p:q");
@@ -317,11 +364,25 @@ fn unicode_and_punctuation_survive_decoding() {
     let password = "p@ss w:rd+/=?>~\"\\ pässwörd 密码";
     let table = table(
         AuthType::Dockercfg,
-        &format!(r#"{{"r.io":{{"auth":"{}"}}}}"#, b64(&format!("üser:{password}"))),
+        &format!(
+            r#"{{"r.io":{{"auth":"{}"}}}}"#,
+            b64(&format!("üser:{password}"))
+        ),
     );
-    let entry = table.resolve("r.io/app").expect("valid").entry.expect("matches");
+    let entry = table
+        .resolve("r.io/app")
+        .expect("valid")
+        .entry
+        .expect("matches");
     assert_eq!(entry.credentials.username.as_deref(), Some("üser"));
-    assert_eq!(entry.credentials.password.as_ref().map(|p| p.expose_secret()), Some(password));
+    assert_eq!(
+        entry
+            .credentials
+            .password
+            .as_ref()
+            .map(|p| p.expose_secret()),
+        Some(password)
+    );
 }
 
 #[test]
@@ -330,16 +391,43 @@ fn tokens_pass_through() {
         AuthType::Docker,
         r#"{"r.io":{"identitytoken":"id-tok"},"s.io":{"username":"u","registrytoken":"reg-tok"}}"#,
     );
-    let r = table.resolve("r.io/app").expect("valid").entry.expect("matches");
-    assert_eq!(r.credentials.identity_token.as_ref().map(|t| t.expose_secret()), Some("id-tok"));
+    let r = table
+        .resolve("r.io/app")
+        .expect("valid")
+        .entry
+        .expect("matches");
+    assert_eq!(
+        r.credentials
+            .identity_token
+            .as_ref()
+            .map(|t| t.expose_secret()),
+        Some("id-tok")
+    );
     assert_eq!(r.credentials.kind(), "identity token");
-    let s = table.resolve("s.io/app").expect("valid").entry.expect("matches");
-    assert_eq!(s.credentials.registry_token.as_ref().map(|t| t.expose_secret()), Some("reg-tok"));
+    let s = table
+        .resolve("s.io/app")
+        .expect("valid")
+        .entry
+        .expect("matches");
+    assert_eq!(
+        s.credentials
+            .registry_token
+            .as_ref()
+            .map(|t| t.expose_secret()),
+        Some("reg-tok")
+    );
     let cfg = self::table(
         AuthType::Dockercfg,
-        &format!(r#"{{"r.io":{{"auth":"{}","identitytoken":"id"}}}}"#, b64("u:")),
+        &format!(
+            r#"{{"r.io":{{"auth":"{}","identitytoken":"id"}}}}"#,
+            b64("u:")
+        ),
     );
-    let c = cfg.resolve("r.io/app").expect("valid").entry.expect("matches");
+    let c = cfg
+        .resolve("r.io/app")
+        .expect("valid")
+        .entry
+        .expect("matches");
     assert_eq!(c.credentials.username.as_deref(), Some("u"));
     assert!(c.credentials.password.is_none());
     assert!(c.credentials.identity_token.is_some());
@@ -360,22 +448,62 @@ fn empty_map_means_no_credentials() {
 #[case::not_object_array(AuthType::Docker, "[]", "must be a JSON object")]
 #[case::not_object_string(AuthType::Docker, "\"text\"", "must be a JSON object")]
 #[case::auths_not_object(AuthType::Docker, r#"{"auths":[]}"#, "\"auths\" must be an object")]
-#[case::entry_not_object(AuthType::Docker, r#"{"r.io":"user:pw"}"#, "entry \"r.io\" must be a JSON object")]
-#[case::field_not_string(AuthType::Docker, r#"{"r.io":{"username":true}}"#, "field \"username\" must be a string")]
-#[case::auth_not_string(AuthType::Dockercfg, r#"{"r.io":{"auth":true}}"#, "field \"auth\" must be a string")]
-#[case::field_twice(AuthType::Docker, r#"{"r.io":{"username":"a","username":"b","password":"p"}}"#, "appears twice")]
-#[case::bad_base64(AuthType::Dockercfg, r#"{"r.io":{"auth":"not base64!"}}"#, "not valid base64")]
+#[case::entry_not_object(
+    AuthType::Docker,
+    r#"{"r.io":"user:pw"}"#,
+    "entry \"r.io\" must be a JSON object"
+)]
+#[case::field_not_string(
+    AuthType::Docker,
+    r#"{"r.io":{"username":true}}"#,
+    "field \"username\" must be a string"
+)]
+#[case::auth_not_string(
+    AuthType::Dockercfg,
+    r#"{"r.io":{"auth":true}}"#,
+    "field \"auth\" must be a string"
+)]
+#[case::field_twice(
+    AuthType::Docker,
+    r#"{"r.io":{"username":"a","username":"b","password":"p"}}"#,
+    "appears twice"
+)]
+#[case::bad_base64(
+    AuthType::Dockercfg,
+    r#"{"r.io":{"auth":"not base64!"}}"#,
+    "not valid base64"
+)]
 #[case::not_utf8(AuthType::Dockercfg, r#"{"r.io":{"auth":"//79"}}"#, "UTF-8")]
 #[case::no_colon(AuthType::Dockercfg, &format!(r#"{{"r.io":{{"auth":"{}"}}}}"#, b64("noColon")), "has no ':'")]
-#[case::username_without_password(AuthType::Docker, r#"{"r.io":{"username":"u"}}"#, "no password or token")]
-#[case::empty_password(AuthType::Docker, r#"{"r.io":{"username":"u","password":""}}"#, "no password or token")]
+#[case::username_without_password(
+    AuthType::Docker,
+    r#"{"r.io":{"username":"u"}}"#,
+    "no password or token"
+)]
+#[case::empty_password(
+    AuthType::Docker,
+    r#"{"r.io":{"username":"u","password":""}}"#,
+    "no password or token"
+)]
 #[case::auth_with_empty_password(AuthType::Dockercfg, &format!(r#"{{"r.io":{{"auth":"{}"}}}}"#, b64("u:")), "no password or token")]
 #[case::password_without_username(AuthType::Docker, r#"{"r.io":{"password":"p"}}"#, "no username")]
 #[case::empty_entry(AuthType::Docker, r#"{"r.io":{}}"#, "holds no credentials")]
-#[case::only_email(AuthType::Dockercfg, r#"{"r.io":{"email":"e@x"}}"#, "holds no credentials")]
-#[case::dockercfg_with_password(AuthType::Dockercfg, r#"{"r.io":{"username":"u","password":"p"}}"#, "set ECS_ENGINE_AUTH_TYPE=docker")]
+#[case::only_email(
+    AuthType::Dockercfg,
+    r#"{"r.io":{"email":"e@x"}}"#,
+    "holds no credentials"
+)]
+#[case::dockercfg_with_password(
+    AuthType::Dockercfg,
+    r#"{"r.io":{"username":"u","password":"p"}}"#,
+    "set ECS_ENGINE_AUTH_TYPE=docker"
+)]
 #[case::auth_conflict(AuthType::Docker, &format!(r#"{{"r.io":{{"auth":"{}","username":"v","password":"p"}}}}"#, b64("u:p")), "disagree")]
-#[case::bad_key(AuthType::Docker, r#"{"ftp://r.io":{"username":"u","password":"p"}}"#, "key \"ftp://r.io\" is not a registry")]
+#[case::bad_key(
+    AuthType::Docker,
+    r#"{"ftp://r.io":{"username":"u","password":"p"}}"#,
+    "key \"ftp://r.io\" is not a registry"
+)]
 #[case::duplicate_normalized(
     AuthType::Docker,
     r#"{"https://r.io/":{"username":"u","password":"p"},"R.IO":{"username":"v","password":"q"}}"#,
@@ -400,7 +528,10 @@ fn rejects(#[case] kind: AuthType, #[case] data: &str, #[case] message: &str) {
     let err = parse_err(kind, data);
     let text = err.to_string();
     assert!(text.contains(message), "{text}");
-    assert!(text.starts_with("ECS_ENGINE_AUTH_DATA"), "names the variable: {text}");
+    assert!(
+        text.starts_with("ECS_ENGINE_AUTH_DATA"),
+        "names the variable: {text}"
+    );
 }
 
 #[rstest]

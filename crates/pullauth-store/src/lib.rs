@@ -81,7 +81,8 @@ impl Store {
             .mode(0o600)
             .open(&path)
             .map_err(data_dir)?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(data_dir)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .map_err(data_dir)?;
         let db = open_guarded(&path)?.map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse { path: path.clone() },
             redb::DatabaseError::Storage(redb::StorageError::Io(io)) => StoreError::Io {
@@ -126,7 +127,9 @@ impl Store {
     }
 
     fn display_path(&self) -> PathBuf {
-        self.path.clone().unwrap_or_else(|| PathBuf::from("<memory>"))
+        self.path
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("<memory>"))
     }
 
     fn io(&self, e: impl std::fmt::Display) -> StoreError {
@@ -143,7 +146,11 @@ impl Store {
         }
     }
 
-    fn decode<T: serde::de::DeserializeOwned>(&self, key: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+        bytes: &[u8],
+    ) -> Result<T, StoreError> {
         serde_json::from_slice(bytes).map_err(|e| StoreError::Record {
             path: self.display_path(),
             key: key.to_owned(),
@@ -235,7 +242,10 @@ impl Store {
         let mut images = Vec::new();
         for item in table.iter().map_err(|e| self.io(e))? {
             let (key, value) = item.map_err(|e| self.io(e))?;
-            images.push((key.value().to_owned(), self.decode(key.value(), value.value())?));
+            images.push((
+                key.value().to_owned(),
+                self.decode(key.value(), value.value())?,
+            ));
         }
         Ok(images)
     }
@@ -312,7 +322,12 @@ mod tests {
                 .expect("update")
                 .expect("exists");
             assert_eq!(updated.containers[0].known_status, Status::Pulling);
-            assert!(store.update_task("arn:none", |_| {}).expect("update").is_none());
+            assert!(
+                store
+                    .update_task("arn:none", |_| {})
+                    .expect("update")
+                    .is_none()
+            );
         }
         let store = Store::open(dir.path()).expect("reopen");
         let task = store.task("arn:1").expect("read").expect("still there");
@@ -365,7 +380,11 @@ mod tests {
     #[test]
     fn unwritable_data_dir_is_a_clear_error() {
         let err = Store::open(Path::new("/proc/pullauth-cannot-exist")).expect_err("fails");
-        assert!(err.to_string().contains("ECS_DATADIR /proc/pullauth-cannot-exist"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("ECS_DATADIR /proc/pullauth-cannot-exist"),
+            "{err}"
+        );
     }
 
     #[test]

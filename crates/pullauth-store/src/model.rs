@@ -74,7 +74,11 @@ impl Task {
             Status::Stopped
         } else if all_final {
             Status::Pulled
-        } else if self.containers.iter().any(|c| c.known_status != Status::None) {
+        } else if self
+            .containers
+            .iter()
+            .any(|c| c.known_status != Status::None)
+        {
             Status::Pulling
         } else {
             Status::None
@@ -137,17 +141,32 @@ mod tests {
 
     #[test]
     fn task_status_follows_containers() {
-        assert_eq!(task(vec![container(true, Status::None)]).known_status, Status::None);
         assert_eq!(
-            task(vec![container(true, Status::Pulled), container(true, Status::Pulling)]).known_status,
+            task(vec![container(true, Status::None)]).known_status,
+            Status::None
+        );
+        assert_eq!(
+            task(vec![
+                container(true, Status::Pulled),
+                container(true, Status::Pulling)
+            ])
+            .known_status,
             Status::Pulling
         );
         assert_eq!(
-            task(vec![container(true, Status::Pulled), container(false, Status::Stopped)]).known_status,
+            task(vec![
+                container(true, Status::Pulled),
+                container(false, Status::Stopped)
+            ])
+            .known_status,
             Status::Pulled
         );
         assert_eq!(
-            task(vec![container(true, Status::Stopped), container(true, Status::Pulling)]).known_status,
+            task(vec![
+                container(true, Status::Stopped),
+                container(true, Status::Pulling)
+            ])
+            .known_status,
             Status::Stopped
         );
     }

@@ -37,7 +37,11 @@ pub fn init(level: LogLevel, format: LogFormat) {
             )
             .try_init(),
         LogFormat::Logfmt => registry
-            .with(tracing_logfmt::builder().layer().with_writer(std::io::stderr))
+            .with(
+                tracing_logfmt::builder()
+                    .layer()
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
     };
 }

@@ -59,7 +59,14 @@ impl Display {
     pub fn event(&mut self, event: PullEvent) {
         match (self.mode, event) {
             (Mode::Quiet, _) => {}
-            (mode, PullEvent::Retrying { attempt, delay, error }) => {
+            (
+                mode,
+                PullEvent::Retrying {
+                    attempt,
+                    delay,
+                    error,
+                },
+            ) => {
                 let line = format!(
                     "{}: attempt {attempt} failed ({error}); retrying in {:.1}s",
                     self.image,
@@ -79,7 +86,15 @@ impl Display {
                 }
                 self.last.insert(layer, status);
             }
-            (Mode::Bars, PullEvent::Status { id: Some(id), status, current, total }) => {
+            (
+                Mode::Bars,
+                PullEvent::Status {
+                    id: Some(id),
+                    status,
+                    current,
+                    total,
+                },
+            ) => {
                 let bar = self.bars.entry(id.clone()).or_insert_with(|| {
                     let bar = self.multi.add(ProgressBar::new(0));
                     bar.set_style(style());
@@ -93,7 +108,12 @@ impl Display {
                 bar.set_message(status);
                 bar.tick();
             }
-            (Mode::Bars, PullEvent::Status { id: None, status, .. }) => {
+            (
+                Mode::Bars,
+                PullEvent::Status {
+                    id: None, status, ..
+                },
+            ) => {
                 let line = format!("{}: {status}", self.image);
                 self.line(Mode::Bars, &line);
             }

@@ -14,8 +14,16 @@ pub fn run(args: &ConfigArgs) -> anyhow::Result<ExitCode> {
             say(format!("{AUTH_TYPE:<36} (unset: pulls are anonymous)"))?;
         }
         Some(auth) => {
-            say(format!("{AUTH_TYPE:<36} {:<14} {}", auth.kind.value.as_str(), auth.kind.origin))?;
-            let wrapped = if table.unwrapped_auths() { ", unwrapped from {\"auths\": ...}" } else { "" };
+            say(format!(
+                "{AUTH_TYPE:<36} {:<14} {}",
+                auth.kind.value.as_str(),
+                auth.kind.origin
+            ))?;
+            let wrapped = if table.unwrapped_auths() {
+                ", unwrapped from {\"auths\": ...}"
+            } else {
+                ""
+            };
             say(format!(
                 "{AUTH_DATA:<36} {:<14} {}",
                 format!("{} key(s){wrapped}", table.len()),
@@ -23,14 +31,20 @@ pub fn run(args: &ConfigArgs) -> anyhow::Result<ExitCode> {
             ))?;
         }
     }
-    print_setting("ECS_DATADIR", config.data_dir.as_ref().map(|d| Setting {
-        value: d.value.display().to_string(),
-        origin: d.origin.clone(),
-    }))?;
+    print_setting(
+        "ECS_DATADIR",
+        config.data_dir.as_ref().map(|d| Setting {
+            value: d.value.display().to_string(),
+            origin: d.origin.clone(),
+        }),
+    )?;
     print_others(&config)?;
     if !table.is_empty() {
         say("")?;
-        say(format!("{:<40} {:<40} {:<20} {}", "KEY", "APPLIES TO", "USERNAME", "AUTHENTICATES WITH"))?;
+        say(format!(
+            "{:<40} {:<40} {:<20} {}",
+            "KEY", "APPLIES TO", "USERNAME", "AUTHENTICATES WITH"
+        ))?;
         for entry in table.entries() {
             say(format!(
                 "{:<40} {:<40} {:<20} {}",
@@ -63,12 +77,18 @@ fn print_others(config: &Config) -> anyhow::Result<()> {
     };
     let rows = [
         ("ECS_CLUSTER", config.cluster.clone()),
-        ("ECS_IMAGE_PULL_BEHAVIOR", Setting {
-            value: config.pull_behavior.value.as_str().to_owned(),
-            origin: config.pull_behavior.origin.clone(),
-        }),
+        (
+            "ECS_IMAGE_PULL_BEHAVIOR",
+            Setting {
+                value: config.pull_behavior.value.as_str().to_owned(),
+                origin: config.pull_behavior.origin.clone(),
+            },
+        ),
         ("ECS_IMAGE_PULL_TIMEOUT", dur(&config.pull_timeout)),
-        ("ECS_IMAGE_PULL_INACTIVITY_TIMEOUT", dur(&config.pull_inactivity_timeout)),
+        (
+            "ECS_IMAGE_PULL_INACTIVITY_TIMEOUT",
+            dur(&config.pull_inactivity_timeout),
+        ),
     ];
     for (name, setting) in rows {
         print_setting(name, Some(setting))?;

@@ -17,7 +17,12 @@ use crate::cli::{Cli, Command, ConfigArgs};
 use crate::logging;
 
 /// `pullauth v<version> (<git hash>)`, as `/v1/metadata` reports it.
-pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("PULLAUTH_GIT_HASH"), ")");
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("PULLAUTH_GIT_HASH"),
+    ")"
+);
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {

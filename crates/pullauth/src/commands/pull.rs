@@ -43,7 +43,9 @@ pub fn run(args: &PullArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|i| ImageRef::parse(i))
         .collect::<Result<Vec<_>, _>>()?;
-    let behavior = args.pull_behavior.map_or(config.pull_behavior.value, PullBehavior::from);
+    let behavior = args
+        .pull_behavior
+        .map_or(config.pull_behavior.value, PullBehavior::from);
     let store = match (&config.data_dir, behavior) {
         (Some(dir), PullBehavior::Once) => Some(Store::open(&dir.value)?),
         (None, PullBehavior::Once) => {
@@ -59,7 +61,11 @@ pub fn run(args: &PullArgs) -> anyhow::Result<ExitCode> {
         inactivity_timeout: config.pull_inactivity_timeout.value,
         retry: RetryPolicy::default(),
     };
-    let mode = if args.json { Mode::detect(true) } else { Mode::detect(args.quiet) };
+    let mode = if args.json {
+        Mode::detect(true)
+    } else {
+        Mode::detect(args.quiet)
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -76,7 +82,9 @@ pub fn run(args: &PullArgs) -> anyhow::Result<ExitCode> {
             };
             let mut display = Display::new(mode, &image.original);
             let result = engine
-                .obtain(image, entry, behavior, pulled_before, &options, &mut |e| display.event(e))
+                .obtain(image, entry, behavior, pulled_before, &options, &mut |e| {
+                    display.event(e)
+                })
                 .await;
             display.finish();
             match result {
@@ -93,18 +101,31 @@ pub fn run(args: &PullArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Ok(if failed > 0 { ExitCode::from(exit::FAILED) } else { ExitCode::SUCCESS })
+        Ok(if failed > 0 {
+            ExitCode::from(exit::FAILED)
+        } else {
+            ExitCode::SUCCESS
+        })
     })
 }
 
-fn record(store: &Store, reference: &str, obtained: &Obtained, entry: Option<&Entry>) -> anyhow::Result<()> {
+fn record(
+    store: &Store,
+    reference: &str,
+    obtained: &Obtained,
+    entry: Option<&Entry>,
+) -> anyhow::Result<()> {
     let now = now_rfc3339();
     let previous = store.image(reference)?;
     let pulled_now = obtained.attempts > 0 && obtained.fallback_from.is_none();
     let record = ImageRecord {
         image_id: Some(obtained.image_id.clone()),
         names: vec![reference.to_owned()],
-        pulled_at: if pulled_now { Some(now.clone()) } else { previous.as_ref().and_then(|p| p.pulled_at.clone()) },
+        pulled_at: if pulled_now {
+            Some(now.clone())
+        } else {
+            previous.as_ref().and_then(|p| p.pulled_at.clone())
+        },
         last_used_at: now,
         pull_succeeded: pulled_now || previous.is_some_and(|p| p.pull_succeeded),
         registry_key: entry.map(|e| e.key.written.clone()),
@@ -113,7 +134,12 @@ fn record(store: &Store, reference: &str, obtained: &Obtained, entry: Option<&En
     Ok(store.put_image(reference, &record)?)
 }
 
-fn report(args: &PullArgs, image: &ImageRef, entry: Option<&Entry>, obtained: &Obtained) -> anyhow::Result<()> {
+fn report(
+    args: &PullArgs,
+    image: &ImageRef,
+    entry: Option<&Entry>,
+    obtained: &Obtained,
+) -> anyhow::Result<()> {
     let key = entry.map(|e| e.key.written.as_str());
     let username = entry.and_then(|e| e.credentials.username.as_deref());
     if args.json {

@@ -32,7 +32,9 @@ pub fn run(args: &ResolveArgs) -> anyhow::Result<ExitCode> {
             }
         };
         let key = resolution.entry.map(|e| e.key.written.as_str());
-        let username = resolution.entry.and_then(|e| e.credentials.username.as_deref());
+        let username = resolution
+            .entry
+            .and_then(|e| e.credentials.username.as_deref());
         if args.json {
             let line = Line {
                 image,
@@ -53,5 +55,9 @@ pub fn run(args: &ResolveArgs) -> anyhow::Result<ExitCode> {
             ))?;
         }
     }
-    Ok(if bad > 0 { ExitCode::from(exit::USAGE) } else { ExitCode::SUCCESS })
+    Ok(if bad > 0 {
+        ExitCode::from(exit::USAGE)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -53,7 +53,10 @@ fn reload(agent: &Agent, args: &ConfigArgs) {
         }
         Err(err) => {
             agent.metrics().config_reload_failures.inc();
-            tracing::error!(error = format!("{err:#}"), "configuration reload rejected; keeping the previous configuration");
+            tracing::error!(
+                error = format!("{err:#}"),
+                "configuration reload rejected; keeping the previous configuration"
+            );
         }
     }
 }
@@ -75,7 +78,9 @@ async fn serve(args: &ServeArgs, config: Config, table: RegistryTable) -> anyhow
             store
         }
         None => {
-            tracing::warn!("{DATA_DIR} is not set: state lives in memory and is lost when the agent stops");
+            tracing::warn!(
+                "{DATA_DIR} is not set: state lives in memory and is lost when the agent stops"
+            );
             Store::in_memory()
         }
     };
@@ -93,7 +98,13 @@ async fn serve(args: &ServeArgs, config: Config, table: RegistryTable) -> anyhow
         container_instance_arn: None,
         version: VERSION.to_owned(),
     };
-    let agent = Agent::start(store, engine, settings(&config, table), identity, args.max_concurrent_pulls)?;
+    let agent = Agent::start(
+        store,
+        engine,
+        settings(&config, table),
+        identity,
+        args.max_concurrent_pulls,
+    )?;
     tracing::info!(
         listen = %args.listen,
         control_socket = %socket.display(),
@@ -114,7 +125,8 @@ async fn serve(args: &ServeArgs, config: Config, table: RegistryTable) -> anyhow
             reload(&reload_agent, &reload_args);
         }
     });
-    let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let shutdown = async move {
         tokio::select! {
             _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),

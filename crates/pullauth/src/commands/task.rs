@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use http_body_util::{BodyExt, Full};
-use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::Value;
 
 use super::say;
@@ -28,13 +28,22 @@ pub fn run(command: &TaskCommand) -> anyhow::Result<ExitCode> {
 
 fn run_task(args: &TaskRunArgs) -> anyhow::Result<ExitCode> {
     let body = if args.taskdef == Path::new("-") {
-        std::io::read_to_string(std::io::stdin()).context("reading the task definition from stdin")?
+        std::io::read_to_string(std::io::stdin())
+            .context("reading the task definition from stdin")?
     } else {
-        std::fs::read_to_string(&args.taskdef)
-            .map_err(|e| UsageError(format!("cannot read task definition {}: {e}", args.taskdef.display())))?
+        std::fs::read_to_string(&args.taskdef).map_err(|e| {
+            UsageError(format!(
+                "cannot read task definition {}: {e}",
+                args.taskdef.display()
+            ))
+        })?
     };
-    let wait_timeout = humantime::parse_duration(&args.wait_timeout)
-        .map_err(|_| UsageError(format!("--wait-timeout {:?} is not a duration such as 90s or 10m", args.wait_timeout)))?;
+    let wait_timeout = humantime::parse_duration(&args.wait_timeout).map_err(|_| {
+        UsageError(format!(
+            "--wait-timeout {:?} is not a duration such as 90s or 10m",
+            args.wait_timeout
+        ))
+    })?;
     let data_dir = std::env::var_os(pullauth_config::DATA_DIR)
         .filter(|d| !d.is_empty())
         .map(PathBuf::from);
@@ -47,18 +56,29 @@ fn run_task(args: &TaskRunArgs) -> anyhow::Result<ExitCode> {
         let (status, task) = request(&socket, Method::POST, "/v1/tasks", body).await?;
         if status == StatusCode::BAD_REQUEST {
             let message = task["error"].as_str().unwrap_or("invalid task definition");
-            return Err(UsageError(format!("the agent refused the task definition: {message}")).into());
+            return Err(
+                UsageError(format!("the agent refused the task definition: {message}")).into(),
+            );
         }
         if status != StatusCode::CREATED {
-            bail!("the agent answered {status}: {}", task["error"].as_str().unwrap_or("no details"));
+            bail!(
+                "the agent answered {status}: {}",
+                task["error"].as_str().unwrap_or("no details")
+            );
         }
-        let arn = task["Arn"].as_str().context("the agent's answer has no task ARN")?.to_owned();
+        let arn = task["Arn"]
+            .as_str()
+            .context("the agent's answer has no task ARN")?
+            .to_owned();
         if !args.wait {
             say(serde_json::to_string(&task)?)?;
             return Ok(ExitCode::SUCCESS);
         }
         let started = Instant::now();
-        let path = format!("/v1/tasks?taskarn={}", utf8_percent_encode(&arn, NON_ALPHANUMERIC));
+        let path = format!(
+            "/v1/tasks?taskarn={}",
+            utf8_percent_encode(&arn, NON_ALPHANUMERIC)
+        );
         loop {
             let (status, task) = request(&socket, Method::GET, &path, String::new()).await?;
             if status != StatusCode::OK {
@@ -73,13 +93,19 @@ fn run_task(args: &TaskRunArgs) -> anyhow::Result<ExitCode> {
                     say(serde_json::to_string(&task)?)?;
                     for container in task["Containers"].as_array().into_iter().flatten() {
                         if let Some(error) = container["PullError"].as_str() {
-                            eprintln!("pullauth: container {}: {error}", container["Name"].as_str().unwrap_or("?"));
+                            eprintln!(
+                                "pullauth: container {}: {error}",
+                                container["Name"].as_str().unwrap_or("?")
+                            );
                         }
                     }
                     return Ok(ExitCode::from(exit::FAILED));
                 }
                 _ if started.elapsed() > wait_timeout => {
-                    bail!("task {arn} did not finish within {}", humantime::format_duration(wait_timeout));
+                    bail!(
+                        "task {arn} did not finish within {}",
+                        humantime::format_duration(wait_timeout)
+                    );
                 }
                 _ => tokio::time::sleep(POLL_INTERVAL).await,
             }
@@ -88,14 +114,21 @@ fn run_task(args: &TaskRunArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// One HTTP/1.1 request over the Unix socket; returns status and JSON body.
-async fn request(socket: &Path, method: Method, path: &str, body: String) -> anyhow::Result<(StatusCode, Value)> {
-    let stream = tokio::net::UnixStream::connect(socket).await.with_context(|| {
-        format!(
-            "cannot connect to the agent's control socket {} (is `pullauth serve` running? \
+async fn request(
+    socket: &Path,
+    method: Method,
+    path: &str,
+    body: String,
+) -> anyhow::Result<(StatusCode, Value)> {
+    let stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot connect to the agent's control socket {} (is `pullauth serve` running? \
              use --control-socket or ECS_DATADIR to point at it)",
-            socket.display()
-        )
-    })?;
+                socket.display()
+            )
+        })?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .context("talking to the agent")?;
@@ -107,9 +140,17 @@ async fn request(socket: &Path, method: Method, path: &str, body: String) -> any
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body)))
         .context("building the request")?;
-    let response = sender.send_request(request).await.context("talking to the agent")?;
+    let response = sender
+        .send_request(request)
+        .await
+        .context("talking to the agent")?;
     let status = response.status();
-    let bytes = response.into_body().collect().await.context("reading the agent's answer")?.to_bytes();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .context("reading the agent's answer")?
+        .to_bytes();
     let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     Ok((status, value))
 }
