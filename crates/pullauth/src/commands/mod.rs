@@ -49,7 +49,7 @@ pub fn registry_table(config: &Config) -> anyhow::Result<RegistryTable> {
         return Ok(RegistryTable::empty());
     };
     let table = RegistryTable::from_auth_data(auth.kind.value, &auth.data)
-        .with_context(|| format!("{AUTH_DATA} from {}", auth.data_origin))?;
+        .with_context(|| auth.data_origin.to_string())?;
     for entry in table.entries() {
         if let Some(reason) = entry.key.unreachable_reason() {
             tracing::warn!(key = %entry.key.written, "{AUTH_DATA} key can never match: {reason}");
