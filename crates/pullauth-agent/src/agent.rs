@@ -11,7 +11,7 @@ use pullauth_config::PullBehavior;
 use pullauth_docker::{Engine, Obtained, PullError, PullOptions};
 use pullauth_resolve::{Entry, ImageRef, RegistryTable};
 use pullauth_store::model::now_rfc3339;
-use pullauth_store::{ImageRecord, Status, Store, StoreError, Task};
+use pullauth_store::{PulledWith, Status, Store, StoreError, Task};
 use tokio::sync::Semaphore;
 
 use crate::metrics::Metrics;
@@ -229,20 +229,12 @@ impl Agent {
             }
         })?;
         if let Some((reference, obtained)) = recorded_image {
-            let previous = store.image(&reference)?;
-            let pulled_now = obtained.attempts > 0 && obtained.fallback_from.is_none();
-            store.put_image(
+            let pulled = obtained.attempts > 0 && obtained.fallback_from.is_none();
+            store.record_image_use(
                 &reference,
-                &ImageRecord {
-                    image_id: Some(obtained.image_id),
-                    names: vec![reference.clone()],
-                    pulled_at: if pulled_now {
-                        Some(now.clone())
-                    } else {
-                        previous.as_ref().and_then(|p| p.pulled_at.clone())
-                    },
-                    last_used_at: now,
-                    pull_succeeded: pulled_now || previous.is_some_and(|p| p.pull_succeeded),
+                &obtained.image_id,
+                pulled,
+                PulledWith {
                     registry_key: key,
                     username,
                 },

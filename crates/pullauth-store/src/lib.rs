@@ -54,6 +54,13 @@ pub enum StoreError {
     },
 }
 
+/// Which registry key and user a pull used (never a secret).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PulledWith {
+    pub registry_key: Option<String>,
+    pub username: Option<String>,
+}
+
 /// The task and image store.
 #[derive(Debug)]
 pub struct Store {
@@ -250,6 +257,45 @@ impl Store {
         Ok(images)
     }
 
+    /// Records that image `reference` (local ID `image_id`) was just used,
+    /// and whether a pull from the registry succeeded this time, keeping
+    /// what earlier records knew. One transaction.
+    pub fn record_image_use(
+        &self,
+        reference: &str,
+        image_id: &str,
+        pulled: bool,
+        pulled_with: PulledWith,
+    ) -> Result<(), StoreError> {
+        let now = model::now_rfc3339();
+        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        {
+            let mut table = txn.open_table(IMAGES).map_err(|e| self.io(e))?;
+            let previous: Option<ImageRecord> =
+                match table.get(reference).map_err(|e| self.io(e))? {
+                    Some(bytes) => Some(self.decode(reference, bytes.value())?),
+                    None => None,
+                };
+            let record = ImageRecord {
+                image_id: Some(image_id.to_owned()),
+                names: vec![reference.to_owned()],
+                pulled_at: if pulled {
+                    Some(now.clone())
+                } else {
+                    previous.as_ref().and_then(|p| p.pulled_at.clone())
+                },
+                last_used_at: now,
+                pull_succeeded: pulled || previous.is_some_and(|p| p.pull_succeeded),
+                registry_key: pulled_with.registry_key,
+                username: pulled_with.username,
+            };
+            table
+                .insert(reference, self.encode(&record).as_slice())
+                .map_err(|e| self.io(e))?;
+        }
+        txn.commit().map_err(|e| self.io(e))
+    }
+
     /// Stores the record for image `reference`.
     pub fn put_image(&self, reference: &str, record: &ImageRecord) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(|e| self.io(e))?;
@@ -385,6 +431,35 @@ mod tests {
                 .contains("ECS_DATADIR /proc/pullauth-cannot-exist"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn image_use_keeps_earlier_pull_success() {
+        let store = Store::in_memory();
+        let with = PulledWith {
+            registry_key: Some("r.io".into()),
+            username: Some("alice".into()),
+        };
+        store
+            .record_image_use("r.io/app:1", "sha256:a", true, with.clone())
+            .expect("record");
+        let first = store.image("r.io/app:1").expect("get").expect("exists");
+        assert!(first.pull_succeeded);
+        assert!(first.pulled_at.is_some());
+        // A later use from the cache keeps the pull time and success.
+        store
+            .record_image_use("r.io/app:1", "sha256:a", false, PulledWith::default())
+            .expect("record");
+        let second = store.image("r.io/app:1").expect("get").expect("exists");
+        assert!(second.pull_succeeded);
+        assert_eq!(second.pulled_at, first.pulled_at);
+        // A cache-only use of an image never pulled records no success.
+        store
+            .record_image_use("r.io/other:1", "sha256:b", false, with)
+            .expect("record");
+        let other = store.image("r.io/other:1").expect("get").expect("exists");
+        assert!(!other.pull_succeeded);
+        assert!(other.pulled_at.is_none());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use anyhow::Context;
 use pullauth_config::PullBehavior;
 use pullauth_docker::{Engine, Obtained, PullOptions, RetryPolicy};
 use pullauth_resolve::{Entry, ImageRef};
-use pullauth_store::{ImageRecord, Store, model::now_rfc3339};
+use pullauth_store::{PulledWith, Store};
 use serde::Serialize;
 
 use super::{image_args, load, quoted, say};
@@ -115,23 +115,12 @@ fn record(
     obtained: &Obtained,
     entry: Option<&Entry>,
 ) -> anyhow::Result<()> {
-    let now = now_rfc3339();
-    let previous = store.image(reference)?;
-    let pulled_now = obtained.attempts > 0 && obtained.fallback_from.is_none();
-    let record = ImageRecord {
-        image_id: Some(obtained.image_id.clone()),
-        names: vec![reference.to_owned()],
-        pulled_at: if pulled_now {
-            Some(now.clone())
-        } else {
-            previous.as_ref().and_then(|p| p.pulled_at.clone())
-        },
-        last_used_at: now,
-        pull_succeeded: pulled_now || previous.is_some_and(|p| p.pull_succeeded),
+    let pulled = obtained.attempts > 0 && obtained.fallback_from.is_none();
+    let pulled_with = PulledWith {
         registry_key: entry.map(|e| e.key.written.clone()),
         username: entry.and_then(|e| e.credentials.username.clone()),
     };
-    Ok(store.put_image(reference, &record)?)
+    Ok(store.record_image_use(reference, &obtained.image_id, pulled, pulled_with)?)
 }
 
 fn report(
