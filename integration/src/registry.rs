@@ -156,6 +156,31 @@ impl Registry {
         users
     }
 
+    /// Like [`Registry::users_since`], but only requests on `repository`
+    /// (the registry's `vars.name`, e.g. `team/app`), so that tests sharing
+    /// a registry in parallel do not see each other's pulls.
+    pub fn users_since_in(&self, mark: usize, repository: &str) -> Vec<String> {
+        settle(&self.log_path());
+        let text = fs::read(self.log_path()).unwrap_or_default();
+        let mark = mark.min(text.len());
+        let mut before = HashSet::new();
+        for_each_entry(&text[..mark], |id, _| {
+            before.insert(id.to_string());
+        });
+        // A request's first lines may lack the user; its repository is on
+        // every line, so match on the lines that carry both.
+        let mut counted = HashSet::new();
+        let mut users = Vec::new();
+        for_each_request_line(&text[mark..], |id, user, name| {
+            if let (Some(user), Some(name)) = (user, name) {
+                if name == repository && !before.contains(id) && counted.insert(id.to_string()) {
+                    users.push(user.to_string());
+                }
+            }
+        });
+        users
+    }
+
     /// The status of `GET /v2/` with optional Basic credentials: 200 for
     /// valid ones, 401 otherwise.
     pub fn v2_status(&self, credentials: Option<(&str, &str)>) -> u16 {
@@ -345,6 +370,12 @@ fn write_htpasswd(path: &Path, users: &[(&str, &str)]) {
 
 /// Calls `f(request_id, user)` for every JSON log line that has a request id.
 fn for_each_entry(text: &[u8], mut f: impl FnMut(&str, Option<&str>)) {
+    for_each_request_line(text, |id, user, _| f(id, user));
+}
+
+/// Calls `f(request_id, user, repository)` for every JSON log line that has
+/// a request id; the repository is the route's `vars.name`, if any.
+fn for_each_request_line(text: &[u8], mut f: impl FnMut(&str, Option<&str>, Option<&str>)) {
     // Only complete lines: the last one may still be being written.
     let complete = match text.iter().rposition(|b| *b == b'\n') {
         Some(end) => &text[..=end],
@@ -357,7 +388,11 @@ fn for_each_entry(text: &[u8], mut f: impl FnMut(&str, Option<&str>)) {
         let Some(id) = entry.get("http.request.id").and_then(|v| v.as_str()) else {
             continue;
         };
-        f(id, entry.get("auth.user.name").and_then(|v| v.as_str()));
+        f(
+            id,
+            entry.get("auth.user.name").and_then(|v| v.as_str()),
+            entry.get("vars.name").and_then(|v| v.as_str()),
+        );
     }
 }
 
@@ -403,5 +438,33 @@ mod tests {
         // The unterminated "carol" line is still being written: skipped.
         assert_eq!(users, ["bob", "bob", "alice"]);
         assert_eq!(seen.len(), 4);
+    }
+
+    #[test]
+    fn log_lines_carry_the_repository() {
+        let log = concat!(
+            r#"{"http.request.id":"a","vars.name":"team/app","msg":"authorizing request"}"#,
+            "\n",
+            r#"{"auth.user.name":"bob","http.request.id":"a","vars.name":"team/app"}"#,
+            "\n",
+            r#"{"auth.user.name":"alice","http.request.id":"b"}"#,
+            "\n",
+        );
+        let mut seen = Vec::new();
+        for_each_request_line(log.as_bytes(), |id, user, name| {
+            seen.push((
+                id.to_string(),
+                user.map(String::from),
+                name.map(String::from),
+            ));
+        });
+        assert_eq!(
+            seen,
+            [
+                ("a".into(), None, Some("team/app".into())),
+                ("a".into(), Some("bob".into()), Some("team/app".into())),
+                ("b".into(), Some("alice".into()), None),
+            ]
+        );
     }
 }

@@ -50,6 +50,8 @@ pub enum PullError {
         humantime::format_duration(*.after)
     )]
     TimedOut { image: String, after: Duration },
+    #[error("the Docker Engine refused to pull {image}: {detail}")]
+    Rejected { image: String, detail: String },
     #[error("the Docker Engine failed to pull {image}: {detail}")]
     Engine { image: String, detail: String },
 }
@@ -81,12 +83,14 @@ impl PullError {
             PullError::EngineUnreachable { .. } => "engine_unreachable",
             PullError::Stalled { .. } => "stalled",
             PullError::TimedOut { .. } => "timeout",
+            PullError::Rejected { .. } => "rejected",
             PullError::Engine { .. } => "engine",
         }
     }
 
-    /// Whether trying again could help. Authentication, missing images and
-    /// timeouts are final: retrying only delays the answer.
+    /// Whether trying again could help. Authentication, missing images,
+    /// requests the engine refuses (4xx) and timeouts are final: retrying
+    /// only delays the answer.
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
@@ -152,13 +156,15 @@ pub(crate) fn classify(
         "internal server error",
         "too many requests",
         "unexpected http status",
-        "received unexpected http status: 5",
+        "deadline exceeded",
     ]) {
         PullError::RegistryUnavailable {
             registry,
             image,
             detail,
         }
+    } else if status.is_some_and(|s| (400..500).contains(&s)) {
+        PullError::Rejected { image, detail }
     } else {
         PullError::Engine { image, detail }
     }
@@ -206,7 +212,9 @@ mod tests {
         None,
         "registry_unavailable"
     )]
-    #[case::other("invalid reference format", Some(400), "engine")]
+    #[case::bad_request("invalid reference format: repository name must be lowercase", Some(400), "rejected")]
+    #[case::deadline("Get \"http://127.0.0.1:9/v2/\": context deadline exceeded", Some(500), "registry_unavailable")]
+    #[case::other("something odd", Some(500), "engine")]
     fn classifies_engine_messages(
         #[case] message: &str,
         #[case] status: Option<u16>,
@@ -228,6 +236,8 @@ mod tests {
         assert!(e("connection refused").is_transient());
         assert!(!e("unauthorized").is_transient());
         assert!(!e("manifest unknown").is_transient());
+        let rejected = classify("r", "r/i", &Identity::default(), Some(400), "invalid reference format");
+        assert!(!rejected.is_transient());
     }
 
     #[test]

@@ -43,14 +43,15 @@ impl RetryPolicy {
             .min(self.max_delay)
     }
 
-    /// The delay to sleep after failed attempt `attempt`, with jitter.
+    /// The delay to sleep after failed attempt `attempt`, with jitter,
+    /// never above `max_delay`.
     pub fn delay(&self, attempt: u32) -> Duration {
         let nominal = self.nominal_delay(attempt);
         if self.jitter <= 0.0 {
             return nominal;
         }
         let spread = (fastrand::f64() * 2.0 - 1.0) * self.jitter;
-        nominal.mul_f64((1.0 + spread).max(0.0))
+        nominal.mul_f64((1.0 + spread).max(0.0)).min(self.max_delay)
     }
 }
 

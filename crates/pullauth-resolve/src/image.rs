@@ -38,6 +38,18 @@ impl ImageRef {
             image: image.to_owned(),
             reason,
         };
+        // Docker reads an uppercase first component as a registry host (and
+        // engines then reject it); oci-spec would file it under Docker Hub.
+        if let Some((first, _)) = image.split_once('/')
+            && !first.contains(['.', ':'])
+            && first != "localhost"
+            && first.chars().any(|c| c.is_ascii_uppercase())
+        {
+            return Err(fail(format!(
+                "{first:?} is neither a registry host (it has no '.' or ':') nor a repository \
+                 name (those must be lowercase)"
+            )));
+        }
         let reference = Reference::try_from(image).map_err(|e| fail(describe(image, &e)))?;
         let registry = canonical_host(&reference.registry().to_ascii_lowercase()).to_owned();
         let mut repository = reference.repository().to_owned();
@@ -185,6 +197,7 @@ mod tests {
     #[case::empty("", "at least one component")]
     #[case::uppercase_repo("Busybox", "must be lowercase")]
     #[case::uppercase_path("r.io/Team/app", "must be lowercase")]
+    #[case::uppercase_first_component_is_not_hub("UPPER/case:v1", "neither a registry host")]
     #[case::bad_digest("busybox@sha256:abc", "digest")]
     #[case::unknown_digest_algo(&format!("busybox@md5:{}", "a".repeat(32)), "unsupported digest")]
     #[case::bad_tag("busybox:-x", "expected [registry/]repository")]
