@@ -95,6 +95,10 @@ impl Metrics {
             "Tasks accepted on the control API",
             tasks_submitted.clone(),
         );
+        // Export every class at zero so that alerts see the series from the start.
+        for class in pullauth_docker::PullError::CLASSES {
+            pulls_failed.get_or_create(&vec![("class".to_owned(), class.to_owned())]);
+        }
         Metrics {
             registry,
             pulls_started,
@@ -129,6 +133,18 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failure_classes_are_exported_before_any_failure() {
+        let text = Metrics::new().render();
+        for class in pullauth_docker::PullError::CLASSES {
+            let series = format!("pullauth_pulls_failed_total{{class=\"{class}\"}} 0");
+            assert!(
+                text.lines().any(|l| l == series),
+                "{series} missing from:\n{text}"
+            );
+        }
+    }
 
     #[test]
     fn renders_every_metric() {

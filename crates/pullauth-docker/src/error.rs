@@ -74,6 +74,19 @@ fn unauthorized_message(registry: &str, image: &str, identity: &Identity, detail
 }
 
 impl PullError {
+    /// Every value [`PullError::class`] can return, so that metrics can
+    /// export a zero for each class before the first failure.
+    pub const CLASSES: [&'static str; 8] = [
+        "auth",
+        "not_found",
+        "registry_unavailable",
+        "engine_unreachable",
+        "stalled",
+        "timeout",
+        "rejected",
+        "engine",
+    ];
+
     /// A short stable name for metrics and JSON output.
     pub fn class(&self) -> &'static str {
         match self {
@@ -212,8 +225,16 @@ mod tests {
         None,
         "registry_unavailable"
     )]
-    #[case::bad_request("invalid reference format: repository name must be lowercase", Some(400), "rejected")]
-    #[case::deadline("Get \"http://127.0.0.1:9/v2/\": context deadline exceeded", Some(500), "registry_unavailable")]
+    #[case::bad_request(
+        "invalid reference format: repository name must be lowercase",
+        Some(400),
+        "rejected"
+    )]
+    #[case::deadline(
+        "Get \"http://127.0.0.1:9/v2/\": context deadline exceeded",
+        Some(500),
+        "registry_unavailable"
+    )]
     #[case::other("something odd", Some(500), "engine")]
     fn classifies_engine_messages(
         #[case] message: &str,
@@ -236,7 +257,13 @@ mod tests {
         assert!(e("connection refused").is_transient());
         assert!(!e("unauthorized").is_transient());
         assert!(!e("manifest unknown").is_transient());
-        let rejected = classify("r", "r/i", &Identity::default(), Some(400), "invalid reference format");
+        let rejected = classify(
+            "r",
+            "r/i",
+            &Identity::default(),
+            Some(400),
+            "invalid reference format",
+        );
         assert!(!rejected.is_transient());
     }
 
