@@ -37,6 +37,7 @@
 //! assert!(digest.starts_with("sha256:"));
 //! ```
 
+pub mod agent;
 mod bin;
 mod engine;
 mod harness;

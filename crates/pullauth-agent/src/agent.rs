@@ -12,7 +12,7 @@ use pullauth_docker::{Engine, Obtained, PullError, PullOptions};
 use pullauth_resolve::{Entry, ImageRef, RegistryTable};
 use pullauth_store::model::now_rfc3339;
 use pullauth_store::{PulledWith, Status, Store, StoreError, Task};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, oneshot};
 
 use crate::metrics::Metrics;
 use crate::taskdef::{self, TaskDefError};
@@ -35,6 +35,14 @@ pub struct Identity {
 }
 
 type SharedPull = Shared<BoxFuture<'static, Result<Obtained, PullError>>>;
+
+/// A container's share of a pull: the image, the entry that applies, and
+/// the pull's result to come.
+struct Ticket {
+    image: ImageRef,
+    entry: Option<Entry>,
+    pull: SharedPull,
+}
 
 /// A handle to the running agent; cheap to clone.
 #[derive(Debug, Clone)]
@@ -100,7 +108,11 @@ impl Agent {
             for (index, container) in task.containers.iter().enumerate() {
                 if !container.known_status.is_final() {
                     resumed += 1;
-                    agent.spawn_container(task.arn.clone(), index);
+                    // Tickets first, so that resumed containers of one image share a pull.
+                    let ticket = ImageRef::parse(&container.image)
+                        .ok()
+                        .map(|image| agent.ticket(image, &agent.settings(), false).0);
+                    agent.spawn_container(task.arn.clone(), index, ticket);
                 }
             }
         }
@@ -151,48 +163,88 @@ impl Agent {
         *slot = Arc::new(settings);
     }
 
-    /// Validates a task definition, records the task, then starts its pulls.
-    /// The task is in the store before any pull begins.
-    pub fn submit(&self, body: &[u8]) -> Result<Task, SubmitError> {
+    /// Validates a task definition, records the task, then lets its pulls
+    /// start. The task is in the store before any pull it started begins.
+    ///
+    /// Each container joins the pull of its image already in flight, or
+    /// reserves a new one, *before* the task is written: the write (an
+    /// fsync) is the slow part of a submission, and tasks that arrive
+    /// together must all find the same pull.
+    pub async fn submit(&self, body: &[u8]) -> Result<Task, SubmitError> {
         let task = taskdef::parse(body, taskdef::new_arn(&self.inner.identity.cluster))?;
-        self.inner.store.put_task(&task)?;
+        let settings = self.settings();
+        let mut gates = Vec::new();
+        let tickets: Vec<Option<Ticket>> = task
+            .containers
+            .iter()
+            .map(|container| {
+                // taskdef::parse has validated every image.
+                let image = ImageRef::parse(&container.image).ok()?;
+                let (ticket, gate) = self.ticket(image, &settings, true);
+                gates.extend(gate);
+                Some(ticket)
+            })
+            .collect();
+        let (recorded, task) = self
+            .with_store(move |store| (store.put_task(&task), task))
+            .await;
+        // Reserved pulls start whether or not the write worked: other tasks
+        // may have joined them meanwhile.
+        for gate in gates {
+            let _ = gate.send(());
+        }
+        recorded?;
         self.inner.metrics.tasks_submitted.inc();
         tracing::info!(task = %task.arn, family = %task.family, containers = task.containers.len(), "task accepted");
-        for index in 0..task.containers.len() {
-            self.spawn_container(task.arn.clone(), index);
+        for (index, ticket) in tickets.into_iter().enumerate() {
+            self.spawn_container(task.arn.clone(), index, ticket);
         }
         Ok(task)
     }
 
-    fn spawn_container(&self, arn: String, index: usize) {
+    fn spawn_container(&self, arn: String, index: usize, ticket: Option<Ticket>) {
         let agent = self.clone();
         tokio::spawn(async move {
-            if let Err(err) = agent.run_container(&arn, index).await {
+            if let Err(err) = agent.run_container(&arn, index, ticket).await {
                 tracing::error!(task = %arn, container = index, error = %err, "could not record container state");
             }
         });
     }
 
-    /// Takes one container from `NONE`/`PULLING` to `PULLED` or `STOPPED`.
-    async fn run_container(&self, arn: &str, index: usize) -> Result<(), StoreError> {
-        let store = &self.inner.store;
-        let Some(task) = store.update_task(arn, |task| {
-            task.containers[index].known_status = Status::Pulling;
-            task.pull_started_at.get_or_insert_with(now_rfc3339);
-            task.recompute_status();
-        })?
-        else {
+    /// Takes one container from `NONE`/`PULLING` to `PULLED` or `STOPPED`,
+    /// with the pull `ticket` joined at submission (or a new one when
+    /// resuming after a restart).
+    async fn run_container(
+        &self,
+        arn: &str,
+        index: usize,
+        ticket: Option<Ticket>,
+    ) -> Result<(), StoreError> {
+        let owned_arn = arn.to_owned();
+        let started = self
+            .with_store(move |store| {
+                store.update_task(&owned_arn, |task| {
+                    task.containers[index].known_status = Status::Pulling;
+                    task.pull_started_at.get_or_insert_with(now_rfc3339);
+                    task.recompute_status();
+                })
+            })
+            .await?;
+        let Some(task) = started else {
             return Ok(());
         };
-        let image_text = task.containers[index].image.clone();
-        let settings = self.settings();
-        let outcome = match ImageRef::parse(&image_text) {
-            Ok(image) => {
-                let entry = settings.table.lookup(&image).cloned();
-                let result = self.shared_pull(&image, entry.clone(), &settings).await;
-                Ok((image, entry, result))
+        let ticket = match ticket {
+            Some(ticket) => Ok(ticket),
+            None => ImageRef::parse(&task.containers[index].image)
+                .map(|image| self.ticket(image, &self.settings(), false).0)
+                .map_err(|e| e.to_string()),
+        };
+        let outcome = match ticket {
+            Ok(ticket) => {
+                let result = ticket.pull.await;
+                Ok((ticket.image, ticket.entry, result))
             }
-            Err(e) => Err(e.to_string()),
+            Err(message) => Err(message),
         };
         let now = now_rfc3339();
         let (key, username) = match &outcome {
@@ -202,97 +254,121 @@ impl Agent {
             ),
             _ => (None, None),
         };
-        let mut recorded_image = None;
-        store.update_task(arn, |task| {
-            let container = &mut task.containers[index];
-            container.registry_key = key.clone();
-            container.username = username.clone();
-            match &outcome {
-                Ok((image, _, Ok(obtained))) => {
-                    container.known_status = Status::Pulled;
-                    container.image_id = Some(obtained.image_id.clone());
-                    container.pull_error = None;
-                    recorded_image = Some((image.pull_reference(), obtained.clone()));
+        let (status, image_id, pull_error, recorded_image) = match outcome {
+            Ok((image, _, Ok(obtained))) => (
+                Status::Pulled,
+                Some(obtained.image_id.clone()),
+                None,
+                Some((image.pull_reference(), obtained)),
+            ),
+            Ok((_, _, Err(error))) => (Status::Stopped, None, Some(error.to_string()), None),
+            Err(message) => (Status::Stopped, None, Some(message), None),
+        };
+        let owned_arn = arn.to_owned();
+        self.with_store(move |store| {
+            store.update_task(&owned_arn, |task| {
+                let container = &mut task.containers[index];
+                container.registry_key = key.clone();
+                container.username = username.clone();
+                container.known_status = status;
+                container.image_id = image_id;
+                container.pull_error = pull_error;
+                task.recompute_status();
+                if task.containers.iter().all(|c| c.known_status.is_final()) {
+                    task.pull_stopped_at = Some(now);
                 }
-                Ok((_, _, Err(error))) => {
-                    container.known_status = Status::Stopped;
-                    container.pull_error = Some(error.to_string());
-                }
-                Err(message) => {
-                    container.known_status = Status::Stopped;
-                    container.pull_error = Some(message.clone());
-                }
+            })?;
+            if let Some((reference, obtained)) = recorded_image {
+                let pulled = obtained.attempts > 0 && obtained.fallback_from.is_none();
+                store.record_image_use(
+                    &reference,
+                    &obtained.image_id,
+                    pulled,
+                    PulledWith {
+                        registry_key: key,
+                        username,
+                    },
+                )?;
             }
-            task.recompute_status();
-            if task.containers.iter().all(|c| c.known_status.is_final()) {
-                task.pull_stopped_at = Some(now.clone());
-            }
-        })?;
-        if let Some((reference, obtained)) = recorded_image {
-            let pulled = obtained.attempts > 0 && obtained.fallback_from.is_none();
-            store.record_image_use(
-                &reference,
-                &obtained.image_id,
-                pulled,
-                PulledWith {
-                    registry_key: key,
-                    username,
-                },
-            )?;
-        }
+            Ok::<(), StoreError>(())
+        })
+        .await?;
         Ok(())
     }
 
-    /// Joins the pull of `image` in flight, or starts one.
-    async fn shared_pull(
+    /// Runs `f` on the store in Tokio's blocking pool: writes wait for an
+    /// fsync, and async workers must stay free to admit requests meanwhile.
+    async fn with_store<T: Send + 'static>(
         &self,
-        image: &ImageRef,
-        entry: Option<Entry>,
+        f: impl FnOnce(&Store) -> T + Send + 'static,
+    ) -> T {
+        let agent = self.clone();
+        match tokio::task::spawn_blocking(move || f(&agent.inner.store)).await {
+            Ok(value) => value,
+            Err(join) => std::panic::resume_unwind(join.into_panic()),
+        }
+    }
+
+    /// Joins the pull of `image` in flight, or creates one. A created pull
+    /// waits for the returned gate to fire (or be dropped) when `gated`.
+    fn ticket(
+        &self,
+        image: ImageRef,
         settings: &Settings,
-    ) -> Result<Obtained, PullError> {
+        gated: bool,
+    ) -> (Ticket, Option<oneshot::Sender<()>>) {
+        let entry = settings.table.lookup(&image).cloned();
         let reference = image.pull_reference();
-        let shared = {
-            let mut inflight = self
+        let mut inflight = self
+            .inner
+            .inflight
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(pull) = inflight.get(&reference) {
+            self.inner.metrics.pulls_shared.inc();
+            let pull = pull.clone();
+            return (Ticket { image, entry, pull }, None);
+        }
+        let (gate, opened) = if gated {
+            let (tx, rx) = oneshot::channel::<()>();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let agent = self.clone();
+        let pull_image = image.clone();
+        let pull_entry = entry.clone();
+        let behavior = settings.behavior;
+        let options = settings.options;
+        let key = reference.clone();
+        let handle = tokio::spawn(async move {
+            if let Some(opened) = opened {
+                let _ = opened.await;
+            }
+            let result = agent
+                .engine_pull(&pull_image, pull_entry.as_ref(), behavior, &options)
+                .await;
+            agent
                 .inner
                 .inflight
                 .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            if let Some(pull) = inflight.get(&reference) {
-                self.inner.metrics.pulls_shared.inc();
-                pull.clone()
-            } else {
-                let agent = self.clone();
-                let image = image.clone();
-                let behavior = settings.behavior;
-                let options = settings.options;
-                let key = reference.clone();
-                let handle = tokio::spawn(async move {
-                    let result = agent
-                        .engine_pull(&image, entry.as_ref(), behavior, &options)
-                        .await;
-                    agent
-                        .inner
-                        .inflight
-                        .lock()
-                        .unwrap_or_else(|poisoned| poisoned.into_inner())
-                        .remove(&key);
-                    result
-                });
-                let pull = async move {
-                    handle.await.unwrap_or_else(|join| {
-                        Err(PullError::Engine {
-                            image: String::new(),
-                            detail: format!("pull task ended abnormally: {join}"),
-                        })
-                    })
-                }
-                .boxed()
-                .shared();
-                inflight.insert(reference.clone(), pull.clone());
-                pull
-            }
-        };
-        shared.await
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .remove(&key);
+            result
+        });
+        let image_name = image.to_string();
+        let pull = async move {
+            handle.await.unwrap_or_else(|join| {
+                Err(PullError::Engine {
+                    image: image_name,
+                    detail: format!("pull task ended abnormally: {join}"),
+                })
+            })
+        }
+        .boxed()
+        .shared();
+        inflight.insert(reference, pull.clone());
+        (Ticket { image, entry, pull }, gate)
     }
 
     /// One pull through the engine, within the concurrency bound.

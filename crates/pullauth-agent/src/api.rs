@@ -134,7 +134,7 @@ async fn metrics(State(agent): State<Agent>) -> Response {
 }
 
 async fn submit(State(agent): State<Agent>, body: Bytes) -> Response {
-    match agent.submit(&body) {
+    match agent.submit(&body).await {
         Ok(task) => json_response(StatusCode::CREATED, json!(task)),
         Err(SubmitError::Invalid(e)) => error(StatusCode::BAD_REQUEST, e.to_string()),
         Err(SubmitError::Store(e)) => {

@@ -97,7 +97,7 @@ impl Metrics {
         );
         // Export every class at zero so that alerts see the series from the start.
         for class in pullauth_docker::PullError::CLASSES {
-            pulls_failed.get_or_create(&vec![("class".to_owned(), class.to_owned())]);
+            drop(pulls_failed.get_or_create(&vec![("class".to_owned(), class.to_owned())]));
         }
         Metrics {
             registry,

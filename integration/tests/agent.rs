@@ -1,0 +1,1086 @@
+//! End-to-end tests of the agent (`pullauth serve`): its APIs, task pulls
+//! with the right credentials, persistence across restarts and crashes,
+//! configuration reloads, single-flight pulls, secret hygiene, and running
+//! as a container. Every test runs its own agent against the harness engine
+//! and real htpasswd registries.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use pullauth_integration::agent::{
+    AgentClient, AgentSpec, ContainerGuard, RegistryRequest, base64_fragments, base64_standard,
+    base64_url_safe, docker_auth_config, http_unix, metric_value, random_token, repo_requests,
+    scratch_dir, static_pullauth_bin, taskdef, wait_for,
+};
+use pullauth_integration::{Harness, Registry, free_port, pullauth_bin};
+use serde_json::{Value, json};
+
+/// A repository name nobody else uses, under `prefix`.
+fn fresh_repo(prefix: &str) -> String {
+    format!("{prefix}/r{}", random_token(10).to_ascii_lowercase())
+}
+
+/// Pushes a fresh fixture as `user` and returns (repository, image ref).
+fn push(registry: &Registry, prefix: &str, user: &str) -> (String, String) {
+    let repo = fresh_repo(prefix);
+    Harness::get().push_fixture(registry, &repo, "1", (user, registry.password(user)));
+    let image = registry.image_ref(&repo, "1");
+    (repo, image)
+}
+
+/// The container named `name` in a task.
+fn container<'a>(task: &'a Value, name: &str) -> &'a Value {
+    task["Containers"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["Name"] == name))
+        .unwrap_or_else(|| panic!("task has no container {name}: {task:#}"))
+}
+
+/// Runs a command to completion and returns its output.
+fn run(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Writes a task definition file in the agent's dir and returns its path.
+fn taskdef_file(spec: &AgentSpec, name: &str, def: &Value) -> std::path::PathBuf {
+    let path = spec.dir().join(format!("{name}.json"));
+    fs::write(&path, def.to_string()).expect("cannot write task definition");
+    path
+}
+
+/// The users of the requests on `repo` after `mark`; panics if there are none.
+fn users_on(registry: &Registry, mark: usize, repo: &str) -> BTreeSet<String> {
+    let requests = repo_requests(registry, mark, repo);
+    assert!(
+        !requests.is_empty(),
+        "the registry logged no request for {repo}"
+    );
+    requests
+        .iter()
+        .map(|r| r.user.clone().unwrap_or_else(|| "<anonymous>".into()))
+        .collect()
+}
+
+fn mode(path: &Path) -> u32 {
+    fs::metadata(path)
+        .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// Proves the introspection API's shape: metadata, command list, health,
+/// registries without passwords, every metric, and that it is read-only.
+#[test]
+fn introspection_api_shape() {
+    let h = Harness::get();
+    let alpha = &h.alpha;
+    let cluster = format!("it-{}", random_token(6));
+    let host_key = alpha.addr();
+    let path_key = format!("{}/team", alpha.addr());
+    let spec = AgentSpec::new()
+        .env("ECS_CLUSTER", &cluster)
+        .env_file_text(&docker_auth_config(
+            &[
+                (&host_key, "alice", alpha.password("alice")),
+                (&path_key, "bob", alpha.password("bob")),
+            ],
+            &[],
+        ));
+    let agent = spec.start();
+
+    let meta = agent.get_json("/v1/metadata");
+    assert_eq!(meta["Cluster"], cluster.as_str(), "{meta}");
+    assert!(meta["ContainerInstanceArn"].is_null(), "{meta}");
+    let version = meta["Version"].as_str().expect("Version is a string");
+    assert!(version.starts_with("pullauth v"), "{version}");
+    assert!(!version.starts_with("pullauth vpullauth"), "{version}");
+
+    for path in ["/", "/v1/does-not-exist", "/v2/metadata"] {
+        let root = agent.get_json(path);
+        let commands: Vec<&str> = root["AvailableCommands"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{path}: no AvailableCommands: {root}"))
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        for expected in [
+            "/v1/metadata",
+            "/v1/tasks",
+            "/v1/registries",
+            "/healthz",
+            "/metrics",
+        ] {
+            assert!(commands.contains(&expected), "{path}: {commands:?}");
+        }
+    }
+
+    assert_eq!(agent.get("/healthz").status, 200);
+    assert_eq!(agent.get_json("/v1/tasks")["Tasks"], json!([]));
+    assert_eq!(agent.get("/v1/tasks?taskarn=arn%3Anope").status, 404);
+
+    let registries = agent.get("/v1/registries");
+    assert_eq!(registries.status, 200);
+    let body = registries.text();
+    for user in ["alice", "bob"] {
+        assert!(
+            !body.contains(alpha.password(user)),
+            "/v1/registries leaks {user}'s password: {body}"
+        );
+    }
+    let list = registries.json()["Registries"]
+        .as_array()
+        .cloned()
+        .expect("Registries array");
+    assert_eq!(list.len(), 2, "{body}");
+    for (key, user) in [(&host_key, "alice"), (&path_key, "bob")] {
+        let entry = list
+            .iter()
+            .find(|e| e["Key"] == key.as_str())
+            .unwrap_or_else(|| panic!("no entry for {key}: {body}"));
+        assert_eq!(entry["Username"], user, "{entry}");
+        assert_eq!(entry["AuthenticatesWith"], "password", "{entry}");
+        assert!(entry["AppliesTo"].is_string(), "{entry}");
+    }
+
+    let metrics = agent.metrics();
+    for family in [
+        "pullauth_pulls_started",
+        "pullauth_pulls_succeeded",
+        "pullauth_pulls_failed",
+        "pullauth_pulls_shared",
+        "pullauth_pull_retries",
+        "pullauth_pull_duration_seconds",
+        "pullauth_registry_keys",
+        "pullauth_config_reloads",
+        "pullauth_config_reload_failures",
+        "pullauth_tasks_submitted",
+    ] {
+        assert!(
+            metrics.contains(&format!("# TYPE {family} ")),
+            "{family} missing from /metrics:\n{metrics}"
+        );
+    }
+    for sample in [
+        "pullauth_pulls_started_total 0",
+        "pullauth_pulls_succeeded_total 0",
+        "pullauth_pulls_shared_total 0",
+        "pullauth_pull_retries_total 0",
+        "pullauth_pull_duration_seconds_count 0",
+        "pullauth_registry_keys 2",
+        "pullauth_config_reloads_total 0",
+        "pullauth_config_reload_failures_total 0",
+        "pullauth_tasks_submitted_total 0",
+        "pullauth_pulls_failed_total{class=\"auth\"} 0",
+        "pullauth_pulls_failed_total{class=\"not_found\"} 0",
+        "pullauth_pulls_failed_total{class=\"registry_unavailable\"} 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == sample),
+            "no line {sample:?} in /metrics:\n{metrics}"
+        );
+    }
+
+    // The TCP API is read-only: submitting there is refused and records nothing.
+    let def = taskdef("web", &[("app", &alpha.image_ref("team/x", "1"), true)]);
+    let post = agent.tcp("POST", "/v1/tasks", def.to_string().as_bytes());
+    assert_eq!(post.status, 405, "{}", post.text());
+    assert_eq!(agent.get_json("/v1/tasks")["Tasks"], json!([]));
+    assert_eq!(agent.metric("pullauth_tasks_submitted_total"), 0.0);
+}
+
+/// Proves `task run --wait` pulls every container with the most specific
+/// key's user (path key -> bob, host key -> alice) and reports it.
+#[test]
+fn task_run_pulls_with_the_matching_key() {
+    let h = Harness::get();
+    let alpha = &h.alpha;
+    let (team_repo, team_image) = push(alpha, "team", "alice");
+    let (other_repo, other_image) = push(alpha, "other", "alice");
+    let host_key = alpha.addr();
+    let path_key = format!("{}/team", alpha.addr());
+    let spec = AgentSpec::new().env_file_text(&docker_auth_config(
+        &[
+            (&host_key, "alice", alpha.password("alice")),
+            (&path_key, "bob", alpha.password("bob")),
+        ],
+        &[],
+    ));
+    let agent = spec.start();
+    let mark = alpha.log_mark();
+
+    let file = taskdef_file(
+        &spec,
+        "web",
+        &taskdef(
+            "web",
+            &[("app", &team_image, true), ("side", &other_image, true)],
+        ),
+    );
+    let out = run(spec
+        .task_run()
+        .args(["--wait", "--wait-timeout", "60s"])
+        .arg(&file));
+    assert!(
+        out.status.success(),
+        "task run --wait failed ({}):\n{}{}\nagent log:\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr),
+        spec.log_tail(30)
+    );
+    let printed: Value = serde_json::from_slice(&out.stdout).expect("task run prints JSON");
+    assert_eq!(printed["KnownStatus"], "PULLED", "{printed:#}");
+    assert_eq!(printed["Family"], "web");
+    let arn = printed["Arn"].as_str().expect("Arn");
+    let task = agent.task(arn).expect("the agent knows the task");
+    assert_eq!(task["KnownStatus"], "PULLED");
+    assert!(task["PullStartedAt"].is_string() && task["PullStoppedAt"].is_string());
+
+    let app = container(&task, "app");
+    assert_eq!(app["KnownStatus"], "PULLED");
+    assert_eq!(app["RegistryKey"], path_key.as_str(), "{app}");
+    assert_eq!(app["Username"], "bob", "{app}");
+    assert_eq!(
+        app["ImageID"].as_str(),
+        h.local_image_id(&team_image).as_deref()
+    );
+    let side = container(&task, "side");
+    assert_eq!(side["KnownStatus"], "PULLED");
+    assert_eq!(side["RegistryKey"], host_key.as_str(), "{side}");
+    assert_eq!(side["Username"], "alice", "{side}");
+    assert_eq!(
+        side["ImageID"].as_str(),
+        h.local_image_id(&other_image).as_deref()
+    );
+
+    assert_eq!(
+        users_on(alpha, mark, &team_repo),
+        BTreeSet::from(["bob".to_string()])
+    );
+    assert_eq!(
+        users_on(alpha, mark, &other_repo),
+        BTreeSet::from(["alice".to_string()])
+    );
+    assert_eq!(agent.metric("pullauth_pulls_succeeded_total"), 2.0);
+}
+
+/// Proves a failed essential pull stops the task with a clear PullError
+/// (`task run --wait` exits 1), while a failed non-essential one does not.
+#[test]
+fn failed_pulls_stop_only_for_essential_containers() {
+    let h = Harness::get();
+    let alpha = &h.alpha;
+    let (repo, good) = push(alpha, "fail", "alice");
+    let missing = alpha.image_ref(&repo, "missing");
+    let spec = AgentSpec::new().env_file_text(&docker_auth_config(
+        &[(&alpha.addr(), "alice", alpha.password("alice"))],
+        &[],
+    ));
+    let agent = spec.start();
+
+    let file = taskdef_file(&spec, "bad", &taskdef("bad", &[("app", &missing, true)]));
+    let out = run(spec
+        .task_run()
+        .args(["--wait", "--wait-timeout", "60s"])
+        .arg(&file));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "task run --wait must exit 1:\n{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let task: Value = serde_json::from_slice(&out.stdout).expect("task run prints the task");
+    assert_eq!(task["KnownStatus"], "STOPPED", "{task:#}");
+    let app = container(&task, "app");
+    assert_eq!(app["KnownStatus"], "STOPPED");
+    assert!(app["ImageID"].is_null(), "{app}");
+    let error = app["PullError"].as_str().expect("PullError is set");
+    assert!(error.contains("not found"), "{error}");
+    assert!(error.contains(&missing), "{error}");
+    assert!(
+        text(&out.stderr).contains("container app:"),
+        "{}",
+        text(&out.stderr)
+    );
+    let metrics = agent.metrics();
+    assert!(
+        metrics.contains("# TYPE pullauth_pulls_failed counter"),
+        "{metrics}"
+    );
+    assert_eq!(
+        agent.metric("pullauth_pulls_failed_total{class=\"not_found\"}"),
+        1.0
+    );
+
+    let task = agent.submit(&taskdef(
+        "mixed",
+        &[("app", &good, true), ("optional", &missing, false)],
+    ));
+    let task = agent.wait_final(task["Arn"].as_str().expect("Arn"));
+    assert_eq!(task["KnownStatus"], "PULLED", "{task:#}");
+    let app = container(&task, "app");
+    assert_eq!(app["KnownStatus"], "PULLED");
+    assert_eq!(app["ImageID"].as_str(), h.local_image_id(&good).as_deref());
+    let optional = container(&task, "optional");
+    assert_eq!(optional["KnownStatus"], "STOPPED", "{optional}");
+    assert!(
+        optional["PullError"]
+            .as_str()
+            .is_some_and(|e| e.contains("not found")),
+        "{optional}"
+    );
+}
+
+/// Proves invalid task definitions get 400 with an error naming the field
+/// (never quoting values), `task run` exits 2, and nothing is recorded.
+#[test]
+fn invalid_task_definitions_are_refused() {
+    let secret = format!("hunter2-{}", random_token(12));
+    let spec = AgentSpec::new();
+    let agent = spec.start();
+    let img = "127.0.0.1:5000/team/app:1";
+    let cases = [
+        ("this is not json".to_string(), "body"),
+        ("[1, 2]".to_string(), "body"),
+        (
+            json!({"containerDefinitions": [{"name": "a", "image": img}]}).to_string(),
+            "family",
+        ),
+        (
+            json!({"family": " ", "containerDefinitions": [{"name": "a", "image": img}]})
+                .to_string(),
+            "family",
+        ),
+        (json!({"family": "f"}).to_string(), "containerDefinitions"),
+        (
+            json!({"family": "f", "containerDefinitions": []}).to_string(),
+            "containerDefinitions",
+        ),
+        (
+            json!({"family": "f", "containerDefinitions": [{"image": img}]}).to_string(),
+            "containerDefinitions[0].name",
+        ),
+        (
+            json!({"family": "f", "containerDefinitions": [
+                {"name": "a", "environment": [{"name": "PASSWORD", "value": secret}]}]})
+            .to_string(),
+            "containerDefinitions[0].image",
+        ),
+        (
+            json!({"family": "f", "containerDefinitions": [
+                {"name": "a", "image": img}, {"name": "b", "image": "Bad/Image:1"}]})
+            .to_string(),
+            "containerDefinitions[1].image",
+        ),
+        (
+            json!({"family": "f", "containerDefinitions": [
+                {"name": "a", "image": img}, {"name": "a", "image": img}]})
+            .to_string(),
+            "containerDefinitions[1].name",
+        ),
+        (
+            json!({"family": "f", "containerDefinitions": [
+                {"name": "a", "image": img, "essential": "yes"}]})
+            .to_string(),
+            "containerDefinitions[0].essential",
+        ),
+    ];
+    for (body, field) in &cases {
+        let response = agent.control("POST", "/v1/tasks", body.as_bytes());
+        assert_eq!(response.status, 400, "{body}: {}", response.text());
+        let error = response.json()["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{body}: no error string: {}", response.text()))
+            .to_string();
+        assert!(
+            error.starts_with(&format!("{field}: ")),
+            "{body}: expected the error to name {field}: {error}"
+        );
+        assert!(!error.contains(&secret), "{error}");
+    }
+
+    for (i, (body, field)) in cases.iter().enumerate() {
+        let file = spec.dir().join(format!("invalid{i}.json"));
+        fs::write(&file, body).expect("write task definition");
+        let out = run(spec.task_run().arg(&file));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{body}: task run must exit 2:\n{}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        assert!(text(&out.stderr).contains(field), "{}", text(&out.stderr));
+    }
+    let out = run(spec.task_run().arg(spec.dir().join("no-such-file.json")));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+
+    assert_eq!(agent.tasks(), Vec::<Value>::new());
+    assert_eq!(agent.metric("pullauth_tasks_submitted_total"), 0.0);
+    assert!(!spec.logs().contains(&secret), "the log quotes a value");
+}
+
+/// Proves state survives SIGTERM and a restart (same tasks, same status,
+/// no new pulls) and that the state file and control socket are mode 0600.
+#[test]
+fn state_survives_a_graceful_restart() {
+    let h = Harness::get();
+    let alpha = &h.alpha;
+    let (_, image) = push(alpha, "keep", "alice");
+    let data = scratch_dir("data");
+    let spec = AgentSpec::new()
+        .data_dir(data.path())
+        .env_file_text(&docker_auth_config(
+            &[(&alpha.addr(), "alice", alpha.password("alice"))],
+            &[],
+        ));
+    let state = spec.state_file().expect("data dir set");
+    let socket = spec.control_socket();
+    assert_eq!(socket, data.path().join("pullauth.sock"));
+
+    let agent = spec.start();
+    let task = agent.submit(&taskdef("keep", &[("app", &image, true)]));
+    let arn = task["Arn"].as_str().expect("Arn").to_string();
+    let before = agent.wait_final(&arn);
+    assert_eq!(before["KnownStatus"], "PULLED", "{before:#}");
+    assert_eq!(mode(&state), 0o600, "state file mode");
+    assert!(
+        fs::metadata(&socket)
+            .expect("socket")
+            .file_type()
+            .is_socket()
+    );
+    assert_eq!(mode(&socket), 0o600, "control socket mode");
+
+    let status = agent.terminate();
+    assert!(status.success(), "SIGTERM exit status: {status}");
+    assert!(spec.logs().contains("SIGTERM"), "{}", spec.log_tail(10));
+    assert!(
+        !socket.exists(),
+        "the control socket is removed at shutdown"
+    );
+
+    let agent = spec.start();
+    let tasks = agent.tasks();
+    assert_eq!(tasks, vec![before.clone()], "tasks after restart");
+    assert_eq!(agent.task(&arn), Some(before));
+    assert_eq!(mode(&state), 0o600, "state file mode after restart");
+    assert_eq!(mode(&socket), 0o600, "control socket mode after restart");
+    // Nothing was unfinished, so nothing is pulled again.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(agent.metric("pullauth_pulls_started_total"), 0.0);
+}
+
+/// Proves a pull interrupted by kill -9 (registry down, pull retrying) is
+/// resumed at the next start and completes with the right credentials.
+#[test]
+fn pull_interrupted_by_kill9_resumes_after_restart() {
+    let h = Harness::get();
+    let password = random_token(20);
+    let registry = Harness::registry_with(&[("dave", &password)]);
+    let (repo, image) = push(&registry, "slow", "dave");
+    registry.stop();
+
+    let data = scratch_dir("data");
+    let spec = AgentSpec::new()
+        .data_dir(data.path())
+        .env_file_text(&docker_auth_config(
+            &[(&registry.addr(), "dave", &password)],
+            &[],
+        ));
+    let agent = spec.start();
+    let task = agent.submit(&taskdef("slow", &[("app", &image, true)]));
+    let arn = task["Arn"].as_str().expect("Arn").to_string();
+    // The registry refuses connections: the pull fails transiently and retries.
+    agent.wait_metric("pullauth_pull_retries_total", 1.0);
+    let during = agent.task(&arn).expect("task");
+    assert_eq!(during["KnownStatus"], "PULLING", "{during:#}");
+    assert_eq!(container(&during, "app")["KnownStatus"], "PULLING");
+    agent.kill9();
+
+    registry.restart();
+    let mark = registry.log_mark();
+    let agent = spec.start();
+    assert!(
+        spec.logs().contains("resuming pulls that had not finished"),
+        "{}",
+        spec.log_tail(20)
+    );
+    let done = agent.wait_final(&arn);
+    assert_eq!(done["KnownStatus"], "PULLED", "{done:#}");
+    let app = container(&done, "app");
+    assert_eq!(app["Username"], "dave");
+    assert_eq!(app["ImageID"].as_str(), h.local_image_id(&image).as_deref());
+    assert_eq!(
+        users_on(&registry, mark, &repo),
+        BTreeSet::from(["dave".to_string()])
+    );
+    assert_eq!(agent.metric("pullauth_pulls_succeeded_total"), 1.0);
+}
+
+/// Proves SIGHUP applies a good config (new key used, reloads_total 1) and
+/// rejects a bad one (agent keeps serving with the old credentials,
+/// reload_failures_total 1, log says rejected).
+#[test]
+fn sighup_reloads_good_config_and_rejects_bad() {
+    let h = Harness::get();
+    let alpha = &h.alpha;
+    let (repo1, image1) = push(alpha, "hup", "alice");
+    let (repo2, image2) = push(alpha, "hup", "alice");
+    let spec = AgentSpec::new().env_file_text("ECS_CLUSTER=hup\n");
+    let agent = spec.start();
+    assert_eq!(agent.get_json("/v1/registries")["Registries"], json!([]));
+
+    let task = agent.submit(&taskdef("hup", &[("app", &image1, true)]));
+    let task = agent.wait_final(task["Arn"].as_str().expect("Arn"));
+    assert_eq!(task["KnownStatus"], "STOPPED", "{task:#}");
+    let error = container(&task, "app")["PullError"]
+        .as_str()
+        .expect("PullError")
+        .to_string();
+    assert!(error.contains("authentication"), "{error}");
+
+    let key = alpha.addr();
+    spec.write_env_file(&docker_auth_config(
+        &[(&key, "alice", alpha.password("alice"))],
+        &[("ECS_CLUSTER", "hup")],
+    ));
+    agent.sighup();
+    assert_eq!(agent.wait_metric("pullauth_config_reloads_total", 1.0), 1.0);
+    let registries = agent.get_json("/v1/registries")["Registries"].clone();
+    assert_eq!(registries.as_array().map(Vec::len), Some(1), "{registries}");
+    assert_eq!(registries[0]["Key"], key.as_str());
+    assert_eq!(registries[0]["Username"], "alice");
+    assert_eq!(agent.metric("pullauth_registry_keys"), 1.0);
+
+    let mark = alpha.log_mark();
+    let task = agent.submit(&taskdef("hup", &[("app", &image1, true)]));
+    let task = agent.wait_final(task["Arn"].as_str().expect("Arn"));
+    assert_eq!(task["KnownStatus"], "PULLED", "{task:#}");
+    assert_eq!(container(&task, "app")["Username"], "alice");
+    assert_eq!(
+        users_on(alpha, mark, &repo1),
+        BTreeSet::from(["alice".to_string()])
+    );
+
+    // Invalid JSON that would switch to bob if it were applied.
+    spec.write_env_file(&format!(
+        "ECS_ENGINE_AUTH_TYPE=docker\nECS_ENGINE_AUTH_DATA={{\"{key}\": {{\"username\": \"bob\", \
+         \"password\": \"{}\"\n",
+        alpha.password("bob")
+    ));
+    agent.sighup();
+    assert_eq!(
+        agent.wait_metric("pullauth_config_reload_failures_total", 1.0),
+        1.0
+    );
+    assert_eq!(agent.metric("pullauth_config_reloads_total"), 1.0);
+    assert!(
+        spec.logs().contains("configuration reload rejected"),
+        "{}",
+        spec.log_tail(10)
+    );
+    assert_eq!(agent.get("/healthz").status, 200);
+    let registries = agent.get_json("/v1/registries")["Registries"].clone();
+    assert_eq!(registries[0]["Username"], "alice", "{registries}");
+
+    let mark = alpha.log_mark();
+    let task = agent.submit(&taskdef("hup", &[("app", &image2, true)]));
+    let task = agent.wait_final(task["Arn"].as_str().expect("Arn"));
+    assert_eq!(task["KnownStatus"], "PULLED", "{task:#}");
+    assert_eq!(container(&task, "app")["Username"], "alice");
+    assert_eq!(
+        users_on(alpha, mark, &repo2),
+        BTreeSet::from(["alice".to_string()])
+    );
+}
+
+/// How many simultaneous submissions the fan-in tests make.
+const FAN_IN: usize = 100;
+
+/// Submits `FAN_IN` tasks for one fresh, uncached image at once (threads
+/// released by a barrier) and checks that the registry saw exactly one
+/// pull's worth of requests: as many (manifest and total) as a single
+/// `pullauth pull` of a similar image, with 1 pull started and 99 shared.
+///
+/// With `registry_down`, the registry is stopped until every submission has
+/// joined the pull (which keeps retrying meanwhile), so the pull is surely
+/// still in flight; otherwise the submissions race a real (short) pull.
+fn fan_in(registry_down: bool) {
+    let h = Harness::get();
+    let password = random_token(20);
+    let registry = Harness::registry_with(&[("erin", &password)]);
+    let (ref_repo, ref_image) = push(&registry, "fan", "erin");
+    let (repo, image) = push(&registry, "fan", "erin");
+    assert!(h.local_image_id(&image).is_none());
+    let data = scratch_dir("data");
+    let spec = AgentSpec::new()
+        .data_dir(data.path())
+        .env_file_text(&docker_auth_config(
+            &[(&registry.addr(), "erin", &password)],
+            &[],
+        ));
+
+    // What one pull of a similar image costs at the registry.
+    let mark = registry.log_mark();
+    let out = run(Command::new(pullauth_bin())
+        .env_clear()
+        .env("DOCKER_HOST", h.docker_host())
+        .args(["pull", "--quiet", "--env-file"])
+        .arg(spec.env_file())
+        .arg(&ref_image));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let one_pull = repo_requests(&registry, mark, &ref_repo);
+    let manifests = |reqs: &[RegistryRequest], repo: &str| {
+        let prefix = format!("/v2/{repo}/manifests/");
+        reqs.iter().filter(|r| r.uri.starts_with(&prefix)).count()
+    };
+    let one_pull_manifests = manifests(&one_pull, &ref_repo);
+    assert!(one_pull_manifests >= 1, "{one_pull:#?}");
+
+    if registry_down {
+        registry.stop();
+    }
+    let agent = spec.start();
+    let mark = registry.log_mark();
+    let barrier = Arc::new(Barrier::new(FAN_IN));
+    let body = taskdef("fan", &[("app", &image, true)]).to_string();
+    let socket = spec.control_socket();
+    let started = Instant::now();
+    let threads: Vec<_> = (0..FAN_IN)
+        .map(|_| {
+            let (barrier, body, socket) = (barrier.clone(), body.clone(), socket.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                http_unix(&socket, "POST", "/v1/tasks", body.as_bytes())
+            })
+        })
+        .collect();
+    let mut arns = Vec::new();
+    for thread in threads {
+        let response = thread
+            .join()
+            .expect("submitting thread panicked")
+            .expect("POST /v1/tasks");
+        assert_eq!(response.status, 201, "{}", response.text());
+        arns.push(response.json()["Arn"].as_str().expect("Arn").to_string());
+    }
+    let admitted_in = started.elapsed();
+    if registry_down {
+        // Every container has joined the one pull, which is still retrying.
+        agent.wait_metric("pullauth_pulls_shared_total", (FAN_IN - 1) as f64);
+        assert_eq!(agent.metric("pullauth_pulls_started_total"), 1.0);
+        assert!(agent.metric("pullauth_pull_retries_total") >= 1.0);
+        registry.restart();
+    }
+    for arn in &arns {
+        let task = agent.wait_final(arn);
+        assert_eq!(task["KnownStatus"], "PULLED", "{task:#}");
+    }
+    let all_pulled_in = started.elapsed();
+    let requests = repo_requests(&registry, mark, &repo);
+    let metrics = agent.metrics();
+    let metric = |series: &str| metric_value(&metrics, series).unwrap_or(0.0);
+    let started_pulls = metric("pullauth_pulls_started_total");
+    let shared = metric("pullauth_pulls_shared_total");
+    eprintln!(
+        "fan-in (registry down first: {registry_down}): {FAN_IN} submissions admitted in \
+         {admitted_in:?}, all PULLED after {all_pulled_in:?}; pulls_started={started_pulls} \
+         pulls_shared={shared}; engine pull time {}s over {} pull(s); registry requests for \
+         the image: {} ({} manifest), for one reference pull: {} ({} manifest)",
+        metric("pullauth_pull_duration_seconds_sum"),
+        metric("pullauth_pull_duration_seconds_count"),
+        requests.len(),
+        manifests(&requests, &repo),
+        one_pull.len(),
+        one_pull_manifests,
+    );
+    assert_eq!(metric("pullauth_tasks_submitted_total"), FAN_IN as f64);
+    assert_eq!(started_pulls, 1.0, "engine pulls started");
+    assert_eq!(shared, (FAN_IN - 1) as f64, "requests that joined the pull");
+    assert_eq!(metric("pullauth_pulls_succeeded_total"), 1.0);
+    assert_eq!(
+        manifests(&requests, &repo),
+        one_pull_manifests,
+        "{requests:#?}"
+    );
+    assert_eq!(requests.len(), one_pull.len(), "{requests:#?}");
+    assert!(requests.iter().all(|r| r.user.as_deref() == Some("erin")));
+}
+
+/// Proves single flight: 100 simultaneous tasks for one uncached image that
+/// arrive while its pull is in flight (registry down, pull retrying) share
+/// it: 1 pull started, 99 shared, one pull's worth of registry requests.
+#[test]
+fn hundred_tasks_arriving_during_a_pull_share_it() {
+    fan_in(true);
+}
+
+/// Proves 100 simultaneous submissions of one small uncached image cause
+/// exactly one engine pull (1 started, 99 shared, one pull's registry requests).
+#[test]
+fn hundred_simultaneous_tasks_share_one_pull() {
+    fan_in(false);
+}
+
+/// Every way `secret` could appear: itself, and inside base64 at any offset.
+fn secret_needles(secret: &str) -> Vec<String> {
+    let mut needles = vec![secret.to_string()];
+    needles.extend(base64_fragments(secret.as_bytes()));
+    needles
+}
+
+/// The X-Registry-Auth JSON the agent sends, in insertion and sorted field
+/// order, and both base64 encodings of each.
+fn registry_auth_needles(fields: &[(&str, &str)]) -> Vec<String> {
+    let mut sorted = fields.to_vec();
+    sorted.sort();
+    let mut needles = Vec::new();
+    for order in [fields.to_vec(), sorted] {
+        let parts: Vec<String> = order
+            .iter()
+            .map(|(k, v)| format!("{}:{}", json!(k), json!(v)))
+            .collect();
+        let json_text = format!("{{{}}}", parts.join(","));
+        needles.push(base64_standard(json_text.as_bytes()));
+        needles.push(base64_url_safe(json_text.as_bytes()));
+        needles.push(json_text);
+    }
+    needles
+}
+
+fn assert_no_needles(what: &str, haystack: &[u8], needles: &[String]) {
+    let haystack = String::from_utf8_lossy(haystack);
+    for needle in needles {
+        assert!(
+            !haystack.contains(needle.as_str()),
+            "{what} contains the secret form {needle:?}"
+        );
+    }
+}
+
+/// Proves no secret (password, dockercfg auth, identity token, rejected
+/// config, X-Registry-Auth in any base64) reaches logs, API bodies,
+/// metrics, `task run` output or the state file, at debug level.
+#[test]
+fn secrets_never_leak() {
+    let h = Harness::get();
+    let password = format!("canary-pw-{}?>~", random_token(16));
+    let wrong = format!("canary-wrong-{}", random_token(16));
+    let idtoken = format!("canary-idtoken-{}", random_token(16));
+    let rejected = format!("canary-rejected-{}", random_token(16));
+    let registry = Harness::registry_with(&[("canary", &password)]);
+    let addr = registry.addr();
+    let (_, image) = push(&registry, "team", "canary");
+    let (wrong_repo, _) = push(&registry, "wrong", "canary");
+    let (tok_repo, _) = push(&registry, "tok", "canary");
+    let missing = registry.image_ref(&fresh_repo("team"), "nope");
+    let auth = base64_standard(format!("canary:{password}").as_bytes());
+    let data = scratch_dir("data");
+    let dockercfg = json!({
+        addr.clone(): {"auth": auth, "email": "canary@example.com"},
+        format!("{addr}/wrong"): {"auth": base64_standard(format!("canary:{wrong}").as_bytes())},
+    })
+    .to_string();
+    let spec = AgentSpec::new()
+        .data_dir(data.path())
+        .env("ECS_LOGLEVEL", "debug")
+        .env_file_text(&format!(
+            "ECS_ENGINE_AUTH_TYPE=dockercfg\nECS_ENGINE_AUTH_DATA={dockercfg}\n"
+        ));
+    let agent = spec.start();
+
+    // Success, missing image, rejected password, through `task run --wait` too.
+    let file = taskdef_file(
+        &spec,
+        "canary",
+        &taskdef("canary", &[("app", &image, true)]),
+    );
+    let out = run(spec
+        .task_run()
+        .args(["--wait", "--wait-timeout", "60s"])
+        .arg(&file));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    agent.add_to_transcript(&out.stdout);
+    agent.add_to_transcript(&out.stderr);
+    for (name, img) in [
+        ("missing", missing.clone()),
+        ("wrong", registry.image_ref(&wrong_repo, "1")),
+    ] {
+        let file = taskdef_file(&spec, name, &taskdef(name, &[("app", &img, true)]));
+        let out = run(spec
+            .task_run()
+            .args(["--wait", "--wait-timeout", "60s"])
+            .arg(&file));
+        assert_eq!(out.status.code(), Some(1), "{name}: {}", text(&out.stderr));
+        agent.add_to_transcript(&out.stdout);
+        agent.add_to_transcript(&out.stderr);
+    }
+
+    // The rejected pull again, now with a cached copy: the agent falls back
+    // to it and logs the scrubbed engine error at debug level.
+    let wrong_image = registry.image_ref(&wrong_repo, "1");
+    let tag = run(h.docker().args(["tag", &image, &wrong_image]));
+    assert!(tag.status.success(), "{}", text(&tag.stderr));
+    let task = agent.submit(&taskdef("fallback", &[("app", &wrong_image, true)]));
+    let task = agent.wait_final(task["Arn"].as_str().expect("Arn"));
+    assert_eq!(task["KnownStatus"], "PULLED", "{task:#}");
+    h.remove_local(&wrong_image);
+
+    // Reload to docker-type credentials with an identity token key.
+    spec.write_env_file(&format!(
+        "ECS_ENGINE_AUTH_TYPE=docker\nECS_ENGINE_AUTH_DATA={}\nECS_LOGLEVEL=debug\n",
+        json!({
+            addr.clone(): {"username": "canary", "password": password},
+            format!("{addr}/tok"): {"username": "canary", "identitytoken": idtoken},
+        })
+    ));
+    agent.sighup();
+    agent.wait_metric("pullauth_config_reloads_total", 1.0);
+    let registries = agent.get_json("/v1/registries");
+    assert!(
+        registries.to_string().contains("identity token"),
+        "{registries}"
+    );
+    h.remove_local(&image);
+    for img in [image.clone(), registry.image_ref(&tok_repo, "1")] {
+        let task = agent.submit(&taskdef("reloaded", &[("app", &img, true)]));
+        agent.wait_final(task["Arn"].as_str().expect("Arn"));
+    }
+    // A rejected reload whose data holds a secret.
+    spec.write_env_file(&format!(
+        "ECS_ENGINE_AUTH_TYPE=docker\nECS_ENGINE_AUTH_DATA={{\"{addr}\":{{\"username\":\"canary\",\
+         \"password\":\"{rejected}\"\n"
+    ));
+    agent.sighup();
+    agent.wait_metric("pullauth_config_reload_failures_total", 1.0);
+
+    for path in [
+        "/",
+        "/v1/metadata",
+        "/v1/tasks",
+        "/v1/registries",
+        "/healthz",
+        "/metrics",
+    ] {
+        agent.get(path);
+    }
+    agent.control("GET", "/v1/tasks", b"");
+    for task in agent.tasks() {
+        agent.task(task["Arn"].as_str().expect("Arn"));
+    }
+
+    let mut needles = Vec::new();
+    for secret in [&password, &wrong, &idtoken, &rejected] {
+        needles.extend(secret_needles(secret));
+        needles.push(base64_standard(format!("canary:{secret}").as_bytes()));
+        needles.push(base64_url_safe(format!("canary:{secret}").as_bytes()));
+    }
+    needles.push(auth.clone());
+    needles.extend(registry_auth_needles(&[
+        ("username", "canary"),
+        ("password", &password),
+        ("email", "canary@example.com"),
+        ("serveraddress", &addr),
+    ]));
+    needles.extend(registry_auth_needles(&[
+        ("username", "canary"),
+        ("password", &password),
+        ("serveraddress", &addr),
+    ]));
+    needles.extend(registry_auth_needles(&[
+        ("username", "canary"),
+        ("serveraddress", &addr),
+        ("identitytoken", &idtoken),
+    ]));
+
+    let transcript = agent.transcript();
+    assert!(
+        text(&transcript).contains("pullauth_pulls_started_total"),
+        "the transcript holds /metrics"
+    );
+    assert_no_needles("an API response", &transcript, &needles);
+    let state = spec.state_file().expect("data dir");
+    assert_no_needles(
+        "the state file (live)",
+        &fs::read(&state).expect("state"),
+        &needles,
+    );
+    assert!(agent.terminate().success());
+    assert_no_needles(
+        "the state file",
+        &fs::read(&state).expect("state"),
+        &needles,
+    );
+    let logs = spec.log_bytes();
+    assert!(
+        text(&logs).contains("level=debug")
+            && text(&logs).contains("falling back to the cached image"),
+        "debug logging is on:\n{}",
+        spec.log_tail(20)
+    );
+    assert_no_needles("the agent's stdout/stderr", &logs, &needles);
+}
+
+/// Proves the statically linked agent runs as a FROM-scratch container: it
+/// answers from the host, uses the default engine socket, and pulls a
+/// private image with the right user through the shared control socket.
+#[test]
+fn agent_runs_as_a_container() {
+    let h = Harness::get();
+    let alpha = &h.alpha;
+    let (bin, build_time) = static_pullauth_bin();
+    let ldd = run(Command::new("ldd").arg(&bin));
+    let ldd_text = format!("{}{}", text(&ldd.stdout), text(&ldd.stderr));
+    assert!(
+        ldd_text.contains("not a dynamic executable") || ldd_text.contains("statically linked"),
+        "ldd {}: {ldd_text}",
+        bin.display()
+    );
+
+    let work = scratch_dir("image");
+    let rootfs = work.path().join("rootfs");
+    fs::create_dir_all(rootfs.join("tmp")).expect("mkdir rootfs/tmp");
+    fs::copy(&bin, rootfs.join("pullauth")).expect("copy pullauth");
+    let tarball = work.path().join("rootfs.tar");
+    let tar = run(Command::new("tar")
+        .arg("--create")
+        .arg("--file")
+        .arg(&tarball)
+        .args(["--owner=0", "--group=0", "--numeric-owner", "--directory"])
+        .arg(&rootfs)
+        .arg("."));
+    assert!(tar.status.success(), "{}", text(&tar.stderr));
+    let tag = format!(
+        "pullauth-it/agent:{}",
+        random_token(10).to_ascii_lowercase()
+    );
+    let import = run(h
+        .docker()
+        .args(["import", "--change", r#"ENTRYPOINT ["/pullauth","serve"]"#])
+        .arg(&tarball)
+        .arg(&tag));
+    assert!(import.status.success(), "{}", text(&import.stderr));
+    struct ImageGuard(String);
+    impl Drop for ImageGuard {
+        fn drop(&mut self) {
+            Harness::get().remove_local(&self.0);
+        }
+    }
+    let _image = ImageGuard(tag.clone());
+    let size = run(h
+        .docker()
+        .args(["image", "inspect", "--format", "{{.Size}}", &tag]));
+    eprintln!(
+        "container image {tag}: {} bytes (binary {} bytes; static build step took {build_time:?})",
+        text(&size.stdout).trim(),
+        fs::metadata(&bin).map_or(0, |m| m.len())
+    );
+
+    let (repo, image) = push(alpha, "ctr", "alice");
+    let config_dir = scratch_dir("ctr-config");
+    let config = config_dir.path().join("ecs.config");
+    let path_key = format!("{}/ctr", alpha.addr());
+    fs::write(
+        &config,
+        docker_auth_config(
+            &[
+                (&alpha.addr(), "alice", alpha.password("alice")),
+                (&path_key, "bob", alpha.password("bob")),
+            ],
+            &[
+                ("ECS_CLUSTER", "in-a-container"),
+                ("ECS_LOG_OUTPUT_FORMAT", "json"),
+            ],
+        ),
+    )
+    .expect("write ecs.config");
+    let engine_socket = h
+        .docker_host()
+        .strip_prefix("unix://")
+        .expect("the harness engine listens on a unix socket")
+        .to_string();
+    let data = scratch_dir("ctr-data");
+    let port = free_port();
+    let name = format!("pullauth-it-agent-{}", random_token(8).to_ascii_lowercase());
+    let started = run(h
+        .docker()
+        .args([
+            "run", "--detach", "--pull", "never", "--name", &name, "--net", "host",
+        ])
+        .arg("--env-file")
+        .arg(&config)
+        .args(["--env", "ECS_DATADIR=/data"])
+        .args(["--volume", &format!("{engine_socket}:/var/run/docker.sock")])
+        .args(["--volume", &format!("{}:/data", data.path().display())])
+        .arg(&tag)
+        .args(["--listen", &format!("127.0.0.1:{port}")]));
+    assert!(
+        started.status.success(),
+        "docker run: {}",
+        text(&started.stderr)
+    );
+    let _container = ContainerGuard { name: name.clone() };
+    let docker_logs = || {
+        let out = run(h.docker().args(["logs", &name]));
+        format!("{}{}", text(&out.stdout), text(&out.stderr))
+    };
+
+    let client = AgentClient::new(
+        &format!("127.0.0.1:{port}"),
+        &data.path().join("pullauth.sock"),
+    );
+    wait_for("the containerized agent to answer", || {
+        let state = run(h
+            .docker()
+            .args(["inspect", "--format", "{{.State.Running}}", &name]));
+        assert_eq!(
+            text(&state.stdout).trim(),
+            "true",
+            "the container stopped:\n{}",
+            docker_logs()
+        );
+        pullauth_integration::agent::http_tcp(client.listen(), "GET", "/healthz", b"")
+            .ok()
+            .filter(|r| r.status == 200)
+            .filter(|_| client.control_socket().exists())
+    });
+    let meta = client.get_json("/v1/metadata");
+    assert_eq!(meta["Cluster"], "in-a-container", "{meta}");
+
+    let ready = docker_logs()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["fields"]["message"] == "pullauth agent ready")
+        .unwrap_or_else(|| panic!("no ready line in:\n{}", docker_logs()));
+    assert_eq!(
+        ready["fields"]["engine"], "unix:///var/run/docker.sock",
+        "{ready}"
+    );
+
+    let mark = alpha.log_mark();
+    let task = client.submit(&taskdef("ctr", &[("app", &image, true)]));
+    let task = client.wait_final(task["Arn"].as_str().expect("Arn"));
+    assert_eq!(task["KnownStatus"], "PULLED", "{task:#}\n{}", docker_logs());
+    let app = container(&task, "app");
+    assert_eq!(app["Username"], "bob");
+    assert_eq!(app["RegistryKey"], path_key.as_str());
+    assert_eq!(app["ImageID"].as_str(), h.local_image_id(&image).as_deref());
+    assert_eq!(
+        users_on(alpha, mark, &repo),
+        BTreeSet::from(["bob".to_string()])
+    );
+    assert_eq!(mode(&data.path().join("pullauth.db")), 0o600);
+}
