@@ -6,6 +6,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
@@ -152,10 +153,30 @@ fn start_private_daemon() -> (String, PrivateDaemon) {
     util::ensure_tools(&[("dockerd", "docker.io"), ("containerd", "docker.io")]);
     let started = Instant::now();
     let dir = util::temp_dir("dockerd");
-    let root = dir.path();
+    let (host, pid) = launch_daemon(dir.path(), false);
+    eprintln!(
+        "pullauth-integration: private dockerd ready at {host} in {:?}",
+        started.elapsed()
+    );
+    (host, PrivateDaemon { pid, dir })
+}
+
+/// Starts dockerd with its socket, data, exec root, pid file and log under
+/// `root` and waits until it answers; returns `(host, pid)`. `append_log`
+/// keeps the log of earlier runs (for restarts).
+fn launch_daemon(root: &Path, append_log: bool) -> (String, u32) {
+    let started = Instant::now();
     let socket = root.join("docker.sock");
     let log_path = root.join("dockerd.log");
-    let log = File::create(&log_path).expect("cannot create dockerd.log");
+    let log = if append_log {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+    } else {
+        File::create(&log_path)
+    }
+    .expect("cannot create dockerd.log");
     let mut cmd = Command::new(util::which("dockerd").expect("dockerd was just ensured"));
     cmd.arg("--host")
         .arg(format!("unix://{}", socket.display()))
@@ -207,9 +228,97 @@ fn start_private_daemon() -> (String, PrivateDaemon) {
         log_path.display(),
         util::log_tail(&log_path, 30)
     );
-    eprintln!(
-        "pullauth-integration: private dockerd ready at {host} in {:?}",
-        started.elapsed()
-    );
-    (host, PrivateDaemon { pid, dir })
+    (host, pid)
+}
+
+/// A dockerd owned by one test, which may stop, kill and restart it (the
+/// shared [`Engine`] must never be restarted: tests run in parallel).
+///
+/// It has its own data root, so it starts with no images. Stopped when
+/// dropped, like every helper process, and at the latest at exit.
+#[derive(Debug)]
+pub struct PrivateEngine {
+    host: String,
+    dir: TempDir,
+    client_config: TempDir,
+    /// Pid of the running dockerd, `None` while stopped.
+    pid: Mutex<Option<u32>>,
+}
+
+impl PrivateEngine {
+    /// Starts a new dockerd under a fresh temp dir and waits until it answers.
+    pub fn start() -> PrivateEngine {
+        util::ensure_tools(&[
+            ("docker", "docker.io"),
+            ("dockerd", "docker.io"),
+            ("containerd", "docker.io"),
+        ]);
+        let started = Instant::now();
+        let dir = util::temp_dir("own-dockerd");
+        let (host, pid) = launch_daemon(dir.path(), false);
+        eprintln!(
+            "pullauth-integration: test-owned dockerd ready at {host} in {:?}",
+            started.elapsed()
+        );
+        PrivateEngine {
+            host,
+            dir,
+            client_config: util::temp_dir("client"),
+            pid: Mutex::new(Some(pid)),
+        }
+    }
+
+    /// The engine address for `DOCKER_HOST`, `unix:///tmp/.../docker.sock`.
+    pub fn docker_host(&self) -> &str {
+        &self.host
+    }
+
+    /// A `docker` CLI command aimed at this engine, with an empty client config.
+    pub fn docker(&self) -> Command {
+        docker_command(&self.host, self.client_config.path())
+    }
+
+    /// The daemon's log (every run appends to it).
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("dockerd.log")
+    }
+
+    /// Whether the daemon process is running.
+    pub fn is_running(&self) -> bool {
+        let pid = *self
+            .pid
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        pid.is_some_and(|pid| process::exited(pid).is_none())
+    }
+
+    /// Stops the daemon gracefully (SIGTERM, then up to 30 s), as
+    /// `systemctl stop docker` does; a no-op when it is not running.
+    pub fn stop(&self) {
+        let pid = self
+            .pid
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(pid) = pid {
+            process::terminate(pid, Duration::from_secs(30));
+        }
+    }
+
+    /// Starts the daemon again on the same socket and data root (stopping
+    /// it first if it runs) and waits until it answers.
+    pub fn restart(&self) {
+        self.stop();
+        let (_, pid) = launch_daemon(self.dir.path(), true);
+        *self
+            .pid
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(pid);
+    }
+}
+
+impl Drop for PrivateEngine {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }

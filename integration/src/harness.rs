@@ -2,6 +2,7 @@
 //! and fixture images pushed to them.
 
 use std::fs;
+use std::io::{Read, Write};
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -161,6 +162,32 @@ impl Harness {
         tag: &str,
         user_password: (&str, &str),
     ) -> String {
+        self.push_image(registry, repository, tag, user_password, 0)
+    }
+
+    /// Like [`Harness::push_fixture`], but the image's one layer also holds
+    /// `/random.bin` with `megabytes` MiB of random (incompressible) data,
+    /// so that pulling it takes a while: for tests that break something in
+    /// the middle of a pull.
+    pub fn push_large_fixture(
+        &self,
+        registry: &Registry,
+        repository: &str,
+        tag: &str,
+        user_password: (&str, &str),
+        megabytes: usize,
+    ) -> String {
+        self.push_image(registry, repository, tag, user_password, megabytes)
+    }
+
+    fn push_image(
+        &self,
+        registry: &Registry,
+        repository: &str,
+        tag: &str,
+        user_password: (&str, &str),
+        random_megabytes: usize,
+    ) -> String {
         static COUNT: AtomicU64 = AtomicU64::new(0);
         let image = registry.image_ref(repository, tag);
         let work = util::temp_dir("fixture");
@@ -172,6 +199,7 @@ impl Harness {
                 std::process::id(),
                 util::random_token(16)
             ),
+            random_megabytes,
         );
         util::run_ok(
             self.docker()
@@ -247,9 +275,10 @@ impl Harness {
     }
 }
 
-/// Writes `rootfs.tar` in `work` holding /bin/busybox, /bin/sh -> busybox and
-/// /etc/pullauth-fixture with `marker`; returns its path.
-fn build_rootfs_tar(work: &Path, marker: &str) -> PathBuf {
+/// Writes `rootfs.tar` in `work` holding /bin/busybox, /bin/sh -> busybox,
+/// /etc/pullauth-fixture with `marker` and, when `random_megabytes` is not
+/// zero, /random.bin with that many MiB from /dev/urandom; returns its path.
+fn build_rootfs_tar(work: &Path, marker: &str, random_megabytes: usize) -> PathBuf {
     util::ensure_tools(&[("busybox", "busybox-static"), ("tar", "tar")]);
     let busybox = ["/bin/busybox", "/usr/bin/busybox"]
         .into_iter()
@@ -263,6 +292,17 @@ fn build_rootfs_tar(work: &Path, marker: &str) -> PathBuf {
     fs::copy(&busybox, root.join("bin/busybox")).expect("cannot copy busybox");
     symlink("busybox", root.join("bin/sh")).expect("cannot create /bin/sh link");
     fs::write(root.join("etc/pullauth-fixture"), marker).expect("cannot write marker");
+    if random_megabytes > 0 {
+        let mut source = fs::File::open("/dev/urandom").expect("cannot open /dev/urandom");
+        let mut file = fs::File::create(root.join("random.bin")).expect("cannot create random.bin");
+        let mut chunk = vec![0u8; 1 << 20];
+        for _ in 0..random_megabytes {
+            source
+                .read_exact(&mut chunk)
+                .expect("cannot read /dev/urandom");
+            file.write_all(&chunk).expect("cannot write random.bin");
+        }
+    }
     let tarball = work.join("rootfs.tar");
     util::run_ok(
         Command::new("tar")

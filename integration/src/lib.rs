@@ -48,7 +48,7 @@ mod sys;
 mod util;
 
 pub use bin::pullauth_bin;
-pub use engine::{DOCKER_HOST_ENV, Engine};
+pub use engine::{DOCKER_HOST_ENV, Engine, PrivateEngine};
 pub use harness::Harness;
 pub use registry::Registry;
 pub use stall::Stall;

@@ -180,18 +180,27 @@ impl Agent {
             .map(|container| {
                 // taskdef::parse has validated every image.
                 let image = ImageRef::parse(&container.image).ok()?;
+                let reference = image.pull_reference();
                 let (ticket, gate) = self.ticket(image, &settings, true);
-                gates.extend(gate);
+                gates.extend(gate.map(|gate| (gate, reference)));
                 Some(ticket)
             })
             .collect();
         let (recorded, task) = self
             .with_store(move |store| (store.put_task(&task), task))
             .await;
-        // Reserved pulls start whether or not the write worked: other tasks
-        // may have joined them meanwhile.
-        for gate in gates {
-            let _ = gate.send(());
+        // A reserved pull starts if the task was recorded, or if another
+        // task has joined it meanwhile; otherwise nobody wants it.
+        for (gate, reference) in gates {
+            let start = recorded.is_ok() || self.has_joiners(&reference);
+            if !start {
+                self.inner
+                    .inflight
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .remove(&reference);
+            }
+            let _ = gate.send(start);
         }
         recorded?;
         self.inner.metrics.tasks_submitted.inc();
@@ -309,14 +318,27 @@ impl Agent {
         }
     }
 
-    /// Joins the pull of `image` in flight, or creates one. A created pull
-    /// waits for the returned gate to fire (or be dropped) when `gated`.
+    /// Whether a container other than the one that reserved the pull of
+    /// `reference` holds a share of it (the map and the reserver hold one each).
+    fn has_joiners(&self, reference: &str) -> bool {
+        self.inner
+            .inflight
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(reference)
+            .and_then(|pull| pull.strong_count())
+            .is_some_and(|holders| holders > 2)
+    }
+
+    /// Joins the pull of `image` in flight, or creates one. When `gated`, a
+    /// created pull waits for the returned gate: `true` starts it, `false`
+    /// abandons it; a dropped gate starts it.
     fn ticket(
         &self,
         image: ImageRef,
         settings: &Settings,
         gated: bool,
-    ) -> (Ticket, Option<oneshot::Sender<()>>) {
+    ) -> (Ticket, Option<oneshot::Sender<bool>>) {
         let entry = settings.table.lookup(&image).cloned();
         let reference = image.pull_reference();
         let mut inflight = self
@@ -330,7 +352,7 @@ impl Agent {
             return (Ticket { image, entry, pull }, None);
         }
         let (gate, opened) = if gated {
-            let (tx, rx) = oneshot::channel::<()>();
+            let (tx, rx) = oneshot::channel::<bool>();
             (Some(tx), Some(rx))
         } else {
             (None, None)
@@ -342,8 +364,13 @@ impl Agent {
         let options = settings.options;
         let key = reference.clone();
         let handle = tokio::spawn(async move {
-            if let Some(opened) = opened {
-                let _ = opened.await;
+            if let Some(opened) = opened
+                && opened.await == Ok(false)
+            {
+                return Err(PullError::Engine {
+                    image: pull_image.to_string(),
+                    detail: "not started: the task could not be recorded".to_owned(),
+                });
             }
             let result = agent
                 .engine_pull(&pull_image, pull_entry.as_ref(), behavior, &options)

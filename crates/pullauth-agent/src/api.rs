@@ -118,7 +118,15 @@ async fn registries(State(agent): State<Agent>) -> Response {
     json_response(StatusCode::OK, json!({ "Registries": list }))
 }
 
-async fn healthz() -> Response {
+/// 200 while the agent can record state; 503 while state writes fail
+/// (e.g. the disk behind `ECS_DATADIR` is full), so that supervisors notice.
+async fn healthz(State(agent): State<Agent>) -> Response {
+    if agent.store().write_failing() {
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({ "status": "degraded", "error": "state writes are failing; see the agent log" }),
+        );
+    }
     json_response(StatusCode::OK, json!({ "status": "ok" }))
 }
 

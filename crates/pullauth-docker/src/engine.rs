@@ -208,6 +208,7 @@ impl Engine {
         let identity = Identity {
             key: entry.map(|e| e.key.written.clone()),
             username: entry.and_then(|e| e.credentials.username.clone()),
+            method: entry.map_or("none", |e| e.credentials.kind()),
         };
         let secrets: Vec<&str> = entry
             .map(|e| {

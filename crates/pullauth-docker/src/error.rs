@@ -10,6 +10,8 @@ pub struct Identity {
     /// The `ECS_ENGINE_AUTH_DATA` key that applied, as written.
     pub key: Option<String>,
     pub username: Option<String>,
+    /// How the credentials authenticate ("password", "identity token", ...).
+    pub method: &'static str,
 }
 
 /// Why a pull failed. No variant holds a secret: engine messages are
@@ -60,11 +62,13 @@ fn unauthorized_message(registry: &str, image: &str, identity: &Identity, detail
     match (&identity.key, &identity.username) {
         (Some(key), Some(user)) => format!(
             "registry {registry} rejected the credentials for {image} (key {key:?}, user {user:?}): \
-             {detail}; check that user's password in ECS_ENGINE_AUTH_DATA"
+             {detail}; check the {} of that entry in ECS_ENGINE_AUTH_DATA",
+            identity.method
         ),
         (Some(key), None) => format!(
-            "registry {registry} rejected the token for {image} (key {key:?}): {detail}; \
-             check the token in ECS_ENGINE_AUTH_DATA"
+            "registry {registry} rejected the credentials for {image} (key {key:?}): {detail}; \
+             check the {} of that entry in ECS_ENGINE_AUTH_DATA",
+            identity.method
         ),
         _ => format!(
             "registry {registry} requires authentication for {image}, and no credentials are \
@@ -272,9 +276,11 @@ mod tests {
         let identity = Identity {
             key: Some("r.io/team".into()),
             username: Some("alice".into()),
+            method: "identity token",
         };
         let err = classify("r.io", "r.io/team/app:1", &identity, None, "unauthorized");
         let text = err.to_string();
+        assert!(text.contains("check the identity token"), "{text}");
         assert!(
             text.contains("\"r.io/team\"") && text.contains("\"alice\""),
             "{text}"

@@ -12,6 +12,9 @@ use std::fs::OpenOptions;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 pub use model::{Container, ImageRecord, Status, Task};
@@ -40,8 +43,8 @@ pub enum StoreError {
     )]
     InUse { path: PathBuf },
     #[error(
-        "state file {path} cannot be opened: {detail}; it was left untouched. Move it aside to \
-         start with empty state, or restore it from a backup"
+        "state file {path} is damaged or is not a pullauth state file ({detail}); it was left \
+         untouched. Move it aside to start with empty state, or restore it from a backup"
     )]
     Corrupt { path: PathBuf, detail: String },
     #[error("state file {path}: {detail}")]
@@ -64,9 +67,15 @@ pub struct PulledWith {
 /// The task and image store.
 #[derive(Debug)]
 pub struct Store {
-    db: Database,
+    /// `None` only between closing a database that failed a write and
+    /// opening it again.
+    db: RwLock<Option<Database>>,
     /// `None` when in memory.
     path: Option<PathBuf>,
+    /// Set when a write failed: redb refuses every later write ("previous
+    /// I/O error") until the database is opened again, which the next
+    /// operation does. Cleared by the next successful write.
+    write_failed: AtomicBool,
 }
 
 impl Store {
@@ -77,6 +86,12 @@ impl Store {
             dir: dir.to_owned(),
             source,
         };
+        if dir.exists() && !dir.is_dir() {
+            return Err(data_dir(std::io::Error::new(
+                std::io::ErrorKind::NotADirectory,
+                "it exists and is not a directory",
+            )));
+        }
         std::fs::create_dir_all(dir).map_err(data_dir)?;
         let path = dir.join(STATE_FILE);
         // Create the file ourselves so that it never exists with a wider mode.
@@ -90,20 +105,11 @@ impl Store {
             .map_err(data_dir)?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
             .map_err(data_dir)?;
-        let db = open_guarded(&path)?.map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse { path: path.clone() },
-            redb::DatabaseError::Storage(redb::StorageError::Io(io)) => StoreError::Io {
-                path: path.clone(),
-                detail: io.to_string(),
-            },
-            other => StoreError::Corrupt {
-                path: path.clone(),
-                detail: other.to_string(),
-            },
-        })?;
+        let db = open_database(&path)?;
         let store = Store {
-            db,
+            db: RwLock::new(Some(db)),
             path: Some(path),
+            write_failed: AtomicBool::new(false),
         };
         store.init_tables()?;
         Ok(store)
@@ -114,7 +120,11 @@ impl Store {
         let db = Database::builder()
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .expect("an in-memory redb database always opens");
-        let store = Store { db, path: None };
+        let store = Store {
+            db: RwLock::new(Some(db)),
+            path: None,
+            write_failed: AtomicBool::new(false),
+        };
         store
             .init_tables()
             .expect("creating tables in memory cannot fail");
@@ -127,10 +137,73 @@ impl Store {
     }
 
     fn init_tables(&self) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
-        txn.open_table(TASKS).map_err(|e| self.corrupt(e))?;
-        txn.open_table(IMAGES).map_err(|e| self.corrupt(e))?;
-        txn.commit().map_err(|e| self.io(e))
+        self.write(|txn| {
+            txn.open_table(TASKS).map_err(|e| self.corrupt(e))?;
+            txn.open_table(IMAGES).map_err(|e| self.corrupt(e))?;
+            Ok(())
+        })
+    }
+
+    /// Whether the last write failed (the disk may be full); the agent
+    /// reports this on `/healthz`.
+    pub fn write_failing(&self) -> bool {
+        self.write_failed.load(Ordering::Relaxed)
+    }
+
+    /// Runs `f` in a write transaction and commits it, reopening the
+    /// database first if an earlier write failed.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.reopen_if_failed()?;
+        let guard = self.db.read().unwrap_or_else(|p| p.into_inner());
+        let db = guard
+            .as_ref()
+            .ok_or_else(|| self.io("the state file is not open"))?;
+        let result = (|| {
+            let txn = db.begin_write().map_err(|e| self.io(e))?;
+            let value = f(&txn)?;
+            txn.commit().map_err(|e| self.io(e))?;
+            Ok(value)
+        })();
+        self.write_failed.store(result.is_err(), Ordering::Relaxed);
+        result
+    }
+
+    /// Runs `f` in a read transaction.
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&redb::ReadTransaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.reopen_if_failed()?;
+        let guard = self.db.read().unwrap_or_else(|p| p.into_inner());
+        let db = guard
+            .as_ref()
+            .ok_or_else(|| self.io("the state file is not open"))?;
+        let txn = db.begin_read().map_err(|e| self.io(e))?;
+        f(&txn)
+    }
+
+    /// After a failed write redb refuses all further writes; closing and
+    /// opening the file again recovers once the cause (e.g. a full disk) is gone.
+    fn reopen_if_failed(&self) -> Result<(), StoreError> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        if !self.write_failed.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let mut slot = self.db.write().unwrap_or_else(|p| p.into_inner());
+        if !self.write_failed.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        // The old handle holds the file lock: close it before opening again.
+        drop(slot.take());
+        let db = open_database(path)?;
+        *slot = Some(db);
+        tracing::info!(state = %path.display(), "reopened the state file after a failed write");
+        Ok(())
     }
 
     fn display_path(&self) -> PathBuf {
@@ -171,14 +244,13 @@ impl Store {
 
     /// Records a new task (or replaces one with the same ARN).
     pub fn put_task(&self, task: &Task) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
-        {
+        self.write(|txn| {
             let mut table = txn.open_table(TASKS).map_err(|e| self.io(e))?;
             table
                 .insert(task.arn.as_str(), self.encode(task).as_slice())
                 .map_err(|e| self.io(e))?;
-        }
-        txn.commit().map_err(|e| self.io(e))
+            Ok(())
+        })
     }
 
     /// Applies `change` to the task `arn` in one transaction and returns the
@@ -188,73 +260,73 @@ impl Store {
         arn: &str,
         change: impl FnOnce(&mut Task),
     ) -> Result<Option<Task>, StoreError> {
-        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
-        let updated = {
+        self.write(|txn| {
             let mut table = txn.open_table(TASKS).map_err(|e| self.io(e))?;
             let current = match table.get(arn).map_err(|e| self.io(e))? {
                 Some(bytes) => Some(self.decode::<Task>(arn, bytes.value())?),
                 None => None,
             };
-            match current {
-                None => None,
-                Some(mut task) => {
-                    change(&mut task);
-                    table
-                        .insert(arn, self.encode(&task).as_slice())
-                        .map_err(|e| self.io(e))?;
-                    Some(task)
-                }
-            }
-        };
-        txn.commit().map_err(|e| self.io(e))?;
-        Ok(updated)
+            let Some(mut task) = current else {
+                return Ok(None);
+            };
+            change(&mut task);
+            table
+                .insert(arn, self.encode(&task).as_slice())
+                .map_err(|e| self.io(e))?;
+            Ok(Some(task))
+        })
     }
 
     /// The task `arn`, if recorded.
     pub fn task(&self, arn: &str) -> Result<Option<Task>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.io(e))?;
-        let table = txn.open_table(TASKS).map_err(|e| self.io(e))?;
-        match table.get(arn).map_err(|e| self.io(e))? {
-            Some(bytes) => Ok(Some(self.decode(arn, bytes.value())?)),
-            None => Ok(None),
-        }
+        self.get(TASKS, arn)
     }
 
     /// Every task, ordered by ARN.
     pub fn tasks(&self) -> Result<Vec<Task>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.io(e))?;
-        let table = txn.open_table(TASKS).map_err(|e| self.io(e))?;
-        let mut tasks = Vec::new();
-        for item in table.iter().map_err(|e| self.io(e))? {
-            let (key, value) = item.map_err(|e| self.io(e))?;
-            tasks.push(self.decode(key.value(), value.value())?);
-        }
-        Ok(tasks)
+        Ok(self.all(TASKS)?.into_iter().map(|(_, task)| task).collect())
     }
 
     /// The record for image `reference`, if any.
     pub fn image(&self, reference: &str) -> Result<Option<ImageRecord>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.io(e))?;
-        let table = txn.open_table(IMAGES).map_err(|e| self.io(e))?;
-        match table.get(reference).map_err(|e| self.io(e))? {
-            Some(bytes) => Ok(Some(self.decode(reference, bytes.value())?)),
-            None => Ok(None),
-        }
+        self.get(IMAGES, reference)
     }
 
     /// Every image record, ordered by reference.
     pub fn images(&self) -> Result<Vec<(String, ImageRecord)>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.io(e))?;
-        let table = txn.open_table(IMAGES).map_err(|e| self.io(e))?;
-        let mut images = Vec::new();
-        for item in table.iter().map_err(|e| self.io(e))? {
-            let (key, value) = item.map_err(|e| self.io(e))?;
-            images.push((
-                key.value().to_owned(),
-                self.decode(key.value(), value.value())?,
-            ));
-        }
-        Ok(images)
+        self.all(IMAGES)
+    }
+
+    fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        self.read(|txn| {
+            let table = txn.open_table(table).map_err(|e| self.io(e))?;
+            match table.get(key).map_err(|e| self.io(e))? {
+                Some(bytes) => Ok(Some(self.decode(key, bytes.value())?)),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn all<T: serde::de::DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+    ) -> Result<Vec<(String, T)>, StoreError> {
+        self.read(|txn| {
+            let table = txn.open_table(table).map_err(|e| self.io(e))?;
+            let mut out = Vec::new();
+            for item in table.iter().map_err(|e| self.io(e))? {
+                let (key, value) = item.map_err(|e| self.io(e))?;
+                out.push((
+                    key.value().to_owned(),
+                    self.decode(key.value(), value.value())?,
+                ));
+            }
+            Ok(out)
+        })
     }
 
     /// Records that image `reference` (local ID `image_id`) was just used,
@@ -268,8 +340,7 @@ impl Store {
         pulled_with: PulledWith,
     ) -> Result<(), StoreError> {
         let now = model::now_rfc3339();
-        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
-        {
+        self.write(|txn| {
             let mut table = txn.open_table(IMAGES).map_err(|e| self.io(e))?;
             let previous: Option<ImageRecord> =
                 match table.get(reference).map_err(|e| self.io(e))? {
@@ -292,21 +363,47 @@ impl Store {
             table
                 .insert(reference, self.encode(&record).as_slice())
                 .map_err(|e| self.io(e))?;
-        }
-        txn.commit().map_err(|e| self.io(e))
+            Ok(())
+        })
     }
 
     /// Stores the record for image `reference`.
     pub fn put_image(&self, reference: &str, record: &ImageRecord) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
-        {
+        self.write(|txn| {
             let mut table = txn.open_table(IMAGES).map_err(|e| self.io(e))?;
             table
                 .insert(reference, self.encode(record).as_slice())
                 .map_err(|e| self.io(e))?;
-        }
-        txn.commit().map_err(|e| self.io(e))
+            Ok(())
+        })
     }
+}
+
+/// Opens `path` with redb, sorting failures into "in use", "damaged" and
+/// plain I/O errors.
+fn open_database(path: &Path) -> Result<Database, StoreError> {
+    open_guarded(path)?.map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
+            path: path.to_owned(),
+        },
+        // redb reports a file that is not a redb database (bad magic
+        // number) as an I/O error of kind InvalidData.
+        redb::DatabaseError::Storage(redb::StorageError::Io(io))
+            if !matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+            ) =>
+        {
+            StoreError::Io {
+                path: path.to_owned(),
+                detail: io.to_string(),
+            }
+        }
+        other => StoreError::Corrupt {
+            path: path.to_owned(),
+            detail: other.to_string(),
+        },
+    })
 }
 
 /// Opens the database, turning a panic inside redb into an error.
