@@ -22,7 +22,7 @@ pub enum PullError {
     Unauthorized {
         registry: String,
         image: String,
-        identity: Identity,
+        identity: Box<Identity>,
         detail: String,
     },
     #[error("image {image} was not found on {registry}: {detail}")]
@@ -144,7 +144,7 @@ pub(crate) fn classify(
         PullError::Unauthorized {
             registry,
             image,
-            identity: identity.clone(),
+            identity: Box::new(identity.clone()),
             detail,
         }
     } else if has(&[
