@@ -1,14 +1,27 @@
-//! Image references, parsed with Docker's grammar (via `oci-spec`) and
-//! normalized for matching against registry keys.
+//! Image references, parsed with Docker's grammar (distribution/reference,
+//! via the `container_image_dist_ref` crate) and normalized for matching
+//! against registry keys.
+//!
+//! That crate parses without regular expressions. `oci-spec`'s parser, used
+//! before, compiles a large Unicode regex on first use: about 50 ms and
+//! 18 MB on every `pullauth` invocation, more than the pull itself when the
+//! image is up to date (see BENCHMARKS.md).
 
 use std::fmt;
 
-use oci_spec::distribution::{ParseError, Reference};
+use container_image_dist_ref::ImgRef;
+use container_image_dist_ref::err::Kind;
 
 use crate::key::{DOCKER_HUB, canonical_host};
 
 /// The tag Docker pulls when a reference names neither tag nor digest.
 pub const DEFAULT_TAG: &str = "latest";
+
+/// The longest repository name distribution/reference accepts.
+pub const NAME_MAX_LEN: usize = 255;
+
+/// Digest algorithms the Docker Engine can verify, with their hex lengths.
+const DIGEST_ALGORITHMS: [(&str, usize); 3] = [("sha256", 64), ("sha384", 96), ("sha512", 128)];
 
 /// A parsed image reference.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +52,7 @@ impl ImageRef {
             reason,
         };
         // Docker reads an uppercase first component as a registry host (and
-        // engines then reject it); oci-spec would file it under Docker Hub.
+        // engines then reject it); it is never a Docker Hub namespace.
         if let Some((first, _)) = image.split_once('/')
             && !first.contains(['.', ':'])
             && first != "localhost"
@@ -50,25 +63,24 @@ impl ImageRef {
                  name (those must be lowercase)"
             )));
         }
-        let reference = Reference::try_from(image).map_err(|e| fail(describe(image, &e)))?;
-        let registry = canonical_host(&reference.registry().to_ascii_lowercase()).to_owned();
-        let mut repository = reference.repository().to_owned();
-        // `registry-1.docker.io/busybox` is Hub's `library/busybox` too.
-        if registry == DOCKER_HUB && !repository.contains('/') {
-            repository = format!("library/{repository}");
+        let parsed =
+            ImgRef::new(image).map_err(|e| fail(describe(image, e.kind(), e.index().into())))?;
+        let digest = parsed.digest().map(|d| d.to_str().to_owned());
+        if let Some(digest) = &digest {
+            check_digest(digest).map_err(fail)?;
         }
-        // oci-spec fills in "latest" when neither tag nor digest is given;
-        // keep that, but drop it when a digest is present so we never send both.
-        let digest = reference.digest().map(str::to_owned);
-        let explicit_tag = reference
-            .tag()
-            .filter(|_| digest.is_none() || has_explicit_tag(image))
-            .map(str::to_owned);
+        let tag = parsed.tag().map(str::to_owned);
+        let (registry, repository) = split_registry(parsed.name().to_str());
+        if repository.len() > NAME_MAX_LEN {
+            return Err(fail(format!(
+                "repository name must not be more than {NAME_MAX_LEN} characters"
+            )));
+        }
         Ok(ImageRef {
             original: image.to_owned(),
             registry,
             repository,
-            tag: explicit_tag,
+            tag,
             digest,
         })
     }
@@ -102,29 +114,111 @@ impl fmt::Display for ImageRef {
     }
 }
 
-/// Whether the reference spells out a tag (a `:` after the last `/`, before any `@`).
-fn has_explicit_tag(image: &str) -> bool {
-    let name = image.split('@').next().unwrap_or(image);
-    let last = name.rsplit('/').next().unwrap_or(name);
-    last.contains(':')
+/// Docker's rule (distribution/reference's `splitDockerDomain`): the first
+/// component names a registry only if it has a `.` or `:` or is
+/// `localhost`; otherwise the image is on Docker Hub, where a single
+/// component gets `library/`. Hub aliases fold to `docker.io`.
+fn split_registry(name: &str) -> (String, String) {
+    let (registry, repository) = match name.split_once('/') {
+        Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => (
+            canonical_host(&first.to_ascii_lowercase()).to_owned(),
+            rest.to_owned(),
+        ),
+        _ => (DOCKER_HUB.to_owned(), name.to_owned()),
+    };
+    if registry == DOCKER_HUB && !repository.contains('/') {
+        return (registry, format!("library/{repository}"));
+    }
+    (registry, repository)
 }
 
-/// A message for the person who wrote the reference.
-fn describe(image: &str, err: &ParseError) -> String {
-    match err {
-        ParseError::ReferenceInvalidFormat => {
-            let name = image.split(['@', ':']).next().unwrap_or(image);
-            if name.chars().any(|c| c.is_ascii_uppercase())
-                && Reference::try_from(image.to_ascii_lowercase().as_str()).is_ok()
-            {
-                "repository name must be lowercase".to_owned()
-            } else {
-                "expected [registry/]repository[:tag][@digest] with a lowercase repository \
-                 (see `docker pull --help`)"
-                    .to_owned()
-            }
+/// Only digests the engine can verify: a known algorithm with the right length.
+fn check_digest(digest: &str) -> Result<(), String> {
+    let (algorithm, encoded) = digest.split_once(':').unwrap_or((digest, ""));
+    match DIGEST_ALGORITHMS
+        .iter()
+        .find(|(name, _)| *name == algorithm)
+    {
+        None => Err(format!(
+            "unsupported digest algorithm {algorithm:?}; use sha256, sha384 or sha512"
+        )),
+        Some((_, len)) if encoded.len() != *len => Err(format!(
+            "invalid checksum digest length: {algorithm} takes {len} hex digits"
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// A message for the person who wrote the reference; `at` is the byte
+/// offset the parser stopped at.
+fn describe(image: &str, kind: Kind, at: usize) -> String {
+    let position = at + 1;
+    match kind {
+        Kind::RefMissing => "repository name must have at least one component".to_owned(),
+        Kind::NameTooLong | Kind::PathTooLong | Kind::HostOrPathTooLong => {
+            format!("repository name must not be more than {NAME_MAX_LEN} characters")
         }
-        other => other.to_string(),
+        _ if repository_part(image)
+            .chars()
+            .any(|c| c.is_ascii_uppercase()) =>
+        {
+            "repository name must be lowercase".to_owned()
+        }
+        Kind::TagTooLong
+        | Kind::TagInvalidChar
+        | Kind::TagMissing
+        | Kind::PortOrTagMissing
+        | Kind::PortOrTagInvalidChar => format!(
+            "invalid tag at position {position}: a tag is 1 to 128 letters, digits, '_', '.' \
+             or '-', and does not start with '.' or '-'"
+        ),
+        Kind::AlgorithmMissing
+        | Kind::InvalidOciAlgorithm
+        | Kind::AlgorithmInvalidNumericPrefix
+        | Kind::OciRegisteredAlgorithmWrongDigestLength
+        | Kind::AlgorithmInvalidChar
+        | Kind::AlgorithmTooLong
+        | Kind::EncodedMissing
+        | Kind::EncodedInvalidChar
+        | Kind::EncodedNonLowerHex
+        | Kind::OciRegisteredDigestInvalidChar
+        | Kind::EncodingTooShort
+        | Kind::EncodingTooLong => format!(
+            "invalid digest at position {position}: expected sha256: and 64 lowercase hex digits"
+        ),
+        Kind::HostMissing
+        | Kind::HostComponentInvalidEnd
+        | Kind::HostInvalidChar
+        | Kind::HostTooLong
+        | Kind::Ipv6InvalidChar
+        | Kind::Ipv6TooLong
+        | Kind::Ipv6BadColon
+        | Kind::Ipv6TooManyHexDigits
+        | Kind::Ipv6TooManyGroups
+        | Kind::Ipv6TooFewGroups
+        | Kind::Ipv6MissingClosingBracket
+        | Kind::Port
+        | Kind::PortInvalidChar
+        | Kind::PortTooLong
+        | Kind::PortMissing => format!("invalid registry host or port at position {position}"),
+        _ => format!(
+            "unexpected character at position {position}; expected \
+             [registry/]repository[:tag][@digest] with a lowercase repository"
+        ),
+    }
+}
+
+/// The repository part of a reference as written: without the registry
+/// (when the first component is one), the tag and the digest.
+fn repository_part(image: &str) -> &str {
+    let name = image.split('@').next().unwrap_or(image);
+    let name = match name.rfind(':') {
+        Some(colon) if !name[colon..].contains('/') => &name[..colon],
+        _ => name,
+    };
+    match name.split_once('/') {
+        Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => rest,
+        _ => name,
     }
 }
 
@@ -200,10 +294,12 @@ mod tests {
     #[case::uppercase_first_component_is_not_hub("UPPER/case:v1", "neither a registry host")]
     #[case::bad_digest("busybox@sha256:abc", "digest")]
     #[case::unknown_digest_algo(&format!("busybox@md5:{}", "a".repeat(32)), "unsupported digest")]
-    #[case::bad_tag("busybox:-x", "expected [registry/]repository")]
-    #[case::trailing_colon("busybox:", "expected")]
-    #[case::space("busy box", "expected")]
-    #[case::double_slash("r.io//app", "expected")]
+    #[case::short_sha256("busybox@sha256:0123456789abcdef0123456789abcdef", "digest")]
+    #[case::bad_tag("busybox:-x", "invalid tag at position 9")]
+    #[case::trailing_colon("busybox:", "tag")]
+    #[case::space("busy box", "position 5")]
+    #[case::double_slash("r.io//app", "position")]
+    #[case::bad_port("r.io:x/app", "")]
     #[case::too_long(&format!("r.io/{}", "a".repeat(300)), "255")]
     fn rejects(#[case] image: &str, #[case] reason: &str) {
         let err = ImageRef::parse(image).expect_err("invalid");
