@@ -287,6 +287,34 @@ mod tests {
         );
     }
 
+    #[test]
+    fn hub_alias_with_a_long_name_is_rejected_not_mangled() {
+        // Fuzzing found that "registry-1.docker.io/" + 250 letters parsed,
+        // gained "library/" and produced a pull reference that did not parse.
+        let image = format!("registry-1.docker.io/{}", "a".repeat(250));
+        assert!(ImageRef::parse(&image).is_err());
+    }
+
+    #[test]
+    fn uppercase_first_component_is_not_a_hub_namespace() {
+        // Fuzzing found "Acme/app" accepted as docker.io/Acme/app.
+        for image in ["Acme/app", "A/b", "UPPER/case:v1"] {
+            assert!(ImageRef::parse(image).is_err(), "{image}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn pull_reference_of_a_parsed_image_parses_to_the_same_place(image in "[a-zA-Z0-9./:@_-]{1,80}") {
+            if let Ok(parsed) = ImageRef::parse(&image) {
+                let again = ImageRef::parse(&parsed.pull_reference()).expect("pull reference parses");
+                proptest::prop_assert_eq!(&again.registry, &parsed.registry);
+                proptest::prop_assert_eq!(&again.repository, &parsed.repository);
+                proptest::prop_assert_eq!(again.tag_or_digest(), parsed.tag_or_digest());
+            }
+        }
+    }
+
     #[rstest]
     #[case::empty("", "at least one component")]
     #[case::uppercase_repo("Busybox", "must be lowercase")]

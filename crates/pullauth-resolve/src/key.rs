@@ -138,7 +138,13 @@ impl fmt::Display for RegistryKey {
 
 fn strip_scheme(key: &str) -> Result<&str, KeyError> {
     for scheme in ["https://", "http://"] {
-        if key.len() >= scheme.len() && key[..scheme.len()].eq_ignore_ascii_case(scheme) {
+        // Compare bytes: slicing the str at the scheme's length could split
+        // a multi-byte character (found by fuzzing).
+        let bytes = key.as_bytes();
+        if bytes.len() >= scheme.len()
+            && bytes[..scheme.len()].eq_ignore_ascii_case(scheme.as_bytes())
+        {
+            // The matched prefix is ASCII, so its end is a char boundary.
             return Ok(&key[scheme.len()..]);
         }
     }
@@ -290,6 +296,19 @@ mod tests {
     #[case::bad_namespace("r.io/-team", KeyError::Namespace)]
     fn rejects(#[case] written: &str, #[case] error: KeyError) {
         assert_eq!(RegistryKey::parse(written), Err(error));
+    }
+
+    #[test]
+    fn multibyte_char_across_the_scheme_length_does_not_panic() {
+        // Fuzzing found a panic slicing "registrö.example.com" at byte 8.
+        for key in ["registrö.example.com", "regisö", "ö"] {
+            assert_eq!(
+                RegistryKey::parse(key),
+                Err(KeyError::HostCharacters),
+                "{key}"
+            );
+        }
+        assert_eq!(RegistryKey::parse("httpsé://x"), Err(KeyError::Scheme));
     }
 
     #[test]
