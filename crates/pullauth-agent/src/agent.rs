@@ -2,6 +2,7 @@
 //! concurrency bound, and the live settings that SIGHUP swaps.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -186,9 +187,8 @@ impl Agent {
                 Some(ticket)
             })
             .collect();
-        let (recorded, task) = self
-            .with_store(move |store| (store.put_task(&task), task))
-            .await;
+        let written = task.clone();
+        let recorded = self.with_store(move |store| store.put_task(&written)).await;
         // A reserved pull starts if the task was recorded, or if another
         // task has joined it meanwhile; otherwise nobody wants it.
         for (gate, reference) in gates {
@@ -307,14 +307,24 @@ impl Agent {
 
     /// Runs `f` on the store in Tokio's blocking pool: writes wait for an
     /// fsync, and async workers must stay free to admit requests meanwhile.
+    /// A write still queued when the runtime shuts down is cancelled; the
+    /// store then holds the state before it, which the next start resumes.
     async fn with_store<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Store) -> T + Send + 'static,
-    ) -> T {
+        f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
         let agent = self.clone();
         match tokio::task::spawn_blocking(move || f(&agent.inner.store)).await {
-            Ok(value) => value,
-            Err(join) => std::panic::resume_unwind(join.into_panic()),
+            Ok(result) => result,
+            Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+            Err(_) => Err(StoreError::Io {
+                path: self
+                    .inner
+                    .store
+                    .path()
+                    .map_or_else(|| "<memory>".into(), Path::to_path_buf),
+                detail: "the agent is shutting down; the change was not written".to_owned(),
+            }),
         }
     }
 
