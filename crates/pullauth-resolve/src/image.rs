@@ -63,6 +63,17 @@ impl ImageRef {
                  name (those must be lowercase)"
             )));
         }
+        // distribution/reference refuses what could be an image ID.
+        if image.len() == 64
+            && image
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
+            return Err(fail(
+                "a 64-character hexadecimal string is an image ID, not a repository name"
+                    .to_owned(),
+            ));
+        }
         let parsed =
             ImgRef::new(image).map_err(|e| fail(describe(image, e.kind(), e.index().into())))?;
         let digest = parsed.digest().map(|d| d.to_str().to_owned());
@@ -71,7 +82,9 @@ impl ImageRef {
         }
         let tag = parsed.tag().map(str::to_owned);
         let (registry, repository) = split_registry(parsed.name().to_str());
-        if repository.len() > NAME_MAX_LEN {
+        // Docker counts the normalized name, "docker.io/library/" included
+        // (found by fuzzing: 238 letters parsed, their pull reference did not).
+        if registry.len() + 1 + repository.len() > NAME_MAX_LEN {
             return Err(fail(format!(
                 "repository name must not be more than {NAME_MAX_LEN} characters"
             )));
@@ -296,6 +309,20 @@ mod tests {
     }
 
     #[test]
+    fn long_hub_name_is_measured_after_normalization() {
+        // Fuzzing found 238 letters accepted although "docker.io/library/"
+        // plus them exceeds 255, so the pull reference did not parse.
+        assert!(ImageRef::parse(&"a".repeat(238)).is_err());
+        assert!(ImageRef::parse(&format!("acme/{}", "a".repeat(241))).is_err());
+        assert!(ImageRef::parse(&"a".repeat(237)).is_ok());
+    }
+
+    #[test]
+    fn image_id_is_not_a_repository() {
+        assert!(ImageRef::parse(&"0123456789abcdef".repeat(4)).is_err());
+    }
+
+    #[test]
     fn uppercase_first_component_is_not_a_hub_namespace() {
         // Fuzzing found "Acme/app" accepted as docker.io/Acme/app.
         for image in ["Acme/app", "A/b", "UPPER/case:v1"] {
@@ -305,7 +332,7 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn pull_reference_of_a_parsed_image_parses_to_the_same_place(image in "[a-zA-Z0-9./:@_-]{1,80}") {
+        fn pull_reference_of_a_parsed_image_parses_to_the_same_place(image in "[a-zA-Z0-9./:@_-]{1,80}|[a-z]{200,260}|[a-z]{1,8}/[a-z]{200,250}") {
             if let Ok(parsed) = ImageRef::parse(&image) {
                 let again = ImageRef::parse(&parsed.pull_reference()).expect("pull reference parses");
                 proptest::prop_assert_eq!(&again.registry, &parsed.registry);
