@@ -34,14 +34,6 @@ fuzz_target!(|data: &[u8]| {
     check_key(&text);
 });
 
-/// `PULLAUTH_FUZZ_SKIP_KNOWN_BUGS=1` skips inputs that reach a bug already
-/// reported, so that a long run can look for others. See README.md.
-fn skip_known_bugs() -> bool {
-    static SKIP: OnceLock<bool> = OnceLock::new();
-    *SKIP
-        .get_or_init(|| std::env::var_os("PULLAUTH_FUZZ_SKIP_KNOWN_BUGS").is_some_and(|v| v == "1"))
-}
-
 /// Keys chosen to overlap: hosts with and without namespaces, Docker Hub
 /// aliases, ports, and wildcards of one to three labels.
 const KEYS: &[&str] = &[
@@ -120,14 +112,6 @@ fn check_image(text: &str) {
         "repository not lowercase: {image:?}"
     );
 
-    // Known bug (open at 1687caf): the 255-character limit is applied to the name as
-    // written (or the repository), not to the normalized name: a Docker Hub
-    // image whose `docker.io/<repository>` is longer than 255 characters
-    // (`acme/` + 241 letters) parses, but its pull reference does not (and
-    // Docker, which counts the `docker.io/`, rejects it).
-    if skip_known_bugs() && image.name().len() > 255 {
-        return;
-    }
     let reference = image.pull_reference();
     match ImageRef::parse(&reference) {
         Ok(again) => {
