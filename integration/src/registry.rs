@@ -147,10 +147,11 @@ impl Registry {
         let mut counted = HashSet::new();
         let mut users = Vec::new();
         for_each_entry(&text[mark..], |id, user| {
-            if let Some(user) = user {
-                if !before.contains(id) && counted.insert(id.to_string()) {
-                    users.push(user.to_string());
-                }
+            if let Some(user) = user
+                && !before.contains(id)
+                && counted.insert(id.to_string())
+            {
+                users.push(user.to_string());
             }
         });
         users
@@ -172,10 +173,12 @@ impl Registry {
         let mut counted = HashSet::new();
         let mut users = Vec::new();
         for_each_request_line(&text[mark..], |id, user, name| {
-            if let (Some(user), Some(name)) = (user, name) {
-                if name == repository && !before.contains(id) && counted.insert(id.to_string()) {
-                    users.push(user.to_string());
-                }
+            if let (Some(user), Some(name)) = (user, name)
+                && name == repository
+                && !before.contains(id)
+                && counted.insert(id.to_string())
+            {
+                users.push(user.to_string());
             }
         });
         users

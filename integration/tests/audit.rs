@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use pullauth_integration::Outcome;
 use pullauth_integration::agent::{
     AgentSpec, base64_fragments, base64_standard, base64_url_safe, random_token, scratch_dir,
     taskdef,
@@ -301,36 +302,6 @@ impl Scanner {
 // ---------------------------------------------------------------------------
 // Running pullauth
 // ---------------------------------------------------------------------------
-
-/// What one run printed and how it ended.
-#[derive(Debug)]
-struct Outcome {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Outcome {
-    fn expect(&self, what: &str, code: i32, needles: &[&str]) -> &Outcome {
-        assert_eq!(
-            self.code,
-            Some(code),
-            "{what}: expected exit {code}\n--- stdout\n{}--- stderr\n{}",
-            self.stdout,
-            self.stderr
-        );
-        let all = format!("{}{}", self.stdout, self.stderr);
-        for needle in needles {
-            assert!(
-                all.contains(needle),
-                "{what}: output lacks {needle:?}\n--- stdout\n{}--- stderr\n{}",
-                self.stdout,
-                self.stderr
-            );
-        }
-        self
-    }
-}
 
 /// Runs `cmd` to the end with `stdin`; kills it after [`RUN_TIMEOUT`].
 fn run_bounded(mut cmd: Command, stdin: &[u8]) -> Outcome {

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use pullauth_integration::Outcome;
 use pullauth_integration::agent::{
     AgentSpec, base64_fragments, docker_auth_config, random_token, repo_requests, scratch_dir,
     taskdef, wait_for,
@@ -38,71 +39,6 @@ const ENOSPC: i32 = 28;
 /// A repository name nobody else uses, under `prefix`.
 fn fresh_repo(prefix: &str) -> String {
     format!("{prefix}/r{}", random_token(10).to_ascii_lowercase())
-}
-
-/// What a finished `pullauth` process printed and how it ended.
-#[derive(Debug)]
-struct Outcome {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Outcome {
-    fn assert_code(&self, code: i32) -> &Outcome {
-        assert_eq!(
-            self.code,
-            Some(code),
-            "expected exit {code}\n--- stdout\n{}--- stderr\n{}",
-            self.stdout,
-            self.stderr
-        );
-        self
-    }
-
-    fn assert_stderr_has(&self, needles: &[&str]) -> &Outcome {
-        for needle in needles {
-            assert!(
-                self.stderr.contains(needle),
-                "stderr lacks {needle:?}:\n{}",
-                self.stderr
-            );
-        }
-        self
-    }
-
-    /// No Rust panic message or backtrace anywhere in the output.
-    fn assert_no_panic(&self) -> &Outcome {
-        for text in [&self.stdout, &self.stderr] {
-            assert!(
-                !text.contains("panicked") && !text.contains("RUST_BACKTRACE"),
-                "pullauth panicked:\n{text}"
-            );
-        }
-        self
-    }
-
-    /// None of `needles` appears in stdout or stderr.
-    fn assert_no_secret(&self, needles: &[String]) -> &Outcome {
-        for needle in needles {
-            for (name, text) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
-                assert!(
-                    !text.contains(needle.as_str()),
-                    "a secret form leaked to {name}:\n{}",
-                    text.replace(needle.as_str(), "<LEAKED>")
-                );
-            }
-        }
-        self
-    }
-
-    fn last_stderr_line(&self) -> &str {
-        self.stderr
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or_default()
-    }
 }
 
 /// A running process whose output is collected while it runs, so that a

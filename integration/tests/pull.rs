@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use pullauth_integration::Outcome;
 use pullauth_integration::{Harness, Registry, Stall, free_port, pullauth_bin};
 use serde_json::{Value, json};
 
@@ -158,89 +159,6 @@ fn secret_forms(key: &str, user: &str, password: &str) -> Vec<String> {
     forms.sort();
     forms.dedup();
     forms
-}
-
-/// What one `pullauth` run printed and how it ended.
-#[derive(Debug)]
-struct Outcome {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Outcome {
-    fn assert_code(&self, code: i32) -> &Outcome {
-        assert_eq!(
-            self.code,
-            Some(code),
-            "expected exit {code}\n--- stdout\n{}--- stderr\n{}",
-            self.stdout,
-            self.stderr
-        );
-        self
-    }
-
-    fn assert_stderr_has(&self, needles: &[&str]) -> &Outcome {
-        for needle in needles {
-            assert!(
-                self.stderr.contains(needle),
-                "stderr lacks {needle:?}:\n{}",
-                self.stderr
-            );
-        }
-        self
-    }
-
-    fn assert_not_retried(&self) -> &Outcome {
-        assert!(
-            !self.stderr.contains("retrying"),
-            "the failure must not be retried:\n{}",
-            self.stderr
-        );
-        self
-    }
-
-    /// The `--json` lines on stdout.
-    fn json(&self) -> Vec<Value> {
-        self.stdout
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| {
-                serde_json::from_str(l)
-                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l:?}"))
-            })
-            .collect()
-    }
-
-    /// The only `--json` line.
-    fn single(&self) -> Value {
-        let mut lines = self.json();
-        assert_eq!(lines.len(), 1, "expected one JSON line:\n{}", self.stdout);
-        lines.remove(0)
-    }
-
-    /// The attempt numbers of the "attempt N failed (...); retrying in Xs"
-    /// progress lines, in order.
-    fn retried_attempts(&self) -> Vec<u32> {
-        self.stderr
-            .lines()
-            .filter(|l| l.contains("retrying in"))
-            .filter_map(|l| {
-                let rest = &l[l.find("attempt ")? + "attempt ".len()..];
-                let (n, after) = rest.split_once(' ')?;
-                after.starts_with("failed").then(|| n.parse().ok())?
-            })
-            .collect()
-    }
-
-    /// The last non-empty line of stderr.
-    fn last_stderr_line(&self) -> &str {
-        self.stderr
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or_default()
-    }
 }
 
 /// An ecs.config for one or more `pullauth` runs, plus extra process

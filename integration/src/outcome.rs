@@ -1,0 +1,141 @@
+//! What one `pullauth` run printed and how it ended, with the assertions
+//! the test files share.
+
+use serde_json::Value;
+
+/// The exit code and output of a finished `pullauth` process.
+#[derive(Debug)]
+pub struct Outcome {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Outcome {
+    /// From a finished `Command::output()`.
+    pub fn from_output(output: std::process::Output) -> Outcome {
+        Outcome {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    pub fn assert_code(&self, code: i32) -> &Outcome {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "expected exit {code}\n--- stdout\n{}--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// No Rust panic message or backtrace anywhere in the output.
+    pub fn assert_no_panic(&self) -> &Outcome {
+        for text in [&self.stdout, &self.stderr] {
+            assert!(
+                !text.contains("panicked") && !text.contains("RUST_BACKTRACE"),
+                "pullauth panicked:\n{text}"
+            );
+        }
+        self
+    }
+
+    /// None of `needles` appears in stdout or stderr.
+    pub fn assert_no_secret(&self, needles: &[String]) -> &Outcome {
+        for needle in needles {
+            for (name, text) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
+                assert!(
+                    !text.contains(needle.as_str()),
+                    "a secret form leaked to {name}:\n{}",
+                    text.replace(needle.as_str(), "<LEAKED>")
+                );
+            }
+        }
+        self
+    }
+
+    pub fn assert_not_retried(&self) -> &Outcome {
+        assert!(
+            !self.stderr.contains("retrying"),
+            "the failure must not be retried:\n{}",
+            self.stderr
+        );
+        self
+    }
+
+    pub fn assert_stderr_has(&self, needles: &[&str]) -> &Outcome {
+        for needle in needles {
+            assert!(
+                self.stderr.contains(needle),
+                "stderr lacks {needle:?}:\n{}",
+                self.stderr
+            );
+        }
+        self
+    }
+
+    pub fn expect(&self, what: &str, code: i32, needles: &[&str]) -> &Outcome {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "{what}: expected exit {code}\n--- stdout\n{}--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
+        let all = format!("{}{}", self.stdout, self.stderr);
+        for needle in needles {
+            assert!(
+                all.contains(needle),
+                "{what}: output lacks {needle:?}\n--- stdout\n{}--- stderr\n{}",
+                self.stdout,
+                self.stderr
+            );
+        }
+        self
+    }
+
+    /// The `--json` lines on stdout.
+    pub fn json(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l:?}"))
+            })
+            .collect()
+    }
+
+    /// The last non-empty line of stderr.
+    pub fn last_stderr_line(&self) -> &str {
+        self.stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or_default()
+    }
+
+    /// The attempt numbers of the "attempt N failed (...); retrying in Xs"
+    /// progress lines, in order.
+    pub fn retried_attempts(&self) -> Vec<u32> {
+        self.stderr
+            .lines()
+            .filter(|l| l.contains("retrying in"))
+            .filter_map(|l| {
+                let rest = &l[l.find("attempt ")? + "attempt ".len()..];
+                let (n, after) = rest.split_once(' ')?;
+                after.starts_with("failed").then(|| n.parse().ok())?
+            })
+            .collect()
+    }
+
+    /// The only `--json` line.
+    pub fn single(&self) -> Value {
+        let mut lines = self.json();
+        assert_eq!(lines.len(), 1, "expected one JSON line:\n{}", self.stdout);
+        lines.remove(0)
+    }
+}
