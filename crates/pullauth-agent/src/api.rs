@@ -142,7 +142,16 @@ async fn metrics(State(agent): State<Agent>) -> Response {
 }
 
 async fn submit(State(agent): State<Agent>, body: Bytes) -> Response {
-    match agent.submit(&body).await {
+    // Run the submission as its own task: a client that hangs up must not
+    // cancel it halfway (task written, pulls not started).
+    let submitted = tokio::spawn(async move { agent.submit(&body).await }).await;
+    let Ok(result) = submitted else {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the submission did not complete; see the agent log",
+        );
+    };
+    match result {
         Ok(task) => json_response(StatusCode::CREATED, json!(task)),
         Err(SubmitError::Invalid(e)) => error(StatusCode::BAD_REQUEST, e.to_string()),
         Err(SubmitError::Store(e)) => {
