@@ -6,7 +6,6 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
@@ -242,7 +241,7 @@ pub struct PrivateEngine {
     dir: TempDir,
     client_config: TempDir,
     /// Pid of the running dockerd, `None` while stopped.
-    pid: Mutex<Option<u32>>,
+    pid: process::PidSlot,
 }
 
 impl PrivateEngine {
@@ -264,7 +263,7 @@ impl PrivateEngine {
             host,
             dir,
             client_config: util::temp_dir("client"),
-            pid: Mutex::new(Some(pid)),
+            pid: process::PidSlot::holding(pid),
         }
     }
 
@@ -285,24 +284,13 @@ impl PrivateEngine {
 
     /// Whether the daemon process is running.
     pub fn is_running(&self) -> bool {
-        let pid = *self
-            .pid
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        pid.is_some_and(|pid| process::exited(pid).is_none())
+        self.pid.is_running()
     }
 
     /// Stops the daemon gracefully (SIGTERM, then up to 30 s), as
     /// `systemctl stop docker` does; a no-op when it is not running.
     pub fn stop(&self) {
-        let pid = self
-            .pid
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if let Some(pid) = pid {
-            process::terminate(pid, Duration::from_secs(30));
-        }
+        self.pid.stop(Duration::from_secs(30));
     }
 
     /// Starts the daemon again on the same socket and data root (stopping
@@ -310,10 +298,7 @@ impl PrivateEngine {
     pub fn restart(&self) {
         self.stop();
         let (_, pid) = launch_daemon(self.dir.path(), true);
-        *self
-            .pid
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(pid);
+        self.pid.set(pid);
     }
 }
 

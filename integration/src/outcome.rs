@@ -1,6 +1,10 @@
 //! What one `pullauth` run printed and how it ended, with the assertions
 //! the test files share.
 
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
 use serde_json::Value;
 
 /// The exit code and output of a finished `pullauth` process.
@@ -12,6 +16,55 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// Runs `cmd` to the end with `stdin`, killing it after `timeout`
+    /// (which fails the test): a hung pullauth must not hang the suite.
+    pub fn run_bounded(cmd: &mut Command, stdin: &[u8], timeout: Duration) -> Outcome {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+        let mut input = child.stdin.take().expect("stdin is piped");
+        let data = stdin.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = input.write_all(&data);
+        });
+        let drain = |mut pipe: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                let _ = pipe.read_to_end(&mut bytes);
+                String::from_utf8_lossy(&bytes).into_owned()
+            })
+        };
+        let stdout = drain(Box::new(child.stdout.take().expect("stdout is piped")));
+        let stderr = drain(Box::new(child.stderr.take().expect("stderr is piped")));
+        let deadline = Instant::now() + timeout;
+        let mut timed_out = false;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("cannot wait for pullauth") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                timed_out = true;
+                let _ = child.kill();
+                break child.wait().expect("cannot reap pullauth");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let _ = writer.join();
+        let outcome = Outcome {
+            code: status.code(),
+            stdout: stdout.join().expect("stdout reader"),
+            stderr: stderr.join().expect("stderr reader"),
+        };
+        assert!(
+            !timed_out,
+            "pullauth did not finish within {timeout:?}: {cmd:?}\n{outcome:?}"
+        );
+        outcome
+    }
+
     /// From a finished `Command::output()`.
     pub fn from_output(output: std::process::Output) -> Outcome {
         Outcome {

@@ -93,6 +93,43 @@ pub(crate) fn exited(pid: u32) -> Option<ExitStatus> {
     child.try_wait().ok().flatten()
 }
 
+/// The current process of a service the tests stop and start again (a
+/// registry, a test-owned dockerd): at most one pid at a time.
+#[derive(Debug, Default)]
+pub(crate) struct PidSlot(Mutex<Option<u32>>);
+
+impl PidSlot {
+    /// A slot holding the running process `pid`.
+    pub(crate) fn holding(pid: u32) -> PidSlot {
+        PidSlot(Mutex::new(Some(pid)))
+    }
+
+    /// Records the service's new process.
+    pub(crate) fn set(&self, pid: u32) {
+        *self.lock() = Some(pid);
+    }
+
+    /// Whether the recorded process is still alive.
+    pub(crate) fn is_running(&self) -> bool {
+        let pid = *self.lock();
+        pid.is_some_and(|pid| exited(pid).is_none())
+    }
+
+    /// Terminates the recorded process (see [`terminate`]); a no-op when none is.
+    pub(crate) fn stop(&self, grace: Duration) {
+        let pid = self.lock().take();
+        if let Some(pid) = pid {
+            terminate(pid, grace);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<u32>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// Stops child `pid`: SIGTERM, wait up to `grace`, then SIGKILL. Reaps it and
 /// forgets it. Does nothing for unknown pids.
 pub(crate) fn terminate(pid: u32, grace: Duration) {

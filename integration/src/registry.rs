@@ -5,7 +5,6 @@ use std::collections::HashSet;
 use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
@@ -30,7 +29,7 @@ pub struct Registry {
     port: u16,
     dir: TempDir,
     /// Pid of the running registry process, `None` while stopped.
-    pid: Mutex<Option<u32>>,
+    pid: process::PidSlot,
 }
 
 impl Registry {
@@ -57,17 +56,14 @@ impl Registry {
                 .collect(),
             port: 0,
             dir,
-            pid: Mutex::new(None),
+            pid: process::PidSlot::default(),
         };
         let mut last_error = String::new();
         for _ in 0..PORT_ATTEMPTS {
             registry.port = util::free_port();
             match registry.launch() {
                 Ok(pid) => {
-                    *registry
-                        .pid
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(pid);
+                    registry.pid.set(pid);
                     eprintln!(
                         "pullauth-integration: registry {name} ready at {} in {:?}",
                         registry.addr(),
@@ -193,24 +189,13 @@ impl Registry {
 
     /// Whether the registry process is running.
     pub fn is_running(&self) -> bool {
-        let pid = *self
-            .pid
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        pid.is_some_and(|pid| process::exited(pid).is_none())
+        self.pid.is_running()
     }
 
     /// Stops the registry (SIGTERM, then wait); its port then refuses
     /// connections. Storage and log are kept for [`Registry::restart`].
     pub fn stop(&self) {
-        let pid = self
-            .pid
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if let Some(pid) = pid {
-            process::terminate(pid, Duration::from_secs(10));
-        }
+        self.pid.stop(Duration::from_secs(10));
     }
 
     /// Starts the registry again on the same port with the same storage,
@@ -223,10 +208,7 @@ impl Registry {
         loop {
             match self.launch() {
                 Ok(pid) => {
-                    *self
-                        .pid
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(pid);
+                    self.pid.set(pid);
                     return;
                 }
                 Err(LaunchError::PortTaken(_)) if started.elapsed() < Duration::from_secs(5) => {

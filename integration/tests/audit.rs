@@ -16,10 +16,9 @@
 //! exercising nothing.
 
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use pullauth_integration::Outcome;
 use pullauth_integration::agent::{
@@ -303,55 +302,6 @@ impl Scanner {
 // Running pullauth
 // ---------------------------------------------------------------------------
 
-/// Runs `cmd` to the end with `stdin`; kills it after [`RUN_TIMEOUT`].
-fn run_bounded(mut cmd: Command, stdin: &[u8]) -> Outcome {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let mut input = child.stdin.take().expect("stdin is piped");
-    let data = stdin.to_vec();
-    let writer = std::thread::spawn(move || {
-        use std::io::Write;
-        let _ = input.write_all(&data);
-    });
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            let _ = pipe.read_to_end(&mut bytes);
-            String::from_utf8_lossy(&bytes).into_owned()
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().expect("stdout is piped")));
-    let stderr = drain(Box::new(child.stderr.take().expect("stderr is piped")));
-    let deadline = Instant::now() + RUN_TIMEOUT;
-    let mut timed_out = false;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("cannot wait for pullauth") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            timed_out = true;
-            let _ = child.kill();
-            break child.wait().expect("cannot reap pullauth");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let _ = writer.join();
-    let outcome = Outcome {
-        code: status.code(),
-        stdout: stdout.join().expect("stdout reader"),
-        stderr: stderr.join().expect("stderr reader"),
-    };
-    assert!(
-        !timed_out,
-        "pullauth did not finish within {RUN_TIMEOUT:?}: {cmd:?}\n{outcome:?}"
-    );
-    outcome
-}
-
 /// Runs the CLI with debug logging in one format and scans its output.
 struct Cli<'a> {
     scanner: &'a mut Scanner,
@@ -390,7 +340,7 @@ impl Cli<'_> {
             .env("RUST_BACKTRACE", "1")
             .envs(env.iter().copied())
             .args(args);
-        let outcome = run_bounded(cmd, stdin);
+        let outcome = Outcome::run_bounded(&mut cmd, stdin, RUN_TIMEOUT);
         let source = format!("`pullauth {}` ({})", args.join(" "), self.format);
         self.scanner
             .scan(&format!("{source} stdout"), outcome.stdout.as_bytes());
@@ -989,7 +939,7 @@ fn agent_audit(format: &'static str) {
     let task_run = |args: &[&str], file: &Path| -> Outcome {
         let mut cmd = spec.task_run();
         cmd.args(args).arg(file);
-        run_bounded(cmd, b"")
+        Outcome::run_bounded(&mut cmd, b"", RUN_TIMEOUT)
     };
     let mut outputs: Vec<(String, Outcome)> = Vec::new();
 

@@ -7,11 +7,10 @@
 //! stderr. Each test uses its own repositories, so tests run in parallel;
 //! tests that stop a registry start their own.
 
-use std::io::Read;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pullauth_integration::Outcome;
 use pullauth_integration::{Harness, Registry, Stall, free_port, pullauth_bin};
@@ -261,7 +260,7 @@ impl Config {
             .arg("--env-file")
             .arg(self.env_file())
             .args(args);
-        let outcome = run_bounded(cmd);
+        let outcome = Outcome::run_bounded(&mut cmd, b"", RUN_TIMEOUT);
         for secret in &self.secrets {
             for (name, text) in [("stdout", &outcome.stdout), ("stderr", &outcome.stderr)] {
                 assert!(
@@ -274,48 +273,6 @@ impl Config {
         }
         outcome
     }
-}
-
-/// Runs `cmd` to the end, reading both pipes; kills it after [`RUN_TIMEOUT`].
-fn run_bounded(mut cmd: Command) -> Outcome {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            let _ = pipe.read_to_end(&mut bytes);
-            String::from_utf8_lossy(&bytes).into_owned()
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().expect("stdout is piped")));
-    let stderr = drain(Box::new(child.stderr.take().expect("stderr is piped")));
-    let deadline = Instant::now() + RUN_TIMEOUT;
-    let mut timed_out = false;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("cannot wait for pullauth") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            timed_out = true;
-            let _ = child.kill();
-            break child.wait().expect("cannot reap pullauth");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let outcome = Outcome {
-        code: status.code(),
-        stdout: stdout.join().expect("stdout reader"),
-        stderr: stderr.join().expect("stderr reader"),
-    };
-    assert!(
-        !timed_out,
-        "pullauth did not finish within {RUN_TIMEOUT:?}: {cmd:?}\n{outcome:?}"
-    );
-    outcome
 }
 
 /// Asserts that every authenticated request on `repository` since `mark`

@@ -156,19 +156,28 @@ impl Store {
         &self,
         f: impl FnOnce(&redb::WriteTransaction) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        let result = self.with_db(|db| {
+            let txn = db.begin_write().map_err(|e| self.io(e))?;
+            let value = f(&txn)?;
+            txn.commit().map_err(|e| self.io(e))?;
+            Ok(value)
+        });
+        self.write_failed.store(result.is_err(), Ordering::Relaxed);
+        result
+    }
+
+    /// Runs `f` on the open database, reopening it first if an earlier
+    /// write failed.
+    fn with_db<T>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         self.reopen_if_failed()?;
         let guard = self.db.read().unwrap_or_else(|p| p.into_inner());
         let db = guard
             .as_ref()
             .ok_or_else(|| self.io("the state file is not open"))?;
-        let result = (|| {
-            let txn = db.begin_write().map_err(|e| self.io(e))?;
-            let value = f(&txn)?;
-            txn.commit().map_err(|e| self.io(e))?;
-            Ok(value)
-        })();
-        self.write_failed.store(result.is_err(), Ordering::Relaxed);
-        result
+        f(db)
     }
 
     /// Runs `f` in a read transaction.
@@ -176,13 +185,10 @@ impl Store {
         &self,
         f: impl FnOnce(&redb::ReadTransaction) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        self.reopen_if_failed()?;
-        let guard = self.db.read().unwrap_or_else(|p| p.into_inner());
-        let db = guard
-            .as_ref()
-            .ok_or_else(|| self.io("the state file is not open"))?;
-        let txn = db.begin_read().map_err(|e| self.io(e))?;
-        f(&txn)
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(|e| self.io(e))?;
+            f(&txn)
+        })
     }
 
     /// After a failed write redb refuses all further writes; closing and
