@@ -5,7 +5,7 @@
 //! definitions may carry environment variables with secrets in them.
 
 use pullauth_resolve::ImageRef;
-use pullauth_store::{Container, Status, Task};
+use pullauth_store::{Container, Task};
 use serde_json::Value;
 
 /// Why a task definition was refused; the message names the field.
@@ -86,28 +86,9 @@ pub fn parse(body: &[u8], arn: String) -> Result<Task, TaskDefError> {
             Some(Value::Bool(b)) => *b,
             Some(_) => return Err(err(at("essential"), "must be true or false")),
         };
-        containers.push(Container {
-            name,
-            image,
-            image_id: None,
-            known_status: Status::None,
-            essential,
-            pull_error: None,
-            registry_key: None,
-            username: None,
-        });
+        containers.push(Container::new(name, image, essential));
     }
-    let mut task = Task {
-        arn,
-        family,
-        known_status: Status::None,
-        desired_status: Status::Pulled,
-        pull_started_at: None,
-        pull_stopped_at: None,
-        containers,
-    };
-    task.recompute_status();
-    Ok(task)
+    Ok(Task::new(arn, family, containers))
 }
 
 /// A new task ARN in the ECS format.
@@ -139,7 +120,7 @@ mod tests {
         assert_eq!(task.containers.len(), 2);
         assert!(task.containers[0].essential);
         assert!(!task.containers[1].essential);
-        assert_eq!(task.known_status, Status::None);
+        assert_eq!(task.known_status, pullauth_store::Status::None);
     }
 
     #[test]

@@ -438,26 +438,11 @@ mod tests {
     use super::*;
 
     fn sample_task(arn: &str) -> Task {
-        let mut task = Task {
-            arn: arn.into(),
-            family: "web".into(),
-            known_status: Status::None,
-            desired_status: Status::Pulled,
-            pull_started_at: None,
-            pull_stopped_at: None,
-            containers: vec![Container {
-                name: "app".into(),
-                image: "r.io/app:1".into(),
-                image_id: None,
-                known_status: Status::None,
-                essential: true,
-                pull_error: None,
-                registry_key: None,
-                username: None,
-            }],
-        };
-        task.recompute_status();
-        task
+        Task::new(
+            arn.into(),
+            "web".into(),
+            vec![Container::new("app".into(), "r.io/app:1".into(), true)],
+        )
     }
 
     #[test]

@@ -45,6 +45,22 @@ pub struct Container {
     pub username: Option<String>,
 }
 
+impl Container {
+    /// A container whose pull has not started.
+    pub fn new(name: String, image: String, essential: bool) -> Container {
+        Container {
+            name,
+            image,
+            image_id: None,
+            known_status: Status::None,
+            essential,
+            pull_error: None,
+            registry_key: None,
+            username: None,
+        }
+    }
+}
+
 /// A task: a family and its containers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -61,6 +77,21 @@ pub struct Task {
 }
 
 impl Task {
+    /// A newly submitted task: nothing pulled yet, desired state `PULLED`.
+    pub fn new(arn: String, family: String, containers: Vec<Container>) -> Task {
+        let mut task = Task {
+            arn,
+            family,
+            known_status: Status::None,
+            desired_status: Status::Pulled,
+            pull_started_at: None,
+            pull_stopped_at: None,
+            containers,
+        };
+        task.recompute_status();
+        task
+    }
+
     /// Derives the task status from its containers: `STOPPED` when an
     /// essential container failed, `PULLED` when all are pulled, else
     /// `PULLING` once any pull started.
@@ -114,29 +145,13 @@ mod tests {
 
     fn container(essential: bool, status: Status) -> Container {
         Container {
-            name: "c".into(),
-            image: "i".into(),
-            image_id: None,
             known_status: status,
-            essential,
-            pull_error: None,
-            registry_key: None,
-            username: None,
+            ..Container::new("c".into(), "i".into(), essential)
         }
     }
 
     fn task(containers: Vec<Container>) -> Task {
-        let mut task = Task {
-            arn: "a".into(),
-            family: "f".into(),
-            known_status: Status::None,
-            desired_status: Status::Pulled,
-            pull_started_at: None,
-            pull_stopped_at: None,
-            containers,
-        };
-        task.recompute_status();
-        task
+        Task::new("a".into(), "f".into(), containers)
     }
 
     #[test]
