@@ -5,11 +5,13 @@
 //!   concurrent pulls, and settings that a reload swaps atomically.
 //! - [`api`]: the introspection router (read-only, TCP) and the control
 //!   router (Unix socket, 0600).
-//! - [`server`]: serving both until shutdown.
+//! - [`server`]: serving both until shutdown; [`control_socket`]: creating
+//!   the control socket without ever replacing anything but a dead socket.
 //! - [`taskdef`]: task definition validation; [`metrics`]: Prometheus.
 
 pub mod agent;
 pub mod api;
+pub mod control_socket;
 pub mod metrics;
 pub mod server;
 pub mod taskdef;

@@ -5,6 +5,11 @@
 //! bollard: bollard encodes it with standard base64, while the engine decodes
 //! URL-safe base64 and, when decoding fails, silently pulls anonymously. Any
 //! password whose JSON encodes to a `+` or `/` would be dropped that way.
+//!
+//! The header value is built once, when the credentials are chosen, and
+//! building it is fallible: a value that cannot be a header is an error
+//! before the pull, never a request sent without the header (which the
+//! engine would treat as an anonymous pull).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE;
@@ -17,9 +22,20 @@ use secrecy::{ExposeSecret, SecretString};
 /// The server address Docker's CLI sends for Docker Hub.
 pub const DOCKER_HUB_SERVER_ADDRESS: &str = "https://index.docker.io/v1/";
 
-/// The encoded `X-Registry-Auth` value, kept secret until the request is sent.
+/// The `X-Registry-Auth` header value, marked sensitive so that HTTP
+/// tooling does not print it, and redacted in `Debug`.
+///
+/// It is held as a ready [`HeaderValue`] rather than a [`SecretString`]:
+/// that makes adding it to a request infallible. The cost is that this one
+/// encoded copy is not zeroed on drop; hyper's write buffer holds another
+/// copy while the request is sent anyway.
 #[derive(Clone)]
-pub struct RegistryAuth(SecretString);
+pub struct RegistryAuth(HeaderValue);
+
+/// The encoded credentials could not be made into a header value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the encoded credentials are not a valid HTTP header value")]
+pub struct InvalidHeader;
 
 impl std::fmt::Debug for RegistryAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -30,7 +46,7 @@ impl std::fmt::Debug for RegistryAuth {
 impl RegistryAuth {
     /// Encodes `credentials` for a pull of `image`, with the server address
     /// set as `docker login` does: the registry host, or Hub's legacy URL.
-    pub fn new(image: &ImageRef, credentials: &Credentials) -> RegistryAuth {
+    pub fn new(image: &ImageRef, credentials: &Credentials) -> Result<RegistryAuth, InvalidHeader> {
         let server_address = if image.registry == DOCKER_HUB {
             DOCKER_HUB_SERVER_ADDRESS.to_owned()
         } else {
@@ -64,30 +80,40 @@ impl RegistryAuth {
                 .map(|t| t.expose_secret()),
         );
         let json = Zeroizing::new(serde_json::Value::Object(fields).to_string());
-        // Zero the copies held inside the map as well.
-        RegistryAuth(SecretString::from(URL_SAFE.encode(json.as_bytes())))
+        let encoded = SecretString::from(URL_SAFE.encode(json.as_bytes()));
+        header_value(encoded.expose_secret()).map(RegistryAuth)
     }
 
-    /// The header for `entry`'s credentials, or `None` for an anonymous pull.
-    pub fn for_entry(image: &ImageRef, entry: Option<&Entry>) -> Option<RegistryAuth> {
-        entry.map(|entry| RegistryAuth::new(image, &entry.credentials))
+    /// The header for `entry`'s credentials, `Ok(None)` for an anonymous pull.
+    pub fn for_entry(
+        image: &ImageRef,
+        entry: Option<&Entry>,
+    ) -> Result<Option<RegistryAuth>, InvalidHeader> {
+        entry
+            .map(|entry| RegistryAuth::new(image, &entry.credentials))
+            .transpose()
     }
 
-    /// Adds the header to a request, marked sensitive so that HTTP tooling
-    /// does not print it.
+    /// Adds the header to a request.
     pub(crate) fn apply(&self, mut request: BollardRequest) -> BollardRequest {
-        if let Ok(mut value) = HeaderValue::from_str(self.0.expose_secret()) {
-            value.set_sensitive(true);
-            request.headers_mut().insert("X-Registry-Auth", value);
-        }
+        request
+            .headers_mut()
+            .insert("X-Registry-Auth", self.0.clone());
         request
     }
 
     /// The encoded value, for tests that decode it as the engine does.
     #[doc(hidden)]
     pub fn expose_for_test(&self) -> &str {
-        self.0.expose_secret()
+        self.0.to_str().unwrap_or_default()
     }
+}
+
+/// `encoded` as a sensitive header value.
+fn header_value(encoded: &str) -> Result<HeaderValue, InvalidHeader> {
+    let mut value = HeaderValue::from_str(encoded).map_err(|_| InvalidHeader)?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 #[cfg(test)]
@@ -106,7 +132,7 @@ mod tests {
         // '?' and '>' produce '/' and '+' in standard base64.
         let credentials = Credentials::basic("u", "??>>??>>~~");
         let image = ImageRef::parse("r.io/app").expect("valid");
-        let auth = RegistryAuth::new(&image, &credentials);
+        let auth = RegistryAuth::new(&image, &credentials).expect("header");
         assert!(!auth.expose_for_test().contains(['+', '/']));
         let json = decode(&auth);
         assert_eq!(json["password"], "??>>??>>~~");
@@ -117,16 +143,35 @@ mod tests {
     #[test]
     fn hub_gets_the_cli_server_address() {
         let image = ImageRef::parse("busybox").expect("valid");
-        let auth = RegistryAuth::new(&image, &Credentials::basic("u", "p"));
+        let auth = RegistryAuth::new(&image, &Credentials::basic("u", "p")).expect("header");
         assert_eq!(decode(&auth)["serveraddress"], DOCKER_HUB_SERVER_ADDRESS);
     }
 
     #[test]
     fn debug_is_redacted() {
         let image = ImageRef::parse("r.io/app").expect("valid");
-        let auth = RegistryAuth::new(&image, &Credentials::basic("u", "hunter2"));
+        let auth = RegistryAuth::new(&image, &Credentials::basic("u", "hunter2")).expect("header");
         let text = format!("{auth:?}");
         assert!(!text.contains(auth.expose_for_test()));
         assert!(!text.contains("hunter2"));
+    }
+
+    #[test]
+    fn header_is_sensitive_and_added_to_the_request() {
+        let image = ImageRef::parse("r.io/app").expect("valid");
+        let auth = RegistryAuth::new(&image, &Credentials::basic("u", "p")).expect("header");
+        let request = auth.apply(http::Request::new(bollard::body_full(Default::default())));
+        let value = request
+            .headers()
+            .get("X-Registry-Auth")
+            .expect("header set");
+        assert!(value.is_sensitive());
+        assert_eq!(value.to_str().expect("ascii"), auth.expose_for_test());
+    }
+
+    #[test]
+    fn a_value_that_cannot_be_a_header_is_an_error_not_an_omitted_header() {
+        assert_eq!(header_value("line\nbreak"), Err(InvalidHeader));
+        assert!(header_value("eyJ1c2VybmFtZSI6InUifQ==").is_ok());
     }
 }

@@ -1,5 +1,7 @@
 //! The wall around bollard: connect, pull with credentials, inspect.
 
+use std::future::Future;
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -108,62 +110,215 @@ pub const PINNED_API_VERSION: ClientVersion = ClientVersion {
 /// Pulls stream for as long as they take; our own timeouts bound them.
 const CLIENT_TIMEOUT_SECS: u64 = 365 * 24 * 3600;
 
+/// How long one non-streaming engine call (ping, version negotiation,
+/// image inspect) may take. The engine answers these from local state in
+/// milliseconds; an engine that takes longer is wedged, and waiting on it
+/// would hold a pull slot (or the CLI) forever.
+pub const ENGINE_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How the engine is reached, which decides whether credentials may be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// A unix socket: only local processes with access to it can listen.
+    Unix,
+    /// TCP with TLS (`DOCKER_TLS_VERIFY`).
+    Tls,
+    /// Plain TCP to a loopback address: the traffic stays on this host.
+    PlainLoopback,
+    /// Plain TCP to another host: credentials would cross the network in
+    /// clear text, so pulls that carry them are refused.
+    PlainRemote,
+}
+
+/// Why no client for the engine could be set up. These are configuration
+/// problems (exit status 2), found before anything is sent.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineSetupError {
+    #[error(
+        "DOCKER_HOST={address:?} is not supported; use unix:///path/to/docker.sock or \
+         tcp://HOST:PORT"
+    )]
+    UnsupportedScheme { address: String },
+    #[error(
+        "DOCKER_TLS_VERIFY is set, but {path} cannot be read ({source}); set DOCKER_CERT_PATH \
+         to a directory holding ca.pem, cert.pem and key.pem (default ~/.docker)"
+    )]
+    TlsFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "DOCKER_TLS_VERIFY is set, but neither DOCKER_CERT_PATH nor HOME is, so there is no \
+         directory to read ca.pem, cert.pem and key.pem from"
+    )]
+    NoCertPath,
+    #[error(
+        "the Docker Engine at {address} is reached over plain TCP and {keys} registry key(s) are \
+         configured: their credentials would cross the network in clear text; {}",
+        crate::error::TLS_HINT
+    )]
+    Insecure { address: String, keys: usize },
+    #[error("cannot set up a client for the Docker Engine at {address}: {detail}")]
+    Client { address: String, detail: String },
+}
+
 /// A connected Docker Engine.
 #[derive(Debug, Clone)]
 pub struct Engine {
     /// Replaced once if the engine refuses [`PINNED_API_VERSION`].
     docker: Arc<RwLock<Docker>>,
     address: String,
+    transport: Transport,
+}
+
+/// The certificate directory the Docker CLI uses: `DOCKER_CERT_PATH`, else
+/// `~/.docker`.
+fn cert_dir() -> Result<PathBuf, EngineSetupError> {
+    let from_env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    from_env("DOCKER_CERT_PATH")
+        .map(PathBuf::from)
+        .or_else(|| from_env("HOME").map(|home| PathBuf::from(home).join(".docker")))
+        .ok_or(EngineSetupError::NoCertPath)
+}
+
+/// Whether `address` (`tcp://HOST:PORT[/...]`) names this host.
+fn is_loopback(address: &str) -> bool {
+    let rest = address
+        .strip_prefix("tcp://")
+        .or_else(|| address.strip_prefix("http://"))
+        .unwrap_or(address);
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 impl Engine {
     /// Prepares a client for `host`, else `DOCKER_HOST`, else the default
     /// socket. Sends nothing: the first request shows whether the engine is
     /// there (use [`Engine::ping`] to find out up front).
-    pub async fn connect(host: Option<&str>) -> Result<Engine, PullError> {
+    ///
+    /// `tcp://` follows the Docker CLI: with `DOCKER_TLS_VERIFY` set (to
+    /// anything), TLS with the client certificate and CA from
+    /// `DOCKER_CERT_PATH` (default `~/.docker`); otherwise plain HTTP, which
+    /// [`Engine::pull`] refuses for credentials unless the address is
+    /// loopback.
+    pub async fn connect(host: Option<&str>) -> Result<Engine, EngineSetupError> {
         let address = host
             .map(str::to_owned)
             .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()))
             .unwrap_or_else(|| DEFAULT_DOCKER_HOST.to_owned());
-        let docker = if let Some(path) = address.strip_prefix("unix://") {
-            Docker::connect_with_unix(path, CLIENT_TIMEOUT_SECS, &PINNED_API_VERSION)
-        } else if address.starts_with("tcp://") || address.starts_with("http://") {
-            Docker::connect_with_http(&address, CLIENT_TIMEOUT_SECS, &PINNED_API_VERSION)
-        } else {
-            Docker::connect_with_host(&address)
-                .map(|d| d.with_timeout(Duration::from_secs(CLIENT_TIMEOUT_SECS)))
-        }
-        .map_err(|e| PullError::EngineUnreachable {
+        let client_error = |e: bollard::errors::Error| EngineSetupError::Client {
             address: address.clone(),
             detail: e.to_string(),
-        })?;
+        };
+        let tls = std::env::var_os("DOCKER_TLS_VERIFY").is_some_and(|v| !v.is_empty())
+            || address.starts_with("https://");
+        let (docker, transport) = if let Some(path) = address.strip_prefix("unix://") {
+            let docker = Docker::connect_with_unix(path, CLIENT_TIMEOUT_SECS, &PINNED_API_VERSION)
+                .map_err(client_error)?;
+            (docker, Transport::Unix)
+        } else if ["tcp://", "http://", "https://"]
+            .iter()
+            .any(|scheme| address.starts_with(scheme))
+        {
+            if tls {
+                let dir = cert_dir()?;
+                let [key, cert, ca] = ["key.pem", "cert.pem", "ca.pem"].map(|f| dir.join(f));
+                for path in [&key, &cert, &ca] {
+                    std::fs::File::open(path).map_err(|source| EngineSetupError::TlsFile {
+                        path: path.clone(),
+                        source,
+                    })?;
+                }
+                let docker = Docker::connect_with_ssl(
+                    &address,
+                    &key,
+                    &cert,
+                    &ca,
+                    CLIENT_TIMEOUT_SECS,
+                    &PINNED_API_VERSION,
+                )
+                .map_err(client_error)?;
+                (docker, Transport::Tls)
+            } else {
+                let docker =
+                    Docker::connect_with_http(&address, CLIENT_TIMEOUT_SECS, &PINNED_API_VERSION)
+                        .map_err(client_error)?;
+                let transport = if is_loopback(&address) {
+                    Transport::PlainLoopback
+                } else {
+                    Transport::PlainRemote
+                };
+                (docker, transport)
+            }
+        } else {
+            return Err(EngineSetupError::UnsupportedScheme { address });
+        };
         Ok(Engine {
             docker: Arc::new(RwLock::new(docker)),
             address,
+            transport,
         })
     }
 
-    /// Checks that the engine answers (and agrees on an API version).
-    pub async fn ping(&self) -> Result<(), PullError> {
-        let ping = async {
-            match self.client().ping().await {
-                Err(e) if is_version_refused(&e) => {
-                    self.negotiate().await?;
-                    self.client()
-                        .ping()
-                        .await
-                        .map_err(|e| self.transport_error("-", e))
-                }
-                other => other.map_err(|e| self.transport_error("-", e)),
-            }
-        };
-        tokio::time::timeout(CONNECT_TIMEOUT, ping)
+    /// How the engine is reached.
+    pub fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    /// Refuses a configuration with `keys` registry keys when they would be
+    /// sent over plain TCP to another host; for callers that can tell at
+    /// startup (the agent) or before the first pull (the CLI).
+    pub fn check_credentials_safe(&self, keys: usize) -> Result<(), EngineSetupError> {
+        if keys > 0 && self.transport == Transport::PlainRemote {
+            return Err(EngineSetupError::Insecure {
+                address: self.address.clone(),
+                keys,
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs one non-streaming engine call within [`ENGINE_CALL_TIMEOUT`].
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        call: impl Future<Output = Result<T, PullError>>,
+    ) -> Result<T, PullError> {
+        tokio::time::timeout(ENGINE_CALL_TIMEOUT, call)
             .await
             .map_err(|_| PullError::EngineUnreachable {
                 address: self.address.clone(),
-                detail: format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
+                detail: format!(
+                    "it accepted the connection but did not answer {what} within {}s",
+                    ENGINE_CALL_TIMEOUT.as_secs()
+                ),
             })?
-            .map(|_| ())
+    }
+
+    /// Checks that the engine answers (and agrees on an API version),
+    /// within [`ENGINE_CALL_TIMEOUT`] for each request.
+    pub async fn ping(&self) -> Result<(), PullError> {
+        let ping = || async {
+            self.client()
+                .ping()
+                .await
+                .map_err(|e| self.transport_error("-", e))
+        };
+        match self.bounded("GET /_ping", ping()).await {
+            Err(PullError::Engine { detail, .. }) if is_version_message(&detail) => {
+                self.negotiate().await?;
+                self.bounded("GET /_ping", ping()).await.map(|_| ())
+            }
+            other => other.map(|_| ()),
+        }
     }
 
     fn client(&self) -> Docker {
@@ -176,10 +331,13 @@ impl Engine {
     /// Agrees on an API version with an engine that refused the pinned one.
     async fn negotiate(&self) -> Result<(), PullError> {
         let negotiated = self
-            .client()
-            .negotiate_version()
-            .await
-            .map_err(|e| self.transport_error("-", e))?;
+            .bounded("GET /version", async {
+                self.client()
+                    .negotiate_version()
+                    .await
+                    .map_err(|e| self.transport_error("-", e))
+            })
+            .await?;
         tracing::debug!(version = %negotiated.client_version(), "negotiated the engine API version");
         *self
             .docker
@@ -195,10 +353,12 @@ impl Engine {
 
     /// The local image ID for `reference`, if the engine has it.
     pub async fn image_id(&self, reference: &str) -> Result<Option<String>, PullError> {
-        let mut result = self.client().inspect_image(reference).await;
+        let inspect = || async { self.client().inspect_image(reference).await };
+        let what = "GET /images/{name}/json";
+        let mut result = self.bounded(what, async { Ok(inspect().await) }).await?;
         if matches!(&result, Err(e) if is_version_refused(e)) {
             self.negotiate().await?;
-            result = self.client().inspect_image(reference).await;
+            result = self.bounded(what, async { Ok(inspect().await) }).await?;
         }
         match result {
             Ok(inspect) => Ok(inspect.id),
@@ -274,12 +434,20 @@ impl Engine {
         progress: &mut (dyn FnMut(PullEvent) + Send),
     ) -> Result<Obtained, PullError> {
         let started = Instant::now();
-        let auth = RegistryAuth::for_entry(image, entry);
         let identity = Identity {
             key: entry.map(|e| e.key.written.clone()),
             username: entry.and_then(|e| e.credentials.username.clone()),
             method: entry.map_or("none", |e| e.credentials.kind()),
         };
+        let auth = RegistryAuth::for_entry(image, entry).map_err(|_| PullError::AuthHeader {
+            key: identity.key.clone().unwrap_or_default(),
+        })?;
+        if auth.is_some() && self.transport == Transport::PlainRemote {
+            return Err(PullError::InsecureEngine {
+                image: image.to_string(),
+                address: self.address.clone(),
+            });
+        }
         let secrets: Vec<&str> = entry
             .map(|e| {
                 let c = &e.credentials;
@@ -371,9 +539,15 @@ impl Engine {
         let mut stream = docker.create_image(Some(create), None, None);
         let mut digest = None;
         let mut status = PullStatus::Pulled;
+        let mut answered = false;
         loop {
             let item = match tokio::time::timeout(options.inactivity_timeout, stream.next()).await {
                 Err(_) => {
+                    // Silence from the very start may be a wedged engine
+                    // rather than a slow registry: tell the two apart.
+                    if !answered {
+                        self.ping().await?;
+                    }
                     return Err(PullError::Stalled {
                         image: image.to_string(),
                         after: options.inactivity_timeout,
@@ -382,6 +556,7 @@ impl Engine {
                 Ok(None) => break,
                 Ok(Some(item)) => item,
             };
+            answered = true;
             let info = match item {
                 Ok(info) => info,
                 Err(e) => return Err(self.pull_error(image, identity, secrets, e)),
@@ -474,6 +649,59 @@ fn is_version_refused(error: &bollard::errors::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_addresses_are_told_apart_from_remote_ones() {
+        for local in [
+            "tcp://127.0.0.1:2375",
+            "tcp://127.3.4.5:2375/",
+            "tcp://localhost:2375",
+            "tcp://LOCALHOST:1",
+            "tcp://[::1]:2375",
+            "http://127.0.0.1:2375",
+        ] {
+            assert!(is_loopback(local), "{local}");
+        }
+        for remote in [
+            "tcp://10.0.0.5:2375",
+            "tcp://docker.example.com:2375",
+            "tcp://[2001:db8::1]:2375",
+            "tcp://localhost.example.com:2375",
+            "tcp://0.0.0.0:2375",
+        ] {
+            assert!(!is_loopback(remote), "{remote}");
+        }
+    }
+
+    #[tokio::test]
+    async fn plain_tcp_to_another_host_refuses_credentials_but_not_anonymous_pulls() {
+        let engine = Engine::connect(Some("tcp://10.255.255.1:2375"))
+            .await
+            .expect("a client is only prepared");
+        assert_eq!(engine.transport(), Transport::PlainRemote);
+        assert!(engine.check_credentials_safe(0).is_ok());
+        let err = engine.check_credentials_safe(2).expect_err("refused");
+        let text = err.to_string();
+        assert!(text.contains("DOCKER_TLS_VERIFY=1"), "{text}");
+        assert!(text.contains("tcp://10.255.255.1:2375"), "{text}");
+
+        let local = Engine::connect(Some("tcp://127.0.0.1:2375"))
+            .await
+            .expect("a client is only prepared");
+        assert_eq!(local.transport(), Transport::PlainLoopback);
+        assert!(local.check_credentials_safe(2).is_ok());
+    }
+
+    #[tokio::test]
+    async fn unknown_schemes_are_a_setup_error() {
+        let err = Engine::connect(Some("ssh://host"))
+            .await
+            .expect_err("unsupported");
+        assert!(
+            matches!(err, EngineSetupError::UnsupportedScheme { .. }),
+            "{err}"
+        );
+    }
 
     #[test]
     fn recognizes_version_refusals() {

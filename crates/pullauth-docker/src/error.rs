@@ -38,10 +38,19 @@ pub enum PullError {
         detail: String,
     },
     #[error(
-        "cannot reach the Docker Engine at {address}: {detail}; is dockerd running? \
-         Set DOCKER_HOST (e.g. unix:///var/run/docker.sock or tcp://127.0.0.1:2375) to point elsewhere"
+        "cannot reach the Docker Engine at {address}: {detail}; is dockerd running and \
+         responsive? Set DOCKER_HOST to point elsewhere (unix:///var/run/docker.sock, or \
+         tcp://HOST:2376 with DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH)"
     )]
     EngineUnreachable { address: String, detail: String },
+    #[error(
+        "refusing to send the credentials for {image} to the Docker Engine at {address} over \
+         plain TCP, where anyone on the network path can read them; {}",
+        TLS_HINT
+    )]
+    InsecureEngine { image: String, address: String },
+    #[error("cannot encode the credentials of key {key:?} into the X-Registry-Auth header")]
+    AuthHeader { key: String },
     #[error(
         "pull of {image} stalled: no progress for {}; cancelled \
          (ECS_IMAGE_PULL_INACTIVITY_TIMEOUT)", humantime::format_duration(*.after)
@@ -57,6 +66,11 @@ pub enum PullError {
     #[error("the Docker Engine failed to pull {image}: {detail}")]
     Engine { image: String, detail: String },
 }
+
+/// How to make a TCP engine safe, for every error that refuses plain TCP.
+pub const TLS_HINT: &str = "enable TLS on the engine (dockerd --tlsverify, usually on port 2376) \
+     and set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH to a directory holding ca.pem, cert.pem \
+     and key.pem, or use the engine's unix socket";
 
 fn unauthorized_message(registry: &str, image: &str, identity: &Identity, detail: &str) -> String {
     match (&identity.key, &identity.username) {
@@ -80,7 +94,7 @@ fn unauthorized_message(registry: &str, image: &str, identity: &Identity, detail
 impl PullError {
     /// Every value [`PullError::class`] can return, so that metrics can
     /// export a zero for each class before the first failure.
-    pub const CLASSES: [&'static str; 8] = [
+    pub const CLASSES: [&'static str; 10] = [
         "auth",
         "not_found",
         "registry_unavailable",
@@ -89,6 +103,8 @@ impl PullError {
         "timeout",
         "rejected",
         "engine",
+        "insecure_engine",
+        "auth_header",
     ];
 
     /// A short stable name for metrics and JSON output.
@@ -102,6 +118,8 @@ impl PullError {
             PullError::TimedOut { .. } => "timeout",
             PullError::Rejected { .. } => "rejected",
             PullError::Engine { .. } => "engine",
+            PullError::InsecureEngine { .. } => "insecure_engine",
+            PullError::AuthHeader { .. } => "auth_header",
         }
     }
 

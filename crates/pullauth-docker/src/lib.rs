@@ -11,7 +11,10 @@ pub mod engine;
 pub mod error;
 pub mod retry;
 
-pub use auth::RegistryAuth;
-pub use engine::{DEFAULT_DOCKER_HOST, Engine, Obtained, PullEvent, PullOptions, PullStatus};
+pub use auth::{InvalidHeader, RegistryAuth};
+pub use engine::{
+    DEFAULT_DOCKER_HOST, ENGINE_CALL_TIMEOUT, Engine, EngineSetupError, Obtained, PullEvent,
+    PullOptions, PullStatus, Transport,
+};
 pub use error::{Identity, PullError};
 pub use retry::RetryPolicy;

@@ -35,6 +35,23 @@ pub struct ConfigArgs {
     /// An ecs.config-style file (KEY=VALUE lines); its values override the environment.
     #[arg(long, value_name = "FILE")]
     pub env_file: Option<PathBuf>,
+    /// A missing --env-file is not an error: the process environment alone is
+    /// used (the container image's default, so that `docker run --env-file`
+    /// without a mounted file keeps working).
+    #[arg(long, requires = "env_file")]
+    pub env_file_optional: bool,
+}
+
+impl ConfigArgs {
+    /// The env file to read now: `--env-file`, unless it is optional and
+    /// absent. Asked again at every reload, so a file that appears is read.
+    pub fn env_file(&self) -> Option<&std::path::Path> {
+        let path = self.env_file.as_deref()?;
+        if self.env_file_optional && !path.exists() {
+            return None;
+        }
+        Some(path)
+    }
 }
 
 #[derive(Debug, Args)]

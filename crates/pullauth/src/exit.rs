@@ -22,6 +22,8 @@ pub fn code_for(err: &anyhow::Error) -> ExitCode {
             || cause.is::<pullauth_resolve::AuthDataError>()
             || cause.is::<pullauth_resolve::ImageRefError>()
             || cause.is::<pullauth_store::StoreError>()
+            || cause.is::<pullauth_docker::EngineSetupError>()
+            || cause.is::<pullauth_agent::control_socket::SocketError>()
             || cause.is::<UsageError>()
     });
     ExitCode::from(if usage { USAGE } else { FAILED })

@@ -37,8 +37,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// Reads and validates the configuration, starts logging as it asks, and
 /// builds the registry table.
 pub fn load(args: &ConfigArgs) -> anyhow::Result<(Config, RegistryTable)> {
-    let config = Config::load(args.env_file.as_deref())?;
+    let config = Config::load(args.env_file())?;
     logging::init(config.log_level.value, config.log_format.value);
+    if let (Some(path), None) = (&args.env_file, args.env_file()) {
+        tracing::info!(
+            env_file = %path.display(),
+            "--env-file is absent and optional: using the process environment only"
+        );
+    }
     let table = registry_table(&config)?;
     Ok((config, table))
 }

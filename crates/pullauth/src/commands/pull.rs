@@ -72,6 +72,11 @@ pub fn run(args: &PullArgs) -> anyhow::Result<ExitCode> {
         .context("starting the async runtime")?;
     runtime.block_on(async {
         let engine = Engine::connect(None).await?;
+        let with_credentials = images.iter().filter(|i| table.lookup(i).is_some()).count();
+        engine.check_credentials_safe(with_credentials)?;
+        // A wedged engine fails here within seconds, not after the
+        // inactivity timeout of the first pull.
+        engine.ping().await?;
         let mut failed = 0;
         for image in &images {
             let entry = table.lookup(image);

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use pullauth_agent::{Agent, Identity, Settings, server};
+use pullauth_agent::{Agent, Identity, Settings, control_socket, server};
 use pullauth_config::{Config, DATA_DIR};
 use pullauth_docker::{Engine, PullOptions, RetryPolicy};
 use pullauth_resolve::RegistryTable;
@@ -38,10 +38,26 @@ fn settings(config: &Config, table: RegistryTable) -> Settings {
     }
 }
 
+/// Whether a reload can see anything new: only files can change under a
+/// running process; its environment was fixed when it started (with
+/// `docker run --env-file`, when the container was created).
+fn reloadable(args: &ConfigArgs) -> bool {
+    args.env_file().is_some()
+        || std::env::var_os(pullauth_config::CONFIG_FILE_PATH).is_some_and(|v| !v.is_empty())
+}
+
 /// Re-reads every configuration source; the agent keeps its settings if
 /// anything is wrong with the new ones.
 fn reload(agent: &Agent, args: &ConfigArgs) {
-    let result = Config::load(args.env_file.as_deref())
+    if !reloadable(args) {
+        tracing::warn!(
+            "SIGHUP ignored: the configuration comes only from the process environment, which \
+             cannot change without a restart; pass the file with --env-file (mounted read-only \
+             into the container) to make reloads work"
+        );
+        return;
+    }
+    let result = Config::load(args.env_file())
         .map_err(anyhow::Error::from)
         .and_then(|config| Ok(settings(&config, registry_table(&config)?)));
     match result {
@@ -85,6 +101,7 @@ async fn serve(args: &ServeArgs, config: Config, table: RegistryTable) -> anyhow
         }
     };
     let engine = Engine::connect(None).await?;
+    engine.check_credentials_safe(table.len())?;
     // The agent runs for long: find out now whether the engine is there.
     engine.ping().await?;
     let tcp = tokio::net::TcpListener::bind(&args.listen)
@@ -94,7 +111,7 @@ async fn serve(args: &ServeArgs, config: Config, table: RegistryTable) -> anyhow
         args.control_socket.as_ref(),
         config.data_dir.as_ref().map(|d| d.value.clone()),
     );
-    let unix = server::bind_control_socket(&socket).await?;
+    let (unix, socket_guard) = control_socket::bind_control_socket(&socket).await?;
     let identity = Identity {
         cluster: config.cluster.value.clone(),
         container_instance_arn: None,
@@ -120,6 +137,7 @@ async fn serve(args: &ServeArgs, config: Config, table: RegistryTable) -> anyhow
     let reload_agent = agent.clone();
     let reload_args = ConfigArgs {
         env_file: args.config.env_file.clone(),
+        env_file_optional: args.config.env_file_optional,
     };
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
@@ -138,7 +156,7 @@ async fn serve(args: &ServeArgs, config: Config, table: RegistryTable) -> anyhow
     server::run(agent, tcp, unix, shutdown)
         .await
         .context("serving the API")?;
-    let _ = std::fs::remove_file(&socket);
+    drop(socket_guard);
     tracing::info!("stopped; unfinished pulls resume at the next start");
     Ok(ExitCode::SUCCESS)
 }
