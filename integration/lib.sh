@@ -20,6 +20,10 @@ declare -A NEEDED=(
     [busybox]=busybox-static
     [htpasswd]=apache2-utils
     [curl]=curl
+    # Not used directly: with these the docker CLI defaults to the `pass`
+    # credential store, so every run proves our configs are immune to it.
+    [pass]=pass
+    [docker-credential-pass]=golang-docker-credential-helpers
 )
 has() { PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin" command -v "$1" >/dev/null 2>&1; }
 
@@ -44,6 +48,22 @@ fi
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 }
 
+# --- docker client config ---------------------------------------------------
+# pin_docker_config DIR: creates DIR with a config.json that makes the docker
+# CLI keep the credentials of `docker --config DIR login` in that file.
+# Without it, a config with no credentials yet gets the machine's default
+# store (`pass` when pass and docker-credential-pass are installed, else
+# secretservice) and `docker login` fails on an uninitialized pass store.
+# `{"auths": {}}` or `"credsStore": ""` do not prevent that; one `auths`
+# entry does, here a name no registry can have (.invalid, RFC 2606). An
+# existing config.json is left alone. The Rust harness does the same
+# (pin_credential_storage in integration/src/engine.rs).
+pin_docker_config() {
+    mkdir -p "$1" || return 1
+    [[ -e $1/config.json ]] ||
+        printf '%s\n' '{"auths":{"credentials-stay-in-this-file.invalid":{}}}' >"$1/config.json"
+}
+
 # --- docker engine ----------------------------------------------------------
 engine_ok() {
     DOCKER_CONFIG="$CLIENT_CONFIG" docker -H "$1" info --format '{{.ServerVersion}}' >/dev/null 2>&1
@@ -52,6 +72,7 @@ engine_ok() {
 DIR=""
 DPID=""
 CLIENT_CONFIG=$(mktemp -d "${TMPDIR:-/tmp}/pullauth-it-$$-client-XXXXXX")
+pin_docker_config "$CLIENT_CONFIG"
 
 cleanup() {
     local status=$?

@@ -6,6 +6,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
@@ -24,7 +25,8 @@ pub struct Engine {
     host: String,
     /// Set when this process started the daemon.
     private: Option<PrivateDaemon>,
-    /// Empty docker client config, so the CLI never reads ~/.docker.
+    /// Docker client config without credentials, so the CLI never reads
+    /// ~/.docker (see [`client_config`]).
     client_config: TempDir,
 }
 
@@ -40,7 +42,7 @@ impl Engine {
     /// info` works there, else a private dockerd under a temp dir.
     pub fn start_or_reuse() -> Engine {
         util::ensure_tools(&[("docker", "docker.io")]);
-        let client_config = util::temp_dir("client");
+        let client_config = client_config("client");
         let probe = |host: &str| docker_info_ok(host, client_config.path());
         if let Some(host) = std::env::var(DOCKER_HOST_ENV)
             .ok()
@@ -111,6 +113,49 @@ impl Engine {
     }
 }
 
+/// The `auths` entry [`pin_credential_storage`] writes: a name no registry
+/// can have (`.invalid` is reserved, RFC 2606) that says why it is there.
+const FILE_STORE_PIN: &str = "credentials-stay-in-this-file.invalid";
+
+/// Makes the docker CLI keep the credentials of the client config in
+/// `config_dir` in its `config.json`, never in a credential store, by
+/// writing a `config.json` whose `auths` is not empty. An existing
+/// `config.json` is left as it is.
+///
+/// When it loads a config without credentials (no `credsStore`, no
+/// `credHelpers`, no `auths` entry), the CLI picks a default store: `pass`
+/// when `pass` and `docker-credential-pass` are installed, else
+/// `secretservice` when its helper is. `docker login` then fails on an
+/// uninitialized `pass` store, or writes into someone's keyring. Neither
+/// `{"auths": {}}` nor `"credsStore": ""` prevents that; one `auths` entry
+/// does. `pin_docker_config` in integration/lib.sh does the same for the
+/// scripts.
+pub(crate) fn pin_credential_storage(config_dir: &Path) {
+    let path = config_dir.join("config.json");
+    if path.exists() {
+        return;
+    }
+    let pinned = serde_json::json!({ "auths": { FILE_STORE_PIN: {} } });
+    std::fs::write(&path, format!("{pinned}\n"))
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+}
+
+/// A fresh docker client config dir (a temp dir named after `purpose`)
+/// without credentials, whose storage is pinned to its `config.json`.
+pub(crate) fn client_config(purpose: &str) -> TempDir {
+    let dir = util::temp_dir(purpose);
+    pin_credential_storage(dir.path());
+    dir
+}
+
+/// The HOME of every docker CLI the harness runs: an empty directory, so
+/// that a credential helper the CLI might still call (`pass` reads
+/// ~/.password-store) finds no store, and the user's is never touched.
+fn cli_home() -> &'static Path {
+    static HOME: OnceLock<TempDir> = OnceLock::new();
+    HOME.get_or_init(|| util::temp_dir("cli-home")).path()
+}
+
 fn docker_command(host: &str, config: &Path) -> Command {
     let mut cmd = Command::new(util::which("docker").unwrap_or_else(|| PathBuf::from("docker")));
     cmd.env_remove("DOCKER_HOST")
@@ -118,6 +163,10 @@ fn docker_command(host: &str, config: &Path) -> Command {
         .env_remove("DOCKER_TLS_VERIFY")
         .env_remove("DOCKER_CERT_PATH")
         .env("DOCKER_CONFIG", config)
+        .env("HOME", cli_home())
+        .env_remove("PASSWORD_STORE_DIR")
+        // docker-credential-secretservice talks to the session keyring.
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
         .args(["-H", host])
         .stdin(Stdio::null());
     cmd
@@ -220,7 +269,7 @@ fn launch_daemon(root: &Path, append_log: bool) -> (String, u32) {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let config = util::temp_dir("client");
+    let config = client_config("client");
     assert!(
         docker_info_ok(&host, config.path()),
         "dockerd answers /_ping but `docker -H {host} info` fails; last lines of {}:\n{}",
@@ -262,7 +311,7 @@ impl PrivateEngine {
         PrivateEngine {
             host,
             dir,
-            client_config: util::temp_dir("client"),
+            client_config: client_config("client"),
             pid: process::PidSlot::holding(pid),
         }
     }

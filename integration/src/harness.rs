@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use tempfile::TempDir;
 
-use crate::{Engine, Registry, util};
+use crate::{Engine, Registry, engine, util};
 
 /// Everything an integration test needs, started once per test process.
 #[derive(Debug)]
@@ -93,9 +93,20 @@ impl Harness {
         self.engine.docker()
     }
 
+    /// A fresh docker client config dir without credentials. Whatever
+    /// `docker login` adds to it stays in its `config.json`, whichever
+    /// credential helpers the machine has.
+    pub fn docker_config(&self) -> TempDir {
+        engine::client_config("docker-config")
+    }
+
     /// Logs in to `registry` with `docker --config config_dir login`, so the
     /// engine gets these credentials on later CLI calls using that config.
     /// Returns the CLI's error output when the login is rejected.
+    ///
+    /// A `config_dir` without `config.json` gets one that keeps the
+    /// credentials in that file (as [`Harness::docker_config`] has), so the
+    /// login never depends on the machine's default credential store.
     ///
     /// The docker CLI strips one trailing newline / carriage return from the
     /// password it reads, so such passwords cannot be used here.
@@ -106,6 +117,7 @@ impl Harness {
         user: &str,
         password: &str,
     ) -> Result<(), String> {
+        engine::pin_credential_storage(config_dir);
         let out = util::run(
             self.docker()
                 .arg("--config")
@@ -124,7 +136,7 @@ impl Harness {
     /// A fresh docker client config dir logged in to `registry` as `user`;
     /// panics when the login fails.
     pub fn login_config(&self, registry: &Registry, user: &str, password: &str) -> TempDir {
-        let dir = util::temp_dir("docker-config");
+        let dir = self.docker_config();
         if let Err(e) = self.docker_login(dir.path(), registry, user, password) {
             panic!(
                 "docker login to {} as {user:?} failed: {e}",

@@ -54,4 +54,4 @@ pub use harness::Harness;
 pub use outcome::Outcome;
 pub use registry::Registry;
 pub use stall::Stall;
-pub use util::{free_port, http_get_status};
+pub use util::{ensure_tools, free_port, http_get_status};

@@ -148,7 +148,7 @@ fn is_root() -> bool {
 
 /// Makes sure each `(binary, debian_package)` is available, installing the
 /// missing packages with apt-get when running as root; panics otherwise.
-pub(crate) fn ensure_tools(tools: &[(&str, &str)]) {
+pub fn ensure_tools(tools: &[(&str, &str)]) {
     static APT: Mutex<()> = Mutex::new(());
     let _guard = APT
         .lock()

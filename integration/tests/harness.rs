@@ -1,11 +1,13 @@
 //! Proves the test infrastructure itself works: engine, registries, auth
 //! logging, fixtures, stop/restart and the stall listener.
 
-use std::io::{ErrorKind, Read};
+use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use pullauth_integration::{Harness, Stall, http_get_status};
+use pullauth_integration::{Harness, Registry, Stall, ensure_tools, http_get_status};
 
 #[test]
 fn engine_answers_docker_info() {
@@ -64,7 +66,7 @@ fn beta_rejects_alices_password() {
         200
     );
 
-    let config = tempfile::tempdir().expect("temp dir");
+    let config = h.docker_config();
     let err = h
         .docker_login(config.path(), &h.beta, "alice", alice_password)
         .expect_err("beta must reject alice");
@@ -135,12 +137,88 @@ fn fixtures_get_distinct_digests() {
     assert!(a != b && b != c && a != c, "{a} {b} {c}");
 }
 
+/// `docker --config config_dir login` exactly as a user would run it, with
+/// no `config.json` prepared; returns the CLI's error output on failure.
+fn unprepared_login(
+    h: &Harness,
+    config_dir: &Path,
+    registry: &Registry,
+    user: &str,
+    password: &str,
+) -> Result<(), String> {
+    let mut child = h
+        .docker()
+        .arg("--config")
+        .arg(config_dir)
+        .args(["login", "--username", user, "--password-stdin"])
+        .arg(registry.addr())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("docker CLI runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(password.as_bytes())
+        .expect("write password");
+    let out = child.wait_with_output().expect("wait for docker login");
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+// Issue #12: with `pass` and `docker-credential-pass` installed, the docker
+// CLI stores the credentials of a config that has none yet in `pass`, and
+// `docker login` fails while the pass store is not initialized. The
+// harness's configs keep credentials in their config.json instead.
+#[test]
+fn fixture_push_ignores_an_uninitialized_pass_store() {
+    ensure_tools(&[
+        ("pass", "pass"),
+        ("docker-credential-pass", "golang-docker-credential-helpers"),
+    ]);
+    let h = Harness::get();
+    let beta = &h.beta;
+    let carol = ("carol", beta.password("carol"));
+
+    // The trap is set: an unprepared config picks `pass`, and the store
+    // under the CLI's HOME is empty.
+    let unprepared = tempfile::tempdir().expect("temp dir");
+    let err = unprepared_login(h, unprepared.path(), beta, carol.0, carol.1)
+        .expect_err("docker login must pick the uninitialized pass store");
+    assert!(err.contains("pass not initialized"), "{err}");
+
+    let digest = h.push_fixture(beta, "pinned/app", "v1", carol);
+    assert!(digest.starts_with("sha256:"), "{digest}");
+
+    let config = h.login_config(beta, carol.0, carol.1);
+    let text = std::fs::read_to_string(config.path().join("config.json")).expect("config.json");
+    let file: serde_json::Value = serde_json::from_str(&text).expect("config.json is JSON");
+    assert!(file.get("credsStore").is_none(), "credsStore was set");
+    assert!(file.get("credHelpers").is_none(), "credHelpers was set");
+    let auth = file["auths"][beta.addr()]["auth"].as_str().unwrap_or("");
+    assert!(
+        !auth.is_empty(),
+        "config.json holds no auth for {}",
+        beta.addr()
+    );
+
+    let image = beta.image_ref("pinned/app", "v1");
+    h.docker_pull(config.path(), &image)
+        .expect("pull with the credentials in config.json");
+    h.remove_local(&image);
+}
+
 #[test]
 fn pull_without_login_is_rejected() {
     let h = Harness::get();
     let carol = ("carol", h.beta.password("carol"));
     h.push_fixture(&h.beta, "private/app", "latest", carol);
-    let empty = tempfile::tempdir().expect("temp dir");
+    let empty = h.docker_config();
     let image = h.beta.image_ref("private/app", "latest");
     let err = h
         .docker_pull(empty.path(), &image)
