@@ -1,21 +1,20 @@
 //! The agent's core: tasks in the store, pulls with single flight and a
 //! concurrency bound, and the live settings that SIGHUP swaps.
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
-use futures_util::FutureExt;
-use futures_util::future::{BoxFuture, Shared};
 use pullauth_config::PullBehavior;
-use pullauth_docker::{Engine, Obtained, PullError, PullOptions};
+use pullauth_docker::{Obtained, PullError, PullOptions, RegistryAuth};
 use pullauth_resolve::{Entry, ImageRef, RegistryTable};
 use pullauth_store::model::now_rfc3339;
 use pullauth_store::{PulledWith, Status, Store, StoreError, Task};
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::Semaphore;
 
 use crate::metrics::Metrics;
+use crate::puller::Puller;
+use crate::single_flight::{Gate, Share, SingleFlight};
 use crate::taskdef::{self, TaskDefError};
 
 /// Everything a reload can change.
@@ -35,14 +34,59 @@ pub struct Identity {
     pub version: String,
 }
 
-type SharedPull = Shared<BoxFuture<'static, Result<Obtained, PullError>>>;
+/// What makes two pulls the same pull: tasks share an engine pull only if
+/// it sends the same reference with the same credentials, behavior and
+/// limits. After a reload that changes a password, tasks admitted later
+/// start their own pull instead of joining one with the old credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct FlightKey {
+    /// Docker's normalized reference, as sent to the engine.
+    reference: String,
+    /// A per-process fingerprint of the `X-Registry-Auth` header; `None`
+    /// for an anonymous pull.
+    credentials: Option<u64>,
+    behavior: &'static str,
+    timeout: Duration,
+    inactivity_timeout: Duration,
+    retry: (u32, Duration, Duration, u64),
+}
 
-/// A container's share of a pull: the image, the entry that applies, and
-/// the pull's result to come.
+impl FlightKey {
+    fn new(image: &ImageRef, entry: Option<&Entry>, settings: &Settings) -> FlightKey {
+        let credentials = match RegistryAuth::for_entry(image, entry) {
+            Ok(auth) => auth.map(|auth| auth.fingerprint()),
+            // The pull will fail with this error; it must not join anyone.
+            Err(_) => Some(fastrand::u64(..)),
+        };
+        let options = &settings.options;
+        FlightKey {
+            reference: image.pull_reference(),
+            credentials,
+            behavior: settings.behavior.as_str(),
+            timeout: options.timeout,
+            inactivity_timeout: options.inactivity_timeout,
+            retry: (
+                options.retry.attempts,
+                options.retry.initial_delay,
+                options.retry.max_delay,
+                options.retry.jitter.to_bits(),
+            ),
+        }
+    }
+}
+
+/// A pull's outcome together with the identity it used: what every task
+/// that shared it records, whichever credentials it would have chosen.
+#[derive(Debug, Clone)]
+struct Pulled {
+    with: PulledWith,
+    result: Result<Obtained, PullError>,
+}
+
+/// A container's share of a pull: the image and the pull's outcome to come.
 struct Ticket {
     image: ImageRef,
-    entry: Option<Entry>,
-    pull: SharedPull,
+    share: Share<Pulled>,
 }
 
 /// A handle to the running agent; cheap to clone.
@@ -53,12 +97,12 @@ pub struct Agent {
 
 struct Inner {
     store: Store,
-    engine: Engine,
+    puller: Arc<dyn Puller>,
     settings: RwLock<Arc<Settings>>,
     metrics: Metrics,
     identity: Identity,
-    /// Pulls in flight, by pull reference: later requests join these.
-    inflight: Mutex<HashMap<String, SharedPull>>,
+    /// Pulls in flight: later requests for the same pull join these.
+    flights: SingleFlight<FlightKey, Pulled>,
     /// Bounds how many engine pulls run at once.
     permits: Semaphore,
 }
@@ -67,7 +111,7 @@ impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Inner")
             .field("store", &self.store.path())
-            .field("engine", &self.engine.address())
+            .field("engine", &self.puller.address())
             .finish_non_exhaustive()
     }
 }
@@ -86,7 +130,7 @@ impl Agent {
     /// finished (after a restart or a crash). Must run inside a Tokio runtime.
     pub fn start(
         store: Store,
-        engine: Engine,
+        puller: Arc<dyn Puller>,
         settings: Settings,
         identity: Identity,
         max_concurrent_pulls: usize,
@@ -96,11 +140,11 @@ impl Agent {
         let agent = Agent {
             inner: Arc::new(Inner {
                 store,
-                engine,
+                puller,
                 settings: RwLock::new(Arc::new(settings)),
                 metrics,
                 identity,
-                inflight: Mutex::new(HashMap::new()),
+                flights: SingleFlight::new(),
                 permits: Semaphore::new(max_concurrent_pulls.max(1)),
             }),
         };
@@ -113,7 +157,7 @@ impl Agent {
                     let ticket = ImageRef::parse(&container.image)
                         .ok()
                         .map(|image| agent.ticket(image, &agent.settings(), false).0);
-                    agent.spawn_container(task.arn.clone(), index, ticket);
+                    agent.spawn_container(task.arn.clone(), index, ticket, true);
                 }
             }
         }
@@ -133,7 +177,7 @@ impl Agent {
 
     /// Where the engine was reached, for logs.
     pub fn engine_address(&self) -> &str {
-        self.inner.engine.address()
+        self.inner.puller.address()
     }
 
     pub fn identity(&self) -> &Identity {
@@ -167,12 +211,13 @@ impl Agent {
     /// Validates a task definition, records the task, then lets its pulls
     /// start. The task is in the store before any pull it started begins.
     ///
-    /// Each container joins the pull of its image already in flight, or
-    /// reserves a new one, *before* the task is written: the write (an
-    /// fsync) is the slow part of a submission, and tasks that arrive
-    /// together must all find the same pull.
+    /// Each container joins the pull already in flight, or reserves a new
+    /// one, *before* the task is written: the write (an fsync) is the slow
+    /// part of a submission, and tasks that arrive together must all find
+    /// the same pull. The task is written once, its containers already
+    /// `PULLING`: one transaction per admission.
     pub async fn submit(&self, body: &[u8]) -> Result<Task, SubmitError> {
-        let task = taskdef::parse(body, taskdef::new_arn(&self.inner.identity.cluster))?;
+        let mut task = taskdef::parse(body, taskdef::new_arn(&self.inner.identity.cluster))?;
         let settings = self.settings();
         let mut gates = Vec::new();
         let tickets: Vec<Option<Ticket>> = task
@@ -181,104 +226,103 @@ impl Agent {
             .map(|container| {
                 // taskdef::parse has validated every image.
                 let image = ImageRef::parse(&container.image).ok()?;
-                let reference = image.pull_reference();
                 let (ticket, gate) = self.ticket(image, &settings, true);
-                gates.extend(gate.map(|gate| (gate, reference)));
+                gates.extend(gate);
                 Some(ticket)
             })
             .collect();
+        for container in &mut task.containers {
+            container.known_status = Status::Pulling;
+        }
+        task.pull_started_at = Some(now_rfc3339());
+        task.recompute_status();
         let written = task.clone();
         let recorded = self.with_store(move |store| store.put_task(&written)).await;
         // A reserved pull starts if the task was recorded, or if another
         // task has joined it meanwhile; otherwise nobody wants it.
-        for (gate, reference) in gates {
-            let start = recorded.is_ok() || self.has_joiners(&reference);
-            if !start {
-                self.inner
-                    .inflight
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .remove(&reference);
+        for gate in gates {
+            if recorded.is_ok() {
+                gate.open();
+            } else {
+                gate.abandon_unless_joined();
             }
-            let _ = gate.send(start);
         }
         recorded?;
         self.inner.metrics.tasks_submitted.inc();
         tracing::info!(task = %task.arn, family = %task.family, containers = task.containers.len(), "task accepted");
         for (index, ticket) in tickets.into_iter().enumerate() {
-            self.spawn_container(task.arn.clone(), index, ticket);
+            self.spawn_container(task.arn.clone(), index, ticket, false);
         }
         Ok(task)
     }
 
-    fn spawn_container(&self, arn: String, index: usize, ticket: Option<Ticket>) {
+    fn spawn_container(&self, arn: String, index: usize, ticket: Option<Ticket>, resumed: bool) {
         let agent = self.clone();
         tokio::spawn(async move {
-            if let Err(err) = agent.run_container(&arn, index, ticket).await {
+            if let Err(err) = agent.run_container(&arn, index, ticket, resumed).await {
                 tracing::error!(task = %arn, container = index, error = %err, "could not record container state");
             }
         });
     }
 
-    /// Takes one container from `NONE`/`PULLING` to `PULLED` or `STOPPED`,
-    /// with the pull `ticket` joined at submission (or a new one when
-    /// resuming after a restart).
+    /// Takes one container to `PULLED` or `STOPPED`, with the pull `ticket`
+    /// joined at submission, or, when `resumed` after a restart, the one
+    /// joined then (marking the container `PULLING` first).
     async fn run_container(
         &self,
         arn: &str,
         index: usize,
         ticket: Option<Ticket>,
+        resumed: bool,
     ) -> Result<(), StoreError> {
-        let owned_arn = arn.to_owned();
-        let started = self
-            .with_store(move |store| {
-                store.update_task(&owned_arn, |task| {
-                    task.containers[index].known_status = Status::Pulling;
-                    task.pull_started_at.get_or_insert_with(now_rfc3339);
-                    task.recompute_status();
+        let image_name = if resumed {
+            let owned_arn = arn.to_owned();
+            let started = self
+                .with_store(move |store| {
+                    store.update_task(&owned_arn, |task| {
+                        task.containers[index].known_status = Status::Pulling;
+                        task.pull_started_at.get_or_insert_with(now_rfc3339);
+                        task.recompute_status();
+                    })
                 })
-            })
-            .await?;
-        let Some(task) = started else {
-            return Ok(());
+                .await?;
+            let Some(task) = started else {
+                return Ok(());
+            };
+            task.containers[index].image.clone()
+        } else {
+            String::new()
         };
         let ticket = match ticket {
             Some(ticket) => Ok(ticket),
-            None => ImageRef::parse(&task.containers[index].image)
+            None => ImageRef::parse(&image_name)
                 .map(|image| self.ticket(image, &self.settings(), false).0)
                 .map_err(|e| e.to_string()),
         };
-        let outcome = match ticket {
+        let (with, outcome) = match ticket {
             Ok(ticket) => {
-                let result = ticket.pull.await;
-                Ok((ticket.image, ticket.entry, result))
+                let pulled = ticket.share.value().await;
+                (pulled.with, Ok((ticket.image, pulled.result)))
             }
-            Err(message) => Err(message),
+            Err(message) => (PulledWith::default(), Err(message)),
         };
         let now = now_rfc3339();
-        let (key, username) = match &outcome {
-            Ok((_, Some(entry), _)) => (
-                Some(entry.key.written.clone()),
-                entry.credentials.username.clone(),
-            ),
-            _ => (None, None),
-        };
         let (status, image_id, pull_error, recorded_image) = match outcome {
-            Ok((image, _, Ok(obtained))) => (
+            Ok((image, Ok(obtained))) => (
                 Status::Pulled,
                 Some(obtained.image_id.clone()),
                 None,
                 Some((image.pull_reference(), obtained)),
             ),
-            Ok((_, _, Err(error))) => (Status::Stopped, None, Some(error.to_string()), None),
+            Ok((_, Err(error))) => (Status::Stopped, None, Some(error.to_string()), None),
             Err(message) => (Status::Stopped, None, Some(message), None),
         };
         let owned_arn = arn.to_owned();
         self.with_store(move |store| {
             store.update_task(&owned_arn, |task| {
                 let container = &mut task.containers[index];
-                container.registry_key = key.clone();
-                container.username = username.clone();
+                container.registry_key = with.registry_key.clone();
+                container.username = with.username.clone();
                 container.known_status = status;
                 container.image_id = image_id;
                 container.pull_error = pull_error;
@@ -289,15 +333,7 @@ impl Agent {
             })?;
             if let Some((reference, obtained)) = recorded_image {
                 let pulled = obtained.attempts > 0 && obtained.fallback_from.is_none();
-                store.record_image_use(
-                    &reference,
-                    &obtained.image_id,
-                    pulled,
-                    PulledWith {
-                        registry_key: key,
-                        username,
-                    },
-                )?;
+                store.record_image_use(&reference, &obtained.image_id, pulled, with)?;
             }
             Ok::<(), StoreError>(())
         })
@@ -328,84 +364,53 @@ impl Agent {
         }
     }
 
-    /// Whether a container other than the one that reserved the pull of
-    /// `reference` holds a share of it (the map and the reserver hold one each).
-    fn has_joiners(&self, reference: &str) -> bool {
-        self.inner
-            .inflight
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(reference)
-            .and_then(|pull| pull.strong_count())
-            .is_some_and(|holders| holders > 2)
-    }
-
-    /// Joins the pull of `image` in flight, or creates one. When `gated`, a
-    /// created pull waits for the returned gate: `true` starts it, `false`
-    /// abandons it; a dropped gate starts it.
+    /// Joins the pull `image` needs under `settings`, or starts one. When
+    /// `gated`, a started pull waits for the returned gate.
     fn ticket(
         &self,
         image: ImageRef,
         settings: &Settings,
         gated: bool,
-    ) -> (Ticket, Option<oneshot::Sender<bool>>) {
+    ) -> (Ticket, Option<Gate<FlightKey, Pulled>>) {
         let entry = settings.table.lookup(&image).cloned();
-        let reference = image.pull_reference();
-        let mut inflight = self
-            .inner
-            .inflight
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(pull) = inflight.get(&reference) {
-            self.inner.metrics.pulls_shared.inc();
-            let pull = pull.clone();
-            return (Ticket { image, entry, pull }, None);
-        }
-        let (gate, opened) = if gated {
-            let (tx, rx) = oneshot::channel::<bool>();
-            (Some(tx), Some(rx))
-        } else {
-            (None, None)
+        let with = PulledWith {
+            registry_key: entry.as_ref().map(|e| e.key.written.clone()),
+            username: entry.as_ref().and_then(|e| e.credentials.username.clone()),
         };
+        let key = FlightKey::new(&image, entry.as_ref(), settings);
+        let (behavior, options) = (settings.behavior, settings.options);
         let agent = self.clone();
         let pull_image = image.clone();
-        let pull_entry = entry.clone();
-        let behavior = settings.behavior;
-        let options = settings.options;
-        let key = reference.clone();
-        let handle = tokio::spawn(async move {
-            if let Some(opened) = opened
-                && opened.await == Ok(false)
-            {
-                return Err(PullError::Engine {
-                    image: pull_image.to_string(),
-                    detail: "not started: the task could not be recorded".to_owned(),
-                });
-            }
-            let result = agent
-                .engine_pull(&pull_image, pull_entry.as_ref(), behavior, &options)
-                .await;
-            agent
-                .inner
-                .inflight
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .remove(&key);
-            result
-        });
-        let image_name = image.to_string();
-        let pull = async move {
-            handle.await.unwrap_or_else(|join| {
-                Err(PullError::Engine {
-                    image: image_name,
-                    detail: format!("pull task ended abnormally: {join}"),
-                })
-            })
+        let pull_with = with.clone();
+        let stopped_image = image.to_string();
+        let (share, gate) = self.inner.flights.join(
+            key,
+            gated,
+            move || async move {
+                let result = agent
+                    .engine_pull(&pull_image, entry.as_ref(), behavior, &options)
+                    .await;
+                Pulled {
+                    with: pull_with,
+                    result,
+                }
+            },
+            move |why| Pulled {
+                with,
+                result: Err(PullError::Engine {
+                    image: stopped_image,
+                    detail: if why == "abandoned" {
+                        "not started: the task could not be recorded".to_owned()
+                    } else {
+                        format!("the pull ended abnormally ({why}); the next task pulls again")
+                    },
+                }),
+            },
+        );
+        if !share.started {
+            self.inner.metrics.pulls_shared.inc();
         }
-        .boxed()
-        .shared();
-        inflight.insert(reference, pull.clone());
-        (Ticket { image, entry, pull }, gate)
+        (Ticket { image, share }, gate)
     }
 
     /// One pull through the engine, within the concurrency bound.
@@ -437,7 +442,7 @@ impl Agent {
         );
         let result = self
             .inner
-            .engine
+            .puller
             .obtain(
                 image,
                 entry,

@@ -7,13 +7,18 @@
 //!   router (Unix socket, 0600).
 //! - [`server`]: serving both until shutdown; [`control_socket`]: creating
 //!   the control socket without ever replacing anything but a dead socket.
+//! - [`puller`]: the seam in front of the engine; [`single_flight`]: one
+//!   engine pull however many tasks ask for it.
 //! - [`taskdef`]: task definition validation; [`metrics`]: Prometheus.
 
 pub mod agent;
 pub mod api;
 pub mod control_socket;
 pub mod metrics;
+pub mod puller;
 pub mod server;
+pub mod single_flight;
 pub mod taskdef;
 
 pub use agent::{Agent, Identity, Settings};
+pub use puller::Puller;

@@ -94,6 +94,17 @@ impl RegistryAuth {
             .transpose()
     }
 
+    /// A number that is equal for equal headers and, with overwhelming
+    /// likelihood, different for different ones: what a pull sends, for
+    /// deciding whether two pulls are the same. Keyed per process, so it
+    /// reveals nothing about the credentials outside it; never shown.
+    pub fn fingerprint(&self) -> u64 {
+        use std::hash::BuildHasher;
+        static KEY: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
+        KEY.get_or_init(std::hash::RandomState::new)
+            .hash_one(self.0.as_bytes())
+    }
+
     /// Adds the header to a request.
     pub(crate) fn apply(&self, mut request: BollardRequest) -> BollardRequest {
         request
@@ -167,6 +178,19 @@ mod tests {
             .expect("header set");
         assert!(value.is_sensitive());
         assert_eq!(value.to_str().expect("ascii"), auth.expose_for_test());
+    }
+
+    #[test]
+    fn fingerprints_tell_credentials_apart() {
+        let image = ImageRef::parse("r.io/app").expect("valid");
+        let print = |user: &str, password: &str| {
+            RegistryAuth::new(&image, &Credentials::basic(user, password))
+                .expect("header")
+                .fingerprint()
+        };
+        assert_eq!(print("u", "p"), print("u", "p"));
+        assert_ne!(print("u", "p"), print("u", "q"));
+        assert_ne!(print("u", "p"), print("v", "p"));
     }
 
     #[test]

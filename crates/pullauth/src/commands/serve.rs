@@ -119,7 +119,7 @@ async fn serve(args: &ServeArgs, config: Config, table: RegistryTable) -> anyhow
     };
     let agent = Agent::start(
         store,
-        engine,
+        std::sync::Arc::new(engine),
         settings(&config, table),
         identity,
         args.max_concurrent_pulls,

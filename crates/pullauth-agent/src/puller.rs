@@ -1,0 +1,55 @@
+//! The seam between the agent and the engine: the agent asks a [`Puller`]
+//! to get an image onto the host, and knows nothing else about Docker.
+//! [`Engine`] is the real one; tests drive the agent's state machine with
+//! their own, deterministically.
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use pullauth_config::PullBehavior;
+use pullauth_docker::{Engine, Obtained, PullError, PullEvent, PullOptions};
+use pullauth_resolve::{Entry, ImageRef};
+
+/// Gets images onto the host.
+pub trait Puller: Send + Sync + 'static {
+    /// Where the engine is, for logs.
+    fn address(&self) -> &str;
+
+    /// Gets `image` onto the host as `behavior` asks, with `entry`'s
+    /// credentials (anonymously for `None`); see [`Engine::obtain`].
+    fn obtain<'a>(
+        &'a self,
+        image: &'a ImageRef,
+        entry: Option<&'a Entry>,
+        behavior: PullBehavior,
+        pulled_before: bool,
+        options: &'a PullOptions,
+        progress: &'a mut (dyn FnMut(PullEvent) + Send),
+    ) -> BoxFuture<'a, Result<Obtained, PullError>>;
+}
+
+impl Puller for Engine {
+    fn address(&self) -> &str {
+        Engine::address(self)
+    }
+
+    fn obtain<'a>(
+        &'a self,
+        image: &'a ImageRef,
+        entry: Option<&'a Entry>,
+        behavior: PullBehavior,
+        pulled_before: bool,
+        options: &'a PullOptions,
+        progress: &'a mut (dyn FnMut(PullEvent) + Send),
+    ) -> BoxFuture<'a, Result<Obtained, PullError>> {
+        Engine::obtain(
+            self,
+            image,
+            entry,
+            behavior,
+            pulled_before,
+            options,
+            progress,
+        )
+        .boxed()
+    }
+}
