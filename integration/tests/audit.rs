@@ -1085,6 +1085,10 @@ fn typo_audit(format: &'static str) {
         wait_for(&format!("the reload with {what} to be rejected"), || {
             (spec.logs().matches("configuration reload rejected").count() >= rejected).then_some(())
         });
+        scanner.scan(
+            &format!("the agent's log after the reload with {what}"),
+            &spec.log_bytes(),
+        );
         let logs = spec.logs();
         let last = logs
             .lines()
