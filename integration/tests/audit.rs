@@ -578,7 +578,7 @@ fn cli_audit(format: &'static str) {
                 "basic",
                 &json!({addr.clone(): {"username": "canary", "password": bad}}).to_string(),
             ),
-            "is not supported",
+            "is not a supported type",
         ),
         (
             "data without type",
