@@ -102,11 +102,11 @@ fn check(text: &str) {
 
 fn syntax_line(err: &EnvFileError) -> usize {
     match err {
-        EnvFileError::Syntax { path, line } => {
+        EnvFileError::Syntax { path, line } | EnvFileError::JsonLine { path, line } => {
             assert_eq!(path, Path::new(PATH));
             *line
         }
-        other => panic!("parse returned an error other than Syntax: {other:?}"),
+        other => panic!("parse returned an error other than Syntax or JsonLine: {other:?}"),
     }
 }
 

@@ -23,7 +23,7 @@ use std::time::Duration;
 use pullauth_integration::Outcome;
 use pullauth_integration::agent::{
     AgentSpec, base64_fragments, base64_standard, base64_url_safe, random_token, scratch_dir,
-    taskdef,
+    taskdef, wait_for,
 };
 use pullauth_integration::{Harness, Registry, Stall, free_port, pullauth_bin};
 use serde_json::json;
@@ -578,7 +578,7 @@ fn cli_audit(format: &'static str) {
                 "basic",
                 &json!({addr.clone(): {"username": "canary", "password": bad}}).to_string(),
             ),
-            "is not supported",
+            "is not a supported type",
         ),
         (
             "data without type",
@@ -899,6 +899,235 @@ fn cli_never_leaks_secrets_logfmt() {
 #[test]
 fn cli_never_leaks_secrets_json() {
     cli_audit("json");
+}
+
+// ---------------------------------------------------------------------------
+// Typos: configuration copied wrongly, with a canary where pullauth does not
+// expect a secret (issue #8)
+// ---------------------------------------------------------------------------
+
+/// The mistakes operators make copying ecs.config from the ECS
+/// documentation, each with the canary `bad` where pullauth does not expect
+/// a secret: `(what, env file, text the message must hold)`. `host` is the
+/// registry the keys name.
+fn typo_configs(s: &Secrets, host: &str) -> Vec<(&'static str, String, String)> {
+    let bad = &s.bad;
+    let docker_json = json!({host: {"username": "canary", "password": bad}}).to_string();
+    let auth = base64_standard(format!("canary:{bad}").as_bytes());
+    let dockercfg_json = json!({host: {"auth": auth}}).to_string();
+    vec![
+        (
+            "swapped variables",
+            format!("ECS_ENGINE_AUTH_TYPE={docker_json}\nECS_ENGINE_AUTH_DATA=docker\n"),
+            "the two variables are swapped".into(),
+        ),
+        (
+            "swapped variables (dockercfg)",
+            format!("ECS_ENGINE_AUTH_DATA=dockercfg\nECS_ENGINE_AUTH_TYPE={dockercfg_json}\n"),
+            "the two variables are swapped".into(),
+        ),
+        (
+            "auth data JSON in the type variable",
+            format!("ECS_ENGINE_AUTH_TYPE={docker_json}\n"),
+            "looks like the JSON of ECS_ENGINE_AUTH_DATA: are the two variables swapped?".into(),
+        ),
+        (
+            "the documentation's one-line example pasted as one line, beside a data line",
+            format!(
+                "ECS_ENGINE_AUTH_TYPE=dockercfg ECS_ENGINE_AUTH_DATA={dockercfg_json}\n\
+                 ECS_ENGINE_AUTH_DATA={{}}\n"
+            ),
+            "ECS_ENGINE_AUTH_TYPE and ECS_ENGINE_AUTH_DATA must be on separate lines".into(),
+        ),
+        (
+            "the documentation's one-line example pasted as one line (docker)",
+            format!("ECS_ENGINE_AUTH_TYPE=docker ECS_ENGINE_AUTH_DATA={docker_json}\n"),
+            "ECS_ENGINE_AUTH_TYPE and ECS_ENGINE_AUTH_DATA must be on separate lines".into(),
+        ),
+        (
+            "user info in a key",
+            auth_config(
+                "docker",
+                &json!({format!("https://canary:{bad}@{host}"):
+                    {"username": "canary", "password": bad}})
+                .to_string(),
+            ),
+            format!("\"https://<userinfo redacted>@{host}\" is not a registry"),
+        ),
+        (
+            "user info in a key (dockercfg, no scheme)",
+            auth_config(
+                "dockercfg",
+                &json!({format!("canary:{bad}@{host}/team"): {"auth": auth}}).to_string(),
+            ),
+            "remove the user:password@ part".into(),
+        ),
+        (
+            "auth data JSON in ECS_IMAGE_PULL_BEHAVIOR",
+            format!("ECS_IMAGE_PULL_BEHAVIOR={docker_json}\n"),
+            "the value looks like JSON".into(),
+        ),
+        (
+            "auth data JSON in ECS_IMAGE_PULL_INACTIVITY_TIMEOUT",
+            format!("ECS_IMAGE_PULL_INACTIVITY_TIMEOUT={dockercfg_json}\n"),
+            "the value looks like JSON".into(),
+        ),
+        (
+            "auth data JSON in ECS_LOGLEVEL",
+            format!("ECS_LOGLEVEL={docker_json}\n"),
+            "the value looks like JSON".into(),
+        ),
+        (
+            "auth data JSON on the line after ECS_ENGINE_AUTH_DATA=",
+            format!("ECS_ENGINE_AUTH_TYPE=docker\nECS_ENGINE_AUTH_DATA=\n{docker_json}\n"),
+            "found a line that starts with '{'".into(),
+        ),
+    ]
+}
+
+fn typo_audit(format: &'static str) {
+    let secrets = Secrets::new();
+    let host = format!("127.0.0.1:{}", free_port());
+    let image = format!("{host}/team/app:1");
+    let mut scanner = Scanner::new(secrets.needles(std::slice::from_ref(&host)));
+    let typos = typo_configs(&secrets, &host);
+    let mut cli = Cli {
+        scanner: &mut scanner,
+        format,
+        dir: scratch_dir("audit-typos"),
+        files: 0,
+        debug_seen: false,
+    };
+
+    // Every command that reads the configuration refuses it, saying what
+    // is wrong without quoting it.
+    let socket = cli.dir.path().join("refused.sock");
+    let socket = socket.to_str().expect("UTF-8").to_string();
+    let listen = format!("127.0.0.1:{}", free_port());
+    for (what, text, message) in &typos {
+        let file = cli.env_file(text);
+        let message = message.as_str();
+        cli.with_file("check", &file, &[], &[]).expect(
+            &format!("check with {what}"),
+            2,
+            &[message],
+        );
+        cli.with_file("resolve", &file, &[&image], &[]).expect(
+            &format!("resolve with {what}"),
+            2,
+            &[message],
+        );
+        cli.with_file("resolve", &file, &["--json", &image], &[])
+            .expect(&format!("resolve --json with {what}"), 2, &[message]);
+        cli.with_file("pull", &file, &[&image], &[]).expect(
+            &format!("pull with {what}"),
+            2,
+            &[message],
+        );
+        cli.with_file("pull", &file, &["--json", &image], &[])
+            .expect(&format!("pull --json with {what}"), 2, &[message]);
+        cli.with_file(
+            "serve",
+            &file,
+            &["--listen", &listen, "--control-socket", &socket],
+            &[],
+        )
+        .expect(&format!("serve with {what}"), 2, &[message]);
+    }
+    // The auth mistakes through the process environment (`docker run -e`).
+    let docker_json = json!({host.clone(): {"username": "canary", "password": secrets.bad}});
+    let one_line = format!("dockercfg ECS_ENGINE_AUTH_DATA={docker_json}");
+    let empty = cli.env_file("");
+    for (what, env, message) in [
+        (
+            "swapped variables",
+            [
+                ("ECS_ENGINE_AUTH_TYPE", docker_json.to_string()),
+                ("ECS_ENGINE_AUTH_DATA", "docker".to_string()),
+            ],
+            "the two variables are swapped",
+        ),
+        (
+            "the one-line example in one variable",
+            [
+                ("ECS_ENGINE_AUTH_TYPE", one_line.clone()),
+                ("ECS_ENGINE_AUTH_DATA", "{}".to_string()),
+            ],
+            "must be on separate lines",
+        ),
+    ] {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        for (command, args) in [("check", &[][..]), ("pull", &[image.as_str()][..])] {
+            cli.with_file(command, &empty, args, &env).expect(
+                &format!("{command} with {what} (process env)"),
+                2,
+                &[message],
+            );
+        }
+    }
+    drop(cli);
+
+    // SIGHUP: a serve started with a good configuration rejects each typo,
+    // logging why, and keeps running.
+    let good = auth_config(
+        "docker",
+        &json!({host.clone(): {"username": "canary", "password": secrets.password}}).to_string(),
+    );
+    let spec = AgentSpec::new()
+        .env("ECS_LOGLEVEL", "debug")
+        .env("ECS_LOG_OUTPUT_FORMAT", format)
+        .env_file_text(&good);
+    let agent = spec.start();
+    for (i, (what, text, message)) in typos.iter().enumerate() {
+        spec.write_env_file(text);
+        agent.sighup();
+        let rejected = i + 1;
+        wait_for(&format!("the reload with {what} to be rejected"), || {
+            (spec.logs().matches("configuration reload rejected").count() >= rejected).then_some(())
+        });
+        scanner.scan(
+            &format!("the agent's log after the reload with {what}"),
+            &spec.log_bytes(),
+        );
+        let logs = spec.logs();
+        let last = logs
+            .lines()
+            .rfind(|l| l.contains("configuration reload rejected"))
+            .unwrap_or_default();
+        // logfmt escapes quotes in values (as Rust's Debug does); compare without.
+        assert!(
+            last.replace("\\\"", "\"")
+                .replace("\\'", "'")
+                .contains(message.as_str()),
+            "the rejected reload with {what} does not say {message:?}: {last}"
+        );
+    }
+    assert_eq!(
+        agent.metric("pullauth_config_reload_failures_total"),
+        typos.len() as f64
+    );
+    assert_eq!(agent.get("/healthz").status, 200);
+    agent.get("/v1/registries");
+    agent.get("/metrics");
+    scanner.scan(
+        "the API responses after rejected reloads",
+        &agent.transcript(),
+    );
+    assert!(agent.terminate().success());
+    scanner.scan("the agent's stdout and stderr", &spec.log_bytes());
+    eprintln!("audit (typos, {format}): clean; {}", scanner.summary());
+}
+
+// Proves that configuration copied wrongly (auth variables swapped, the documentation's one-line example pasted as one line, user info in a key, the auth JSON in another variable or on its own line) is refused by check, resolve, pull and serve, at startup and on SIGHUP, with a message that names the mistake and no form of the canary, with logfmt debug logging.
+#[test]
+fn typos_never_leak_secrets_logfmt() {
+    typo_audit("logfmt");
+}
+
+// Proves the same as the logfmt typo audit with ECS_LOG_OUTPUT_FORMAT=json.
+#[test]
+fn typos_never_leak_secrets_json() {
+    typo_audit("json");
 }
 
 // ---------------------------------------------------------------------------

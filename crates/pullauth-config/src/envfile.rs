@@ -37,6 +37,11 @@ pub enum EnvFileError {
          comment lines start with '#'"
     )]
     Syntax { path: PathBuf, line: usize },
+    #[error(
+        "{path}:{line}: expected KEY=VALUE, found a line that starts with '{{': JSON \
+         (such as ECS_ENGINE_AUTH_DATA's) must follow its KEY= on the same line"
+    )]
+    JsonLine { path: PathBuf, line: usize },
     #[error("{path}:{line}: the file is not valid UTF-8")]
     NotUtf8 { path: PathBuf, line: usize },
 }
@@ -72,9 +77,20 @@ impl EnvFile {
         let mut entries = HashMap::new();
         for (index, raw) in text.split('\n').enumerate() {
             let line = index + 1;
-            let Some((key, value)) = parse_line(raw).map_err(|()| EnvFileError::Syntax {
-                path: path.to_owned(),
-                line,
+            let Some((key, value)) = parse_line(raw).map_err(|()| {
+                // Only the first character is looked at: it comes before any
+                // '=', so it is never part of a value.
+                if raw.trim_start().starts_with('{') {
+                    EnvFileError::JsonLine {
+                        path: path.to_owned(),
+                        line,
+                    }
+                } else {
+                    EnvFileError::Syntax {
+                        path: path.to_owned(),
+                        line,
+                    }
+                }
             })?
             else {
                 continue;
@@ -196,10 +212,47 @@ mod tests {
             matches!(err, EnvFileError::Syntax { line: l, .. } if l == line),
             "{err:?}"
         );
+        assert!(err.to_string().contains("expected KEY=VALUE"), "{err}");
         assert!(
             err.to_string()
                 .contains(&format!("/etc/ecs/ecs.config:{line}:"))
         );
+    }
+
+    /// Lines an operator pastes by mistake, each holding the canary: the
+    /// message names the file and line and never quotes the line.
+    #[rstest]
+    #[case::json_on_its_own_line(
+        "ECS_ENGINE_AUTH_TYPE=docker\n{\"r.io\":{\"password\":\"Canary7pw\"}}",
+        2,
+        "starts with '{'"
+    )]
+    #[case::json_continuation_with_equals(
+        "ECS_ENGINE_AUTH_DATA={\"r.io\":\n  {\"auth\":\"Canary7pw==\"}}",
+        2,
+        "must follow its KEY= on the same line"
+    )]
+    #[case::key_with_spaces(
+        "ECS ENGINE AUTH DATA={\"password\":\"Canary7pw\"}",
+        1,
+        "expected KEY=VALUE"
+    )]
+    #[case::key_is_json("{\"password\":\"Canary7pw\"}=x", 1, "starts with '{'")]
+    #[case::no_equals("password Canary7pw", 1, "expected KEY=VALUE")]
+    #[case::export_prefix("export ECS_ENGINE_AUTH_DATA=Canary7pw", 1, "expected KEY=VALUE")]
+    fn mistaken_lines_are_reported_without_their_text(
+        #[case] text: &str,
+        #[case] line: usize,
+        #[case] message: &str,
+    ) {
+        let err = parse(text).expect_err("must fail");
+        let shown = format!("{err} {err:?}");
+        assert!(shown.contains(message), "{shown}");
+        assert!(
+            shown.contains(&format!("/etc/ecs/ecs.config:{line}:")),
+            "{shown}"
+        );
+        assert!(!shown.contains("Canary7pw"), "{shown}");
     }
 
     #[test]

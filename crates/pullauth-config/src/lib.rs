@@ -13,6 +13,7 @@
 //! `pullauth-resolve`.
 
 pub mod envfile;
+pub mod shown;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -23,6 +24,7 @@ use std::time::Duration;
 pub use secrecy::{ExposeSecret, SecretString};
 
 pub use envfile::{EnvFile, EnvFileError};
+pub use shown::Found;
 
 /// `ECS_ENGINE_AUTH_TYPE`: how `ECS_ENGINE_AUTH_DATA` is shaped.
 pub const AUTH_TYPE: &str = "ECS_ENGINE_AUTH_TYPE";
@@ -227,10 +229,45 @@ pub enum ConfigError {
     #[error(transparent)]
     EnvFile(#[from] EnvFileError),
     #[error(
-        "{AUTH_TYPE}={found:?} ({origin}) is not supported; use {}",
+        "{AUTH_TYPE}{} ({origin}) is not a supported type{}; use {}{}",
+        found.assignment(),
+        found.note(),
+        AuthType::ALLOWED,
+        found.hint()
+    )]
+    UnknownAuthType { found: Found, origin: Origin },
+    #[error(
+        "{AUTH_TYPE} ({origin}) looks like the JSON of {AUTH_DATA}: are the two variables \
+         swapped? Set {AUTH_TYPE} to {} and {AUTH_DATA} to the JSON",
         AuthType::ALLOWED
     )]
-    UnknownAuthType { found: String, origin: Origin },
+    AuthTypeIsJson { origin: Origin },
+    #[error(
+        "{AUTH_TYPE} ({type_origin}) holds JSON and {AUTH_DATA}={:?} ({data_origin}) holds a \
+         type: the two variables are swapped",
+        data.as_str()
+    )]
+    Swapped {
+        type_origin: Origin,
+        data: AuthType,
+        data_origin: Origin,
+    },
+    #[error(
+        "{AUTH_DATA}={:?} ({origin}) is a type, not the JSON of registry credentials: are \
+         {AUTH_TYPE} and {AUTH_DATA} swapped?",
+        found.as_str()
+    )]
+    DataIsTypeName { found: AuthType, origin: Origin },
+    #[error(
+        "{AUTH_TYPE} ({origin}) holds its type followed by {AUTH_DATA}=...: {AUTH_TYPE} and \
+         {AUTH_DATA} must be on separate lines{}",
+        if matches!(origin, Origin::EnvFile { .. }) {
+            "; put each KEY=VALUE on a line of its own"
+        } else {
+            " (separate variables)"
+        }
+    )]
+    OneLinePaste { origin: Origin },
     #[error(
         "{AUTH_TYPE} is set ({origin}) but {AUTH_DATA} is not; set both, or neither for anonymous pulls"
     )]
@@ -240,10 +277,15 @@ pub enum ConfigError {
         AuthType::ALLOWED
     )]
     DataWithoutType { origin: Origin },
-    #[error("{var}={found:?} ({origin}) is not valid; expected {expected}")]
+    #[error(
+        "{var}{} ({origin}) is not valid{}; expected {expected}{}",
+        found.assignment(),
+        found.note(),
+        found.hint()
+    )]
     InvalidValue {
         var: &'static str,
-        found: String,
+        found: Found,
         origin: Origin,
         expected: &'static str,
     },
@@ -373,7 +415,7 @@ impl Sources {
                 }),
                 Err(_) => Err(ConfigError::InvalidValue {
                     var,
-                    found: value,
+                    found: Found::new(&value),
                     origin,
                     expected,
                 }),
@@ -394,7 +436,7 @@ impl Sources {
         if setting.value.0.is_zero() {
             return Err(ConfigError::InvalidValue {
                 var,
-                found: "0".into(),
+                found: Found::Token("0".into()),
                 origin: setting.origin,
                 expected: "a positive duration such as 90s, 1m or 2h",
             });
@@ -459,6 +501,81 @@ fn read_config_file(
     Ok((path.to_owned(), fields))
 }
 
+/// Validates `ECS_ENGINE_AUTH_TYPE` and pairs it with `ECS_ENGINE_AUTH_DATA`.
+///
+/// The type is checked first, whether or not the data is set, because the
+/// usual mistakes put the data into the type's variable: the two variables
+/// swapped, or both pasted on one line. Those errors describe the mistake
+/// without quoting the value, which then holds credentials.
+fn engine_auth(
+    kind: Option<Setting<String>>,
+    data: Option<(&SecretString, Origin)>,
+) -> Result<Option<EngineAuth>, ConfigError> {
+    let data_type = data.as_ref().and_then(|(data, origin)| {
+        data.expose_secret()
+            .trim()
+            .parse::<AuthType>()
+            .ok()
+            .map(|found| (found, origin.clone()))
+    });
+    let kind = match kind {
+        None => None,
+        Some(Setting { value, origin }) => match value.parse::<AuthType>() {
+            Ok(parsed) => Some(Setting {
+                value: parsed,
+                origin,
+            }),
+            Err(()) if value.starts_with('{') => {
+                return Err(match data_type {
+                    Some((data, data_origin)) => ConfigError::Swapped {
+                        type_origin: origin,
+                        data,
+                        data_origin,
+                    },
+                    None => ConfigError::AuthTypeIsJson { origin },
+                });
+            }
+            Err(()) if is_one_line_paste(&value) => {
+                return Err(ConfigError::OneLinePaste { origin });
+            }
+            Err(()) => {
+                return Err(ConfigError::UnknownAuthType {
+                    found: Found::new(&value),
+                    origin,
+                });
+            }
+        },
+    };
+    if let Some((found, origin)) = data_type {
+        return Err(ConfigError::DataIsTypeName { found, origin });
+    }
+    match (kind, data) {
+        (None, None) => Ok(None),
+        (Some(kind), None) => Err(ConfigError::TypeWithoutData {
+            origin: kind.origin,
+        }),
+        (None, Some((_, origin))) => Err(ConfigError::DataWithoutType { origin }),
+        (Some(kind), Some((data, data_origin))) => Ok(Some(EngineAuth {
+            kind,
+            data: data.clone(),
+            data_origin,
+        })),
+    }
+}
+
+/// `docker ECS_ENGINE_AUTH_DATA=...` or `dockercfg ECS_ENGINE_AUTH_DATA=...`:
+/// the documentation's one-line example pasted as one line.
+fn is_one_line_paste(value: &str) -> bool {
+    value
+        .split_once(char::is_whitespace)
+        .is_some_and(|(first, rest)| {
+            first.parse::<AuthType>().is_ok()
+                && rest
+                    .trim_start()
+                    .starts_with(&format!("{AUTH_DATA}=") as &str)
+        })
+}
+
 /// Everything pullauth reads from its environment, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -482,31 +599,7 @@ impl Config {
 
     /// Validates already gathered sources.
     pub fn from_sources(sources: &Sources) -> Result<Config, ConfigError> {
-        let engine_auth = match (sources.plain(AUTH_TYPE), sources.lookup(AUTH_DATA)) {
-            (None, None) => None,
-            (Some(kind), None) => {
-                return Err(ConfigError::TypeWithoutData {
-                    origin: kind.origin,
-                });
-            }
-            (None, Some((_, origin))) => return Err(ConfigError::DataWithoutType { origin }),
-            (Some(kind), Some((data, data_origin))) => {
-                let Ok(parsed) = kind.value.parse::<AuthType>() else {
-                    return Err(ConfigError::UnknownAuthType {
-                        found: kind.value,
-                        origin: kind.origin,
-                    });
-                };
-                Some(EngineAuth {
-                    kind: Setting {
-                        value: parsed,
-                        origin: kind.origin,
-                    },
-                    data: data.clone(),
-                    data_origin,
-                })
-            }
-        };
+        let engine_auth = engine_auth(sources.plain(AUTH_TYPE), sources.lookup(AUTH_DATA))?;
         Ok(Config {
             engine_auth,
             data_dir: sources.plain(DATA_DIR).map(|s| Setting {
@@ -615,7 +708,7 @@ mod tests {
     )]
     #[case::type_is_case_sensitive_like_the_agent(
         "ECS_ENGINE_AUTH_TYPE=Docker\nECS_ENGINE_AUTH_DATA={}",
-        "is not supported"
+        "is not a supported type"
     )]
     #[case::bad_behavior(
         "ECS_IMAGE_PULL_BEHAVIOR=sometimes",
@@ -633,6 +726,194 @@ mod tests {
             text.contains("/etc/ecs/ecs.config:"),
             "names the origin: {text}"
         );
+    }
+
+    /// A password that must never appear in a message.
+    const CANARY: &str = "Canary7pwQz";
+
+    fn canary_json() -> String {
+        format!(r#"{{"r.io":{{"username":"u","password":"{CANARY}"}}}}"#)
+    }
+
+    fn canary_auth_json() -> String {
+        // "auth" is base64 of "u:Canary7pwQz"; the raw canary is also
+        // present in a field beside it, so that a quoted value shows it.
+        format!(r#"{{"r.io":{{"auth":"dTpDYW5hcnk3cHdReg==","email":"{CANARY}@x.io"}}}}"#)
+    }
+
+    /// The mistakes operators make with the two auth variables. Each row:
+    /// the env file, text the message must hold, and where it must point.
+    #[rstest]
+    #[case::swapped(
+        format!("ECS_ENGINE_AUTH_TYPE={}\nECS_ENGINE_AUTH_DATA=docker\n", canary_json()),
+        "ECS_ENGINE_AUTH_TYPE (/etc/ecs/ecs.config:1) holds JSON and \
+         ECS_ENGINE_AUTH_DATA=\"docker\" (/etc/ecs/ecs.config:2) holds a type: \
+         the two variables are swapped"
+    )]
+    #[case::swapped_dockercfg_padded(
+        format!("ECS_ENGINE_AUTH_DATA= dockercfg \nECS_ENGINE_AUTH_TYPE={}\n", canary_auth_json()),
+        "ECS_ENGINE_AUTH_DATA=\"dockercfg\" (/etc/ecs/ecs.config:1) holds a type"
+    )]
+    #[case::json_in_type_without_data(
+        format!("ECS_ENGINE_AUTH_TYPE={}\n", canary_json()),
+        "ECS_ENGINE_AUTH_TYPE (/etc/ecs/ecs.config:1) looks like the JSON of \
+         ECS_ENGINE_AUTH_DATA: are the two variables swapped?"
+    )]
+    #[case::json_in_type_beside_json_data(
+        format!("ECS_ENGINE_AUTH_TYPE={}\nECS_ENGINE_AUTH_DATA={}\n", canary_json(), canary_json()),
+        "looks like the JSON of ECS_ENGINE_AUTH_DATA: are the two variables swapped?"
+    )]
+    #[case::one_line_paste_dockercfg(
+        format!("ECS_ENGINE_AUTH_TYPE=dockercfg ECS_ENGINE_AUTH_DATA={}\n", canary_auth_json()),
+        "ECS_ENGINE_AUTH_TYPE (/etc/ecs/ecs.config:1) holds its type followed by \
+         ECS_ENGINE_AUTH_DATA=...: ECS_ENGINE_AUTH_TYPE and ECS_ENGINE_AUTH_DATA must be on \
+         separate lines; put each KEY=VALUE on a line of its own"
+    )]
+    #[case::one_line_paste_docker_tab_beside_data(
+        format!(
+            "ECS_ENGINE_AUTH_DATA={{}}\nECS_ENGINE_AUTH_TYPE=docker\tECS_ENGINE_AUTH_DATA={}\n",
+            canary_json()
+        ),
+        "(/etc/ecs/ecs.config:2) holds its type followed by ECS_ENGINE_AUTH_DATA=...: \
+         ECS_ENGINE_AUTH_TYPE and ECS_ENGINE_AUTH_DATA must be on separate lines"
+    )]
+    #[case::long_unknown_type(
+        format!("ECS_ENGINE_AUTH_TYPE=basic:{CANARY}\nECS_ENGINE_AUTH_DATA={{}}\n"),
+        "ECS_ENGINE_AUTH_TYPE (/etc/ecs/ecs.config:1) is not a supported type \
+         (17 characters, not shown); use \"docker\" or \"dockercfg\""
+    )]
+    #[case::other_variable_pasted_after_type(
+        format!("ECS_ENGINE_AUTH_TYPE=docker ECS_ENGINE_AUTH_PASSWORD={CANARY}\n"),
+        "is not a supported type (43 characters, not shown)"
+    )]
+    #[case::short_unknown_type(
+        "ECS_ENGINE_AUTH_TYPE=basic\nECS_ENGINE_AUTH_DATA={}\n".to_owned(),
+        "ECS_ENGINE_AUTH_TYPE=\"basic\" (/etc/ecs/ecs.config:1) is not a supported type; \
+         use \"docker\" or \"dockercfg\""
+    )]
+    #[case::data_is_type_without_type(
+        "ECS_ENGINE_AUTH_DATA=docker\n".to_owned(),
+        "ECS_ENGINE_AUTH_DATA=\"docker\" (/etc/ecs/ecs.config:1) is a type, not the JSON of \
+         registry credentials: are ECS_ENGINE_AUTH_TYPE and ECS_ENGINE_AUTH_DATA swapped?"
+    )]
+    fn auth_variable_mistakes_are_named_without_the_value(
+        #[case] file: String,
+        #[case] message: &str,
+    ) {
+        let err = load(&file, &[]).expect_err("must fail");
+        let shown = format!("{err} {err:?}");
+        assert!(err.to_string().contains(message), "{err}");
+        assert!(!shown.contains(CANARY), "{shown}");
+        assert!(!shown.contains("dTpDYW5hcnk3cHdReg"), "{shown}");
+    }
+
+    #[rstest]
+    #[case::swapped(AUTH_TYPE, canary_json(), AUTH_DATA, "docker", "are swapped")]
+    #[case::one_line(
+        AUTH_TYPE,
+        format!("dockercfg ECS_ENGINE_AUTH_DATA={}", canary_auth_json()),
+        CLUSTER,
+        "x",
+        "(process environment) holds its type followed by ECS_ENGINE_AUTH_DATA=...: \
+         ECS_ENGINE_AUTH_TYPE and ECS_ENGINE_AUTH_DATA must be on separate lines (separate variables)"
+    )]
+    fn auth_variable_mistakes_in_the_process_environment(
+        #[case] first: &str,
+        #[case] value: String,
+        #[case] second: &str,
+        #[case] second_value: &str,
+        #[case] message: &str,
+    ) {
+        let err = load("", &[(first, &value), (second, second_value)]).expect_err("must fail");
+        let shown = format!("{err} {err:?}");
+        assert!(err.to_string().contains(message), "{err}");
+        assert!(!shown.contains(CANARY), "{shown}");
+    }
+
+    /// Values that look like a mistake but are not one.
+    #[rstest]
+    #[case::docker_padded(
+        "ECS_ENGINE_AUTH_TYPE= docker \nECS_ENGINE_AUTH_DATA={}\n",
+        AuthType::Docker
+    )]
+    #[case::dockercfg_quoted(
+        "ECS_ENGINE_AUTH_TYPE=\"dockercfg\"\nECS_ENGINE_AUTH_DATA={}\n",
+        AuthType::Dockercfg
+    )]
+    #[case::data_mentions_a_type(
+        "ECS_ENGINE_AUTH_TYPE=docker\nECS_ENGINE_AUTH_DATA={\"docker\":{}}\n",
+        AuthType::Docker
+    )]
+    fn accepts_auth_variables_that_only_look_odd(#[case] file: &str, #[case] kind: AuthType) {
+        let config = load(file, &[]).expect("valid");
+        assert_eq!(config.engine_auth.expect("set").kind.value, kind);
+    }
+
+    /// The JSON (or a whole line) pasted into a variable that expects a
+    /// word or a duration: the message describes the value, never shows it.
+    #[rstest]
+    #[case::json_in_pull_behavior(
+        PULL_BEHAVIOR,
+        canary_json(),
+        "ECS_IMAGE_PULL_BEHAVIOR (/etc/ecs/ecs.config:1) is not valid (50 characters, not shown); \
+         expected default, always, once, prefer-cached; the value looks like JSON, as \
+         ECS_ENGINE_AUTH_DATA holds: is it set on the wrong variable?"
+    )]
+    #[case::json_in_timeout(
+        PULL_TIMEOUT,
+        canary_json(),
+        "ECS_IMAGE_PULL_TIMEOUT (/etc/ecs/ecs.config:1) is not valid (50 characters, not shown); expected a positive duration"
+    )]
+    #[case::json_in_inactivity_timeout(
+        PULL_INACTIVITY_TIMEOUT,
+        canary_auth_json(),
+        "looks like JSON"
+    )]
+    #[case::json_in_log_level(
+        LOG_LEVEL,
+        canary_json(),
+        "ECS_LOGLEVEL (/etc/ecs/ecs.config:1) is not valid (50 characters, not shown)"
+    )]
+    #[case::json_in_log_format(LOG_FORMAT, canary_json(), "looks like JSON")]
+    #[case::line_in_log_level(LOG_LEVEL, format!("debug ECS_ENGINE_AUTH_DATA={}", canary_json()), "(77 characters, not shown); expected debug")]
+    #[case::secret_with_colon_in_timeout(PULL_TIMEOUT, format!("u:{CANARY}"), "(13 characters, not shown)")]
+    fn pasted_values_are_not_quoted(
+        #[case] var: &str,
+        #[case] value: String,
+        #[case] message: &str,
+    ) {
+        let err = load(&format!("{var}={value}\n"), &[]).expect_err("must fail");
+        let shown = format!("{err} {err:?}");
+        assert!(err.to_string().contains(message), "{err}");
+        assert!(!shown.contains(CANARY), "{shown}");
+        assert!(
+            !shown.contains("looks like JSON") || value.starts_with('{'),
+            "{shown}"
+        );
+    }
+
+    /// A plain word that is simply wrong is quoted, so the operator sees it.
+    #[rstest]
+    #[case::behavior(
+        PULL_BEHAVIOR,
+        "sometimes",
+        "ECS_IMAGE_PULL_BEHAVIOR=\"sometimes\" (/etc/ecs/ecs.config:1) is not valid; expected default"
+    )]
+    #[case::duration(
+        PULL_TIMEOUT,
+        "soon",
+        "ECS_IMAGE_PULL_TIMEOUT=\"soon\" (/etc/ecs/ecs.config:1) is not valid; expected a positive duration"
+    )]
+    #[case::zero(
+        PULL_INACTIVITY_TIMEOUT,
+        "0s",
+        "ECS_IMAGE_PULL_INACTIVITY_TIMEOUT=\"0\""
+    )]
+    #[case::log_level(LOG_LEVEL, "loud", "ECS_LOGLEVEL=\"loud\"")]
+    fn plain_wrong_words_are_quoted(#[case] var: &str, #[case] value: &str, #[case] message: &str) {
+        let err = load(&format!("{var}={value}\n"), &[]).expect_err("must fail");
+        assert!(err.to_string().contains(message), "{err}");
+        assert!(!err.to_string().contains("not shown"), "{err}");
     }
 
     #[rstest]

@@ -15,10 +15,12 @@ use serde::Deserialize;
 use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::credentials::Credentials;
-use crate::key::KeyError;
+use crate::key::{KeyError, masked};
 
 /// Why `ECS_ENGINE_AUTH_DATA` cannot be used. Messages name the variable and
-/// the registry key, never a value.
+/// the registry key, never a value: every `key` here is [`masked`] (user info
+/// such as `user:password@` replaced), and every `field` is a field name as
+/// [`shown_field`] shows it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthDataError {
     #[error("{AUTH_DATA} is not valid JSON (line {line}, column {column})")]
@@ -112,7 +114,7 @@ pub fn parse(kind: AuthType, data: &SecretString) -> Result<AuthData, AuthDataEr
     let mut entries = Vec::with_capacity(map.len());
     for (key, node) in map {
         let Node::Object(fields) = node else {
-            return Err(AuthDataError::EntryNotObject { key });
+            return Err(AuthDataError::EntryNotObject { key: masked(&key) });
         };
         let credentials = entry_credentials(kind, &key, fields)?;
         entries.push(AuthEntry { key, credentials });
@@ -167,13 +169,13 @@ fn entry_credentials(
     for (field, node) in fields {
         let Node::String(value) = node else {
             return Err(AuthDataError::FieldNotString {
-                key: key.to_owned(),
-                field,
+                key: masked(key),
+                field: shown_field(&field),
             });
         };
         let twice = || AuthDataError::FieldTwice {
-            key: key.to_owned(),
-            field: field.clone(),
+            key: masked(key),
+            field: shown_field(&field),
         };
         // Field names are matched case-insensitively, as Go's encoding/json does.
         match field.to_ascii_lowercase().as_str() {
@@ -184,11 +186,15 @@ fn entry_credentials(
             "identitytoken" => set(&mut entry.identity_token, SecretString::from(value), twice)?,
             "registrytoken" => set(&mut entry.registry_token, SecretString::from(value), twice)?,
             _ => {
-                tracing::warn!(key, field = %field, "{AUTH_DATA}: ignoring unknown field");
+                tracing::warn!(
+                    key = %masked(key),
+                    field = %shown_field(&field),
+                    "{AUTH_DATA}: ignoring unknown field"
+                );
             }
         }
     }
-    let key_s = || key.to_owned();
+    let key_s = || masked(key);
     let empty = |s: &Option<SecretString>| s.as_ref().is_none_or(|s| s.expose_secret().is_empty());
 
     if kind == AuthType::Dockercfg && empty(&entry.auth) && !empty(&entry.password) {
@@ -266,25 +272,28 @@ fn set<T>(
 
 /// Decodes `auth` = base64(`user:password`), splitting at the first `:`.
 fn decode_auth(key: &str, auth: &SecretString) -> Result<(String, SecretString), AuthDataError> {
-    let bytes =
-        BASE64
-            .decode(auth.expose_secret().trim())
-            .map_err(|_| AuthDataError::BadBase64 {
-                key: key.to_owned(),
-            })?;
-    let text =
-        SecretString::from(
-            String::from_utf8(bytes).map_err(|_| AuthDataError::AuthNotUtf8 {
-                key: key.to_owned(),
-            })?,
-        );
-    let (user, pass) =
-        text.expose_secret()
-            .split_once(':')
-            .ok_or_else(|| AuthDataError::AuthMissingColon {
-                key: key.to_owned(),
-            })?;
+    let bytes = BASE64
+        .decode(auth.expose_secret().trim())
+        .map_err(|_| AuthDataError::BadBase64 { key: masked(key) })?;
+    let text = SecretString::from(
+        String::from_utf8(bytes).map_err(|_| AuthDataError::AuthNotUtf8 { key: masked(key) })?,
+    );
+    let (user, pass) = text
+        .expose_secret()
+        .split_once(':')
+        .ok_or_else(|| AuthDataError::AuthMissingColon { key: masked(key) })?;
     Ok((user.to_owned(), SecretString::from(pass)))
+}
+
+/// A field name as messages show it: quoted when it is a plain word (every
+/// field pullauth knows is one), described by its length otherwise, since a
+/// mangled document can put any text where a field name belongs.
+pub fn shown_field(field: &str) -> String {
+    if pullauth_config::shown::is_token(field) {
+        field.to_owned()
+    } else {
+        format!("<{} characters, not shown>", field.chars().count())
+    }
 }
 
 /// A JSON tree that keeps object members in order, duplicates included.

@@ -49,7 +49,10 @@ impl fmt::Display for HostPattern {
 /// A key of `ECS_ENGINE_AUTH_DATA` after normalization.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistryKey {
-    /// The key exactly as written in the data, for messages and output.
+    /// The key as written in the data, for messages and output. It can
+    /// never hold user info (`user:password@`): [`RegistryKey::parse`]
+    /// rejects such a key, and this is built from [`masked`] regardless,
+    /// so no consumer can show a password written into a key.
     pub written: String,
     pub host: HostPattern,
     /// Repository namespace the key is limited to; empty for a whole host.
@@ -61,6 +64,11 @@ pub struct RegistryKey {
 pub enum KeyError {
     #[error("the key is empty")]
     Empty,
+    #[error(
+        "a registry key cannot hold user info: remove the user:password@ part and put the \
+         credentials in the entry (\"username\" and \"password\", or \"auth\")"
+    )]
+    UserInfo,
     #[error("only http:// and https:// may precede the registry host")]
     Scheme,
     #[error("the registry host is empty")]
@@ -87,6 +95,11 @@ impl RegistryKey {
         if trimmed.is_empty() {
             return Err(KeyError::Empty);
         }
+        // No host or namespace may hold '@', so any '@' is user info; it is
+        // checked first so that the message says so whatever else is wrong.
+        if trimmed.contains('@') {
+            return Err(KeyError::UserInfo);
+        }
         let rest = strip_scheme(trimmed)?;
         let rest = rest.trim_end_matches('/');
         let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
@@ -99,7 +112,7 @@ impl RegistryKey {
             return Err(KeyError::Namespace);
         }
         Ok(RegistryKey {
-            written: written.to_owned(),
+            written: masked(written),
             host,
             namespace: components.join("/"),
         })
@@ -134,6 +147,28 @@ impl fmt::Display for RegistryKey {
         }
         Ok(())
     }
+}
+
+/// The text that stands in for user info in a key.
+pub const USERINFO_REDACTED: &str = "<userinfo redacted>";
+
+/// `key` as every message and output may show it: anything before its last
+/// `@` (after a `scheme://`) replaced by [`USERINFO_REDACTED`], so that
+/// `https://user:password@registry` shows as
+/// `https://<userinfo redacted>@registry`. The username goes too: with a
+/// token registry it is often the secret. Keys without `@` are unchanged.
+pub fn masked(key: &str) -> String {
+    let Some(at) = key.rfind('@') else {
+        return key.to_owned();
+    };
+    let scheme_end = key[..at]
+        .find("://")
+        .filter(|&i| {
+            let scheme = key[..i].trim_start();
+            !scheme.is_empty() && scheme.bytes().all(|b| b.is_ascii_alphabetic())
+        })
+        .map_or(0, |i| i + 3);
+    format!("{}{USERINFO_REDACTED}{}", &key[..scheme_end], &key[at..])
 }
 
 fn strip_scheme(key: &str) -> Result<&str, KeyError> {
@@ -296,6 +331,40 @@ mod tests {
     #[case::bad_namespace("r.io/-team", KeyError::Namespace)]
     fn rejects(#[case] written: &str, #[case] error: KeyError) {
         assert_eq!(RegistryKey::parse(written), Err(error));
+    }
+
+    /// Keys with user info, each holding the canary password: rejected,
+    /// and shown with the user info masked.
+    #[rstest]
+    #[case::https_user_password("https://alice:Canary7pw@r.io", "https://<userinfo redacted>@r.io")]
+    #[case::bare_user_password(
+        "alice:Canary7pw@r.io:5000/team",
+        "<userinfo redacted>@r.io:5000/team"
+    )]
+    #[case::token_as_user("Canary7pw@ghcr.io", "<userinfo redacted>@ghcr.io")]
+    #[case::at_in_password("HTTP://a:Canary7pw@x@r.io/", "HTTP://<userinfo redacted>@r.io/")]
+    #[case::slash_in_password("https://a:Cana/ry7pw@r.io", "https://<userinfo redacted>@r.io")]
+    #[case::other_scheme("ftp://a:Canary7pw@r.io", "ftp://<userinfo redacted>@r.io")]
+    #[case::padded(" https://a:Canary7pw@r.io ", " https://<userinfo redacted>@r.io ")]
+    #[case::colon_scheme_in_password("a:b://Canary7pw@r.io", "<userinfo redacted>@r.io")]
+    fn rejects_and_masks_user_info(#[case] written: &str, #[case] shown: &str) {
+        assert_eq!(RegistryKey::parse(written), Err(KeyError::UserInfo));
+        assert_eq!(masked(written), shown);
+        let message = KeyError::UserInfo.to_string();
+        assert!(
+            message.contains("remove the user:password@ part"),
+            "{message}"
+        );
+        assert!(!masked(written).contains("Canary7pw"));
+        assert!(!masked(written).contains("Cana"));
+    }
+
+    #[rstest]
+    #[case::plain("r.io/team")]
+    #[case::scheme("https://r.io:5000/v2/")]
+    #[case::not_a_key("not a registry!")]
+    fn masking_leaves_keys_without_user_info_alone(#[case] written: &str) {
+        assert_eq!(masked(written), written);
     }
 
     #[test]

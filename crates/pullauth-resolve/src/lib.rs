@@ -18,7 +18,7 @@ pub mod table;
 pub use authdata::{AuthDataError, AuthEntry};
 pub use credentials::Credentials;
 pub use image::{ImageRef, ImageRefError};
-pub use key::{DOCKER_HUB, HostPattern, KeyError, RegistryKey};
+pub use key::{DOCKER_HUB, HostPattern, KeyError, RegistryKey, USERINFO_REDACTED, masked};
 pub use table::{Entry, RegistryTable, Resolution};
 
 #[cfg(test)]

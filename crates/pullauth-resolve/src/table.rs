@@ -10,7 +10,7 @@ use secrecy::SecretString;
 use crate::authdata::{self, AuthDataError, AuthEntry};
 use crate::credentials::Credentials;
 use crate::image::{ImageRef, ImageRefError};
-use crate::key::{HostPattern, RegistryKey};
+use crate::key::{HostPattern, RegistryKey, masked};
 
 /// One configured registry: its key and the credentials it grants.
 #[derive(Debug, Clone)]
@@ -64,7 +64,10 @@ impl RegistryTable {
             );
         }
         for field in &parsed.ignored_fields {
-            tracing::warn!(field = %field, "ECS_ENGINE_AUTH_DATA: ignoring top-level field beside \"auths\"");
+            tracing::warn!(
+                field = %authdata::shown_field(field),
+                "ECS_ENGINE_AUTH_DATA: ignoring top-level field beside \"auths\""
+            );
         }
         let mut table = RegistryTable::from_entries(parsed.entries)?;
         table.unwrapped_auths = parsed.unwrapped_auths;
@@ -76,8 +79,10 @@ impl RegistryTable {
     pub fn from_entries(raw: Vec<AuthEntry>) -> Result<RegistryTable, AuthDataError> {
         let mut entries = Vec::with_capacity(raw.len());
         for AuthEntry { key, credentials } in raw {
-            let key =
-                RegistryKey::parse(&key).map_err(|reason| AuthDataError::BadKey { key, reason })?;
+            let key = RegistryKey::parse(&key).map_err(|reason| AuthDataError::BadKey {
+                key: masked(&key),
+                reason,
+            })?;
             entries.push(Entry { key, credentials });
         }
         // Sorting first makes duplicate reports and listings independent of

@@ -549,6 +549,82 @@ fn errors_never_echo_values(#[case] data: &str) {
     }
 }
 
+/// A key with user info (`user:Canary7pw@`) on every path that names the
+/// key: the error is about the user info when the entry is otherwise fine,
+/// and whatever the error, the key is shown masked.
+#[rstest]
+#[case::userinfo_key(
+    AuthType::Docker,
+    r#"{"https://alice:Canary7pw@r.io":{"username":"u","password":"p"}}"#,
+    "ECS_ENGINE_AUTH_DATA key \"https://<userinfo redacted>@r.io\" is not a registry: a registry \
+     key cannot hold user info: remove the user:password@ part and put the credentials in the \
+     entry (\"username\" and \"password\", or \"auth\")"
+)]
+#[case::userinfo_key_dockercfg(
+    AuthType::Dockercfg,
+    &format!(r#"{{"alice:Canary7pw@r.io/team":{{"auth":"{}"}}}}"#, b64("u:p")),
+    "key \"<userinfo redacted>@r.io/team\" is not a registry: a registry key cannot hold user info"
+)]
+#[case::token_as_user(
+    AuthType::Docker,
+    r#"{"Canary7pw@ghcr.io":{"username":"u","password":"p"}}"#,
+    "key \"<userinfo redacted>@ghcr.io\" is not a registry"
+)]
+#[case::entry_not_object(
+    AuthType::Docker,
+    r#"{"https://a:Canary7pw@r.io":"x"}"#,
+    "entry \"https://<userinfo redacted>@r.io\" must be a JSON object"
+)]
+#[case::field_not_string(
+    AuthType::Docker,
+    r#"{"https://a:Canary7pw@r.io":{"username":1}}"#,
+    "entry \"https://<userinfo redacted>@r.io\": field \"username\" must be a string"
+)]
+#[case::field_twice(
+    AuthType::Docker,
+    r#"{"https://a:Canary7pw@r.io":{"username":"a","username":"b"}}"#,
+    "entry \"https://<userinfo redacted>@r.io\": field \"username\" appears twice"
+)]
+#[case::bad_base64(
+    AuthType::Dockercfg,
+    r#"{"a:Canary7pw@r.io":{"auth":"!"}}"#,
+    "entry \"<userinfo redacted>@r.io\": \"auth\" is not valid base64"
+)]
+#[case::no_credentials(
+    AuthType::Docker,
+    r#"{"a:Canary7pw@r.io":{}}"#,
+    "entry \"<userinfo redacted>@r.io\" holds no credentials"
+)]
+#[case::password_without_username(
+    AuthType::Docker,
+    r#"{"a:Canary7pw@r.io":{"password":"p"}}"#,
+    "entry \"<userinfo redacted>@r.io\" has a password but no username"
+)]
+#[case::field_name_that_is_not_a_word(
+    AuthType::Docker,
+    r#"{"r.io":{"username":"u","password:Canary7pw":1}}"#,
+    "field \"<18 characters, not shown>\" must be a string"
+)]
+fn user_info_in_a_key_is_masked(#[case] kind: AuthType, #[case] data: &str, #[case] message: &str) {
+    let err = parse_err(kind, data);
+    let text = format!("{err} {err:?}");
+    assert!(err.to_string().contains(message), "{err}");
+    assert!(!text.contains("Canary7pw"), "{text}");
+    assert!(!text.contains("alice"), "{text}");
+}
+
+/// Keys that hold an `@`-free look-alike of user info stay accepted.
+#[rstest]
+#[case::port("r.io:5000", "r.io:5000")]
+#[case::scheme_port_path("https://r.io:5000/team/", "https://r.io:5000/team/")]
+fn keys_without_user_info_are_shown_as_written(#[case] key: &str, #[case] written: &str) {
+    let table = table(
+        AuthType::Docker,
+        &format!(r#"{{"{key}":{{"username":"u","password":"p"}}}}"#),
+    );
+    assert_eq!(table.entries()[0].key.written, written);
+}
+
 // ---- properties ----
 
 proptest::proptest! {
