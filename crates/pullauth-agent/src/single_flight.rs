@@ -13,8 +13,8 @@
 //! - A gated flight waits for its [`Gate`]. [`Gate::abandon_unless_joined`]
 //!   decides and removes under the same lock that joining takes, so a caller
 //!   can never join a flight that is being abandoned.
-//! - Who holds a share is counted explicitly (shares are counted on join and
-//!   on drop), not inferred from reference counts.
+//! - Who joined is counted explicitly (a joiner's share counts from join to
+//!   drop), not inferred from reference counts.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -41,7 +41,7 @@ struct Inner<K, V: Clone> {
 struct Flight<V: Clone> {
     id: u64,
     value: SharedValue<V>,
-    /// Live [`Share`]s of this flight.
+    /// Live [`Share`]s of this flight other than its starter's.
     holders: Arc<AtomicUsize>,
 }
 
@@ -90,7 +90,9 @@ impl<V: Clone> Share<V> {
 
 impl<V: Clone> Drop for Share<V> {
     fn drop(&mut self) {
-        self.holders.fetch_sub(1, Ordering::AcqRel);
+        if !self.started {
+            self.holders.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -125,7 +127,7 @@ impl<K: Eq + Hash, V: Clone> Gate<K, V> {
         let joined = flights
             .get(&self.key)
             .filter(|flight| flight.id == self.id)
-            .is_some_and(|flight| flight.holders.load(Ordering::Acquire) > 1);
+            .is_some_and(|flight| flight.holders.load(Ordering::Acquire) > 0);
         if !joined && flights.get(&self.key).is_some_and(|f| f.id == self.id) {
             flights.remove(&self.key);
         }
@@ -245,7 +247,7 @@ where
         }
         .boxed()
         .shared();
-        let holders = Arc::new(AtomicUsize::new(1));
+        let holders = Arc::new(AtomicUsize::new(0));
         flights.insert(
             key.clone(),
             Flight {
