@@ -1,0 +1,351 @@
+//! The agent's state machine, driven in-process through its `Puller` seam:
+//! a fake engine that holds every pull until the test releases it, so that
+//! sharing, reloads, panics and the concurrency bound are tested
+//! deterministically rather than by racing a real pull.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use pullauth_agent::{Agent, Identity, Puller, Settings};
+use pullauth_config::{AuthType, PullBehavior, SecretString};
+use pullauth_docker::{
+    Identity as PullIdentity, Obtained, PullError, PullEvent, PullOptions, PullStatus,
+};
+use pullauth_resolve::{Entry, ImageRef, RegistryTable};
+use pullauth_store::{Status, Store, Task};
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+/// One call the agent made to the engine.
+#[derive(Debug, Clone, PartialEq)]
+struct Call {
+    image: String,
+    username: Option<String>,
+}
+
+/// What the fake does with the next pull.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Next {
+    Succeed,
+    Reject,
+    Panic,
+}
+
+/// An engine whose pulls wait for [`FakeEngine::release`].
+struct FakeEngine {
+    calls: Mutex<Vec<Call>>,
+    released: Semaphore,
+    running: AtomicUsize,
+    most_running: AtomicUsize,
+    next: Mutex<Next>,
+    panicked: AtomicBool,
+}
+
+impl FakeEngine {
+    fn new() -> Arc<FakeEngine> {
+        Arc::new(FakeEngine {
+            calls: Mutex::new(Vec::new()),
+            released: Semaphore::new(0),
+            running: AtomicUsize::new(0),
+            most_running: AtomicUsize::new(0),
+            next: Mutex::new(Next::Succeed),
+            panicked: AtomicBool::new(false),
+        })
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        self.calls.lock().expect("calls").clone()
+    }
+
+    /// Lets `n` held pulls finish.
+    fn release(&self, n: usize) {
+        self.released.add_permits(n);
+    }
+
+    fn then(&self, next: Next) {
+        *self.next.lock().expect("next") = next;
+    }
+}
+
+impl Puller for FakeEngine {
+    fn address(&self) -> &str {
+        "fake://engine"
+    }
+
+    fn obtain<'a>(
+        &'a self,
+        image: &'a ImageRef,
+        entry: Option<&'a Entry>,
+        _behavior: PullBehavior,
+        _pulled_before: bool,
+        _options: &'a PullOptions,
+        _progress: &'a mut (dyn FnMut(PullEvent) + Send),
+    ) -> BoxFuture<'a, Result<Obtained, PullError>> {
+        async move {
+            let username = entry.and_then(|e| e.credentials.username.clone());
+            self.calls.lock().expect("calls").push(Call {
+                image: image.pull_reference(),
+                username: username.clone(),
+            });
+            let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most_running.fetch_max(now, Ordering::SeqCst);
+            self.released.acquire().await.expect("open").forget();
+            self.running.fetch_sub(1, Ordering::SeqCst);
+            let next = *self.next.lock().expect("next");
+            match next {
+                Next::Succeed => Ok(Obtained {
+                    status: PullStatus::Pulled,
+                    image_id: "sha256:feedface".to_owned(),
+                    digest: None,
+                    attempts: 1,
+                    retries: 0,
+                    fallback_from: None,
+                    elapsed: Duration::ZERO,
+                }),
+                Next::Reject => Err(PullError::Unauthorized {
+                    registry: image.registry.clone(),
+                    image: image.to_string(),
+                    identity: Box::new(PullIdentity {
+                        key: entry.map(|e| e.key.written.clone()),
+                        username,
+                        method: "password",
+                    }),
+                    detail: "unauthorized: authentication required".to_owned(),
+                }),
+                Next::Panic => {
+                    self.then(Next::Succeed);
+                    self.panicked.store(true, Ordering::SeqCst);
+                    panic!("the fake engine fell over");
+                }
+            }
+        }
+        .boxed()
+    }
+}
+
+fn settings(entries: &[(&str, &str, &str)]) -> Settings {
+    let mut map = serde_json::Map::new();
+    for (key, user, password) in entries {
+        map.insert(
+            (*key).to_owned(),
+            json!({"username": user, "password": password}),
+        );
+    }
+    let data = SecretString::from(serde_json::Value::Object(map).to_string());
+    Settings {
+        table: RegistryTable::from_auth_data(AuthType::Docker, &data).expect("valid auth data"),
+        behavior: PullBehavior::Always,
+        options: PullOptions::default(),
+    }
+}
+
+fn start(engine: &Arc<FakeEngine>, settings: Settings, max_pulls: usize) -> Agent {
+    Agent::start(
+        Store::in_memory(),
+        engine.clone(),
+        settings,
+        Identity {
+            cluster: "test".to_owned(),
+            container_instance_arn: None,
+            version: "test".to_owned(),
+        },
+        max_pulls,
+    )
+    .expect("agent")
+}
+
+fn taskdef(images: &[&str]) -> Vec<u8> {
+    let containers: Vec<_> = images
+        .iter()
+        .enumerate()
+        .map(|(i, image)| json!({"name": format!("c{i}"), "image": image, "essential": true}))
+        .collect();
+    json!({"family": "f", "containerDefinitions": containers})
+        .to_string()
+        .into_bytes()
+}
+
+/// Waits (bounded) until `done` holds; the fake engine decides when pulls
+/// end, so this waits for the agent's own bookkeeping, never for a race.
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..2000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+async fn final_task(agent: &Agent, arn: &str) -> Task {
+    let mut last = None;
+    until("the task to be final", || {
+        last = agent.store().task(arn).expect("read");
+        last.as_ref()
+            .is_some_and(|t| t.containers.iter().all(|c| c.known_status.is_final()))
+    })
+    .await;
+    last.expect("task")
+}
+
+async fn submit(agent: &Agent, images: &[&str]) -> String {
+    agent.submit(&taskdef(images)).await.expect("admitted").arn
+}
+
+#[tokio::test]
+async fn hundred_submissions_during_a_held_pull_share_it() {
+    let engine = FakeEngine::new();
+    let agent = start(&engine, settings(&[("r.io", "alice", "pw")]), 4);
+    let mut arns = Vec::new();
+    for _ in 0..100 {
+        arns.push(submit(&agent, &["r.io/app:1"]).await);
+    }
+    until("the one pull to reach the engine", || {
+        engine.calls().len() == 1
+    })
+    .await;
+    engine.release(1);
+    for arn in &arns {
+        let task = final_task(&agent, arn).await;
+        assert_eq!(task.known_status, Status::Pulled);
+        assert_eq!(task.containers[0].username.as_deref(), Some("alice"));
+    }
+    assert_eq!(engine.calls().len(), 1, "{:?}", engine.calls());
+    assert!(
+        agent
+            .metrics()
+            .render()
+            .contains("pullauth_pulls_shared_total 99")
+    );
+}
+
+#[tokio::test]
+async fn a_reload_that_changes_credentials_starts_a_new_pull_and_each_task_records_its_own() {
+    let engine = FakeEngine::new();
+    let agent = start(&engine, settings(&[("r.io", "alice", "old")]), 4);
+    let before = submit(&agent, &["r.io/app:1"]).await;
+    until("the first pull", || engine.calls().len() == 1).await;
+
+    agent.replace_settings(settings(&[("r.io", "bob", "new")]));
+    let after = submit(&agent, &["r.io/app:1"]).await;
+    until("a second pull with the new credentials", || {
+        engine.calls().len() == 2
+    })
+    .await;
+    engine.release(2);
+
+    let before = final_task(&agent, &before).await;
+    let after = final_task(&agent, &after).await;
+    assert_eq!(before.containers[0].username.as_deref(), Some("alice"));
+    assert_eq!(after.containers[0].username.as_deref(), Some("bob"));
+    let users: Vec<_> = engine.calls().into_iter().map(|c| c.username).collect();
+    assert_eq!(users, [Some("alice".to_owned()), Some("bob".to_owned())]);
+}
+
+#[tokio::test]
+async fn a_task_that_joins_a_pull_records_the_identity_that_pull_used() {
+    let engine = FakeEngine::new();
+    let agent = start(&engine, settings(&[("r.io", "alice", "pw")]), 4);
+    let first = submit(&agent, &["r.io/team/app:1"]).await;
+    until("the pull", || engine.calls().len() == 1).await;
+    // The same credentials under a new, longer key: the header the engine
+    // gets is identical, so the task joins, and records the pull's key.
+    agent.replace_settings(settings(&[
+        ("r.io", "alice", "pw"),
+        ("r.io/team", "alice", "pw"),
+    ]));
+    engine.then(Next::Reject);
+    let joined = submit(&agent, &["r.io/team/app:1"]).await;
+    engine.release(1);
+
+    let first = final_task(&agent, &first).await;
+    let joined = final_task(&agent, &joined).await;
+    assert_eq!(engine.calls().len(), 1, "joined, not pulled again");
+    for task in [&first, &joined] {
+        let container = &task.containers[0];
+        assert_eq!(container.known_status, Status::Stopped);
+        assert_eq!(container.registry_key.as_deref(), Some("r.io"));
+        assert_eq!(container.username.as_deref(), Some("alice"));
+        let error = container.pull_error.as_deref().expect("error");
+        assert!(
+            error.contains("\"r.io\"") && error.contains("\"alice\""),
+            "the error names the same key and user as the record: {error}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_pull_fails_its_tasks_and_does_not_poison_the_image() {
+    let engine = FakeEngine::new();
+    let agent = start(&engine, settings(&[]), 4);
+    engine.then(Next::Panic);
+    let first = submit(&agent, &["r.io/app:1"]).await;
+    engine.release(1);
+    let first = final_task(&agent, &first).await;
+    assert!(engine.panicked.load(Ordering::SeqCst));
+    assert_eq!(first.containers[0].known_status, Status::Stopped);
+    let error = first.containers[0].pull_error.as_deref().expect("error");
+    assert!(error.contains("ended abnormally"), "{error}");
+
+    let second = submit(&agent, &["r.io/app:1"]).await;
+    until("a new pull", || engine.calls().len() == 2).await;
+    engine.release(1);
+    assert_eq!(
+        final_task(&agent, &second).await.known_status,
+        Status::Pulled
+    );
+}
+
+#[tokio::test]
+async fn max_concurrent_pulls_bounds_what_reaches_the_engine() {
+    let engine = FakeEngine::new();
+    let agent = start(&engine, settings(&[]), 2);
+    let images: Vec<String> = (0..5).map(|i| format!("r.io/app{i}:1")).collect();
+    let refs: Vec<&str> = images.iter().map(String::as_str).collect();
+    let arn = submit(&agent, &refs[..]).await;
+    until("two pulls to run", || engine.calls().len() == 2).await;
+    // Give the agent every chance to start a third; it must not.
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(engine.calls().len(), 2);
+    engine.release(1);
+    until("a third pull once a slot is free", || {
+        engine.calls().len() == 3
+    })
+    .await;
+    engine.release(4);
+    let task = final_task(&agent, &arn).await;
+    assert_eq!(task.known_status, Status::Pulled);
+    assert_eq!(engine.calls().len(), 5);
+    assert_eq!(engine.most_running.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_task_is_admitted_in_one_write_with_its_containers_pulling() {
+    let engine = FakeEngine::new();
+    let agent = start(&engine, settings(&[]), 4);
+    let task = agent
+        .submit(&taskdef(&["r.io/a:1", "r.io/b:1"]))
+        .await
+        .expect("admitted");
+    assert_eq!(task.known_status, Status::Pulling);
+    assert!(task.pull_started_at.is_some());
+    let stored = agent
+        .store()
+        .task(&task.arn)
+        .expect("read")
+        .expect("stored");
+    assert!(
+        stored
+            .containers
+            .iter()
+            .all(|c| c.known_status == Status::Pulling),
+        "{stored:?}"
+    );
+    engine.release(2);
+    final_task(&agent, &task.arn).await;
+}
