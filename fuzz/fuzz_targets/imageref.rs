@@ -141,7 +141,11 @@ fn check_image(text: &str) {
             "domain folded to docker.io from something else: {image:?}"
         );
     } else {
-        assert_eq!(first, Some(image.domain.as_str()), "domain not as written: {image:?}");
+        assert_eq!(
+            first,
+            Some(image.domain.as_str()),
+            "domain not as written: {image:?}"
+        );
     }
 
     let reference = image.pull_reference();
