@@ -115,11 +115,27 @@ fn raw(kind: AuthType, text: &str) {
 
 const SECRET_FIELDS: [&str; 4] = ["password", "auth", "identitytoken", "registrytoken"];
 
-/// Base64 as pullauth decodes `auth`: padding optional.
+/// More lenient than pullauth's decoding of `auth` (which requires the
+/// padding, skips only CR/LF and allows non-zero trailing bits): see
+/// [`lenient_decode`].
 const LENIENT: GeneralPurpose = GeneralPurpose::new(
     &base64::alphabet::STANDARD,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true),
 );
+
+/// `auth` decoded with padding optional and all whitespace skipped: a
+/// superset of what pullauth decodes, so that everything pullauth might
+/// read from a value is counted as a secret (and no password it decodes
+/// is mistaken for one that lost its canary).
+fn lenient_decode(auth: &str) -> Option<String> {
+    let compact: String = auth.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    LENIENT
+        .decode(compact)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+}
 
 /// Every string of a JSON document, sorted into those that must never be
 /// printed and those that may be.
@@ -177,11 +193,7 @@ impl<'de> Visitor<'de> for Walk<'_, '_> {
         match field.as_deref() {
             Some("auth") => {
                 self.out.secret.push(v.to_owned());
-                if let Some(text) = LENIENT
-                    .decode(v.trim())
-                    .ok()
-                    .and_then(|b| String::from_utf8(b).ok())
-                {
+                if let Some(text) = lenient_decode(v) {
                     match text.split_once(':') {
                         Some((user, pass)) => {
                             self.out.public.push(user.to_owned());
@@ -498,10 +510,7 @@ fn field_value(name: FieldName, value: &ValueSpec, written: &mut Written) -> Str
                 // Meant to be rejected as not base64, but the fuzzer may make
                 // it valid: then the password it decodes to need not hold the
                 // canary, yet is still a secret.
-                let decoded = LENIENT
-                    .decode(text.trim())
-                    .ok()
-                    .and_then(|b| String::from_utf8(b).ok());
+                let decoded = lenient_decode(&text);
                 if let Some((user, pass)) = decoded.as_deref().and_then(|d| d.split_once(':')) {
                     written.canary_free_secret = true;
                     written.public.push(user.to_owned());

@@ -8,8 +8,14 @@
 //!   error, and otherwise resolves the same `ImageRef`;
 //! - a parsed image has a non-empty, lowercase `registry`, a non-empty
 //!   lowercase `repository`, no empty tag, and keeps the original text;
-//! - its `pull_reference()` parses back to the same registry, repository
-//!   and tag-or-digest;
+//! - its Docker form (`domain`, `path`) is what the matching form folds:
+//!   `registry` is `domain` lower-cased with Hub aliases folded, and
+//!   `repository` is `path` (with `library/` added only on a Hub alias);
+//!   `domain` is `docker.io` only for Hub names, `docker.io` and
+//!   `index.docker.io`, else the first component exactly as written; the
+//!   path is at most 255 characters;
+//! - its `pull_reference()` (Docker's form) parses back to the same domain,
+//!   path, registry, repository and tag-or-digest;
 //! - the entry `resolve` picks is the one a brute-force scan of the table
 //!   picks (exact host before wildcard, fewer `*` labels first, longest
 //!   namespace containing the repository);
@@ -25,7 +31,9 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use pullauth_config::AuthType;
-use pullauth_resolve::{Entry, HostPattern, ImageRef, RegistryKey, RegistryTable};
+use pullauth_resolve::image::NAME_MAX_LEN;
+use pullauth_resolve::key::canonical_host;
+use pullauth_resolve::{DOCKER_HUB, Entry, HostPattern, ImageRef, RegistryKey, RegistryTable};
 use secrecy::SecretString;
 
 fuzz_target!(|data: &[u8]| {
@@ -112,9 +120,39 @@ fn check_image(text: &str) {
         "repository not lowercase: {image:?}"
     );
 
+    assert_eq!(
+        image.registry,
+        canonical_host(&image.domain.to_ascii_lowercase()),
+        "matching registry is not the folded domain: {image:?}"
+    );
+    let library = format!("library/{}", image.path);
+    assert!(
+        image.repository == image.path
+            || (image.registry == DOCKER_HUB && image.repository == library),
+        "matching repository is not the path: {image:?}"
+    );
+    assert!(image.path.len() <= NAME_MAX_LEN, "path too long: {image:?}");
+    assert_eq!(image.name(), format!("{}/{}", image.domain, image.path));
+    let first = text.split_once('/').map(|(first, _)| first);
+    if image.domain == DOCKER_HUB {
+        assert!(
+            matches!(first, None | Some("docker.io" | "index.docker.io"))
+                || first.is_some_and(|f| !f.contains(['.', ':']) && f != "localhost"),
+            "domain folded to docker.io from something else: {image:?}"
+        );
+    } else {
+        assert_eq!(
+            first,
+            Some(image.domain.as_str()),
+            "domain not as written: {image:?}"
+        );
+    }
+
     let reference = image.pull_reference();
     match ImageRef::parse(&reference) {
         Ok(again) => {
+            assert_eq!(again.domain, image.domain, "{reference}");
+            assert_eq!(again.path, image.path, "{reference}");
             assert_eq!(again.registry, image.registry, "{reference}");
             assert_eq!(again.repository, image.repository, "{reference}");
             assert_eq!(again.tag_or_digest(), image.tag_or_digest(), "{reference}");

@@ -1017,6 +1017,50 @@ fn digest_references_pull_exactly_that_manifest() {
         .assert_not_retried();
 }
 
+// Proves (issue #9) an image written with an uppercase host is pulled under exactly that name: the key matches case-insensitively, but the engine is asked for the task's spelling, so `docker image inspect` of the task's string finds it and the lower-cased name does not exist.
+#[test]
+fn uppercase_host_is_pulled_and_stored_under_the_tasks_spelling() {
+    let h = Harness::get();
+    let alpha = &h.alpha;
+    let repo = fresh("upper-host");
+    let (_, digest) = push(alpha, &repo, "v1", "alice");
+    let port = alpha
+        .addr()
+        .rsplit_once(':')
+        .expect("host:port")
+        .1
+        .to_owned();
+    // dockerd resolves LOCALHOST as localhost and, it being loopback,
+    // talks plain HTTP to it as it does to 127.0.0.1.
+    let image = format!("LOCALHOST:{port}/{repo}:v1");
+    let lowered = format!("localhost:{port}/{repo}:v1");
+    let key = format!("localhost:{port}");
+    let config = Config::with_auth(Format::Docker, &[(&key, "bob", alpha.password("bob"))]);
+
+    let out = config.run("resolve", &["--json", &image]);
+    out.assert_code(0);
+    let line = out.single();
+    assert_eq!(line["registry"], format!("LOCALHOST:{port}"), "{line}");
+    assert_eq!(line["repository"], repo.as_str(), "{line}");
+    assert_eq!(line["key"], key.as_str(), "{line}");
+
+    let mark = alpha.log_mark();
+    let out = config.pull(&["--json", &image]);
+    out.assert_code(0);
+    assert_line(&out.single(), &image, Some(&digest), &key, "bob", "pulled");
+    assert_only_user(alpha, mark, &repo, "bob");
+    assert!(
+        h.local_image_id(&image).is_some(),
+        "the engine has no image under {image}"
+    );
+    assert_eq!(
+        h.local_image_id(&lowered),
+        None,
+        "pulled under the lower-cased {lowered}, not the task's {image}"
+    );
+    h.remove_local(&image);
+}
+
 // Proves an invalid image reference exits 2 before anything is pulled, even when valid references come with it.
 #[test]
 fn invalid_reference_is_bad_input() {

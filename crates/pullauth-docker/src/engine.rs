@@ -596,7 +596,7 @@ impl Engine {
             other => return self.transport_error(&image.to_string(), other),
         };
         classify(
-            &image.registry,
+            &image.domain,
             &image.to_string(),
             identity,
             status,

@@ -89,10 +89,14 @@ pub struct AuthData {
     pub ignored_fields: Vec<String>,
 }
 
-/// Base64 as docker login writes it, tolerant of missing padding.
+/// Base64 as the ECS agent decodes `auth` (Go's `base64.StdEncoding`): the
+/// standard alphabet with the padding required, and, as Go's decoder
+/// does, no complaint about non-zero bits after the last full byte.
 const BASE64: GeneralPurpose = GeneralPurpose::new(
     &base64::alphabet::STANDARD,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::RequireCanonical)
+        .with_decode_allow_trailing_bits(true),
 );
 
 /// Parses `data` as `ECS_ENGINE_AUTH_DATA` of type `kind`.
@@ -271,9 +275,16 @@ fn set<T>(
 }
 
 /// Decodes `auth` = base64(`user:password`), splitting at the first `:`.
+/// Like Go's decoder, it skips `\r` and `\n` (wrapped lines) and nothing else.
 fn decode_auth(key: &str, auth: &SecretString) -> Result<(String, SecretString), AuthDataError> {
+    let one_line = SecretString::from(
+        auth.expose_secret()
+            .chars()
+            .filter(|c| !matches!(c, '\r' | '\n'))
+            .collect::<String>(),
+    );
     let bytes = BASE64
-        .decode(auth.expose_secret().trim())
+        .decode(one_line.expose_secret())
         .map_err(|_| AuthDataError::BadBase64 { key: masked(key) })?;
     let text = SecretString::from(
         String::from_utf8(bytes).map_err(|_| AuthDataError::AuthNotUtf8 { key: masked(key) })?,

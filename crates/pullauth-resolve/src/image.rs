@@ -1,6 +1,13 @@
 //! Image references, parsed with Docker's grammar (distribution/reference,
-//! via the `container_image_dist_ref` crate) and normalized for matching
-//! against registry keys.
+//! via the `container_image_dist_ref` crate).
+//!
+//! A reference has two forms. Docker's own normalization ([`ImageRef::domain`]
+//! and [`ImageRef::path`]) is what pullauth sends to the engine and stores:
+//! the engine files a pulled image under exactly that name, so a later
+//! `docker create` with the task's string finds it only if pullauth asked for
+//! the same name. The matching form ([`ImageRef::registry`] and
+//! [`ImageRef::repository`]) folds every Docker Hub alias and the host's
+//! case, and serves only to choose credentials.
 //!
 //! That crate parses without regular expressions. `oci-spec`'s parser, used
 //! before, compiles a large Unicode regex on first use: about 50 ms and
@@ -17,8 +24,17 @@ use crate::key::{DOCKER_HUB, canonical_host};
 /// The tag Docker pulls when a reference names neither tag nor digest.
 pub const DEFAULT_TAG: &str = "latest";
 
-/// The longest repository name distribution/reference accepts.
+/// The longest repository path distribution/reference accepts
+/// (`RepositoryNameTotalLengthMax`). Since distribution/reference v0.6.0 it
+/// bounds the path only, not the registry in front of it.
 pub const NAME_MAX_LEN: usize = 255;
+
+/// The one Hub alias Docker folds (distribution/reference's
+/// `legacyDefaultDomain`); `registry-1.docker.io` and the others it keeps.
+const LEGACY_HUB: &str = "index.docker.io";
+
+/// Docker Hub's namespace for official images.
+const OFFICIAL_PREFIX: &str = "library/";
 
 /// Digest algorithms the Docker Engine can verify, with their hex lengths.
 const DIGEST_ALGORITHMS: [(&str, usize); 3] = [("sha256", 64), ("sha384", 96), ("sha512", 128)];
@@ -28,9 +44,18 @@ const DIGEST_ALGORITHMS: [(&str, usize); 3] = [("sha256", 64), ("sha384", 96), (
 pub struct ImageRef {
     /// The reference exactly as given.
     pub original: String,
-    /// Lower-cased `host[:port]`; `docker.io` for every Docker Hub alias.
+    /// The registry as Docker normalizes it, for the engine and the store:
+    /// `docker.io` for Hub names and `index.docker.io`, any other host
+    /// (other Hub aliases included) as written, in its own case.
+    pub domain: String,
+    /// The repository path as Docker normalizes it: `library/x` for
+    /// single-component names on `docker.io`, else as written.
+    pub path: String,
+    /// For choosing credentials only: `domain` lower-cased, with every
+    /// Docker Hub alias folded to `docker.io`.
     pub registry: String,
-    /// The repository path on that registry; `library/x` for Hub's official images.
+    /// For choosing credentials only: `path`, with `library/` added to a
+    /// single component on any Docker Hub alias.
     pub repository: String,
     pub tag: Option<String>,
     pub digest: Option<String>,
@@ -51,16 +76,19 @@ impl ImageRef {
             image: image.to_owned(),
             reason,
         };
-        // Docker reads an uppercase first component as a registry host (and
-        // engines then reject it); it is never a Docker Hub namespace.
+        // distribution/reference (since 2019) reads an uppercase first
+        // component as a registry host; Docker 20.10 reads it as a Hub
+        // namespace and rejects it. pullauth rejects it on every engine: it
+        // is far more often a mistyped namespace than a single-label host,
+        // and such a host can be named with its port instead.
         if let Some((first, _)) = image.split_once('/')
-            && !first.contains(['.', ':'])
-            && first != "localhost"
-            && first.chars().any(|c| c.is_ascii_uppercase())
+            && is_uppercase_single_label(first)
         {
             return Err(fail(format!(
-                "{first:?} is neither a registry host (it has no '.' or ':') nor a repository \
-                 name (those must be lowercase)"
+                "{first:?} has no '.' or ':', so it is not a registry host for pullauth, and a \
+                 Docker Hub namespace must be lowercase; for a registry host without a '.', \
+                 add its port ({}:443/...)",
+                first.to_ascii_lowercase()
             )));
         }
         // distribution/reference refuses what could be an image ID.
@@ -74,23 +102,24 @@ impl ImageRef {
                     .to_owned(),
             ));
         }
-        let parsed =
-            ImgRef::new(image).map_err(|e| fail(describe(image, e.kind(), e.index().into())))?;
-        let digest = parsed.digest().map(|d| d.to_str().to_owned());
+        let Parts { name, tag, digest } =
+            grammar(image).map_err(|(kind, at)| fail(describe(image, kind, at)))?;
         if let Some(digest) = &digest {
             check_digest(digest).map_err(fail)?;
         }
-        let tag = parsed.tag().map(str::to_owned);
-        let (registry, repository) = split_registry(parsed.name().to_str());
-        // Docker counts the normalized name, "docker.io/library/" included
-        // (found by fuzzing: 238 letters parsed, their pull reference did not).
-        if registry.len() + 1 + repository.len() > NAME_MAX_LEN {
+        let (domain, path) = split_docker_domain(&name);
+        // distribution/reference bounds the path as normalized, "library/"
+        // included; the registry in front of it does not count.
+        if path.len() > NAME_MAX_LEN {
             return Err(fail(format!(
                 "repository name must not be more than {NAME_MAX_LEN} characters"
             )));
         }
+        let (registry, repository) = matching_form(&domain, &path);
         Ok(ImageRef {
             original: image.to_owned(),
+            domain,
+            path,
             registry,
             repository,
             tag,
@@ -98,9 +127,10 @@ impl ImageRef {
         })
     }
 
-    /// `registry/repository`, the name to pull and tag locally.
+    /// `domain/path`, Docker's name for the image: the name to pull, and
+    /// the one the engine files the image under.
     pub fn name(&self) -> String {
-        format!("{}/{}", self.registry, self.repository)
+        format!("{}/{}", self.domain, self.path)
     }
 
     /// What the engine's `tag` parameter takes: the digest when there is one
@@ -112,7 +142,8 @@ impl ImageRef {
             .unwrap_or(DEFAULT_TAG)
     }
 
-    /// The full reference to pull: `name:tag` or `name@digest`.
+    /// The full reference to pull, inspect and store: `name:tag` or
+    /// `name@digest`, in Docker's normalization.
     pub fn pull_reference(&self) -> String {
         match &self.digest {
             Some(digest) => format!("{}@{digest}", self.name()),
@@ -122,27 +153,103 @@ impl ImageRef {
 }
 
 impl fmt::Display for ImageRef {
+    /// The reference as the task gave it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.original)
     }
 }
 
-/// Docker's rule (distribution/reference's `splitDockerDomain`): the first
-/// component names a registry only if it has a `.` or `:` or is
-/// `localhost`; otherwise the image is on Docker Hub, where a single
-/// component gets `library/`. Hub aliases fold to `docker.io`.
-fn split_registry(name: &str) -> (String, String) {
-    let (registry, repository) = match name.split_once('/') {
-        Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => (
-            canonical_host(&first.to_ascii_lowercase()).to_owned(),
-            rest.to_owned(),
-        ),
+/// A reference split by the grammar, before any normalization.
+struct Parts {
+    name: String,
+    tag: Option<String>,
+    digest: Option<String>,
+}
+
+/// Checks `image` against distribution/reference's grammar; on failure, the
+/// kind of error and the byte offset it was found at.
+///
+/// `container_image_dist_ref` bounds registry and path together to 255
+/// characters, as distribution/reference did before v0.6.0. When that is
+/// the only complaint, the registry and the rest are checked apart, so that
+/// only the path is bounded (by [`ImageRef::parse`], after normalization).
+fn grammar(image: &str) -> Result<Parts, (Kind, usize)> {
+    let whole = match ImgRef::new(image) {
+        Ok(parsed) => return Ok(parts(&parsed)),
+        Err(e) => (e.kind(), usize::from(e.index())),
+    };
+    let Some((first, rest)) = image.split_once('/') else {
+        return Err(whole);
+    };
+    if whole.0 != Kind::NameTooLong || !(first.contains(['.', ':']) || first == "localhost") {
+        return Err(whole);
+    }
+    // The registry on its own, in front of a one-letter path.
+    ImgRef::new(&format!("{first}/x")).map_err(|e| (e.kind(), usize::from(e.index())))?;
+    // The rest on its own: a path is valid wherever it starts, and now the
+    // crate's bound is on the path alone.
+    let offset = first.len() + 1;
+    let rest = ImgRef::new(rest).map_err(|e| (e.kind(), offset + usize::from(e.index())))?;
+    let Parts { name, tag, digest } = parts(&rest);
+    Ok(Parts {
+        name: format!("{first}/{name}"),
+        tag,
+        digest,
+    })
+}
+
+fn parts(parsed: &ImgRef<'_>) -> Parts {
+    Parts {
+        name: parsed.name().to_str().to_owned(),
+        tag: parsed.tag().map(str::to_owned),
+        digest: parsed.digest().map(|d| d.to_str().to_owned()),
+    }
+}
+
+/// A first component Docker reads as a registry host only because it has an
+/// uppercase letter; pullauth rejects those (see [`ImageRef::parse`]).
+fn is_uppercase_single_label(first: &str) -> bool {
+    !first.contains(['.', ':'])
+        && first != "localhost"
+        && first.bytes().any(|b| b.is_ascii_uppercase())
+}
+
+/// distribution/reference's `splitDockerDomain`: the first component names a
+/// registry if it has a `.` or `:` or is `localhost` (or has an uppercase
+/// letter, which [`ImageRef::parse`] rejects before); otherwise the image is
+/// on Docker Hub. Only `index.docker.io` folds to `docker.io`, the host keeps
+/// its case, and a single component on `docker.io` gets `library/`.
+fn split_docker_domain(name: &str) -> (String, String) {
+    let (domain, path) = match name.split_once('/') {
+        Some((first, rest))
+            if first.contains(['.', ':'])
+                || first == "localhost"
+                || is_uppercase_single_label(first) =>
+        {
+            let domain = if first == LEGACY_HUB {
+                DOCKER_HUB
+            } else {
+                first
+            };
+            (domain.to_owned(), rest.to_owned())
+        }
         _ => (DOCKER_HUB.to_owned(), name.to_owned()),
     };
-    if registry == DOCKER_HUB && !repository.contains('/') {
-        return (registry, format!("library/{repository}"));
+    if domain == DOCKER_HUB && !path.contains('/') {
+        return (domain, format!("{OFFICIAL_PREFIX}{path}"));
     }
-    (registry, repository)
+    (domain, path)
+}
+
+/// The form credentials are chosen by: the host lower-cased (DNS names are
+/// case-insensitive), every Hub alias folded to `docker.io`, and `library/`
+/// for a single component on any of them.
+fn matching_form(domain: &str, path: &str) -> (String, String) {
+    let registry = canonical_host(&domain.to_ascii_lowercase()).to_owned();
+    if registry == DOCKER_HUB && !path.contains('/') {
+        return (registry, format!("{OFFICIAL_PREFIX}{path}"));
+    }
+    (registry, path.to_owned())
 }
 
 /// Only digests the engine can verify: a known algorithm with the right length.
@@ -242,30 +349,82 @@ mod tests {
 
     const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
+    /// Docker's form: what the engine is asked for and files the image under.
     #[rstest]
     #[case::hub_official("busybox", "docker.io", "library/busybox")]
     #[case::hub_user("acme/app", "docker.io", "acme/app")]
     #[case::hub_explicit("docker.io/library/busybox", "docker.io", "library/busybox")]
-    #[case::hub_index("index.docker.io/busybox", "docker.io", "library/busybox")]
-    #[case::hub_registry_1("registry-1.docker.io/busybox", "docker.io", "library/busybox")]
-    #[case::hub_registry_hub("registry.hub.docker.com/acme/app", "docker.io", "acme/app")]
+    #[case::hub_explicit_short("docker.io/busybox", "docker.io", "library/busybox")]
+    #[case::hub_index_folds("index.docker.io/busybox", "docker.io", "library/busybox")]
+    #[case::hub_index_library("index.docker.io/library/busybox", "docker.io", "library/busybox")]
+    #[case::hub_registry_1_kept("registry-1.docker.io/busybox", "registry-1.docker.io", "busybox")]
+    #[case::hub_registry_hub_kept(
+        "registry.hub.docker.com/acme/app",
+        "registry.hub.docker.com",
+        "acme/app"
+    )]
+    #[case::hub_index_any_case_kept("Index.Docker.io/busybox", "Index.Docker.io", "busybox")]
     #[case::dotted_host("registry.example.com/team/app", "registry.example.com", "team/app")]
+    #[case::host_case_kept("Registry.Example.com/app", "Registry.Example.com", "app")]
+    #[case::host_case_kept_asdf("Asdf.com/foo", "Asdf.com", "foo")]
+    #[case::uppercase_localhost_port("LOCALHOST:5000/app", "LOCALHOST:5000", "app")]
     #[case::port_is_host("localhost:5000/app", "localhost:5000", "app")]
     #[case::port_without_dot("myhost:5000/app", "myhost:5000", "app")]
     #[case::localhost("localhost/app", "localhost", "app")]
     #[case::no_dot_is_hub_namespace("myregistry/app", "docker.io", "myregistry/app")]
-    #[case::uppercase_host("Registry.Example.com/app", "registry.example.com", "app")]
     #[case::ecr(
         "123456789012.dkr.ecr.us-west-2.amazonaws.com/my-app:1",
         "123456789012.dkr.ecr.us-west-2.amazonaws.com",
         "my-app"
     )]
     #[case::deep("r.io/a/b/c/d", "r.io", "a/b/c/d")]
-    fn splits(#[case] image: &str, #[case] registry: &str, #[case] repository: &str) {
+    fn docker_form(#[case] image: &str, #[case] domain: &str, #[case] path: &str) {
+        let parsed = ImageRef::parse(image).expect("valid");
+        assert_eq!(parsed.domain, domain);
+        assert_eq!(parsed.path, path);
+        assert_eq!(parsed.name(), format!("{domain}/{path}"));
+        assert_eq!(parsed.original, image);
+        assert_eq!(parsed.to_string(), image);
+    }
+
+    /// The matching form: Hub aliases folded, host lower-cased.
+    #[rstest]
+    #[case::hub_official("busybox", "docker.io", "library/busybox")]
+    #[case::hub_user("acme/app", "docker.io", "acme/app")]
+    #[case::hub_index("index.docker.io/busybox", "docker.io", "library/busybox")]
+    #[case::hub_registry_1("registry-1.docker.io/busybox", "docker.io", "library/busybox")]
+    #[case::hub_registry_hub("registry.hub.docker.com/acme/app", "docker.io", "acme/app")]
+    #[case::hub_alias_any_case("Registry-1.Docker.IO/acme/app", "docker.io", "acme/app")]
+    #[case::dotted_host("registry.example.com/team/app", "registry.example.com", "team/app")]
+    #[case::uppercase_host("Registry.Example.com/app", "registry.example.com", "app")]
+    #[case::uppercase_localhost_port("LOCALHOST:5000/app", "localhost:5000", "app")]
+    #[case::port_is_host("localhost:5000/app", "localhost:5000", "app")]
+    #[case::no_dot_is_hub_namespace("myregistry/app", "docker.io", "myregistry/app")]
+    fn matching_form(#[case] image: &str, #[case] registry: &str, #[case] repository: &str) {
         let parsed = ImageRef::parse(image).expect("valid");
         assert_eq!(parsed.registry, registry);
         assert_eq!(parsed.repository, repository);
-        assert_eq!(parsed.original, image);
+    }
+
+    /// What the engine is asked to pull (verified against dockerd 20.10 with
+    /// `docker image tag` and `docker image inspect`: it keeps the host's
+    /// case and every Hub alias but `index.docker.io`).
+    #[rstest]
+    #[case::hub_short("busybox", "docker.io/library/busybox:latest")]
+    #[case::hub_index("index.docker.io/library/busybox", "docker.io/library/busybox:latest")]
+    #[case::hub_registry_1("registry-1.docker.io/busybox", "registry-1.docker.io/busybox:latest")]
+    #[case::host_case("Registry.Example.com/app:v1", "Registry.Example.com/app:v1")]
+    #[case::asdf("Asdf.com/foo", "Asdf.com/foo:latest")]
+    #[case::localhost_port("localhost:5000/app", "localhost:5000/app:latest")]
+    #[case::digest(
+        &format!("busybox@{DIGEST}"),
+        &format!("docker.io/library/busybox@{DIGEST}")
+    )]
+    fn pull_reference(#[case] image: &str, #[case] reference: &str) {
+        assert_eq!(
+            ImageRef::parse(image).expect("valid").pull_reference(),
+            reference
+        );
     }
 
     #[rstest]
@@ -290,31 +449,38 @@ mod tests {
     }
 
     #[test]
-    fn pull_reference_spells_the_default_tag() {
-        let parsed = ImageRef::parse("localhost:5000/app").expect("valid");
-        assert_eq!(parsed.pull_reference(), "localhost:5000/app:latest");
-        let parsed = ImageRef::parse(&format!("busybox@{DIGEST}")).expect("valid");
-        assert_eq!(
-            parsed.pull_reference(),
-            format!("docker.io/library/busybox@{DIGEST}")
-        );
-    }
-
-    #[test]
-    fn hub_alias_with_a_long_name_is_rejected_not_mangled() {
-        // Fuzzing found that "registry-1.docker.io/" + 250 letters parsed,
-        // gained "library/" and produced a pull reference that did not parse.
+    fn hub_alias_with_a_long_name_is_pulled_as_written() {
+        // Fuzzing once found "registry-1.docker.io/" + 250 letters gaining
+        // "library/" and producing a pull reference that did not parse; now
+        // the alias is kept, so is the path, and the reference round-trips.
         let image = format!("registry-1.docker.io/{}", "a".repeat(250));
-        assert!(ImageRef::parse(&image).is_err());
+        let parsed = ImageRef::parse(&image).expect("valid");
+        assert_eq!(parsed.pull_reference(), format!("{image}:latest"));
+        assert!(ImageRef::parse(&parsed.pull_reference()).is_ok());
     }
 
-    #[test]
-    fn long_hub_name_is_measured_after_normalization() {
-        // Fuzzing found 238 letters accepted although "docker.io/library/"
-        // plus them exceeds 255, so the pull reference did not parse.
-        assert!(ImageRef::parse(&"a".repeat(238)).is_err());
-        assert!(ImageRef::parse(&format!("acme/{}", "a".repeat(241))).is_err());
-        assert!(ImageRef::parse(&"a".repeat(237)).is_ok());
+    #[rstest]
+    #[case::hub_short_at_limit(&"a".repeat(247))] // "library/" + 247 = 255
+    #[case::hub_user_at_limit(&format!("acme/{}", "a".repeat(250)))]
+    #[case::host_not_counted(&format!("r.io/{}", "a".repeat(255)))]
+    #[case::long_host_not_counted(&format!("{}.io/{}", "h".repeat(60), "a".repeat(255)))]
+    fn length_limit_is_on_the_path_only_accepts(#[case] image: &str) {
+        let parsed = ImageRef::parse(image).expect("valid");
+        assert_eq!(parsed.path.len(), NAME_MAX_LEN);
+        assert!(ImageRef::parse(&parsed.pull_reference()).is_ok());
+    }
+
+    #[rstest]
+    #[case::hub_short_over(&"a".repeat(248))]
+    #[case::hub_user_over(&format!("acme/{}", "a".repeat(251)))]
+    #[case::path_over(&format!("r.io/{}", "a".repeat(256)))]
+    fn length_limit_is_on_the_path_only_rejects(#[case] image: &str) {
+        let err = ImageRef::parse(image).expect_err("too long");
+        assert!(
+            err.to_string()
+                .contains("must not be more than 255 characters"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -322,19 +488,34 @@ mod tests {
         assert!(ImageRef::parse(&"0123456789abcdef".repeat(4)).is_err());
     }
 
-    #[test]
-    fn uppercase_first_component_is_not_a_hub_namespace() {
-        // Fuzzing found "Acme/app" accepted as docker.io/Acme/app.
-        for image in ["Acme/app", "A/b", "UPPER/case:v1"] {
-            assert!(ImageRef::parse(image).is_err(), "{image}");
-        }
+    /// Fuzzing found "Acme/app" accepted as docker.io/Acme/app. Docker
+    /// 20.10 rejects these ("repository name must be lowercase");
+    /// distribution/reference since 2019 reads the first component as a
+    /// registry host. pullauth rejects them on every engine.
+    #[rstest]
+    #[case::acme("Acme/app")]
+    #[case::single_letter("A/b")]
+    #[case::upper_with_tag("UPPER/case:v1")]
+    #[case::foo_bar("Foo/bar")]
+    #[case::localdomain("LOCALDOMAIN/debian")]
+    fn uppercase_first_component_without_dot_or_port_is_rejected(#[case] image: &str) {
+        let err = ImageRef::parse(image).expect_err("rejected");
+        let message = err.to_string();
+        assert!(
+            message.contains("not a registry host for pullauth"),
+            "{message}"
+        );
+        assert!(message.contains("must be lowercase"), "{message}");
+        assert!(message.contains(":443/..."), "{message}");
     }
 
     proptest::proptest! {
         #[test]
-        fn pull_reference_of_a_parsed_image_parses_to_the_same_place(image in "[a-zA-Z0-9./:@_-]{1,80}|[a-z]{200,260}|[a-z]{1,8}/[a-z]{200,250}") {
+        fn pull_reference_of_a_parsed_image_parses_to_the_same_place(image in "[a-zA-Z0-9./:@_-]{1,80}|[a-z]{200,260}|[a-z]{1,8}/[a-z]{200,260}|[A-Za-z]{1,20}\\.[a-z]{2,3}(:[0-9]{1,5})?/[a-z]{240,260}") {
             if let Ok(parsed) = ImageRef::parse(&image) {
                 let again = ImageRef::parse(&parsed.pull_reference()).expect("pull reference parses");
+                proptest::prop_assert_eq!(&again.domain, &parsed.domain);
+                proptest::prop_assert_eq!(&again.path, &parsed.path);
                 proptest::prop_assert_eq!(&again.registry, &parsed.registry);
                 proptest::prop_assert_eq!(&again.repository, &parsed.repository);
                 proptest::prop_assert_eq!(again.tag_or_digest(), parsed.tag_or_digest());
@@ -346,7 +527,7 @@ mod tests {
     #[case::empty("", "at least one component")]
     #[case::uppercase_repo("Busybox", "must be lowercase")]
     #[case::uppercase_path("r.io/Team/app", "must be lowercase")]
-    #[case::uppercase_first_component_is_not_hub("UPPER/case:v1", "neither a registry host")]
+    #[case::uppercase_first_component_is_not_hub("UPPER/case:v1", "not a registry host")]
     #[case::bad_digest("busybox@sha256:abc", "digest")]
     #[case::unknown_digest_algo(&format!("busybox@md5:{}", "a".repeat(32)), "unsupported digest")]
     #[case::short_sha256("busybox@sha256:0123456789abcdef0123456789abcdef", "digest")]
@@ -356,6 +537,7 @@ mod tests {
     #[case::double_slash("r.io//app", "position")]
     #[case::bad_port("r.io:x/app", "")]
     #[case::too_long(&format!("r.io/{}", "a".repeat(300)), "255")]
+    #[case::uppercase_path_after_uppercase_host("Registry.Example.com/App", "must be lowercase")]
     fn rejects(#[case] image: &str, #[case] reason: &str) {
         let err = ImageRef::parse(image).expect_err("invalid");
         assert!(err.to_string().contains(reason), "{err}");

@@ -14,6 +14,17 @@ fn b64(text: &str) -> String {
     STANDARD.encode(text)
 }
 
+/// `text` with a CRLF after every 4 characters, as a line-wrapping encoder
+/// might write it (escaped for a JSON string).
+fn wrapped(text: &str) -> String {
+    let chunks: Vec<String> = text
+        .as_bytes()
+        .chunks(4)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect();
+    chunks.join("\\r\\n")
+}
+
 fn table(kind: AuthType, data: &str) -> RegistryTable {
     RegistryTable::from_auth_data(kind, &SecretString::from(data)).expect("valid auth data")
 }
@@ -160,6 +171,48 @@ fn every_hub_alias_applies_to_hub_images(
 ) {
     let table = users(&[(key, "hub")]);
     assert_eq!(user_for(&table, image), "hub");
+}
+
+/// Issue #9: credentials are chosen by the matching form (Hub aliases
+/// folded, host case-insensitive) while the engine is asked for Docker's own
+/// name, so that the image is filed under the task's string.
+#[rstest]
+#[case::registry_1_is_hub_for_keys(
+    "registry-1.docker.io/busybox",
+    "https://index.docker.io/v1/",
+    "registry-1.docker.io/busybox:latest"
+)]
+#[case::index_folds_for_the_engine_too(
+    "index.docker.io/library/busybox",
+    "https://index.docker.io/v1/",
+    "docker.io/library/busybox:latest"
+)]
+#[case::hub_short(
+    "busybox:1",
+    "https://index.docker.io/v1/",
+    "docker.io/library/busybox:1"
+)]
+#[case::host_case_kept_for_the_engine(
+    "Registry.Example.com/app",
+    "registry.example.com",
+    "Registry.Example.com/app:latest"
+)]
+#[case::mixed_case_key_and_host("Asdf.com/foo:v2", "https://ASDF.com/v2/", "Asdf.com/foo:v2")]
+#[case::uppercase_localhost_port(
+    "LOCALHOST:5000/team/app",
+    "localhost:5000/team",
+    "LOCALHOST:5000/team/app:latest"
+)]
+fn matches_one_form_pulls_the_other(#[case] image: &str, #[case] key: &str, #[case] pulled: &str) {
+    let table = users(&[(key, "chosen"), ("other.example.com", "other")]);
+    let resolution = table.resolve(image).expect("valid image");
+    assert_eq!(
+        resolution.entry.map(|e| e.key.written.as_str()),
+        Some(key),
+        "{image}"
+    );
+    assert_eq!(resolution.image.pull_reference(), pulled);
+    assert_eq!(resolution.image.to_string(), image);
 }
 
 #[rstest]
@@ -316,13 +369,51 @@ fn differs_malformed_entry_is_an_error_not_anonymous() {
         AuthType::Dockercfg,
         r#"{"r.io":{"auth":"malformedbase64"}}"#,
     );
-    assert!(
-        matches!(
-            err,
-            AuthDataError::BadBase64 { .. } | AuthDataError::AuthNotUtf8 { .. }
-        ),
-        "{err:?}"
+    assert!(matches!(err, AuthDataError::BadBase64 { .. }), "{err:?}");
+}
+
+/// Issue #9: `auth` is decoded as the ECS agent decodes it (Go's
+/// `base64.StdEncoding`, padding required). The unpadded value was accepted
+/// and `malformedbase64` (15 characters, which a padding-blind decoder
+/// reads as 11 bytes) was called "not UTF-8"; both are "not valid base64",
+/// and neither is quoted.
+#[rstest]
+#[case::unpadded("dXNlcjpzd29yZGZpc2g")]
+#[case::malformed("malformedbase64")]
+#[case::url_safe_alphabet("dXNlcjpzd29yZGZpc2g-_w==")]
+#[case::leading_space(" dXNlcjpzd29yZGZpc2g=")]
+#[case::too_much_padding("dXNlcjpzd29yZGZpc2g==")]
+#[case::padding_only("====")]
+fn auth_that_is_not_strict_base64_is_rejected_as_such(
+    #[values(AuthType::Docker, AuthType::Dockercfg)] kind: AuthType,
+    #[case] auth: &str,
+) {
+    let err = parse_err(kind, &format!(r#"{{"r.io":{{"auth":"{auth}"}}}}"#));
+    assert_eq!(
+        err,
+        AuthDataError::BadBase64 {
+            key: "r.io".to_owned()
+        }
     );
+    let message = err.to_string();
+    assert!(
+        message.contains("\"auth\" is not valid base64"),
+        "{message}"
+    );
+    assert!(!message.contains(auth.trim()), "{message}");
+}
+
+/// The same value padded decodes, and so does one with non-zero bits after
+/// its last byte, which Go's (non-strict) decoder accepts too.
+#[rstest]
+#[case::padded("dXNlcjpzd29yZGZpc2g=")]
+#[case::trailing_bits("dXNlcjpzd29yZGZpc2h=")]
+fn auth_that_go_decodes_is_accepted(#[case] auth: &str) {
+    let table = table(
+        AuthType::Dockercfg,
+        &format!(r#"{{"r.io":{{"auth":"{auth}"}}}}"#),
+    );
+    assert_eq!(user_for(&table, "r.io/app"), "user");
 }
 
 // ---- parsing both formats ----
@@ -338,9 +429,9 @@ fn differs_malformed_entry_is_an_error_not_anonymous() {
     &format!(r#"{{"r.io":{{"auth":"{}","username":"u","password":"p:q"}}}}"#, b64("u:p:q"))
 )]
 #[case::dockercfg(AuthType::Dockercfg, &format!(r#"{{"r.io":{{"auth":"{}","email":"e@x"}}}}"#, b64("u:p:q")))]
-#[case::dockercfg_unpadded(
+#[case::dockercfg_wrapped_lines(
     AuthType::Dockercfg,
-    &format!(r#"{{"r.io":{{"auth":"{}"}}}}"#, b64("u:p:q").trim_end_matches('='))
+    &format!(r#"{{"r.io":{{"auth":"{}"}}}}"#, wrapped(&b64("u:p:q")))
 )]
 #[case::wrapped(
     AuthType::Docker,

@@ -8,7 +8,9 @@ use super::{image_args, load, quoted, say};
 use crate::cli::ResolveArgs;
 use crate::exit;
 
-/// One line of `--json` output.
+/// One line of `--json` output. `registry` and `repository` are as Docker
+/// pulls the image (host case kept, only `index.docker.io` folded), not the
+/// folded form the key was chosen by.
 #[derive(Serialize)]
 struct Line<'a> {
     image: &'a str,
@@ -38,8 +40,8 @@ pub fn run(args: &ResolveArgs) -> anyhow::Result<ExitCode> {
         if args.json {
             let line = Line {
                 image,
-                registry: &resolution.image.registry,
-                repository: &resolution.image.repository,
+                registry: &resolution.image.domain,
+                repository: &resolution.image.path,
                 key,
                 username,
             };
@@ -51,7 +53,7 @@ pub fn run(args: &ResolveArgs) -> anyhow::Result<ExitCode> {
             };
             say(format!(
                 "{image}: registry {}, repository {}, {who}",
-                resolution.image.registry, resolution.image.repository
+                resolution.image.domain, resolution.image.path
             ))?;
         }
     }
