@@ -1114,7 +1114,7 @@ fn bad_configuration_is_bad_input() {
     basic.pull(&[&image]).assert_code(2).assert_stderr_has(&[
         "ECS_ENGINE_AUTH_TYPE",
         "\"basic\"",
-        "not supported",
+        "is not a supported type",
     ]);
 
     // Not JSON: the message must not quote the value.

@@ -161,6 +161,17 @@ pub enum EngineSetupError {
     Insecure { address: String, keys: usize },
     #[error("cannot set up a client for the Docker Engine at {address}: {detail}")]
     Client { address: String, detail: String },
+    /// Not a configuration problem: nothing listens where the engine should be.
+    #[error(transparent)]
+    Unreachable(PullError),
+}
+
+impl EngineSetupError {
+    /// Whether the operator's configuration is at fault (exit status 2),
+    /// rather than the engine being absent (exit status 1).
+    pub fn is_config(&self) -> bool {
+        !matches!(self, EngineSetupError::Unreachable(_))
+    }
 }
 
 /// A connected Docker Engine.
@@ -214,9 +225,17 @@ impl Engine {
             .map(str::to_owned)
             .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()))
             .unwrap_or_else(|| DEFAULT_DOCKER_HOST.to_owned());
-        let client_error = |e: bollard::errors::Error| EngineSetupError::Client {
-            address: address.clone(),
-            detail: e.to_string(),
+        let client_error = |e: bollard::errors::Error| match e {
+            bollard::errors::Error::SocketNotFoundError(_) => {
+                EngineSetupError::Unreachable(PullError::EngineUnreachable {
+                    address: address.clone(),
+                    detail: e.to_string(),
+                })
+            }
+            e => EngineSetupError::Client {
+                address: address.clone(),
+                detail: e.to_string(),
+            },
         };
         let tls = std::env::var_os("DOCKER_TLS_VERIFY").is_some_and(|v| !v.is_empty())
             || address.starts_with("https://");
@@ -690,6 +709,19 @@ mod tests {
             .expect("a client is only prepared");
         assert_eq!(local.transport(), Transport::PlainLoopback);
         assert!(local.check_credentials_safe(2).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_missing_socket_is_an_unreachable_engine_not_a_config_error() {
+        let err = Engine::connect(Some("unix:///nonexistent/docker.sock"))
+            .await
+            .expect_err("no socket");
+        assert!(!err.is_config(), "{err}");
+        assert!(
+            err.to_string()
+                .contains("cannot reach the Docker Engine at unix:///nonexistent/docker.sock"),
+            "{err}"
+        );
     }
 
     #[tokio::test]

@@ -22,7 +22,9 @@ pub fn code_for(err: &anyhow::Error) -> ExitCode {
             || cause.is::<pullauth_resolve::AuthDataError>()
             || cause.is::<pullauth_resolve::ImageRefError>()
             || cause.is::<pullauth_store::StoreError>()
-            || cause.is::<pullauth_docker::EngineSetupError>()
+            || cause
+                .downcast_ref::<pullauth_docker::EngineSetupError>()
+                .is_some_and(pullauth_docker::EngineSetupError::is_config)
             || cause.is::<pullauth_agent::control_socket::SocketError>()
             || cause.is::<UsageError>()
     });
