@@ -275,6 +275,65 @@ fn task_run_pulls_with_the_matching_key() {
     assert_eq!(agent.metric("pullauth_pulls_succeeded_total"), 2.0);
 }
 
+/// Regression: `task run` read `ECS_DATADIR` only from its own environment
+/// while `serve` also reads the env file, so with `ECS_DATADIR` in
+/// ecs.config (the usual case) `task run` knocked on /var/run/pullauth.sock.
+/// Proves both now find `$ECS_DATADIR/pullauth.sock` from the same
+/// `--env-file`, without `--control-socket` and without `ECS_DATADIR` in
+/// either environment.
+#[test]
+fn task_run_finds_the_socket_from_the_env_file_as_serve_does() {
+    let h = Harness::get();
+    let alpha = &h.alpha;
+    let (_, image) = push(alpha, "envdir", "alice");
+    let data = scratch_dir("datadir-in-env-file");
+    let spec = AgentSpec::new()
+        .env_file_text(&docker_auth_config(
+            &[(&alpha.addr(), "alice", alpha.password("alice"))],
+            &[],
+        ))
+        .data_dir_in_env_file(data.path());
+    let agent = spec.start();
+    let socket = data.path().join("pullauth.sock");
+    assert!(
+        fs::metadata(&socket).is_ok_and(|m| m.file_type().is_socket()),
+        "serve did not bind {} from the env file's ECS_DATADIR:\n{}",
+        socket.display(),
+        spec.log_tail(30)
+    );
+
+    let file = taskdef_file(
+        &spec,
+        "envdir",
+        &taskdef("envdir", &[("app", &image, true)]),
+    );
+    let out = run(Command::new(pullauth_bin())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .args([
+            "task",
+            "run",
+            "--wait",
+            "--wait-timeout",
+            "60s",
+            "--env-file",
+        ])
+        .arg(spec.env_file())
+        .arg(&file));
+    assert!(
+        out.status.success(),
+        "task run --env-file failed ({}):\n{}{}\nagent log:\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr),
+        spec.log_tail(30)
+    );
+    let printed: Value = serde_json::from_slice(&out.stdout).expect("task run prints JSON");
+    assert_eq!(printed["KnownStatus"], "PULLED", "{printed:#}");
+    let arn = printed["Arn"].as_str().expect("Arn");
+    assert!(agent.task(arn).is_some(), "the agent does not know {arn}");
+}
+
 /// Proves a failed essential pull stops the task with a clear PullError
 /// (`task run --wait` exits 1), while a failed non-essential one does not.
 #[test]
