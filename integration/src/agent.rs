@@ -822,6 +822,7 @@ pub fn repo_requests(registry: &Registry, mark: usize, repo: &str) -> Vec<Regist
 /// --target x86_64-unknown-linux-gnu --target-dir <target>/static`.
 /// Returns the binary and how long the (possibly no-op) build took.
 pub fn static_pullauth_bin() -> (PathBuf, Duration) {
+    crate::require_opt_in();
     static BIN: OnceLock<Result<(PathBuf, Duration), String>> = OnceLock::new();
     match BIN.get_or_init(build_static) {
         Ok(found) => found.clone(),

@@ -40,6 +40,7 @@ impl Registry {
     /// htpasswd as one argv entry); user names must not contain ':' or
     /// control characters, which the htpasswd format cannot hold.
     pub fn start(name: &str, users: &[(&str, &str)]) -> Registry {
+        crate::require_opt_in();
         util::ensure_tools(&[
             ("docker-registry", "docker-registry"),
             ("htpasswd", "apache2-utils"),
