@@ -59,6 +59,6 @@ pub use engine::{DOCKER_HOST_ENV, Engine, PrivateEngine};
 pub use harness::Harness;
 pub use opt_in::{OPT_IN_ENV, require_opt_in};
 pub use outcome::Outcome;
-pub use registry::Registry;
+pub use registry::{Held, Registry};
 pub use stall::Stall;
 pub use util::{ensure_tools, free_port, http_get_status};
