@@ -285,6 +285,8 @@ pub struct AgentSpec {
     env: Vec<(String, String)>,
     env_file: PathBuf,
     data_dir: Option<PathBuf>,
+    /// `ECS_DATADIR` is a line of the env file, not a process variable.
+    data_dir_in_env_file: bool,
     args: Vec<String>,
 }
 
@@ -306,6 +308,7 @@ impl AgentSpec {
             env: Vec::new(),
             env_file,
             data_dir: None,
+            data_dir_in_env_file: false,
             args: Vec::new(),
         }
     }
@@ -331,6 +334,21 @@ impl AgentSpec {
     /// default `$ECS_DATADIR/pullauth.sock`.
     pub fn data_dir(mut self, dir: &Path) -> AgentSpec {
         self.data_dir = Some(dir.to_path_buf());
+        self
+    }
+
+    /// Like [`AgentSpec::data_dir`], but `ECS_DATADIR` is appended to the env
+    /// file (as in a real ecs.config) instead of set in the agent's
+    /// environment. A later [`AgentSpec::write_env_file`] drops the line.
+    pub fn data_dir_in_env_file(mut self, dir: &Path) -> AgentSpec {
+        let mut text = fs::read_to_string(&self.env_file).expect("cannot read ecs.config");
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&format!("ECS_DATADIR={}\n", dir.display()));
+        self.write_env_file(&text);
+        self.data_dir = Some(dir.to_path_buf());
+        self.data_dir_in_env_file = true;
         self
     }
 
@@ -423,7 +441,9 @@ impl AgentSpec {
                 .env("PATH", util::daemon_path())
                 .env("DOCKER_HOST", &docker_host)
                 .env("RUST_BACKTRACE", "1");
-            if let Some(dir) = &self.data_dir {
+            if let Some(dir) = &self.data_dir
+                && !self.data_dir_in_env_file
+            {
                 cmd.env("ECS_DATADIR", dir);
             }
             for (k, v) in &self.env {
@@ -802,6 +822,7 @@ pub fn repo_requests(registry: &Registry, mark: usize, repo: &str) -> Vec<Regist
 /// --target x86_64-unknown-linux-gnu --target-dir <target>/static`.
 /// Returns the binary and how long the (possibly no-op) build took.
 pub fn static_pullauth_bin() -> (PathBuf, Duration) {
+    crate::require_opt_in();
     static BIN: OnceLock<Result<(PathBuf, Duration), String>> = OnceLock::new();
     match BIN.get_or_init(build_static) {
         Ok(found) => found.clone(),

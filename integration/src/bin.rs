@@ -10,6 +10,7 @@ use std::sync::OnceLock;
 /// Respects `CARGO_TARGET_DIR`. Panics with cargo's output if the crate is
 /// missing or does not build.
 pub fn pullauth_bin() -> PathBuf {
+    crate::require_opt_in();
     static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     match BIN.get_or_init(build) {
         Ok(path) => path.clone(),

@@ -41,6 +41,7 @@ impl Engine {
     /// starts one then), else `DOCKER_HOST` or the default socket if `docker
     /// info` works there, else a private dockerd under a temp dir.
     pub fn start_or_reuse() -> Engine {
+        crate::require_opt_in();
         util::ensure_tools(&[("docker", "docker.io")]);
         let client_config = client_config("client");
         let probe = |host: &str| docker_info_ok(host, client_config.path());
@@ -296,6 +297,7 @@ pub struct PrivateEngine {
 impl PrivateEngine {
     /// Starts a new dockerd under a fresh temp dir and waits until it answers.
     pub fn start() -> PrivateEngine {
+        crate::require_opt_in();
         util::ensure_tools(&[
             ("docker", "docker.io"),
             ("dockerd", "docker.io"),

@@ -32,6 +32,7 @@ impl Harness {
     /// thread) get the same one. If starting failed, every call panics with
     /// the original message instead of retrying.
     pub fn get() -> &'static Harness {
+        crate::require_opt_in();
         let result = HARNESS.get_or_init(|| {
             std::panic::catch_unwind(Harness::start).map_err(|panic| {
                 panic
@@ -78,6 +79,7 @@ impl Harness {
     /// Starts an extra registry that accepts exactly `users` (for tests that
     /// need specific passwords or want to stop/restart their registry).
     pub fn registry_with(users: &[(&str, &str)]) -> Registry {
+        crate::require_opt_in();
         static COUNT: AtomicU64 = AtomicU64::new(0);
         let n = COUNT.fetch_add(1, Ordering::Relaxed);
         Registry::start(&format!("extra{n}"), users)

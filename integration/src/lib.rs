@@ -18,6 +18,11 @@
 //! and killed by the kernel if it dies (see the `process` module source).
 //! Missing Debian packages are installed with apt-get when running as root.
 //!
+//! Nothing is installed or started unless `PULLAUTH_INTEGRATION=1`
+//! (`integration/test` sets it): without it, the first harness call ends
+//! the test process with one "skipped" line on stderr, so a plain `cargo
+//! test` runs only unit and in-process tests (see [`require_opt_in`]).
+//!
 //! Set `PULLAUTH_TEST_DOCKER_HOST` to make every test process share one
 //! engine (`integration/test` does); otherwise each test process uses the
 //! default engine if `docker info` works there, or starts its own dockerd.
@@ -41,6 +46,7 @@ pub mod agent;
 mod bin;
 mod engine;
 mod harness;
+mod opt_in;
 mod outcome;
 mod process;
 mod registry;
@@ -51,7 +57,8 @@ mod util;
 pub use bin::pullauth_bin;
 pub use engine::{DOCKER_HOST_ENV, Engine, PrivateEngine};
 pub use harness::Harness;
+pub use opt_in::{OPT_IN_ENV, require_opt_in};
 pub use outcome::Outcome;
-pub use registry::Registry;
+pub use registry::{Held, Registry};
 pub use stall::Stall;
 pub use util::{ensure_tools, free_port, http_get_status};

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::{process, util};
+use crate::{process, sys, util};
 
 /// How long a registry may take to answer `GET /v2/`.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -40,6 +40,7 @@ impl Registry {
     /// htpasswd as one argv entry); user names must not contain ':' or
     /// control characters, which the htpasswd format cannot hold.
     pub fn start(name: &str, users: &[(&str, &str)]) -> Registry {
+        crate::require_opt_in();
         util::ensure_tools(&[
             ("docker-registry", "docker-registry"),
             ("htpasswd", "apache2-utils"),
@@ -196,6 +197,23 @@ impl Registry {
     /// connections. Storage and log are kept for [`Registry::restart`].
     pub fn stop(&self) {
         self.pid.stop(Duration::from_secs(10));
+    }
+
+    /// Freezes the registry process (SIGSTOP) until the returned guard is
+    /// dropped (SIGCONT). The kernel still accepts connections, but nothing
+    /// answers, so a pull in progress waits without failing or retrying: a
+    /// test can keep it in flight for as long as it needs.
+    pub fn hold(&self) -> Held<'_> {
+        let pid = self
+            .pid
+            .pid()
+            .unwrap_or_else(|| panic!("registry {} is not running", self.name));
+        sys::send_signal(pid, libc::SIGSTOP)
+            .unwrap_or_else(|e| panic!("registry {}: SIGSTOP failed: {e}", self.name));
+        Held {
+            registry: self,
+            pid,
+        }
     }
 
     /// Starts the registry again on the same port with the same storage,
@@ -451,5 +469,24 @@ mod tests {
                 ("b".into(), Some("alice".into()), None),
             ]
         );
+    }
+}
+
+/// A registry frozen by [`Registry::hold`]; dropping it lets it answer again.
+#[derive(Debug)]
+#[must_use = "the registry answers again as soon as this is dropped"]
+pub struct Held<'a> {
+    registry: &'a Registry,
+    pid: u32,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = sys::send_signal(self.pid, libc::SIGCONT) {
+            eprintln!(
+                "pullauth-integration: registry {}: SIGCONT failed: {e}",
+                self.registry.name
+            );
+        }
     }
 }

@@ -45,8 +45,9 @@ pub(crate) fn at_exit(f: extern "C" fn()) -> io::Result<()> {
     }
 }
 
-/// Sends `signal` to the process `pid` (used for a graceful SIGTERM; std only
-/// offers SIGKILL through `Child::kill`).
+/// Sends `signal` to the process `pid` (used for a graceful SIGTERM, and
+/// SIGSTOP/SIGCONT to hold a registry; std only offers SIGKILL through
+/// `Child::kill`).
 #[allow(unsafe_code)]
 pub(crate) fn send_signal(pid: u32, signal: libc::c_int) -> io::Result<()> {
     let pid = libc::pid_t::try_from(pid).map_err(io::Error::other)?;

@@ -149,6 +149,7 @@ fn is_root() -> bool {
 /// Makes sure each `(binary, debian_package)` is available, installing the
 /// missing packages with apt-get when running as root; panics otherwise.
 pub fn ensure_tools(tools: &[(&str, &str)]) {
+    crate::require_opt_in();
     static APT: Mutex<()> = Mutex::new(());
     let _guard = APT
         .lock()

@@ -10,7 +10,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::{Arc, Barrier};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use pullauth_integration::agent::{
     AgentClient, AgentSpec, ContainerGuard, RegistryRequest, base64_fragments, base64_standard,
@@ -275,6 +275,65 @@ fn task_run_pulls_with_the_matching_key() {
     assert_eq!(agent.metric("pullauth_pulls_succeeded_total"), 2.0);
 }
 
+/// Regression: `task run` read `ECS_DATADIR` only from its own environment
+/// while `serve` also reads the env file, so with `ECS_DATADIR` in
+/// ecs.config (the usual case) `task run` knocked on /var/run/pullauth.sock.
+/// Proves both now find `$ECS_DATADIR/pullauth.sock` from the same
+/// `--env-file`, without `--control-socket` and without `ECS_DATADIR` in
+/// either environment.
+#[test]
+fn task_run_finds_the_socket_from_the_env_file_as_serve_does() {
+    let h = Harness::get();
+    let alpha = &h.alpha;
+    let (_, image) = push(alpha, "envdir", "alice");
+    let data = scratch_dir("datadir-in-env-file");
+    let spec = AgentSpec::new()
+        .env_file_text(&docker_auth_config(
+            &[(&alpha.addr(), "alice", alpha.password("alice"))],
+            &[],
+        ))
+        .data_dir_in_env_file(data.path());
+    let agent = spec.start();
+    let socket = data.path().join("pullauth.sock");
+    assert!(
+        fs::metadata(&socket).is_ok_and(|m| m.file_type().is_socket()),
+        "serve did not bind {} from the env file's ECS_DATADIR:\n{}",
+        socket.display(),
+        spec.log_tail(30)
+    );
+
+    let file = taskdef_file(
+        &spec,
+        "envdir",
+        &taskdef("envdir", &[("app", &image, true)]),
+    );
+    let out = run(Command::new(pullauth_bin())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .args([
+            "task",
+            "run",
+            "--wait",
+            "--wait-timeout",
+            "60s",
+            "--env-file",
+        ])
+        .arg(spec.env_file())
+        .arg(&file));
+    assert!(
+        out.status.success(),
+        "task run --env-file failed ({}):\n{}{}\nagent log:\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr),
+        spec.log_tail(30)
+    );
+    let printed: Value = serde_json::from_slice(&out.stdout).expect("task run prints JSON");
+    assert_eq!(printed["KnownStatus"], "PULLED", "{printed:#}");
+    let arn = printed["Arn"].as_str().expect("Arn");
+    assert!(agent.task(arn).is_some(), "the agent does not know {arn}");
+}
+
 /// Proves a failed essential pull stops the task with a clear PullError
 /// (`task run --wait` exits 1), while a failed non-essential one does not.
 #[test]
@@ -478,8 +537,13 @@ fn state_survives_a_graceful_restart() {
     assert_eq!(agent.task(&arn), Some(before));
     assert_eq!(mode(&state), 0o600, "state file mode after restart");
     assert_eq!(mode(&socket), 0o600, "control socket mode after restart");
-    // Nothing was unfinished, so nothing is pulled again.
-    std::thread::sleep(Duration::from_millis(500));
+    // Nothing was unfinished, so nothing is pulled again. The agent decides
+    // (and logs) what to resume before it says it is ready, so no waiting.
+    assert!(
+        !spec.logs().contains("resuming pulls that had not finished"),
+        "{}",
+        spec.log_tail(10)
+    );
     assert_eq!(agent.metric("pullauth_pulls_started_total"), 0.0);
 }
 
@@ -615,10 +679,13 @@ const FAN_IN: usize = 100;
 /// pull's worth of requests: as many (manifest and total) as a single
 /// `pullauth pull` of a similar image, with 1 pull started and 99 shared.
 ///
-/// With `registry_down`, the registry is stopped until every submission has
-/// joined the pull (which keeps retrying meanwhile), so the pull is surely
-/// still in flight; otherwise the submissions race a real (short) pull.
-fn fan_in(registry_down: bool) {
+/// The registry is kept from finishing the pull until every submission has
+/// joined it, so that "one pull" never depends on how fast the submissions
+/// are compared with the pull: [`Hold::Down`] stops the registry (the pull
+/// keeps retrying), [`Hold::Frozen`] freezes it (the pull waits for
+/// answers, never failing).
+fn fan_in(hold: Hold) {
+    let registry_down = hold == Hold::Down;
     let h = Harness::get();
     let password = random_token(20);
     let registry = Harness::registry_with(&[("erin", &password)]);
@@ -654,6 +721,7 @@ fn fan_in(registry_down: bool) {
         registry.stop();
     }
     let agent = spec.start();
+    let frozen = (hold == Hold::Frozen).then(|| registry.hold());
     let mark = registry.log_mark();
     let barrier = Arc::new(Barrier::new(FAN_IN));
     let body = taskdef("fan", &[("app", &image, true)]).to_string();
@@ -678,13 +746,14 @@ fn fan_in(registry_down: bool) {
         arns.push(response.json()["Arn"].as_str().expect("Arn").to_string());
     }
     let admitted_in = started.elapsed();
+    // Every container has joined the one pull, which is still in flight.
+    agent.wait_metric("pullauth_pulls_shared_total", (FAN_IN - 1) as f64);
+    assert_eq!(agent.metric("pullauth_pulls_started_total"), 1.0);
     if registry_down {
-        // Every container has joined the one pull, which is still retrying.
-        agent.wait_metric("pullauth_pulls_shared_total", (FAN_IN - 1) as f64);
-        assert_eq!(agent.metric("pullauth_pulls_started_total"), 1.0);
         assert!(agent.metric("pullauth_pull_retries_total") >= 1.0);
         registry.restart();
     }
+    drop(frozen);
     for arn in &arns {
         let task = agent.wait_final(arn);
         assert_eq!(task["KnownStatus"], "PULLED", "{task:#}");
@@ -718,6 +787,22 @@ fn fan_in(registry_down: bool) {
     );
     assert_eq!(requests.len(), one_pull.len(), "{requests:#?}");
     assert!(requests.iter().all(|r| r.user.as_deref() == Some("erin")));
+    if !registry_down {
+        assert_eq!(
+            metric("pullauth_pull_retries_total"),
+            0.0,
+            "a held pull never fails"
+        );
+    }
+}
+
+/// How [`fan_in`] keeps the pull in flight while the submissions arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    /// The registry is stopped; the pull fails and retries until restarted.
+    Down,
+    /// The registry is frozen (SIGSTOP); the pull waits, then succeeds at once.
+    Frozen,
 }
 
 /// Proves single flight: 100 simultaneous tasks for one uncached image that
@@ -725,14 +810,16 @@ fn fan_in(registry_down: bool) {
 /// it: 1 pull started, 99 shared, one pull's worth of registry requests.
 #[test]
 fn hundred_tasks_arriving_during_a_pull_share_it() {
-    fan_in(true);
+    fan_in(Hold::Down);
 }
 
 /// Proves 100 simultaneous submissions of one small uncached image cause
-/// exactly one engine pull (1 started, 99 shared, one pull's registry requests).
+/// exactly one engine pull (1 started, 99 shared, one pull's registry
+/// requests, no retry). The registry is frozen until all 100 have joined, so
+/// a slow machine cannot let the pull finish before the last submission.
 #[test]
 fn hundred_simultaneous_tasks_share_one_pull() {
-    fan_in(false);
+    fan_in(Hold::Frozen);
 }
 
 /// Every way `secret` could appear: itself, and inside base64 at any offset.

@@ -106,8 +106,14 @@ impl Live {
     /// Waits until stderr contains `needle`; `false` if the process ended
     /// without printing it.
     fn wait_for_stderr(&mut self, needle: &str) -> bool {
+        self.wait_for_stderr_that(needle, |stderr| stderr.contains(needle))
+    }
+
+    /// Waits until `seen` holds for stderr (`what` describes it); `false` if
+    /// the process ended first.
+    fn wait_for_stderr_that(&mut self, what: &str, seen: impl Fn(&str) -> bool) -> bool {
         loop {
-            if self.stderr().contains(needle) {
+            if seen(&self.stderr()) {
                 return true;
             }
             if self
@@ -116,13 +122,15 @@ impl Live {
                 .expect("cannot poll the child")
                 .is_some()
             {
-                // Let the readers drain what is left in the pipe.
-                std::thread::sleep(Duration::from_millis(200));
-                return self.stderr().contains(needle);
+                // The readers reach EOF now that the process is gone.
+                for reader in self.readers.drain(..) {
+                    let _ = reader.join();
+                }
+                return seen(&self.stderr());
             }
             assert!(
                 self.started.elapsed() < RUN_TIMEOUT,
-                "no {needle:?} on stderr within {RUN_TIMEOUT:?}:\n{}",
+                "no {what} on stderr within {RUN_TIMEOUT:?}:\n{}",
                 self.stderr()
             );
             std::thread::sleep(Duration::from_millis(10));
@@ -319,7 +327,7 @@ fn container<'a>(task: &'a Value, name: &str) -> &'a Value {
 // A registry or the engine going away mid-pull
 // ---------------------------------------------------------------------------
 
-// Proves a pull whose registry stops mid-download and is back ~1 s later retries and finishes (exit 0, image local) as the configured user.
+// Proves a pull whose registry stops mid-download, and is back once the pull has noticed (a retry line), retries and finishes (exit 0, image local) as the configured user.
 #[test]
 fn registry_stopping_mid_pull_is_retried_and_the_pull_finishes() {
     let h = Harness::get();
@@ -350,8 +358,14 @@ fn registry_stopping_mid_pull_is_retried_and_the_pull_finishes() {
     );
     let downloading_after = started.elapsed();
     registry.stop();
-    std::thread::sleep(Duration::from_secs(1));
+    // Down until the pull has noticed (a retry line), however long that takes.
+    let noticed = pull.wait_for_stderr_that("retry line", |stderr| !retry_lines(stderr).is_empty());
     registry.restart();
+    assert!(
+        noticed,
+        "the pull ended without a retry while the registry was down:\n{}",
+        pull.stderr()
+    );
     let out = pull.finish();
     eprintln!(
         "registry stop mid-pull: layer progress after {downloading_after:?}, pull ended after \
@@ -899,7 +913,7 @@ fn full_disk_refuses_submissions_and_loses_nothing_after_restart() {
     assert!(!logs.contains("panicked"), "{logs}");
 }
 
-// Proves that once a full disk has space again, the running agent records submissions again, or at least stops reporting itself healthy.
+// Proves that once a full disk has space again, the running agent accepts a submission (201) and pulls that task to PULLED.
 #[test]
 fn full_disk_agent_recovers_once_space_is_freed() {
     let password = format!("dina-{}", random_token(20));
@@ -914,25 +928,28 @@ fn full_disk_agent_recovers_once_space_is_freed() {
     assert_eq!(refused.status, 500, "{}", refused.text());
     fs::remove_file(&filler).expect("remove the filler");
 
+    // Recovering means accepting tasks again: a degraded /healthz alone is
+    // not enough, and neither is a 201 whose task then never finishes.
     let body = taskdef("again", &[("app", &image, true)]).to_string();
+    let mut last = String::new();
     let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    let accepted = loop {
         let response = agent.control("POST", "/v1/tasks", body.as_bytes());
         if response.status == 201 {
-            break;
+            break response.json();
         }
-        let health = agent.get("/healthz").status;
-        if health != 200 {
-            break;
-        }
+        last = format!("{} {}", response.status, response.text());
         assert!(
             Instant::now() < deadline,
-            "20 s after space was freed the agent still refuses every task ({} {}) and \
-             /healthz says {health}; log:\n{}",
-            response.status,
-            response.text(),
+            "20 s after space was freed the agent still refuses every task (last: {last}; \
+             /healthz {}); log:\n{}",
+            agent.get("/healthz").status,
             disk.spec.log_tail(5)
         );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    eprintln!("disk freed: accepted again (last refusal: {last:?})");
+    let task = agent.wait_final(accepted["Arn"].as_str().expect("Arn"));
+    assert_eq!(task["KnownStatus"], "PULLED", "{task:#}");
+    assert_eq!(agent.get("/healthz").status, 200, "healthy again");
 }

@@ -388,6 +388,16 @@ impl Sources {
         None
     }
 
+    /// `ECS_DATADIR` from the highest source that sets it. `serve` keeps its
+    /// state and control socket there; `task run` finds the socket the same
+    /// way, so both must read it through this one function.
+    pub fn data_dir(&self) -> Option<Setting<PathBuf>> {
+        self.plain(DATA_DIR).map(|s| Setting {
+            value: PathBuf::from(s.value),
+            origin: s.origin,
+        })
+    }
+
     /// A non-secret variable as plain text.
     fn plain(&self, var: &str) -> Option<Setting<String>> {
         self.lookup(var).map(|(value, origin)| Setting {
@@ -602,10 +612,7 @@ impl Config {
         let engine_auth = engine_auth(sources.plain(AUTH_TYPE), sources.lookup(AUTH_DATA))?;
         Ok(Config {
             engine_auth,
-            data_dir: sources.plain(DATA_DIR).map(|s| Setting {
-                value: PathBuf::from(s.value),
-                origin: s.origin,
-            }),
+            data_dir: sources.data_dir(),
             cluster: sources.plain(CLUSTER).unwrap_or_else(|| Setting {
                 value: DEFAULT_CLUSTER.to_owned(),
                 origin: Origin::Default,

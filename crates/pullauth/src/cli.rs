@@ -115,7 +115,11 @@ pub enum TaskCommand {
 
 #[derive(Debug, Args)]
 pub struct TaskRunArgs {
-    /// The agent's control socket (default as for `serve`).
+    /// The configuration `serve` reads: its ECS_DATADIR locates the control socket.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// The agent's control socket (default as for `serve`: $ECS_DATADIR/pullauth.sock
+    /// from --env-file or the environment, else /var/run/pullauth.sock).
     #[arg(long, value_name = "PATH")]
     pub control_socket: Option<PathBuf>,
     /// Wait until every container reaches a final state; exit 1 if the task stopped.

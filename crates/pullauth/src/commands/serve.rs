@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use pullauth_agent::{Agent, Identity, Settings, control_socket, server};
-use pullauth_config::{Config, DATA_DIR};
+use pullauth_config::{Config, DATA_DIR, Setting};
 use pullauth_docker::{Engine, PullOptions, RetryPolicy};
 use pullauth_resolve::RegistryTable;
 use pullauth_store::Store;
@@ -20,9 +20,11 @@ pub const DEFAULT_CONTROL_SOCKET: &str = "/var/run/pullauth.sock";
 pub const CONTROL_SOCKET_NAME: &str = "pullauth.sock";
 
 /// `--control-socket`, else `$ECS_DATADIR/pullauth.sock`, else the default.
-pub fn control_socket_path(flag: Option<&PathBuf>, data_dir: Option<PathBuf>) -> PathBuf {
+/// `serve` and `task run` both call this with [`pullauth_config::Sources::data_dir`] of the
+/// same `--env-file` and environment, so they agree on the socket.
+pub fn control_socket_path(flag: Option<&PathBuf>, data_dir: Option<&Setting<PathBuf>>) -> PathBuf {
     flag.cloned()
-        .or_else(|| data_dir.map(|d| d.join(CONTROL_SOCKET_NAME)))
+        .or_else(|| data_dir.map(|d| d.value.join(CONTROL_SOCKET_NAME)))
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL_SOCKET))
 }
 
@@ -107,10 +109,7 @@ async fn serve(args: &ServeArgs, config: Config, table: RegistryTable) -> anyhow
     let tcp = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {} (--listen)", args.listen))?;
-    let socket = control_socket_path(
-        args.control_socket.as_ref(),
-        config.data_dir.as_ref().map(|d| d.value.clone()),
-    );
+    let socket = control_socket_path(args.control_socket.as_ref(), config.data_dir.as_ref());
     let (unix, socket_guard) = control_socket::bind_control_socket(&socket).await?;
     let identity = Identity {
         cluster: config.cluster.value.clone(),

@@ -1,6 +1,6 @@
 //! `pullauth task run`: submit a task definition over the control socket.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -10,6 +10,7 @@ use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use pullauth_config::Sources;
 use serde_json::Value;
 
 use super::say;
@@ -44,10 +45,10 @@ fn run_task(args: &TaskRunArgs) -> anyhow::Result<ExitCode> {
             args.wait_timeout
         ))
     })?;
-    let data_dir = std::env::var_os(pullauth_config::DATA_DIR)
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from);
-    let socket = control_socket_path(args.control_socket.as_ref(), data_dir);
+    // Only ECS_DATADIR matters here, so the rest of the configuration is not
+    // validated: a task can be submitted while a reload is being fixed.
+    let sources = Sources::gather(args.config.env_file())?;
+    let socket = control_socket_path(args.control_socket.as_ref(), sources.data_dir().as_ref());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -125,7 +126,7 @@ async fn request(
         .with_context(|| {
             format!(
                 "cannot connect to the agent's control socket {} (is `pullauth serve` running? \
-             use --control-socket or ECS_DATADIR to point at it)",
+             pass the --env-file it reads, or --control-socket)",
                 socket.display()
             )
         })?;
