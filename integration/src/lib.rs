@@ -54,4 +54,5 @@ pub use harness::Harness;
 pub use outcome::Outcome;
 pub use registry::Registry;
 pub use stall::Stall;
+pub use sys::raise_fd_limit;
 pub use util::{free_port, http_get_status};

@@ -71,6 +71,11 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(args: &ServeArgs, config: Config, table: RegistryTable) -> anyhow::Result<ExitCode> {
+    // The connection caps are fitted to this limit; the usual soft 1,024 is too low.
+    match server::raise_fd_limit() {
+        Ok(limit) => tracing::debug!(limit, "file descriptor limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the file descriptor limit"),
+    }
     let store = match &config.data_dir {
         Some(dir) => {
             let store = Store::open(&dir.value)?;
