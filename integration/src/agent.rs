@@ -286,6 +286,8 @@ pub struct AgentSpec {
     env_file: PathBuf,
     data_dir: Option<PathBuf>,
     args: Vec<String>,
+    /// The binary to run; the debug build when `None`.
+    binary: Option<PathBuf>,
 }
 
 impl Default for AgentSpec {
@@ -307,7 +309,15 @@ impl AgentSpec {
             env_file,
             data_dir: None,
             args: Vec::new(),
+            binary: None,
         }
+    }
+
+    /// Runs `binary` (e.g. [`crate::pullauth_release_bin`]) instead of the
+    /// debug build.
+    pub fn binary(mut self, binary: &Path) -> AgentSpec {
+        self.binary = Some(binary.to_path_buf());
+        self
     }
 
     /// Sets a process environment variable for the agent.
@@ -405,7 +415,7 @@ impl AgentSpec {
     /// Starts `pullauth serve` and waits until it logs that it is ready and
     /// answers `/healthz`. Panics with the log if it does not.
     pub fn start(&self) -> RunningAgent {
-        let bin = crate::pullauth_bin();
+        let bin = self.binary.clone().unwrap_or_else(crate::pullauth_bin);
         let docker_host = Harness::get().docker_host().to_string();
         let mut last_log = String::new();
         for _ in 0..PORT_ATTEMPTS {

@@ -48,7 +48,7 @@ mod stall;
 mod sys;
 mod util;
 
-pub use bin::pullauth_bin;
+pub use bin::{pullauth_bin, pullauth_release_bin};
 pub use engine::{DOCKER_HOST_ENV, Engine, PrivateEngine};
 pub use harness::Harness;
 pub use outcome::Outcome;

@@ -24,7 +24,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
@@ -68,6 +68,13 @@ pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// takes milliseconds; after 5 s the agent stops regardless, well within the
 /// 10 s a supervisor (systemd, Docker, ECS) waits before SIGKILL.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Listen backlog of the introspection socket: connections beyond the cap,
+/// and bursts the accept loop has not caught up with, wait here in the
+/// kernel at no cost to the agent. With tokio's default of 1,024 a burst of a
+/// few thousand connects overflows it and clients stall for a second per
+/// SYN retry; Linux clamps this to `net.core.somaxconn` (4,096 by default).
+pub const LISTEN_BACKLOG: u32 = 4_096;
 
 /// Pause after a failed `accept` (e.g. out of file descriptors), so that the
 /// loop does not spin while the cause persists.
@@ -148,6 +155,32 @@ pub fn raise_fd_limit() -> io::Result<u64> {
     )
     .map_err(io::Error::from)?;
     Ok(target)
+}
+
+/// Binds the introspection listener on the first address `addr` resolves
+/// to, with [`LISTEN_BACKLOG`].
+pub async fn bind_introspection(addr: &str) -> io::Result<TcpListener> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host(addr).await? {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        // As std and tokio do, so that a restart can bind while old
+        // connections linger in TIME_WAIT.
+        socket.set_reuseaddr(true)?;
+        match socket.bind(addr) {
+            Ok(()) => return socket.listen(LISTEN_BACKLOG),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the address resolves to nothing",
+        )
+    }))
 }
 
 /// Why the control socket could not be created.

@@ -92,7 +92,7 @@ async fn serve(args: &ServeArgs, config: Config, table: RegistryTable) -> anyhow
     let engine = Engine::connect(None).await?;
     // The agent runs for long: find out now whether the engine is there.
     engine.ping().await?;
-    let tcp = tokio::net::TcpListener::bind(&args.listen)
+    let tcp = server::bind_introspection(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {} (--listen)", args.listen))?;
     let socket = control_socket_path(
