@@ -87,8 +87,8 @@ fn five_thousand_half_sent_connections_do_not_take_the_agent_down() {
         "this test needs more than {} file descriptors; the hard limit is {limit}",
         FLOOD + 500
     );
-    // A debug build accepts a few hundred connections a second on a busy
-    // machine, so the first would time out before the last arrived.
+    // A debug build accepted ~400 connections a second on the busy 2-core
+    // CI machine, so the first ones timed out before the last arrived.
     let spec = AgentSpec::new().binary(&pullauth_release_bin());
     let agent = spec.start();
     let port: u16 = agent
