@@ -288,6 +288,8 @@ pub struct AgentSpec {
     /// `ECS_DATADIR` is a line of the env file, not a process variable.
     data_dir_in_env_file: bool,
     args: Vec<String>,
+    /// The binary to run; the debug build when `None`.
+    binary: Option<PathBuf>,
 }
 
 impl Default for AgentSpec {
@@ -310,7 +312,15 @@ impl AgentSpec {
             data_dir: None,
             data_dir_in_env_file: false,
             args: Vec::new(),
+            binary: None,
         }
+    }
+
+    /// Runs `binary` (e.g. [`crate::pullauth_release_bin`]) instead of the
+    /// debug build.
+    pub fn binary(mut self, binary: &Path) -> AgentSpec {
+        self.binary = Some(binary.to_path_buf());
+        self
     }
 
     /// Sets a process environment variable for the agent.
@@ -423,7 +433,7 @@ impl AgentSpec {
     /// Starts `pullauth serve` and waits until it logs that it is ready and
     /// answers `/healthz`. Panics with the log if it does not.
     pub fn start(&self) -> RunningAgent {
-        let bin = crate::pullauth_bin();
+        let bin = self.binary.clone().unwrap_or_else(crate::pullauth_bin);
         let docker_host = Harness::get().docker_host().to_string();
         let mut last_log = String::new();
         for _ in 0..PORT_ATTEMPTS {

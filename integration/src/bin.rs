@@ -12,13 +12,25 @@ use std::sync::OnceLock;
 pub fn pullauth_bin() -> PathBuf {
     crate::require_opt_in();
     static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    match BIN.get_or_init(build) {
+    match BIN.get_or_init(|| build(false)) {
         Ok(path) => path.clone(),
         Err(msg) => panic!("{msg}"),
     }
 }
 
-fn build() -> Result<PathBuf, String> {
+/// The release `pullauth` binary (`cargo build -q --release -p pullauth`),
+/// built once per test process, for tests whose load a debug build cannot
+/// keep up with (thousands of connections within the agent's 10 s header
+/// timeout). Costs a release build on the first call.
+pub fn pullauth_release_bin() -> PathBuf {
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match BIN.get_or_init(|| build(true)) {
+        Ok(path) => path.clone(),
+        Err(msg) => panic!("{msg}"),
+    }
+}
+
+fn build(release: bool) -> Result<PathBuf, String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("integration/ has a parent")
@@ -29,16 +41,13 @@ fn build() -> Result<PathBuf, String> {
     };
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     // --target-dir makes the output location independent of cargo config.
-    let out = Command::new(&cargo)
-        .args([
-            "build",
-            "-q",
-            "-p",
-            "pullauth",
-            "--bin",
-            "pullauth",
-            "--target-dir",
-        ])
+    let mut cmd = Command::new(&cargo);
+    cmd.args(["build", "-q"]);
+    if release {
+        cmd.arg("--release");
+    }
+    let out = cmd
+        .args(["-p", "pullauth", "--bin", "pullauth", "--target-dir"])
         .arg(&target)
         .current_dir(&root)
         .output()
@@ -51,7 +60,8 @@ fn build() -> Result<PathBuf, String> {
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    let bin = target.join("debug").join("pullauth");
+    let profile = if release { "release" } else { "debug" };
+    let bin = target.join(profile).join("pullauth");
     if bin.is_file() {
         Ok(bin)
     } else {

@@ -54,11 +54,12 @@ mod stall;
 mod sys;
 mod util;
 
-pub use bin::pullauth_bin;
+pub use bin::{pullauth_bin, pullauth_release_bin};
 pub use engine::{DOCKER_HOST_ENV, Engine, PrivateEngine};
 pub use harness::Harness;
 pub use opt_in::{OPT_IN_ENV, require_opt_in};
 pub use outcome::Outcome;
 pub use registry::{Held, Registry};
 pub use stall::Stall;
+pub use sys::raise_fd_limit;
 pub use util::{ensure_tools, free_port, http_get_status};

@@ -1,7 +1,7 @@
 //! The only place in this crate that calls into libc directly.
 //!
 //! Each function is a thin wrapper around one system call that std does not
-//! expose, so `unsafe` is allowed on exactly these three functions.
+//! expose, so `unsafe` is allowed on exactly these four functions.
 
 use std::io;
 use std::os::unix::process::CommandExt;
@@ -60,4 +60,38 @@ pub(crate) fn send_signal(pid: u32, signal: libc::c_int) -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// Raises this process's soft limit on open file descriptors to its hard
+/// limit, for tests that open thousands of connections; returns the soft
+/// limit in effect afterwards.
+#[allow(unsafe_code)]
+pub fn raise_fd_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit(2) writes one `rlimit` into the valid, exclusively
+    // borrowed struct it is given, and reads nothing else.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // An unlimited hard limit still stops at fs.nr_open (2^20 by default).
+    let target = if limit.rlim_max == libc::RLIM_INFINITY {
+        1 << 20
+    } else {
+        limit.rlim_max
+    };
+    if limit.rlim_cur >= target {
+        return Ok(limit.rlim_cur);
+    }
+    let raised = libc::rlimit {
+        rlim_cur: target,
+        rlim_max: limit.rlim_max,
+    };
+    // SAFETY: setrlimit(2) only reads the valid struct it is given.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(raised.rlim_cur)
 }

@@ -3,10 +3,11 @@
 //! the log.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -22,6 +23,17 @@ pub const AVAILABLE_COMMANDS: &[&str] = &[
     "/healthz",
     "/metrics",
 ];
+
+/// Largest task definition the control API reads. ECS itself refuses task
+/// definitions over 64 KiB; 1 MiB leaves room for generous environment
+/// blocks while one request cannot make the agent hold much memory. Larger
+/// bodies get 413.
+pub const MAX_TASK_DEFINITION_BYTES: usize = 1024 * 1024;
+
+/// How long a client may take to send a task definition once its headers
+/// have arrived. Over a local socket 1 MiB takes milliseconds; a client that
+/// trickles its body is dropped with 408 instead of holding a connection.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Read-only routes, shaped like the ECS agent's introspection API.
 pub fn introspection(agent: Agent) -> Router {
@@ -41,6 +53,7 @@ pub fn control(agent: Agent) -> Router {
     Router::new()
         .route("/v1/tasks", get(tasks).post(submit))
         .route("/healthz", get(healthz))
+        .layer(DefaultBodyLimit::max(MAX_TASK_DEFINITION_BYTES))
         .with_state(agent)
 }
 
@@ -141,7 +154,37 @@ async fn metrics(State(agent): State<Agent>) -> Response {
         .into_response()
 }
 
-async fn submit(State(agent): State<Agent>, body: Bytes) -> Response {
+/// Reads the request body within [`BODY_READ_TIMEOUT`] and
+/// [`MAX_TASK_DEFINITION_BYTES`] (set on the router).
+async fn read_body(request: Request) -> Result<Bytes, Response> {
+    match tokio::time::timeout(BODY_READ_TIMEOUT, Bytes::from_request(request, &())).await {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(rejection)) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the task definition is larger than {} KiB",
+                MAX_TASK_DEFINITION_BYTES / 1024
+            ),
+        )),
+        Ok(Err(rejection)) => {
+            tracing::debug!(error = %rejection.body_text(), "reading a request body");
+            Err(error(rejection.status(), "cannot read the request body"))
+        }
+        Err(_) => Err(error(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {}",
+                humantime::format_duration(BODY_READ_TIMEOUT)
+            ),
+        )),
+    }
+}
+
+async fn submit(State(agent): State<Agent>, request: Request) -> Response {
+    let body = match read_body(request).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
     // Run the submission as its own task: a client that hangs up must not
     // cancel it halfway (task written, pulls not started).
     let submitted = tokio::spawn(async move { agent.submit(&body).await }).await;

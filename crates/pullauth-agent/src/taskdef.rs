@@ -16,6 +16,10 @@ pub struct TaskDefError {
     pub problem: String,
 }
 
+/// Most containers one task may define, as in ECS: every container costs a
+/// pull and a store record, so one submission's cost stays bounded.
+pub const MAX_CONTAINERS: usize = 10;
+
 fn err(field: impl Into<String>, problem: impl Into<String>) -> TaskDefError {
     TaskDefError {
         field: field.into(),
@@ -51,6 +55,15 @@ pub fn parse(body: &[u8], arn: String) -> Result<Task, TaskDefError> {
         Some(_) => return Err(err("containerDefinitions", "must be an array")),
         None => return Err(err("containerDefinitions", "is required")),
     };
+    if definitions.len() > MAX_CONTAINERS {
+        return Err(err(
+            "containerDefinitions",
+            format!(
+                "holds {} containers; a task may have at most {MAX_CONTAINERS}",
+                definitions.len()
+            ),
+        ));
+    }
     let mut containers: Vec<Container> = Vec::with_capacity(definitions.len());
     for (i, definition) in definitions.iter().enumerate() {
         let at = |name: &str| format!("containerDefinitions[{i}].{name}");
@@ -167,6 +180,29 @@ mod tests {
             let e = parse_str(body).expect_err(body);
             assert_eq!(e.field, field, "{body}: {e}");
         }
+    }
+
+    #[test]
+    fn at_most_ten_containers() {
+        let body = |n: usize| {
+            let containers: Vec<String> = (0..n)
+                .map(|i| format!(r#"{{"name":"c{i}","image":"busybox"}}"#))
+                .collect();
+            format!(
+                r#"{{"family":"f","containerDefinitions":[{}]}}"#,
+                containers.join(",")
+            )
+        };
+        assert_eq!(
+            parse_str(&body(MAX_CONTAINERS))
+                .expect("ten")
+                .containers
+                .len(),
+            10
+        );
+        let e = parse_str(&body(MAX_CONTAINERS + 1)).expect_err("eleven");
+        assert_eq!(e.field, "containerDefinitions");
+        assert!(e.problem.contains("at most 10"), "{e}");
     }
 
     #[test]

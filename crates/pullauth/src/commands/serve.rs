@@ -89,6 +89,11 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(args: &ServeArgs, config: Config, table: RegistryTable) -> anyhow::Result<ExitCode> {
+    // The connection caps are fitted to this limit; the usual soft 1,024 is too low.
+    match server::raise_fd_limit() {
+        Ok(limit) => tracing::debug!(limit, "file descriptor limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the file descriptor limit"),
+    }
     let store = match &config.data_dir {
         Some(dir) => {
             let store = Store::open(&dir.value)?;
@@ -106,7 +111,7 @@ async fn serve(args: &ServeArgs, config: Config, table: RegistryTable) -> anyhow
     engine.check_credentials_safe(table.len())?;
     // The agent runs for long: find out now whether the engine is there.
     engine.ping().await?;
-    let tcp = tokio::net::TcpListener::bind(&args.listen)
+    let tcp = server::bind_introspection(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {} (--listen)", args.listen))?;
     let socket = control_socket_path(args.control_socket.as_ref(), config.data_dir.as_ref());

@@ -1,0 +1,173 @@
+//! The agent against hostile local clients: thousands of connections that
+//! send half a request line and then nothing. It must keep answering on
+//! both APIs, drop such connections after its header-read timeout, and
+//! still stop promptly on SIGTERM. The flood runs against the release build
+//! (built on first use). (In-process tests of the same limits,
+//! with short timeouts, are in crates/pullauth-agent/tests/server.rs.)
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use pullauth_integration::agent::{AgentSpec, http_tcp, http_unix};
+use pullauth_integration::{pullauth_release_bin, raise_fd_limit};
+
+/// How many hostile connections the flood opens.
+const FLOOD: usize = 5_000;
+/// What each hostile connection sends: half a request line.
+const HALF_REQUEST: &[u8] = b"GET /v1/meta";
+/// The agent's header-read timeout is 10 s; this leaves room for a loaded machine.
+const HEADER_TIMEOUT_BOUND: Duration = Duration::from_secs(30);
+
+/// How many connections to local port `port` process `pid` has accepted
+/// and holds open: its socket descriptors whose inode /proc/net/tcp lists as
+/// an established connection on that port. (Connections still waiting in the
+/// listen backlog have no descriptor yet.)
+fn accepted_connections(pid: u32, port: u16) -> usize {
+    let tcp = fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let inodes: HashSet<&str> = tcp
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local_port = fields.get(1)?.rsplit_once(':')?.1;
+            let established = *fields.get(3)? == "01";
+            (established && u16::from_str_radix(local_port, 16).ok()? == port)
+                .then(|| fields.get(9).copied())
+                .flatten()
+        })
+        .collect();
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
+    fds.filter_map(|fd| fs::read_link(fd.ok()?.path()).ok())
+        .filter(|target| {
+            target
+                .to_str()
+                .and_then(|t| t.strip_prefix("socket:["))
+                .and_then(|t| t.strip_suffix(']'))
+                .is_some_and(|inode| inodes.contains(inode))
+        })
+        .count()
+}
+
+/// Threads that open the flood: a connect that meets a full listen backlog
+/// waits a second for the SYN to be retried, and these waits overlap.
+const OPENERS: usize = 8;
+
+/// Opens `count` connections to `addr` that each send half a request line.
+fn half_sent_connections(addr: &str, count: usize) -> Vec<TcpStream> {
+    let addr: SocketAddr = addr.parse().expect("agent address");
+    let open = |i: usize| {
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("connection {i} of {count}: {e}"));
+        stream
+            .write_all(HALF_REQUEST)
+            .unwrap_or_else(|e| panic!("connection {i} of {count}: {e}"));
+        stream
+    };
+    std::thread::scope(|scope| {
+        let openers: Vec<_> = (0..OPENERS)
+            .map(|t| scope.spawn(move || (t..count).step_by(OPENERS).map(open).collect::<Vec<_>>()))
+            .collect();
+        openers
+            .into_iter()
+            .flat_map(|opener| opener.join().expect("opener thread"))
+            .collect()
+    })
+}
+
+#[test]
+fn five_thousand_half_sent_connections_do_not_take_the_agent_down() {
+    let limit = raise_fd_limit().expect("cannot raise RLIMIT_NOFILE");
+    assert!(
+        limit > (FLOOD as u64) + 500,
+        "this test needs more than {} file descriptors; the hard limit is {limit}",
+        FLOOD + 500
+    );
+    // A debug build accepted ~400 connections a second on the busy 2-core
+    // CI machine, so the first ones timed out before the last arrived.
+    let spec = AgentSpec::new().binary(&pullauth_release_bin());
+    let agent = spec.start();
+    let port: u16 = agent
+        .listen()
+        .rsplit_once(':')
+        .and_then(|(_, port)| port.parse().ok())
+        .expect("agent port");
+
+    let opening = Instant::now();
+    let flood = half_sent_connections(agent.listen(), FLOOD);
+    let opened_in = opening.elapsed();
+    // The agent has accepted (not merely the kernel queued) every one.
+    let mut most = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while most < FLOOD {
+        most = most.max(accepted_connections(agent.pid(), port));
+        assert!(
+            Instant::now() < deadline,
+            "the agent held at most {most} of the {FLOOD} connections (opened in {opened_in:?})"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let started = Instant::now();
+    let metadata = http_tcp(agent.listen(), "GET", "/v1/metadata", b"")
+        .expect("GET /v1/metadata during the flood");
+    let took = started.elapsed();
+    assert_eq!(metadata.status, 200, "{}", metadata.text());
+    assert!(
+        took < Duration::from_secs(1),
+        "/v1/metadata took {took:?} during the flood"
+    );
+    let health = http_unix(agent.control_socket(), "GET", "/healthz", b"")
+        .expect("control socket during the flood");
+    assert_eq!(health.status, 200, "{}", health.text());
+    let tasks = http_unix(agent.control_socket(), "GET", "/v1/tasks", b"")
+        .expect("control socket during the flood");
+    assert_eq!(tasks.status, 200, "{}", tasks.text());
+
+    // The flood is still open on our side; shutdown must not wait for it.
+    let started = Instant::now();
+    let status = agent.terminate();
+    let took = started.elapsed();
+    assert!(status.success(), "pullauth serve exited with {status}");
+    assert!(
+        took < Duration::from_secs(10),
+        "SIGTERM took {took:?} with {FLOOD} half-sent connections open"
+    );
+    drop(flood);
+    assert!(
+        spec.logs().contains("SIGTERM: shutting down"),
+        "{}",
+        spec.log_tail(20)
+    );
+}
+
+#[test]
+fn half_sent_connections_are_dropped_after_the_header_timeout() {
+    raise_fd_limit().expect("cannot raise RLIMIT_NOFILE");
+    let spec = AgentSpec::new();
+    let agent = spec.start();
+    let mut hostile = half_sent_connections(agent.listen(), 100);
+    let started = Instant::now();
+    for (i, stream) in hostile.iter_mut().enumerate() {
+        let left = HEADER_TIMEOUT_BOUND.saturating_sub(started.elapsed());
+        stream
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .expect("read timeout");
+        let mut rest = Vec::new();
+        match stream.read_to_end(&mut rest) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+            Err(e) => panic!(
+                "connection {i}: not closed by the agent within {HEADER_TIMEOUT_BOUND:?}: {e}"
+            ),
+        }
+    }
+    // Closed by the timeout, not because the agent went away.
+    let metadata = http_tcp(agent.listen(), "GET", "/v1/metadata", b"").expect("GET /v1/metadata");
+    assert_eq!(metadata.status, 200);
+    agent.terminate();
+}
