@@ -48,8 +48,8 @@ mod stall;
 mod sys;
 mod util;
 
-pub use bin::pullauth_bin;
-pub use engine::{DOCKER_HOST_ENV, Engine, PrivateEngine};
+pub use bin::{pullauth_bin, pullauth_command};
+pub use engine::{DOCKER_HOST_ENV, Engine, Frozen, PrivateEngine};
 pub use harness::Harness;
 pub use outcome::Outcome;
 pub use registry::Registry;

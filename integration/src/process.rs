@@ -109,6 +109,11 @@ impl PidSlot {
         *self.lock() = Some(pid);
     }
 
+    /// The recorded process, if any.
+    pub(crate) fn get(&self) -> Option<u32> {
+        *self.lock()
+    }
+
     /// Whether the recorded process is still alive.
     pub(crate) fn is_running(&self) -> bool {
         let pid = *self.lock();

@@ -13,9 +13,9 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use pullauth_integration::agent::{
-    AgentClient, AgentSpec, ContainerGuard, RegistryRequest, base64_fragments, base64_standard,
-    base64_url_safe, docker_auth_config, http_unix, metric_value, random_token, repo_requests,
-    scratch_dir, static_pullauth_bin, taskdef, wait_for,
+    AgentClient, AgentSpec, ContainerGuard, RegistryRequest, base64_standard, base64_url_safe,
+    docker_auth_config, http_unix, metric_value, random_token, repo_requests, scratch_dir,
+    secret_needles, static_pullauth_bin, taskdef, wait_for,
 };
 use pullauth_integration::{Harness, Registry, free_port, pullauth_bin};
 use serde_json::{Value, json};
@@ -736,12 +736,6 @@ fn hundred_simultaneous_tasks_share_one_pull() {
 }
 
 /// Every way `secret` could appear: itself, and inside base64 at any offset.
-fn secret_needles(secret: &str) -> Vec<String> {
-    let mut needles = vec![secret.to_string()];
-    needles.extend(base64_fragments(secret.as_bytes()));
-    needles
-}
-
 /// The X-Registry-Auth JSON the agent sends, in insertion and sorted field
 /// order, and both base64 encodings of each.
 fn registry_auth_needles(fields: &[(&str, &str)]) -> Vec<String> {
