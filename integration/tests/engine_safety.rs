@@ -471,7 +471,7 @@ fn tls_engine_is_used_with_docker_tls_verify() {
     out.assert_code(1)
         .assert_no_panic()
         .assert_no_secret(&needles)
-        .assert_stderr_has(&[&tcp]);
+        .assert_stderr_has(&[&tcp, "status 400", "DOCKER_TLS_VERIFY"]);
     assert_eq!(
         alpha.users_since_in(mark, &repo),
         Vec::<String>::new(),
