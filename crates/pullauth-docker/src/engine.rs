@@ -140,8 +140,8 @@ pub enum EngineSetupError {
     )]
     UnsupportedScheme { address: String },
     #[error(
-        "DOCKER_TLS_VERIFY is set, but {path} cannot be read ({source}); set DOCKER_CERT_PATH \
-         to a directory holding ca.pem, cert.pem and key.pem (default ~/.docker)"
+        "DOCKER_TLS_VERIFY is set, but {path} cannot be read; set DOCKER_CERT_PATH to a \
+         directory holding ca.pem, cert.pem and key.pem (default ~/.docker)"
     )]
     TlsFile {
         path: PathBuf,
@@ -328,7 +328,7 @@ impl Engine {
                 address: self.address.clone(),
                 detail: format!(
                     "it answered GET /_ping with {}",
-                    detail.trim_end_matches('.')
+                    detail.trim_end().trim_end_matches('.')
                 ),
             },
             other => other,
@@ -729,6 +729,7 @@ mod tests {
         for needle in [address.as_str(), "status 400", "DOCKER_TLS_VERIFY=1"] {
             assert!(text.contains(needle), "{needle:?} missing: {text}");
         }
+        assert!(text.contains("HTTPS server; is dockerd"), "{text}");
     }
 
     #[tokio::test]
