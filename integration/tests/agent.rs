@@ -929,8 +929,9 @@ fn secrets_never_leak() {
 }
 
 /// The agent's container image for the container tests: the statically
-/// linked binary on an empty base, with the repository Dockerfile's own
-/// `ENTRYPOINT` and `CMD` lines. Removed when dropped.
+/// linked binary on an empty base, configured by the repository
+/// Dockerfile's own `ENV`, `ENTRYPOINT` and `CMD` lines. Removed when
+/// dropped.
 struct AgentImage {
     tag: String,
     /// The image's default arguments (`Config.Cmd`), to which the tests
@@ -945,21 +946,37 @@ impl Drop for AgentImage {
     }
 }
 
-/// The `ENTRYPOINT` and `CMD` instructions of the repository's Dockerfile.
-fn dockerfile_entrypoint_and_cmd() -> [String; 2] {
+/// The instructions of the final stage of the repository's Dockerfile that
+/// `docker import --change` can apply (`ENV ECS_DATADIR`, `VOLUME`,
+/// `EXPOSE`, `ENTRYPOINT`, `CMD`), so the test image is configured as the
+/// real one is.
+fn dockerfile_image_config() -> Vec<String> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Dockerfile");
     let text =
         fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    ["ENTRYPOINT ", "CMD "].map(|instruction| {
-        text.lines()
-            .rfind(|l| l.starts_with(instruction))
-            .unwrap_or_else(|| panic!("the Dockerfile has no {instruction}line"))
-            .to_string()
-    })
+    let final_stage = text
+        .rsplit_once("\nFROM ")
+        .map_or(text.as_str(), |(_, stage)| stage);
+    let changes: Vec<String> = final_stage
+        .lines()
+        .filter(|l| {
+            ["ENV ", "VOLUME ", "EXPOSE ", "ENTRYPOINT ", "CMD "]
+                .iter()
+                .any(|i| l.starts_with(i))
+        })
+        .map(String::from)
+        .collect();
+    for required in ["ENTRYPOINT ", "CMD "] {
+        assert!(
+            changes.iter().any(|c| c.starts_with(required)),
+            "the Dockerfile's final stage has no {required}line"
+        );
+    }
+    changes
 }
 
 /// Builds the agent image (`docker import` of a rootfs holding the static
-/// binary and /tmp, with the Dockerfile's ENTRYPOINT and CMD).
+/// binary and /tmp, configured by the Dockerfile's final stage).
 fn agent_image() -> AgentImage {
     let h = Harness::get();
     let (bin, build_time) = static_pullauth_bin();
@@ -988,12 +1005,12 @@ fn agent_image() -> AgentImage {
         "pullauth-it/agent:{}",
         random_token(10).to_ascii_lowercase()
     );
-    let [entrypoint, cmd] = dockerfile_entrypoint_and_cmd();
-    let import = run(h
-        .docker()
-        .args(["import", "--change", &entrypoint, "--change", &cmd])
-        .arg(&tarball)
-        .arg(&tag));
+    let mut import = h.docker();
+    import.arg("import");
+    for change in dockerfile_image_config() {
+        import.arg("--change").arg(change);
+    }
+    let import = run(import.arg(&tarball).arg(&tag));
     assert!(import.status.success(), "{}", text(&import.stderr));
     let inspect = run(h.docker().args([
         "image",
