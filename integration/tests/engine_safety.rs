@@ -144,6 +144,9 @@ fn engine_wedged_during_operation_fails_pulls_and_frees_slots() {
     let spec = AgentSpec::new()
         .env("DOCKER_HOST", engine.docker_host())
         .env("ECS_IMAGE_PULL_INACTIVITY_TIMEOUT", "3s")
+        // No fallback to a cached image, whose lookup would also find the
+        // engine wedged: only the check after the silent start can.
+        .env("ECS_IMAGE_PULL_BEHAVIOR", "always")
         .arg("--max-concurrent-pulls")
         .arg("1")
         .env_file_text(&docker_auth_config(
