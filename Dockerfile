@@ -2,9 +2,19 @@
 #
 #   docker build -t pullauth --build-arg PULLAUTH_GIT_HASH=$(git rev-parse --short=8 HEAD) .
 #   docker run -d --name pullauth --restart unless-stopped --net host \
-#     --env-file /etc/ecs/ecs.config -e ECS_DATADIR=/data \
+#     -v /etc/ecs:/etc/ecs:ro \
 #     -v /var/run/docker.sock:/var/run/docker.sock -v /var/lib/ecs/data:/data \
 #     pullauth
+#
+# The agent reads /etc/ecs/ecs.config as a file (the default arguments
+# below), so editing it on the host and `docker kill -s HUP pullauth`
+# reloads it. Mount the directory, not the file: editors and config tools
+# replace a file by renaming a new one over it, and a single-file bind mount
+# keeps showing the old inode. A file read this way is also not copied into
+# the container's environment, where `docker inspect` would show it.
+# `docker run --env-file /etc/ecs/ecs.config pullauth` (no mount) still
+# works: the file is optional, and the environment alone is used; SIGHUP
+# then only logs that there is nothing to re-read.
 #
 # The final image holds nothing but the binary: no shell, no package manager.
 
@@ -24,3 +34,4 @@ ENV ECS_DATADIR=/data
 VOLUME ["/data"]
 EXPOSE 51678
 ENTRYPOINT ["/pullauth", "serve"]
+CMD ["--env-file", "/etc/ecs/ecs.config", "--env-file-optional"]

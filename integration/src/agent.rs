@@ -81,6 +81,21 @@ pub fn base64_fragments(secret: &[u8]) -> Vec<String> {
     out
 }
 
+/// `secret` itself and every base64 run that would carry it (see
+/// [`base64_fragments`]), for scanning output for leaks.
+pub fn secret_needles(secret: &str) -> Vec<String> {
+    let mut needles = vec![secret.to_string()];
+    needles.extend(base64_fragments(secret.as_bytes()));
+    needles
+}
+
+/// Writes `text` as `dir/ecs.config` and returns its path.
+pub fn ecs_config(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("ecs.config");
+    fs::write(&path, text).expect("cannot write ecs.config");
+    path
+}
+
 fn base64_url_safe_text(standard: &str) -> String {
     standard.replace('+', "-").replace('/', "_")
 }
@@ -290,6 +305,8 @@ pub struct AgentSpec {
     args: Vec<String>,
     /// The binary to run; the debug build when `None`.
     binary: Option<PathBuf>,
+    /// Whether `--env-file` is passed (see [`AgentSpec::no_env_file`]).
+    pass_env_file: bool,
 }
 
 impl Default for AgentSpec {
@@ -313,6 +330,7 @@ impl AgentSpec {
             data_dir_in_env_file: false,
             args: Vec::new(),
             binary: None,
+            pass_env_file: true,
         }
     }
 
@@ -320,6 +338,14 @@ impl AgentSpec {
     /// debug build.
     pub fn binary(mut self, binary: &Path) -> AgentSpec {
         self.binary = Some(binary.to_path_buf());
+        self
+    }
+
+    /// Starts the agent without `--env-file`: its configuration then comes
+    /// only from [`AgentSpec::env`] (add other `--env-file` forms with
+    /// [`AgentSpec::arg`]).
+    pub fn no_env_file(mut self) -> AgentSpec {
+        self.pass_env_file = false;
         self
     }
 
@@ -459,10 +485,11 @@ impl AgentSpec {
             for (k, v) in &self.env {
                 cmd.env(k, v);
             }
-            cmd.arg("serve")
-                .arg("--env-file")
-                .arg(&self.env_file)
-                .args(["--listen", &listen]);
+            cmd.arg("serve");
+            if self.pass_env_file {
+                cmd.arg("--env-file").arg(&self.env_file);
+            }
+            cmd.args(["--listen", &listen]);
             if self.data_dir.is_none() {
                 cmd.arg("--control-socket").arg(self.control_socket());
             }

@@ -71,3 +71,24 @@ fn build(release: bool) -> Result<PathBuf, String> {
         ))
     }
 }
+
+/// `pullauth SUBCOMMAND --env-file ENV_FILE ARGS...` with a clean
+/// environment: only PATH, `DOCKER_HOST` and `env`.
+pub fn pullauth_command(
+    subcommand: &str,
+    docker_host: &str,
+    env_file: &Path,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> Command {
+    let mut cmd = Command::new(pullauth_bin());
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("DOCKER_HOST", docker_host)
+        .envs(env.iter().copied())
+        .arg(subcommand)
+        .arg("--env-file")
+        .arg(env_file)
+        .args(args);
+    cmd
+}

@@ -202,7 +202,7 @@ fn start_private_daemon() -> (String, PrivateDaemon) {
     util::ensure_tools(&[("dockerd", "docker.io"), ("containerd", "docker.io")]);
     let started = Instant::now();
     let dir = util::temp_dir("dockerd");
-    let (host, pid) = launch_daemon(dir.path(), false);
+    let (host, pid) = launch_daemon(dir.path(), false, &[]);
     eprintln!(
         "pullauth-integration: private dockerd ready at {host} in {:?}",
         started.elapsed()
@@ -211,9 +211,10 @@ fn start_private_daemon() -> (String, PrivateDaemon) {
 }
 
 /// Starts dockerd with its socket, data, exec root, pid file and log under
-/// `root` and waits until it answers; returns `(host, pid)`. `append_log`
-/// keeps the log of earlier runs (for restarts).
-fn launch_daemon(root: &Path, append_log: bool) -> (String, u32) {
+/// `root`, plus `extra` arguments, and waits until it answers on the socket;
+/// returns `(host, pid)`. `append_log` keeps the log of earlier runs (for
+/// restarts).
+fn launch_daemon(root: &Path, append_log: bool, extra: &[String]) -> (String, u32) {
     let started = Instant::now();
     let socket = root.join("docker.sock");
     let log_path = root.join("dockerd.log");
@@ -241,6 +242,7 @@ fn launch_daemon(root: &Path, append_log: bool) -> (String, u32) {
             "--iptables=false",
             "--bridge=none",
         ])
+        .args(extra)
         .env("PATH", util::daemon_path())
         .env_remove("DOCKER_HOST")
         .stdin(Stdio::null())
@@ -292,11 +294,21 @@ pub struct PrivateEngine {
     client_config: TempDir,
     /// Pid of the running dockerd, `None` while stopped.
     pid: process::PidSlot,
+    /// Daemon arguments beyond the harness's own, kept for restarts.
+    extra_args: Vec<String>,
 }
 
 impl PrivateEngine {
     /// Starts a new dockerd under a fresh temp dir and waits until it answers.
     pub fn start() -> PrivateEngine {
+        PrivateEngine::start_with(&[])
+    }
+
+    /// Like [`PrivateEngine::start`], with extra dockerd arguments (e.g. a
+    /// second `--host tcp://...` with `--tlsverify`). The unix socket the
+    /// harness's docker CLI uses stays, so [`PrivateEngine::docker`] works
+    /// whatever the extra listeners require.
+    pub fn start_with(extra_args: &[&str]) -> PrivateEngine {
         crate::require_opt_in();
         util::ensure_tools(&[
             ("docker", "docker.io"),
@@ -305,7 +317,8 @@ impl PrivateEngine {
         ]);
         let started = Instant::now();
         let dir = util::temp_dir("own-dockerd");
-        let (host, pid) = launch_daemon(dir.path(), false);
+        let extra_args: Vec<String> = extra_args.iter().map(|a| (*a).to_string()).collect();
+        let (host, pid) = launch_daemon(dir.path(), false, &extra_args);
         eprintln!(
             "pullauth-integration: test-owned dockerd ready at {host} in {:?}",
             started.elapsed()
@@ -315,6 +328,7 @@ impl PrivateEngine {
             dir,
             client_config: client_config("client"),
             pid: process::PidSlot::holding(pid),
+            extra_args,
         }
     }
 
@@ -338,6 +352,22 @@ impl PrivateEngine {
         self.pid.is_running()
     }
 
+    /// The pid of the running dockerd, `None` while stopped.
+    pub fn pid(&self) -> Option<u32> {
+        self.pid.get()
+    }
+
+    /// Stops the daemon with SIGSTOP until the returned guard is dropped
+    /// (SIGCONT): the kernel still accepts connections on its sockets, but
+    /// nothing answers them, as with a wedged engine. Thawing in `Drop`
+    /// means a failed assertion never leaves dockerd frozen (a frozen
+    /// process would also ignore the SIGTERM that stops it).
+    pub fn freeze(&self) -> Frozen<'_> {
+        let pid = self.pid().expect("the test-owned dockerd is not running");
+        crate::sys::send_signal(pid, libc::SIGSTOP).expect("cannot SIGSTOP dockerd");
+        Frozen { engine: self, pid }
+    }
+
     /// Stops the daemon gracefully (SIGTERM, then up to 30 s), as
     /// `systemctl stop docker` does; a no-op when it is not running.
     pub fn stop(&self) {
@@ -348,8 +378,34 @@ impl PrivateEngine {
     /// it first if it runs) and waits until it answers.
     pub fn restart(&self) {
         self.stop();
-        let (_, pid) = launch_daemon(self.dir.path(), true);
+        let (_, pid) = launch_daemon(self.dir.path(), true, &self.extra_args);
         self.pid.set(pid);
+    }
+}
+
+/// A [`PrivateEngine`] stopped with SIGSTOP; dropping it (or
+/// [`Frozen::thaw`]) sends SIGCONT.
+#[derive(Debug)]
+pub struct Frozen<'a> {
+    engine: &'a PrivateEngine,
+    pid: u32,
+}
+
+impl Frozen<'_> {
+    /// Lets dockerd run again and waits until it answers on its socket.
+    pub fn thaw(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Frozen<'_> {
+    fn drop(&mut self) {
+        let _ = crate::sys::send_signal(self.pid, libc::SIGCONT);
+        let socket = self.engine.dir.path().join("docker.sock");
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !ping(&socket) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 

@@ -54,8 +54,8 @@ mod stall;
 mod sys;
 mod util;
 
-pub use bin::{pullauth_bin, pullauth_release_bin};
-pub use engine::{DOCKER_HOST_ENV, Engine, PrivateEngine};
+pub use bin::{pullauth_bin, pullauth_command, pullauth_release_bin};
+pub use engine::{DOCKER_HOST_ENV, Engine, Frozen, PrivateEngine};
 pub use harness::Harness;
 pub use opt_in::{OPT_IN_ENV, require_opt_in};
 pub use outcome::Outcome;

@@ -110,7 +110,7 @@ impl PidSlot {
     }
 
     /// The recorded process, if any.
-    pub(crate) fn pid(&self) -> Option<u32> {
+    pub(crate) fn get(&self) -> Option<u32> {
         *self.lock()
     }
 

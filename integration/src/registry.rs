@@ -206,7 +206,7 @@ impl Registry {
     pub fn hold(&self) -> Held<'_> {
         let pid = self
             .pid
-            .pid()
+            .get()
             .unwrap_or_else(|| panic!("registry {} is not running", self.name));
         sys::send_signal(pid, libc::SIGSTOP)
             .unwrap_or_else(|e| panic!("registry {}: SIGSTOP failed: {e}", self.name));

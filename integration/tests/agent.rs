@@ -13,9 +13,9 @@ use std::sync::{Arc, Barrier};
 use std::time::Instant;
 
 use pullauth_integration::agent::{
-    AgentClient, AgentSpec, ContainerGuard, RegistryRequest, base64_fragments, base64_standard,
-    base64_url_safe, docker_auth_config, http_unix, metric_value, random_token, repo_requests,
-    scratch_dir, static_pullauth_bin, taskdef, wait_for,
+    AgentClient, AgentSpec, ContainerGuard, RegistryRequest, base64_standard, base64_url_safe,
+    docker_auth_config, http_unix, metric_value, random_token, repo_requests, scratch_dir,
+    secret_needles, static_pullauth_bin, taskdef, wait_for,
 };
 use pullauth_integration::{Harness, Registry, free_port, pullauth_bin};
 use serde_json::{Value, json};
@@ -823,12 +823,6 @@ fn hundred_simultaneous_tasks_share_one_pull() {
 }
 
 /// Every way `secret` could appear: itself, and inside base64 at any offset.
-fn secret_needles(secret: &str) -> Vec<String> {
-    let mut needles = vec![secret.to_string()];
-    needles.extend(base64_fragments(secret.as_bytes()));
-    needles
-}
-
 /// The X-Registry-Auth JSON the agent sends, in insertion and sorted field
 /// order, and both base64 encodings of each.
 fn registry_auth_needles(fields: &[(&str, &str)]) -> Vec<String> {
@@ -1021,13 +1015,57 @@ fn secrets_never_leak() {
     assert_no_needles("the agent's stdout/stderr", &logs, &needles);
 }
 
-/// Proves the statically linked agent runs as a FROM-scratch container: it
-/// answers from the host, uses the default engine socket, and pulls a
-/// private image with the right user through the shared control socket.
-#[test]
-fn agent_runs_as_a_container() {
+/// The agent's container image for the container tests: the statically
+/// linked binary on an empty base, configured by the repository
+/// Dockerfile's own `ENV`, `ENTRYPOINT` and `CMD` lines. Removed when
+/// dropped.
+struct AgentImage {
+    tag: String,
+    /// The image's default arguments (`Config.Cmd`), to which the tests
+    /// append `--listen`: arguments after the image replace `CMD`, and with
+    /// host networking every agent needs its own port.
+    cmd: Vec<String>,
+}
+
+impl Drop for AgentImage {
+    fn drop(&mut self) {
+        Harness::get().remove_local(&self.tag);
+    }
+}
+
+/// The instructions of the final stage of the repository's Dockerfile that
+/// `docker import --change` can apply (`ENV ECS_DATADIR`, `VOLUME`,
+/// `EXPOSE`, `ENTRYPOINT`, `CMD`), so the test image is configured as the
+/// real one is.
+fn dockerfile_image_config() -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Dockerfile");
+    let text =
+        fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let final_stage = text
+        .rsplit_once("\nFROM ")
+        .map_or(text.as_str(), |(_, stage)| stage);
+    let changes: Vec<String> = final_stage
+        .lines()
+        .filter(|l| {
+            ["ENV ", "VOLUME ", "EXPOSE ", "ENTRYPOINT ", "CMD "]
+                .iter()
+                .any(|i| l.starts_with(i))
+        })
+        .map(String::from)
+        .collect();
+    for required in ["ENTRYPOINT ", "CMD "] {
+        assert!(
+            changes.iter().any(|c| c.starts_with(required)),
+            "the Dockerfile's final stage has no {required}line"
+        );
+    }
+    changes
+}
+
+/// Builds the agent image (`docker import` of a rootfs holding the static
+/// binary and /tmp, configured by the Dockerfile's final stage).
+fn agent_image() -> AgentImage {
     let h = Harness::get();
-    let alpha = &h.alpha;
     let (bin, build_time) = static_pullauth_bin();
     let ldd = run(Command::new("ldd").arg(&bin));
     let ldd_text = format!("{}{}", text(&ldd.stdout), text(&ldd.stderr));
@@ -1054,120 +1092,324 @@ fn agent_runs_as_a_container() {
         "pullauth-it/agent:{}",
         random_token(10).to_ascii_lowercase()
     );
-    let import = run(h
-        .docker()
-        .args(["import", "--change", r#"ENTRYPOINT ["/pullauth","serve"]"#])
-        .arg(&tarball)
-        .arg(&tag));
-    assert!(import.status.success(), "{}", text(&import.stderr));
-    struct ImageGuard(String);
-    impl Drop for ImageGuard {
-        fn drop(&mut self) {
-            Harness::get().remove_local(&self.0);
-        }
+    let mut import = h.docker();
+    import.arg("import");
+    for change in dockerfile_image_config() {
+        import.arg("--change").arg(change);
     }
-    let _image = ImageGuard(tag.clone());
-    let size = run(h
-        .docker()
-        .args(["image", "inspect", "--format", "{{.Size}}", &tag]));
+    let import = run(import.arg(&tarball).arg(&tag));
+    assert!(import.status.success(), "{}", text(&import.stderr));
+    let inspect = run(h.docker().args([
+        "image",
+        "inspect",
+        "--format",
+        "{{json .Config.Cmd}}\t{{.Size}}",
+        &tag,
+    ]));
+    let inspected = text(&inspect.stdout);
+    let (cmd_json, size) = inspected
+        .trim()
+        .split_once('\t')
+        .unwrap_or_else(|| panic!("docker image inspect {tag}: {inspected}"));
+    let image = AgentImage {
+        tag: tag.clone(),
+        cmd: serde_json::from_str(cmd_json)
+            .unwrap_or_else(|e| panic!("Config.Cmd of {tag} is not a JSON list ({e}): {cmd_json}")),
+    };
     eprintln!(
-        "container image {tag}: {} bytes (binary {} bytes; static build step took {build_time:?})",
-        text(&size.stdout).trim(),
-        fs::metadata(&bin).map_or(0, |m| m.len())
+        "container image {tag}: {size} bytes (binary {} bytes; static build step took \
+         {build_time:?}); CMD {:?}",
+        fs::metadata(&bin).map_or(0, |m| m.len()),
+        image.cmd
     );
+    image
+}
 
-    let (repo, image) = push(alpha, "ctr", "alice");
+/// One agent container and a client for it.
+struct AgentContainer {
+    name: String,
+    client: AgentClient,
+    _guard: ContainerGuard,
+}
+
+impl AgentContainer {
+    /// `docker run --detach --net host` of `image` with the harness engine's
+    /// socket at /var/run/docker.sock, `data` at /data, `docker_args`
+    /// (before the image) and the image's CMD plus `--listen`; waits until
+    /// the agent answers.
+    fn start(image: &AgentImage, data: &Path, docker_args: &[&str]) -> AgentContainer {
+        let h = Harness::get();
+        let engine_socket = h
+            .docker_host()
+            .strip_prefix("unix://")
+            .expect("the harness engine listens on a unix socket")
+            .to_string();
+        let listen = format!("127.0.0.1:{}", free_port());
+        let name = format!("pullauth-it-agent-{}", random_token(8).to_ascii_lowercase());
+        let started = run(h
+            .docker()
+            .args([
+                "run", "--detach", "--pull", "never", "--name", &name, "--net", "host",
+            ])
+            .args(["--volume", &format!("{engine_socket}:/var/run/docker.sock")])
+            .args(["--volume", &format!("{}:/data", data.display())])
+            .args(docker_args)
+            .arg(&image.tag)
+            .args(&image.cmd)
+            .args(["--listen", &listen]));
+        assert!(
+            started.status.success(),
+            "docker run: {}",
+            text(&started.stderr)
+        );
+        let container = AgentContainer {
+            name: name.clone(),
+            client: AgentClient::new(&listen, &data.join("pullauth.sock")),
+            _guard: ContainerGuard { name },
+        };
+        let client = &container.client;
+        wait_for("the containerized agent to answer", || {
+            let state = run(h.docker().args([
+                "inspect",
+                "--format",
+                "{{.State.Running}}",
+                &container.name,
+            ]));
+            assert_eq!(
+                text(&state.stdout).trim(),
+                "true",
+                "the container stopped:\n{}",
+                container.logs()
+            );
+            pullauth_integration::agent::http_tcp(client.listen(), "GET", "/healthz", b"")
+                .ok()
+                .filter(|r| r.status == 200)
+                .filter(|_| client.control_socket().exists())
+        });
+        container
+    }
+
+    /// `docker logs`, stdout and stderr.
+    fn logs(&self) -> String {
+        let out = run(Harness::get().docker().args(["logs", &self.name]));
+        format!("{}{}", text(&out.stdout), text(&out.stderr))
+    }
+
+    /// The JSON log lines whose message starts with `message`.
+    fn log_lines(&self, message: &str) -> Vec<Value> {
+        self.logs()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|l| {
+                l["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with(message))
+            })
+            .collect()
+    }
+
+    /// `docker kill -s HUP`, then waits for one more log line starting with
+    /// `message`.
+    fn sighup_until_logged(&self, message: &str) -> Value {
+        let before = self.log_lines(message).len();
+        let hup = run(Harness::get()
+            .docker()
+            .args(["kill", "--signal", "HUP", &self.name]));
+        assert!(
+            hup.status.success(),
+            "docker kill -s HUP: {}",
+            text(&hup.stderr)
+        );
+        wait_for(&format!("{message:?} in the container's log"), || {
+            self.log_lines(message).into_iter().nth(before)
+        })
+    }
+
+    /// `docker inspect` of the container, all of it.
+    fn inspect(&self) -> Value {
+        let out = run(Harness::get().docker().args(["inspect", &self.name]));
+        assert!(
+            out.status.success(),
+            "docker inspect: {}",
+            text(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).expect("docker inspect prints JSON")[0].clone()
+    }
+
+    /// Submits a one-container task with `image` and waits for its end.
+    fn pull(&self, image: &str) -> Value {
+        let task = self.client.submit(&taskdef("ctr", &[("app", image, true)]));
+        let task = self.client.wait_final(task["Arn"].as_str().expect("Arn"));
+        assert_eq!(task["KnownStatus"], "PULLED", "{task:#}\n{}", self.logs());
+        task
+    }
+}
+
+/// Writes `text` as `dir/ecs.config` the way editors and configuration
+/// tools do: a new file renamed over the old one (a new inode).
+fn replace_file(dir: &Path, text: &str) {
+    let tmp = dir.join(".ecs.config.tmp");
+    fs::write(&tmp, text).expect("write the new ecs.config");
+    fs::rename(&tmp, dir.join("ecs.config")).expect("rename it into place");
+}
+
+/// Proves the statically linked agent runs as a FROM-scratch container
+/// started as the Dockerfile documents: it answers from the host, uses the
+/// default engine socket, reads ecs.config from the read-only mounted
+/// /etc/ecs (so no credential is in `docker inspect`), pulls a private
+/// image with the right user through the shared control socket, and after
+/// the file is replaced (rename) and `docker kill -s HUP`, pulls as the
+/// user the new file names.
+#[test]
+fn agent_runs_as_a_container() {
+    let h = Harness::get();
+    let alpha = &h.alpha;
+    let image = agent_image();
+    let (repo, first) = push(alpha, "ctr", "alice");
+    let (repo2, second) = push(alpha, "ctr", "alice");
     let config_dir = scratch_dir("ctr-config");
-    let config = config_dir.path().join("ecs.config");
     let path_key = format!("{}/ctr", alpha.addr());
-    fs::write(
-        &config,
-        docker_auth_config(
+    let settings = [
+        ("ECS_CLUSTER", "in-a-container"),
+        ("ECS_LOG_OUTPUT_FORMAT", "json"),
+    ];
+    replace_file(
+        config_dir.path(),
+        &docker_auth_config(
             &[
                 (&alpha.addr(), "alice", alpha.password("alice")),
                 (&path_key, "bob", alpha.password("bob")),
             ],
-            &[
-                ("ECS_CLUSTER", "in-a-container"),
-                ("ECS_LOG_OUTPUT_FORMAT", "json"),
-            ],
+            &settings,
         ),
-    )
-    .expect("write ecs.config");
-    let engine_socket = h
-        .docker_host()
-        .strip_prefix("unix://")
-        .expect("the harness engine listens on a unix socket")
-        .to_string();
+    );
     let data = scratch_dir("ctr-data");
-    let port = free_port();
-    let name = format!("pullauth-it-agent-{}", random_token(8).to_ascii_lowercase());
-    let started = run(h
-        .docker()
-        .args([
-            "run", "--detach", "--pull", "never", "--name", &name, "--net", "host",
-        ])
-        .arg("--env-file")
-        .arg(&config)
-        .args(["--env", "ECS_DATADIR=/data"])
-        .args(["--volume", &format!("{engine_socket}:/var/run/docker.sock")])
-        .args(["--volume", &format!("{}:/data", data.path().display())])
-        .arg(&tag)
-        .args(["--listen", &format!("127.0.0.1:{port}")]));
-    assert!(
-        started.status.success(),
-        "docker run: {}",
-        text(&started.stderr)
-    );
-    let _container = ContainerGuard { name: name.clone() };
-    let docker_logs = || {
-        let out = run(h.docker().args(["logs", &name]));
-        format!("{}{}", text(&out.stdout), text(&out.stderr))
-    };
-
-    let client = AgentClient::new(
-        &format!("127.0.0.1:{port}"),
-        &data.path().join("pullauth.sock"),
-    );
-    wait_for("the containerized agent to answer", || {
-        let state = run(h
-            .docker()
-            .args(["inspect", "--format", "{{.State.Running}}", &name]));
-        assert_eq!(
-            text(&state.stdout).trim(),
-            "true",
-            "the container stopped:\n{}",
-            docker_logs()
-        );
-        pullauth_integration::agent::http_tcp(client.listen(), "GET", "/healthz", b"")
-            .ok()
-            .filter(|r| r.status == 200)
-            .filter(|_| client.control_socket().exists())
-    });
+    let mount = format!("{}:/etc/ecs:ro", config_dir.path().display());
+    let agent = AgentContainer::start(&image, data.path(), &["--volume", &mount]);
+    let client = &agent.client;
     let meta = client.get_json("/v1/metadata");
     assert_eq!(meta["Cluster"], "in-a-container", "{meta}");
 
-    let ready = docker_logs()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|l| l["fields"]["message"] == "pullauth agent ready")
-        .unwrap_or_else(|| panic!("no ready line in:\n{}", docker_logs()));
+    let ready = agent
+        .log_lines("pullauth agent ready")
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no ready line in:\n{}", agent.logs()));
     assert_eq!(
         ready["fields"]["engine"], "unix:///var/run/docker.sock",
         "{ready}"
     );
 
+    // The credentials are in the mounted file only, not in the container's
+    // configuration.
+    let inspect = agent.inspect();
+    let inspect_text = inspect.to_string();
+    for user in ["alice", "bob"] {
+        for needle in secret_needles(alpha.password(user)) {
+            assert!(
+                !inspect_text.contains(&needle),
+                "docker inspect shows {user}'s password (a form of it): Env {} Args {}",
+                inspect["Config"]["Env"],
+                inspect["Args"]
+            );
+        }
+    }
+    let env = inspect["Config"]["Env"].to_string();
+    assert!(!env.contains("ECS_ENGINE_AUTH"), "Config.Env: {env}");
+
     let mark = alpha.log_mark();
-    let task = client.submit(&taskdef("ctr", &[("app", &image, true)]));
-    let task = client.wait_final(task["Arn"].as_str().expect("Arn"));
-    assert_eq!(task["KnownStatus"], "PULLED", "{task:#}\n{}", docker_logs());
+    let task = agent.pull(&first);
     let app = container(&task, "app");
     assert_eq!(app["Username"], "bob");
     assert_eq!(app["RegistryKey"], path_key.as_str());
-    assert_eq!(app["ImageID"].as_str(), h.local_image_id(&image).as_deref());
+    assert_eq!(app["ImageID"].as_str(), h.local_image_id(&first).as_deref());
     assert_eq!(
         users_on(alpha, mark, &repo),
         BTreeSet::from(["bob".to_string()])
     );
     assert_eq!(mode(&data.path().join("pullauth.db")), 0o600);
+
+    // Edit the file on the host as an editor does, and reload.
+    replace_file(
+        config_dir.path(),
+        &docker_auth_config(
+            &[
+                (&alpha.addr(), "bob", alpha.password("bob")),
+                (&path_key, "alice", alpha.password("alice")),
+            ],
+            &settings,
+        ),
+    );
+    agent.sighup_until_logged("configuration reloaded");
+    assert_eq!(client.metric("pullauth_config_reloads_total"), 1.0);
+    let mark = alpha.log_mark();
+    let task = agent.pull(&second);
+    let app = container(&task, "app");
+    assert_eq!(app["Username"], "alice");
+    assert_eq!(app["RegistryKey"], path_key.as_str());
+    assert_eq!(
+        users_on(alpha, mark, &repo2),
+        BTreeSet::from(["alice".to_string()])
+    );
+    let logs = agent.logs();
+    for user in ["alice", "bob"] {
+        assert_no_needles(
+            "the container's log",
+            logs.as_bytes(),
+            &secret_needles(alpha.password(user)),
+        );
+    }
+}
+
+/// Proves the seed's container command, `docker run --env-file FILE`
+/// without a mounted /etc/ecs, still works with the image's default
+/// arguments (the file they name is optional): the agent starts and pulls
+/// with the right user, and SIGHUP logs that there is nothing to re-read
+/// instead of counting a reload.
+#[test]
+fn agent_container_started_with_docker_env_file_still_works() {
+    let h = Harness::get();
+    let alpha = &h.alpha;
+    let image = agent_image();
+    let (repo, first) = push(alpha, "ctr-seed", "alice");
+    let config_dir = scratch_dir("ctr-seed-config");
+    let config = config_dir.path().join("ecs.config");
+    fs::write(
+        &config,
+        docker_auth_config(
+            &[(&alpha.addr(), "alice", alpha.password("alice"))],
+            &[
+                ("ECS_CLUSTER", "seed-form"),
+                ("ECS_LOG_OUTPUT_FORMAT", "json"),
+            ],
+        ),
+    )
+    .expect("write ecs.config");
+    let data = scratch_dir("ctr-seed-data");
+    let config_arg = config.to_str().expect("UTF-8 path");
+    let agent = AgentContainer::start(&image, data.path(), &["--env-file", config_arg]);
+    assert_eq!(
+        agent.client.get_json("/v1/metadata")["Cluster"],
+        "seed-form"
+    );
+    assert!(
+        !agent
+            .log_lines("--env-file is absent and optional")
+            .is_empty(),
+        "{}",
+        agent.logs()
+    );
+
+    let mark = alpha.log_mark();
+    let task = agent.pull(&first);
+    assert_eq!(container(&task, "app")["Username"], "alice");
+    assert_eq!(
+        users_on(alpha, mark, &repo),
+        BTreeSet::from(["alice".to_string()])
+    );
+
+    let warning = agent.sighup_until_logged("SIGHUP ignored");
+    assert_eq!(warning["level"], "WARN", "{warning}");
+    assert_eq!(agent.client.metric("pullauth_config_reloads_total"), 0.0);
+    assert_eq!(agent.client.get("/healthz").status, 200);
 }

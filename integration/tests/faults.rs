@@ -19,10 +19,12 @@ use std::time::{Duration, Instant};
 
 use pullauth_integration::Outcome;
 use pullauth_integration::agent::{
-    AgentSpec, base64_fragments, docker_auth_config, random_token, repo_requests, scratch_dir,
-    taskdef, wait_for,
+    AgentSpec, docker_auth_config, ecs_config as env_file, random_token, repo_requests,
+    scratch_dir, secret_needles, taskdef, wait_for,
 };
-use pullauth_integration::{Harness, PrivateEngine, Registry, Stall, free_port, pullauth_bin};
+use pullauth_integration::{
+    Harness, PrivateEngine, Registry, Stall, free_port, pullauth_command as pullauth,
+};
 use serde_json::Value;
 
 /// A command that runs longer than this is a hang, reported as a failure.
@@ -172,41 +174,6 @@ impl Live {
         );
         outcome
     }
-}
-
-/// `pullauth SUBCOMMAND --env-file ENV_FILE ARGS...` with a clean
-/// environment: PATH, `DOCKER_HOST` and `env`.
-fn pullauth(
-    subcommand: &str,
-    docker_host: &str,
-    env_file: &Path,
-    env: &[(&str, &str)],
-    args: &[&str],
-) -> Command {
-    let mut cmd = Command::new(pullauth_bin());
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("DOCKER_HOST", docker_host)
-        .envs(env.iter().copied())
-        .arg(subcommand)
-        .arg("--env-file")
-        .arg(env_file)
-        .args(args);
-    cmd
-}
-
-/// Writes `text` as `dir/ecs.config` and returns its path.
-fn env_file(dir: &Path, text: &str) -> PathBuf {
-    let path = dir.join("ecs.config");
-    fs::write(&path, text).expect("cannot write ecs.config");
-    path
-}
-
-/// The password and every base64 run that would carry it.
-fn secret_needles(password: &str) -> Vec<String> {
-    let mut needles = vec![password.to_string()];
-    needles.extend(base64_fragments(password.as_bytes()));
-    needles
 }
 
 /// Lines of `text` that mention a retry, whoever retried: pullauth

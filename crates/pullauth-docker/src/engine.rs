@@ -140,8 +140,8 @@ pub enum EngineSetupError {
     )]
     UnsupportedScheme { address: String },
     #[error(
-        "DOCKER_TLS_VERIFY is set, but {path} cannot be read ({source}); set DOCKER_CERT_PATH \
-         to a directory holding ca.pem, cert.pem and key.pem (default ~/.docker)"
+        "DOCKER_TLS_VERIFY is set, but {path} cannot be read; set DOCKER_CERT_PATH to a \
+         directory holding ca.pem, cert.pem and key.pem (default ~/.docker)"
     )]
     TlsFile {
         path: PathBuf,
@@ -331,13 +331,27 @@ impl Engine {
                 .await
                 .map_err(|e| self.transport_error("-", e))
         };
-        match self.bounded("GET /_ping", ping()).await {
+        let result = match self.bounded("GET /_ping", ping()).await {
             Err(PullError::Engine { detail, .. }) if is_version_message(&detail) => {
                 self.negotiate().await?;
                 self.bounded("GET /_ping", ping()).await.map(|_| ())
             }
             other => other.map(|_| ()),
-        }
+        };
+        // An error answer to a ping is about the address, not an image:
+        // plain HTTP to an engine's TLS port gets "400 Client sent an HTTP
+        // request to an HTTPS server", and the fix is DOCKER_HOST or
+        // DOCKER_TLS_VERIFY, which EngineUnreachable's message names.
+        result.map_err(|e| match e {
+            PullError::Engine { detail, .. } => PullError::EngineUnreachable {
+                address: self.address.clone(),
+                detail: format!(
+                    "it answered GET /_ping with {}",
+                    detail.trim_end().trim_end_matches('.')
+                ),
+            },
+            other => other,
+        })
     }
 
     fn client(&self) -> Docker {
@@ -722,6 +736,32 @@ mod tests {
                 .contains("cannot reach the Docker Engine at unix:///nonexistent/docker.sock"),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_ping_answered_with_an_error_names_the_engine_address() {
+        use std::io::{Read, Write};
+        // What an engine's TLS port answers to plain HTTP (Go's net/http).
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = format!("tcp://{}", listener.local_addr().expect("address"));
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                let _ = stream.read(&mut [0u8; 4096]);
+                let _ = stream.write_all(
+                    b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n",
+                );
+            }
+        });
+        let engine = Engine::connect(Some(&address))
+            .await
+            .expect("a client is only prepared");
+        let err = engine.ping().await.expect_err("answered 400");
+        assert!(matches!(err, PullError::EngineUnreachable { .. }), "{err}");
+        let text = err.to_string();
+        for needle in [address.as_str(), "status 400", "DOCKER_TLS_VERIFY=1"] {
+            assert!(text.contains(needle), "{needle:?} missing: {text}");
+        }
+        assert!(text.contains("HTTPS server; is dockerd"), "{text}");
     }
 
     #[tokio::test]
