@@ -20,6 +20,18 @@ fn main() {
         hash.unwrap_or_else(|| "unknown".to_owned())
     );
     println!("cargo:rerun-if-env-changed=PULLAUTH_GIT_HASH");
-    println!("cargo:rerun-if-changed=../../.git/HEAD");
-    println!("cargo:rerun-if-changed=../../.git/refs/heads");
+    println!("cargo:rerun-if-changed=build.rs");
+    // Ask git where HEAD and the branch refs live: in a worktree `.git` is
+    // a file, and naming a path that does not exist would rebuild every time.
+    let paths = Command::new("git")
+        .args(["rev-parse", "--path-format=absolute"])
+        .args(["--git-path", "HEAD", "--git-path", "refs/heads"])
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+        .unwrap_or_default();
+    for path in paths.lines().filter(|p| std::path::Path::new(p).exists()) {
+        println!("cargo:rerun-if-changed={path}");
+    }
 }
