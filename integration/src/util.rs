@@ -294,7 +294,11 @@ pub fn http_get_status(
     let mut head = Vec::new();
     let mut buf = [0u8; 512];
     while !head.windows(2).any(|w| w == b"\r\n") {
-        let n = stream.read(&mut buf)?;
+        let n = match stream.read(&mut buf) {
+            // A signal (e.g. SIGCHLD from a helper process) is not an answer.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => other?,
+        };
         if n == 0 {
             break;
         }

@@ -734,8 +734,9 @@ impl SmallDisk {
 /// A task definition of 60 containers with long names, all of `image`:
 /// a big record, but a single pull.
 fn big_taskdef(image: &str) -> String {
-    let names: Vec<String> = (0..60)
-        .map(|i| format!("container-{i:03}-{}", "x".repeat(100)))
+    // At most 10 containers per task; long names make each task ~7 KB.
+    let names: Vec<String> = (0..10)
+        .map(|i| format!("container-{i:03}-{}", "x".repeat(690)))
         .collect();
     let defs: Vec<(&str, &str, bool)> = names.iter().map(|n| (n.as_str(), image, false)).collect();
     taskdef("big", &defs).to_string()
