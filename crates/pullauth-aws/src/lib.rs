@@ -27,8 +27,8 @@
 //! sensitive, the raw response body. `ecr:GetAuthorizationToken` is not
 //! marked sensitive (its `AuthorizationData` derives `Debug` over the
 //! token), so a subscriber that enables `trace` for `aws_smithy_runtime`
-//! prints ECR tokens. A binary must cap the SDK's targets below `trace`:
-//! add [`SDK_LOG_CAPS`] to its filter after the user's directives.
+//! prints ECR tokens. A binary must cap the SDK's targets
+//! ([`SDK_LOG_TARGETS`]) at [`SDK_MAX_SAFE_LEVEL`].
 
 pub mod cache;
 mod client;
@@ -51,21 +51,26 @@ pub use pullauth_resolve::EcrRegistry;
 pub use role::RoleArn;
 pub use s3::S3Location;
 
-/// `tracing-subscriber` `EnvFilter` directives that keep the SDK's own
-/// logging at `debug` or below, whatever `RUST_LOG` says: at `trace` it
-/// prints ECR tokens (see the crate docs). Append them after the user's
-/// directives (the most specific directive for a target wins; equal ones,
-/// the last).
-pub const SDK_LOG_CAPS: &[&str] = &[
-    "aws_smithy_runtime=debug",
-    "aws_smithy_runtime_api=debug",
-    "aws_smithy_http_client=debug",
-    "aws_smithy_http=debug",
-    "aws_sigv4=debug",
-    "aws_runtime=debug",
-    "aws_config=debug",
-    "aws_sdk_ecr=debug",
-    "aws_sdk_secretsmanager=debug",
-    "aws_sdk_s3=debug",
-    "aws_sdk_sts=debug",
+/// The tracing targets (module-path prefixes) of the SDK. A subscriber
+/// must never enable them above [`SDK_MAX_SAFE_LEVEL`]: at `trace` they
+/// print ECR tokens (see the crate docs). pullauth's binary already caps
+/// every library at `warn` (crates/pullauth/src/logging.rs); these are
+/// for whoever raises library levels.
+pub const SDK_LOG_TARGETS: &[&str] = &[
+    "aws_config",
+    "aws_credential_types",
+    "aws_runtime",
+    "aws_sdk_ecr",
+    "aws_sdk_s3",
+    "aws_sdk_secretsmanager",
+    "aws_sdk_sts",
+    "aws_sigv4",
+    "aws_smithy_http",
+    "aws_smithy_http_client",
+    "aws_smithy_runtime",
+    "aws_smithy_runtime_api",
+    "aws_smithy_types",
 ];
+
+/// The most the SDK's targets may log without revealing a credential.
+pub const SDK_MAX_SAFE_LEVEL: tracing::Level = tracing::Level::DEBUG;
