@@ -419,7 +419,8 @@ const SETUP_CALLS: usize = 6;
 fn calls_for_a_role_use_its_assumed_credentials_and_calls_without_use_the_default_chain() {
     let moto = Moto::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", &SETUP_CALLS.to_string())]);
     // The agent's own user may only assume roles; the role may read the
-    // secret and get ECR tokens.
+    // secret and get ECR tokens. (moto matches the trust policy's principal
+    // literally, so it names the user rather than the account root.)
     let keys = moto.boto3(
         &format!(
             "iam = client('iam')\n\
@@ -428,7 +429,7 @@ fn calls_for_a_role_use_its_assumed_credentials_and_calls_without_use_the_defaul
              iam.put_user_policy(UserName='agent', PolicyName='assume', PolicyDocument=json.dumps(\
                {{'Version': '2012-10-17', 'Statement': [{{'Effect': 'Allow', 'Action': 'sts:AssumeRole', 'Resource': '*'}}]}}))\n\
              iam.create_role(RoleName='puller', AssumeRolePolicyDocument=json.dumps(\
-               {{'Version': '2012-10-17', 'Statement': [{{'Effect': 'Allow', 'Principal': {{'AWS': 'arn:aws:iam::{ACCOUNT}:root'}}, 'Action': 'sts:AssumeRole'}}]}}))\n\
+               {{'Version': '2012-10-17', 'Statement': [{{'Effect': 'Allow', 'Principal': {{'AWS': 'arn:aws:iam::{ACCOUNT}:user/agent'}}, 'Action': 'sts:AssumeRole'}}]}}))\n\
              iam.put_role_policy(RoleName='puller', PolicyName='pull', PolicyDocument=json.dumps(\
                {{'Version': '2012-10-17', 'Statement': [{{'Effect': 'Allow', 'Action': ['secretsmanager:GetSecretValue', 'ecr:GetAuthorizationToken'], 'Resource': '*'}}]}}))\n\
              client('secretsmanager').create_secret(Name='registry/role-only', SecretString=json.dumps(\

@@ -8,6 +8,7 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, ConfigLoader, Region, SdkConfig};
 use aws_sdk_ecr::config::Credentials;
+use aws_sdk_ecr::config::http::HttpResponse;
 use aws_sdk_ecr::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_http_client::tls;
 use aws_types::service_config::ServiceConfigKey;
@@ -609,15 +610,14 @@ impl Aws {
             .or_else(|| config.endpoint_url().map(str::to_string))
     }
 
-    fn sdk_error<E, R>(
+    fn sdk_error<E>(
         &self,
         call: Call,
-        err: SdkError<E, R>,
+        err: SdkError<E, HttpResponse>,
         not_found: impl Fn(&str) -> Option<String>,
     ) -> AwsError
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
-        R: fmt::Debug + 'static,
     {
         if let Some(detail) = credentials_problem(&err) {
             return AwsError::NoCredentials { call, detail };
@@ -625,7 +625,15 @@ impl Aws {
         match &err {
             SdkError::ServiceError(service) => {
                 let e = service.err();
-                error::from_service(call, e.code(), e.message(), not_found)
+                // Without a code (an error body the SDK cannot parse, as
+                // moto's XML denials on JSON APIs), the status decides.
+                let status = service.raw().status().as_u16();
+                let code = e.code().or(match status {
+                    401 | 403 => Some("AccessDenied"),
+                    429 => Some("Throttling"),
+                    _ => None,
+                });
+                error::from_service(call, code, e.message(), not_found)
             }
             SdkError::TimeoutError(_) => AwsError::Timeout {
                 call,
