@@ -720,6 +720,37 @@ mod tests {
         assert_eq!(arn_region("arn:aws:ssm:eu-west-1:1:parameter/x"), None);
     }
 
+    #[tokio::test]
+    async fn the_ecr_off_switch_refuses_before_any_call() {
+        let aws = Aws::from_sdk_config(
+            SdkConfig::builder().build(),
+            AwsOptions {
+                ecr: false,
+                ..AwsOptions::default()
+            },
+        );
+        let registry =
+            EcrRegistry::parse("123456789012.dkr.ecr.eu-west-1.amazonaws.com").expect("host");
+        let e = aws.ecr_credentials(&registry, None).await.expect_err("off");
+        assert_eq!(e.class(), crate::ErrorClass::Disabled);
+        assert!(e.to_string().contains("switched off"), "{e}");
+        let counters = aws.counters();
+        assert_eq!(counters.ecr_token_fetches, 0);
+        assert_eq!(counters.failures_of(crate::ErrorClass::Disabled), 1);
+        assert!(aws.ecr_tokens_in_use().is_empty());
+    }
+
+    #[test]
+    fn credentials_debug_is_redacted() {
+        let c = EcrCredentials {
+            username: "AWS".into(),
+            password: SecretString::from("canary-token".to_string()),
+            expires_at: SystemTime::UNIX_EPOCH,
+            proxy_endpoint: "https://x".into(),
+        };
+        assert!(!format!("{c:?}").contains("canary"));
+    }
+
     #[test]
     fn principals_display_without_keys() {
         let role = RoleArn::parse("arn:aws:iam::123456789012:role/pull").expect("arn");
