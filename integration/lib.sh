@@ -20,6 +20,8 @@ declare -A NEEDED=(
     [busybox]=busybox-static
     [htpasswd]=apache2-utils
     [curl]=curl
+    # moto (the AWS emulation of integration/tests/aws.rs) runs in a venv.
+    [python3]=python3
     # Not used directly: with these the docker CLI defaults to the `pass`
     # credential store, so every run proves our configs are immune to it.
     [pass]=pass
@@ -32,6 +34,15 @@ missing=()
 for bin in "${!NEEDED[@]}"; do
     has "$bin" || missing+=("${NEEDED[$bin]}")
 done
+# Debian ships `python3 -m venv` separately (ensurepip); try it for real.
+if has python3; then
+    venv_probe=$(mktemp -d "${TMPDIR:-/tmp}/pullauth-venv-probe-XXXXXX")
+    python3 -m venv --without-pip "$venv_probe/v" >/dev/null 2>&1 &&
+        python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+    rm -rf "$venv_probe"
+else
+    missing+=(python3-venv)
+fi
 if ((${#missing[@]})); then
     mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
     if [[ $(id -u) == 0 ]]; then

@@ -10,6 +10,8 @@
 //!   authenticated each request;
 //! * fixture images built from a static busybox and pushed with
 //!   [`Harness::push_fixture`];
+//! * [`Moto`]: moto, the AWS emulation, on a loopback port (installed
+//!   with pip into a cached venv), and [`Imds`], a minimal IMDSv2;
 //! * [`Stall`]: a TCP peer that never answers; [`pullauth_bin`]: the binary
 //!   under test, freshly built.
 //!
@@ -46,6 +48,7 @@ pub mod agent;
 mod bin;
 mod engine;
 mod harness;
+mod moto;
 mod opt_in;
 mod outcome;
 mod process;
@@ -57,6 +60,7 @@ mod util;
 pub use bin::{pullauth_bin, pullauth_command, pullauth_release_bin};
 pub use engine::{DOCKER_HOST_ENV, Engine, Frozen, PrivateEngine};
 pub use harness::Harness;
+pub use moto::{Imds, ImdsCredentials, MOTO_ACCESS_KEY, MOTO_VERSION, Moto, venv_python};
 pub use opt_in::{OPT_IN_ENV, require_opt_in};
 pub use outcome::Outcome;
 pub use registry::{Held, Registry};

@@ -150,10 +150,6 @@ fn is_root() -> bool {
 /// missing packages with apt-get when running as root; panics otherwise.
 pub fn ensure_tools(tools: &[(&str, &str)]) {
     crate::require_opt_in();
-    static APT: Mutex<()> = Mutex::new(());
-    let _guard = APT
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let missing: Vec<&str> = tools
         .iter()
         .filter(|(bin, _)| which(bin).is_none())
@@ -164,13 +160,26 @@ pub fn ensure_tools(tools: &[(&str, &str)]) {
     if missing.is_empty() {
         return;
     }
+    apt_install(&missing);
+    for (bin, pkg) in tools {
+        assert!(which(bin).is_some(), "{pkg} installed but {bin} is missing");
+    }
+}
+
+/// Installs Debian `packages` with apt-get (one at a time across threads);
+/// panics unless running as root or if apt-get fails.
+pub(crate) fn apt_install(packages: &[&str]) {
+    static APT: Mutex<()> = Mutex::new(());
+    let _guard = APT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     assert!(
         is_root(),
-        "integration tests need the Debian packages {missing:?}; install them \
+        "integration tests need the Debian packages {packages:?}; install them \
          (apt-get install -y {}) or run as root so the harness can",
-        missing.join(" ")
+        packages.join(" ")
     );
-    eprintln!("pullauth-integration: installing {missing:?} with apt-get");
+    eprintln!("pullauth-integration: installing {packages:?} with apt-get");
     let apt = |args: &[&str]| {
         let out = Command::new("apt-get")
             .args(args)
@@ -186,11 +195,8 @@ pub fn ensure_tools(tools: &[(&str, &str)]) {
     };
     apt(&["update", "-qq"]);
     let mut install = vec!["install", "-y", "-qq"];
-    install.extend(&missing);
+    install.extend(packages);
     apt(&install);
-    for (bin, pkg) in tools {
-        assert!(which(bin).is_some(), "{pkg} installed but {bin} is missing");
-    }
 }
 
 /// Runs `cmd` with `stdin` as its input and returns its output; panics only

@@ -4,6 +4,7 @@
 //!   `dockercfg` shapes (and the `{"auths": ...}` wrapper of config.json).
 //! - [`key`] normalizes the keys of that map into a host and a namespace.
 //! - [`image`] parses image references with Docker's grammar.
+//! - [`ecr`] recognizes Amazon ECR registry hosts (account, region, FIPS).
 //! - [`table`] indexes the keys by host and answers lookups in time that does
 //!   not depend on how many keys are configured.
 //!
@@ -11,12 +12,14 @@
 
 pub mod authdata;
 pub mod credentials;
+pub mod ecr;
 pub mod image;
 pub mod key;
 pub mod table;
 
 pub use authdata::{AuthDataError, AuthEntry};
 pub use credentials::Credentials;
+pub use ecr::{EcrRegistry, NotEcr};
 pub use image::{ImageRef, ImageRefError};
 pub use key::{DOCKER_HUB, HostPattern, KeyError, RegistryKey, USERINFO_REDACTED, masked};
 pub use table::{Entry, RegistryTable, Resolution};

@@ -1,0 +1,763 @@
+//! [`Aws`]: the SDK clients, their limits, and the caches in front of them.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, ConfigLoader, Region, SdkConfig};
+use aws_sdk_ecr::config::Credentials;
+use aws_sdk_ecr::config::http::HttpResponse;
+use aws_sdk_ecr::error::{ProvideErrorMetadata, SdkError};
+use aws_smithy_http_client::tls;
+use aws_types::service_config::ServiceConfigKey;
+use pullauth_resolve::EcrRegistry;
+use secrecy::SecretString;
+use secrecy::zeroize::Zeroizing;
+
+use crate::cache::{Clock, Expiring, ExpiringCache, Outcome, RefreshPolicy, SystemClock};
+use crate::error::{self, Call};
+use crate::metrics::{Counters, CountersSnapshot};
+use crate::parse::{self, SecretCredentials};
+use crate::{AwsError, RoleArn, S3Location};
+
+/// Default [`AwsOptions::attempt_timeout`]: the ECS agent's ECR HTTP
+/// round-trip timeout (`roundtripTimeout` in agent/ecr/factory.go).
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default [`AwsOptions::operation_timeout`]: every attempt and back-off of
+/// one call, credentials resolution included.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(20);
+/// Default [`AwsOptions::connect_timeout`].
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default [`AwsOptions::max_attempts`]: the SDK's standard mode. Throttling
+/// and transient errors (5xx, timeouts, connection resets) are retried with
+/// jittered back-off; access denied and other client errors are not.
+pub const MAX_ATTEMPTS: u32 = 3;
+/// ECR tokens are refreshed when less than this remains, plus a per-key
+/// jitter of up to the same again: the ECS agent's `MinimumJitterDuration`
+/// (30 min, jittered by up to 30 min) in agent/dockerclient/dockerauth/ecr.go.
+pub const ECR_REFRESH_AHEAD: Duration = Duration::from_secs(30 * 60);
+/// Assumed-role credentials are refreshed when less than this (plus up to
+/// one minute of jitter) remains.
+pub const ROLE_REFRESH_AHEAD: Duration = Duration::from_secs(5 * 60);
+/// A cached token or credential is never handed out with less than this
+/// left: the pull that uses it needs time.
+pub const USABLE_MARGIN: Duration = Duration::from_secs(60);
+/// Largest S3 object [`Aws::get_object`] reads (an env file, not a blob).
+pub const MAX_OBJECT_BYTES: u64 = 1024 * 1024;
+
+/// How the SDK behaves; [`AwsOptions::default`] uses the constants above.
+#[derive(Debug, Clone)]
+pub struct AwsOptions {
+    /// Whether [`Aws::ecr_credentials`] may fetch tokens. Off for hosts that
+    /// must not talk to ECR on their own (the caller maps ECR hosts to
+    /// anonymous or static credentials instead).
+    pub ecr: bool,
+    pub attempt_timeout: Duration,
+    pub operation_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub max_attempts: u32,
+    /// `RoleSessionName` of `sts:AssumeRole`, visible in CloudTrail.
+    pub session_name: String,
+    /// The clock of the caches (tests move it).
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for AwsOptions {
+    fn default() -> Self {
+        AwsOptions {
+            ecr: true,
+            attempt_timeout: ATTEMPT_TIMEOUT,
+            operation_timeout: OPERATION_TIMEOUT,
+            connect_timeout: CONNECT_TIMEOUT,
+            max_attempts: MAX_ATTEMPTS,
+            session_name: format!("pullauth-{}", std::process::id()),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// Credentials for one pull from an ECR registry.
+#[derive(Clone)]
+pub struct EcrCredentials {
+    /// `AWS`, as decoded from the token.
+    pub username: String,
+    pub password: SecretString,
+    pub expires_at: SystemTime,
+    /// `https://<account>.dkr.ecr.<region>.amazonaws.com`, as ECR returned it.
+    pub proxy_endpoint: String,
+}
+
+impl fmt::Debug for EcrCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EcrCredentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .field("proxy_endpoint", &self.proxy_endpoint)
+            .finish()
+    }
+}
+
+/// Whose credentials a call uses. Part of the ECR cache key: for a role it
+/// holds the assumed credentials' access key id too, so that credentials
+/// of a recreated role (same ARN, new credentials) never get a token
+/// fetched with the old ones (cf. amazon-ecs-agent#2137; the agent's cache
+/// key has `roleARN` and `credentialsID`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Principal {
+    /// The default credential chain (environment, profile, web identity,
+    /// ECS container credentials, IMDSv2).
+    Default,
+    Role {
+        arn: RoleArn,
+        access_key_id: String,
+    },
+}
+
+impl fmt::Display for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Principal::Default => f.write_str("the default credential chain"),
+            Principal::Role { arn, .. } => write!(f, "role {arn}"),
+        }
+    }
+}
+
+/// A cached ECR token, as [`Aws::ecr_tokens_in_use`] shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInUse {
+    pub registry: EcrRegistry,
+    /// The endpoint override the token came from, if any.
+    pub endpoint: Option<String>,
+    pub principal: Principal,
+    pub expires_at: SystemTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct TokenKey {
+    account: String,
+    region: String,
+    fips: bool,
+    endpoint: Option<String>,
+    principal: Principal,
+    /// Not part of the identity (account/region/fips are), kept to report.
+    host: String,
+}
+
+#[derive(Clone)]
+struct EcrToken {
+    username: String,
+    password: SecretString,
+    proxy_endpoint: String,
+}
+
+/// The AWS credential sources: ECR tokens, Secrets Manager secrets, S3
+/// objects, assumed roles. Cheap to clone (one `Arc`); clones share the
+/// caches and counters.
+#[derive(Debug, Clone)]
+pub struct Aws {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: SdkConfig,
+    options: AwsOptions,
+    tokens: ExpiringCache<TokenKey, EcrToken>,
+    roles: ExpiringCache<RoleArn, Credentials>,
+    counters: Counters,
+}
+
+impl fmt::Debug for Inner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Aws")
+            .field("region", &self.config.region())
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Aws {
+    /// Loads the SDK configuration the standard way: region and endpoints
+    /// from the environment and profile (`AWS_REGION`, `AWS_ENDPOINT_URL`,
+    /// `AWS_ENDPOINT_URL_ECR`, ...), credentials from the default chain.
+    pub async fn from_env(options: AwsOptions) -> Aws {
+        Aws::from_loader(aws_config::defaults(BehaviorVersion::latest()), options).await
+    }
+
+    /// Like [`Aws::from_env`], starting from `loader` (for explicit
+    /// settings: a region, an endpoint, static credentials in tests). The
+    /// HTTP client, timeouts and retries of `options` are applied on top.
+    pub async fn from_loader(loader: ConfigLoader, options: AwsOptions) -> Aws {
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(options.connect_timeout)
+            .operation_attempt_timeout(options.attempt_timeout)
+            .operation_timeout(options.operation_timeout)
+            .build();
+        let config = loader
+            .http_client(https_client())
+            .timeout_config(timeouts)
+            .retry_config(RetryConfig::standard().with_max_attempts(options.max_attempts))
+            .load()
+            .await;
+        Aws::from_sdk_config(config, options)
+    }
+
+    /// Wraps an already loaded configuration as is (its HTTP client,
+    /// timeouts and retries are the caller's).
+    pub fn from_sdk_config(config: SdkConfig, options: AwsOptions) -> Aws {
+        let clock = options.clock.clone();
+        Aws {
+            inner: Arc::new(Inner {
+                config,
+                tokens: ExpiringCache::new(
+                    clock.clone(),
+                    RefreshPolicy {
+                        ahead: ECR_REFRESH_AHEAD,
+                        jitter: ECR_REFRESH_AHEAD,
+                        usable_margin: USABLE_MARGIN,
+                    },
+                ),
+                roles: ExpiringCache::new(
+                    clock,
+                    RefreshPolicy {
+                        ahead: ROLE_REFRESH_AHEAD,
+                        jitter: Duration::from_secs(60),
+                        usable_margin: USABLE_MARGIN,
+                    },
+                ),
+                options,
+                counters: Counters::default(),
+            }),
+        }
+    }
+
+    /// The region of the default chain, if one is configured.
+    pub fn region(&self) -> Option<&str> {
+        self.inner.config.region().map(Region::as_ref)
+    }
+
+    /// Credentials for pulling from `registry`, as `role` or with the
+    /// default chain: `ecr:GetAuthorizationToken` in the registry's region
+    /// (FIPS endpoint for `dkr.ecr-fips` hosts, unless an endpoint override
+    /// is configured), cached and refreshed ahead of expiry (see
+    /// [`crate::cache`]).
+    pub async fn ecr_credentials(
+        &self,
+        registry: &EcrRegistry,
+        role: Option<&RoleArn>,
+    ) -> Result<EcrCredentials, AwsError> {
+        let result = self.ecr_credentials_inner(registry, role).await;
+        if let Err(e) = &result {
+            self.inner.counters.failure(e.class());
+        }
+        result
+    }
+
+    async fn ecr_credentials_inner(
+        &self,
+        registry: &EcrRegistry,
+        role: Option<&RoleArn>,
+    ) -> Result<EcrCredentials, AwsError> {
+        if !self.inner.options.ecr {
+            return Err(AwsError::EcrDisabled {
+                host: registry.host.clone(),
+            });
+        }
+        let (principal, credentials) = self.principal(role).await?;
+        let endpoint = self.endpoint_override("ECR");
+        let key = TokenKey {
+            account: registry.account.clone(),
+            region: registry.region.clone(),
+            fips: registry.fips,
+            endpoint: endpoint.clone(),
+            principal: principal.clone(),
+            host: registry.host.clone(),
+        };
+        let call = Call {
+            operation: "ecr:GetAuthorizationToken",
+            target: format!("registry {}", registry.host),
+            principal: principal.to_string(),
+        };
+        let (token, outcome) = self
+            .inner
+            .tokens
+            .get(&key, || {
+                self.inner
+                    .counters
+                    .add(&self.inner.counters.ecr_token_fetches);
+                self.fetch_ecr_token(registry, endpoint.is_some(), credentials, call)
+            })
+            .await?;
+        match &outcome {
+            Outcome::Hit => self.inner.counters.add(&self.inner.counters.ecr_cache_hits),
+            Outcome::Fetched => {}
+            Outcome::FetchedExpired => tracing::warn!(
+                registry = %registry,
+                expires_at = ?token.expires_at,
+                "ECR returned a token that has already expired by this host's clock; using it once, not caching it"
+            ),
+            Outcome::Stale(error) => {
+                self.inner
+                    .counters
+                    .add(&self.inner.counters.ecr_stale_served);
+                self.inner.counters.failure(error.class());
+                tracing::warn!(
+                    registry = %registry,
+                    expires_at = ?token.expires_at,
+                    error = %error,
+                    "refreshing the ECR token failed; using the cached one until it expires"
+                );
+            }
+        }
+        Ok(EcrCredentials {
+            username: token.value.username,
+            password: token.value.password,
+            expires_at: token.expires_at,
+            proxy_endpoint: token.value.proxy_endpoint,
+        })
+    }
+
+    async fn fetch_ecr_token(
+        &self,
+        registry: &EcrRegistry,
+        endpoint_overridden: bool,
+        credentials: Option<Credentials>,
+        call: Call,
+    ) -> Result<Expiring<EcrToken>, AwsError> {
+        let mut builder = aws_sdk_ecr::config::Builder::from(&self.inner.config)
+            .region(Region::new(registry.region.clone()));
+        // The SDK refuses FIPS together with a custom endpoint; the override
+        // wins (as in the ECS agent's agent/ecr/factory.go).
+        if registry.fips && !endpoint_overridden {
+            builder = builder.use_fips(true);
+        }
+        if let Some(credentials) = credentials {
+            builder = builder.credentials_provider(credentials);
+        }
+        let client = aws_sdk_ecr::Client::from_conf(builder.build());
+        // `registryIds` is deprecated (a token serves every registry the
+        // principal may read) but still decides the proxy endpoint ECR
+        // returns; the ECS agent sends it too (agent/ecr/client.go).
+        #[allow(deprecated)]
+        let request = client
+            .get_authorization_token()
+            .registry_ids(&registry.account);
+        let output = request
+            .send()
+            .await
+            .map_err(|e| self.sdk_error(call.clone(), e, |_| None))?;
+        let bad = |problem: String| AwsError::BadResponse {
+            call: call.clone(),
+            problem,
+        };
+        let [data] = output.authorization_data() else {
+            return Err(bad(format!(
+                "{} authorization data entries instead of 1",
+                output.authorization_data().len()
+            )));
+        };
+        let token = data
+            .authorization_token()
+            .ok_or_else(|| bad("no authorization token".into()))?;
+        let (username, password) =
+            parse::decode_ecr_token(token).map_err(|problem| bad(problem.to_string()))?;
+        let expires_at = data
+            .expires_at()
+            .and_then(|t| SystemTime::try_from(*t).ok())
+            .ok_or_else(|| bad("no expiry".into()))?;
+        Ok(Expiring {
+            value: EcrToken {
+                username,
+                password,
+                proxy_endpoint: data
+                    .proxy_endpoint()
+                    .map_or_else(|| format!("https://{}", registry.host), str::to_string),
+            },
+            expires_at,
+        })
+    }
+
+    /// The ECR tokens in the cache (usable ones only), soonest expiry first.
+    /// Shows what is held and until when, never a token.
+    pub fn ecr_tokens_in_use(&self) -> Vec<TokenInUse> {
+        self.inner
+            .tokens
+            .in_use()
+            .into_iter()
+            .map(|(key, expires_at)| TokenInUse {
+                registry: EcrRegistry {
+                    account: key.account,
+                    region: key.region,
+                    fips: key.fips,
+                    host: key.host,
+                },
+                endpoint: key.endpoint,
+                principal: key.principal,
+                expires_at,
+            })
+            .collect()
+    }
+
+    /// `username` and `password` from a Secrets Manager secret (ARN or
+    /// name), read as `role` or with the default chain. The secret's region
+    /// is the one in its ARN, else the default region. Not cached: the
+    /// caller fetches once per task and secret, and keeps the value in
+    /// memory only.
+    pub async fn secret_credentials(
+        &self,
+        secret: &str,
+        role: Option<&RoleArn>,
+    ) -> Result<SecretCredentials, AwsError> {
+        let result = self.secret_credentials_inner(secret, role).await;
+        if let Err(e) = &result {
+            self.inner.counters.failure(e.class());
+        }
+        result
+    }
+
+    async fn secret_credentials_inner(
+        &self,
+        secret: &str,
+        role: Option<&RoleArn>,
+    ) -> Result<SecretCredentials, AwsError> {
+        let (principal, credentials) = self.principal(role).await?;
+        let call = Call {
+            operation: "secretsmanager:GetSecretValue",
+            target: format!("secret {secret}"),
+            principal: principal.to_string(),
+        };
+        let mut builder = aws_sdk_secretsmanager::config::Builder::from(&self.inner.config);
+        if let Some(region) = arn_region(secret) {
+            builder = builder.region(Region::new(region.to_string()));
+        }
+        if let Some(credentials) = credentials {
+            builder = builder.credentials_provider(credentials);
+        }
+        let client = aws_sdk_secretsmanager::Client::from_conf(builder.build());
+        self.inner.counters.add(&self.inner.counters.secret_fetches);
+        let output = client
+            .get_secret_value()
+            .secret_id(secret)
+            .send()
+            .await
+            .map_err(|e| {
+                self.sdk_error(call, e, |code| {
+                    (code == "ResourceNotFoundException").then(|| "no such secret".to_string())
+                })
+            })?;
+        let bad = |problem: String| AwsError::BadSecret {
+            secret: secret.to_string(),
+            problem,
+        };
+        if output.secret_binary().is_some() {
+            return Err(bad(
+                "the secret is binary (SecretBinary); store {\"username\",\"password\"} JSON as SecretString".into(),
+            ));
+        }
+        let Some(text) = output.secret_string.map(Zeroizing::new) else {
+            return Err(bad("the secret has no value (no SecretString)".into()));
+        };
+        parse::parse_secret_string(&text).map_err(bad)
+    }
+
+    /// The content of an S3 object (an `--env-file s3://bucket/key`), read
+    /// with the default chain, at most [`MAX_OBJECT_BYTES`].
+    pub async fn get_object(&self, location: &S3Location) -> Result<Zeroizing<Vec<u8>>, AwsError> {
+        let result = self.get_object_inner(location).await;
+        if let Err(e) = &result {
+            self.inner.counters.failure(e.class());
+        }
+        result
+    }
+
+    async fn get_object_inner(
+        &self,
+        location: &S3Location,
+    ) -> Result<Zeroizing<Vec<u8>>, AwsError> {
+        let call = Call {
+            operation: "s3:GetObject",
+            target: location.to_string(),
+            principal: Principal::Default.to_string(),
+        };
+        let client = aws_sdk_s3::Client::new(&self.inner.config);
+        self.inner.counters.add(&self.inner.counters.object_fetches);
+        let output = client
+            .get_object()
+            .bucket(&location.bucket)
+            .key(&location.key)
+            .send()
+            .await
+            .map_err(|e| {
+                self.sdk_error(call.clone(), e, |code| match code {
+                    "NoSuchBucket" => Some(format!("no such bucket {:?}", location.bucket)),
+                    "NoSuchKey" => Some(format!(
+                        "no such key {:?} in bucket {:?}",
+                        location.key, location.bucket
+                    )),
+                    _ => None,
+                })
+            })?;
+        let bad = |problem: String| AwsError::BadResponse {
+            call: call.clone(),
+            problem,
+        };
+        if let Some(length) = output.content_length()
+            && u64::try_from(length).unwrap_or(u64::MAX) > MAX_OBJECT_BYTES
+        {
+            return Err(bad(format!(
+                "the object has {length} bytes, more than the {MAX_OBJECT_BYTES} allowed"
+            )));
+        }
+        let bytes = output
+            .body
+            .collect()
+            .await
+            .map_err(|_| AwsError::Unreachable {
+                call: call.clone(),
+                detail: "the connection failed while reading the object".into(),
+            })?;
+        let bytes = Zeroizing::new(bytes.to_vec());
+        if bytes.len() as u64 > MAX_OBJECT_BYTES {
+            return Err(bad(format!(
+                "the object is larger than {MAX_OBJECT_BYTES} bytes"
+            )));
+        }
+        Ok(bytes)
+    }
+
+    /// The counters so far.
+    pub fn counters(&self) -> CountersSnapshot {
+        self.inner.counters.snapshot()
+    }
+
+    /// The principal for `role` and, for a role, its assumed credentials
+    /// (cached until shortly before they expire).
+    async fn principal(
+        &self,
+        role: Option<&RoleArn>,
+    ) -> Result<(Principal, Option<Credentials>), AwsError> {
+        let Some(role) = role else {
+            return Ok((Principal::Default, None));
+        };
+        let (credentials, _) = self
+            .inner
+            .roles
+            .get(role, || self.assume_role(role))
+            .await?;
+        let principal = Principal::Role {
+            arn: role.clone(),
+            access_key_id: credentials.value.access_key_id().to_string(),
+        };
+        Ok((principal, Some(credentials.value)))
+    }
+
+    async fn assume_role(&self, role: &RoleArn) -> Result<Expiring<Credentials>, AwsError> {
+        let call = Call {
+            operation: "sts:AssumeRole",
+            target: format!("role {role}"),
+            principal: Principal::Default.to_string(),
+        };
+        self.inner
+            .counters
+            .add(&self.inner.counters.role_assumptions);
+        let output = aws_sdk_sts::Client::new(&self.inner.config)
+            .assume_role()
+            .role_arn(role.as_str())
+            .role_session_name(&self.inner.options.session_name)
+            .send()
+            .await
+            .map_err(|e| {
+                self.sdk_error(call.clone(), e, |code| {
+                    (code == "NoSuchEntity").then(|| "no such role".to_string())
+                })
+            })?;
+        let bad = |problem: &str| AwsError::BadResponse {
+            call: call.clone(),
+            problem: problem.to_string(),
+        };
+        let c = output.credentials().ok_or_else(|| bad("no credentials"))?;
+        let expires_at =
+            SystemTime::try_from(*c.expiration()).map_err(|_| bad("an expiry out of range"))?;
+        Ok(Expiring {
+            value: Credentials::new(
+                c.access_key_id(),
+                c.secret_access_key(),
+                Some(c.session_token().to_string()),
+                Some(expires_at),
+                "pullauth-assume-role",
+            ),
+            expires_at,
+        })
+    }
+
+    /// The endpoint the SDK will use for `service_id` instead of AWS's,
+    /// resolved as the generated clients resolve it
+    /// (`AWS_ENDPOINT_URL_<SERVICE>`, the profile, then `AWS_ENDPOINT_URL`).
+    fn endpoint_override(&self, service_id: &str) -> Option<String> {
+        let config = &self.inner.config;
+        if config.get_origin("endpoint_url").is_client_config() {
+            return config.endpoint_url().map(str::to_string);
+        }
+        ServiceConfigKey::builder()
+            .service_id(service_id)
+            .env("AWS_ENDPOINT_URL")
+            .profile("endpoint_url")
+            .build()
+            .ok()
+            .and_then(|key| config.service_config()?.load_config(key))
+            .or_else(|| config.endpoint_url().map(str::to_string))
+    }
+
+    fn sdk_error<E>(
+        &self,
+        call: Call,
+        err: SdkError<E, HttpResponse>,
+        not_found: impl Fn(&str) -> Option<String>,
+    ) -> AwsError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        if let Some(detail) = credentials_problem(&err) {
+            return AwsError::NoCredentials { call, detail };
+        }
+        match &err {
+            SdkError::ServiceError(service) => {
+                let e = service.err();
+                // Without a code (an error body the SDK cannot parse, as
+                // moto's XML denials on JSON APIs), the status decides.
+                let status = service.raw().status().as_u16();
+                let code = e.code().or(match status {
+                    401 | 403 => Some("AccessDenied"),
+                    429 => Some("Throttling"),
+                    _ => None,
+                });
+                error::from_service(call, code, e.message(), not_found)
+            }
+            SdkError::TimeoutError(_) => AwsError::Timeout {
+                call,
+                after: self.inner.options.operation_timeout,
+            },
+            SdkError::DispatchFailure(failure) if failure.is_timeout() => AwsError::Timeout {
+                call,
+                after: self.inner.options.attempt_timeout,
+            },
+            SdkError::DispatchFailure(failure) if failure.is_io() => AwsError::Unreachable {
+                call,
+                detail: chain(&err),
+            },
+            SdkError::ResponseError(_) => AwsError::BadResponse {
+                call,
+                problem: format!("the response could not be read: {}", chain(&err)),
+            },
+            _ => AwsError::Unreachable {
+                call,
+                detail: chain(&err),
+            },
+        }
+    }
+}
+
+/// The HTTPS client of every SDK call: rustls over ring (see Cargo.toml for
+/// why not the SDK's default aws-lc).
+fn https_client() -> aws_sdk_ecr::config::SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https()
+}
+
+/// The region of a Secrets Manager ARN (`arn:aws:secretsmanager:<region>:...`).
+fn arn_region(secret: &str) -> Option<&str> {
+    let mut parts = secret.split(':');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("arn"), Some(_), Some("secretsmanager"), Some(region)) if !region.is_empty() => {
+            Some(region)
+        }
+        _ => None,
+    }
+}
+
+/// The error and its sources on one line (connection errors name the
+/// endpoint, never a credential).
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        source = e.source();
+    }
+    out
+}
+
+/// Why credentials could not be resolved, if that is what failed.
+fn credentials_problem(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    use aws_credential_types::provider::error::CredentialsError;
+    let mut source = Some(err);
+    while let Some(e) = source {
+        if let Some(c) = e.downcast_ref::<CredentialsError>() {
+            return Some(chain(c));
+        }
+        source = e.source();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_arns_name_their_region() {
+        assert_eq!(
+            arn_region("arn:aws:secretsmanager:eu-west-1:123456789012:secret:reg-AbCdEf"),
+            Some("eu-west-1")
+        );
+        assert_eq!(arn_region("my/secret"), None);
+        assert_eq!(arn_region("arn:aws:ssm:eu-west-1:1:parameter/x"), None);
+    }
+
+    #[tokio::test]
+    async fn the_ecr_off_switch_refuses_before_any_call() {
+        let aws = Aws::from_sdk_config(
+            SdkConfig::builder().build(),
+            AwsOptions {
+                ecr: false,
+                ..AwsOptions::default()
+            },
+        );
+        let registry =
+            EcrRegistry::parse("123456789012.dkr.ecr.eu-west-1.amazonaws.com").expect("host");
+        let e = aws.ecr_credentials(&registry, None).await.expect_err("off");
+        assert_eq!(e.class(), crate::ErrorClass::Disabled);
+        assert!(e.to_string().contains("switched off"), "{e}");
+        let counters = aws.counters();
+        assert_eq!(counters.ecr_token_fetches, 0);
+        assert_eq!(counters.failures_of(crate::ErrorClass::Disabled), 1);
+        assert!(aws.ecr_tokens_in_use().is_empty());
+    }
+
+    #[test]
+    fn credentials_debug_is_redacted() {
+        let c = EcrCredentials {
+            username: "AWS".into(),
+            password: SecretString::from("canary-token".to_string()),
+            expires_at: SystemTime::UNIX_EPOCH,
+            proxy_endpoint: "https://x".into(),
+        };
+        assert!(!format!("{c:?}").contains("canary"));
+    }
+
+    #[test]
+    fn principals_display_without_keys() {
+        let role = RoleArn::parse("arn:aws:iam::123456789012:role/pull").expect("arn");
+        let p = Principal::Role {
+            arn: role,
+            access_key_id: "ASIAEXAMPLE".into(),
+        };
+        assert_eq!(p.to_string(), "role arn:aws:iam::123456789012:role/pull");
+    }
+}

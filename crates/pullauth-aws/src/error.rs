@@ -1,0 +1,305 @@
+//! What can go wrong talking to AWS, in words a person can act on.
+//!
+//! Every error names the call ([`Call`]: operation, target, principal) and
+//! never a value: no token, secret, object content or secret key appears in
+//! any message, because errors end up in logs, task status and API answers.
+//! Service messages are AWS's own text (e.g. "User: arn:... is not
+//! authorized to perform: ecr:GetAuthorizationToken"), which names
+//! principals and resources but no credentials.
+//!
+//! Errors are `Clone` (strings, no SDK sources) so that one failed fetch can
+//! be handed to every caller that waited for it.
+
+use std::fmt;
+use std::time::Duration;
+
+/// One call to AWS, as every error names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    /// `service:Operation`, e.g. `ecr:GetAuthorizationToken`.
+    pub operation: &'static str,
+    /// What the call was about: `registry <host>`, `secret <id>`, `s3://b/k`.
+    pub target: String,
+    /// Whose credentials were used, e.g. `role arn:aws:iam::...:role/x` or
+    /// `the default credential chain`.
+    pub principal: String,
+}
+
+impl fmt::Display for Call {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} for {} as {}",
+            self.operation, self.target, self.principal
+        )
+    }
+}
+
+/// An AWS call that failed, classified by what the operator should do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AwsError {
+    /// The principal may not do this (IAM policy, KMS key policy, SCP,
+    /// expired or invalid credentials). Never retried.
+    #[error("{call}: access denied ({code}: {message})")]
+    AccessDenied {
+        call: Call,
+        code: String,
+        message: String,
+    },
+    /// AWS throttled the call, and the bounded retries did not get through.
+    #[error("{call}: throttled by AWS after retries ({code}: {message})")]
+    Throttled {
+        call: Call,
+        code: String,
+        message: String,
+    },
+    /// The resource does not exist: `what` says which part (no such secret,
+    /// no such bucket, no such key, no such role).
+    #[error("{call}: {what}")]
+    NotFound { call: Call, what: String },
+    /// No answer within the time limit (`after` is the limit that fired).
+    #[error("{call}: no answer within {after:?}")]
+    Timeout { call: Call, after: Duration },
+    /// The endpoint could not be reached (DNS, connection refused, TLS).
+    #[error("{call}: endpoint unreachable: {detail}")]
+    Unreachable { call: Call, detail: String },
+    /// No credentials: the default chain found none, or loading them failed.
+    #[error("{call}: no usable AWS credentials: {detail}")]
+    NoCredentials { call: Call, detail: String },
+    /// AWS answered, but not with what the call needs (a token that is not
+    /// base64 of `user:password`, a missing field, an object too large).
+    #[error("{call}: unexpected response: {problem}")]
+    BadResponse { call: Call, problem: String },
+    /// The secret exists but cannot serve as registry credentials; `problem`
+    /// names the field or shape, never a value.
+    #[error("secret {secret}: {problem}")]
+    BadSecret { secret: String, problem: String },
+    /// Input refused before any call (a malformed role ARN or S3 URL).
+    #[error("{what} {value:?}: {problem}")]
+    Invalid {
+        what: &'static str,
+        value: String,
+        problem: &'static str,
+    },
+    /// ECR tokens are switched off ([`crate::AwsOptions::ecr`]).
+    #[error("{host}: automatic ECR credentials are switched off")]
+    EcrDisabled { host: String },
+    /// Any other service error (validation, internal failure after retries).
+    #[error("{call}: {code}: {message}")]
+    Service {
+        call: Call,
+        code: String,
+        message: String,
+    },
+}
+
+/// Short stable class names, for metrics labels and log fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ErrorClass {
+    AccessDenied,
+    Throttled,
+    NotFound,
+    Timeout,
+    Unreachable,
+    NoCredentials,
+    BadResponse,
+    BadSecret,
+    Invalid,
+    Disabled,
+    Service,
+}
+
+impl ErrorClass {
+    /// Every class, in the order of [`ErrorClass::index`].
+    pub const ALL: [ErrorClass; 11] = [
+        ErrorClass::AccessDenied,
+        ErrorClass::Throttled,
+        ErrorClass::NotFound,
+        ErrorClass::Timeout,
+        ErrorClass::Unreachable,
+        ErrorClass::NoCredentials,
+        ErrorClass::BadResponse,
+        ErrorClass::BadSecret,
+        ErrorClass::Invalid,
+        ErrorClass::Disabled,
+        ErrorClass::Service,
+    ];
+
+    /// The metrics label: lower case, stable across releases.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorClass::AccessDenied => "access_denied",
+            ErrorClass::Throttled => "throttled",
+            ErrorClass::NotFound => "not_found",
+            ErrorClass::Timeout => "timeout",
+            ErrorClass::Unreachable => "unreachable",
+            ErrorClass::NoCredentials => "no_credentials",
+            ErrorClass::BadResponse => "bad_response",
+            ErrorClass::BadSecret => "bad_secret",
+            ErrorClass::Invalid => "invalid",
+            ErrorClass::Disabled => "disabled",
+            ErrorClass::Service => "service",
+        }
+    }
+
+    /// Position in [`ErrorClass::ALL`], for counter arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl AwsError {
+    /// The class of this error.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            AwsError::AccessDenied { .. } => ErrorClass::AccessDenied,
+            AwsError::Throttled { .. } => ErrorClass::Throttled,
+            AwsError::NotFound { .. } => ErrorClass::NotFound,
+            AwsError::Timeout { .. } => ErrorClass::Timeout,
+            AwsError::Unreachable { .. } => ErrorClass::Unreachable,
+            AwsError::NoCredentials { .. } => ErrorClass::NoCredentials,
+            AwsError::BadResponse { .. } => ErrorClass::BadResponse,
+            AwsError::BadSecret { .. } => ErrorClass::BadSecret,
+            AwsError::Invalid { .. } => ErrorClass::Invalid,
+            AwsError::EcrDisabled { .. } => ErrorClass::Disabled,
+            AwsError::Service { .. } => ErrorClass::Service,
+        }
+    }
+
+    /// Whether trying again later may help (throttling, timeouts, network,
+    /// AWS-side failures); the SDK has already retried within its budget.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self.class(),
+            ErrorClass::Throttled
+                | ErrorClass::Timeout
+                | ErrorClass::Unreachable
+                | ErrorClass::Service
+        )
+    }
+}
+
+/// Error codes AWS services use for "not allowed" (IAM, KMS, STS, S3, and
+/// credentials the service refuses).
+const ACCESS_DENIED_CODES: &[&str] = &[
+    "AccessDenied",
+    "AccessDeniedException",
+    "UnauthorizedOperation",
+    "UnrecognizedClientException",
+    "InvalidClientTokenId",
+    "InvalidSignatureException",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "InvalidAccessKeyId",
+    "KMSAccessDeniedException",
+    "AllAccessDisabled",
+];
+
+/// Error codes for throttling.
+const THROTTLING_CODES: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "SlowDown",
+    "RequestThrottled",
+    "RequestThrottledException",
+];
+
+/// Classifies a service error by its code; `not_found` decides which codes
+/// mean "does not exist" for this call and how to say so.
+pub(crate) fn from_service(
+    call: Call,
+    code: Option<&str>,
+    message: Option<&str>,
+    not_found: impl Fn(&str) -> Option<String>,
+) -> AwsError {
+    let code = code.unwrap_or("Unknown").to_string();
+    let message = message.unwrap_or("no message").to_string();
+    if let Some(what) = not_found(&code) {
+        return AwsError::NotFound { call, what };
+    }
+    if ACCESS_DENIED_CODES.contains(&code.as_str()) {
+        AwsError::AccessDenied {
+            call,
+            code,
+            message,
+        }
+    } else if THROTTLING_CODES.contains(&code.as_str()) {
+        AwsError::Throttled {
+            call,
+            code,
+            message,
+        }
+    } else {
+        AwsError::Service {
+            call,
+            code,
+            message,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call() -> Call {
+        Call {
+            operation: "ecr:GetAuthorizationToken",
+            target: "registry 123456789012.dkr.ecr.eu-west-1.amazonaws.com".into(),
+            principal: "the default credential chain".into(),
+        }
+    }
+
+    #[test]
+    fn classifies_by_code() {
+        let none = |_: &str| None;
+        let e = from_service(call(), Some("AccessDeniedException"), Some("no"), none);
+        assert_eq!(e.class(), ErrorClass::AccessDenied);
+        assert!(!e.is_transient());
+        let e = from_service(call(), Some("ThrottlingException"), None, none);
+        assert_eq!(e.class(), ErrorClass::Throttled);
+        assert!(e.is_transient());
+        let e = from_service(call(), Some("ServerException"), None, none);
+        assert_eq!(e.class(), ErrorClass::Service);
+        let e = from_service(call(), Some("NoSuchKey"), None, |c| {
+            (c == "NoSuchKey").then(|| "no such key".to_string())
+        });
+        assert_eq!(e.class(), ErrorClass::NotFound);
+    }
+
+    #[test]
+    fn messages_name_the_call() {
+        let e = from_service(
+            call(),
+            Some("AccessDeniedException"),
+            Some("denied"),
+            |_| None,
+        );
+        assert_eq!(
+            e.to_string(),
+            "ecr:GetAuthorizationToken for registry 123456789012.dkr.ecr.eu-west-1.amazonaws.com \
+             as the default credential chain: access denied (AccessDeniedException: denied)"
+        );
+    }
+
+    #[test]
+    fn class_names_are_unique_and_indexed() {
+        for (i, class) in ErrorClass::ALL.iter().enumerate() {
+            assert_eq!(class.index(), i);
+        }
+        let mut names: Vec<_> = ErrorClass::ALL.iter().map(|c| c.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ErrorClass::ALL.len());
+    }
+}

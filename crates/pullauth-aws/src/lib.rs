@@ -1,0 +1,76 @@
+//! The AWS credential sources of an image pull; the only crate that
+//! depends on the AWS SDK (as pullauth-docker is the only one that depends
+//! on bollard).
+//!
+//! - [`Aws`] holds the SDK configuration (default chain: environment,
+//!   profile, web identity, ECS container credentials, IMDSv2; standard
+//!   endpoint settings such as `AWS_ENDPOINT_URL_ECR`), with a time limit
+//!   and bounded retries on every call ([`AwsOptions`]).
+//! - [`Aws::ecr_credentials`]: ECR tokens for an [`EcrRegistry`] (parsed,
+//!   purely, by `pullauth-resolve`), cached per account, region, endpoint
+//!   and principal by the single-flight [`cache`].
+//! - [`Aws::secret_credentials`]: `username`/`password` from Secrets
+//!   Manager, never cached here.
+//! - [`RoleArn`]: calls made for a role use credentials from
+//!   `sts:AssumeRole`, cached until shortly before they expire.
+//! - [`Aws::get_object`] with [`S3Location`]: env files in S3.
+//! - [`AwsError`]: what failed, for whom, classified ([`ErrorClass`]);
+//!   never a value.
+//!
+//! Nothing is persisted. Secrets are [`secrecy::SecretString`]s with
+//! redacting `Debug`.
+//!
+//! # Logging
+//!
+//! The SDK logs at `trace` level, on the target `aws_smithy_runtime`, the
+//! deserialized output of every call and, for operations not marked
+//! sensitive, the raw response body. `ecr:GetAuthorizationToken` is not
+//! marked sensitive (its `AuthorizationData` derives `Debug` over the
+//! token), so a subscriber that enables `trace` for `aws_smithy_runtime`
+//! prints ECR tokens. A binary must cap the SDK's targets
+//! ([`SDK_LOG_TARGETS`]) at [`SDK_MAX_SAFE_LEVEL`].
+
+pub mod cache;
+mod client;
+mod error;
+mod metrics;
+mod parse;
+mod role;
+mod s3;
+
+pub use cache::{Clock, SystemClock};
+pub use client::{
+    ATTEMPT_TIMEOUT, Aws, AwsOptions, CONNECT_TIMEOUT, ECR_REFRESH_AHEAD, EcrCredentials,
+    MAX_ATTEMPTS, MAX_OBJECT_BYTES, OPERATION_TIMEOUT, Principal, ROLE_REFRESH_AHEAD, TokenInUse,
+    USABLE_MARGIN,
+};
+pub use error::{AwsError, Call, ErrorClass};
+pub use metrics::CountersSnapshot;
+pub use parse::SecretCredentials;
+pub use pullauth_resolve::EcrRegistry;
+pub use role::RoleArn;
+pub use s3::S3Location;
+
+/// The tracing targets (module-path prefixes) of the SDK. A subscriber
+/// must never enable them above [`SDK_MAX_SAFE_LEVEL`]: at `trace` they
+/// print ECR tokens (see the crate docs). pullauth's binary already caps
+/// every library at `warn` (crates/pullauth/src/logging.rs); these are
+/// for whoever raises library levels.
+pub const SDK_LOG_TARGETS: &[&str] = &[
+    "aws_config",
+    "aws_credential_types",
+    "aws_runtime",
+    "aws_sdk_ecr",
+    "aws_sdk_s3",
+    "aws_sdk_secretsmanager",
+    "aws_sdk_sts",
+    "aws_sigv4",
+    "aws_smithy_http",
+    "aws_smithy_http_client",
+    "aws_smithy_runtime",
+    "aws_smithy_runtime_api",
+    "aws_smithy_types",
+];
+
+/// The most the SDK's targets may log without revealing a credential.
+pub const SDK_MAX_SAFE_LEVEL: tracing::Level = tracing::Level::DEBUG;

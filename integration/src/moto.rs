@@ -1,0 +1,371 @@
+//! moto (Python's AWS server emulation) on a loopback port, and a minimal
+//! EC2 instance metadata service (IMDSv2) for the credential chain.
+//!
+//! moto is installed with pip into a venv under the temp dir, keyed by
+//! [`MOTO_VERSION`], once per machine: later runs reuse it. The venv is
+//! built under a private name and renamed into place, so parallel test
+//! processes never see a half-installed one; scripts are run as
+//! `<venv>/bin/python -m ...` because a renamed venv's entry-point
+//! shebangs point at the old name. If `python3 -m venv` is missing (Debian
+//! without `python3-venv`), the packages are installed with apt-get when
+//! running as root.
+//!
+//! The venv also has boto3 (a moto dependency): [`Moto::boto3`] runs a
+//! Python snippet against the server, so tests set up secrets, buckets and
+//! roles without the Rust SDK (which stays inside `pullauth-aws`).
+
+use std::fs::{self, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::{process, util};
+
+/// The moto release the tests run against.
+pub const MOTO_VERSION: &str = "5.2.5";
+/// How long moto may take to answer its first request.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How many fresh ports to try when the chosen one turns out to be taken.
+const PORT_ATTEMPTS: usize = 5;
+/// The fake credentials every client of a moto without IAM enforcement uses.
+pub const MOTO_ACCESS_KEY: (&str, &str) = ("AKIAMOTOTESTKEY00001", "moto-test-secret-key");
+
+/// One running moto server.
+#[derive(Debug)]
+pub struct Moto {
+    port: u16,
+    dir: TempDir,
+    pid: process::PidSlot,
+}
+
+impl Moto {
+    /// Starts moto on a free loopback port. `env` is added to the server's
+    /// environment (e.g. `INITIAL_NO_AUTH_ACTION_COUNT` to enforce IAM).
+    pub fn start_with(env: &[(&str, &str)]) -> Moto {
+        crate::require_opt_in();
+        let python = venv_python();
+        let started = Instant::now();
+        let dir = util::temp_dir("moto");
+        let log_path = dir.path().join("moto.log");
+        let mut last_error = String::new();
+        for _ in 0..PORT_ATTEMPTS {
+            let port = util::free_port();
+            let log = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log_path)
+                .expect("cannot open the moto log");
+            let mut cmd = Command::new(&python);
+            cmd.args(["-m", "moto.server", "-H", "127.0.0.1", "-p"])
+                .arg(port.to_string())
+                .current_dir(dir.path())
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("cannot dup the moto log"))
+                .stderr(log)
+                .envs(env.iter().copied());
+            let pid = process::spawn(cmd).expect("cannot start moto");
+            let addr = format!("127.0.0.1:{port}");
+            loop {
+                if process::exited(pid).is_some() {
+                    // Most likely the port was taken meanwhile: try another.
+                    process::terminate(pid, Duration::ZERO);
+                    last_error = String::from_utf8_lossy(&fs::read(&log_path).unwrap_or_default())
+                        .into_owned();
+                    break;
+                }
+                if util::http_get_status(&addr, "/moto-api/", None).is_ok() {
+                    eprintln!(
+                        "pullauth-integration: moto {MOTO_VERSION} ready at {addr} in {:?}",
+                        started.elapsed()
+                    );
+                    return Moto {
+                        port,
+                        dir,
+                        pid: process::PidSlot::holding(pid),
+                    };
+                }
+                if started.elapsed() > START_TIMEOUT {
+                    process::terminate(pid, Duration::ZERO);
+                    panic!(
+                        "moto did not answer within {START_TIMEOUT:?}:\n{}",
+                        String::from_utf8_lossy(&fs::read(&log_path).unwrap_or_default())
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        panic!("moto: no working port after {PORT_ATTEMPTS} attempts:\n{last_error}");
+    }
+
+    /// Starts moto with its defaults (any access key accepted).
+    pub fn start() -> Moto {
+        Moto::start_with(&[])
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `http://127.0.0.1:PORT`, for `AWS_ENDPOINT_URL`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr())
+    }
+
+    /// What moto printed so far (one line per request it served).
+    pub fn log(&self) -> String {
+        String::from_utf8_lossy(&fs::read(self.dir.path().join("moto.log")).unwrap_or_default())
+            .into_owned()
+    }
+
+    /// Runs `script` with the venv's Python, `boto3` imported and a
+    /// `client(name)` helper bound to this server (region us-east-1,
+    /// [`MOTO_ACCESS_KEY`] unless `keys` are given). Returns stdout; panics
+    /// with stderr if the script fails.
+    pub fn boto3(&self, script: &str, keys: Option<(&str, &str)>) -> String {
+        let (key, secret) = keys.unwrap_or(MOTO_ACCESS_KEY);
+        let prelude = format!(
+            "import boto3, json, sys\n\
+             def client(name, **kw):\n    \
+                 return boto3.client(name, endpoint_url={:?}, region_name='us-east-1', \
+                 aws_access_key_id={key:?}, aws_secret_access_key={secret:?}, **kw)\n",
+            self.endpoint()
+        );
+        let out = Command::new(venv_python())
+            .arg("-c")
+            .arg(format!("{prelude}{script}"))
+            .env_remove("AWS_PROFILE")
+            .stdin(Stdio::null())
+            .output()
+            .expect("cannot run the venv's python");
+        assert!(
+            out.status.success(),
+            "boto3 script failed ({}):\n{script}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Stops the server; its port then refuses connections.
+    pub fn stop(&self) {
+        self.pid.stop(Duration::from_secs(5));
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The venv's python, creating the venv on first use (see the module docs).
+pub fn venv_python() -> PathBuf {
+    crate::require_opt_in();
+    static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match PYTHON.get_or_init(ensure_venv) {
+        Ok(path) => path.clone(),
+        Err(msg) => panic!("{msg}"),
+    }
+}
+
+fn ensure_venv() -> Result<PathBuf, String> {
+    let venv = std::env::temp_dir().join(format!("pullauth-moto-{MOTO_VERSION}"));
+    let python = venv.join("bin").join("python");
+    if python.is_file() {
+        return Ok(python);
+    }
+    util::ensure_tools(&[("python3", "python3")]);
+    let build = std::env::temp_dir().join(format!(
+        "pullauth-moto-{MOTO_VERSION}.build-{}",
+        std::process::id()
+    ));
+    let _ = fs::remove_dir_all(&build);
+    let make_venv = |build: &Path| {
+        Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(build)
+            .stdin(Stdio::null())
+            .output()
+    };
+    let out = make_venv(&build).map_err(|e| format!("cannot run python3: {e}"))?;
+    if !out.status.success() {
+        // Debian ships venv (ensurepip) separately.
+        let _ = fs::remove_dir_all(&build);
+        util::apt_install(&["python3-venv"]);
+        let out = make_venv(&build).map_err(|e| format!("cannot run python3: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "python3 -m venv failed even with python3-venv installed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    eprintln!("pullauth-integration: installing moto[server]=={MOTO_VERSION} with pip");
+    let out = Command::new(build.join("bin").join("python"))
+        .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
+        .arg(format!("moto[server]=={MOTO_VERSION}"))
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run pip: {e}"))?;
+    if !out.status.success() {
+        let _ = fs::remove_dir_all(&build);
+        return Err(format!(
+            "pip install moto[server]=={MOTO_VERSION} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    // Another process may have won the race; either venv is complete.
+    if fs::rename(&build, &venv).is_err() {
+        let _ = fs::remove_dir_all(&build);
+    }
+    if python.is_file() {
+        Ok(python)
+    } else {
+        Err(format!("{} is missing after the install", python.display()))
+    }
+}
+
+/// Credentials an [`Imds`] hands out.
+#[derive(Debug, Clone)]
+pub struct ImdsCredentials {
+    pub role: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub token: String,
+}
+
+/// A minimal EC2 instance metadata service with IMDSv2 sessions: `PUT
+/// /latest/api/token` (answered with the TTL header the Rust SDK
+/// requires, which moto's own IMDS omits), the role list and the role's
+/// credentials. Everything else is 404. Stops when dropped.
+#[derive(Debug)]
+pub struct Imds {
+    addr: String,
+    credential_requests: Arc<AtomicUsize>,
+    stop: Arc<Mutex<bool>>,
+}
+
+/// The session token this IMDS issues and requires.
+const IMDS_SESSION: &str = "pullauth-test-imds-session";
+
+impl Imds {
+    /// Starts the service on a free loopback port, serving `creds`.
+    pub fn start(creds: ImdsCredentials) -> Imds {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("cannot bind the IMDS port");
+        let addr = listener.local_addr().expect("no local address").to_string();
+        listener
+            .set_nonblocking(true)
+            .expect("cannot make the IMDS listener non-blocking");
+        let credential_requests = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(Mutex::new(false));
+        let (count, stopped) = (credential_requests.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("pullauth-it-imds".into())
+            .spawn(move || {
+                loop {
+                    if *stopped.lock().unwrap_or_else(|e| e.into_inner()) {
+                        return;
+                    }
+                    match listener.accept() {
+                        Ok((stream, _)) => {
+                            let _ = serve_imds(stream, &creds, &count);
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                    }
+                }
+            })
+            .expect("cannot start the IMDS thread");
+        Imds {
+            addr,
+            credential_requests,
+            stop,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`, for `AWS_EC2_METADATA_SERVICE_ENDPOINT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// How many times the role's credentials were requested.
+    pub fn credential_requests(&self) -> usize {
+        self.credential_requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Imds {
+    fn drop(&mut self) {
+        *self.stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
+    }
+}
+
+fn serve_imds(
+    stream: TcpStream,
+    creds: &ImdsCredentials,
+    count: &AtomicUsize,
+) -> std::io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    let mut headers = Vec::new();
+    let mut content_length = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line == "\r\n" {
+            break;
+        }
+        let lower = line.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            content_length = v.trim().parse().unwrap_or(0);
+        }
+        headers.push(lower);
+    }
+    let mut body = vec![0; content_length];
+    reader.read_exact(&mut body)?;
+    let mut parts = request_line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let has_session = headers
+        .iter()
+        .any(|h| h.trim_end() == format!("x-aws-ec2-metadata-token: {IMDS_SESSION}"));
+    let prefix = "/latest/meta-data/iam/security-credentials/";
+    let (status, extra, body) = match (method, path) {
+        ("PUT", "/latest/api/token") => (
+            "200 OK",
+            "x-aws-ec2-metadata-token-ttl-seconds: 21600\r\n",
+            IMDS_SESSION.to_string(),
+        ),
+        (_, _) if !has_session => ("401 Unauthorized", "", String::new()),
+        ("GET", p) if p == prefix => ("200 OK", "", creds.role.clone()),
+        ("GET", p) if p.strip_prefix(prefix) == Some(creds.role.as_str()) => {
+            count.fetch_add(1, Ordering::SeqCst);
+            let expiration = "2999-01-01T00:00:00Z";
+            let json = serde_json::json!({
+                "Code": "Success",
+                "LastUpdated": "2024-01-01T00:00:00Z",
+                "Type": "AWS-HMAC",
+                "AccessKeyId": creds.access_key_id,
+                "SecretAccessKey": creds.secret_access_key,
+                "Token": creds.token,
+                "Expiration": expiration,
+            });
+            ("200 OK", "", json.to_string())
+        }
+        _ => ("404 Not Found", "", String::new()),
+    };
+    let mut stream = stream;
+    write!(
+        stream,
+        "HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    stream.flush()
+}

@@ -1,0 +1,538 @@
+//! pullauth-aws against moto: ECR tokens (static keys and IMDSv2), Secrets
+//! Manager, S3, AssumeRole with IAM enforced, and no secret in the SDK's
+//! debug log.
+//!
+//! Every call runs in a child process (this test binary re-executed on the
+//! ignored test `probe_child`) with an environment built from nothing, so
+//! `Aws::from_env` sees exactly the variables a test sets, as the agent
+//! will (`std::env::set_var` would race with parallel tests). The child
+//! writes its answer as JSON to a file.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use pullauth_aws::{Aws, AwsOptions, EcrRegistry, RoleArn, S3Location};
+use pullauth_integration::{Imds, ImdsCredentials, MOTO_ACCESS_KEY, Moto, free_port};
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+
+const ACCOUNT: &str = "123456789012";
+const REGISTRY: &str = "123456789012.dkr.ecr.eu-west-1.amazonaws.com";
+/// moto's ECR password for [`ACCOUNT`] (`AWS:<account>-auth-token`).
+const MOTO_ECR_PASSWORD: &str = "123456789012-auth-token";
+/// A password that must never appear in a log or an error.
+const CANARY: &str = "canary-9f2c1e-Pa55w0rd";
+
+/// The moto shared by the tests that need no IAM enforcement.
+fn moto() -> &'static Moto {
+    static MOTO: OnceLock<Moto> = OnceLock::new();
+    MOTO.get_or_init(Moto::start)
+}
+
+/// Environment for a child using moto with static keys.
+fn keys_env(moto: &Moto, keys: (&str, &str)) -> Vec<(String, String)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID".into(), keys.0.into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), keys.1.into()),
+        ("AWS_REGION".into(), "us-east-1".into()),
+        ("AWS_ENDPOINT_URL".into(), moto.endpoint()),
+    ]
+}
+
+/// Runs `action` in a child process with exactly `env` (plus PATH and an
+/// empty HOME) and returns its JSON answer.
+fn probe(env: &[(String, String)], action: Value) -> Value {
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let out = scratch.path().join("answer.json");
+    let child = Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "probe_child",
+            "--ignored",
+            "--test-threads=1",
+            "-q",
+        ])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", scratch.path())
+        .env("PULLAUTH_AWS_PROBE", action.to_string())
+        .env("PULLAUTH_AWS_PROBE_OUT", &out)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .output()
+        .expect("cannot re-run the test binary");
+    assert!(
+        child.status.success(),
+        "probe {action} failed: {}\n{}",
+        String::from_utf8_lossy(&child.stdout),
+        String::from_utf8_lossy(&child.stderr)
+    );
+    let text = std::fs::read_to_string(&out).unwrap_or_else(|e| {
+        panic!(
+            "probe {action} wrote no answer ({e}): {}",
+            String::from_utf8_lossy(&child.stderr)
+        )
+    });
+    serde_json::from_str(&text).expect("probe answer is JSON")
+}
+
+fn ok(answer: &Value) -> &Value {
+    answer
+        .get("ok")
+        .unwrap_or_else(|| panic!("expected success, got {answer}"))
+}
+
+/// The error's class and message.
+fn err(answer: &Value) -> (String, String) {
+    let e = answer
+        .get("err")
+        .unwrap_or_else(|| panic!("expected an error, got {answer}"));
+    (
+        e["class"].as_str().unwrap_or_default().to_string(),
+        e["message"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+// ---------------------------------------------------------------------------
+// The child side.
+
+/// Not a test by itself: the child process of [`probe`]. Does nothing
+/// unless `PULLAUTH_AWS_PROBE` is set.
+#[test]
+#[ignore = "run by the other tests in a child process"]
+fn probe_child() {
+    let Ok(action) = std::env::var("PULLAUTH_AWS_PROBE") else {
+        return;
+    };
+    let action: Value = serde_json::from_str(&action).expect("action JSON");
+    let out = std::env::var("PULLAUTH_AWS_PROBE_OUT").expect("PULLAUTH_AWS_PROBE_OUT");
+    let log = LogBuffer::default();
+    let level = match action["log"].as_str() {
+        Some("trace") => Some(tracing::Level::TRACE),
+        Some("debug") => Some(tracing::Level::DEBUG),
+        _ => None,
+    };
+    let _guard = level.map(|level| {
+        tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .with_max_level(level)
+                .with_ansi(false)
+                .with_writer(log.clone())
+                .finish(),
+        )
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut answer = runtime.block_on(run_action(&action));
+    answer["log"] = Value::String(log.text());
+    std::fs::write(&out, answer.to_string()).expect("write the answer");
+}
+
+async fn run_action(action: &Value) -> Value {
+    let aws = Aws::from_env(AwsOptions::default()).await;
+    let role = action["role"]
+        .as_str()
+        .map(|r| RoleArn::parse(r).expect("valid role ARN"));
+    let repeat = action["repeat"].as_u64().unwrap_or(1);
+    let mut latencies = Vec::new();
+    let mut result = json!(null);
+    for _ in 0..repeat {
+        let started = Instant::now();
+        result = match action["op"].as_str() {
+            Some("ecr") => {
+                let registry = EcrRegistry::parse(action["host"].as_str().unwrap_or_default())
+                    .expect("ECR host");
+                aws.ecr_credentials(&registry, role.as_ref())
+                    .await
+                    .map(|c| {
+                        json!({
+                            "username": c.username,
+                            "password": c.password.expose_secret(),
+                            "proxy_endpoint": c.proxy_endpoint,
+                        })
+                    })
+            }
+            Some("secret") => aws
+                .secret_credentials(action["secret"].as_str().unwrap_or_default(), role.as_ref())
+                .await
+                .map(|c| json!({"username": c.username, "password": c.password.expose_secret()})),
+            Some("s3") => {
+                let location =
+                    S3Location::parse(action["url"].as_str().unwrap_or_default()).expect("S3 URL");
+                aws.get_object(&location)
+                    .await
+                    .map(|bytes| json!({"content": String::from_utf8_lossy(&bytes)}))
+            }
+            other => panic!("unknown op {other:?}"),
+        }
+        .map_or_else(
+            |e| json!({"err": {"class": e.class().name(), "message": e.to_string()}}),
+            |v| json!({ "ok": v }),
+        );
+        latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    let counters = aws.counters();
+    result["latencies_ms"] = json!(latencies);
+    result["counters"] = json!({
+        "ecr_token_fetches": counters.ecr_token_fetches,
+        "role_assumptions": counters.role_assumptions,
+        "secret_fetches": counters.secret_fetches,
+    });
+    result
+}
+
+#[derive(Clone, Default)]
+struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl LogBuffer {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("log")).into_owned()
+    }
+}
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
+    type Writer = LogBuffer;
+    fn make_writer(&'a self) -> LogBuffer {
+        self.clone()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// ECR
+
+#[test]
+fn ecr_token_with_static_keys_and_the_service_specific_endpoint() {
+    let moto = moto();
+    // Only AWS_ENDPOINT_URL_ECR: proves the standard per-service setting.
+    let env = vec![
+        (
+            "AWS_ACCESS_KEY_ID".to_string(),
+            MOTO_ACCESS_KEY.0.to_string(),
+        ),
+        (
+            "AWS_SECRET_ACCESS_KEY".to_string(),
+            MOTO_ACCESS_KEY.1.to_string(),
+        ),
+        ("AWS_REGION".to_string(), "us-east-1".to_string()),
+        ("AWS_ENDPOINT_URL_ECR".to_string(), moto.endpoint()),
+    ];
+    let n = 20;
+    let answer = probe(&env, json!({"op": "ecr", "host": REGISTRY, "repeat": n}));
+    let creds = ok(&answer);
+    assert_eq!(creds["username"], "AWS");
+    assert_eq!(creds["password"], MOTO_ECR_PASSWORD);
+    assert_eq!(creds["proxy_endpoint"], format!("https://{REGISTRY}"));
+    // moto's tokens expire at issue, so none is cached: every call fetched.
+    assert_eq!(answer["counters"]["ecr_token_fetches"], n);
+    let mut ms: Vec<f64> = answer["latencies_ms"]
+        .as_array()
+        .expect("latencies")
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    eprintln!(
+        "ecr:GetAuthorizationToken against moto: median {:.1} ms, first {:.1} ms, max {:.1} ms (n={n})",
+        ms[ms.len() / 2],
+        answer["latencies_ms"][0].as_f64().unwrap_or_default(),
+        ms[ms.len() - 1]
+    );
+}
+
+#[test]
+fn ecr_token_with_imdsv2_credentials_and_no_keys_in_the_environment() {
+    let moto = moto();
+    let imds = Imds::start(ImdsCredentials {
+        role: "pullauth-instance-role".into(),
+        access_key_id: "ASIAIMDSTESTKEY00001".into(),
+        secret_access_key: "imds-secret-key".into(),
+        token: "imds-session-token".into(),
+    });
+    let env = vec![
+        (
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT".to_string(),
+            imds.endpoint(),
+        ),
+        ("AWS_REGION".to_string(), "us-east-1".to_string()),
+        ("AWS_ENDPOINT_URL".to_string(), moto.endpoint()),
+    ];
+    let answer = probe(&env, json!({"op": "ecr", "host": REGISTRY}));
+    assert_eq!(ok(&answer)["password"], MOTO_ECR_PASSWORD);
+    assert!(
+        imds.credential_requests() >= 1,
+        "the credentials did not come from IMDS"
+    );
+}
+
+#[test]
+fn unreachable_endpoint_is_a_prompt_classified_error() {
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let env = vec![
+        (
+            "AWS_ACCESS_KEY_ID".to_string(),
+            MOTO_ACCESS_KEY.0.to_string(),
+        ),
+        (
+            "AWS_SECRET_ACCESS_KEY".to_string(),
+            MOTO_ACCESS_KEY.1.to_string(),
+        ),
+        ("AWS_REGION".to_string(), "us-east-1".to_string()),
+        ("AWS_ENDPOINT_URL".to_string(), dead),
+    ];
+    let started = Instant::now();
+    let answer = probe(&env, json!({"op": "ecr", "host": REGISTRY}));
+    let (class, message) = err(&answer);
+    assert_eq!(class, "unreachable", "{message}");
+    assert!(message.contains(REGISTRY), "{message}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+// ---------------------------------------------------------------------------
+// Secrets Manager
+
+fn create_secrets(moto: &Moto) {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        moto.boto3(
+            &format!(
+                "sm = client('secretsmanager')\n\
+                 sm.create_secret(Name='registry/good', SecretString=json.dumps(\
+                 {{'username': 'robot', 'password': {CANARY:?}, 'note': 'ignored'}}))\n\
+                 sm.create_secret(Name='registry/no-password', SecretString=json.dumps(\
+                 {{'username': 'robot', 'pass': {CANARY:?}}}))\n\
+                 sm.create_secret(Name='registry/not-json', SecretString={CANARY:?})\n\
+                 sm.create_secret(Name='registry/binary', SecretBinary={CANARY:?}.encode())\n"
+            ),
+            None,
+        );
+    });
+}
+
+#[test]
+fn secret_with_username_and_password_gives_credentials() {
+    let moto = moto();
+    create_secrets(moto);
+    let answer = probe(
+        &keys_env(moto, MOTO_ACCESS_KEY),
+        json!({"op": "secret", "secret": "registry/good"}),
+    );
+    assert_eq!(ok(&answer)["username"], "robot");
+    assert_eq!(ok(&answer)["password"], CANARY);
+}
+
+#[test]
+fn bad_secrets_are_errors_that_name_the_secret_and_problem_but_no_value() {
+    let moto = moto();
+    create_secrets(moto);
+    let cases = [
+        ("registry/missing", "not_found", "no such secret"),
+        (
+            "registry/no-password",
+            "bad_secret",
+            "no \"password\" field",
+        ),
+        ("registry/not-json", "bad_secret", "not valid JSON"),
+        ("registry/binary", "bad_secret", "binary"),
+    ];
+    for (secret, class, problem) in cases {
+        let answer = probe(
+            &keys_env(moto, MOTO_ACCESS_KEY),
+            json!({"op": "secret", "secret": secret}),
+        );
+        let (got_class, message) = err(&answer);
+        assert_eq!(got_class, class, "{secret}: {message}");
+        assert!(message.contains(secret), "{secret}: {message}");
+        assert!(message.contains(problem), "{secret}: {message}");
+        assert!(!message.contains(CANARY), "{secret}: {message}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// S3
+
+#[test]
+fn s3_object_is_read_back_and_missing_key_or_bucket_are_distinct_errors() {
+    let moto = moto();
+    moto.boto3(
+        &format!(
+            "s3 = client('s3')\n\
+             s3.create_bucket(Bucket='pullauth-env')\n\
+             s3.put_object(Bucket='pullauth-env', Key='dir/ecs.env', Body=b'ECS_ENGINE_AUTH_TYPE=docker\\nPASSWORD={CANARY}\\n')\n"
+        ),
+        None,
+    );
+    let env = keys_env(moto, MOTO_ACCESS_KEY);
+    let answer = probe(
+        &env,
+        json!({"op": "s3", "url": "s3://pullauth-env/dir/ecs.env"}),
+    );
+    assert_eq!(
+        ok(&answer)["content"],
+        format!("ECS_ENGINE_AUTH_TYPE=docker\nPASSWORD={CANARY}\n")
+    );
+
+    let answer = probe(
+        &env,
+        json!({"op": "s3", "url": "s3://pullauth-env/dir/missing.env"}),
+    );
+    let (class, message) = err(&answer);
+    assert_eq!(class, "not_found", "{message}");
+    assert!(
+        message.contains("no such key \"dir/missing.env\""),
+        "{message}"
+    );
+
+    let answer = probe(
+        &env,
+        json!({"op": "s3", "url": "s3://pullauth-nobucket/ecs.env"}),
+    );
+    let (class, message) = err(&answer);
+    assert_eq!(class, "not_found", "{message}");
+    assert!(
+        message.contains("no such bucket \"pullauth-nobucket\""),
+        "{message}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// AssumeRole, with moto enforcing IAM
+
+/// The calls of the setup script below, all allowed before enforcement
+/// starts (moto's `INITIAL_NO_AUTH_ACTION_COUNT`).
+const SETUP_CALLS: usize = 6;
+
+#[test]
+fn calls_for_a_role_use_its_assumed_credentials_and_calls_without_use_the_default_chain() {
+    let moto = Moto::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", &SETUP_CALLS.to_string())]);
+    // The agent's own user may only assume roles; the role may read the
+    // secret and get ECR tokens. (moto matches the trust policy's principal
+    // literally, so it names the user rather than the account root.)
+    let keys = moto.boto3(
+        &format!(
+            "iam = client('iam')\n\
+             iam.create_user(UserName='agent')\n\
+             k = iam.create_access_key(UserName='agent')['AccessKey']\n\
+             iam.put_user_policy(UserName='agent', PolicyName='assume', PolicyDocument=json.dumps(\
+               {{'Version': '2012-10-17', 'Statement': [{{'Effect': 'Allow', 'Action': 'sts:AssumeRole', 'Resource': '*'}}]}}))\n\
+             iam.create_role(RoleName='puller', AssumeRolePolicyDocument=json.dumps(\
+               {{'Version': '2012-10-17', 'Statement': [{{'Effect': 'Allow', 'Principal': {{'AWS': 'arn:aws:iam::{ACCOUNT}:user/agent'}}, 'Action': 'sts:AssumeRole'}}]}}))\n\
+             iam.put_role_policy(RoleName='puller', PolicyName='pull', PolicyDocument=json.dumps(\
+               {{'Version': '2012-10-17', 'Statement': [{{'Effect': 'Allow', 'Action': ['secretsmanager:GetSecretValue', 'ecr:GetAuthorizationToken'], 'Resource': '*'}}]}}))\n\
+             client('secretsmanager').create_secret(Name='registry/role-only', SecretString=json.dumps(\
+               {{'username': 'robot', 'password': {CANARY:?}}}))\n\
+             print(k['AccessKeyId'], k['SecretAccessKey'])\n"
+        ),
+        None,
+    );
+    let mut words = keys.split_whitespace();
+    let agent = (
+        words.next().expect("access key id"),
+        words.next().expect("secret key"),
+    );
+    let env = keys_env(&moto, agent);
+    let role = format!("arn:aws:iam::{ACCOUNT}:role/puller");
+
+    // Without a role: the agent's own (default chain) credentials, denied.
+    let answer = probe(
+        &env,
+        json!({"op": "secret", "secret": "registry/role-only"}),
+    );
+    let (class, message) = err(&answer);
+    assert_eq!(class, "access_denied", "{message}");
+    assert!(
+        message.contains("the default credential chain"),
+        "{message}"
+    );
+    assert!(
+        !message.contains(CANARY) && !message.contains(agent.1),
+        "{message}"
+    );
+    let answer = probe(&env, json!({"op": "ecr", "host": REGISTRY}));
+    assert_eq!(err(&answer).0, "access_denied", "{answer}");
+
+    // With the role: allowed, so the assumed credentials were used.
+    let answer = probe(
+        &env,
+        json!({"op": "secret", "secret": "registry/role-only", "role": role}),
+    );
+    assert_eq!(ok(&answer)["password"], CANARY);
+    assert_eq!(answer["counters"]["role_assumptions"], 1);
+    let answer = probe(
+        &env,
+        json!({"op": "ecr", "host": REGISTRY, "role": role, "repeat": 3}),
+    );
+    assert_eq!(ok(&answer)["password"], MOTO_ECR_PASSWORD);
+    // Three token fetches, one AssumeRole: the role's credentials are cached.
+    assert_eq!(answer["counters"]["ecr_token_fetches"], 3);
+    assert_eq!(answer["counters"]["role_assumptions"], 1);
+}
+
+// ---------------------------------------------------------------------------
+// Secret hygiene of the SDK's own logging
+
+#[test]
+fn debug_logging_of_every_crate_never_shows_a_token_or_secret() {
+    let moto = moto();
+    create_secrets(moto);
+    let env = keys_env(moto, MOTO_ACCESS_KEY);
+    for action in [
+        json!({"op": "ecr", "host": REGISTRY, "log": "debug"}),
+        json!({"op": "secret", "secret": "registry/good", "log": "debug"}),
+        json!({"op": "secret", "secret": "registry/good", "log": "trace"}),
+    ] {
+        let answer = probe(&env, action.clone());
+        ok(&answer);
+        let log = answer["log"].as_str().unwrap_or_default();
+        assert!(
+            log.contains("aws_smithy_runtime"),
+            "{action}: the SDK's log was not captured:\n{log}"
+        );
+        for secret in [CANARY, MOTO_ECR_PASSWORD, MOTO_ACCESS_KEY.1] {
+            assert!(
+                !log.contains(secret),
+                "{action}: {secret} in the log:\n{log}"
+            );
+        }
+    }
+}
+
+/// Pins why the binary must cap the SDK's targets below trace
+/// (`pullauth_aws::SDK_MAX_SAFE_LEVEL`): GetAuthorizationToken is not a
+/// sensitive operation to the SDK, and at trace it logs the token. If this
+/// starts failing, the SDK redacts it now and the cap could be relaxed.
+#[test]
+fn trace_logging_of_the_sdk_shows_ecr_tokens() {
+    let moto = moto();
+    let env = keys_env(moto, MOTO_ACCESS_KEY);
+    let answer = probe(&env, json!({"op": "ecr", "host": REGISTRY, "log": "trace"}));
+    ok(&answer);
+    let log = answer["log"].as_str().unwrap_or_default();
+    let encoded = "QVdTOjEyMzQ1Njc4OTAxMi1hdXRoLXRva2Vu"; // base64 of AWS:<password>
+    assert!(
+        log.contains(encoded),
+        "the SDK no longer logs ECR tokens at trace"
+    );
+}
+
+#[test]
+fn harness_venv_is_reused() {
+    // The second lookup must not reinstall: the venv is keyed by version.
+    let a = pullauth_integration::venv_python();
+    let b = pullauth_integration::venv_python();
+    assert_eq!(a, b);
+    assert!(Path::new(&a).is_file());
+}
