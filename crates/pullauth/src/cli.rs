@@ -19,7 +19,8 @@ pub struct Cli {
 pub enum Command {
     /// Validate the configuration and list each registry key with its username.
     Check(ConfigArgs),
-    /// Show which registry, repository, key and username apply to images.
+    /// Show which registry, repository, key and username apply to images;
+    /// with --explain, why each configured key applies or not.
     Resolve(ResolveArgs),
     /// Pull images through the Docker Engine with the resolved credentials.
     Pull(PullArgs),
@@ -61,6 +62,11 @@ pub struct ResolveArgs {
     /// One JSON object per image on stdout.
     #[arg(long)]
     pub json: bool,
+    /// For each image, list every configured key, whether it applies and why
+    /// not (another host or port, namespace, wildcard depth, beaten by a more
+    /// specific key), and where the keys were written.
+    #[arg(long)]
+    pub explain: bool,
     /// Image references; `-` reads them from stdin, one a line.
     #[arg(required = true, value_name = "IMAGE")]
     pub images: Vec<String>,
