@@ -6,6 +6,7 @@
 //! - [`image`] parses image references with Docker's grammar.
 //! - [`table`] indexes the keys by host and answers lookups in time that does
 //!   not depend on how many keys are configured.
+//! - [`docker_config`] turns a Docker `config.json` into `ECS_ENGINE_AUTH_DATA`.
 //! - [`explain`] says, key by key, why each applies to an image or not; it
 //!   agrees with the table's lookup on the winner.
 //!
@@ -13,6 +14,7 @@
 
 pub mod authdata;
 pub mod credentials;
+pub mod docker_config;
 pub mod explain;
 pub mod image;
 pub mod key;
