@@ -56,3 +56,27 @@ fn subcommand_sections(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_has_a_section_for_every_subcommand() {
+        let mut command = Cli::command();
+        command.build();
+        let mut page = Vec::new();
+        subcommand_sections(&command, "pullauth", &mut page).expect("renders");
+        let page = String::from_utf8(page).expect("UTF-8");
+        fn check(command: &clap::Command, path: &str, page: &str) {
+            for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
+                let name = format!("{path} {}", sub.get_name());
+                let heading = format!(".SH \"{}\"", name.to_uppercase());
+                assert!(page.contains(&heading), "{heading} missing");
+                check(sub, &name, page);
+            }
+        }
+        check(&command, "pullauth", &page);
+        assert!(page.contains(".SS OPTIONS"));
+    }
+}
