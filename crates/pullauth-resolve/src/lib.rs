@@ -7,12 +7,17 @@
 //! - [`ecr`] recognizes Amazon ECR registry hosts (account, region, FIPS).
 //! - [`table`] indexes the keys by host and answers lookups in time that does
 //!   not depend on how many keys are configured.
+//! - [`docker_config`] turns a Docker `config.json` into `ECS_ENGINE_AUTH_DATA`.
+//! - [`explain`] says, key by key, why each applies to an image or not; it
+//!   agrees with the table's lookup on the winner.
 //!
 //! Nothing here does I/O; secrets stay inside [`secrecy::SecretString`].
 
 pub mod authdata;
 pub mod credentials;
+pub mod docker_config;
 pub mod ecr;
+pub mod explain;
 pub mod image;
 pub mod key;
 pub mod table;
@@ -20,6 +25,7 @@ pub mod table;
 pub use authdata::{AuthDataError, AuthEntry};
 pub use credentials::Credentials;
 pub use ecr::{EcrRegistry, NotEcr};
+pub use explain::{Explanation, KeyVerdict, Reason};
 pub use image::{ImageRef, ImageRefError};
 pub use key::{DOCKER_HUB, HostPattern, KeyError, RegistryKey, USERINFO_REDACTED, masked};
 pub use table::{Entry, RegistryTable, Resolution};

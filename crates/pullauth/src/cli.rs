@@ -19,7 +19,8 @@ pub struct Cli {
 pub enum Command {
     /// Validate the configuration and list each registry key with its username.
     Check(ConfigArgs),
-    /// Show which registry, repository, key and username apply to images.
+    /// Show which registry, repository, key and username apply to images;
+    /// with --explain, why each configured key applies or not.
     Resolve(ResolveArgs),
     /// Pull images through the Docker Engine with the resolved credentials.
     Pull(PullArgs),
@@ -28,6 +29,52 @@ pub enum Command {
     /// Talk to a running agent.
     #[command(subcommand)]
     Task(TaskCommand),
+    /// Produce configuration from other tools' files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print a shell completion script to stdout.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) of pullauth and its subcommands to stdout.
+    Man,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print ECS_ENGINE_AUTH_TYPE / ECS_ENGINE_AUTH_DATA lines made from a Docker
+    /// config.json, ready to append to /etc/ecs/ecs.config.
+    ///
+    /// The lines go to stdout and HOLD THE REGISTRY CREDENTIALS: printing them is
+    /// this command's purpose, and the only place pullauth does. Redirect them
+    /// to a file only root can read (e.g. `>> /etc/ecs/ecs.config`). Nothing
+    /// secret is written to stderr. Registries whose credentials a credsStore or
+    /// credHelpers program keeps are left out and named on stderr.
+    FromDocker(FromDockerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FromDockerArgs {
+    /// The Docker config.json (default: $DOCKER_CONFIG/config.json, else
+    /// ~/.docker/config.json).
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Validate the produced data as `pullauth check` would; print nothing and
+    /// exit 2 if it is invalid.
+    #[arg(long)]
+    pub check: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: Shell,
 }
 
 #[derive(Debug, Args)]
@@ -61,6 +108,11 @@ pub struct ResolveArgs {
     /// One JSON object per image on stdout.
     #[arg(long)]
     pub json: bool,
+    /// For each image, list every configured key, whether it applies and why
+    /// not (another host or port, namespace, wildcard depth, beaten by a more
+    /// specific key), and where the keys were written.
+    #[arg(long)]
+    pub explain: bool,
     /// Image references; `-` reads them from stdin, one a line.
     #[arg(required = true, value_name = "IMAGE")]
     pub images: Vec<String>,

@@ -1,6 +1,9 @@
 //! One file per command; shared loading of configuration lives here.
 
 mod check;
+mod completions;
+mod config;
+mod man;
 mod pull;
 mod resolve;
 mod serve;
@@ -31,6 +34,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pull(args) => pull::run(&args),
         Command::Serve(args) => serve::run(&args),
         Command::Task(command) => task::run(&command),
+        Command::Config(command) => config::run(&command),
+        Command::Completions(args) => completions::run(&args),
+        Command::Man => man::run(),
     }
 }
 
@@ -88,6 +94,15 @@ pub fn image_args(images: &[String]) -> anyhow::Result<Vec<String>> {
 pub fn say(line: impl std::fmt::Display) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match writeln!(out, "{line}") {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("writing to stdout"),
+    }
+}
+
+/// Writes bytes to stdout as they are; a closed pipe ends output quietly.
+pub fn say_bytes(bytes: &[u8]) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => other.context("writing to stdout"),
     }

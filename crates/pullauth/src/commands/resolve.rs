@@ -1,7 +1,10 @@
-//! `pullauth resolve`: which registry, repository, key and username apply.
+//! `pullauth resolve`: which registry, repository, key and username apply,
+//! and with `--explain` why each configured key applies or not.
 
 use std::process::ExitCode;
 
+use pullauth_config::Config;
+use pullauth_resolve::Explanation;
 use serde::Serialize;
 
 use super::{image_args, load, quoted, say};
@@ -20,8 +23,32 @@ struct Line<'a> {
     username: Option<&'a str>,
 }
 
+/// One line of `--explain --json` output: an image and every key's verdict.
+#[derive(Serialize)]
+struct ExplainLine<'a> {
+    image: &'a str,
+    registry: &'a str,
+    repository: &'a str,
+    /// The key (as written) whose credentials are used; `null`: anonymous.
+    winner: Option<&'a str>,
+    keys: Vec<KeyLine<'a>>,
+    /// Where `ECS_ENGINE_AUTH_DATA` was written; `null` when it is unset.
+    origin: Option<String>,
+}
+
+#[derive(Serialize)]
+struct KeyLine<'a> {
+    /// As written, user info masked.
+    key: &'a str,
+    normalized: String,
+    username: Option<&'a str>,
+    applies: bool,
+    reason: &'static str,
+    detail: &'a str,
+}
+
 pub fn run(args: &ResolveArgs) -> anyhow::Result<ExitCode> {
-    let (_config, table) = load(&args.config)?;
+    let (config, table) = load(&args.config)?;
     let images = image_args(&args.images)?;
     let mut bad = 0;
     for image in &images {
@@ -33,6 +60,10 @@ pub fn run(args: &ResolveArgs) -> anyhow::Result<ExitCode> {
                 continue;
             }
         };
+        if args.explain {
+            explain(&config, &table.explain(&resolution.image), args.json)?;
+            continue;
+        }
         let key = resolution.entry.map(|e| e.key.written.as_str());
         let username = resolution
             .entry
@@ -62,4 +93,95 @@ pub fn run(args: &ResolveArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Prints one image's explanation: a JSON line, or a header and a table.
+fn explain(config: &Config, explanation: &Explanation<'_>, json: bool) -> anyhow::Result<()> {
+    let image = &explanation.image;
+    let origin = config
+        .engine_auth
+        .as_ref()
+        .map(|a| a.data_origin.to_string());
+    let winner = explanation.winner.map(|e| e.key.written.as_str());
+    if json {
+        let keys = explanation
+            .keys
+            .iter()
+            .map(|v| KeyLine {
+                key: &v.entry.key.written,
+                normalized: v.entry.key.to_string(),
+                username: v.entry.credentials.username.as_deref(),
+                applies: v.applies(),
+                reason: v.reason.code(),
+                detail: &v.detail,
+            })
+            .collect();
+        let line = ExplainLine {
+            image: &image.original,
+            registry: &image.domain,
+            repository: &image.path,
+            winner,
+            keys,
+            origin,
+        };
+        return say(serde_json::to_string(&line)?);
+    }
+    let who = match explanation.winner {
+        Some(entry) => format!(
+            "key {:?}, user {}",
+            entry.key.written,
+            quoted(entry.credentials.username.as_deref())
+        ),
+        None => "no key applies: anonymous".to_owned(),
+    };
+    say(format!(
+        "{}: registry {}, repository {}, {who}",
+        image.original, image.domain, image.path
+    ))?;
+    let Some(origin) = origin else {
+        return say(format!(
+            "  no keys: {} is unset",
+            pullauth_config::AUTH_DATA
+        ));
+    };
+    let rows: Vec<[String; 4]> = explanation
+        .keys
+        .iter()
+        .map(|v| {
+            [
+                v.entry.key.written.clone(),
+                v.entry.key.to_string(),
+                quoted(v.entry.credentials.username.as_deref()),
+                format!("{}: {}", v.reason, v.detail),
+            ]
+        })
+        .collect();
+    let width = |i: usize, title: &str| {
+        rows.iter()
+            .map(|r| r[i].chars().count())
+            .chain([title.len()])
+            .max()
+            .unwrap_or(0)
+    };
+    let (w0, w1, w2) = (
+        width(0, "KEY"),
+        width(1, "APPLIES TO"),
+        width(2, "USERNAME"),
+    );
+    say(format!(
+        "    {:<w0$}  {:<w1$}  {:<w2$}  VERDICT",
+        "KEY", "APPLIES TO", "USERNAME"
+    ))?;
+    for (row, verdict) in rows.iter().zip(&explanation.keys) {
+        let mark = if verdict.applies() { "*" } else { " " };
+        say(format!(
+            "  {mark} {:<w0$}  {:<w1$}  {:<w2$}  {}",
+            row[0], row[1], row[2], row[3]
+        ))?;
+    }
+    let count = explanation.keys.len();
+    say(format!(
+        "  {count} key(s) from {} ({origin})",
+        pullauth_config::AUTH_DATA
+    ))
 }

@@ -1,0 +1,256 @@
+//! The binary's operator tools run as a subprocess, without an engine:
+//! `resolve --explain`, `config from-docker`, `completions` and `man`.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+const CANARY: &str = "Canary7pw";
+
+fn pullauth(args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pullauth"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(env.iter().copied())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("pullauth starts");
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(stdin)
+        .expect("stdin written");
+    child.wait_with_output().expect("pullauth runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn write(dir: &Path, name: &str, content: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, content).expect("file written");
+    path.display().to_string()
+}
+
+#[test]
+fn explain_json_gives_every_key_a_reason_and_no_secret() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = format!(
+        r#"{{"r.io":{{"username":"bob","password":"{CANARY}1"}},"r.io/team":{{"username":"alice","password":"{CANARY}2"}},"r.io:5000":{{"username":"carol","password":"{CANARY}3"}}}}"#
+    );
+    let env_file = write(
+        dir.path(),
+        "ecs.config",
+        &format!("# comment\nECS_ENGINE_AUTH_TYPE=docker\nECS_ENGINE_AUTH_DATA={data}\n"),
+    );
+    let out = pullauth(
+        &[
+            "resolve",
+            "--explain",
+            "--json",
+            "--env-file",
+            &env_file,
+            "r.io/team/app",
+            "r.io/teammate/app",
+        ],
+        &[],
+        b"",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(!stdout.contains(CANARY) && !text(&out.stderr).contains(CANARY));
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object a line"))
+        .collect();
+    assert_eq!(lines.len(), 2);
+    let reasons = |line: &Value| -> Vec<(String, String, bool)> {
+        line["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .map(|k| {
+                (
+                    k["key"].as_str().expect("key").to_owned(),
+                    k["reason"].as_str().expect("reason").to_owned(),
+                    k["applies"].as_bool().expect("applies"),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(lines[0]["winner"], "r.io/team");
+    assert_eq!(lines[0]["origin"], format!("{env_file}:3"));
+    assert_eq!(
+        reasons(&lines[0]),
+        [
+            ("r.io".into(), "beaten_by_longer_namespace".into(), false),
+            ("r.io/team".into(), "applies".into(), true),
+            ("r.io:5000".into(), "other_port".into(), false),
+        ]
+    );
+    assert_eq!(lines[1]["winner"], "r.io");
+    assert_eq!(reasons(&lines[1])[1].1, "namespace_boundary");
+    for line in &lines {
+        for key in line["keys"].as_array().expect("keys") {
+            for field in ["normalized", "username", "detail"] {
+                assert!(key[field].is_string(), "{field} in {key}");
+            }
+        }
+    }
+}
+
+#[test]
+fn explain_table_marks_the_winner_and_names_the_origin() {
+    let data = format!(r#"{{"*.example.com":{{"username":"dave","password":"{CANARY}"}}}}"#);
+    let out = pullauth(
+        &[
+            "resolve",
+            "--explain",
+            "a.example.com/app",
+            "a.b.example.com/app",
+        ],
+        &[
+            ("ECS_ENGINE_AUTH_TYPE", "docker"),
+            ("ECS_ENGINE_AUTH_DATA", &data),
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(!stdout.contains(CANARY));
+    assert!(stdout.contains("* *.example.com"), "{stdout}");
+    assert!(stdout.contains("wildcard_depth:"), "{stdout}");
+    assert!(stdout.contains("(process environment)"), "{stdout}");
+}
+
+#[test]
+fn from_docker_prints_two_lines_and_names_stores_on_stderr() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // "user:Canary7pw"
+    let auth = "dXNlcjpDYW5hcnk3cHc=";
+    write(
+        dir.path(),
+        "config.json",
+        &format!(
+            r#"{{"auths": {{"r.io:5000": {{"auth": "{auth}"}}, "s.io": {{}}}}, "credsStore": "pass"}}"#
+        ),
+    );
+    let docker_config = dir.path().display().to_string();
+    let out = pullauth(
+        &["config", "from-docker", "--check"],
+        &[("DOCKER_CONFIG", &docker_config)],
+        b"",
+    );
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        text(&out.stdout),
+        format!(
+            "ECS_ENGINE_AUTH_TYPE=dockercfg\nECS_ENGINE_AUTH_DATA={{\"r.io:5000\":{{\"auth\":\"{auth}\"}}}}\n"
+        )
+    );
+    assert!(
+        stderr.contains(
+            r#"credsStore "pass" holds the credentials of: s.io; pullauth cannot read them inline"#
+        ),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(auth) && !stderr.contains(CANARY),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn from_docker_rejects_bad_files_with_exit_2_naming_them_without_content() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing = dir.path().join("missing.json").display().to_string();
+    let not_json = write(dir.path(), "not.json", &format!("{{\"auths\": {CANARY}"));
+    let bad_auth = write(
+        dir.path(),
+        "bad.json",
+        &format!(r#"{{"auths": {{"r.io": {{"auth": "{CANARY}"}}}}}}"#),
+    );
+    for (args, file) in [
+        (vec!["config", "from-docker", &missing], &missing),
+        (vec!["config", "from-docker", &not_json], &not_json),
+        (
+            vec!["config", "from-docker", "--check", &bad_auth],
+            &bad_auth,
+        ),
+    ] {
+        let out = pullauth(&args, &[], b"");
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(file.as_str()), "{stderr}");
+        assert!(!stderr.contains(CANARY), "{stderr}");
+        assert!(
+            out.stdout.is_empty(),
+            "{args:?} printed {}",
+            text(&out.stdout)
+        );
+    }
+}
+
+#[test]
+fn completions_exit_0_for_every_shell() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = pullauth(&["completions", shell], &[], b"");
+        assert!(out.status.success(), "{shell}: {}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("pullauth"), "{shell}");
+    }
+}
+
+#[test]
+fn man_page_is_roff_that_man_can_read() {
+    let out = pullauth(&["man"], &[], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let page = text(&out.stdout);
+    assert!(
+        page.contains("\n.TH pullauth 1"),
+        "{}",
+        &page[..80.min(page.len())]
+    );
+    assert!(page.contains("\n.SH NAME\n") && page.contains("\n.SH SYNOPSIS\n"));
+    let has_man = Command::new("man")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_man {
+        return;
+    }
+    let mut child = Command::new("man")
+        .args(["-P", "cat", "-l", "-"])
+        .env("MANWIDTH", "100")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("man starts");
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(page.as_bytes())
+        .expect("page written");
+    let shown = child.wait_with_output().expect("man runs");
+    assert!(shown.status.success(), "man: {}", text(&shown.stderr));
+    let rendered = text(&shown.stdout);
+    for section in [
+        "PULLAUTH RESOLVE",
+        "PULLAUTH CONFIG FROM-DOCKER",
+        "PULLAUTH TASK RUN",
+    ] {
+        assert!(
+            rendered.contains(section),
+            "{section} missing from\n{rendered}"
+        );
+    }
+}
