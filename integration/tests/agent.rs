@@ -1258,8 +1258,8 @@ fn replace_file(dir: &Path, text: &str) {
 /// default engine socket, reads ecs.config from the read-only mounted
 /// /etc/ecs (so no credential is in `docker inspect`), pulls a private
 /// image with the right user through the shared control socket, and after
-/// the file is replaced (rename) and `docker kill -s HUP`, pulls as the
-/// user the new file names.
+/// the file is replaced (rename), reloads it by itself (and again on
+/// `docker kill -s HUP`) and pulls as the user the new file names.
 #[test]
 fn agent_runs_as_a_container() {
     let h = Harness::get();
@@ -1329,7 +1329,9 @@ fn agent_runs_as_a_container() {
     );
     assert_eq!(mode(&data.path().join("pullauth.db")), 0o600);
 
-    // Edit the file on the host as an editor does, and reload.
+    // Edit the file on the host as an editor does: the agent sees the
+    // change through the read-only mount and reloads by itself; SIGHUP
+    // reloads again.
     replace_file(
         config_dir.path(),
         &docker_auth_config(
@@ -1340,8 +1342,14 @@ fn agent_runs_as_a_container() {
             &settings,
         ),
     );
-    agent.sighup_until_logged("configuration reloaded");
+    let by_file = wait_for("the agent to reload the replaced file", || {
+        agent.log_lines("configuration reloaded").into_iter().next()
+    });
+    assert_eq!(by_file["fields"]["trigger"], "file", "{by_file}");
     assert_eq!(client.metric("pullauth_config_reloads_total"), 1.0);
+    let by_hup = agent.sighup_until_logged("configuration reloaded");
+    assert_eq!(by_hup["fields"]["trigger"], "sighup", "{by_hup}");
+    assert_eq!(client.metric("pullauth_config_reloads_total"), 2.0);
     let mark = alpha.log_mark();
     let task = agent.pull(&second);
     let app = container(&task, "app");

@@ -10,6 +10,8 @@
 //! - [`puller`]: the seam in front of the engine; [`single_flight`]: one
 //!   engine pull however many tasks ask for it.
 //! - [`taskdef`]: task definition validation; [`metrics`]: Prometheus.
+//! - [`watch`]: reloads serialized with SIGHUP, triggered by changes to the
+//!   configuration files (watched by directory, debounced, by content).
 
 pub mod agent;
 pub mod api;
@@ -19,6 +21,7 @@ pub mod puller;
 pub mod server;
 pub mod single_flight;
 pub mod taskdef;
+pub mod watch;
 
 pub use agent::{Agent, Identity, Settings};
 pub use puller::Puller;

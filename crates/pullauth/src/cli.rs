@@ -157,6 +157,10 @@ pub struct ServeArgs {
     /// How many image pulls may run at once.
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub max_concurrent_pulls: usize,
+    /// Do not reload when --env-file or the ECS_AGENT_CONFIG_FILE_PATH file
+    /// changes; only SIGHUP reloads.
+    #[arg(long)]
+    pub no_watch: bool,
 }
 
 #[derive(Debug, Subcommand)]

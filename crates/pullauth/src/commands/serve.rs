@@ -1,11 +1,14 @@
-//! `pullauth serve`: run the agent until SIGTERM; SIGHUP reloads.
+//! `pullauth serve`: run the agent until SIGTERM; SIGHUP or a change to a
+//! configuration file reloads (see [`pullauth_agent::watch`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
+use pullauth_agent::watch::{self, Fingerprinter, Reload, Reloader, Trigger};
 use pullauth_agent::{Agent, Identity, Settings, control_socket, server};
-use pullauth_config::{Config, DATA_DIR, Setting};
+use pullauth_config::{CONFIG_FILE_PATH, Config, DATA_DIR, EnvFile, ExposeSecret, Setting};
 use pullauth_docker::{Engine, PullOptions, RetryPolicy};
 use pullauth_resolve::RegistryTable;
 use pullauth_store::Store;
@@ -48,16 +51,53 @@ fn reloadable(args: &ConfigArgs) -> bool {
         || std::env::var_os(pullauth_config::CONFIG_FILE_PATH).is_some_and(|v| !v.is_empty())
 }
 
+/// The files a reload reads: `--env-file` (also while an optional one is
+/// absent, so that its arrival is seen) and the `ECS_AGENT_CONFIG_FILE_PATH`
+/// file, named by the env file or else the environment, as
+/// [`pullauth_config::Sources::lookup`] finds it.
+fn config_files(args: &ConfigArgs) -> Vec<PathBuf> {
+    let named_by_env_file = args
+        .env_file
+        .as_deref()
+        .and_then(|path| EnvFile::read(path).ok())
+        .and_then(|file| {
+            file.get(CONFIG_FILE_PATH)
+                .map(|(value, _)| value.expose_secret().to_owned())
+        })
+        .filter(|value| !value.is_empty());
+    let config_file = named_by_env_file
+        .or_else(|| std::env::var(CONFIG_FILE_PATH).ok())
+        .filter(|value| !value.is_empty());
+    args.env_file
+        .iter()
+        .cloned()
+        .chain(config_file.map(PathBuf::from))
+        .collect()
+}
+
 /// Re-reads every configuration source; the agent keeps its settings if
-/// anything is wrong with the new ones.
-fn reload(agent: &Agent, args: &ConfigArgs) {
+/// anything is wrong with the new ones. Every trigger goes through here, so
+/// they validate, log and count alike.
+fn reload(agent: &Agent, args: &ConfigArgs, trigger: Trigger) {
     if !reloadable(args) {
-        tracing::warn!(
-            "SIGHUP ignored: the configuration comes only from the process environment, which \
-             cannot change without a restart; pass the file with --env-file (mounted read-only \
-             into the container) to make reloads work"
-        );
+        match trigger {
+            Trigger::Sighup => tracing::warn!(
+                %trigger,
+                "SIGHUP ignored: the configuration comes only from the process environment, \
+                 which cannot change without a restart; pass the file with --env-file (mounted \
+                 read-only into the container) to make reloads work"
+            ),
+            // Only an optional --env-file that went away gets here.
+            Trigger::File => tracing::warn!(
+                %trigger,
+                "the optional --env-file is gone; keeping the previous configuration"
+            ),
+        }
         return;
+    }
+    match trigger {
+        Trigger::Sighup => tracing::info!(%trigger, "SIGHUP: reloading configuration"),
+        Trigger::File => tracing::info!(%trigger, "configuration file changed: reloading"),
     }
     let result = Config::load(args.env_file())
         .map_err(anyhow::Error::from)
@@ -67,11 +107,12 @@ fn reload(agent: &Agent, args: &ConfigArgs) {
             let keys = new.table.len();
             agent.replace_settings(new);
             agent.metrics().config_reloads.inc();
-            tracing::info!(keys, "configuration reloaded");
+            tracing::info!(%trigger, keys, "configuration reloaded");
         }
         Err(err) => {
             agent.metrics().config_reload_failures.inc();
             tracing::error!(
+                %trigger,
                 error = format!("{err:#}"),
                 "configuration reload rejected; keeping the previous configuration"
             );
@@ -79,16 +120,70 @@ fn reload(agent: &Agent, args: &ConfigArgs) {
     }
 }
 
+/// The running agent's configuration, for [`Reloader`].
+#[derive(Debug)]
+struct ServeConfig {
+    agent: Agent,
+    args: ConfigArgs,
+}
+
+impl Reload for ServeConfig {
+    fn files(&self) -> Vec<PathBuf> {
+        config_files(&self.args)
+    }
+
+    fn reload(&self, trigger: Trigger) {
+        reload(&self.agent, &self.args, trigger);
+    }
+}
+
+/// Watches the configuration files unless told not to; any failure leaves
+/// SIGHUP as the only way to reload.
+fn start_watching(args: &ServeArgs, reloader: &Arc<Reloader>) {
+    if args.no_watch {
+        tracing::info!("--no-watch: only SIGHUP reloads the configuration");
+        return;
+    }
+    if reloader.files().is_empty() {
+        return;
+    }
+    match watch::spawn(reloader.clone()) {
+        Ok(watching) if watching.directories.is_empty() => tracing::warn!(
+            "cannot watch any configuration directory; only SIGHUP reloads the configuration"
+        ),
+        Ok(watching) => {
+            let dirs: Vec<_> = watching.directories.iter().map(|d| d.display()).collect();
+            tracing::info!(
+                directories = format!("{dirs:?}"),
+                "watching the configuration files; a change reloads them"
+            );
+        }
+        Err(e) => tracing::warn!(
+            error = %e,
+            "cannot watch the configuration files; only SIGHUP reloads the configuration"
+        ),
+    }
+}
+
 pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    // Taken before the files are read: a change made meanwhile then shows
+    // as a change at the first check.
+    let fingerprinter = Fingerprinter::new();
+    let loaded = fingerprinter.take(&config_files(&args.config));
     let (config, table) = load(&args.config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(args, config, table))
+    runtime.block_on(serve(args, config, table, (fingerprinter, loaded)))
 }
 
-async fn serve(args: &ServeArgs, config: Config, table: RegistryTable) -> anyhow::Result<ExitCode> {
+async fn serve(
+    args: &ServeArgs,
+    config: Config,
+    table: RegistryTable,
+    (fingerprinter, loaded): (Fingerprinter, watch::Fingerprint),
+) -> anyhow::Result<ExitCode> {
     // The connection caps are fitted to this limit; the usual soft 1,024 is too low.
     match server::raise_fd_limit() {
         Ok(limit) => tracing::debug!(limit, "file descriptor limit"),
@@ -138,15 +233,21 @@ async fn serve(args: &ServeArgs, config: Config, table: RegistryTable) -> anyhow
     );
 
     let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    let reload_agent = agent.clone();
-    let reload_args = ConfigArgs {
-        env_file: args.config.env_file.clone(),
-        env_file_optional: args.config.env_file_optional,
-    };
+    let reloader = Arc::new(Reloader::new(
+        ServeConfig {
+            agent: agent.clone(),
+            args: ConfigArgs {
+                env_file: args.config.env_file.clone(),
+                env_file_optional: args.config.env_file_optional,
+            },
+        },
+        fingerprinter,
+        loaded,
+    ));
+    start_watching(args, &reloader);
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
-            tracing::info!("SIGHUP: reloading configuration");
-            reload(&reload_agent, &reload_args);
+            reloader.reload(Trigger::Sighup).await;
         }
     });
     let mut terminate =
