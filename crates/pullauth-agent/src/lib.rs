@@ -7,10 +7,13 @@
 //!   router (Unix socket, 0600).
 //! - [`server`]: serving both until shutdown; [`control_socket`]: creating
 //!   the control socket without ever replacing anything but a dead socket.
+//! - [`cleanup`]: removes finished tasks after
+//!   `ECS_ENGINE_TASK_CLEANUP_WAIT_DURATION`, so that the state stays bounded.
 //! - [`taskdef`]: task definition validation; [`metrics`]: Prometheus.
 
 pub mod agent;
 pub mod api;
+pub mod cleanup;
 pub mod control_socket;
 pub mod metrics;
 pub mod server;
