@@ -639,20 +639,20 @@ fn check_ours(conn: &Connection, path: &Path) -> Result<bool, StoreError> {
     if application_id == 0 && objects == 0 {
         Ok(true)
     } else if application_id != i64::from(APPLICATION_ID) {
-        return Err(StoreError::NotOurs {
+        Err(StoreError::NotOurs {
             path: path.to_owned(),
             detail: format!(
                 "a SQLite database of another program (application_id {application_id:#x})"
             ),
-        });
+        })
     } else if version != i64::from(SCHEMA_VERSION) {
-        return Err(StoreError::NotOurs {
+        Err(StoreError::NotOurs {
             path: path.to_owned(),
             detail: format!(
                 "its layout is version {version}, this pullauth reads version {SCHEMA_VERSION}; \
                  was it written by a newer pullauth?"
             ),
-        });
+        })
     } else {
         Ok(false)
     }
