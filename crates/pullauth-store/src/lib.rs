@@ -152,6 +152,14 @@ pub struct Store {
     shared: Arc<Shared>,
 }
 
+/// A task in the snapshot, with the JSON it was stored as, so that
+/// listing tasks needs no encoding either ([`Store::tasks_json`]).
+#[derive(Debug)]
+struct Recorded {
+    task: Task,
+    json: String,
+}
+
 #[derive(Debug)]
 struct Shared {
     /// One connection per process: SQLite connections are not `Sync`, and
@@ -161,7 +169,7 @@ struct Shared {
     /// `None` when in memory.
     path: Option<PathBuf>,
     /// Every task, by ARN: what the last successful commits left.
-    tasks: RwLock<BTreeMap<String, Task>>,
+    tasks: RwLock<BTreeMap<String, Recorded>>,
     /// Set when the last write failed (the disk may be full); cleared by the
     /// next successful write. The agent reports it on `/healthz`.
     write_failed: AtomicBool,
@@ -258,14 +266,14 @@ impl Store {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn snapshot(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Task>> {
+    fn snapshot(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Recorded>> {
         self.shared
             .tasks
             .read()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn snapshot_mut(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Task>> {
+    fn snapshot_mut(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Recorded>> {
         self.shared
             .tasks
             .write()
@@ -328,7 +336,7 @@ impl Store {
         serde_json::to_string(value).expect("records serialize to JSON")
     }
 
-    fn load_tasks(&self) -> Result<BTreeMap<String, Task>, StoreError> {
+    fn load_tasks(&self) -> Result<BTreeMap<String, Recorded>, StoreError> {
         let conn = self.lock();
         let mut statement = conn
             .prepare("SELECT arn, record FROM tasks")
@@ -342,7 +350,7 @@ impl Store {
         for row in rows {
             let (arn, text) = row.map_err(|e| self.sql(e))?;
             let task = self.decode::<Task>(&arn, &text)?;
-            tasks.insert(arn, task);
+            tasks.insert(arn, Recorded { task, json: text });
         }
         Ok(tasks)
     }
@@ -358,12 +366,17 @@ impl Store {
                     params![task.arn, record],
                 )
                 .map_err(|e| self.sql(e))?;
-                Ok(())
+                Ok(record)
             },
-            |()| {
-                self.snapshot_mut().insert(task.arn.clone(), task.clone());
+            |record| {
+                let recorded = Recorded {
+                    task: task.clone(),
+                    json: record.clone(),
+                };
+                self.snapshot_mut().insert(task.arn.clone(), recorded);
             },
         )
+        .map(|_| ())
     }
 
     /// Applies `change` to the task `arn` in one transaction and returns the
@@ -386,19 +399,25 @@ impl Store {
                 };
                 let mut task = self.decode::<Task>(arn, &text)?;
                 change(&mut task);
+                let json = self.encode(&task);
                 txn.execute(
                     "UPDATE tasks SET record = ?2 WHERE arn = ?1",
-                    params![arn, self.encode(&task)],
+                    params![arn, json],
                 )
                 .map_err(|e| self.sql(e))?;
-                Ok(Some(task))
+                Ok(Some(Recorded { task, json }))
             },
             |updated| {
-                if let Some(task) = updated {
-                    self.snapshot_mut().insert(arn.to_owned(), task.clone());
+                if let Some(recorded) = updated {
+                    let copy = Recorded {
+                        task: recorded.task.clone(),
+                        json: recorded.json.clone(),
+                    };
+                    self.snapshot_mut().insert(arn.to_owned(), copy);
                 }
             },
         )
+        .map(|updated| updated.map(|recorded| recorded.task))
     }
 
     /// Removes every task that is finished (each container final) and
@@ -413,16 +432,23 @@ impl Store {
                     .and_then(|at| humantime::parse_rfc3339_weak(at).ok())
                     .is_some_and(|at| at < cutoff)
         };
-        // Chosen under the connection lock (held by `write`), so that no
-        // update can slip in between choosing and removing.
+        let expired = || -> Vec<String> {
+            self.snapshot()
+                .values()
+                .filter(|recorded| finished_before(&recorded.task))
+                .map(|recorded| recorded.task.arn.clone())
+                .collect()
+        };
+        // Nothing to do is no write: an empty commit would also clear
+        // `write_failing` while real writes still fail.
+        if expired().is_empty() {
+            return Ok(0);
+        }
+        // Chosen again under the connection lock (held by `write`), so that
+        // no update can slip in between choosing and removing.
         self.write(
             |txn| {
-                let expired: Vec<String> = self
-                    .snapshot()
-                    .values()
-                    .filter(|task| finished_before(task))
-                    .map(|task| task.arn.clone())
-                    .collect();
+                let expired = expired();
                 if expired.is_empty() {
                     return Ok(expired);
                 }
@@ -446,12 +472,37 @@ impl Store {
 
     /// The task `arn`, if recorded (from the in-memory snapshot).
     pub fn task(&self, arn: &str) -> Result<Option<Task>, StoreError> {
-        Ok(self.snapshot().get(arn).cloned())
+        Ok(self
+            .snapshot()
+            .get(arn)
+            .map(|recorded| recorded.task.clone()))
     }
 
     /// Every task, ordered by ARN (from the in-memory snapshot).
     pub fn tasks(&self) -> Result<Vec<Task>, StoreError> {
-        Ok(self.snapshot().values().cloned().collect())
+        Ok(self
+            .snapshot()
+            .values()
+            .map(|recorded| recorded.task.clone())
+            .collect())
+    }
+
+    /// Every task as a JSON array, ordered by ARN: the same as serializing
+    /// [`Store::tasks`], but made of the records as they were stored, so
+    /// that a listing costs a copy, not an encoding of every task.
+    pub fn tasks_json(&self) -> String {
+        let tasks = self.snapshot();
+        let len = tasks.values().map(|r| r.json.len() + 1).sum::<usize>();
+        let mut out = String::with_capacity(len + 2);
+        out.push('[');
+        for (i, recorded) in tasks.values().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&recorded.json);
+        }
+        out.push(']');
+        out
     }
 
     /// The record for image `reference`, if any.

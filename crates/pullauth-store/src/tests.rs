@@ -53,6 +53,22 @@ fn tasks_survive_reopen_and_files_are_private() {
 }
 
 #[test]
+fn tasks_json_is_the_serialized_snapshot() {
+    let store = Store::in_memory();
+    assert_eq!(store.tasks_json(), "[]");
+    for arn in ["arn:b", "arn:a"] {
+        store.put_task(&sample_task(arn)).expect("put");
+    }
+    store
+        .update_task("arn:b", |t| t.containers[0].known_status = Status::Pulled)
+        .expect("update");
+    let listed: serde_json::Value = serde_json::from_str(&store.tasks_json()).expect("JSON");
+    let expected = serde_json::to_value(store.tasks().expect("list")).expect("encode");
+    assert_eq!(listed, expected);
+    assert_eq!(listed[1]["Containers"][0]["KnownStatus"], "PULLED");
+}
+
+#[test]
 fn tasks_are_listed_by_arn() {
     let store = Store::in_memory();
     for arn in ["arn:c", "arn:a", "arn:b"] {
