@@ -56,6 +56,13 @@ pub const STATE_FILE: &str = "pullauth.db";
 /// before it fails with [`StoreError::Busy`].
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Pages of WAL after which a commit copies them into the database file
+/// (SQLite's default is 1,000, 4 MiB: more than a small `ECS_DATADIR` may
+/// have room for, and the WAL only shrinks after such a checkpoint).
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 100;
+/// The size the WAL file is cut back to after a checkpoint.
+const WAL_SIZE_LIMIT_BYTES: i64 = 1 << 20;
+
 /// `PRAGMA application_id` of a pullauth database ("pull" in ASCII), so
 /// that another program's SQLite file is recognised as not ours.
 const APPLICATION_ID: i32 = 0x7075_6c6c;
@@ -222,6 +229,10 @@ impl Store {
         }
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(|e| open_error(&path, e))?;
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
+            .map_err(|e| open_error(&path, e))?;
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT_BYTES)
+            .map_err(|e| open_error(&path, e))?;
         init_schema(&mut conn, &path)?;
         Store::with_connection(conn, Some(path))
     }
@@ -299,8 +310,17 @@ impl Store {
             txn.commit().map_err(|e| self.sql(e))?;
             Ok(value)
         })();
-        if let Ok(value) = &result {
-            committed(value);
+        match &result {
+            Ok(value) => committed(value),
+            // On a full disk, move what the WAL holds into the database file
+            // and cut the WAL back, so that the next write has room if any
+            // can be made; failing is fine, the next failed write tries again.
+            Err(StoreError::Io { .. }) if self.shared.path.is_some() => {
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+                    tracing::debug!(error = %e, "checkpoint after a failed write");
+                }
+            }
+            Err(_) => {}
         }
         self.shared
             .write_failed
