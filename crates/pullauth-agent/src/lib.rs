@@ -9,12 +9,15 @@
 //!   the control socket without ever replacing anything but a dead socket.
 //! - [`puller`]: the seam in front of the engine; [`single_flight`]: one
 //!   engine pull however many tasks ask for it.
+//! - [`cleanup`]: removes finished tasks after
+//!   `ECS_ENGINE_TASK_CLEANUP_WAIT_DURATION`, so that the state stays bounded.
 //! - [`taskdef`]: task definition validation; [`metrics`]: Prometheus.
 //! - [`watch`]: reloads serialized with SIGHUP, triggered by changes to the
 //!   configuration files (watched by directory, debounced, by content).
 
 pub mod agent;
 pub mod api;
+pub mod cleanup;
 pub mod control_socket;
 pub mod metrics;
 pub mod puller;

@@ -40,6 +40,8 @@ pub const CLUSTER: &str = "ECS_CLUSTER";
 pub const PULL_BEHAVIOR: &str = "ECS_IMAGE_PULL_BEHAVIOR";
 /// Upper bound for one whole image pull.
 pub const PULL_TIMEOUT: &str = "ECS_IMAGE_PULL_TIMEOUT";
+/// How long the agent keeps a finished task before removing it.
+pub const TASK_CLEANUP_WAIT: &str = "ECS_ENGINE_TASK_CLEANUP_WAIT_DURATION";
 /// Upper bound for a pull that makes no progress.
 pub const PULL_INACTIVITY_TIMEOUT: &str = "ECS_IMAGE_PULL_INACTIVITY_TIMEOUT";
 /// One of [`LogLevel`].
@@ -51,6 +53,8 @@ pub const LOG_FORMAT: &str = "ECS_LOG_OUTPUT_FORMAT";
 pub const DEFAULT_CLUSTER: &str = "default";
 /// The ECS agent's default for `ECS_IMAGE_PULL_TIMEOUT`.
 pub const DEFAULT_PULL_TIMEOUT: Duration = Duration::from_secs(2 * 60 * 60);
+/// The ECS agent's default for `ECS_ENGINE_TASK_CLEANUP_WAIT_DURATION`.
+pub const DEFAULT_TASK_CLEANUP_WAIT: Duration = Duration::from_secs(3 * 60 * 60);
 /// The ECS agent's default for `ECS_IMAGE_PULL_INACTIVITY_TIMEOUT`.
 pub const DEFAULT_PULL_INACTIVITY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -597,6 +601,8 @@ pub struct Config {
     pub pull_behavior: Setting<PullBehavior>,
     pub pull_timeout: Setting<Duration>,
     pub pull_inactivity_timeout: Setting<Duration>,
+    /// Finished tasks older than this are removed from the agent's state.
+    pub task_cleanup_wait: Setting<Duration>,
     pub log_level: Setting<LogLevel>,
     pub log_format: Setting<LogFormat>,
 }
@@ -625,6 +631,7 @@ impl Config {
             pull_timeout: sources.duration(PULL_TIMEOUT, DEFAULT_PULL_TIMEOUT)?,
             pull_inactivity_timeout: sources
                 .duration(PULL_INACTIVITY_TIMEOUT, DEFAULT_PULL_INACTIVITY_TIMEOUT)?,
+            task_cleanup_wait: sources.duration(TASK_CLEANUP_WAIT, DEFAULT_TASK_CLEANUP_WAIT)?,
             log_level: sources.parsed(LOG_LEVEL, LogLevel::ALLOWED, LogLevel::Info)?,
             log_format: sources.parsed(LOG_FORMAT, LogFormat::ALLOWED, LogFormat::Logfmt)?,
         })
@@ -991,5 +998,16 @@ mod tests {
         assert!(text.contains(message), "{text}");
         assert!(text.contains(&path_s), "{text}");
         assert!(!text.contains("secret-value"), "{text}");
+    }
+
+    #[test]
+    fn task_cleanup_wait_defaults_to_three_hours_and_parses_go_durations() {
+        let config = load("", &[]).expect("valid");
+        assert_eq!(config.task_cleanup_wait.value, DEFAULT_TASK_CLEANUP_WAIT);
+        assert_eq!(config.task_cleanup_wait.origin, Origin::Default);
+        let config = load("ECS_ENGINE_TASK_CLEANUP_WAIT_DURATION=1h30m", &[]).expect("valid");
+        assert_eq!(config.task_cleanup_wait.value, Duration::from_secs(5400));
+        let err = load("ECS_ENGINE_TASK_CLEANUP_WAIT_DURATION=0s", &[]).expect_err("zero");
+        assert!(err.to_string().contains(TASK_CLEANUP_WAIT), "{err}");
     }
 }

@@ -1,31 +1,89 @@
-//! Persistent state for pullauth: tasks and image records in a redb file in
-//! `ECS_DATADIR`, the counterpart of the BoltDB file the ECS agent keeps
-//! there. Without a data directory the same store runs in memory.
+//! Persistent state for pullauth: tasks and image records in a SQLite
+//! database in `ECS_DATADIR` (`pullauth.db`), the counterpart of the BoltDB
+//! file the ECS agent keeps there. Without a data directory the same store
+//! runs in memory.
 //!
-//! Every change is one redb write transaction, so a crash leaves either the
-//! state before or the state after it. The file is created with mode 0600
-//! and holds no secret.
+//! # Two processes, one file
+//!
+//! `pullauth serve` and `pullauth pull --pull-behavior once` read the same
+//! `ECS_DATADIR` from the same `ecs.config`, so both open this file at the
+//! same time. SQLite in WAL mode is made for that: readers never block the
+//! writer, writers take turns (each waits up to [`BUSY_TIMEOUT`] for the
+//! other), and no process holds a lock between operations.
+//!
+//! # Durability
+//!
+//! Every change is one SQLite transaction, so a crash leaves either the
+//! state before or the state after it. A task is recorded before its pulls
+//! start and the agent answers `201` only after that, so the commit is
+//! durable before the answer: `synchronous=FULL`, one `fsync` of the WAL
+//! per transaction, which survives power loss as well as `kill -9`.
+//!
+//! # The task snapshot
+//!
+//! Tasks are written only by the agent, through this type. [`Store`] keeps
+//! every task in memory as well (loaded at open, updated by the method that
+//! commits a write, after the commit succeeded), so [`Store::task`] and
+//! [`Store::tasks`] never touch the disk. In the agent process the snapshot
+//! is therefore authoritative; another process (the CLI) sees the tasks as
+//! they were when it opened the store. Image records are written by both
+//! processes and are always read from the database.
+//!
+//! The file is created with mode 0600 (SQLite gives its `-wal` and `-shm`
+//! files the same mode) and holds no secret. A file at that path that is not
+//! a pullauth database, for instance the redb file an older pullauth kept
+//! there, is refused and never replaced.
 
 pub mod model;
 
+use std::collections::BTreeMap;
 use std::fs::OpenOptions;
+use std::io::Read;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::{Duration, SystemTime};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 pub use model::{Container, ImageRecord, Status, Task};
 
 /// The state file's name inside `ECS_DATADIR`.
 pub const STATE_FILE: &str = "pullauth.db";
 
-const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
-const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
+/// How long an operation waits for another process's write to finish
+/// before it fails with [`StoreError::Busy`].
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Why the state could not be read or written.
+/// Pages of WAL after which a commit copies them into the database file
+/// (SQLite's default is 1,000, 4 MiB: more than a small `ECS_DATADIR` may
+/// have room for, and the WAL only shrinks after such a checkpoint).
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 100;
+/// The size the WAL file is cut back to after a checkpoint.
+const WAL_SIZE_LIMIT_BYTES: i64 = 1 << 20;
+
+/// `PRAGMA application_id` of a pullauth database ("pull" in ASCII), so
+/// that another program's SQLite file is recognised as not ours.
+const APPLICATION_ID: i32 = 0x7075_6c6c;
+/// `PRAGMA user_version`: the layout of the tables below.
+const SCHEMA_VERSION: i32 = 1;
+const SCHEMA: &str = "
+    CREATE TABLE tasks (arn TEXT PRIMARY KEY NOT NULL, record TEXT NOT NULL) WITHOUT ROWID;
+    CREATE TABLE images (reference TEXT PRIMARY KEY NOT NULL, record TEXT NOT NULL) WITHOUT ROWID;
+";
+
+/// The first 16 bytes of every SQLite database.
+const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+/// The first bytes of a redb file (what pullauth used before SQLite).
+const REDB_MAGIC: &[u8; 9] = b"redb\x1a\x0a\xa9\x0d\x0a";
+
+/// Why the state could not be opened, read or written.
+///
+/// [`StoreError::is_setup`] sorts the variants: a store that cannot be
+/// opened, is damaged or is not ours needs the operator (fix `ECS_DATADIR`);
+/// the others are failures at runtime (a full disk, another process holding
+/// the file for too long) that may go away.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(
@@ -38,15 +96,28 @@ pub enum StoreError {
         source: std::io::Error,
     },
     #[error(
-        "state file {path} is in use by another process (is another `pullauth serve` running \
-         with this ECS_DATADIR?)"
+        "state file {path} is an older pullauth's redb file; this pullauth keeps its state in \
+         SQLite. It was left untouched: move it away to start with empty state (its tasks and \
+         image records are not carried over)"
     )]
-    InUse { path: PathBuf },
+    Redb { path: PathBuf },
+    #[error(
+        "state file {path} is not a pullauth SQLite database ({detail}); it was left untouched. \
+         Move it away to start with empty state, or restore it from a backup"
+    )]
+    NotOurs { path: PathBuf, detail: String },
     #[error(
         "state file {path} is damaged or is not a pullauth state file ({detail}); it was left \
          untouched. Move it aside to start with empty state, or restore it from a backup"
     )]
     Corrupt { path: PathBuf, detail: String },
+    #[error("cannot open state file {path}: {detail}")]
+    Open { path: PathBuf, detail: String },
+    #[error(
+        "state file {path} is busy: another process kept it locked for more than {}s",
+        BUSY_TIMEOUT.as_secs()
+    )]
+    Busy { path: PathBuf },
     #[error("state file {path}: {detail}")]
     Io { path: PathBuf, detail: String },
     #[error("state file {path}: record {key:?} is not readable: {detail}")]
@@ -57,6 +128,23 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// Whether the store cannot be used until the operator acts (it cannot
+    /// be opened, is damaged, or is not ours): a configuration problem, as
+    /// opposed to a read or write that failed at runtime.
+    pub fn is_setup(&self) -> bool {
+        match self {
+            StoreError::DataDir { .. }
+            | StoreError::Redb { .. }
+            | StoreError::NotOurs { .. }
+            | StoreError::Corrupt { .. }
+            | StoreError::Open { .. }
+            | StoreError::Record { .. } => true,
+            StoreError::Busy { .. } | StoreError::Io { .. } => false,
+        }
+    }
+}
+
 /// Which registry key and user a pull used (never a secret).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PulledWith {
@@ -64,23 +152,40 @@ pub struct PulledWith {
     pub username: Option<String>,
 }
 
-/// The task and image store.
-#[derive(Debug)]
+/// The task and image store; cheap to clone (clones share one connection
+/// and one snapshot).
+#[derive(Debug, Clone)]
 pub struct Store {
-    /// `None` only between closing a database that failed a write and
-    /// opening it again.
-    db: RwLock<Option<Database>>,
+    shared: Arc<Shared>,
+}
+
+/// A task in the snapshot, with the JSON it was stored as, so that
+/// listing tasks needs no encoding either ([`Store::tasks_json`]).
+#[derive(Debug)]
+struct Recorded {
+    task: Task,
+    json: String,
+}
+
+#[derive(Debug)]
+struct Shared {
+    /// One connection per process: SQLite connections are not `Sync`, and
+    /// writes are serialised by the file anyway. Held while the snapshot is
+    /// updated after a commit, so the snapshot follows commit order.
+    conn: Mutex<Connection>,
     /// `None` when in memory.
     path: Option<PathBuf>,
-    /// Set when a write failed: redb refuses every later write ("previous
-    /// I/O error") until the database is opened again, which the next
-    /// operation does. Cleared by the next successful write.
+    /// Every task, by ARN: what the last successful commits left.
+    tasks: RwLock<BTreeMap<String, Recorded>>,
+    /// Set when the last write failed (the disk may be full); cleared by the
+    /// next successful write. The agent reports it on `/healthz`.
     write_failed: AtomicBool,
 }
 
 impl Store {
-    /// Opens (or creates) `dir/pullauth.db`. An existing file that redb
-    /// cannot read is an error; it is never replaced.
+    /// Opens (or creates) `dir/pullauth.db`. An existing file that is not
+    /// a pullauth database, or is damaged, is an error; it is never
+    /// written to or replaced.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let data_dir = |source| StoreError::DataDir {
             dir: dir.to_owned(),
@@ -95,7 +200,7 @@ impl Store {
         std::fs::create_dir_all(dir).map_err(data_dir)?;
         let path = dir.join(STATE_FILE);
         // Create the file ourselves so that it never exists with a wider mode.
-        OpenOptions::new()
+        let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
@@ -105,158 +210,193 @@ impl Store {
             .map_err(data_dir)?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
             .map_err(data_dir)?;
-        let db = open_database(&path)?;
-        let store = Store {
-            db: RwLock::new(Some(db)),
-            path: Some(path),
-            write_failed: AtomicBool::new(false),
-        };
-        store.init_tables()?;
-        Ok(store)
+        check_header(&mut file, &path)?;
+        drop(file);
+        check_intact(&path)?;
+
+        let mut conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| open_error(&path, e))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| open_error(&path, e))?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .map_err(|e| open_error(&path, e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(state = %path.display(), mode, "the state file is not in WAL mode; a second process may wait for the agent's writes");
+        }
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(|e| open_error(&path, e))?;
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
+            .map_err(|e| open_error(&path, e))?;
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT_BYTES)
+            .map_err(|e| open_error(&path, e))?;
+        init_schema(&mut conn, &path)?;
+        Store::with_connection(conn, Some(path))
     }
 
     /// A store that lives only as long as the process.
     pub fn in_memory() -> Store {
-        let db = Database::builder()
-            .create_with_backend(redb::backends::InMemoryBackend::new())
-            .expect("an in-memory redb database always opens");
-        let store = Store {
-            db: RwLock::new(Some(db)),
-            path: None,
-            write_failed: AtomicBool::new(false),
-        };
-        store
-            .init_tables()
+        let mut conn = Connection::open_in_memory().expect("an in-memory SQLite database opens");
+        init_schema(&mut conn, Path::new("<memory>"))
             .expect("creating tables in memory cannot fail");
-        store
+        Store::with_connection(conn, None).expect("an empty database has no unreadable task")
+    }
+
+    fn with_connection(conn: Connection, path: Option<PathBuf>) -> Result<Store, StoreError> {
+        let store = Store {
+            shared: Arc::new(Shared {
+                conn: Mutex::new(conn),
+                path,
+                tasks: RwLock::new(BTreeMap::new()),
+                write_failed: AtomicBool::new(false),
+            }),
+        };
+        let loaded = store.load_tasks()?;
+        *store.snapshot_mut() = loaded;
+        Ok(store)
     }
 
     /// The state file, or `None` in memory.
     pub fn path(&self) -> Option<&Path> {
-        self.path.as_deref()
-    }
-
-    fn init_tables(&self) -> Result<(), StoreError> {
-        self.write(|txn| {
-            txn.open_table(TASKS).map_err(|e| self.corrupt(e))?;
-            txn.open_table(IMAGES).map_err(|e| self.corrupt(e))?;
-            Ok(())
-        })
+        self.shared.path.as_deref()
     }
 
     /// Whether the last write failed (the disk may be full); the agent
     /// reports this on `/healthz`.
     pub fn write_failing(&self) -> bool {
-        self.write_failed.load(Ordering::Relaxed)
+        self.shared.write_failed.load(Ordering::Relaxed)
     }
 
-    /// Runs `f` in a write transaction and commits it, reopening the
-    /// database first if an earlier write failed.
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        self.shared
+            .conn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn snapshot(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Recorded>> {
+        self.shared
+            .tasks
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn snapshot_mut(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Recorded>> {
+        self.shared
+            .tasks
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` in one write transaction (taking the write lock at once, so
+    /// that two processes never deadlock upgrading a read) and commits it;
+    /// then `committed` sees the result while the connection is still held,
+    /// so that snapshot updates happen in commit order and only after a
+    /// commit succeeded.
     fn write<T>(
         &self,
-        f: impl FnOnce(&redb::WriteTransaction) -> Result<T, StoreError>,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError>,
+        committed: impl FnOnce(&T),
     ) -> Result<T, StoreError> {
-        let result = self.with_db(|db| {
-            let txn = db.begin_write().map_err(|e| self.io(e))?;
+        let mut conn = self.lock();
+        let result = (|| {
+            let txn = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| self.sql(e))?;
             let value = f(&txn)?;
-            txn.commit().map_err(|e| self.io(e))?;
+            txn.commit().map_err(|e| self.sql(e))?;
             Ok(value)
-        });
-        self.write_failed.store(result.is_err(), Ordering::Relaxed);
+        })();
+        match &result {
+            Ok(value) => committed(value),
+            // On a full disk, move what the WAL holds into the database file
+            // and cut the WAL back, so that the next write has room if any
+            // can be made; failing is fine, the next failed write tries again.
+            Err(StoreError::Io { .. }) if self.shared.path.is_some() => {
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+                    tracing::debug!(error = %e, "checkpoint after a failed write");
+                }
+            }
+            Err(_) => {}
+        }
+        self.shared
+            .write_failed
+            .store(result.is_err(), Ordering::Relaxed);
         result
     }
 
-    /// Runs `f` on the open database, reopening it first if an earlier
-    /// write failed.
-    fn with_db<T>(
-        &self,
-        f: impl FnOnce(&Database) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        self.reopen_if_failed()?;
-        let guard = self.db.read().unwrap_or_else(|p| p.into_inner());
-        let db = guard
-            .as_ref()
-            .ok_or_else(|| self.io("the state file is not open"))?;
-        f(db)
-    }
-
-    /// Runs `f` in a read transaction.
-    fn read<T>(
-        &self,
-        f: impl FnOnce(&redb::ReadTransaction) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        self.with_db(|db| {
-            let txn = db.begin_read().map_err(|e| self.io(e))?;
-            f(&txn)
-        })
-    }
-
-    /// After a failed write redb refuses all further writes; closing and
-    /// opening the file again recovers once the cause (e.g. a full disk) is gone.
-    fn reopen_if_failed(&self) -> Result<(), StoreError> {
-        let Some(path) = &self.path else {
-            return Ok(());
-        };
-        if !self.write_failed.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        let mut slot = self.db.write().unwrap_or_else(|p| p.into_inner());
-        if !self.write_failed.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        // The old handle holds the file lock: close it before opening again.
-        drop(slot.take());
-        let db = open_database(path)?;
-        *slot = Some(db);
-        tracing::info!(state = %path.display(), "reopened the state file after a failed write");
-        Ok(())
-    }
-
     fn display_path(&self) -> PathBuf {
-        self.path
+        self.shared
+            .path
             .clone()
             .unwrap_or_else(|| PathBuf::from("<memory>"))
     }
 
-    fn io(&self, e: impl std::fmt::Display) -> StoreError {
-        StoreError::Io {
-            path: self.display_path(),
-            detail: e.to_string(),
-        }
-    }
-
-    fn corrupt(&self, e: impl std::fmt::Display) -> StoreError {
-        StoreError::Corrupt {
-            path: self.display_path(),
-            detail: e.to_string(),
-        }
+    /// Sorts a SQLite error at runtime.
+    fn sql(&self, e: rusqlite::Error) -> StoreError {
+        runtime_error(&self.display_path(), e)
     }
 
     fn decode<T: serde::de::DeserializeOwned>(
         &self,
         key: &str,
-        bytes: &[u8],
+        text: &str,
     ) -> Result<T, StoreError> {
-        serde_json::from_slice(bytes).map_err(|e| StoreError::Record {
+        serde_json::from_str(text).map_err(|e| StoreError::Record {
             path: self.display_path(),
             key: key.to_owned(),
             detail: e.to_string(),
         })
     }
 
-    fn encode<T: serde::Serialize>(&self, value: &T) -> Vec<u8> {
-        serde_json::to_vec(value).expect("records serialize to JSON")
+    fn encode<T: serde::Serialize>(&self, value: &T) -> String {
+        serde_json::to_string(value).expect("records serialize to JSON")
     }
 
-    /// Records a new task (or replaces one with the same ARN).
+    fn load_tasks(&self) -> Result<BTreeMap<String, Recorded>, StoreError> {
+        let conn = self.lock();
+        let mut statement = conn
+            .prepare("SELECT arn, record FROM tasks")
+            .map_err(|e| self.sql(e))?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })
+            .map_err(|e| self.sql(e))?;
+        let mut tasks = BTreeMap::new();
+        for row in rows {
+            let (arn, text) = row.map_err(|e| self.sql(e))?;
+            let task = self.decode::<Task>(&arn, &text)?;
+            tasks.insert(arn, Recorded { task, json: text });
+        }
+        Ok(tasks)
+    }
+
+    /// Records a new task (or replaces one with the same ARN): one
+    /// transaction, one `fsync`, for the task and all its containers.
     pub fn put_task(&self, task: &Task) -> Result<(), StoreError> {
-        self.write(|txn| {
-            let mut table = txn.open_table(TASKS).map_err(|e| self.io(e))?;
-            table
-                .insert(task.arn.as_str(), self.encode(task).as_slice())
-                .map_err(|e| self.io(e))?;
-            Ok(())
-        })
+        let record = self.encode(task);
+        self.write(
+            |txn| {
+                txn.execute(
+                    "INSERT OR REPLACE INTO tasks (arn, record) VALUES (?1, ?2)",
+                    params![task.arn, record],
+                )
+                .map_err(|e| self.sql(e))?;
+                Ok(record)
+            },
+            |record| {
+                let recorded = Recorded {
+                    task: task.clone(),
+                    json: record.clone(),
+                };
+                self.snapshot_mut().insert(task.arn.clone(), recorded);
+            },
+        )
+        .map(|_| ())
     }
 
     /// Applies `change` to the task `arn` in one transaction and returns the
@@ -266,78 +406,163 @@ impl Store {
         arn: &str,
         change: impl FnOnce(&mut Task),
     ) -> Result<Option<Task>, StoreError> {
-        self.write(|txn| {
-            let mut table = txn.open_table(TASKS).map_err(|e| self.io(e))?;
-            let current = match table.get(arn).map_err(|e| self.io(e))? {
-                Some(bytes) => Some(self.decode::<Task>(arn, bytes.value())?),
-                None => None,
-            };
-            let Some(mut task) = current else {
-                return Ok(None);
-            };
-            change(&mut task);
-            table
-                .insert(arn, self.encode(&task).as_slice())
-                .map_err(|e| self.io(e))?;
-            Ok(Some(task))
-        })
+        self.write(
+            |txn| {
+                let current: Option<String> = txn
+                    .query_row("SELECT record FROM tasks WHERE arn = ?1", [arn], |row| {
+                        row.get(0)
+                    })
+                    .optional()
+                    .map_err(|e| self.sql(e))?;
+                let Some(text) = current else {
+                    return Ok(None);
+                };
+                let mut task = self.decode::<Task>(arn, &text)?;
+                change(&mut task);
+                let json = self.encode(&task);
+                txn.execute(
+                    "UPDATE tasks SET record = ?2 WHERE arn = ?1",
+                    params![arn, json],
+                )
+                .map_err(|e| self.sql(e))?;
+                Ok(Some(Recorded { task, json }))
+            },
+            |updated| {
+                if let Some(recorded) = updated {
+                    let copy = Recorded {
+                        task: recorded.task.clone(),
+                        json: recorded.json.clone(),
+                    };
+                    self.snapshot_mut().insert(arn.to_owned(), copy);
+                }
+            },
+        )
+        .map(|updated| updated.map(|recorded| recorded.task))
     }
 
-    /// The task `arn`, if recorded.
+    /// Removes every task that is finished (each container final) and
+    /// whose last pull ended before `cutoff`, in one transaction; returns
+    /// how many were removed. Image records are kept.
+    pub fn remove_finished_before(&self, cutoff: SystemTime) -> Result<usize, StoreError> {
+        let finished_before = |task: &Task| {
+            task.containers.iter().all(|c| c.known_status.is_final())
+                && task
+                    .pull_stopped_at
+                    .as_deref()
+                    .and_then(|at| humantime::parse_rfc3339_weak(at).ok())
+                    .is_some_and(|at| at < cutoff)
+        };
+        let expired = || -> Vec<String> {
+            self.snapshot()
+                .values()
+                .filter(|recorded| finished_before(&recorded.task))
+                .map(|recorded| recorded.task.arn.clone())
+                .collect()
+        };
+        // Nothing to do is no write: an empty commit would also clear
+        // `write_failing` while real writes still fail.
+        if expired().is_empty() {
+            return Ok(0);
+        }
+        // Chosen again under the connection lock (held by `write`), so that
+        // no update can slip in between choosing and removing.
+        self.write(
+            |txn| {
+                let expired = expired();
+                if expired.is_empty() {
+                    return Ok(expired);
+                }
+                let mut delete = txn
+                    .prepare("DELETE FROM tasks WHERE arn = ?1")
+                    .map_err(|e| self.sql(e))?;
+                for arn in &expired {
+                    delete.execute([arn]).map_err(|e| self.sql(e))?;
+                }
+                Ok(expired)
+            },
+            |expired| {
+                let mut tasks = self.snapshot_mut();
+                for arn in expired {
+                    tasks.remove(arn);
+                }
+            },
+        )
+        .map(|expired| expired.len())
+    }
+
+    /// The task `arn`, if recorded (from the in-memory snapshot).
     pub fn task(&self, arn: &str) -> Result<Option<Task>, StoreError> {
-        self.get(TASKS, arn)
+        Ok(self
+            .snapshot()
+            .get(arn)
+            .map(|recorded| recorded.task.clone()))
     }
 
-    /// Every task, ordered by ARN.
+    /// Every task, ordered by ARN (from the in-memory snapshot).
     pub fn tasks(&self) -> Result<Vec<Task>, StoreError> {
-        Ok(self.all(TASKS)?.into_iter().map(|(_, task)| task).collect())
+        Ok(self
+            .snapshot()
+            .values()
+            .map(|recorded| recorded.task.clone())
+            .collect())
+    }
+
+    /// Every task as a JSON array, ordered by ARN: the same as serializing
+    /// [`Store::tasks`], but made of the records as they were stored, so
+    /// that a listing costs a copy, not an encoding of every task.
+    pub fn tasks_json(&self) -> String {
+        let tasks = self.snapshot();
+        let len = tasks.values().map(|r| r.json.len() + 1).sum::<usize>();
+        let mut out = String::with_capacity(len + 2);
+        out.push('[');
+        for (i, recorded) in tasks.values().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&recorded.json);
+        }
+        out.push(']');
+        out
     }
 
     /// The record for image `reference`, if any.
     pub fn image(&self, reference: &str) -> Result<Option<ImageRecord>, StoreError> {
-        self.get(IMAGES, reference)
+        let conn = self.lock();
+        let text: Option<String> = conn
+            .query_row(
+                "SELECT record FROM images WHERE reference = ?1",
+                [reference],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| self.sql(e))?;
+        text.map(|text| self.decode(reference, &text)).transpose()
     }
 
     /// Every image record, ordered by reference.
     pub fn images(&self) -> Result<Vec<(String, ImageRecord)>, StoreError> {
-        self.all(IMAGES)
-    }
-
-    fn get<T: serde::de::DeserializeOwned>(
-        &self,
-        table: TableDefinition<&str, &[u8]>,
-        key: &str,
-    ) -> Result<Option<T>, StoreError> {
-        self.read(|txn| {
-            let table = txn.open_table(table).map_err(|e| self.io(e))?;
-            match table.get(key).map_err(|e| self.io(e))? {
-                Some(bytes) => Ok(Some(self.decode(key, bytes.value())?)),
-                None => Ok(None),
-            }
-        })
-    }
-
-    fn all<T: serde::de::DeserializeOwned>(
-        &self,
-        table: TableDefinition<&str, &[u8]>,
-    ) -> Result<Vec<(String, T)>, StoreError> {
-        self.read(|txn| {
-            let table = txn.open_table(table).map_err(|e| self.io(e))?;
-            let mut out = Vec::new();
-            for item in table.iter().map_err(|e| self.io(e))? {
-                let (key, value) = item.map_err(|e| self.io(e))?;
-                out.push((
-                    key.value().to_owned(),
-                    self.decode(key.value(), value.value())?,
-                ));
-            }
-            Ok(out)
-        })
+        let conn = self.lock();
+        let mut statement = conn
+            .prepare("SELECT reference, record FROM images ORDER BY reference")
+            .map_err(|e| self.sql(e))?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })
+            .map_err(|e| self.sql(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (reference, text) = row.map_err(|e| self.sql(e))?;
+            let record = self.decode(&reference, &text)?;
+            out.push((reference, record));
+        }
+        Ok(out)
     }
 
     /// Records that image `reference` (local ID `image_id`) was just used,
     /// and whether a pull from the registry succeeded this time, keeping
-    /// what earlier records knew. One transaction.
+    /// what earlier records knew (whichever process wrote them). One
+    /// transaction.
     pub fn record_image_use(
         &self,
         reference: &str,
@@ -346,225 +571,193 @@ impl Store {
         pulled_with: PulledWith,
     ) -> Result<(), StoreError> {
         let now = model::now_rfc3339();
-        self.write(|txn| {
-            let mut table = txn.open_table(IMAGES).map_err(|e| self.io(e))?;
-            let previous: Option<ImageRecord> =
-                match table.get(reference).map_err(|e| self.io(e))? {
-                    Some(bytes) => Some(self.decode(reference, bytes.value())?),
-                    None => None,
+        self.write(
+            |txn| {
+                let previous: Option<ImageRecord> = txn
+                    .query_row(
+                        "SELECT record FROM images WHERE reference = ?1",
+                        [reference],
+                        |row| row.get::<_, String>(0),
+                    )
+                    .optional()
+                    .map_err(|e| self.sql(e))?
+                    .map(|text| self.decode(reference, &text))
+                    .transpose()?;
+                let record = ImageRecord {
+                    image_id: Some(image_id.to_owned()),
+                    names: vec![reference.to_owned()],
+                    pulled_at: if pulled {
+                        Some(now.clone())
+                    } else {
+                        previous.as_ref().and_then(|p| p.pulled_at.clone())
+                    },
+                    last_used_at: now,
+                    pull_succeeded: pulled || previous.is_some_and(|p| p.pull_succeeded),
+                    registry_key: pulled_with.registry_key,
+                    username: pulled_with.username,
                 };
-            let record = ImageRecord {
-                image_id: Some(image_id.to_owned()),
-                names: vec![reference.to_owned()],
-                pulled_at: if pulled {
-                    Some(now.clone())
-                } else {
-                    previous.as_ref().and_then(|p| p.pulled_at.clone())
-                },
-                last_used_at: now,
-                pull_succeeded: pulled || previous.is_some_and(|p| p.pull_succeeded),
-                registry_key: pulled_with.registry_key,
-                username: pulled_with.username,
-            };
-            table
-                .insert(reference, self.encode(&record).as_slice())
-                .map_err(|e| self.io(e))?;
-            Ok(())
-        })
+                put_image_in(txn, reference, &self.encode(&record)).map_err(|e| self.sql(e))
+            },
+            |()| {},
+        )
     }
 
     /// Stores the record for image `reference`.
     pub fn put_image(&self, reference: &str, record: &ImageRecord) -> Result<(), StoreError> {
-        self.write(|txn| {
-            let mut table = txn.open_table(IMAGES).map_err(|e| self.io(e))?;
-            table
-                .insert(reference, self.encode(record).as_slice())
-                .map_err(|e| self.io(e))?;
-            Ok(())
-        })
+        let text = self.encode(record);
+        self.write(
+            |txn| put_image_in(txn, reference, &text).map_err(|e| self.sql(e)),
+            |()| {},
+        )
     }
 }
 
-/// Opens `path` with redb, sorting failures into "in use", "damaged" and
-/// plain I/O errors.
-fn open_database(path: &Path) -> Result<Database, StoreError> {
-    open_guarded(path)?.map_err(|e| match e {
-        redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
+fn put_image_in(
+    txn: &rusqlite::Transaction<'_>,
+    reference: &str,
+    record: &str,
+) -> rusqlite::Result<()> {
+    txn.execute(
+        "INSERT OR REPLACE INTO images (reference, record) VALUES (?1, ?2)",
+        params![reference, record],
+    )
+    .map(|_| ())
+}
+
+/// Refuses a file that does not start like a SQLite database, naming the
+/// redb file an older pullauth left there. An empty file is a new database.
+fn check_header(file: &mut std::fs::File, path: &Path) -> Result<(), StoreError> {
+    let mut head = Vec::with_capacity(SQLITE_MAGIC.len());
+    file.take(SQLITE_MAGIC.len() as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| StoreError::Open {
             path: path.to_owned(),
-        },
-        // redb reports a file that is not a redb database (bad magic
-        // number) as an I/O error of kind InvalidData.
-        redb::DatabaseError::Storage(redb::StorageError::Io(io))
-            if !matches!(
-                io.kind(),
-                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
-            ) =>
-        {
-            StoreError::Io {
-                path: path.to_owned(),
-                detail: io.to_string(),
-            }
-        }
-        other => StoreError::Corrupt {
+            detail: e.to_string(),
+        })?;
+    if head.is_empty() || head == SQLITE_MAGIC {
+        return Ok(());
+    }
+    if head.starts_with(REDB_MAGIC) {
+        return Err(StoreError::Redb {
             path: path.to_owned(),
-            detail: other.to_string(),
-        },
+        });
+    }
+    Err(StoreError::NotOurs {
+        path: path.to_owned(),
+        detail: "it does not start with the SQLite header".to_owned(),
     })
 }
 
-/// Opens the database, turning a panic inside redb into an error.
-///
-/// redb 3.1 asserts (panics) instead of returning an error when the file is
-/// shorter than its header says, i.e. a truncated state file. The default
-/// panic hook is silenced for the call so that the operator sees our message
-/// rather than a backtrace; this runs once at startup.
-fn open_guarded(path: &Path) -> Result<Result<Database, redb::DatabaseError>, StoreError> {
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let result = std::panic::catch_unwind(|| Database::create(path));
-    std::panic::set_hook(previous);
-    result.map_err(|panic| StoreError::Corrupt {
+/// Checks on a read-only connection, before anything could write to the
+/// file, that it is a pullauth database of a known layout (or a new, empty
+/// one) and that SQLite's `quick_check` finds no damage.
+fn check_intact(path: &Path) -> Result<(), StoreError> {
+    let corrupt = |detail: String| StoreError::Corrupt {
         path: path.to_owned(),
-        detail: panic
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "the file is damaged".to_owned()),
-    })
+        detail,
+    };
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| open_error(path, e))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(|e| open_error(path, e))?;
+    check_ours(&conn, path)?;
+    let mut statement = conn
+        .prepare("PRAGMA quick_check(5)")
+        .map_err(|e| open_error(path, e))?;
+    let problems = statement
+        .query_map([], |row| row.get::<_, String>(0))
+        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| open_error(path, e))?;
+    match problems.as_slice() {
+        [ok] if ok == "ok" => Ok(()),
+        _ => Err(corrupt(format!(
+            "SQLite integrity check: {}",
+            problems.join("; ")
+        ))),
+    }
+}
+
+/// Creates the tables in a new database, or checks that an existing one is
+/// ours and of a layout this build knows. One transaction, so that two
+/// processes opening a new file at once do not both create it.
+fn init_schema(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let txn = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| open_error(path, e))?;
+    if check_ours(&txn, path)? {
+        txn.execute_batch(SCHEMA).map_err(|e| open_error(path, e))?;
+        txn.pragma_update(None, "application_id", APPLICATION_ID)
+            .map_err(|e| open_error(path, e))?;
+        txn.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(|e| open_error(path, e))?;
+    }
+    txn.commit().map_err(|e| open_error(path, e))
+}
+
+/// Whether the database is new and empty (`true`), or ours and of the
+/// layout this build knows (`false`); anything else is refused.
+fn check_ours(conn: &Connection, path: &Path) -> Result<bool, StoreError> {
+    let read = |sql: &str| -> Result<i64, StoreError> {
+        conn.query_row(sql, [], |row| row.get(0))
+            .map_err(|e| open_error(path, e))
+    };
+    let application_id = read("PRAGMA application_id")?;
+    let version = read("PRAGMA user_version")?;
+    let objects = read("SELECT count(*) FROM sqlite_master")?;
+    if application_id == 0 && objects == 0 {
+        Ok(true)
+    } else if application_id != i64::from(APPLICATION_ID) {
+        Err(StoreError::NotOurs {
+            path: path.to_owned(),
+            detail: format!(
+                "a SQLite database of another program (application_id {application_id:#x})"
+            ),
+        })
+    } else if version != i64::from(SCHEMA_VERSION) {
+        Err(StoreError::NotOurs {
+            path: path.to_owned(),
+            detail: format!(
+                "its layout is version {version}, this pullauth reads version {SCHEMA_VERSION}; \
+                 was it written by a newer pullauth?"
+            ),
+        })
+    } else {
+        Ok(false)
+    }
+}
+
+/// Sorts a SQLite error met while opening: damage is [`StoreError::Corrupt`],
+/// waiting too long is [`StoreError::Busy`], the rest is [`StoreError::Open`].
+fn open_error(path: &Path, e: rusqlite::Error) -> StoreError {
+    match runtime_error(path, e) {
+        StoreError::Io { path, detail } => StoreError::Open { path, detail },
+        other => other,
+    }
+}
+
+/// Sorts a SQLite error met at runtime.
+fn runtime_error(path: &Path, e: rusqlite::Error) -> StoreError {
+    let path = path.to_owned();
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Busy { path },
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => StoreError::Corrupt {
+            path,
+            detail: e.to_string(),
+        },
+        // SQLite reports ENOSPC as SQLITE_FULL; say it as the OS would.
+        Some(ErrorCode::DiskFull) => StoreError::Io {
+            path,
+            detail: format!("{e}: No space left on device"),
+        },
+        _ => StoreError::Io {
+            path,
+            detail: e.to_string(),
+        },
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sample_task(arn: &str) -> Task {
-        Task::new(
-            arn.into(),
-            "web".into(),
-            vec![Container::new("app".into(), "r.io/app:1".into(), true)],
-        )
-    }
-
-    #[test]
-    fn tasks_survive_reopen_and_file_is_private() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        {
-            let store = Store::open(dir.path()).expect("open");
-            store.put_task(&sample_task("arn:1")).expect("put");
-            let updated = store
-                .update_task("arn:1", |t| t.containers[0].known_status = Status::Pulling)
-                .expect("update")
-                .expect("exists");
-            assert_eq!(updated.containers[0].known_status, Status::Pulling);
-            assert!(
-                store
-                    .update_task("arn:none", |_| {})
-                    .expect("update")
-                    .is_none()
-            );
-        }
-        let store = Store::open(dir.path()).expect("reopen");
-        let task = store.task("arn:1").expect("read").expect("still there");
-        assert_eq!(task.containers[0].known_status, Status::Pulling);
-        assert_eq!(store.tasks().expect("list").len(), 1);
-        let mode = std::fs::metadata(dir.path().join(STATE_FILE))
-            .expect("stat")
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
-    }
-
-    #[test]
-    fn second_open_reports_in_use() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let _first = Store::open(dir.path()).expect("open");
-        let err = Store::open(dir.path()).expect_err("locked");
-        assert!(matches!(err, StoreError::InUse { .. }), "{err:?}");
-    }
-
-    #[test]
-    fn garbage_file_is_an_error_and_left_untouched() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join(STATE_FILE);
-        let garbage = vec![0x5a_u8; 8192];
-        std::fs::write(&path, &garbage).expect("write");
-        let err = Store::open(dir.path()).expect_err("corrupt");
-        let text = err.to_string();
-        assert!(text.contains(path.to_str().expect("utf8")), "{text}");
-        assert_eq!(std::fs::read(&path).expect("read"), garbage);
-    }
-
-    #[test]
-    fn truncated_state_file_panics_redb_but_is_a_clear_error() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        {
-            let store = Store::open(dir.path()).expect("open");
-            store.put_task(&sample_task("arn:1")).expect("put");
-        }
-        let path = dir.path().join(STATE_FILE);
-        let bytes = std::fs::read(&path).expect("read");
-        let truncated = &bytes[..bytes.len() / 3];
-        std::fs::write(&path, truncated).expect("truncate");
-        let err = Store::open(dir.path()).expect_err("truncated file must not open");
-        assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
-        assert!(err.to_string().contains(STATE_FILE), "{err}");
-        assert_eq!(std::fs::read(&path).expect("read"), truncated);
-    }
-
-    #[test]
-    fn unwritable_data_dir_is_a_clear_error() {
-        let err = Store::open(Path::new("/proc/pullauth-cannot-exist")).expect_err("fails");
-        assert!(
-            err.to_string()
-                .contains("ECS_DATADIR /proc/pullauth-cannot-exist"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn image_use_keeps_earlier_pull_success() {
-        let store = Store::in_memory();
-        let with = PulledWith {
-            registry_key: Some("r.io".into()),
-            username: Some("alice".into()),
-        };
-        store
-            .record_image_use("r.io/app:1", "sha256:a", true, with.clone())
-            .expect("record");
-        let first = store.image("r.io/app:1").expect("get").expect("exists");
-        assert!(first.pull_succeeded);
-        assert!(first.pulled_at.is_some());
-        // A later use from the cache keeps the pull time and success.
-        store
-            .record_image_use("r.io/app:1", "sha256:a", false, PulledWith::default())
-            .expect("record");
-        let second = store.image("r.io/app:1").expect("get").expect("exists");
-        assert!(second.pull_succeeded);
-        assert_eq!(second.pulled_at, first.pulled_at);
-        // A cache-only use of an image never pulled records no success.
-        store
-            .record_image_use("r.io/other:1", "sha256:b", false, with)
-            .expect("record");
-        let other = store.image("r.io/other:1").expect("get").expect("exists");
-        assert!(!other.pull_succeeded);
-        assert!(other.pulled_at.is_none());
-    }
-
-    #[test]
-    fn images_round_trip_in_memory() {
-        let store = Store::in_memory();
-        assert!(store.path().is_none());
-        let record = ImageRecord {
-            image_id: Some("sha256:abc".into()),
-            names: vec!["r.io/app:1".into()],
-            pulled_at: Some(model::now_rfc3339()),
-            last_used_at: model::now_rfc3339(),
-            pull_succeeded: true,
-            registry_key: Some("r.io".into()),
-            username: Some("alice".into()),
-        };
-        store.put_image("r.io/app:1", &record).expect("put");
-        assert_eq!(store.image("r.io/app:1").expect("get"), Some(record));
-        assert_eq!(store.images().expect("list").len(), 1);
-    }
-}
+mod tests;

@@ -3,7 +3,8 @@
 
 use std::process::ExitCode;
 
-/// An operation failed (a pull, the engine, the store at runtime).
+/// An operation failed (a pull, the engine, a read or write of the store at
+/// runtime: a full disk, another process holding the state file too long).
 pub const FAILED: u8 = 1;
 /// Invalid input, configuration or usage.
 pub const USAGE: u8 = 2;
@@ -14,14 +15,17 @@ pub const USAGE: u8 = 2;
 #[error("{0}")]
 pub struct UsageError(pub String);
 
-/// 2 when any error in the chain is about configuration or input, else 1.
+/// 2 when any error in the chain is about configuration or input (a state
+/// file that cannot be opened, is damaged or is not ours counts), else 1.
 pub fn code_for(err: &anyhow::Error) -> ExitCode {
     let usage = err.chain().any(|cause| {
         cause.is::<pullauth_config::ConfigError>()
             || cause.is::<pullauth_config::EnvFileError>()
             || cause.is::<pullauth_resolve::AuthDataError>()
             || cause.is::<pullauth_resolve::ImageRefError>()
-            || cause.is::<pullauth_store::StoreError>()
+            || cause
+                .downcast_ref::<pullauth_store::StoreError>()
+                .is_some_and(pullauth_store::StoreError::is_setup)
             || cause
                 .downcast_ref::<pullauth_docker::EngineSetupError>()
                 .is_some_and(pullauth_docker::EngineSetupError::is_config)

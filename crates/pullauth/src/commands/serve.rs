@@ -202,6 +202,8 @@ async fn serve(
             Store::in_memory()
         }
     };
+    let _sweeper =
+        pullauth_agent::cleanup::spawn_sweeper(store.clone(), config.task_cleanup_wait.value);
     let engine = Engine::connect(None).await?;
     engine.check_credentials_safe(table.len())?;
     // The agent runs for long: find out now whether the engine is there.
