@@ -47,6 +47,21 @@ fn run(cmd: &mut Command) -> Output {
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
+/// Runs `pullauth task run` and returns the task it printed; panics with
+/// its output and the agent's log unless it succeeded.
+fn task_run_ok(spec: &AgentSpec, cmd: &mut Command) -> Value {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "task run failed ({}):\n{}{}\nagent log:\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr),
+        spec.log_tail(30)
+    );
+    serde_json::from_slice(&out.stdout).expect("task run prints JSON")
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -227,19 +242,12 @@ fn task_run_pulls_with_the_matching_key() {
             &[("app", &team_image, true), ("side", &other_image, true)],
         ),
     );
-    let out = run(spec
-        .task_run()
-        .args(["--wait", "--wait-timeout", "60s"])
-        .arg(&file));
-    assert!(
-        out.status.success(),
-        "task run --wait failed ({}):\n{}{}\nagent log:\n{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr),
-        spec.log_tail(30)
+    let printed = task_run_ok(
+        &spec,
+        spec.task_run()
+            .args(["--wait", "--wait-timeout", "60s"])
+            .arg(&file),
     );
-    let printed: Value = serde_json::from_slice(&out.stdout).expect("task run prints JSON");
     assert_eq!(printed["KnownStatus"], "PULLED", "{printed:#}");
     assert_eq!(printed["Family"], "web");
     let arn = printed["Arn"].as_str().expect("Arn");
@@ -307,28 +315,22 @@ fn task_run_finds_the_socket_from_the_env_file_as_serve_does() {
         "envdir",
         &taskdef("envdir", &[("app", &image, true)]),
     );
-    let out = run(Command::new(pullauth_bin())
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .args([
-            "task",
-            "run",
-            "--wait",
-            "--wait-timeout",
-            "60s",
-            "--env-file",
-        ])
-        .arg(spec.env_file())
-        .arg(&file));
-    assert!(
-        out.status.success(),
-        "task run --env-file failed ({}):\n{}{}\nagent log:\n{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr),
-        spec.log_tail(30)
+    let printed = task_run_ok(
+        &spec,
+        Command::new(pullauth_bin())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .args([
+                "task",
+                "run",
+                "--wait",
+                "--wait-timeout",
+                "60s",
+                "--env-file",
+            ])
+            .arg(spec.env_file())
+            .arg(&file),
     );
-    let printed: Value = serde_json::from_slice(&out.stdout).expect("task run prints JSON");
     assert_eq!(printed["KnownStatus"], "PULLED", "{printed:#}");
     let arn = printed["Arn"].as_str().expect("Arn");
     assert!(agent.task(arn).is_some(), "the agent does not know {arn}");
