@@ -13,9 +13,7 @@
 //! for the registry's JSON log that groups lines by request.
 
 use std::fs::{self, OpenOptions};
-use std::io::{self, Read, Write};
-use std::net::TcpStream;
-use std::os::unix::net::UnixStream;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Mutex, OnceLock};
@@ -24,7 +22,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::{Harness, Registry, process, sys, util};
+use base64::Engine as _;
+
+use crate::{Harness, Registry, http, process, sys, util};
 
 /// How long an agent may take to log "pullauth agent ready".
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -48,12 +48,12 @@ pub fn random_token(len: usize) -> String {
 
 /// Standard base64 with padding.
 pub fn base64_standard(data: &[u8]) -> String {
-    util::base64(data)
+    base64::engine::general_purpose::STANDARD.encode(data)
 }
 
 /// URL-safe base64 with padding (what the engine expects in X-Registry-Auth).
 pub fn base64_url_safe(data: &[u8]) -> String {
-    util::base64(data).replace('+', "-").replace('/', "_")
+    base64::engine::general_purpose::URL_SAFE.encode(data)
 }
 
 /// Every run of base64 characters that must appear wherever `secret` is
@@ -65,7 +65,7 @@ pub fn base64_fragments(secret: &[u8]) -> Vec<String> {
     for shift in 0..3usize {
         let mut padded = vec![b'\0'; shift];
         padded.extend_from_slice(secret);
-        let encoded = util::base64(&padded);
+        let encoded = base64_standard(&padded);
         // Group i covers bytes 3i..3i+3; keep groups inside the secret.
         let first = shift.div_ceil(3);
         let last = (shift + secret.len()) / 3; // exclusive
@@ -102,144 +102,33 @@ fn base64_url_safe_text(standard: &str) -> String {
 
 /// Percent-encodes everything except ASCII letters and digits.
 pub fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() {
-                char::from(b).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
-/// An HTTP response: status, raw header block and (de-chunked) body.
-#[derive(Debug, Clone)]
-pub struct Response {
-    pub status: u16,
-    pub head: String,
-    pub body: Vec<u8>,
-}
-
-impl Response {
-    /// The body as text (lossy).
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    /// The body as JSON; panics with the body when it is not JSON.
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "response ({}) is not JSON ({e}): {}",
-                self.status,
-                self.text()
-            )
-        })
-    }
-
-    /// The value of header `name` (case-insensitive), if present.
-    pub fn header(&self, name: &str) -> Option<String> {
-        self.head.lines().skip(1).find_map(|line| {
-            let (k, v) = line.split_once(':')?;
-            k.trim()
-                .eq_ignore_ascii_case(name)
-                .then(|| v.trim().to_string())
-        })
-    }
-}
-
-/// One HTTP/1.1 exchange on an already connected stream.
-fn exchange<S: Read + Write>(
-    mut stream: S,
-    method: &str,
-    path: &str,
-    body: &[u8],
-) -> io::Result<Response> {
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: pullauth\r\nConnection: close\r\n\
-         Content-Length: {}\r\n",
-        body.len()
-    );
-    if !body.is_empty() {
-        request.push_str("Content-Type: application/json\r\n");
-    }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes())?;
-    stream.write_all(body)?;
-    stream.flush()?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    parse_response(&raw)
-}
-
-fn parse_response(raw: &[u8]) -> io::Result<Response> {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| {
-            io::Error::other(format!(
-                "incomplete HTTP response: {:?}",
-                String::from_utf8_lossy(raw)
-            ))
-        })?;
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| io::Error::other(format!("not an HTTP response: {head:?}")))?;
-    let mut response = Response {
-        status,
-        head,
-        body: raw[split + 4..].to_vec(),
-    };
-    if response
-        .header("transfer-encoding")
-        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
-    {
-        response.body = dechunk(&response.body)?;
-    }
-    Ok(response)
-}
-
-fn dechunk(mut data: &[u8]) -> io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = data
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or_else(|| io::Error::other("bad chunk header"))?;
-        let size_text = String::from_utf8_lossy(&data[..line_end]);
-        let size_text = size_text.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_text, 16)
-            .map_err(|_| io::Error::other(format!("bad chunk size {size_text:?}")))?;
-        data = &data[line_end + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        if data.len() < size + 2 {
-            return Err(io::Error::other("truncated chunk"));
-        }
-        out.extend_from_slice(&data[..size]);
-        data = &data[size + 2..];
-    }
-}
+pub use crate::http::Response;
 
 /// `method path` over plain HTTP to `addr` (`127.0.0.1:PORT`).
 pub fn http_tcp(addr: &str, method: &str, path: &str, body: &[u8]) -> io::Result<Response> {
-    let stream = TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(30)))?;
-    exchange(stream, method, path, body)
+    http::request(
+        http::Target::Tcp(addr),
+        method,
+        path,
+        &[],
+        body,
+        http::REQUEST_TIMEOUT,
+    )
 }
 
 /// `method path` over HTTP on the Unix socket `socket`.
 pub fn http_unix(socket: &Path, method: &str, path: &str, body: &[u8]) -> io::Result<Response> {
-    let stream = UnixStream::connect(socket)?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(30)))?;
-    exchange(stream, method, path, body)
+    http::request(
+        http::Target::Unix(socket),
+        method,
+        path,
+        &[],
+        body,
+        http::REQUEST_TIMEOUT,
+    )
 }
 
 /// Reads one sample from Prometheus text: the value of the line whose
@@ -571,7 +460,9 @@ impl AgentClient {
     }
 
     fn record(&self, response: &Response) {
-        self.add_to_transcript(response.head.as_bytes());
+        for (name, value) in &response.headers {
+            self.add_to_transcript(format!("{name}: {value}\n").as_bytes());
+        }
         self.add_to_transcript(&response.body);
         self.add_to_transcript(b"\n");
     }
@@ -962,14 +853,6 @@ mod tests {
                 );
             }
         }
-    }
-
-    #[test]
-    fn chunked_bodies_are_joined() {
-        let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
-        let response = parse_response(raw).expect("parses");
-        assert_eq!(response.status, 200);
-        assert_eq!(response.body, b"abcde");
     }
 
     #[test]

@@ -48,6 +48,7 @@ pub mod agent;
 mod bin;
 mod engine;
 mod harness;
+pub mod http;
 mod moto;
 mod opt_in;
 mod outcome;

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
@@ -254,28 +254,6 @@ pub(crate) fn random_token(len: usize) -> String {
         .collect()
 }
 
-/// Standard base64 with padding (for HTTP Basic credentials).
-pub(crate) fn base64(data: &[u8]) -> String {
-    const TABLE: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(TABLE[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 /// Sends `GET path` over plain HTTP/1.1 to `addr`, optionally with Basic
 /// credentials, and returns the response status code.
 pub fn http_get_status(
@@ -283,59 +261,30 @@ pub fn http_get_status(
     path: &str,
     basic: Option<(&str, &str)>,
 ) -> std::io::Result<u16> {
-    let sock = addr
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| std::io::Error::other("address resolves to nothing"))?;
-    let mut stream = TcpStream::connect_timeout(&sock, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
-    let authorization = basic.map_or_else(String::new, |(user, password)| {
-        let token = base64(format!("{user}:{password}").as_bytes());
-        format!("Authorization: Basic {token}\r\n")
+    use base64::Engine as _;
+    let authorization = basic.map(|(user, password)| {
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        format!("Basic {token}")
     });
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{authorization}Connection: close\r\n\r\n");
-    stream.write_all(request.as_bytes())?;
-    let mut head = Vec::new();
-    let mut buf = [0u8; 512];
-    while !head.windows(2).any(|w| w == b"\r\n") {
-        let n = match stream.read(&mut buf) {
-            // A signal (e.g. SIGCHLD from a helper process) is not an answer.
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            other => other?,
-        };
-        if n == 0 {
-            break;
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
-    let head = String::from_utf8_lossy(&head);
-    head.split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {head:?}")))
+    let headers: Vec<(&str, &str)> = authorization
+        .as_deref()
+        .map(|value| ("authorization", value))
+        .into_iter()
+        .collect();
+    crate::http::request(
+        crate::http::Target::Tcp(addr),
+        "GET",
+        path,
+        &headers,
+        b"",
+        Duration::from_secs(10),
+    )
+    .map(|response| response.status)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_matches_rfc4648_vectors() {
-        let cases = [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ];
-        for (plain, encoded) in cases {
-            assert_eq!(base64(plain.as_bytes()), encoded);
-        }
-    }
 
     #[test]
     fn owner_pid_parses_only_our_names() {

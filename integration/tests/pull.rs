@@ -52,28 +52,13 @@ fn token(prefix: &str) -> String {
 
 /// RFC 4648 base64 with padding; `url_safe` selects the `-_` alphabet.
 fn base64(data: &[u8], url_safe: bool) -> String {
-    let table: &[u8; 64] = if url_safe {
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+    if url_safe {
+        URL_SAFE.encode(data)
     } else {
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-    };
-    let mut out = String::new();
-    for chunk in data.chunks(3) {
-        let bytes = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(bytes[0]) << 16) | (u32::from(bytes[1]) << 8) | u32::from(bytes[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(table[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
+        STANDARD.encode(data)
     }
-    out
 }
 
 /// The credential formats of `ECS_ENGINE_AUTH_TYPE`.
@@ -335,45 +320,28 @@ fn assert_line(
     assert!(line["seconds"].as_f64().is_some_and(|s| s >= 0.0), "{line}");
 }
 
-/// `(http status, body)` of `POST path` on the engine API, sent with curl.
+/// `(http status, body)` of `POST path` on the engine API, with `headers`
+/// written `Name: value`.
 fn engine_post(path: &str, headers: &[String]) -> (u16, String) {
+    use pullauth_integration::http::{REQUEST_TIMEOUT, Target, request};
     let host = Harness::get().docker_host();
-    let mut cmd = Command::new("curl");
-    cmd.args([
-        "--silent",
-        "--show-error",
-        "--max-time",
-        "120",
-        "-X",
-        "POST",
-    ])
-    .args(["--write-out", "\n%{http_code}"]);
-    for header in headers {
-        cmd.arg("--header").arg(header);
-    }
-    if let Some(socket) = host.strip_prefix("unix://") {
-        cmd.arg("--unix-socket")
-            .arg(socket)
-            .arg(format!("http://localhost{path}"));
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|h| {
+            let (name, value) = h.split_once(':').expect("a header is `Name: value`");
+            (name.trim(), value.trim())
+        })
+        .collect();
+    let target = if let Some(socket) = host.strip_prefix("unix://") {
+        Target::Unix(std::path::Path::new(socket))
     } else if let Some(addr) = host.strip_prefix("tcp://") {
-        cmd.arg(format!("http://{addr}{path}"));
+        Target::Tcp(addr)
     } else {
-        panic!("cannot reach the engine at {host} with curl");
-    }
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run curl (apt-get install curl): {e}"));
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "curl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (body, code) = text.rsplit_once('\n').expect("curl wrote the status");
-    (
-        code.trim().parse().expect("numeric HTTP status"),
-        body.to_string(),
-    )
+        panic!("cannot reach the engine at {host}");
+    };
+    let response = request(target, "POST", path, &headers, b"", REQUEST_TIMEOUT * 4)
+        .unwrap_or_else(|e| panic!("POST {path} to the engine at {host} failed: {e}"));
+    (response.status, response.text())
 }
 
 // ---------------------------------------------------------------------------
