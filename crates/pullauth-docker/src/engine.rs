@@ -21,6 +21,20 @@ pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
 /// How long connecting to the engine and agreeing on an API version may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long one `verify` may wait for the engine to ask the registry.
+pub const VERIFY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the registry answered a [`Engine::verify`]: the credentials may
+/// read the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The manifest (or index) digest the registry serves for the reference.
+    pub digest: Option<String>,
+    pub media_type: Option<String>,
+    /// `os/architecture[/variant]` for each platform the image offers.
+    pub platforms: Vec<String>,
+}
+
 /// Limits for one image pull.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PullOptions {
@@ -311,15 +325,14 @@ impl Engine {
         what: &str,
         call: impl Future<Output = Result<T, PullError>>,
     ) -> Result<T, PullError> {
-        tokio::time::timeout(ENGINE_CALL_TIMEOUT, call)
-            .await
-            .map_err(|_| PullError::EngineUnreachable {
-                address: self.address.clone(),
-                detail: format!(
-                    "it accepted the connection but did not answer {what} within {}s",
-                    ENGINE_CALL_TIMEOUT.as_secs()
-                ),
-            })?
+        within(ENGINE_CALL_TIMEOUT, call, || PullError::EngineUnreachable {
+            address: self.address.clone(),
+            detail: format!(
+                "it accepted the connection but did not answer {what} within {}s",
+                ENGINE_CALL_TIMEOUT.as_secs()
+            ),
+        })
+        .await
     }
 
     /// Checks that the engine answers (and agrees on an API version),
@@ -467,30 +480,7 @@ impl Engine {
         progress: &mut (dyn FnMut(PullEvent) + Send),
     ) -> Result<Obtained, PullError> {
         let started = Instant::now();
-        let identity = Identity {
-            key: entry.map(|e| e.key.written.clone()),
-            username: entry.and_then(|e| e.credentials.username.clone()),
-            method: entry.map_or("none", |e| e.credentials.kind()),
-        };
-        let auth = RegistryAuth::for_entry(image, entry).map_err(|_| PullError::AuthHeader {
-            key: identity.key.clone().unwrap_or_default(),
-        })?;
-        if auth.is_some() && self.transport == Transport::PlainRemote {
-            return Err(PullError::InsecureEngine {
-                image: image.to_string(),
-                address: self.address.clone(),
-            });
-        }
-        let secrets: Vec<&str> = entry
-            .map(|e| {
-                let c = &e.credentials;
-                [&c.password, &c.identity_token, &c.registry_token]
-                    .into_iter()
-                    .flatten()
-                    .map(|s| s.expose_secret())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let (identity, auth, secrets) = self.credentials_for(image, entry)?;
         let attempts = async {
             let mut attempt = 1;
             let mut negotiated = false;
@@ -546,6 +536,93 @@ impl Engine {
         })
     }
 
+    /// Who a request for `image` with `entry` presents itself as, the
+    /// header that says so, and the secrets to scrub from the engine's
+    /// answers; refuses to send credentials over plain TCP to another host.
+    fn credentials_for<'e>(
+        &self,
+        image: &ImageRef,
+        entry: Option<&'e Entry>,
+    ) -> Result<(Identity, Option<RegistryAuth>, Vec<&'e str>), PullError> {
+        let identity = Identity {
+            key: entry.map(|e| e.key.written.clone()),
+            username: entry.and_then(|e| e.credentials.username.clone()),
+            method: entry.map_or("none", |e| e.credentials.kind()),
+        };
+        let auth = RegistryAuth::for_entry(image, entry).map_err(|_| PullError::AuthHeader {
+            key: identity.key.clone().unwrap_or_default(),
+        })?;
+        if auth.is_some() && self.transport == Transport::PlainRemote {
+            return Err(PullError::InsecureEngine {
+                image: image.to_string(),
+                address: self.address.clone(),
+            });
+        }
+        let secrets = entry
+            .map(|e| {
+                let c = &e.credentials;
+                [&c.password, &c.identity_token, &c.registry_token]
+                    .into_iter()
+                    .flatten()
+                    .map(|s| s.expose_secret())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok((identity, auth, secrets))
+    }
+
+    /// A client that sends `auth` as `X-Registry-Auth` on every request.
+    fn client_with(&self, auth: Option<&RegistryAuth>) -> Docker {
+        match auth {
+            Some(auth) => {
+                let auth = auth.clone();
+                self.client()
+                    .with_request_modifier(move |req| auth.apply(req))
+            }
+            None => self.client(),
+        }
+    }
+
+    /// Asks the registry, through the engine's distribution inspect
+    /// (`GET /distribution/{name}/json`), whether `entry`'s credentials (an
+    /// anonymous request for `None`) may read `image`, with the same
+    /// `X-Registry-Auth` header a pull sends. Downloads nothing. Bounded by
+    /// [`VERIFY_TIMEOUT`]; errors are classified as a pull's are.
+    pub async fn verify(
+        &self,
+        image: &ImageRef,
+        entry: Option<&Entry>,
+    ) -> Result<Verified, PullError> {
+        let (identity, auth, secrets) = self.credentials_for(image, entry)?;
+        let reference = image.pull_reference();
+        let inspect = || {
+            let docker = self.client_with(auth.as_ref());
+            let reference = reference.clone();
+            async move { docker.inspect_registry_image(&reference, None).await }
+        };
+        let timed_out = || PullError::RegistryUnavailable {
+            registry: image.domain.clone(),
+            image: image.to_string(),
+            detail: format!(
+                "the engine got no answer from the registry within {}s",
+                VERIFY_TIMEOUT.as_secs()
+            ),
+        };
+        let mut result = within(VERIFY_TIMEOUT, async { Ok(inspect().await) }, timed_out).await?;
+        if matches!(&result, Err(e) if is_version_refused(e)) {
+            self.negotiate().await?;
+            result = within(VERIFY_TIMEOUT, async { Ok(inspect().await) }, timed_out).await?;
+        }
+        match result {
+            Ok(answer) => Ok(Verified {
+                digest: answer.descriptor.digest,
+                media_type: answer.descriptor.media_type,
+                platforms: answer.platforms.iter().map(platform_name).collect(),
+            }),
+            Err(e) => Err(self.pull_error(image, &identity, &secrets, e)),
+        }
+    }
+
     /// One `POST /images/create`, read to the end.
     async fn attempt(
         &self,
@@ -556,14 +633,7 @@ impl Engine {
         options: &PullOptions,
         progress: &mut (dyn FnMut(PullEvent) + Send),
     ) -> Result<(Option<String>, PullStatus), PullError> {
-        let docker = match auth {
-            Some(auth) => {
-                let auth = auth.clone();
-                self.client()
-                    .with_request_modifier(move |req| auth.apply(req))
-            }
-            None => self.client(),
-        };
+        let docker = self.client_with(auth);
         let create = CreateImageOptions {
             from_image: Some(image.name()),
             tag: Some(image.tag_or_digest().to_owned()),
@@ -663,6 +733,29 @@ impl Engine {
             },
         }
     }
+}
+
+/// Runs `call` within `limit`, else fails with `on_timeout()`.
+async fn within<T>(
+    limit: Duration,
+    call: impl Future<Output = Result<T, PullError>>,
+    on_timeout: impl FnOnce() -> PullError,
+) -> Result<T, PullError> {
+    tokio::time::timeout(limit, call)
+        .await
+        .unwrap_or_else(|_| Err(on_timeout()))
+}
+
+/// `os/architecture[/variant]`, as `docker manifest inspect` and
+/// `--platform` write it.
+fn platform_name(platform: &bollard::models::OciPlatform) -> String {
+    let part = |p: &Option<String>| p.as_deref().unwrap_or("unknown").to_owned();
+    let mut name = format!("{}/{}", part(&platform.os), part(&platform.architecture));
+    if let Some(variant) = platform.variant.as_deref().filter(|v| !v.is_empty()) {
+        name.push('/');
+        name.push_str(variant);
+    }
+    name
 }
 
 /// Whether the engine refused the client's API version.

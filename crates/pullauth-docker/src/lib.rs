@@ -5,16 +5,19 @@
 //! - [`engine`] connects, pulls with retries and timeouts, and applies the
 //!   ECS pull behaviors.
 //! - [`error`] classifies failures; [`retry`] holds the backoff policy.
+//! - [`verify`] reports whether credentials may read an image, unpulled.
 
 pub mod auth;
 pub mod engine;
 pub mod error;
 pub mod retry;
+pub mod verify;
 
 pub use auth::{InvalidHeader, RegistryAuth};
 pub use engine::{
     DEFAULT_DOCKER_HOST, ENGINE_CALL_TIMEOUT, Engine, EngineSetupError, Obtained, PullEvent,
-    PullOptions, PullStatus, Transport,
+    PullOptions, PullStatus, Transport, VERIFY_TIMEOUT, Verified,
 };
 pub use error::{Identity, PullError};
 pub use retry::RetryPolicy;
+pub use verify::{VerifyOutcome, VerifyReport};
