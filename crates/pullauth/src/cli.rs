@@ -24,6 +24,9 @@ pub enum Command {
     Resolve(ResolveArgs),
     /// Pull images through the Docker Engine with the resolved credentials.
     Pull(PullArgs),
+    /// Ask each image's registry, through the engine, whether the resolved
+    /// credentials may read it, without pulling it.
+    Verify(VerifyArgs),
     /// Run the agent: pull images for tasks, keep state, answer introspection.
     Serve(ServeArgs),
     /// Talk to a running agent.
@@ -137,6 +140,18 @@ pub struct PullArgs {
     #[arg(long, short, conflicts_with = "json")]
     pub quiet: bool,
     /// One JSON object per pulled image on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Image references; `-` reads them from stdin, one a line.
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// One JSON object per image on stdout.
     #[arg(long)]
     pub json: bool,
     /// Image references; `-` reads them from stdin, one a line.

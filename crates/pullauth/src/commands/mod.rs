@@ -8,6 +8,7 @@ mod pull;
 mod resolve;
 mod serve;
 mod task;
+mod verify;
 
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
@@ -32,6 +33,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(args) => check::run(&args),
         Command::Resolve(args) => resolve::run(&args),
         Command::Pull(args) => pull::run(&args),
+        Command::Verify(args) => verify::run(&args),
         Command::Serve(args) => serve::run(&args),
         Command::Task(command) => task::run(&command),
         Command::Config(command) => config::run(&command),
