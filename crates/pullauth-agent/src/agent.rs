@@ -5,8 +5,9 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use futures_util::{FutureExt, StreamExt};
 use pullauth_config::PullBehavior;
-use pullauth_docker::{Obtained, PullError, PullOptions, RegistryAuth};
+use pullauth_docker::{Obtained, PullError, PullOptions, RegistryAuth, VerifyReport};
 use pullauth_resolve::{Entry, ImageRef, RegistryTable};
 use pullauth_store::model::now_rfc3339;
 use pullauth_store::{PulledWith, Status, Store, StoreError, Task};
@@ -116,6 +117,18 @@ impl std::fmt::Debug for Inner {
     }
 }
 
+/// How many images `POST /v1/verify` asks about at once.
+pub const VERIFY_CONCURRENCY: usize = 4;
+
+/// Why a verification could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error(transparent)]
+    Invalid(#[from] pullauth_resolve::ImageRefError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// Why a submission was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
@@ -206,6 +219,54 @@ impl Agent {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         *slot = Arc::new(settings);
+    }
+
+    /// Verifies, without pulling, that the credentials a pull would use may
+    /// read each of `images` (every image of the known tasks for `None`),
+    /// a few at a time; one report per distinct image, in order.
+    pub async fn verify(
+        &self,
+        images: Option<Vec<String>>,
+    ) -> Result<Vec<VerifyReport>, VerifyError> {
+        let images = match images {
+            Some(images) => images,
+            None => {
+                let mut all: Vec<String> = self
+                    .inner
+                    .store
+                    .tasks()?
+                    .into_iter()
+                    .flat_map(|task| task.containers.into_iter().map(|c| c.image))
+                    .collect();
+                all.sort();
+                all
+            }
+        };
+        let mut seen = std::collections::HashSet::new();
+        let images = images
+            .into_iter()
+            .filter(|image| seen.insert(image.clone()))
+            .map(|image| ImageRef::parse(&image))
+            .collect::<Result<Vec<_>, _>>()?;
+        let settings = self.settings();
+        let puller = &self.inner.puller;
+        // Boxed first: a stream over a borrowing closure is not provably Send.
+        let checks: Vec<futures_util::future::BoxFuture<'_, VerifyReport>> = images
+            .iter()
+            .map(|image| {
+                let entry = settings.table.lookup(image);
+                async move {
+                    let result = puller.verify(image, entry).await;
+                    VerifyReport::new(image, entry, &result)
+                }
+                .boxed()
+            })
+            .collect();
+        let reports = futures_util::stream::iter(checks)
+            .buffered(VERIFY_CONCURRENCY)
+            .collect()
+            .await;
+        Ok(reports)
     }
 
     /// Validates a task definition, records the task, then lets its pulls

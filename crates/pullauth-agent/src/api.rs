@@ -10,10 +10,10 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use crate::agent::{Agent, SubmitError};
+use crate::agent::{Agent, SubmitError, VerifyError};
 
 /// The paths the introspection server answers, as listed on `/`.
 pub const AVAILABLE_COMMANDS: &[&str] = &[
@@ -52,6 +52,7 @@ pub fn introspection(agent: Agent) -> Router {
 pub fn control(agent: Agent) -> Router {
     Router::new()
         .route("/v1/tasks", get(tasks).post(submit))
+        .route("/v1/verify", post(verify))
         .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::max(MAX_TASK_DEFINITION_BYTES))
         .with_state(agent)
@@ -200,6 +201,51 @@ async fn submit(State(agent): State<Agent>, request: Request) -> Response {
             error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "cannot record the task; see the agent log",
+            )
+        }
+    }
+}
+
+/// The body `POST /v1/verify` accepts; an empty body verifies every image
+/// of the known tasks.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifyRequest {
+    images: Vec<String>,
+}
+
+/// Asks each image's registry, through the engine, whether the credentials
+/// a pull would use may read it, without pulling; answers one object per
+/// image, as `pullauth verify --json` prints them.
+async fn verify(State(agent): State<Agent>, request: Request) -> Response {
+    let body = match read_body(request).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let images = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        match serde_json::from_slice::<VerifyRequest>(&body) {
+            Ok(request) => Some(request.images),
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("the body must be {{\"images\": [\"IMAGE\", ...]}} or empty: {e}"),
+                );
+            }
+        }
+    };
+    match agent.verify(images).await {
+        Ok(reports) => json_response(
+            StatusCode::OK,
+            Value::Array(reports.iter().map(|r| r.to_json()).collect()),
+        ),
+        Err(VerifyError::Invalid(e)) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(VerifyError::Store(e)) => {
+            tracing::error!(error = %e, "reading tasks to verify");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot read state; see the agent log",
             )
         }
     }

@@ -6,7 +6,7 @@
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use pullauth_config::PullBehavior;
-use pullauth_docker::{Engine, Obtained, PullError, PullEvent, PullOptions};
+use pullauth_docker::{Engine, Obtained, PullError, PullEvent, PullOptions, Verified};
 use pullauth_resolve::{Entry, ImageRef};
 
 /// Gets images onto the host.
@@ -25,6 +25,14 @@ pub trait Puller: Send + Sync + 'static {
         options: &'a PullOptions,
         progress: &'a mut (dyn FnMut(PullEvent) + Send),
     ) -> BoxFuture<'a, Result<Obtained, PullError>>;
+
+    /// Asks the registry whether `entry`'s credentials may read `image`,
+    /// without pulling it; see [`Engine::verify`].
+    fn verify<'a>(
+        &'a self,
+        image: &'a ImageRef,
+        entry: Option<&'a Entry>,
+    ) -> BoxFuture<'a, Result<Verified, PullError>>;
 }
 
 impl Puller for Engine {
@@ -51,5 +59,13 @@ impl Puller for Engine {
             progress,
         )
         .boxed()
+    }
+
+    fn verify<'a>(
+        &'a self,
+        image: &'a ImageRef,
+        entry: Option<&'a Entry>,
+    ) -> BoxFuture<'a, Result<Verified, PullError>> {
+        Engine::verify(self, image, entry).boxed()
     }
 }

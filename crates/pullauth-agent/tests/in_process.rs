@@ -12,7 +12,7 @@ use futures_util::future::BoxFuture;
 use pullauth_agent::{Agent, Identity, Puller, Settings};
 use pullauth_config::{AuthType, PullBehavior, SecretString};
 use pullauth_docker::{
-    Identity as PullIdentity, Obtained, PullError, PullEvent, PullOptions, PullStatus,
+    Identity as PullIdentity, Obtained, PullError, PullEvent, PullOptions, PullStatus, Verified,
 };
 use pullauth_resolve::{Entry, ImageRef, RegistryTable};
 use pullauth_store::{Status, Store, Task};
@@ -73,6 +73,26 @@ impl FakeEngine {
 impl Puller for FakeEngine {
     fn address(&self) -> &str {
         "fake://engine"
+    }
+
+    fn verify<'a>(
+        &'a self,
+        image: &'a ImageRef,
+        entry: Option<&'a Entry>,
+    ) -> BoxFuture<'a, Result<Verified, PullError>> {
+        let result = match entry {
+            Some(_) => Ok(Verified {
+                digest: Some("sha256:feedface".to_owned()),
+                media_type: None,
+                platforms: vec!["linux/amd64".to_owned()],
+            }),
+            None => Err(PullError::NotFound {
+                registry: image.registry.clone(),
+                image: image.to_string(),
+                detail: "manifest unknown".to_owned(),
+            }),
+        };
+        async move { result }.boxed()
     }
 
     fn obtain<'a>(
@@ -348,4 +368,50 @@ async fn a_task_is_admitted_in_one_write_with_its_containers_pulling() {
     );
     engine.release(2);
     final_task(&agent, &task.arn).await;
+}
+
+#[tokio::test]
+async fn verify_reports_every_known_image_once_or_the_ones_asked_for() {
+    let engine = FakeEngine::new();
+    let agent = start(&engine, settings(&[("r.io", "alice", "pw-never-shown")]), 4);
+    submit(&agent, &["r.io/app:1", "other.io/x:1"]).await;
+    submit(&agent, &["r.io/app:1"]).await;
+
+    let reports: Vec<_> = agent
+        .verify(None)
+        .await
+        .expect("verified")
+        .iter()
+        .map(|r| r.to_json())
+        .collect();
+    assert_eq!(reports.len(), 2, "{reports:?}");
+    assert_eq!(reports[0]["image"], "other.io/x:1");
+    assert_eq!(reports[0]["result"], "not_found");
+    assert!(reports[0]["key"].is_null());
+    assert_eq!(reports[1]["image"], "r.io/app:1");
+    assert_eq!(reports[1]["result"], "accepted");
+    assert_eq!(reports[1]["key"], "r.io");
+    assert_eq!(reports[1]["username"], "alice");
+    assert_eq!(reports[1]["digest"], "sha256:feedface");
+    assert!(!format!("{reports:?}").contains("pw-never-shown"));
+
+    let asked = agent
+        .verify(Some(vec!["r.io/b:2".to_owned(), "r.io/b:2".to_owned()]))
+        .await
+        .expect("verified");
+    assert_eq!(asked.len(), 1);
+    assert_eq!(asked[0].image, "r.io/b:2");
+
+    let bad = agent.verify(Some(vec!["Bad//Ref".to_owned()])).await;
+    assert!(
+        matches!(bad, Err(pullauth_agent::agent::VerifyError::Invalid(_))),
+        "{bad:?}"
+    );
+    // verify pulled nothing: only the three submitted containers' pulls.
+    assert!(
+        engine.calls().iter().all(|c| c.image != "r.io/b:2"),
+        "{:?}",
+        engine.calls()
+    );
+    engine.release(8);
 }
