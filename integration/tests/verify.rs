@@ -246,3 +246,47 @@ fn invalid_reference_is_a_usage_error() {
     out.assert_code(2);
     assert!(out.stdout.trim().is_empty(), "{}", out.stdout);
 }
+
+// Proves the agent's POST /v1/verify answers the same objects as the CLI,
+// for the images asked for and for its known tasks (none here: `[]`),
+// refuses a malformed body with 400, pulls nothing and prints no secret.
+#[test]
+fn agent_verify_answers_one_object_per_image() {
+    use pullauth_integration::agent::{AgentSpec, docker_auth_config};
+    let h = Harness::get();
+    let (image, digest) = pushed(&fresh("agent"), "v1");
+    let missing = image.replace(":v1", ":never-pushed");
+    let password = h.alpha.password("alice");
+    let spec = AgentSpec::new().env_file_text(&docker_auth_config(
+        &[(&h.alpha.addr(), "alice", password)],
+        &[],
+    ));
+    let agent = spec.start();
+
+    let body = json!({ "images": [image, missing] }).to_string();
+    let response = agent.control("POST", "/v1/verify", body.as_bytes());
+    assert_eq!(response.status, 200, "{}", response.text());
+    let answer = response.json();
+    let lines = answer.as_array().expect("an array");
+    assert_eq!(lines.len(), 2, "{answer}");
+    assert_eq!(lines[0]["result"], "accepted", "{answer}");
+    assert_eq!(lines[0]["digest"], digest.as_str(), "{answer}");
+    assert_eq!(lines[0]["username"], "alice", "{answer}");
+    assert_eq!(lines[1]["result"], "not_found", "{answer}");
+    assert!(!response.text().contains(password));
+
+    let none = agent.control("POST", "/v1/verify", b"");
+    assert_eq!(none.status, 200, "{}", none.text());
+    assert_eq!(none.json(), json!([]));
+
+    let bad = agent.control("POST", "/v1/verify", br#"{"images": ["Bad//Ref"]}"#);
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    let garbled = agent.control("POST", "/v1/verify", b"{not json");
+    assert_eq!(garbled.status, 400, "{}", garbled.text());
+
+    assert_eq!(h.local_image_id(&image), None, "verify pulled {image}");
+    assert!(
+        !spec.logs().contains(password),
+        "the agent logged the password"
+    );
+}
