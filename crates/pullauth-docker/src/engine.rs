@@ -608,11 +608,20 @@ impl Engine {
                 VERIFY_TIMEOUT.as_secs()
             ),
         };
-        let mut result = within(VERIFY_TIMEOUT, async { Ok(inspect().await) }, timed_out).await?;
-        if matches!(&result, Err(e) if is_version_refused(e)) {
+        let mut result = within(VERIFY_TIMEOUT, async { Ok(inspect().await) }, timed_out).await;
+        if matches!(&result, Ok(Err(e)) if is_version_refused(e)) {
             self.negotiate().await?;
-            result = within(VERIFY_TIMEOUT, async { Ok(inspect().await) }, timed_out).await?;
+            result = within(VERIFY_TIMEOUT, async { Ok(inspect().await) }, timed_out).await;
         }
+        let result = match result {
+            // Silence may be a wedged engine rather than a slow registry:
+            // an engine that cannot answer a ping is the one to blame.
+            Err(slow_registry) => {
+                self.ping().await?;
+                return Err(slow_registry);
+            }
+            Ok(result) => result,
+        };
         match result {
             Ok(answer) => Ok(Verified {
                 digest: answer.descriptor.digest,
