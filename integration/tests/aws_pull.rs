@@ -7,7 +7,9 @@
 
 use std::sync::OnceLock;
 
-use pullauth_integration::agent::{AgentSpec, random_token, scratch_dir, secret_needles};
+use pullauth_integration::agent::{
+    AgentSpec, metric_value, random_token, scratch_dir, secret_needles,
+};
 use pullauth_integration::{Harness, Moto, Registry, pullauth_command};
 use serde_json::{Value, json};
 
@@ -102,6 +104,7 @@ fn task_secret_pulls_as_its_user_and_bad_secrets_stop_the_container() {
         "family": "aws",
         "containerDefinitions": [
             with_secret("good", &image, &good),
+            with_secret("good-again", &image, &good),
             with_secret("missing", &image, &missing),
             with_secret("nopass", &image, &no_password),
         ]
@@ -131,8 +134,25 @@ fn task_secret_pulls_as_its_user_and_bad_secrets_stop_the_container() {
         assert!(message.contains(problem), "{name}: {message}");
     }
 
+    assert_eq!(
+        container(&task, "good-again")["KnownStatus"],
+        "PULLED",
+        "{task:#}"
+    );
+
     let tasks = agent.get("/v1/tasks").text();
     let metrics = agent.metrics();
+    // Each distinct secret of the task is fetched once: three, not four.
+    assert_eq!(
+        metric_value(&metrics, "pullauth_aws_secret_fetches_total"),
+        Some(3.0),
+        "{metrics}"
+    );
+    assert!(
+        metric_value(&metrics, "pullauth_aws_failures_total{class=\"not_found\"}")
+            .is_some_and(|n| n >= 1.0),
+        "{metrics}"
+    );
     assert_clean("/v1/tasks", tasks.as_bytes(), &password);
     assert_clean("/metrics", metrics.as_bytes(), &password);
     let state = std::fs::read(spec.state_file().expect("data dir")).expect("state file");
