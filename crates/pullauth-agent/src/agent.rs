@@ -1,11 +1,13 @@
 //! The agent's core: tasks in the store, pulls with single flight and a
 //! concurrency bound, and the live settings that SIGHUP swaps.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt, StreamExt};
+use pullauth_aws::{AwsOptions, RoleArn};
 use pullauth_config::PullBehavior;
 use pullauth_docker::{Obtained, PullError, PullOptions, RegistryAuth, VerifyReport};
 use pullauth_resolve::{Entry, ImageRef, RegistryTable};
@@ -13,6 +15,7 @@ use pullauth_store::model::now_rfc3339;
 use pullauth_store::{PulledWith, Status, Store, StoreError, Task};
 use tokio::sync::Semaphore;
 
+use crate::credentials::Provider;
 use crate::metrics::Metrics;
 use crate::puller::Puller;
 use crate::single_flight::{Gate, Share, SingleFlight};
@@ -90,6 +93,20 @@ struct Ticket {
     share: Share<Pulled>,
 }
 
+/// What a container waits for: its share of a pull, or the reason it
+/// cannot pull (its credentials could not be provided).
+enum Prepared {
+    Ticket(Ticket),
+    Failed(Failed),
+}
+
+/// A container that cannot pull: the source it tried and why not.
+#[derive(Debug, Clone)]
+struct Failed {
+    with: PulledWith,
+    message: String,
+}
+
 /// A handle to the running agent; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Agent {
@@ -99,6 +116,7 @@ pub struct Agent {
 struct Inner {
     store: Store,
     puller: Arc<dyn Puller>,
+    provider: Arc<Provider>,
     settings: RwLock<Arc<Settings>>,
     metrics: Metrics,
     identity: Identity,
@@ -141,6 +159,7 @@ pub enum SubmitError {
 impl Agent {
     /// Builds the agent and resumes every pull the store says was not
     /// finished (after a restart or a crash). Must run inside a Tokio runtime.
+    /// AWS sources use the default chain, loaded on first use.
     pub fn start(
         store: Store,
         puller: Arc<dyn Puller>,
@@ -148,12 +167,33 @@ impl Agent {
         identity: Identity,
         max_concurrent_pulls: usize,
     ) -> Result<Agent, StoreError> {
+        let provider = Arc::new(Provider::lazy(AwsOptions::default()));
+        Agent::start_with_provider(
+            store,
+            puller,
+            settings,
+            identity,
+            max_concurrent_pulls,
+            provider,
+        )
+    }
+
+    /// [`Agent::start`] with the credential `provider` to use.
+    pub fn start_with_provider(
+        store: Store,
+        puller: Arc<dyn Puller>,
+        settings: Settings,
+        identity: Identity,
+        max_concurrent_pulls: usize,
+        provider: Arc<Provider>,
+    ) -> Result<Agent, StoreError> {
         let metrics = Metrics::new();
         metrics.registry_keys.set(settings.table.len() as i64);
         let agent = Agent {
             inner: Arc::new(Inner {
                 store,
                 puller,
+                provider,
                 settings: RwLock::new(Arc::new(settings)),
                 metrics,
                 identity,
@@ -166,10 +206,26 @@ impl Agent {
             for (index, container) in task.containers.iter().enumerate() {
                 if !container.known_status.is_final() {
                     resumed += 1;
-                    // Tickets first, so that resumed containers of one image share a pull.
-                    let ticket = ImageRef::parse(&container.image)
-                        .ok()
-                        .map(|image| agent.ticket(image, &agent.settings(), false).0);
+                    // Tickets first, so that resumed containers of one image
+                    // share a pull. Containers whose credentials come from
+                    // AWS get theirs when they run (fetched again: nothing
+                    // fetched is stored).
+                    let settings = agent.settings();
+                    let ticket = ImageRef::parse(&container.image).ok().and_then(|image| {
+                        let source = settings.table.source(
+                            &image,
+                            container.credentials_parameter.as_deref(),
+                            agent.inner.provider.ecr_enabled(),
+                        );
+                        let entry = match source {
+                            pullauth_resolve::Source::Static(entry) => Some(entry.clone()),
+                            pullauth_resolve::Source::Anonymous => None,
+                            _ => return None,
+                        };
+                        Some(Prepared::Ticket(
+                            agent.ticket(image, entry, &settings, false).0,
+                        ))
+                    });
                     agent.spawn_container(task.arn.clone(), index, ticket, true);
                 }
             }
@@ -195,6 +251,76 @@ impl Agent {
 
     pub fn identity(&self) -> &Identity {
         &self.inner.identity
+    }
+
+    /// The credential provider (its AWS client, once built, holds the ECR
+    /// tokens in use and the AWS counters).
+    pub fn provider(&self) -> &Provider {
+        &self.inner.provider
+    }
+
+    /// The credentials `image` pulls with under `settings`: the source by
+    /// precedence (task secret, key, ECR, anonymous), provided now.
+    async fn provide(
+        &self,
+        image: &ImageRef,
+        secret: Option<&str>,
+        role: Option<&RoleArn>,
+        settings: &Settings,
+    ) -> Result<Option<Entry>, Failed> {
+        let provider = &self.inner.provider;
+        let source = settings.table.source(image, secret, provider.ecr_enabled());
+        provider
+            .provide(image, &source, role)
+            .await
+            .map_err(|e| {
+                self.inner.metrics.failed("credentials");
+                tracing::warn!(image = %image, source = %e.from, error = %e.error, "could not provide credentials");
+                Failed {
+                    with: PulledWith {
+                        registry_key: Some(e.from.clone()),
+                        username: None,
+                    },
+                    message: e.to_string(),
+                }
+            })
+    }
+
+    /// [`Agent::provide`] for every container of `task`, each distinct
+    /// secret fetched once; `None` for a container whose image is invalid.
+    async fn provide_task(
+        &self,
+        task: &Task,
+        settings: &Settings,
+    ) -> Vec<Option<(ImageRef, Result<Option<Entry>, Failed>)>> {
+        let role = task
+            .execution_role_arn
+            .as_deref()
+            .and_then(|arn| RoleArn::parse(arn).ok());
+        let mut secrets: HashMap<&str, Result<Option<Entry>, Failed>> = HashMap::new();
+        let mut out = Vec::with_capacity(task.containers.len());
+        for container in &task.containers {
+            let Ok(image) = ImageRef::parse(&container.image) else {
+                out.push(None);
+                continue;
+            };
+            let secret = container.credentials_parameter.as_deref();
+            let provided = match secret {
+                Some(secret) => match secrets.get(secret) {
+                    Some(done) => done.clone(),
+                    None => {
+                        let done = self
+                            .provide(&image, Some(secret), role.as_ref(), settings)
+                            .await;
+                        secrets.insert(secret, done.clone());
+                        done
+                    }
+                },
+                None => self.provide(&image, None, role.as_ref(), settings).await,
+            };
+            out.push(Some((image, provided)));
+        }
+        out
     }
 
     /// The settings pulls use now.
@@ -280,16 +406,23 @@ impl Agent {
     pub async fn submit(&self, body: &[u8]) -> Result<Task, SubmitError> {
         let mut task = taskdef::parse(body, taskdef::new_arn(&self.inner.identity.cluster))?;
         let settings = self.settings();
+        // Credentials first: the pull's identity (and so whom it may be
+        // shared with) is what was provided.
+        let provided = self.provide_task(&task, &settings).await;
         let mut gates = Vec::new();
-        let tickets: Vec<Option<Ticket>> = task
-            .containers
-            .iter()
-            .map(|container| {
-                // taskdef::parse has validated every image.
-                let image = ImageRef::parse(&container.image).ok()?;
-                let (ticket, gate) = self.ticket(image, &settings, true);
-                gates.extend(gate);
-                Some(ticket)
+        let tickets: Vec<Option<Prepared>> = provided
+            .into_iter()
+            // taskdef::parse has validated every image.
+            .map(|provided| {
+                let (image, entry) = provided?;
+                Some(match entry {
+                    Ok(entry) => {
+                        let (ticket, gate) = self.ticket(image, entry, &settings, true);
+                        gates.extend(gate);
+                        Prepared::Ticket(ticket)
+                    }
+                    Err(failed) => Prepared::Failed(failed),
+                })
             })
             .collect();
         for container in &mut task.containers {
@@ -317,7 +450,7 @@ impl Agent {
         Ok(task)
     }
 
-    fn spawn_container(&self, arn: String, index: usize, ticket: Option<Ticket>, resumed: bool) {
+    fn spawn_container(&self, arn: String, index: usize, ticket: Option<Prepared>, resumed: bool) {
         let agent = self.clone();
         tokio::spawn(async move {
             if let Err(err) = agent.run_container(&arn, index, ticket, resumed).await {
@@ -333,10 +466,10 @@ impl Agent {
         &self,
         arn: &str,
         index: usize,
-        ticket: Option<Ticket>,
+        ticket: Option<Prepared>,
         resumed: bool,
     ) -> Result<(), StoreError> {
-        let image_name = if resumed {
+        let resumed_task = if resumed {
             let owned_arn = arn.to_owned();
             let started = self
                 .with_store(move |store| {
@@ -350,22 +483,46 @@ impl Agent {
             let Some(task) = started else {
                 return Ok(());
             };
-            task.containers[index].image.clone()
+            Some(task)
         } else {
-            String::new()
+            None
         };
-        let ticket = match ticket {
-            Some(ticket) => Ok(ticket),
-            None => ImageRef::parse(&image_name)
-                .map(|image| self.ticket(image, &self.settings(), false).0)
-                .map_err(|e| e.to_string()),
+        let ticket = match (ticket, resumed_task) {
+            (Some(ticket), _) => ticket,
+            (None, Some(task)) => {
+                let container = &task.containers[index];
+                match ImageRef::parse(&container.image) {
+                    Ok(image) => {
+                        let settings = self.settings();
+                        let role = task
+                            .execution_role_arn
+                            .as_deref()
+                            .and_then(|arn| RoleArn::parse(arn).ok());
+                        let secret = container.credentials_parameter.as_deref();
+                        match self.provide(&image, secret, role.as_ref(), &settings).await {
+                            Ok(entry) => {
+                                Prepared::Ticket(self.ticket(image, entry, &settings, false).0)
+                            }
+                            Err(failed) => Prepared::Failed(failed),
+                        }
+                    }
+                    Err(e) => Prepared::Failed(Failed {
+                        with: PulledWith::default(),
+                        message: e.to_string(),
+                    }),
+                }
+            }
+            (None, None) => Prepared::Failed(Failed {
+                with: PulledWith::default(),
+                message: "the container's image is not valid".to_owned(),
+            }),
         };
         let (with, outcome) = match ticket {
-            Ok(ticket) => {
+            Prepared::Ticket(ticket) => {
                 let pulled = ticket.share.value().await;
                 (pulled.with, Ok((ticket.image, pulled.result)))
             }
-            Err(message) => (PulledWith::default(), Err(message)),
+            Prepared::Failed(Failed { with, message }) => (with, Err(message)),
         };
         let now = now_rfc3339();
         let (status, image_id, pull_error, recorded_image) = match outcome {
@@ -425,15 +582,16 @@ impl Agent {
         }
     }
 
-    /// Joins the pull `image` needs under `settings`, or starts one. When
-    /// `gated`, a started pull waits for the returned gate.
+    /// Joins the pull of `image` with the provided `entry` under
+    /// `settings`, or starts one. When `gated`, a started pull waits for
+    /// the returned gate.
     fn ticket(
         &self,
         image: ImageRef,
+        entry: Option<Entry>,
         settings: &Settings,
         gated: bool,
     ) -> (Ticket, Option<Gate<FlightKey, Pulled>>) {
-        let entry = settings.table.lookup(&image).cloned();
         let with = PulledWith {
             registry_key: entry.as_ref().map(|e| e.key.written.clone()),
             username: entry.as_ref().and_then(|e| e.credentials.username.clone()),

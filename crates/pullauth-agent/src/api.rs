@@ -127,7 +127,27 @@ async fn registries(State(agent): State<Agent>) -> Response {
             })
         })
         .collect();
-    json_response(StatusCode::OK, json!({ "Registries": list }))
+    // ECR registries with a token in the cache: until when, never the token.
+    let ecr: Vec<Value> = agent
+        .provider()
+        .aws_if_built()
+        .map(|aws| aws.ecr_tokens_in_use())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|token| {
+            json!({
+                "Registry": token.registry.host,
+                "Source": pullauth_resolve::ecr_label(&token.registry),
+                "Principal": token.principal.to_string(),
+                "Endpoint": token.endpoint,
+                "TokenExpiresAt": humantime::format_rfc3339_seconds(token.expires_at).to_string(),
+            })
+        })
+        .collect();
+    json_response(
+        StatusCode::OK,
+        json!({ "Registries": list, "EcrRegistries": ecr }),
+    )
 }
 
 /// 200 while the agent can record state; 503 while state writes fail
@@ -148,7 +168,13 @@ async fn metrics(State(agent): State<Agent>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        agent.metrics().render(),
+        agent.metrics().render_with_aws(
+            agent
+                .provider()
+                .aws_if_built()
+                .map(|aws| aws.counters())
+                .as_ref(),
+        ),
     )
         .into_response()
 }

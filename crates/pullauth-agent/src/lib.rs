@@ -11,6 +11,8 @@
 //!   engine pull however many tasks ask for it.
 //! - [`cleanup`]: removes finished tasks after
 //!   `ECS_ENGINE_TASK_CLEANUP_WAIT_DURATION`, so that the state stays bounded.
+//! - [`credentials`]: the provider that turns a credential source (task
+//!   secret, key, ECR, anonymous) into what a pull sends, just before it.
 //! - [`taskdef`]: task definition validation; [`metrics`]: Prometheus.
 //! - [`watch`]: reloads serialized with SIGHUP, triggered by changes to the
 //!   configuration files (watched by directory, debounced, by content).
@@ -19,6 +21,7 @@ pub mod agent;
 pub mod api;
 pub mod cleanup;
 pub mod control_socket;
+pub mod credentials;
 pub mod metrics;
 pub mod puller;
 pub mod server;

@@ -128,6 +128,67 @@ impl Metrics {
         let _ = encode(&mut out, &self.registry);
         out
     }
+
+    /// [`Metrics::render`] plus the AWS counters (all zero while no pull
+    /// has needed AWS): counts and failure classes only, never a value.
+    pub fn render_with_aws(&self, aws: Option<&pullauth_aws::CountersSnapshot>) -> String {
+        use std::fmt::Write as _;
+        let text = self.render();
+        let mut out = text.strip_suffix("# EOF\n").unwrap_or(&text).to_owned();
+        let get = |f: fn(&pullauth_aws::CountersSnapshot) -> u64| aws.map_or(0, f);
+        let counters: [(&str, &str, u64); 6] = [
+            (
+                "ecr_token_fetches",
+                "ecr:GetAuthorizationToken calls started.",
+                get(|c| c.ecr_token_fetches),
+            ),
+            (
+                "ecr_cache_hits",
+                "ECR credentials served from the cache.",
+                get(|c| c.ecr_cache_hits),
+            ),
+            (
+                "ecr_stale_served",
+                "Cached ECR tokens served because their refresh failed.",
+                get(|c| c.ecr_stale_served),
+            ),
+            (
+                "role_assumptions",
+                "sts:AssumeRole calls started.",
+                get(|c| c.role_assumptions),
+            ),
+            (
+                "secret_fetches",
+                "secretsmanager:GetSecretValue calls started.",
+                get(|c| c.secret_fetches),
+            ),
+            (
+                "object_fetches",
+                "s3:GetObject calls started.",
+                get(|c| c.object_fetches),
+            ),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(out, "# HELP pullauth_aws_{name} {help}");
+            let _ = writeln!(out, "# TYPE pullauth_aws_{name} counter");
+            let _ = writeln!(out, "pullauth_aws_{name}_total {value}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP pullauth_aws_failures Failed AWS calls, by class."
+        );
+        let _ = writeln!(out, "# TYPE pullauth_aws_failures counter");
+        for class in pullauth_aws::ErrorClass::ALL {
+            let value = aws.map_or(0, |c| c.failures_of(class));
+            let _ = writeln!(
+                out,
+                "pullauth_aws_failures_total{{class=\"{}\"}} {value}",
+                class.name()
+            );
+        }
+        out.push_str("# EOF\n");
+        out
+    }
 }
 
 #[cfg(test)]
@@ -144,6 +205,24 @@ mod tests {
                 "{series} missing from:\n{text}"
             );
         }
+    }
+
+    #[test]
+    fn aws_counters_are_exported_before_aws_is_used() {
+        let text = Metrics::new().render_with_aws(None);
+        for series in [
+            "pullauth_aws_ecr_token_fetches_total 0",
+            "pullauth_aws_ecr_cache_hits_total 0",
+            "pullauth_aws_secret_fetches_total 0",
+            "pullauth_aws_failures_total{class=\"access_denied\"} 0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == series),
+                "{series} missing from:\n{text}"
+            );
+        }
+        assert!(text.ends_with("# EOF\n"));
+        assert_eq!(text.matches("# EOF").count(), 1);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! field (`containerDefinitions[1].image`) and none quotes a value: task
 //! definitions may carry environment variables with secrets in them.
 
+use pullauth_aws::RoleArn;
 use pullauth_resolve::ImageRef;
 use pullauth_store::{Container, Task};
 use serde_json::Value;
@@ -99,9 +100,52 @@ pub fn parse(body: &[u8], arn: String) -> Result<Task, TaskDefError> {
             Some(Value::Bool(b)) => *b,
             Some(_) => return Err(err(at("essential"), "must be true or false")),
         };
-        containers.push(Container::new(name, image, essential));
+        let credentials_parameter = match definition.get("repositoryCredentials") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(credentials)) => match credentials.get("credentialsParameter") {
+                Some(Value::String(p)) if !p.trim().is_empty() => Some(p.clone()),
+                Some(Value::String(_)) => {
+                    return Err(err(
+                        at("repositoryCredentials.credentialsParameter"),
+                        "must not be empty",
+                    ));
+                }
+                Some(_) => {
+                    return Err(err(
+                        at("repositoryCredentials.credentialsParameter"),
+                        "must be a string (the ARN or name of a Secrets Manager secret)",
+                    ));
+                }
+                None => {
+                    return Err(err(
+                        at("repositoryCredentials.credentialsParameter"),
+                        "is required when repositoryCredentials is given",
+                    ));
+                }
+            },
+            Some(_) => return Err(err(at("repositoryCredentials"), "must be an object")),
+        };
+        let mut container = Container::new(name, image, essential);
+        container.credentials_parameter = credentials_parameter;
+        containers.push(container);
     }
-    Ok(Task::new(arn, family, containers))
+    let execution_role_arn = match def.get("executionRoleArn") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(arn)) => {
+            // The message quotes the ARN: a role ARN is not a secret.
+            RoleArn::parse(arn).map_err(|e| err("executionRoleArn", e.to_string()))?;
+            Some(arn.clone())
+        }
+        Some(_) => {
+            return Err(err(
+                "executionRoleArn",
+                "must be a string (an IAM role ARN)",
+            ));
+        }
+    };
+    let mut task = Task::new(arn, family, containers);
+    task.execution_role_arn = execution_role_arn;
+    Ok(task)
 }
 
 /// A new task ARN in the ECS format.
@@ -134,6 +178,27 @@ mod tests {
         assert!(task.containers[0].essential);
         assert!(!task.containers[1].essential);
         assert_eq!(task.known_status, pullauth_store::Status::None);
+    }
+
+    #[test]
+    fn repository_credentials_and_execution_role() {
+        let task = parse_str(
+            r#"{"family":"f","executionRoleArn":"arn:aws:iam::123456789012:role/exec",
+                "containerDefinitions":[
+                {"name":"a","image":"busybox","repositoryCredentials":
+                    {"credentialsParameter":"arn:aws:secretsmanager:us-east-1:123456789012:secret:reg-AbCdEf"}},
+                {"name":"b","image":"busybox"}]}"#,
+        )
+        .expect("valid");
+        assert_eq!(
+            task.execution_role_arn.as_deref(),
+            Some("arn:aws:iam::123456789012:role/exec")
+        );
+        assert_eq!(
+            task.containers[0].credentials_parameter.as_deref(),
+            Some("arn:aws:secretsmanager:us-east-1:123456789012:secret:reg-AbCdEf")
+        );
+        assert_eq!(task.containers[1].credentials_parameter, None);
     }
 
     #[test]
@@ -174,6 +239,30 @@ mod tests {
             (
                 r#"{"family":"f","containerDefinitions":[{"name":"a","image":"busybox","essential":"yes"}]}"#,
                 "containerDefinitions[0].essential",
+            ),
+            (
+                r#"{"family":"f","containerDefinitions":[{"name":"a","image":"busybox","repositoryCredentials":"x"}]}"#,
+                "containerDefinitions[0].repositoryCredentials",
+            ),
+            (
+                r#"{"family":"f","containerDefinitions":[{"name":"a","image":"busybox","repositoryCredentials":{}}]}"#,
+                "containerDefinitions[0].repositoryCredentials.credentialsParameter",
+            ),
+            (
+                r#"{"family":"f","containerDefinitions":[{"name":"a","image":"busybox"},{"name":"b","image":"busybox","repositoryCredentials":{"credentialsParameter":7}}]}"#,
+                "containerDefinitions[1].repositoryCredentials.credentialsParameter",
+            ),
+            (
+                r#"{"family":"f","containerDefinitions":[{"name":"a","image":"busybox","repositoryCredentials":{"credentialsParameter":" "}}]}"#,
+                "containerDefinitions[0].repositoryCredentials.credentialsParameter",
+            ),
+            (
+                r#"{"family":"f","executionRoleArn":"arn:aws:iam::123:role/x","containerDefinitions":[{"name":"a","image":"busybox"}]}"#,
+                "executionRoleArn",
+            ),
+            (
+                r#"{"family":"f","executionRoleArn":5,"containerDefinitions":[{"name":"a","image":"busybox"}]}"#,
+                "executionRoleArn",
             ),
         ];
         for (body, field) in cases {

@@ -49,6 +49,10 @@ pub const LOG_LEVEL: &str = "ECS_LOGLEVEL";
 /// One of [`LogFormat`].
 pub const LOG_FORMAT: &str = "ECS_LOG_OUTPUT_FORMAT";
 
+/// `on` (default) or `off`: whether images on Amazon ECR registry hosts get
+/// automatic ECR credentials when no other source applies.
+pub const ECR: &str = "PULLAUTH_ECR";
+
 /// The cluster the agent reports when `ECS_CLUSTER` is unset, as the ECS agent does.
 pub const DEFAULT_CLUSTER: &str = "default";
 /// The ECS agent's default for `ECS_IMAGE_PULL_TIMEOUT`.
@@ -605,6 +609,27 @@ pub struct Config {
     pub task_cleanup_wait: Setting<Duration>,
     pub log_level: Setting<LogLevel>,
     pub log_format: Setting<LogFormat>,
+    /// `PULLAUTH_ECR`: automatic ECR credentials for ECR hosts (default on).
+    pub ecr: Setting<bool>,
+}
+
+/// `on`/`off` (also `true`/`false`, `1`/`0`), for switches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Switch(bool);
+
+impl Switch {
+    const ALLOWED: &'static str = "on or off";
+}
+
+impl FromStr for Switch {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Switch, ()> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "on" | "true" | "1" => Ok(Switch(true)),
+            "off" | "false" | "0" => Ok(Switch(false)),
+            _ => Err(()),
+        }
+    }
 }
 
 impl Config {
@@ -634,6 +659,14 @@ impl Config {
             task_cleanup_wait: sources.duration(TASK_CLEANUP_WAIT, DEFAULT_TASK_CLEANUP_WAIT)?,
             log_level: sources.parsed(LOG_LEVEL, LogLevel::ALLOWED, LogLevel::Info)?,
             log_format: sources.parsed(LOG_FORMAT, LogFormat::ALLOWED, LogFormat::Logfmt)?,
+            ecr: {
+                let Setting { value, origin } =
+                    sources.parsed(ECR, Switch::ALLOWED, Switch(true))?;
+                Setting {
+                    value: value.0,
+                    origin,
+                }
+            },
         })
     }
 }
@@ -671,6 +704,21 @@ mod tests {
         );
         assert_eq!(config.pull_timeout.origin, Origin::Default);
         assert!(config.data_dir.is_none());
+    }
+
+    #[rstest]
+    #[case::default("", true)]
+    #[case::off("PULLAUTH_ECR=off", false)]
+    #[case::false_("PULLAUTH_ECR=false", false)]
+    #[case::on("PULLAUTH_ECR=ON", true)]
+    fn ecr_switch(#[case] file: &str, #[case] on: bool) {
+        assert_eq!(load(file, &[]).expect("valid").ecr.value, on);
+    }
+
+    #[test]
+    fn ecr_switch_rejects_other_values() {
+        let e = load("PULLAUTH_ECR=maybe", &[]).expect_err("invalid");
+        assert!(e.to_string().contains("PULLAUTH_ECR"), "{e}");
     }
 
     #[test]

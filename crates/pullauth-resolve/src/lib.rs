@@ -5,6 +5,8 @@
 //! - [`key`] normalizes the keys of that map into a host and a namespace.
 //! - [`image`] parses image references with Docker's grammar.
 //! - [`ecr`] recognizes Amazon ECR registry hosts (account, region, FIPS).
+//! - [`source`] picks where an image's credentials come from (task secret,
+//!   key, ECR, anonymous), by a documented precedence.
 //! - [`table`] indexes the keys by host and answers lookups in time that does
 //!   not depend on how many keys are configured.
 //! - [`docker_config`] turns a Docker `config.json` into `ECS_ENGINE_AUTH_DATA`.
@@ -20,6 +22,7 @@ pub mod ecr;
 pub mod explain;
 pub mod image;
 pub mod key;
+pub mod source;
 pub mod table;
 
 pub use authdata::{AuthDataError, AuthEntry};
@@ -28,6 +31,7 @@ pub use ecr::{EcrRegistry, NotEcr};
 pub use explain::{Explanation, KeyVerdict, Reason};
 pub use image::{ImageRef, ImageRefError};
 pub use key::{DOCKER_HUB, HostPattern, KeyError, RegistryKey, USERINFO_REDACTED, masked};
+pub use source::{Source, ecr_label};
 pub use table::{Entry, RegistryTable, Resolution};
 
 #[cfg(test)]

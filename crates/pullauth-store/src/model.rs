@@ -43,6 +43,11 @@ pub struct Container {
     /// The username presented, if any.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub username: Option<String>,
+    /// `repositoryCredentials.credentialsParameter`: the ARN or name of the
+    /// Secrets Manager secret the pull's credentials come from. Only the
+    /// name is kept; the value is fetched again for every pull.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub credentials_parameter: Option<String>,
 }
 
 impl Container {
@@ -57,6 +62,7 @@ impl Container {
             pull_error: None,
             registry_key: None,
             username: None,
+            credentials_parameter: None,
         }
     }
 }
@@ -74,6 +80,14 @@ pub struct Task {
     /// RFC 3339 time the last pull ended.
     pub pull_stopped_at: Option<String>,
     pub containers: Vec<Container>,
+    /// `executionRoleArn`: the role whose credentials fetch the task's
+    /// secrets and ECR tokens (the agent's own credentials when absent).
+    #[serde(
+        rename = "ExecutionRoleArn",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
+    pub execution_role_arn: Option<String>,
 }
 
 impl Task {
@@ -87,6 +101,7 @@ impl Task {
             pull_started_at: None,
             pull_stopped_at: None,
             containers,
+            execution_role_arn: None,
         };
         task.recompute_status();
         task

@@ -142,6 +142,15 @@ pub struct PullArgs {
     /// One JSON object per pulled image on stdout.
     #[arg(long)]
     pub json: bool,
+    /// A Secrets Manager secret (ARN or name) holding {"username","password"}
+    /// for every image, as a container's repositoryCredentials does: it
+    /// beats ECS_ENGINE_AUTH_DATA and ECR.
+    #[arg(long, value_name = "SECRET")]
+    pub repository_credentials: Option<String>,
+    /// The IAM role (ARN) whose credentials fetch the secret and ECR tokens,
+    /// as a task's executionRoleArn (default: the AWS default chain).
+    #[arg(long, value_name = "ROLE_ARN")]
+    pub execution_role: Option<String>,
     /// Image references; `-` reads them from stdin, one a line.
     #[arg(required = true, value_name = "IMAGE")]
     pub images: Vec<String>,

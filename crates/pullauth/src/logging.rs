@@ -26,7 +26,15 @@ pub fn init(level: LogLevel, format: LogFormat) {
         .with_target("pullauth_resolve", ours)
         .with_target("pullauth_docker", ours)
         .with_target("pullauth_store", ours)
-        .with_target("pullauth_agent", ours);
+        .with_target("pullauth_agent", ours)
+        .with_target("pullauth_aws", ours);
+    // The AWS SDK prints ECR tokens at trace: its targets stay capped at
+    // warn like every library, whatever ECS_LOGLEVEL says.
+    let filter = pullauth_aws::SDK_LOG_TARGETS
+        .iter()
+        .fold(filter, |filter, target| {
+            filter.with_target(*target, libraries)
+        });
     let registry = tracing_subscriber::registry().with(filter);
     let _ = match format {
         LogFormat::Json => registry

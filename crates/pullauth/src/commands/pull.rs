@@ -3,6 +3,8 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
+use pullauth_agent::credentials::Provider;
+use pullauth_aws::{AwsOptions, RoleArn};
 use pullauth_config::PullBehavior;
 use pullauth_docker::{Engine, Obtained, PullOptions, RetryPolicy};
 use pullauth_resolve::{Entry, ImageRef};
@@ -20,6 +22,9 @@ struct Line<'a> {
     image: &'a str,
     digest: Option<&'a str>,
     key: Option<&'a str>,
+    /// Where the credentials came from (`anonymous`, `key "..."`,
+    /// `secretsmanager <ARN>`, `ecr account X region Y`).
+    source: &'a str,
     username: Option<&'a str>,
     status: &'a str,
     seconds: f64,
@@ -43,6 +48,18 @@ pub fn run(args: &PullArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|i| ImageRef::parse(i))
         .collect::<Result<Vec<_>, _>>()?;
+    let role = args
+        .execution_role
+        .as_deref()
+        .map(RoleArn::parse)
+        .transpose()
+        .context("--execution-role")?;
+    let secret = args.repository_credentials.as_deref();
+    // AWS is loaded only if a pull needs it.
+    let provider = Provider::lazy(AwsOptions {
+        ecr: config.ecr.value,
+        ..AwsOptions::default()
+    });
     let behavior = args
         .pull_behavior
         .map_or(config.pull_behavior.value, PullBehavior::from);
@@ -72,14 +89,32 @@ pub fn run(args: &PullArgs) -> anyhow::Result<ExitCode> {
         .context("starting the async runtime")?;
     runtime.block_on(async {
         let engine = Engine::connect(None).await?;
-        let with_credentials = images.iter().filter(|i| table.lookup(i).is_some()).count();
+        let with_credentials = images
+            .iter()
+            .filter(|i| {
+                !matches!(
+                    table.source(i, secret, provider.ecr_enabled()),
+                    pullauth_resolve::Source::Anonymous
+                )
+            })
+            .count();
         engine.check_credentials_safe(with_credentials)?;
         // A wedged engine fails here within seconds, not after the
         // inactivity timeout of the first pull.
         engine.ping().await?;
         let mut failed = 0;
         for image in &images {
-            let entry = table.lookup(image);
+            let source = table.source(image, secret, provider.ecr_enabled());
+            let label = source.to_string();
+            let entry = match provider.provide(image, &source, role.as_ref()).await {
+                Ok(entry) => entry,
+                Err(err) => {
+                    eprintln!("pullauth: {}: {err}", image.original);
+                    failed += 1;
+                    continue;
+                }
+            };
+            let entry = entry.as_ref();
             let reference = image.pull_reference();
             let pulled_before = match &store {
                 Some(store) => store.image(&reference)?.is_some_and(|r| r.pull_succeeded),
@@ -97,7 +132,7 @@ pub fn run(args: &PullArgs) -> anyhow::Result<ExitCode> {
                     if let Some(store) = &store {
                         record(store, &reference, &obtained, entry)?;
                     }
-                    report(args, image, entry, &obtained)?;
+                    report(args, image, entry, &label, &obtained)?;
                 }
                 Err(err) => {
                     tracing::debug!(image = %image, class = err.class(), "pull failed");
@@ -132,6 +167,7 @@ fn report(
     args: &PullArgs,
     image: &ImageRef,
     entry: Option<&Entry>,
+    source: &str,
     obtained: &Obtained,
 ) -> anyhow::Result<()> {
     let key = entry.map(|e| e.key.written.as_str());
@@ -141,6 +177,7 @@ fn report(
             image: &image.original,
             digest: obtained.digest.as_deref(),
             key,
+            source,
             username,
             status: obtained.status.as_str(),
             seconds: seconds(obtained.elapsed),
@@ -154,7 +191,7 @@ fn report(
         return Ok(());
     }
     let who = match key {
-        Some(key) => format!("key {key:?}, user {}", quoted(username)),
+        Some(_) => format!("{source}, user {}", quoted(username)),
         None => "anonymous".to_owned(),
     };
     say(format!(

@@ -21,6 +21,9 @@ struct Line<'a> {
     repository: &'a str,
     key: Option<&'a str>,
     username: Option<&'a str>,
+    /// Where the credentials come from: `key "<written>"`,
+    /// `ecr account <id> region <region>` or `anonymous`.
+    source: String,
 }
 
 /// One line of `--explain --json` output: an image and every key's verdict.
@@ -64,6 +67,9 @@ pub fn run(args: &ResolveArgs) -> anyhow::Result<ExitCode> {
             explain(&config, &table.explain(&resolution.image), args.json)?;
             continue;
         }
+        let source = table
+            .source(&resolution.image, None, config.ecr.value)
+            .to_string();
         let key = resolution.entry.map(|e| e.key.written.as_str());
         let username = resolution
             .entry
@@ -75,12 +81,13 @@ pub fn run(args: &ResolveArgs) -> anyhow::Result<ExitCode> {
                 repository: &resolution.image.path,
                 key,
                 username,
+                source,
             };
             say(serde_json::to_string(&line)?)?;
         } else {
             let who = match key {
                 Some(key) => format!("key {key:?}, user {}", quoted(username)),
-                None => "no key applies: anonymous".to_owned(),
+                None => format!("no key applies: {source}"),
             };
             say(format!(
                 "{image}: registry {}, repository {}, {who}",

@@ -218,12 +218,18 @@ async fn serve(
         container_instance_arn: None,
         version: VERSION.to_owned(),
     };
-    let agent = Agent::start(
+    // AWS (and IMDS) is touched only when a task's source needs it.
+    let provider = pullauth_agent::credentials::Provider::lazy(pullauth_aws::AwsOptions {
+        ecr: config.ecr.value,
+        ..pullauth_aws::AwsOptions::default()
+    });
+    let agent = Agent::start_with_provider(
         store,
         std::sync::Arc::new(engine),
         settings(&config, table),
         identity,
         args.max_concurrent_pulls,
+        Arc::new(provider),
     )?;
     tracing::info!(
         listen = %args.listen,

@@ -1,0 +1,174 @@
+//! Where an image's credentials come from: the pure half of credential
+//! provision. [`RegistryTable::source`] answers *which* source applies; a
+//! provider (pullauth-agent's `credentials` module) turns it into
+//! credentials just before the pull.
+//!
+//! Precedence, top to bottom:
+//!
+//! 1. the container's `repositoryCredentials` (a Secrets Manager secret);
+//! 2. the `ECS_ENGINE_AUTH_DATA` key that applies to the image;
+//! 3. ECR, when the image's registry is an ECR host and ECR is enabled;
+//! 4. anonymous.
+
+use std::fmt;
+
+use crate::ecr::EcrRegistry;
+use crate::image::ImageRef;
+use crate::table::{Entry, RegistryTable};
+
+/// The source of one pull's credentials. Its `Display` names the source,
+/// never a secret: `secretsmanager <ARN>`, `key "<written>"`,
+/// `ecr account 123456789012 region us-east-1`, `anonymous`.
+#[derive(Debug, Clone)]
+pub enum Source<'t> {
+    /// A Secrets Manager secret (ARN or name) holding `username`/`password`.
+    TaskSecret(&'t str),
+    /// A configured `ECS_ENGINE_AUTH_DATA` entry.
+    Static(&'t Entry),
+    /// An ECR token for this registry.
+    Ecr(EcrRegistry),
+    Anonymous,
+}
+
+impl Source<'_> {
+    /// Whether providing it calls AWS.
+    pub fn needs_aws(&self) -> bool {
+        matches!(self, Source::TaskSecret(_) | Source::Ecr(_))
+    }
+}
+
+impl fmt::Display for Source<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::TaskSecret(secret) => write!(f, "secretsmanager {secret}"),
+            Source::Static(entry) => write!(f, "key {:?}", entry.key.written),
+            Source::Ecr(registry) => write!(f, "{}", ecr_label(registry)),
+            Source::Anonymous => f.write_str("anonymous"),
+        }
+    }
+}
+
+/// `ecr account <account> region <region>` (with ` fips` for FIPS hosts).
+pub fn ecr_label(registry: &EcrRegistry) -> String {
+    let fips = if registry.fips { " fips" } else { "" };
+    format!(
+        "ecr account {} region {}{fips}",
+        registry.account, registry.region
+    )
+}
+
+impl RegistryTable {
+    /// The source of `image`'s credentials, by the precedence in the module
+    /// docs: `task_secret` (a container's `repositoryCredentials`) first,
+    /// then a matching key, then ECR for ECR hosts when `ecr_enabled`.
+    pub fn source<'t>(
+        &'t self,
+        image: &ImageRef,
+        task_secret: Option<&'t str>,
+        ecr_enabled: bool,
+    ) -> Source<'t> {
+        if let Some(secret) = task_secret {
+            return Source::TaskSecret(secret);
+        }
+        if let Some(entry) = self.lookup(image) {
+            return Source::Static(entry);
+        }
+        if ecr_enabled && let Ok(registry) = EcrRegistry::parse(&image.registry) {
+            return Source::Ecr(registry);
+        }
+        Source::Anonymous
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pullauth_config::AuthType;
+    use rstest::rstest;
+    use secrecy::SecretString;
+
+    use super::*;
+
+    const ECR: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+
+    fn table() -> RegistryTable {
+        let data = format!(
+            r#"{{"registry.example.com":{{"username":"u","password":"s3cr3t-pw"}},
+                "{ECR}/team":{{"username":"ecr-static","password":"p"}}}}"#
+        );
+        RegistryTable::from_auth_data(AuthType::Docker, &SecretString::from(data)).expect("valid")
+    }
+
+    #[rstest]
+    #[case::secret_beats_key(
+        "registry.example.com/app",
+        Some("arn:s"),
+        true,
+        "secretsmanager arn:s"
+    )]
+    #[case::secret_beats_ecr(
+        "123456789012.dkr.ecr.us-east-1.amazonaws.com/app",
+        Some("name"),
+        true,
+        "secretsmanager name"
+    )]
+    #[case::secret_on_unknown_host("other.example/app", Some("s"), false, "secretsmanager s")]
+    #[case::key("registry.example.com/app", None, true, "key \"registry.example.com\"")]
+    #[case::key_beats_ecr(
+        "123456789012.dkr.ecr.us-east-1.amazonaws.com/team/app",
+        None,
+        true,
+        "key \"123456789012.dkr.ecr.us-east-1.amazonaws.com/team\""
+    )]
+    #[case::ecr(
+        "123456789012.dkr.ecr.us-east-1.amazonaws.com/app",
+        None,
+        true,
+        "ecr account 123456789012 region us-east-1"
+    )]
+    #[case::ecr_fips(
+        "123456789012.dkr.ecr-fips.us-east-1.amazonaws.com/app",
+        None,
+        true,
+        "ecr account 123456789012 region us-east-1 fips"
+    )]
+    #[case::ecr_off(
+        "123456789012.dkr.ecr.us-east-1.amazonaws.com/app",
+        None,
+        false,
+        "anonymous"
+    )]
+    #[case::anonymous("busybox", None, true, "anonymous")]
+    #[case::lookalike(
+        "123456789012.dkr.ecr.us-east-1.amazonaws.com.evil.example/app",
+        None,
+        true,
+        "anonymous"
+    )]
+    fn precedence(
+        #[case] image: &str,
+        #[case] secret: Option<&str>,
+        #[case] ecr: bool,
+        #[case] shown: &str,
+    ) {
+        let table = table();
+        let image = ImageRef::parse(image).expect("valid image");
+        let source = table.source(&image, secret, ecr);
+        assert_eq!(source.to_string(), shown);
+        assert_eq!(
+            source.needs_aws(),
+            shown.starts_with("secretsmanager") || shown.starts_with("ecr")
+        );
+    }
+
+    #[test]
+    fn display_never_shows_a_password() {
+        let table = table();
+        let image = ImageRef::parse("registry.example.com/app").expect("valid");
+        let shown = table.source(&image, None, true).to_string();
+        assert_eq!(shown, "key \"registry.example.com\"");
+        assert!(
+            !shown.contains("s3cr3t-pw") && !shown.contains('u'),
+            "{shown}"
+        );
+    }
+}

@@ -1,0 +1,213 @@
+//! The AWS credential sources wired into the pull path, end to end:
+//! a container's `repositoryCredentials` (a Secrets Manager secret in moto)
+//! pulls from a real htpasswd registry as the user the secret names, with
+//! no `ECS_ENGINE_AUTH_DATA` entry for that registry; bad secrets stop the
+//! container with a message naming the secret and the problem; the
+//! password never reaches the state file, the APIs or the log.
+
+use std::sync::OnceLock;
+
+use pullauth_integration::agent::{
+    AgentSpec, metric_value, random_token, scratch_dir, secret_needles,
+};
+use pullauth_integration::{Harness, Moto, Registry, pullauth_command};
+use serde_json::{Value, json};
+
+fn moto() -> &'static Moto {
+    static MOTO: OnceLock<Moto> = OnceLock::new();
+    MOTO.get_or_init(Moto::start)
+}
+
+/// Environment for pullauth using moto with its static keys.
+fn aws_env(moto: &Moto) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "AWS_ACCESS_KEY_ID",
+            pullauth_integration::MOTO_ACCESS_KEY.0.into(),
+        ),
+        (
+            "AWS_SECRET_ACCESS_KEY",
+            pullauth_integration::MOTO_ACCESS_KEY.1.into(),
+        ),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_ENDPOINT_URL", moto.endpoint()),
+        // Never IMDS: the keys above are the credentials.
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+    ]
+}
+
+/// Creates secrets named `<prefix>/good` (alice's username and password),
+/// `<prefix>/no-password`; returns alice's password (the canary).
+fn create_secrets(moto: &Moto, registry: &Registry, prefix: &str) -> String {
+    let password = registry.password("alice").to_string();
+    moto.boto3(
+        &format!(
+            "sm = client('secretsmanager')\n\
+             sm.create_secret(Name='{prefix}/good', SecretString=json.dumps(\
+             {{'username': 'alice', 'password': {password:?}}}))\n\
+             sm.create_secret(Name='{prefix}/no-password', SecretString=json.dumps(\
+             {{'username': 'alice'}}))\n"
+        ),
+        None,
+    );
+    password
+}
+
+fn push(registry: &Registry) -> String {
+    let repo = format!("aws/r{}", random_token(10).to_ascii_lowercase());
+    Harness::get().push_fixture(registry, &repo, "1", ("alice", registry.password("alice")));
+    registry.image_ref(&repo, "1")
+}
+
+fn with_secret(name: &str, image: &str, secret: &str) -> Value {
+    json!({"name": name, "image": image, "essential": false,
+           "repositoryCredentials": {"credentialsParameter": secret}})
+}
+
+fn container<'a>(task: &'a Value, name: &str) -> &'a Value {
+    task["Containers"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["Name"] == name))
+        .unwrap_or_else(|| panic!("task has no container {name}: {task:#}"))
+}
+
+fn assert_clean(what: &str, haystack: &[u8], password: &str) {
+    for needle in secret_needles(password) {
+        assert!(
+            !haystack
+                .windows(needle.len())
+                .any(|w| w == needle.as_bytes()),
+            "{what} holds the password (as {needle:?})"
+        );
+    }
+}
+
+#[test]
+fn task_secret_pulls_as_its_user_and_bad_secrets_stop_the_container() {
+    let h = Harness::get();
+    let moto = moto();
+    let prefix = format!("reg{}", random_token(6).to_ascii_lowercase());
+    let password = create_secrets(moto, &h.alpha, &prefix);
+    let image = push(&h.alpha);
+    let data = scratch_dir("aws-pull-data");
+    let mut spec = AgentSpec::new().data_dir(data.path());
+    for (k, v) in aws_env(moto) {
+        spec = spec.env(k, &v);
+    }
+    let agent = spec.start();
+
+    let mark = h.alpha.log_mark();
+    let good = format!("{prefix}/good");
+    let missing = format!("{prefix}/missing");
+    let no_password = format!("{prefix}/no-password");
+    let task = agent.submit(&json!({
+        "family": "aws",
+        "containerDefinitions": [
+            with_secret("good", &image, &good),
+            with_secret("good-again", &image, &good),
+            with_secret("missing", &image, &missing),
+            with_secret("nopass", &image, &no_password),
+        ]
+    }));
+    let task = agent.wait_final(task["Arn"].as_str().expect("Arn"));
+
+    let ok = container(&task, "good");
+    assert_eq!(ok["KnownStatus"], "PULLED", "{task:#}");
+    assert_eq!(
+        ok["RegistryKey"],
+        format!("secretsmanager {good}"),
+        "{task:#}"
+    );
+    assert_eq!(ok["Username"], "alice", "{task:#}");
+    assert_eq!(ok["CredentialsParameter"], good.as_str(), "{task:#}");
+    let users = h.alpha.users_since(mark);
+    assert!(users.iter().any(|u| u == "alice"), "{users:?}");
+
+    for (name, secret, problem) in [
+        ("missing", &missing, "no such secret"),
+        ("nopass", &no_password, "password"),
+    ] {
+        let c = container(&task, name);
+        assert_eq!(c["KnownStatus"], "STOPPED", "{task:#}");
+        let message = c["PullError"].as_str().unwrap_or_default();
+        assert!(message.contains(secret.as_str()), "{name}: {message}");
+        assert!(message.contains(problem), "{name}: {message}");
+    }
+
+    assert_eq!(
+        container(&task, "good-again")["KnownStatus"],
+        "PULLED",
+        "{task:#}"
+    );
+
+    let tasks = agent.get("/v1/tasks").text();
+    let metrics = agent.metrics();
+    // Each distinct secret of the task is fetched once: three, not four.
+    assert_eq!(
+        metric_value(&metrics, "pullauth_aws_secret_fetches_total"),
+        Some(3.0),
+        "{metrics}"
+    );
+    assert!(
+        metric_value(&metrics, "pullauth_aws_failures_total{class=\"not_found\"}")
+            .is_some_and(|n| n >= 1.0),
+        "{metrics}"
+    );
+    assert_clean("/v1/tasks", tasks.as_bytes(), &password);
+    assert_clean("/metrics", metrics.as_bytes(), &password);
+    let state = std::fs::read(spec.state_file().expect("data dir")).expect("state file");
+    assert_clean("the state file", &state, &password);
+    assert_clean("the log", &spec.log_bytes(), &password);
+}
+
+#[test]
+fn pull_with_repository_credentials_pulls_as_the_secrets_user() {
+    let h = Harness::get();
+    let moto = moto();
+    let prefix = format!("cli{}", random_token(6).to_ascii_lowercase());
+    let password = create_secrets(moto, &h.alpha, &prefix);
+    let image = push(&h.alpha);
+    let dir = scratch_dir("aws-pull-cli");
+    let env_file = dir.path().join("ecs.config");
+    std::fs::write(&env_file, "").expect("env file");
+    let env = aws_env(moto);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let secret = format!("{prefix}/good");
+
+    let mark = h.alpha.log_mark();
+    let out = pullauth_command(
+        "pull",
+        h.docker_host(),
+        &env_file,
+        &env,
+        &["--json", "--repository-credentials", &secret, &image],
+    )
+    .output()
+    .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let line: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    assert_eq!(line["source"], format!("secretsmanager {secret}"), "{line}");
+    assert_eq!(line["username"], "alice", "{line}");
+    assert!(h.alpha.users_since(mark).iter().any(|u| u == "alice"));
+    assert_clean("pull's output", &out.stdout, &password);
+    assert_clean("pull's stderr", &out.stderr, &password);
+
+    let missing = format!("{prefix}/missing");
+    let out = pullauth_command(
+        "pull",
+        h.docker_host(),
+        &env_file,
+        &env,
+        &["--repository-credentials", &missing, &image],
+    )
+    .output()
+    .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&missing) && stderr.contains("no such secret"),
+        "{stderr}"
+    );
+}
