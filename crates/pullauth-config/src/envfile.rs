@@ -53,15 +53,22 @@ impl EnvFile {
             path: path.to_owned(),
             source,
         })?;
+        let bytes = secrecy::zeroize::Zeroizing::new(bytes);
+        Self::from_bytes(&bytes, path)
+    }
+
+    /// Parses already fetched bytes (e.g. an `s3://bucket/key` object) as the
+    /// file named `origin`, which messages and [`crate::Origin`] show as
+    /// `origin:LINE`. The caller keeps (and zeroizes) `bytes`; the text made
+    /// from them here is a [`SecretString`], zeroized when dropped.
+    pub fn from_bytes(bytes: &[u8], origin: &Path) -> Result<EnvFile, EnvFileError> {
+        let path = origin;
         // Report the first line that is not UTF-8, rather than the whole file.
-        let text = match String::from_utf8(bytes) {
-            Ok(text) => text,
+        let text = match std::str::from_utf8(bytes) {
+            Ok(text) => text.to_owned(),
             Err(err) => {
-                let valid = err.utf8_error().valid_up_to();
-                let line = 1 + err.as_bytes()[..valid]
-                    .iter()
-                    .filter(|&&b| b == b'\n')
-                    .count();
+                let valid = err.valid_up_to();
+                let line = 1 + bytes[..valid].iter().filter(|&&b| b == b'\n').count();
                 return Err(EnvFileError::NotUtf8 {
                     path: path.to_owned(),
                     line,

@@ -341,6 +341,12 @@ impl Sources {
     /// config file if one is named.
     pub fn gather(env_file: Option<&Path>) -> Result<Sources, ConfigError> {
         let env_file = env_file.map(EnvFile::read).transpose()?;
+        Sources::with_env_file(env_file)
+    }
+
+    /// As [`Sources::gather`], with an env file already read and parsed
+    /// (e.g. fetched from S3 and given to [`EnvFile::from_bytes`]).
+    pub fn with_env_file(env_file: Option<EnvFile>) -> Result<Sources, ConfigError> {
         Sources::from_parts(
             env_file,
             std::env::vars_os()
@@ -636,6 +642,12 @@ impl Config {
     /// Reads every source (see the crate docs) and validates the result.
     pub fn load(env_file: Option<&Path>) -> Result<Config, ConfigError> {
         Config::from_sources(&Sources::gather(env_file)?)
+    }
+
+    /// As [`Config::load`], with the env file already parsed (an S3 object:
+    /// the caller fetches it, so this crate stays free of the AWS SDK).
+    pub fn load_with(env_file: Option<EnvFile>) -> Result<Config, ConfigError> {
+        Config::from_sources(&Sources::with_env_file(env_file)?)
     }
 
     /// Validates already gathered sources.

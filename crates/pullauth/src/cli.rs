@@ -82,12 +82,14 @@ pub struct CompletionsArgs {
 
 #[derive(Debug, Args)]
 pub struct ConfigArgs {
-    /// An ecs.config-style file (KEY=VALUE lines); its values override the environment.
-    #[arg(long, value_name = "FILE")]
+    /// An ecs.config-style file (KEY=VALUE lines); its values override the
+    /// environment. `s3://bucket/key` reads an S3 object with the default AWS
+    /// credential chain, at start and at every SIGHUP (it is not watched).
+    #[arg(long, value_name = "FILE|s3://BUCKET/KEY")]
     pub env_file: Option<PathBuf>,
     /// A missing --env-file is not an error: the process environment alone is
     /// used (the container image's default, so that `docker run --env-file`
-    /// without a mounted file keeps working).
+    /// without a mounted file keeps working). Not for s3:// env files.
     #[arg(long, requires = "env_file")]
     pub env_file_optional: bool,
 }
@@ -97,7 +99,7 @@ impl ConfigArgs {
     /// absent. Asked again at every reload, so a file that appears is read.
     pub fn env_file(&self) -> Option<&std::path::Path> {
         let path = self.env_file.as_deref()?;
-        if self.env_file_optional && !path.exists() {
+        if self.env_file_optional && !crate::commands::is_s3(path) && !path.exists() {
             return None;
         }
         Some(path)

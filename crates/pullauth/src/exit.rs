@@ -31,6 +31,9 @@ pub fn code_for(err: &anyhow::Error) -> ExitCode {
                 .is_some_and(pullauth_docker::EngineSetupError::is_config)
             || cause.is::<pullauth_agent::control_socket::SocketError>()
             || cause.is::<UsageError>()
+            || cause
+                .downcast_ref::<crate::commands::S3EnvFileError>()
+                .is_some_and(crate::commands::S3EnvFileError::is_config)
     });
     ExitCode::from(if usage { USAGE } else { FAILED })
 }

@@ -3,6 +3,7 @@
 mod check;
 mod completions;
 mod config;
+mod env_file;
 mod man;
 mod pull;
 mod resolve;
@@ -16,6 +17,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use pullauth_config::{AUTH_DATA, Config};
 use pullauth_resolve::RegistryTable;
+
+pub use env_file::{S3EnvFileError, is_s3, read as read_env_file};
 
 use crate::cli::{Cli, Command, ConfigArgs};
 use crate::logging;
@@ -45,7 +48,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// Reads and validates the configuration, starts logging as it asks, and
 /// builds the registry table.
 pub fn load(args: &ConfigArgs) -> anyhow::Result<(Config, RegistryTable)> {
-    let config = Config::load(args.env_file())?;
+    let config = Config::load_with(read_env_file(args)?)?;
     logging::init(config.log_level.value, config.log_format.value);
     if let (Some(path), None) = (&args.env_file, args.env_file()) {
         tracing::info!(

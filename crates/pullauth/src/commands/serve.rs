@@ -43,7 +43,7 @@ fn settings(config: &Config, table: RegistryTable) -> Settings {
     }
 }
 
-/// Whether a reload can see anything new: only files can change under a
+/// Whether a reload can see anything new: only files (and S3 objects) can change under a
 /// running process; its environment was fixed when it started (with
 /// `docker run --env-file`, when the container was created).
 fn reloadable(args: &ConfigArgs) -> bool {
@@ -56,9 +56,10 @@ fn reloadable(args: &ConfigArgs) -> bool {
 /// file, named by the env file or else the environment, as
 /// [`pullauth_config::Sources::lookup`] finds it.
 fn config_files(args: &ConfigArgs) -> Vec<PathBuf> {
-    let named_by_env_file = args
-        .env_file
-        .as_deref()
+    // An S3 env file is never watched (SIGHUP re-reads it), nor fetched
+    // here: a file it names is found only through the environment.
+    let local_env_file = args.env_file.as_deref().filter(|path| !super::is_s3(path));
+    let named_by_env_file = local_env_file
         .and_then(|path| EnvFile::read(path).ok())
         .and_then(|file| {
             file.get(CONFIG_FILE_PATH)
@@ -68,9 +69,9 @@ fn config_files(args: &ConfigArgs) -> Vec<PathBuf> {
     let config_file = named_by_env_file
         .or_else(|| std::env::var(CONFIG_FILE_PATH).ok())
         .filter(|value| !value.is_empty());
-    args.env_file
-        .iter()
-        .cloned()
+    local_env_file
+        .map(PathBuf::from)
+        .into_iter()
         .chain(config_file.map(PathBuf::from))
         .collect()
 }
@@ -99,8 +100,8 @@ fn reload(agent: &Agent, args: &ConfigArgs, trigger: Trigger) {
         Trigger::Sighup => tracing::info!(%trigger, "SIGHUP: reloading configuration"),
         Trigger::File => tracing::info!(%trigger, "configuration file changed: reloading"),
     }
-    let result = Config::load(args.env_file())
-        .map_err(anyhow::Error::from)
+    let result = super::read_env_file(args)
+        .and_then(|file| Ok(Config::load_with(file)?))
         .and_then(|config| Ok(settings(&config, registry_table(&config)?)));
     match result {
         Ok(new) => {

@@ -47,7 +47,7 @@ fn run_task(args: &TaskRunArgs) -> anyhow::Result<ExitCode> {
     })?;
     // Only ECS_DATADIR matters here, so the rest of the configuration is not
     // validated: a task can be submitted while a reload is being fixed.
-    let sources = Sources::gather(args.config.env_file())?;
+    let sources = Sources::with_env_file(super::read_env_file(&args.config)?)?;
     let socket = control_socket_path(args.control_socket.as_ref(), sources.data_dir().as_ref());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -1,0 +1,105 @@
+//! Reading `--env-file`: a local file, or an `s3://bucket/key` object
+//! fetched with the default AWS credential chain (the instance's role).
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use pullauth_aws::{Aws, AwsError, AwsOptions, Call, ErrorClass, S3Location};
+use pullauth_config::EnvFile;
+
+use crate::cli::ConfigArgs;
+use crate::exit::UsageError;
+
+/// The most fetching an S3 env file may take, credentials included (the
+/// SDK's own per-attempt and per-operation limits apply inside it).
+pub const S3_FETCH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Whether `path` names an S3 object rather than a file.
+pub fn is_s3(path: &Path) -> bool {
+    path.as_os_str().as_encoded_bytes().starts_with(b"s3://")
+}
+
+/// The S3 env file could not be read. Exit 2 (configuration) when the
+/// bucket or key does not exist or access is denied, else 1. Never holds
+/// the object's content.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read --env-file {location}")]
+pub struct S3EnvFileError {
+    pub location: String,
+    #[source]
+    pub source: AwsError,
+}
+
+impl S3EnvFileError {
+    /// Whether fixing the configuration (the URL, the bucket, the key, the
+    /// instance role's policy) is what it takes.
+    pub fn is_config(&self) -> bool {
+        matches!(
+            self.source.class(),
+            ErrorClass::NotFound | ErrorClass::AccessDenied | ErrorClass::Invalid
+        )
+    }
+}
+
+/// Reads and parses `--env-file` as [`ConfigArgs::env_file`] selects it:
+/// `None` when none is given (or an optional local one is absent).
+pub fn read(args: &ConfigArgs) -> anyhow::Result<Option<EnvFile>> {
+    let Some(path) = args.env_file() else {
+        return Ok(None);
+    };
+    if !is_s3(path) {
+        return Ok(Some(EnvFile::read(path)?));
+    }
+    let url = path
+        .to_str()
+        .ok_or_else(|| UsageError(format!("--env-file {}: not UTF-8", path.display())))?;
+    let location = S3Location::parse(url).map_err(|e| UsageError(format!("--env-file: {e}")))?;
+    let bytes = fetch(&location)?;
+    // `bytes` is zeroized when dropped, after parsing.
+    Ok(Some(EnvFile::from_bytes(&bytes, path)?))
+}
+
+/// `s3:GetObject` on a thread of its own (callers may be inside a runtime),
+/// bounded by [`S3_FETCH_TIMEOUT`].
+fn fetch(location: &S3Location) -> anyhow::Result<secrecy::zeroize::Zeroizing<Vec<u8>>> {
+    let result = std::thread::scope(|scope| {
+        scope
+            .spawn(|| -> anyhow::Result<_> {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .context("starting the async runtime")?;
+                Ok(runtime.block_on(async {
+                    let fetch = async {
+                        let options = AwsOptions {
+                            ecr: false,
+                            ..AwsOptions::default()
+                        };
+                        Aws::from_env(options).await.get_object(location).await
+                    };
+                    tokio::time::timeout(S3_FETCH_TIMEOUT, fetch)
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(AwsError::Timeout {
+                                call: Call {
+                                    operation: "s3:GetObject",
+                                    target: location.to_string(),
+                                    principal: "the default credential chain".into(),
+                                },
+                                after: S3_FETCH_TIMEOUT,
+                            })
+                        })
+                }))
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("the S3 fetch thread panicked"))
+    })??;
+    result.map_err(|source| {
+        S3EnvFileError {
+            location: location.to_string(),
+            source,
+        }
+        .into()
+    })
+}
