@@ -288,6 +288,24 @@ mod tests {
         std::fs::remove_dir_all(&dir).ok();
     }
 
+    #[test]
+    fn from_bytes_names_the_given_origin() {
+        let origin = Path::new("s3://bucket/dir/ecs.config");
+        let file = EnvFile::from_bytes(b"A=1\nB=2\n", origin).expect("parses");
+        assert_eq!(file.get("B").map(|(_, line)| line), Some(2));
+        let err = EnvFile::from_bytes(b"A=1\nnot a line hunter2\n", origin).expect_err("bad");
+        assert!(
+            err.to_string().starts_with("s3://bucket/dir/ecs.config:2:"),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        let err = EnvFile::from_bytes(b"A=1\nB=\xff\n", origin).expect_err("bad");
+        assert!(
+            matches!(err, EnvFileError::NotUtf8 { line: 2, .. }),
+            "{err:?}"
+        );
+    }
+
     proptest::proptest! {
         #[test]
         fn never_panics(text in ".*") {

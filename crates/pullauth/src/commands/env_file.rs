@@ -103,3 +103,63 @@ fn fetch(location: &S3Location) -> anyhow::Result<secrecy::zeroize::Zeroizing<Ve
         .into()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn call() -> Call {
+        Call {
+            operation: "s3:GetObject",
+            target: "s3://b/k".into(),
+            principal: "p".into(),
+        }
+    }
+
+    #[test]
+    fn s3_urls_are_told_from_paths() {
+        assert!(is_s3(Path::new("s3://bucket/key")));
+        assert!(!is_s3(Path::new("/etc/ecs/ecs.config")));
+        assert!(!is_s3(Path::new("./s3://x")));
+    }
+
+    #[test]
+    fn missing_and_denied_are_configuration_unreachable_is_not() {
+        let wrap = |source| {
+            anyhow::Error::from(S3EnvFileError {
+                location: "s3://b/k".into(),
+                source,
+            })
+        };
+        let missing = wrap(AwsError::NotFound {
+            call: call(),
+            what: "no such key".into(),
+        });
+        let denied = wrap(AwsError::AccessDenied {
+            call: call(),
+            code: "AccessDenied".into(),
+            message: "no".into(),
+        });
+        let unreachable = wrap(AwsError::Unreachable {
+            call: call(),
+            detail: "refused".into(),
+        });
+        let code = |e| format!("{:?}", crate::exit::code_for(e));
+        let usage = format!("{:?}", std::process::ExitCode::from(crate::exit::USAGE));
+        let failed = format!("{:?}", std::process::ExitCode::from(crate::exit::FAILED));
+        assert_eq!(code(&missing), usage);
+        assert_eq!(code(&denied), usage);
+        assert_eq!(code(&unreachable), failed);
+    }
+
+    #[test]
+    fn an_optional_s3_env_file_is_still_read() {
+        let args = ConfigArgs {
+            env_file: Some(PathBuf::from("s3://bucket/key")),
+            env_file_optional: true,
+        };
+        assert_eq!(args.env_file(), Some(Path::new("s3://bucket/key")));
+    }
+}

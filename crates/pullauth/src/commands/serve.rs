@@ -274,3 +274,24 @@ async fn serve(
     tracing::info!("stopped; unfinished pulls resume at the next start");
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_s3_env_file_is_reloadable_but_never_watched() {
+        let args = ConfigArgs {
+            env_file: Some(PathBuf::from("s3://bucket/ecs.config")),
+            env_file_optional: false,
+        };
+        assert!(reloadable(&args));
+        assert!(
+            config_files(&args)
+                .iter()
+                .all(|path| !super::super::is_s3(path)),
+            "{:?}",
+            config_files(&args)
+        );
+    }
+}
