@@ -61,7 +61,9 @@ mod util;
 pub use bin::{pullauth_bin, pullauth_command, pullauth_release_bin};
 pub use engine::{DOCKER_HOST_ENV, Engine, Frozen, PrivateEngine};
 pub use harness::Harness;
-pub use moto::{Imds, ImdsCredentials, MOTO_ACCESS_KEY, MOTO_VERSION, Moto, venv_python};
+pub use moto::{
+    Imds, ImdsCredentials, MOTO_ACCESS_KEY, MOTO_VERSION, Moto, pullauth_aws_env, venv_python,
+};
 pub use opt_in::{OPT_IN_ENV, require_opt_in};
 pub use outcome::Outcome;
 pub use registry::{Held, Registry};

@@ -369,3 +369,16 @@ fn serve_imds(
     )?;
     stream.flush()
 }
+
+/// The environment that points pullauth's AWS SDK at `endpoint` (moto, or
+/// a dead port) with moto's static keys, never at the instance metadata
+/// service: the keys are the credentials.
+pub fn pullauth_aws_env(endpoint: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID", MOTO_ACCESS_KEY.0.into()),
+        ("AWS_SECRET_ACCESS_KEY", MOTO_ACCESS_KEY.1.into()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_ENDPOINT_URL", endpoint.into()),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+    ]
+}

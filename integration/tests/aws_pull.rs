@@ -20,20 +20,7 @@ fn moto() -> &'static Moto {
 
 /// Environment for pullauth using moto with its static keys.
 fn aws_env(moto: &Moto) -> Vec<(&'static str, String)> {
-    vec![
-        (
-            "AWS_ACCESS_KEY_ID",
-            pullauth_integration::MOTO_ACCESS_KEY.0.into(),
-        ),
-        (
-            "AWS_SECRET_ACCESS_KEY",
-            pullauth_integration::MOTO_ACCESS_KEY.1.into(),
-        ),
-        ("AWS_REGION", "us-east-1".into()),
-        ("AWS_ENDPOINT_URL", moto.endpoint()),
-        // Never IMDS: the keys above are the credentials.
-        ("AWS_EC2_METADATA_DISABLED", "true".into()),
-    ]
+    pullauth_integration::pullauth_aws_env(&moto.endpoint())
 }
 
 /// Creates secrets named `<prefix>/good` (alice's username and password),

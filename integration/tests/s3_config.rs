@@ -17,21 +17,9 @@ fn moto() -> &'static Moto {
     MOTO.get_or_init(Moto::start)
 }
 
-/// Environment for pullauth using moto with its static keys (as aws_pull.rs).
+/// Environment for pullauth using `endpoint` with moto's static keys.
 fn aws_env(endpoint: &str) -> Vec<(&'static str, String)> {
-    vec![
-        (
-            "AWS_ACCESS_KEY_ID",
-            pullauth_integration::MOTO_ACCESS_KEY.0.into(),
-        ),
-        (
-            "AWS_SECRET_ACCESS_KEY",
-            pullauth_integration::MOTO_ACCESS_KEY.1.into(),
-        ),
-        ("AWS_REGION", "us-east-1".into()),
-        ("AWS_ENDPOINT_URL", endpoint.into()),
-        ("AWS_EC2_METADATA_DISABLED", "true".into()),
-    ]
+    pullauth_integration::pullauth_aws_env(endpoint)
 }
 
 /// A fresh bucket; returns its name.
