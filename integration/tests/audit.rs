@@ -421,7 +421,12 @@ fn cli_audit(format: &'static str) {
     );
     let wrapped = auth_config(
         "dockercfg",
-        &json!({"auths": {addr.clone(): {"auth": c.auth}}, "credsStore": c.bad}).to_string(),
+        &json!({
+            "auths": {addr.clone(): {"auth": c.auth}},
+            // Inline auth beats the store, so this helper is never run.
+            "credsStore": "pullauth-audit-never-run",
+        })
+        .to_string(),
     );
     let wrong = auth_config(
         "docker",
@@ -546,6 +551,23 @@ fn cli_audit(format: &'static str) {
             "data that is a JSON array",
             auth_config("docker", &json!([bad]).to_string()),
             "must be a JSON object",
+        ),
+        (
+            "credsStore that is not a helper name",
+            auth_config(
+                "dockercfg",
+                &json!({"auths": {addr.clone(): {"auth": c.auth}}, "credsStore": bad}).to_string(),
+            ),
+            "is not a plain name",
+        ),
+        (
+            "credHelpers naming a path",
+            auth_config(
+                "dockercfg",
+                &json!({"auths": {}, "credHelpers": {addr.clone(): format!("../{bad}")}})
+                    .to_string(),
+            ),
+            "is not a plain name",
         ),
         (
             "auths that is not an object",

@@ -3,12 +3,24 @@
 //! through one [`Aws`] per process, built on first use so that pulls
 //! without AWS sources never touch AWS or IMDS. Nothing provided is
 //! persisted; the entry's key names the source (`secretsmanager <ARN>`,
-//! `ecr account X region Y`), never a secret.
+//! `helper <name>`, `ecr account X region Y`), never a secret. Credential
+//! helpers run as child processes, bounded by [`HELPER_TIMEOUT`].
 
 use pullauth_aws::{Aws, AwsError, AwsOptions, RoleArn};
 use pullauth_resolve::{Credentials, Entry, HostPattern, ImageRef, RegistryKey, Source};
 use secrecy::ExposeSecret;
 use tokio::sync::OnceCell;
+
+use crate::helper::{self, HELPER_TIMEOUT, HelperError};
+
+/// What went wrong in a source.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProvideCause {
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    #[error(transparent)]
+    Helper(#[from] HelperError),
+}
 
 /// Why a source gave no credentials: names the source and the problem,
 /// never a value.
@@ -17,7 +29,7 @@ use tokio::sync::OnceCell;
 pub struct ProvideError {
     /// The source's label, e.g. `secretsmanager my-secret`.
     pub from: String,
-    pub error: AwsError,
+    pub error: ProvideCause,
 }
 
 /// Provides credentials; cheap to share behind an `Arc`.
@@ -75,9 +87,9 @@ impl Provider {
         role: Option<&RoleArn>,
     ) -> Result<Option<Entry>, ProvideError> {
         let label = source.to_string();
-        let fail = |error| ProvideError {
+        let fail = |error: AwsError| ProvideError {
             from: label.clone(),
-            error,
+            error: error.into(),
         };
         match source {
             Source::Anonymous => Ok(None),
@@ -94,6 +106,16 @@ impl Provider {
                     label.clone(),
                     Credentials::basic(found.username, found.password.expose_secret()),
                 )))
+            }
+            Source::Helper { helper, server } => {
+                let credentials =
+                    helper::get(helper, server, HELPER_TIMEOUT)
+                        .await
+                        .map_err(|error| ProvideError {
+                            from: label.clone(),
+                            error: error.into(),
+                        })?;
+                Ok(Some(labelled(image, label.clone(), credentials)))
             }
             Source::Ecr(registry) => {
                 let token = self

@@ -12,7 +12,8 @@
 //! - [`cleanup`]: removes finished tasks after
 //!   `ECS_ENGINE_TASK_CLEANUP_WAIT_DURATION`, so that the state stays bounded.
 //! - [`credentials`]: the provider that turns a credential source (task
-//!   secret, key, ECR, anonymous) into what a pull sends, just before it.
+//!   secret, key, credential helper, ECR, anonymous) into what a pull
+//!   sends, just before it; [`helper`]: running `docker-credential-<name>`.
 //! - [`taskdef`]: task definition validation; [`metrics`]: Prometheus.
 //! - [`watch`]: reloads serialized with SIGHUP, triggered by changes to the
 //!   configuration files (watched by directory, debounced, by content).
@@ -22,6 +23,7 @@ pub mod api;
 pub mod cleanup;
 pub mod control_socket;
 pub mod credentials;
+pub mod helper;
 pub mod metrics;
 pub mod puller;
 pub mod server;

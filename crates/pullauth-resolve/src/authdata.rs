@@ -29,6 +29,16 @@ pub enum AuthDataError {
     NotObject,
     #[error("{AUTH_DATA}: \"auths\" must be an object mapping registry keys to credentials")]
     AuthsNotObject,
+    #[error(
+        "{AUTH_DATA}: \"credHelpers\" must be an object mapping registry hosts to helper names"
+    )]
+    CredHelpersNotObject,
+    #[error("{AUTH_DATA}: \"credsStore\" must be a string naming a credential helper")]
+    CredsStoreNotString,
+    #[error(
+        "{AUTH_DATA}: credential helper name {name:?} is not a plain name (letters, digits, '-', '_', '.')"
+    )]
+    BadHelperName { name: String },
     #[error("{AUTH_DATA} entry {key:?} must be a JSON object")]
     EntryNotObject { key: String },
     #[error("{AUTH_DATA} entry {key:?}: field {field:?} must be a string")]
@@ -85,8 +95,21 @@ pub struct AuthEntry {
 pub struct AuthData {
     pub entries: Vec<AuthEntry>,
     pub unwrapped_auths: bool,
-    /// Top-level fields beside `auths` that pullauth ignores (e.g. `credsStore`).
+    /// Top-level fields beside `auths` that pullauth ignores (e.g. `HttpHeaders`).
     pub ignored_fields: Vec<String>,
+    /// `credHelpers`: registry host as written to helper name, in order.
+    pub cred_helpers: Vec<(String, String)>,
+    /// `credsStore`: the helper for registries without inline auth.
+    pub creds_store: Option<String>,
+}
+
+/// What `{"auths": ...}` unwrapping found beside the entries.
+#[derive(Default)]
+struct Wrapper {
+    unwrapped: bool,
+    ignored: Vec<String>,
+    cred_helpers: Vec<(String, String)>,
+    creds_store: Option<String>,
 }
 
 /// Base64 as the ECS agent decodes `auth` (Go's `base64.StdEncoding`): the
@@ -114,7 +137,7 @@ pub fn parse(kind: AuthType, data: &SecretString) -> Result<AuthData, AuthDataEr
     let Node::Object(top) = root else {
         return Err(AuthDataError::NotObject);
     };
-    let (map, unwrapped_auths, ignored_fields) = unwrap_auths(top)?;
+    let (map, wrapper) = unwrap_auths(top)?;
     let mut entries = Vec::with_capacity(map.len());
     for (key, node) in map {
         let Node::Object(fields) = node else {
@@ -125,32 +148,71 @@ pub fn parse(kind: AuthType, data: &SecretString) -> Result<AuthData, AuthDataEr
     }
     Ok(AuthData {
         entries,
-        unwrapped_auths,
-        ignored_fields,
+        unwrapped_auths: wrapper.unwrapped,
+        ignored_fields: wrapper.ignored,
+        cred_helpers: wrapper.cred_helpers,
+        creds_store: wrapper.creds_store,
     })
 }
 
 type Fields = Vec<(String, Node)>;
 
 /// `{"auths": {...}, ...}` as docker login writes config.json: returns the
-/// inner map. Anything else is returned as is.
-fn unwrap_auths(top: Fields) -> Result<(Fields, bool, Vec<String>), AuthDataError> {
+/// inner map, and the `credHelpers`/`credsStore` beside it. Anything else is
+/// returned as is.
+fn unwrap_auths(top: Fields) -> Result<(Fields, Wrapper), AuthDataError> {
     if !top.iter().any(|(k, _)| k == "auths") {
-        return Ok((top, false, Vec::new()));
+        return Ok((top, Wrapper::default()));
     }
     let mut inner = None;
-    let mut ignored = Vec::new();
+    let mut wrapper = Wrapper {
+        unwrapped: true,
+        ..Wrapper::default()
+    };
     for (key, node) in top {
-        if key == "auths" {
-            match node {
+        match key.as_str() {
+            "auths" => match node {
                 Node::Object(map) if inner.is_none() => inner = Some(map),
                 _ => return Err(AuthDataError::AuthsNotObject),
+            },
+            "credHelpers" => {
+                let Node::Object(map) = node else {
+                    return Err(AuthDataError::CredHelpersNotObject);
+                };
+                for (host, helper) in map {
+                    let Node::String(helper) = helper else {
+                        return Err(AuthDataError::CredHelpersNotObject);
+                    };
+                    wrapper.cred_helpers.push((host, helper_name(helper)?));
+                }
             }
-        } else {
-            ignored.push(key);
+            "credsStore" => match node {
+                Node::String(name) if name.is_empty() => {}
+                Node::String(name) => wrapper.creds_store = Some(helper_name(name)?),
+                _ => return Err(AuthDataError::CredsStoreNotString),
+            },
+            _ => wrapper.ignored.push(key),
         }
     }
-    Ok((inner.unwrap_or_default(), true, ignored))
+    Ok((inner.unwrap_or_default(), wrapper))
+}
+
+/// A helper name becomes part of a program name (`docker-credential-<name>`),
+/// so only plain names are accepted: no path separators, no spaces.
+fn helper_name(name: String) -> Result<String, AuthDataError> {
+    let plain = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !name.starts_with('.');
+    if plain {
+        Ok(name)
+    } else {
+        Err(AuthDataError::BadHelperName {
+            name: shown_field(&name),
+        })
+    }
 }
 
 /// The string fields of one entry, each taken at most once.

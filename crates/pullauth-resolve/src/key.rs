@@ -84,6 +84,8 @@ pub enum KeyError {
          separated by '/'"
     )]
     Namespace,
+    #[error("a credHelpers key names one registry host; '*' is not allowed there")]
+    HelperWildcard,
 }
 
 impl RegistryKey {

@@ -6,7 +6,7 @@
 //! - [`image`] parses image references with Docker's grammar.
 //! - [`ecr`] recognizes Amazon ECR registry hosts (account, region, FIPS).
 //! - [`source`] picks where an image's credentials come from (task secret,
-//!   key, ECR, anonymous), by a documented precedence.
+//!   key, credential helper, ECR, anonymous), by a documented precedence.
 //! - [`table`] indexes the keys by host and answers lookups in time that does
 //!   not depend on how many keys are configured.
 //! - [`docker_config`] turns a Docker `config.json` into `ECS_ENGINE_AUTH_DATA`.
@@ -31,7 +31,7 @@ pub use ecr::{EcrRegistry, NotEcr};
 pub use explain::{Explanation, KeyVerdict, Reason};
 pub use image::{ImageRef, ImageRefError};
 pub use key::{DOCKER_HUB, HostPattern, KeyError, RegistryKey, USERINFO_REDACTED, masked};
-pub use source::{Source, ecr_label};
+pub use source::{Source, ecr_label, helper_server};
 pub use table::{Entry, RegistryTable, Resolution};
 
 #[cfg(test)]

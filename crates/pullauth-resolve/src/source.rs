@@ -7,8 +7,11 @@
 //!
 //! 1. the container's `repositoryCredentials` (a Secrets Manager secret);
 //! 2. the `ECS_ENGINE_AUTH_DATA` key that applies to the image;
-//! 3. ECR, when the image's registry is an ECR host and ECR is enabled;
-//! 4. anonymous.
+//! 3. a Docker credential helper, when the data is a config.json (the
+//!    `auths` wrapper) whose `credHelpers` names the image's registry, or
+//!    whose `credsStore` is set;
+//! 4. ECR, when the image's registry is an ECR host and ECR is enabled;
+//! 5. anonymous.
 
 use std::fmt;
 
@@ -18,13 +21,20 @@ use crate::table::{Entry, RegistryTable};
 
 /// The source of one pull's credentials. Its `Display` names the source,
 /// never a secret: `secretsmanager <ARN>`, `key "<written>"`,
-/// `ecr account 123456789012 region us-east-1`, `anonymous`.
+/// `helper pass`, `ecr account 123456789012 region us-east-1`, `anonymous`.
 #[derive(Debug, Clone)]
 pub enum Source<'t> {
     /// A Secrets Manager secret (ARN or name) holding `username`/`password`.
     TaskSecret(&'t str),
     /// A configured `ECS_ENGINE_AUTH_DATA` entry.
     Static(&'t Entry),
+    /// `docker-credential-<helper> get` with `server` on stdin.
+    Helper {
+        helper: &'t str,
+        /// The server URL Docker would ask the helper for: the registry
+        /// host, or `https://index.docker.io/v1/` for Docker Hub.
+        server: String,
+    },
     /// An ECR token for this registry.
     Ecr(EcrRegistry),
     Anonymous,
@@ -42,6 +52,7 @@ impl fmt::Display for Source<'_> {
         match self {
             Source::TaskSecret(secret) => write!(f, "secretsmanager {secret}"),
             Source::Static(entry) => write!(f, "key {:?}", entry.key.written),
+            Source::Helper { helper, .. } => write!(f, "helper {helper}"),
             Source::Ecr(registry) => write!(f, "{}", ecr_label(registry)),
             Source::Anonymous => f.write_str("anonymous"),
         }
@@ -57,10 +68,21 @@ pub fn ecr_label(registry: &EcrRegistry) -> String {
     )
 }
 
+/// The server URL Docker passes to a credential helper for `registry` (a
+/// normalized host): Docker Hub's is its legacy index address.
+pub fn helper_server(registry: &str) -> String {
+    if registry == crate::key::DOCKER_HUB {
+        "https://index.docker.io/v1/".to_owned()
+    } else {
+        registry.to_owned()
+    }
+}
+
 impl RegistryTable {
     /// The source of `image`'s credentials, by the precedence in the module
     /// docs: `task_secret` (a container's `repositoryCredentials`) first,
-    /// then a matching key, then ECR for ECR hosts when `ecr_enabled`.
+    /// then a matching key, then a credential helper, then ECR for ECR
+    /// hosts when `ecr_enabled`.
     pub fn source<'t>(
         &'t self,
         image: &ImageRef,
@@ -72,6 +94,12 @@ impl RegistryTable {
         }
         if let Some(entry) = self.lookup(image) {
             return Source::Static(entry);
+        }
+        if let Some(helper) = self.helper_for(&image.registry) {
+            return Source::Helper {
+                helper,
+                server: helper_server(&image.registry),
+            };
         }
         if ecr_enabled && let Ok(registry) = EcrRegistry::parse(&image.registry) {
             return Source::Ecr(registry);
@@ -157,6 +185,63 @@ mod tests {
         assert_eq!(
             source.needs_aws(),
             shown.starts_with("secretsmanager") || shown.starts_with("ecr")
+        );
+    }
+
+    fn helper_table() -> RegistryTable {
+        let data = format!(
+            r#"{{"auths":{{"registry.example.com":{{"auth":"dTpw"}}}},
+                "credHelpers":{{"helped.example.com:5000":"pass","{ECR}":"ecr-login"}},
+                "credsStore":"desktop"}}"#
+        );
+        RegistryTable::from_auth_data(AuthType::Docker, &SecretString::from(data)).expect("valid")
+    }
+
+    #[rstest]
+    #[case::secret_beats_helper("helped.example.com:5000/app", Some("s"), "secretsmanager s", None)]
+    #[case::inline_beats_store(
+        "registry.example.com/app",
+        None,
+        "key \"registry.example.com\"",
+        None
+    )]
+    #[case::cred_helper(
+        "helped.example.com:5000/app",
+        None,
+        "helper pass",
+        Some("helped.example.com:5000")
+    )]
+    #[case::helper_beats_ecr(&format!("{ECR}/app"), None, "helper ecr-login", Some(ECR))]
+    #[case::store_default("other.example/app", None, "helper desktop", Some("other.example"))]
+    #[case::store_hub("busybox", None, "helper desktop", Some("https://index.docker.io/v1/"))]
+    fn helper_precedence(
+        #[case] image: &str,
+        #[case] secret: Option<&str>,
+        #[case] shown: &str,
+        #[case] server_url: Option<&str>,
+    ) {
+        let table = helper_table();
+        let image = ImageRef::parse(image).expect("valid image");
+        let source = table.source(&image, secret, true);
+        assert_eq!(source.to_string(), shown);
+        assert!(!source.needs_aws() || secret.is_some());
+        match (&source, server_url) {
+            (Source::Helper { server, .. }, Some(want)) => assert_eq!(server, want),
+            (Source::Helper { .. }, None) => panic!("unexpected helper"),
+            (_, Some(_)) => panic!("expected a helper, got {source}"),
+            _ => {}
+        }
+    }
+
+    #[rstest]
+    #[case::path(r#"{"auths":{},"credsStore":"../evil"}"#)]
+    #[case::space(r#"{"auths":{},"credHelpers":{"h.example":"a b"}}"#)]
+    #[case::not_object(r#"{"auths":{},"credHelpers":"pass"}"#)]
+    #[case::store_not_string(r#"{"auths":{},"credsStore":{}}"#)]
+    #[case::wildcard(r#"{"auths":{},"credHelpers":{"*.example.com":"pass"}}"#)]
+    fn bad_helpers_are_rejected(#[case] data: &str) {
+        assert!(
+            RegistryTable::from_auth_data(AuthType::Docker, &SecretString::from(data)).is_err()
         );
     }
 

@@ -10,7 +10,7 @@ use secrecy::SecretString;
 use crate::authdata::{self, AuthDataError, AuthEntry};
 use crate::credentials::Credentials;
 use crate::image::{ImageRef, ImageRefError};
-use crate::key::{HostPattern, RegistryKey, masked};
+use crate::key::{HostPattern, KeyError, RegistryKey, masked};
 
 /// One configured registry: its key and the credentials it grants.
 #[derive(Debug, Clone)]
@@ -35,6 +35,10 @@ pub struct RegistryTable {
     wildcard: HashMap<(usize, String), Namespaces>,
     max_wildcard_labels: usize,
     unwrapped_auths: bool,
+    /// `credHelpers`: normalized registry host to helper name.
+    helpers: HashMap<String, String>,
+    /// `credsStore`: the helper for hosts without inline auth.
+    creds_store: Option<String>,
 }
 
 /// The answer for one image: where it lives and which entry applies.
@@ -71,6 +75,20 @@ impl RegistryTable {
         }
         let mut table = RegistryTable::from_entries(parsed.entries)?;
         table.unwrapped_auths = parsed.unwrapped_auths;
+        for (written, helper) in parsed.cred_helpers {
+            let key = RegistryKey::parse(&written).map_err(|reason| AuthDataError::BadKey {
+                key: masked(&written),
+                reason,
+            })?;
+            let HostPattern::Exact(host) = key.host else {
+                return Err(AuthDataError::BadKey {
+                    key: masked(&written),
+                    reason: KeyError::HelperWildcard,
+                });
+            };
+            table.helpers.insert(host, helper);
+        }
+        table.creds_store = parsed.creds_store;
         Ok(table)
     }
 
@@ -136,6 +154,20 @@ impl RegistryTable {
     /// Whether the data came wrapped in `{"auths": ...}`.
     pub fn unwrapped_auths(&self) -> bool {
         self.unwrapped_auths
+    }
+
+    /// The credential helper for a registry host: its `credHelpers` entry,
+    /// else `credsStore`. Consulted only when no inline key applies.
+    pub fn helper_for(&self, registry: &str) -> Option<&str> {
+        self.helpers
+            .get(registry)
+            .or(self.creds_store.as_ref())
+            .map(String::as_str)
+    }
+
+    /// Whether any credential helper is configured.
+    pub fn has_helpers(&self) -> bool {
+        !self.helpers.is_empty() || self.creds_store.is_some()
     }
 
     /// Parses `image` and finds the entry that applies to it.

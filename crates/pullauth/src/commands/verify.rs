@@ -4,8 +4,10 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
+use pullauth_agent::credentials::Provider;
+use pullauth_aws::AwsOptions;
 use pullauth_docker::{Engine, EngineSetupError, PullError, VerifyOutcome, VerifyReport};
-use pullauth_resolve::ImageRef;
+use pullauth_resolve::{ImageRef, Source};
 
 use super::{image_args, load, say};
 use crate::cli::VerifyArgs;
@@ -27,7 +29,10 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         // reason to print nothing.
         let engine = match Engine::connect(None).await {
             Ok(engine) => {
-                let with_credentials = images.iter().filter(|i| table.lookup(i).is_some()).count();
+                let with_credentials = images
+                    .iter()
+                    .filter(|i| !matches!(table.source(i, None, false), Source::Anonymous))
+                    .count();
                 engine.check_credentials_safe(with_credentials)?;
                 engine.ping().await.map(|()| engine)
             }
@@ -35,8 +40,26 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
             Err(error) => return Err(error.into()),
         };
         let mut failed = 0;
+        // Credential helpers run just before the check, as for a pull;
+        // verify never calls AWS.
+        let provider = Provider::lazy(AwsOptions {
+            ecr: false,
+            ..AwsOptions::default()
+        });
         for image in &images {
-            let entry = table.lookup(image);
+            let source = table.source(image, None, false);
+            let provided = match &source {
+                Source::Helper { .. } => match provider.provide(image, &source, None).await {
+                    Ok(entry) => entry,
+                    Err(err) => {
+                        eprintln!("pullauth: {}: {err}", image.original);
+                        failed += 1;
+                        continue;
+                    }
+                },
+                _ => None,
+            };
+            let entry = provided.as_ref().or_else(|| table.lookup(image));
             let result = match &engine {
                 Ok(engine) => engine.verify(image, entry).await,
                 Err(error) => Err::<_, PullError>(error.clone()),

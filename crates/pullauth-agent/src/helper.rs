@@ -1,0 +1,270 @@
+//! Docker credential helpers, consumed: `docker-credential-<name> get`
+//! with the server URL on stdin and `{"Username","Secret"}` on stdout, as
+//! the Docker CLI runs them. Bounded in time (the helper is killed when it
+//! overruns), and never echoing what the helper printed: its stdout holds
+//! the secret, and its stderr may.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use pullauth_resolve::Credentials;
+use secrecy::SecretString;
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+
+/// How long a helper may take to answer.
+pub const HELPER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What helpers print on exit 1 when they hold nothing for the server
+/// (docker-credential-helpers' `credentials.ErrCredentialsNotFound`).
+pub const NOT_FOUND: &str = "credentials not found in native keychain";
+
+/// At most this much of a helper's output is read.
+const MAX_OUTPUT: u64 = 64 * 1024;
+
+/// Why a helper gave no credentials. Messages name the helper and the
+/// registry, never what the helper printed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum HelperError {
+    #[error("credential helper {program} was not found (needed for {server})")]
+    NotInstalled { program: String, server: String },
+    #[error("credential helper {program} could not be started for {server}: {reason}")]
+    Spawn {
+        program: String,
+        server: String,
+        reason: String,
+    },
+    #[error("helper {helper} has no credentials for {server}")]
+    NotFound { helper: String, server: String },
+    #[error(
+        "credential helper {program} failed for {server} ({status}); its output is not shown, \
+         as it may hold secrets"
+    )]
+    Failed {
+        program: String,
+        server: String,
+        status: String,
+    },
+    #[error(
+        "credential helper {program} did not answer for {server} within {seconds} s; it was killed"
+    )]
+    Timeout {
+        program: String,
+        server: String,
+        seconds: u64,
+    },
+    #[error(
+        "credential helper {program} answered for {server} with output that is not \
+         {{\"Username\",\"Secret\"}} JSON (not shown)"
+    )]
+    BadOutput { program: String, server: String },
+}
+
+#[derive(Deserialize)]
+struct Answer {
+    #[serde(rename = "Username", default)]
+    username: String,
+    #[serde(rename = "Secret", default)]
+    secret: String,
+}
+
+/// `docker-credential-<helper> get` for `server`, found on PATH, within
+/// `timeout`.
+pub async fn get(
+    helper: &str,
+    server: &str,
+    timeout: Duration,
+) -> Result<Credentials, HelperError> {
+    get_in(None, helper, server, timeout).await
+}
+
+/// [`get`], with the helper taken from `dir` instead of PATH when given.
+pub async fn get_in(
+    dir: Option<&Path>,
+    helper: &str,
+    server: &str,
+    timeout: Duration,
+) -> Result<Credentials, HelperError> {
+    let program = format!("docker-credential-{helper}");
+    let command = match dir {
+        Some(dir) => dir.join(&program),
+        None => PathBuf::from(&program),
+    };
+    let mut child = match Command::new(&command)
+        .arg("get")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(HelperError::NotInstalled {
+                program,
+                server: server.to_owned(),
+            });
+        }
+        Err(e) => {
+            return Err(HelperError::Spawn {
+                program,
+                server: server.to_owned(),
+                reason: e.kind().to_string(),
+            });
+        }
+    };
+    let mut stdin = child.stdin.take();
+    let mut stdout = child.stdout.take().map(|s| s.take(MAX_OUTPUT));
+    let mut stderr = child.stderr.take().map(|s| s.take(MAX_OUTPUT));
+    let run = async {
+        if let Some(stdin) = stdin.as_mut() {
+            // A helper that exits without reading stdin is judged by its exit.
+            let _ = stdin.write_all(server.as_bytes()).await;
+            let _ = stdin.shutdown().await;
+        }
+        drop(stdin.take());
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        let read_out = async {
+            if let Some(s) = stdout.as_mut() {
+                let _ = s.read_to_end(&mut out).await;
+            }
+        };
+        let read_err = async {
+            if let Some(s) = stderr.as_mut() {
+                let _ = s.read_to_end(&mut err).await;
+            }
+        };
+        tokio::join!(read_out, read_err);
+        let status = child.wait().await;
+        (status, out, err)
+    };
+    let (status, out, err) = match tokio::time::timeout(timeout, run).await {
+        Ok(done) => done,
+        Err(_) => {
+            // Dropping the future drops the child: kill_on_drop kills it.
+            return Err(HelperError::Timeout {
+                program,
+                server: server.to_owned(),
+                seconds: timeout.as_secs(),
+            });
+        }
+    };
+    let status = status.map_err(|e| HelperError::Spawn {
+        program: program.clone(),
+        server: server.to_owned(),
+        reason: e.kind().to_string(),
+    })?;
+    if !status.success() {
+        let said = |bytes: &[u8]| String::from_utf8_lossy(bytes).contains(NOT_FOUND);
+        if said(&out) || said(&err) {
+            return Err(HelperError::NotFound {
+                helper: helper.to_owned(),
+                server: server.to_owned(),
+            });
+        }
+        return Err(HelperError::Failed {
+            program,
+            server: server.to_owned(),
+            status: status.to_string(),
+        });
+    }
+    let bad = || HelperError::BadOutput {
+        program: program.clone(),
+        server: server.to_owned(),
+    };
+    let answer: Answer = serde_json::from_slice(&out).map_err(|_| bad())?;
+    if answer.secret.is_empty() {
+        return Err(HelperError::NotFound {
+            helper: helper.to_owned(),
+            server: server.to_owned(),
+        });
+    }
+    Ok(if answer.username == "<token>" {
+        Credentials {
+            identity_token: Some(SecretString::from(answer.secret)),
+            ..Credentials::default()
+        }
+    } else {
+        Credentials::basic(answer.username, answer.secret)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    /// Writes `docker-credential-<name>` running `script` into `dir`.
+    fn fake(dir: &std::path::Path, name: &str, script: &str) {
+        let path = dir.join(format!("docker-credential-{name}"));
+        std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).expect("write helper");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+
+    #[tokio::test]
+    async fn helpers_answer_fail_and_time_out_without_echoing_output() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fake(
+            dir.path(),
+            "ok",
+            r#"read s; [ "$s" = "reg.example:5000" ] || exit 3; echo '{"ServerURL":"x","Username":"alice","Secret":"canary-pw"}'"#,
+        );
+        fake(
+            dir.path(),
+            "tok",
+            r#"echo '{"Username":"<token>","Secret":"canary-tok"}'"#,
+        );
+        fake(dir.path(), "none", &format!("echo '{NOT_FOUND}'; exit 1"));
+        fake(dir.path(), "boom", "echo canary-leak >&2; exit 2");
+        fake(dir.path(), "junk", "echo canary-junk");
+        fake(dir.path(), "slow", "sleep 30");
+        let server = "reg.example:5000";
+        let t = Duration::from_secs(5);
+
+        let ok = get_in(Some(dir.path()), "ok", server, t)
+            .await
+            .expect("answer");
+        assert_eq!(ok.username.as_deref(), Some("alice"));
+        assert_eq!(
+            ok.password.as_ref().map(|p| p.expose_secret()),
+            Some("canary-pw")
+        );
+
+        let tok = get_in(Some(dir.path()), "tok", server, t)
+            .await
+            .expect("answer");
+        assert!(tok.username.is_none());
+        assert_eq!(tok.kind(), "identity token");
+
+        let cases = [
+            (
+                "none",
+                "helper none has no credentials for reg.example:5000",
+            ),
+            ("boom", "docker-credential-boom failed for reg.example:5000"),
+            ("junk", "not {\"Username\",\"Secret\"} JSON"),
+            ("absent", "docker-credential-absent was not found"),
+        ];
+        for (helper, want) in cases {
+            let e = get_in(Some(dir.path()), helper, server, t)
+                .await
+                .expect_err(helper)
+                .to_string();
+            assert!(e.contains(want), "{helper}: {e}");
+            assert!(!e.contains("canary"), "{helper}: {e}");
+        }
+        let started = std::time::Instant::now();
+        let e = get_in(Some(dir.path()), "slow", server, Duration::from_millis(300))
+            .await
+            .expect_err("slow")
+            .to_string();
+        assert!(e.contains("did not answer") && e.contains("killed"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+}

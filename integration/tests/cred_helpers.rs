@@ -1,0 +1,172 @@
+//! Docker credential helpers consumed: a config.json in
+//! ECS_ENGINE_AUTH_DATA whose `credHelpers` names a harness registry pulls
+//! with what a REAL helper (`docker-credential-pass`, from
+//! golang-docker-credential-helpers, over `pass` and a throwaway GPG key)
+//! keeps; the registry's log shows the helper's user.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use pullauth_integration::agent::{ecs_config, random_token, scratch_dir, secret_needles};
+use pullauth_integration::{Harness, Outcome, pullauth_command};
+
+const RUN_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Environment that points gpg and pass at `dir`.
+fn pass_env(dir: &Path) -> Vec<(String, String)> {
+    vec![
+        ("GNUPGHOME".into(), dir.join("gnupg").display().to_string()),
+        (
+            "PASSWORD_STORE_DIR".into(),
+            dir.join("store").display().to_string(),
+        ),
+        ("HOME".into(), dir.display().to_string()),
+    ]
+}
+
+fn run(cmd: &mut Command, input: &[u8]) -> Outcome {
+    Outcome::run_bounded(cmd, input, Duration::from_secs(60))
+}
+
+/// A password store with a fresh GPG key, holding `user`/`secret` for `server`.
+fn pass_store(dir: &Path, server: &str, user: &str, secret: &str) {
+    let env = pass_env(dir);
+    std::fs::create_dir_all(dir.join("gnupg")).expect("gnupg dir");
+    std::fs::set_permissions(
+        dir.join("gnupg"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .expect("chmod gnupg");
+    run(
+        Command::new("gpg")
+            .envs(env.clone())
+            .args(["--batch", "--passphrase", "", "--quick-gen-key"])
+            .args(["pullauth-test", "default", "default", "never"]),
+        b"",
+    )
+    .assert_code(0);
+    let listed = run(
+        Command::new("gpg").envs(env.clone()).args([
+            "--batch",
+            "--with-colons",
+            "--list-secret-keys",
+        ]),
+        b"",
+    );
+    listed.assert_code(0);
+    let fpr = listed
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("fpr:"))
+        .and_then(|l| l.split(':').find(|f| !f.is_empty()))
+        .expect("a fingerprint")
+        .to_owned();
+    run(
+        Command::new("pass").envs(env.clone()).args(["init", &fpr]),
+        b"",
+    )
+    .assert_code(0);
+    let entry = serde_json::json!({ "ServerURL": server, "Username": user, "Secret": secret });
+    run(
+        Command::new("docker-credential-pass")
+            .envs(env)
+            .arg("store"),
+        entry.to_string().as_bytes(),
+    )
+    .assert_code(0);
+}
+
+// Proves credHelpers {"127.0.0.1:PORT": "pass"} with no inline auth pulls as the user docker-credential-pass keeps (registry log), labelled "helper pass", with no secret on stdout/stderr; a registry the helper has nothing for fails with exit 1 naming helper and registry; a helper that is not installed fails with a clear error.
+#[test]
+fn cred_helpers_pass_pulls_as_the_helpers_user() {
+    let h = Harness::get();
+    let password = format!("hugo-{}", random_token(20));
+    let registry = Harness::registry_with(&[("hugo", &password)]);
+    let repo = format!("credhelper-{}", std::process::id());
+    h.push_fixture(&registry, &repo, "1", ("hugo", &password));
+    let image = registry.image_ref(&repo, "1");
+
+    let dir = scratch_dir("cred-helpers");
+    pass_store(dir.path(), &registry.addr(), "hugo", &password);
+    let env = pass_env(dir.path());
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+
+    let config = |helpers: serde_json::Value| {
+        let data = serde_json::json!({ "auths": {}, "credHelpers": helpers });
+        ecs_config(
+            dir.path(),
+            &format!("ECS_ENGINE_AUTH_TYPE=docker\nECS_ENGINE_AUTH_DATA={data}\n"),
+        )
+    };
+    let pull = |env_file: &Path| {
+        Outcome::run_bounded(
+            &mut pullauth_command(
+                "pull",
+                h.docker_host(),
+                env_file,
+                &env,
+                &["--pull-behavior", "always", &image],
+            ),
+            b"",
+            RUN_TIMEOUT,
+        )
+    };
+
+    let env_file = config(serde_json::json!({ registry.addr(): "pass" }));
+    let mark = registry.log_mark();
+    let pulled = pull(&env_file);
+    pulled
+        .assert_code(0)
+        .assert_no_panic()
+        .assert_no_secret(&secret_needles(&password));
+    assert!(pulled.stdout.contains("helper pass"), "{}", pulled.stdout);
+    assert!(
+        !pulled.stderr.contains("ignoring top-level field"),
+        "{}",
+        pulled.stderr
+    );
+    let users = registry.users_since_in(mark, &repo);
+    assert!(
+        !users.is_empty() && users.iter().all(|u| u == "hugo"),
+        "the registry saw {users:?}"
+    );
+    h.remove_local(&image);
+
+    // A second store that holds nothing for this registry.
+    let empty = scratch_dir("cred-helpers-empty");
+    pass_store(empty.path(), "other.example:1", "nobody", "x");
+    let empty_env = pass_env(empty.path());
+    let empty_env: Vec<(&str, &str)> = empty_env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let failed = Outcome::run_bounded(
+        &mut pullauth_command(
+            "pull",
+            h.docker_host(),
+            &env_file,
+            &empty_env,
+            &["--pull-behavior", "always", &image],
+        ),
+        b"",
+        RUN_TIMEOUT,
+    );
+    failed
+        .assert_code(1)
+        .assert_no_panic()
+        .assert_no_secret(&secret_needles(&password));
+    let want = format!("helper pass has no credentials for {}", registry.addr());
+    assert!(failed.stderr.contains(&want), "{}", failed.stderr);
+
+    let missing = config(serde_json::json!({ registry.addr(): "pullauth-absent" }));
+    let failed = pull(&missing);
+    failed.assert_code(1).assert_no_panic();
+    assert!(
+        failed
+            .stderr
+            .contains("credential helper docker-credential-pullauth-absent was not found"),
+        "{}",
+        failed.stderr
+    );
+}
