@@ -202,7 +202,7 @@ fn start_private_daemon() -> (String, PrivateDaemon) {
     util::ensure_tools(&[("dockerd", "docker.io"), ("containerd", "docker.io")]);
     let started = Instant::now();
     let dir = util::temp_dir("dockerd");
-    let (host, pid) = launch_daemon(dir.path(), false, &[]);
+    let (host, pid) = launch_daemon(dir.path(), false, &[], None);
     eprintln!(
         "pullauth-integration: private dockerd ready at {host} in {:?}",
         started.elapsed()
@@ -213,8 +213,15 @@ fn start_private_daemon() -> (String, PrivateDaemon) {
 /// Starts dockerd with its socket, data, exec root, pid file and log under
 /// `root`, plus `extra` arguments, and waits until it answers on the socket;
 /// returns `(host, pid)`. `append_log` keeps the log of earlier runs (for
-/// restarts).
-fn launch_daemon(root: &Path, append_log: bool, extra: &[String]) -> (String, u32) {
+/// restarts). With `hosts`, dockerd runs in its own mount namespace in which
+/// that file is bind-mounted over `/etc/hosts` (see
+/// [`PrivateEngine::start_with_hosts`]).
+fn launch_daemon(
+    root: &Path,
+    append_log: bool,
+    extra: &[String],
+    hosts: Option<&Path>,
+) -> (String, u32) {
     let started = Instant::now();
     let socket = root.join("docker.sock");
     let log_path = root.join("dockerd.log");
@@ -227,7 +234,21 @@ fn launch_daemon(root: &Path, append_log: bool, extra: &[String]) -> (String, u3
         File::create(&log_path)
     }
     .expect("cannot create dockerd.log");
-    let mut cmd = Command::new(util::which("dockerd").expect("dockerd was just ensured"));
+    let dockerd = util::which("dockerd").expect("dockerd was just ensured");
+    let mut cmd = match hosts {
+        None => Command::new(dockerd),
+        Some(hosts) => {
+            // unshare(1) without --fork execs, so the pid stays dockerd's;
+            // its default propagation is private, so the bind mount is seen
+            // by this dockerd (and its containerd) only.
+            let mut cmd = Command::new(util::which("unshare").expect("util-linux is essential"));
+            cmd.args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
+                .arg(r#"mount --bind "$0" /etc/hosts && exec "$@""#)
+                .arg(hosts)
+                .arg(dockerd);
+            cmd
+        }
+    };
     cmd.arg("--host")
         .arg(format!("unix://{}", socket.display()))
         .arg("--data-root")
@@ -296,6 +317,8 @@ pub struct PrivateEngine {
     pid: process::PidSlot,
     /// Daemon arguments beyond the harness's own, kept for restarts.
     extra_args: Vec<String>,
+    /// The hosts file bind-mounted over the daemon's `/etc/hosts`, if any.
+    hosts_file: Option<PathBuf>,
 }
 
 impl PrivateEngine {
@@ -309,6 +332,21 @@ impl PrivateEngine {
     /// harness's docker CLI uses stays, so [`PrivateEngine::docker`] works
     /// whatever the extra listeners require.
     pub fn start_with(extra_args: &[&str]) -> PrivateEngine {
+        PrivateEngine::launch(extra_args, &[])
+    }
+
+    /// Like [`PrivateEngine::start_with`], but the daemon resolves each
+    /// `(name, address)` of `hosts` to that address: it runs in its own
+    /// mount namespace (`unshare --mount`) with a hosts file holding them
+    /// (and localhost) bind-mounted over `/etc/hosts`. Nothing outside the
+    /// daemon sees the change. With `--insecure-registry NAME` in
+    /// `extra_args`, a registry on `address:80` then poses as `NAME`, e.g.
+    /// an ECR host.
+    pub fn start_with_hosts(hosts: &[(&str, &str)], extra_args: &[&str]) -> PrivateEngine {
+        PrivateEngine::launch(extra_args, hosts)
+    }
+
+    fn launch(extra_args: &[&str], hosts: &[(&str, &str)]) -> PrivateEngine {
         crate::require_opt_in();
         util::ensure_tools(&[
             ("docker", "docker.io"),
@@ -318,7 +356,16 @@ impl PrivateEngine {
         let started = Instant::now();
         let dir = util::temp_dir("own-dockerd");
         let extra_args: Vec<String> = extra_args.iter().map(|a| (*a).to_string()).collect();
-        let (host, pid) = launch_daemon(dir.path(), false, &extra_args);
+        let hosts_file = (!hosts.is_empty()).then(|| {
+            let path = dir.path().join("hosts");
+            let mut text = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost\n");
+            for (name, address) in hosts {
+                text.push_str(&format!("{address}\t{name}\n"));
+            }
+            std::fs::write(&path, text).expect("cannot write the daemon's hosts file");
+            path
+        });
+        let (host, pid) = launch_daemon(dir.path(), false, &extra_args, hosts_file.as_deref());
         eprintln!(
             "pullauth-integration: test-owned dockerd ready at {host} in {:?}",
             started.elapsed()
@@ -329,6 +376,7 @@ impl PrivateEngine {
             client_config: client_config("client"),
             pid: process::PidSlot::holding(pid),
             extra_args,
+            hosts_file,
         }
     }
 
@@ -378,7 +426,12 @@ impl PrivateEngine {
     /// it first if it runs) and waits until it answers.
     pub fn restart(&self) {
         self.stop();
-        let (_, pid) = launch_daemon(self.dir.path(), true, &self.extra_args);
+        let (_, pid) = launch_daemon(
+            self.dir.path(),
+            true,
+            &self.extra_args,
+            self.hosts_file.as_deref(),
+        );
         self.pid.set(pid);
     }
 }

@@ -40,6 +40,17 @@ impl Registry {
     /// htpasswd as one argv entry); user names must not contain ':' or
     /// control characters, which the htpasswd format cannot hold.
     pub fn start(name: &str, users: &[(&str, &str)]) -> Registry {
+        Registry::start_on(name, users, None)
+    }
+
+    /// Like [`Registry::start`], on `127.0.0.1:port` exactly (e.g. 80, where
+    /// an engine looks for an insecure registry named without a port);
+    /// panics when the port is taken.
+    pub fn start_on_port(name: &str, users: &[(&str, &str)], port: u16) -> Registry {
+        Registry::start_on(name, users, Some(port))
+    }
+
+    fn start_on(name: &str, users: &[(&str, &str)], fixed_port: Option<u16>) -> Registry {
         crate::require_opt_in();
         util::ensure_tools(&[
             ("docker-registry", "docker-registry"),
@@ -60,8 +71,13 @@ impl Registry {
             pid: process::PidSlot::default(),
         };
         let mut last_error = String::new();
-        for _ in 0..PORT_ATTEMPTS {
-            registry.port = util::free_port();
+        let attempts = if fixed_port.is_some() {
+            1
+        } else {
+            PORT_ATTEMPTS
+        };
+        for _ in 0..attempts {
+            registry.port = fixed_port.unwrap_or_else(util::free_port);
             match registry.launch() {
                 Ok(pid) => {
                     registry.pid.set(pid);
@@ -75,6 +91,9 @@ impl Registry {
                 Err(LaunchError::PortTaken(log)) => last_error = log,
                 Err(LaunchError::Failed(msg)) => panic!("registry {name}: {msg}"),
             }
+        }
+        if let Some(port) = fixed_port {
+            panic!("registry {name}: port {port} is taken:\n{last_error}");
         }
         panic!("registry {name}: no free port after {PORT_ATTEMPTS} attempts:\n{last_error}");
     }
