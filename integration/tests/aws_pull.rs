@@ -24,7 +24,8 @@ fn aws_env(moto: &Moto) -> Vec<(&'static str, String)> {
 }
 
 /// Creates secrets named `<prefix>/good` (alice's username and password),
-/// `<prefix>/no-password`; returns alice's password (the canary).
+/// `<prefix>/no-password`, and `<prefix>/binary` (alice's credentials as
+/// `SecretBinary`); returns alice's password (the canary).
 fn create_secrets(moto: &Moto, registry: &Registry, prefix: &str) -> String {
     let password = registry.password("alice").to_string();
     moto.boto3(
@@ -33,7 +34,9 @@ fn create_secrets(moto: &Moto, registry: &Registry, prefix: &str) -> String {
              sm.create_secret(Name='{prefix}/good', SecretString=json.dumps(\
              {{'username': 'alice', 'password': {password:?}}}))\n\
              sm.create_secret(Name='{prefix}/no-password', SecretString=json.dumps(\
-             {{'username': 'alice'}}))\n"
+             {{'username': 'alice'}}))\n\
+             sm.create_secret(Name='{prefix}/binary', SecretBinary=json.dumps(\
+             {{'username': 'alice', 'password': {password:?}}}).encode())\n"
         ),
         None,
     );
@@ -87,6 +90,7 @@ fn task_secret_pulls_as_its_user_and_bad_secrets_stop_the_container() {
     let good = format!("{prefix}/good");
     let missing = format!("{prefix}/missing");
     let no_password = format!("{prefix}/no-password");
+    let binary = format!("{prefix}/binary");
     let task = agent.submit(&json!({
         "family": "aws",
         "containerDefinitions": [
@@ -94,6 +98,7 @@ fn task_secret_pulls_as_its_user_and_bad_secrets_stop_the_container() {
             with_secret("good-again", &image, &good),
             with_secret("missing", &image, &missing),
             with_secret("nopass", &image, &no_password),
+            with_secret("binary", &image, &binary),
         ]
     }));
     let task = agent.wait_final(task["Arn"].as_str().expect("Arn"));
@@ -113,6 +118,7 @@ fn task_secret_pulls_as_its_user_and_bad_secrets_stop_the_container() {
     for (name, secret, problem) in [
         ("missing", &missing, "no such secret"),
         ("nopass", &no_password, "password"),
+        ("binary", &binary, "SecretBinary"),
     ] {
         let c = container(&task, name);
         assert_eq!(c["KnownStatus"], "STOPPED", "{task:#}");
@@ -129,10 +135,10 @@ fn task_secret_pulls_as_its_user_and_bad_secrets_stop_the_container() {
 
     let tasks = agent.get("/v1/tasks").text();
     let metrics = agent.metrics();
-    // Each distinct secret of the task is fetched once: three, not four.
+    // Each distinct secret of the task is fetched once: four, not five.
     assert_eq!(
         metric_value(&metrics, "pullauth_aws_secret_fetches_total"),
-        Some(3.0),
+        Some(4.0),
         "{metrics}"
     );
     assert!(
