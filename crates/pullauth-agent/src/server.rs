@@ -25,6 +25,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
+use tokio_io_timeout::TimeoutStream;
 
 use crate::agent::Agent;
 use crate::api;
@@ -36,6 +37,12 @@ use crate::api;
 /// its head in one write; 10 s leaves room for a loaded machine while a
 /// client that sends half a request line is dropped quickly.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a response write may make no progress before the connection is
+/// dropped: a client that sends requests but stops reading the answers
+/// would otherwise hold its place under the cap for ever once the socket
+/// buffers are full. A client reading at any pace keeps the write moving.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Most connections the introspection listener holds open at once. Above
 /// the 5,000 half-open connections one local process can easily open (the
@@ -85,6 +92,8 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 pub struct ServerLimits {
     /// Time to send a request head; also the keep-alive idle timeout.
     pub header_read_timeout: Duration,
+    /// Time a response write may stall (see [`WRITE_TIMEOUT`]).
+    pub write_timeout: Duration,
     /// Connections open at once on the introspection listener.
     pub max_introspection_connections: usize,
     /// Connections open at once on the control socket.
@@ -97,6 +106,7 @@ impl Default for ServerLimits {
     fn default() -> Self {
         ServerLimits {
             header_read_timeout: HEADER_READ_TIMEOUT,
+            write_timeout: WRITE_TIMEOUT,
             max_introspection_connections: MAX_INTROSPECTION_CONNECTIONS,
             max_control_connections: MAX_CONTROL_CONNECTIONS,
             shutdown_grace: SHUTDOWN_GRACE,
@@ -392,7 +402,11 @@ async fn serve_connection<I>(
         .header_read_timeout(limits.header_read_timeout)
         .keep_alive(true)
         .max_buf_size(MAX_HEADER_BYTES);
-    let connection = builder.serve_connection(TokioIo::new(io), service);
+    // Only writes need this: reads are bounded by the header timeout while a
+    // head is awaited, and the control API bounds a body's arrival itself.
+    let mut io = TimeoutStream::new(io);
+    io.set_write_timeout(Some(limits.write_timeout));
+    let connection = builder.serve_connection(TokioIo::new(Box::pin(io)), service);
     tokio::pin!(connection);
     tokio::select! {
         result = connection.as_mut() => {

@@ -57,6 +57,7 @@ async fn agent() -> Agent {
 fn test_limits() -> ServerLimits {
     ServerLimits {
         header_read_timeout: Duration::from_millis(400),
+        write_timeout: Duration::from_millis(400),
         max_introspection_connections: 64,
         max_control_connections: 64,
         shutdown_grace: Duration::from_secs(2),
@@ -203,6 +204,40 @@ async fn idle_keep_alive_connection_is_closed_after_the_timeout() {
     let mut unix = running.unix().await;
     assert_eq!(get(&mut unix, "/healthz").await.0, 200);
     expect_eof(&mut unix, PROMPTLY, "idle control connection").await;
+    running.shut_down(PROMPTLY).await;
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_after_the_write_timeout() {
+    let running = Running::start(ServerLimits {
+        header_read_timeout: Duration::from_secs(60),
+        ..test_limits()
+    })
+    .await;
+    // Pipelined requests whose answers are never read: once the socket
+    // buffers are full the server's writes stall, it stops reading, and
+    // this client's writes stall too, until the server drops it.
+    let (_never_read, mut writer) = running.tcp().await.into_split();
+    let requests = b"GET /v1/metadata HTTP/1.1\r\nHost: pullauth\r\n\r\n".repeat(10_000);
+    let dropped = tokio::time::timeout(PROMPTLY, async {
+        loop {
+            if let Err(e) = writer.write_all(&requests).await {
+                return e;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("a client that never reads kept its connection for {PROMPTLY:?}"));
+    assert!(
+        matches!(
+            dropped.kind(),
+            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+        ),
+        "{dropped}"
+    );
+    // The server itself is fine.
+    let mut other = running.tcp().await;
+    assert_eq!(get(&mut other, "/healthz").await.0, 200);
     running.shut_down(PROMPTLY).await;
 }
 
