@@ -6,11 +6,12 @@
 //! password never reaches the state file, the APIs or the log.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use pullauth_integration::agent::{
     AgentSpec, metric_value, random_token, scratch_dir, secret_needles,
 };
-use pullauth_integration::{Harness, Moto, Registry, pullauth_command};
+use pullauth_integration::{Harness, Moto, Outcome, Registry, Stall, pullauth_command};
 use serde_json::{Value, json};
 
 fn moto() -> &'static Moto {
@@ -203,4 +204,41 @@ fn pull_with_repository_credentials_pulls_as_the_secrets_user() {
         stderr.contains(&missing) && stderr.contains("no such secret"),
         "{stderr}"
     );
+}
+
+#[test]
+fn an_aws_endpoint_that_never_answers_fails_the_pull_within_the_operation_bound() {
+    let h = Harness::get();
+    let stall = Stall::start();
+    let dir = scratch_dir("aws-stall");
+    let env_file = dir.path().join("ecs.config");
+    std::fs::write(&env_file, "").expect("env file");
+    let env = pullauth_integration::pullauth_aws_env(&format!("http://{}", stall.addr()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    for (what, args) in [
+        (
+            "ECR token",
+            vec!["123456789012.dkr.ecr.us-east-1.amazonaws.com/team/app:1"],
+        ),
+        (
+            "secret",
+            vec!["--repository-credentials", "registry/stalled", "busybox:1"],
+        ),
+    ] {
+        let mut cmd = pullauth_command("pull", h.docker_host(), &env_file, &env, &args);
+        // The operation bound is 20 s; the process must end well within a minute.
+        let started = std::time::Instant::now();
+        let out = Outcome::run_bounded(&mut cmd, b"", Duration::from_secs(60));
+        eprintln!("{what}: pull failed after {:?}", started.elapsed());
+        assert_eq!(out.code, Some(1), "{what}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("no answer within"),
+            "{what}: {}",
+            out.stderr
+        );
+        assert!(
+            stall.connections() >= 1,
+            "{what}: the stalled endpoint was not tried"
+        );
+    }
 }
