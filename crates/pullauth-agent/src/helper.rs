@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use pullauth_resolve::Credentials;
 use secrecy::SecretString;
+use secrecy::zeroize::Zeroizing;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
@@ -94,6 +95,9 @@ pub async fn get_in(
     };
     let mut child = match Command::new(&command)
         .arg("get")
+        // The helper needs no part of pullauth's own configuration, and
+        // this variable holds every configured password.
+        .env_remove("ECS_ENGINE_AUTH_DATA")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -125,7 +129,8 @@ pub async fn get_in(
             let _ = stdin.shutdown().await;
         }
         drop(stdin.take());
-        let mut out = Vec::new();
+        // The helper's answer holds the secret: wiped when dropped.
+        let mut out = Zeroizing::new(Vec::new());
         let mut err = Vec::new();
         let read_out = async {
             if let Some(s) = stdout.as_mut() {
