@@ -8,7 +8,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use pullauth_integration::agent::{ecs_config, random_token, scratch_dir, secret_needles};
+use pullauth_integration::agent::{
+    AgentSpec, ecs_config, random_token, scratch_dir, secret_needles,
+};
 use pullauth_integration::{Harness, Outcome, pullauth_command};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(180);
@@ -168,5 +170,80 @@ fn cred_helpers_pass_pulls_as_the_helpers_user() {
             .contains("credential helper docker-credential-pullauth-absent was not found"),
         "{}",
         failed.stderr
+    );
+}
+
+/// A task's credential helpers run at once, not one after another: each
+/// helper of this one answers only once all of them have started (and
+/// gives up after 5 s, well within the 10 s helper limit), so provisioning
+/// the task's containers in turn would fail all but the last.
+#[test]
+fn a_tasks_helpers_run_at_the_same_time() {
+    const CONTAINERS: usize = 4;
+    let dir = scratch_dir("helper-barrier");
+    let bin = dir.path().join("bin");
+    let started = dir.path().join("started");
+    std::fs::create_dir_all(&bin).expect("bin dir");
+    std::fs::create_dir_all(&started).expect("barrier dir");
+    let helper = bin.join("docker-credential-barrier");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\n\
+             server=$(cat)\n\
+             touch '{started}'/$$\n\
+             i=0\n\
+             while [ \"$(ls '{started}' | wc -l)\" -lt {CONTAINERS} ]; do\n\
+             \ti=$((i + 1))\n\
+             \t[ $i -gt 100 ] && {{ echo 'not every helper started' >&2; exit 1; }}\n\
+             \tsleep 0.05\n\
+             done\n\
+             printf '{{\"ServerURL\":\"%s\",\"Username\":\"barrier-user\",\"Secret\":\"barrier-pw\"}}' \"$server\"\n",
+            started = started.display()
+        ),
+    )
+    .expect("write helper");
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod helper");
+
+    let hosts: Vec<String> = (0..CONTAINERS)
+        .map(|i| format!("h{i}.pullauth.invalid"))
+        .collect();
+    let helpers: serde_json::Map<String, serde_json::Value> = hosts
+        .iter()
+        .map(|h| (h.clone(), serde_json::Value::from("barrier")))
+        .collect();
+    let data = serde_json::json!({"auths": {}, "credHelpers": helpers});
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let spec = AgentSpec::new()
+        .env_file_text(&format!(
+            "ECS_ENGINE_AUTH_TYPE=docker\nECS_ENGINE_AUTH_DATA={data}\n"
+        ))
+        .env("PATH", &path);
+    let agent = spec.start();
+    let containers: Vec<serde_json::Value> = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| serde_json::json!({"name": format!("c{i}"), "image": format!("{h}/app:1"), "essential": false}))
+        .collect();
+    let task =
+        agent.submit(&serde_json::json!({"family": "barrier", "containerDefinitions": containers}));
+    let task = agent.wait_final(task["Arn"].as_str().expect("Arn"));
+    for c in task["Containers"].as_array().expect("containers") {
+        assert_eq!(c["Username"], "barrier-user", "{task:#}");
+        assert_eq!(c["RegistryKey"], "helper barrier", "{task:#}");
+    }
+    assert_eq!(
+        std::fs::read_dir(&started).expect("barrier dir").count(),
+        CONTAINERS,
+        "each container runs its helper once"
+    );
+    assert!(
+        !spec.logs().contains("barrier-pw"),
+        "the log holds the helper's secret"
     );
 }

@@ -286,8 +286,10 @@ impl Agent {
             })
     }
 
-    /// [`Agent::provide`] for every container of `task`, each distinct
-    /// secret fetched once; `None` for a container whose image is invalid.
+    /// [`Agent::provide`] for every container of `task`, all at once (each
+    /// source is bounded in time, so a submission waits for the slowest,
+    /// not for their sum), each distinct secret fetched once; `None` for a
+    /// container whose image is invalid.
     async fn provide_task(
         &self,
         task: &Task,
@@ -297,30 +299,47 @@ impl Agent {
             .execution_role_arn
             .as_deref()
             .and_then(|arn| RoleArn::parse(arn).ok());
-        let mut secrets: HashMap<&str, Result<Option<Entry>, Failed>> = HashMap::new();
-        let mut out = Vec::with_capacity(task.containers.len());
-        for container in &task.containers {
-            let Ok(image) = ImageRef::parse(&container.image) else {
-                out.push(None);
-                continue;
-            };
-            let secret = container.credentials_parameter.as_deref();
-            let provided = match secret {
-                Some(secret) => match secrets.get(secret) {
-                    Some(done) => done.clone(),
-                    None => {
-                        let done = self
-                            .provide(&image, Some(secret), role.as_ref(), settings)
-                            .await;
-                        secrets.insert(secret, done.clone());
-                        done
+        let images: Vec<Option<ImageRef>> = task
+            .containers
+            .iter()
+            .map(|c| ImageRef::parse(&c.image).ok())
+            .collect();
+        // Which container provides for each one: itself, or the first
+        // container with a valid image naming the same secret.
+        let mut first_naming: HashMap<&str, usize> = HashMap::new();
+        let provider_of: Vec<usize> = task
+            .containers
+            .iter()
+            .enumerate()
+            .map(
+                |(index, container)| match &container.credentials_parameter {
+                    Some(secret) if images[index].is_some() => {
+                        *first_naming.entry(secret.as_str()).or_insert(index)
                     }
+                    _ => index,
                 },
-                None => self.provide(&image, None, role.as_ref(), settings).await,
-            };
-            out.push(Some((image, provided)));
-        }
-        out
+            )
+            .collect();
+        let jobs: Vec<usize> = (0..images.len())
+            .filter(|&index| provider_of[index] == index && images[index].is_some())
+            .collect();
+        let answers = futures_util::future::join_all(jobs.iter().filter_map(|&index| {
+            let image = images[index].as_ref()?;
+            let secret = task.containers[index].credentials_parameter.as_deref();
+            Some(self.provide(image, secret, role.as_ref(), settings))
+        }))
+        .await;
+        let answers: HashMap<usize, Result<Option<Entry>, Failed>> =
+            jobs.into_iter().zip(answers).collect();
+        images
+            .into_iter()
+            .enumerate()
+            .map(|(index, image)| {
+                let image = image?;
+                let provided = answers.get(&provider_of[index]).cloned()?;
+                Some((image, provided))
+            })
+            .collect()
     }
 
     /// The settings pulls use now.
