@@ -352,3 +352,92 @@ fn task_execution_role_gets_the_token_and_a_task_without_uses_the_instance_role(
     drop(agent);
     drop(moto);
 }
+
+/// moto whose ECR tokens expire 12 hours from issue, as real ones do
+/// (moto's own expire in 2015, so pullauth never caches them): a
+/// `sitecustomize` module on the server's `PYTHONPATH` wraps moto's
+/// `GetAuthorizationToken` and moves only `expiresAt`.
+fn moto_with_real_token_lifetime(dir: &Path) -> Moto {
+    std::fs::write(
+        dir.join("sitecustomize.py"),
+        "import datetime\n\
+         from moto.ecr.responses import ECRResponse\n\
+         _issue = ECRResponse.get_authorization_token\n\
+         def _twelve_hours(self):\n\
+         \x20   result = _issue(self)\n\
+         \x20   expires = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=12)\n\
+         \x20   for data in result.result['authorizationData']:\n\
+         \x20       data['expiresAt'] = expires\n\
+         \x20   return result\n\
+         ECRResponse.get_authorization_token = _twelve_hours\n",
+    )
+    .expect("write sitecustomize.py");
+    Moto::start_with(&[("PYTHONPATH", &dir.display().to_string())])
+}
+
+#[test]
+fn a_valid_token_is_fetched_once_reused_by_later_tasks_and_listed_without_its_value() {
+    let ecr = ecr();
+    let fixture = scratch_dir("ecr-cache-moto");
+    let moto = moto_with_real_token_lifetime(fixture.path());
+    let imds = imds_for_moto();
+    let _serial = serial();
+    let first = push(ecr, "cached");
+    let second = push(ecr, "cachedtoo");
+    let data = scratch_dir("ecr-cache-data");
+    let mut spec = AgentSpec::new()
+        .data_dir(data.path())
+        .env("DOCKER_HOST", ecr.engine.docker_host());
+    for (k, v) in aws_env(&moto, &imds, fixture.path()) {
+        spec = spec.env(k, &v);
+    }
+    let agent = spec.start();
+
+    let mark = ecr.registry.log_mark();
+    for (family, image) in [("first", &first), ("second", &second), ("again", &first)] {
+        let task = agent.submit(&json!({
+            "family": family,
+            "containerDefinitions": [{"name": "app", "image": image, "essential": true}]
+        }));
+        let task = agent.wait_final(task["Arn"].as_str().expect("Arn"));
+        assert_eq!(container(&task, "app")["KnownStatus"], "PULLED", "{task:#}");
+    }
+    let users = ecr.registry.users_since(mark);
+    assert!(
+        !users.is_empty() && users.iter().all(|u| u == "AWS"),
+        "{users:?}"
+    );
+
+    let metrics = agent.metrics();
+    assert_eq!(
+        metric_value(&metrics, "pullauth_aws_ecr_token_fetches_total"),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert!(
+        metric_value(&metrics, "pullauth_aws_ecr_cache_hits_total").is_some_and(|n| n >= 2.0),
+        "{metrics}"
+    );
+    let registries = agent.get_json("/v1/registries");
+    let listed = registries["EcrRegistries"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no EcrRegistries: {registries:#}"));
+    assert_eq!(listed.len(), 1, "{registries:#}");
+    assert_eq!(listed[0]["Registry"], ECR_HOST, "{registries:#}");
+    assert_eq!(listed[0]["Source"], SOURCE, "{registries:#}");
+    let expires = listed[0]["TokenExpiresAt"].as_str().unwrap_or_default();
+    let expires = humantime::parse_rfc3339(expires)
+        .unwrap_or_else(|e| panic!("TokenExpiresAt {expires:?}: {e}"));
+    let left = expires
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    assert!(
+        left > std::time::Duration::from_secs(11 * 3600),
+        "the token expires in {left:?}: {registries:#}"
+    );
+    assert_clean(
+        "/v1/registries",
+        registries.to_string().as_bytes(),
+        &[MOTO_ECR_PASSWORD, MOTO_ACCESS_KEY.1],
+    );
+}
