@@ -297,6 +297,22 @@ pub enum ConfigError {
         origin: Origin,
         expected: &'static str,
     },
+    #[error(
+        "{var} ({origin}) holds {} after its value: a second variable on the same line{}",
+        pasted.as_deref().map_or_else(|| "another KEY=...".to_owned(), |name| format!("{name}=...")),
+        if matches!(origin, Origin::EnvFile { .. }) {
+            "; put each KEY=VALUE on a line of its own"
+        } else {
+            " (set each variable on its own)"
+        }
+    )]
+    PastedAssignment {
+        var: &'static str,
+        /// The pasted variable's name, when it is one pullauth knows the
+        /// shape of (`ECS_`, `AWS_`, `DOCKER_`, `PULLAUTH_`); never a value.
+        pasted: Option<String>,
+        origin: Origin,
+    },
     #[error("cannot read {CONFIG_FILE_PATH} file {path}")]
     ConfigFileRead {
         path: PathBuf,
@@ -368,6 +384,7 @@ impl Sources {
                 .collect(),
             config_file: None,
         };
+        sources.refuse_pasted_assignment(CONFIG_FILE_PATH)?;
         if let Some((path, _)) = sources.lookup(CONFIG_FILE_PATH) {
             let path = PathBuf::from(path.expose_secret());
             sources.config_file = Some(read_config_file(&path)?);
@@ -410,6 +427,23 @@ impl Sources {
             value: PathBuf::from(s.value),
             origin: s.origin,
         })
+    }
+
+    /// Refuses a free-text variable (a name, a path: used and shown as
+    /// written) whose value holds a second `NAME=` after whitespace, i.e. a
+    /// `KEY=VALUE KEY=VALUE` line pasted whole, which may carry a secret.
+    fn refuse_pasted_assignment(&self, var: &'static str) -> Result<(), ConfigError> {
+        let Some((value, origin)) = self.lookup(var) else {
+            return Ok(());
+        };
+        match pasted_assignment(value.expose_secret()) {
+            None => Ok(()),
+            Some(pasted) => Err(ConfigError::PastedAssignment {
+                var,
+                pasted,
+                origin,
+            }),
+        }
     }
 
     /// A non-secret variable as plain text.
@@ -600,6 +634,27 @@ fn is_one_line_paste(value: &str) -> bool {
         })
 }
 
+/// `Some(name)` when `value` holds `NAME=` after whitespace (a variable
+/// pasted onto another's line): the name when it has a prefix of the
+/// variables pullauth and its peers read, `None` inside for any other name.
+fn pasted_assignment(value: &str) -> Option<Option<String>> {
+    value.split_whitespace().skip(1).find_map(|word| {
+        let (name, _) = word.split_once('=')?;
+        let is_name = name.starts_with(|c: char| c.is_ascii_uppercase())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        if !is_name {
+            return None;
+        }
+        let known = ["ECS_", "AWS_", "DOCKER_", "PULLAUTH_"]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+            && shown::is_token(name);
+        Some(known.then(|| name.to_owned()))
+    })
+}
+
 /// Everything pullauth reads from its environment, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -652,6 +707,9 @@ impl Config {
 
     /// Validates already gathered sources.
     pub fn from_sources(sources: &Sources) -> Result<Config, ConfigError> {
+        for var in [CLUSTER, DATA_DIR] {
+            sources.refuse_pasted_assignment(var)?;
+        }
         let engine_auth = engine_auth(sources.plain(AUTH_TYPE), sources.lookup(AUTH_DATA))?;
         Ok(Config {
             engine_auth,
@@ -870,6 +928,19 @@ mod tests {
         "ECS_ENGINE_AUTH_DATA=\"docker\" (/etc/ecs/ecs.config:1) is a type, not the JSON of \
          registry credentials: are ECS_ENGINE_AUTH_TYPE and ECS_ENGINE_AUTH_DATA swapped?"
     )]
+    #[case::data_dir_with_auth_data_pasted_after(
+        format!("ECS_DATADIR=/var/lib/ecs ECS_ENGINE_AUTH_DATA={}\n", canary_json()),
+        "ECS_DATADIR (/etc/ecs/ecs.config:1) holds ECS_ENGINE_AUTH_DATA=... after its value: \
+         a second variable on the same line; put each KEY=VALUE on a line of its own"
+    )]
+    #[case::cluster_with_auth_data_pasted_after(
+        format!("ECS_CLUSTER=prod\tECS_ENGINE_AUTH_DATA={}\n", canary_json()),
+        "ECS_CLUSTER (/etc/ecs/ecs.config:1) holds ECS_ENGINE_AUTH_DATA=... after its value"
+    )]
+    #[case::cluster_with_an_unknown_name_pasted_after(
+        format!("ECS_CLUSTER=prod REGISTRY_PASSWORD={CANARY}\n"),
+        "ECS_CLUSTER (/etc/ecs/ecs.config:1) holds another KEY=... after its value"
+    )]
     fn auth_variable_mistakes_are_named_without_the_value(
         #[case] file: String,
         #[case] message: &str,
@@ -879,6 +950,39 @@ mod tests {
         assert!(err.to_string().contains(message), "{err}");
         assert!(!shown.contains(CANARY), "{shown}");
         assert!(!shown.contains("dTpDYW5hcnk3cHdReg"), "{shown}");
+    }
+
+    #[test]
+    fn config_file_path_with_a_variable_pasted_after_is_refused_before_it_is_read() {
+        let file = format!(
+            "ECS_AGENT_CONFIG_FILE_PATH=/etc/ecs/x.json ECS_ENGINE_AUTH_DATA={}\n",
+            canary_json()
+        );
+        let env_file = EnvFile::parse(&file, Path::new(FILE)).expect("env file parses");
+        let err = Sources::from_parts(Some(env_file), []).expect_err("must fail");
+        let shown = format!("{err} {err:?}");
+        assert!(
+            err.to_string().starts_with(
+                "ECS_AGENT_CONFIG_FILE_PATH (/etc/ecs/ecs.config:1) holds ECS_ENGINE_AUTH_DATA=..."
+            ),
+            "{err}"
+        );
+        assert!(!shown.contains(CANARY), "{shown}");
+    }
+
+    #[rstest]
+    #[case::plain("/var/lib/ecs/data", None)]
+    #[case::spaces_without_assignment("/srv/my data", None)]
+    #[case::equals_inside_a_word("/srv/a=b", None)]
+    #[case::known("x ECS_ENGINE_AUTH_DATA={}", Some(Some("ECS_ENGINE_AUTH_DATA")))]
+    #[case::aws("x AWS_SECRET_ACCESS_KEY=abc", Some(Some("AWS_SECRET_ACCESS_KEY")))]
+    #[case::unknown_name_not_shown("x HUNTER2=pw", Some(None))]
+    #[case::lowercase_is_not_a_variable("x key=value", None)]
+    fn pasted_assignments_are_found(#[case] value: &str, #[case] found: Option<Option<&str>>) {
+        assert_eq!(
+            pasted_assignment(value),
+            found.map(|name| name.map(str::to_owned))
+        );
     }
 
     #[rstest]
