@@ -442,8 +442,8 @@ mod tests {
     fn the_longest_server_url_is_accepted() {
         let mut input = vec![b'a'; MAX_SERVER_URL];
         input.push(b'\n');
-        let url = read_server_url(std::io::Cursor::new(input), Duration::from_secs(5))
-            .expect("accepted");
+        let url =
+            read_server_url(std::io::Cursor::new(input), Duration::from_secs(5)).expect("accepted");
         assert_eq!(url.len(), MAX_SERVER_URL);
     }
 
@@ -462,7 +462,10 @@ mod tests {
         let started = std::time::Instant::now();
         let err = read_server_url(Silent, Duration::from_millis(200)).expect_err("times out");
         assert!(started.elapsed() < Duration::from_secs(5));
-        assert!(err.to_string().contains("no server URL arrived on stdin"), "{err}");
+        assert!(
+            err.to_string().contains("no server URL arrived on stdin"),
+            "{err}"
+        );
         assert_eq!(
             format!("{:?}", exit::code_for(&err)),
             format!("{:?}", ExitCode::from(exit::USAGE))
