@@ -58,7 +58,7 @@ pub enum ConfigCommand {
     /// config.json, ready to append to /etc/ecs/ecs.config.
     ///
     /// The lines go to stdout and HOLD THE REGISTRY CREDENTIALS: printing them is
-    /// this command's purpose, and the only place pullauth does. Redirect them
+    /// this command's purpose (as it is `credential-helper get`'s). Redirect them
     /// to a file only root can read (e.g. `>> /etc/ecs/ecs.config`). Nothing
     /// secret is written to stderr. Registries whose credentials a credsStore or
     /// credHelpers program keeps are left out and named on stderr.
@@ -82,7 +82,7 @@ pub struct FromDockerArgs {
 pub enum HelperAction {
     /// Read a server URL on stdin; print {"ServerURL","Username","Secret"}.
     Get,
-    /// Print {"<server URL>": "<username>", ...} for every host-level key.
+    /// Print `{"<server URL>": "<username>", ...}` for every host-level key.
     List,
     /// Refused (exit 1): pullauth never writes credentials.
     Store,

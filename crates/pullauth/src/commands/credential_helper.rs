@@ -370,7 +370,7 @@ mod tests {
         let notes = notes(&table, &found).join("\n");
         assert!(notes.contains(says), "{notes}");
         assert!(
-            !found.namespace_keys.is_empty() == notes.contains("only the server URL"),
+            found.namespace_keys.is_empty() != notes.contains("only the server URL"),
             "{notes}"
         );
         assert!(!notes.contains(CANARY), "{notes}");
