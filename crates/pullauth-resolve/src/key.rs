@@ -86,6 +86,8 @@ pub enum KeyError {
     Namespace,
     #[error("a credHelpers key names one registry host; '*' is not allowed there")]
     HelperWildcard,
+    #[error("a server URL names one registry host; '*' is not allowed there")]
+    ServerWildcard,
 }
 
 impl RegistryKey {

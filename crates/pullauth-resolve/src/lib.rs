@@ -32,7 +32,7 @@ pub use explain::{Explanation, KeyVerdict, Reason};
 pub use image::{ImageRef, ImageRefError};
 pub use key::{DOCKER_HUB, HostPattern, KeyError, RegistryKey, USERINFO_REDACTED, masked};
 pub use source::{Source, ecr_label, helper_server};
-pub use table::{Entry, RegistryTable, Resolution};
+pub use table::{Entry, RegistryTable, Resolution, ServerLookup};
 
 #[cfg(test)]
 mod tests;

@@ -181,30 +181,90 @@ impl RegistryTable {
     /// namespace containing the repository, else the most specific wildcard
     /// host (fewest `*` labels) with the longest such namespace.
     pub fn lookup(&self, image: &ImageRef) -> Option<&Entry> {
-        if let Some(found) = self
-            .exact
-            .get(&image.registry)
-            .and_then(|namespaces| longest_namespace(namespaces, &image.repository))
+        self.find(&image.registry, |namespaces| {
+            longest_namespace(namespaces, &image.repository)
+        })
+    }
+
+    /// What a Docker credential helper may answer for `server_url`, the
+    /// one thing Docker's helper protocol passes (`registry.example.com:5000`,
+    /// `https://index.docker.io/v1/`, ...): it is normalized as a key is,
+    /// and only its host counts (a path is ignored). The entry is the
+    /// host-level key (no namespace) as [`RegistryTable::lookup`] ranks
+    /// hosts: the exact host, else the most specific wildcard.
+    pub fn for_server_url(&self, server_url: &str) -> Result<ServerLookup<'_>, KeyError> {
+        let key = RegistryKey::parse(server_url)?;
+        let HostPattern::Exact(host) = key.host else {
+            return Err(KeyError::ServerWildcard);
+        };
+        let entry = self.find(&host, |namespaces| namespaces.get("").copied());
+        let mut scoped: Vec<usize> = Vec::new();
+        self.each_host_match(&host, |namespaces| {
+            scoped.extend(
+                namespaces
+                    .iter()
+                    .filter(|(namespace, _)| !namespace.is_empty())
+                    .map(|(_, &index)| index),
+            );
+            // A host-level key here outranks every less specific pattern,
+            // for every repository: their keys never apply to this host.
+            namespaces.contains_key("")
+        });
+        scoped.sort_unstable();
+        Ok(ServerLookup {
+            host,
+            entry,
+            namespace_keys: scoped.into_iter().map(|i| &self.entries[i]).collect(),
+        })
+    }
+
+    /// The first entry `pick` finds among the keys for `registry`: the
+    /// exact host's, else each matching wildcard host's, fewest `*` first.
+    fn find(&self, registry: &str, pick: impl Fn(&Namespaces) -> Option<usize>) -> Option<&Entry> {
+        let mut found = None;
+        self.each_host_match(registry, |namespaces| {
+            found = pick(namespaces);
+            found.is_some()
+        });
+        found.map(|index| &self.entries[index])
+    }
+
+    /// Calls `visit` with the namespaces of every host pattern matching
+    /// `registry`, most specific first, until it returns `true`.
+    fn each_host_match(&self, registry: &str, mut visit: impl FnMut(&Namespaces) -> bool) {
+        if let Some(namespaces) = self.exact.get(registry)
+            && visit(namespaces)
         {
-            return Some(&self.entries[found]);
+            return;
         }
         if self.max_wildcard_labels == 0 {
-            return None;
+            return;
         }
-        let (name, port) = split_port(&image.registry);
+        let (name, port) = split_port(registry);
         let labels: Vec<&str> = name.split('.').collect();
         for wild in 1..=self.max_wildcard_labels.min(labels.len().saturating_sub(1)) {
             let suffix = format!("{}{port}", labels[wild..].join("."));
-            if let Some(found) = self
-                .wildcard
-                .get(&(wild, suffix))
-                .and_then(|namespaces| longest_namespace(namespaces, &image.repository))
+            if let Some(namespaces) = self.wildcard.get(&(wild, suffix))
+                && visit(namespaces)
             {
-                return Some(&self.entries[found]);
+                return;
             }
         }
-        None
     }
+}
+
+/// The answer of [`RegistryTable::for_server_url`].
+#[derive(Debug, Clone)]
+pub struct ServerLookup<'t> {
+    /// The normalized host (`docker.io` for every Docker Hub alias).
+    pub host: String,
+    /// The host-level key for it, if any.
+    pub entry: Option<&'t Entry>,
+    /// Keys limited to a repository namespace that a pull from this host
+    /// could use (those not outranked by a more specific host-level key),
+    /// in table order: a server URL cannot tell which repository is
+    /// pulled, so a credential helper cannot use them.
+    pub namespace_keys: Vec<&'t Entry>,
 }
 
 /// The longest configured namespace equal to `repository` or containing it

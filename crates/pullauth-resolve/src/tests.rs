@@ -774,3 +774,125 @@ proptest::proptest! {
         }
     }
 }
+
+/// Keys for the credential-helper lookups below: host keys, a port, Hub,
+/// a namespace-only host, wildcards and an exact host beating a wildcard.
+fn server_table() -> RegistryTable {
+    users(&[
+        ("registry.example.com", "host-user"),
+        ("registry.example.com/team", "team-user"),
+        ("registry.example.com:5000", "port-user"),
+        ("https://index.docker.io/v1/", "hub-user"),
+        ("docker.io/acme", "acme-user"),
+        ("scoped.example.com/team", "scoped-team"),
+        ("scoped.example.com/other/deep", "scoped-deep"),
+        ("*.wild.example.com", "wild-user"),
+        ("*.wild.example.com/ns", "wild-ns"),
+        ("exact.wild.example.com", "exact-user"),
+        ("*.*.wild.example.com", "two-wild"),
+    ])
+}
+
+#[rstest]
+#[case::bare_host("registry.example.com", "registry.example.com", "host-user")]
+#[case::host_any_case("Registry.Example.COM", "registry.example.com", "host-user")]
+#[case::host_port("registry.example.com:5000", "registry.example.com:5000", "port-user")]
+#[case::https_prefix("https://registry.example.com", "registry.example.com", "host-user")]
+#[case::http_prefix_port(
+    "http://registry.example.com:5000/",
+    "registry.example.com:5000",
+    "port-user"
+)]
+#[case::trailing_v1(
+    "https://registry.example.com/v1/",
+    "registry.example.com",
+    "host-user"
+)]
+#[case::trailing_v2("registry.example.com/v2", "registry.example.com", "host-user")]
+#[case::path_is_ignored("registry.example.com/team", "registry.example.com", "host-user")]
+#[case::hub_legacy_url("https://index.docker.io/v1/", "docker.io", "hub-user")]
+#[case::hub_short("docker.io", "docker.io", "hub-user")]
+#[case::hub_index("index.docker.io", "docker.io", "hub-user")]
+#[case::hub_registry_1("registry-1.docker.io", "docker.io", "hub-user")]
+#[case::hub_registry_hub("https://registry.hub.docker.com", "docker.io", "hub-user")]
+#[case::wildcard("a.wild.example.com", "a.wild.example.com", "wild-user")]
+#[case::exact_beats_wildcard("exact.wild.example.com", "exact.wild.example.com", "exact-user")]
+#[case::two_wildcards("a.b.wild.example.com", "a.b.wild.example.com", "two-wild")]
+#[case::wildcard_needs_a_label("wild.example.com", "wild.example.com", "")]
+#[case::other_port("registry.example.com:5001", "registry.example.com:5001", "")]
+#[case::unknown_host("other.example.com", "other.example.com", "")]
+#[case::namespace_only_host("scoped.example.com", "scoped.example.com", "")]
+fn server_url_finds_the_host_level_key(
+    #[case] server_url: &str,
+    #[case] host: &str,
+    #[case] user: &str,
+) {
+    let table = server_table();
+    let found = table.for_server_url(server_url).expect("a server URL");
+    assert_eq!(found.host, host);
+    let got = found
+        .entry
+        .and_then(|e| e.credentials.username.clone())
+        .unwrap_or_default();
+    assert_eq!(got, user, "{server_url}");
+    if let Some(entry) = found.entry {
+        assert!(entry.key.namespace.is_empty(), "{}", entry.key);
+    }
+}
+
+#[rstest]
+#[case::namespace_only("scoped.example.com", &["scoped.example.com/other/deep", "scoped.example.com/team"])]
+#[case::beside_a_host_key("registry.example.com", &["registry.example.com/team"])]
+#[case::hub("https://index.docker.io/v1/", &["docker.io/acme"])]
+#[case::wildcard_namespace("a.wild.example.com", &["*.wild.example.com/ns"])]
+#[case::exact_host_key_outranks_wildcard_namespaces("exact.wild.example.com", &[])]
+#[case::port_has_none("registry.example.com:5000", &[])]
+#[case::unknown_host("other.example.com", &[])]
+fn server_url_reports_namespace_keys_it_cannot_use(
+    #[case] server_url: &str,
+    #[case] keys: &[&str],
+) {
+    let table = server_table();
+    let found = table.for_server_url(server_url).expect("a server URL");
+    let shown: Vec<String> = found
+        .namespace_keys
+        .iter()
+        .map(|e| e.key.to_string())
+        .collect();
+    assert_eq!(shown, keys);
+}
+
+#[test]
+fn server_url_identity_token_key_is_found() {
+    let table = table(
+        AuthType::Dockercfg,
+        r#"{"registry.example.com":{"identitytoken":"tok-123"}}"#,
+    );
+    let found = table
+        .for_server_url("https://registry.example.com")
+        .expect("a server URL");
+    let entry = found.entry.expect("the host key");
+    assert_eq!(entry.credentials.kind(), "identity token");
+    assert_eq!(
+        entry
+            .credentials
+            .identity_token
+            .as_ref()
+            .map(|t| t.expose_secret().to_owned()),
+        Some("tok-123".to_owned())
+    );
+}
+
+#[rstest]
+#[case::empty("", crate::KeyError::Empty)]
+#[case::wildcard("*.example.com", crate::KeyError::ServerWildcard)]
+#[case::user_info("https://u:p@registry.example.com", crate::KeyError::UserInfo)]
+#[case::other_scheme("ftp://registry.example.com", crate::KeyError::Scheme)]
+#[case::bad_port("registry.example.com:http", crate::KeyError::Port)]
+fn server_url_that_is_not_a_registry_is_an_error(
+    #[case] server_url: &str,
+    #[case] error: crate::KeyError,
+) {
+    let table = server_table();
+    assert_eq!(table.for_server_url(server_url).map(|_| ()), Err(error));
+}

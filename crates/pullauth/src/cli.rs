@@ -35,6 +35,17 @@ pub enum Command {
     /// Produce configuration from other tools' files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Answer Docker's credential-helper protocol from ecs.config, so that
+    /// `docker pull`, compose and buildx use the agent's credentials.
+    ///
+    /// Install it as `docker-credential-pullauth` (a symlink to pullauth) and
+    /// set `"credsStore": "pullauth"` or a `credHelpers` entry in the Docker
+    /// CLI's config.json; Docker then runs `docker-credential-pullauth get`
+    /// with the server URL on stdin. `get` PRINTS THE REGISTRY SECRET on
+    /// stdout: that is the protocol. Only host-level keys answer (the
+    /// protocol passes a server URL, not a repository); `store` and `erase`
+    /// refuse, since the credentials are edited in ecs.config.
+    CredentialHelper(CredentialHelperArgs),
     /// Print a shell completion script to stdout.
     Completions(CompletionsArgs),
     /// Print the man page (roff) of pullauth and its subcommands to stdout.
@@ -47,7 +58,7 @@ pub enum ConfigCommand {
     /// config.json, ready to append to /etc/ecs/ecs.config.
     ///
     /// The lines go to stdout and HOLD THE REGISTRY CREDENTIALS: printing them is
-    /// this command's purpose, and the only place pullauth does. Redirect them
+    /// this command's purpose (as it is `credential-helper get`'s). Redirect them
     /// to a file only root can read (e.g. `>> /etc/ecs/ecs.config`). Nothing
     /// secret is written to stderr. Registries whose credentials a credsStore or
     /// credHelpers program keeps are left out and named on stderr.
@@ -64,6 +75,31 @@ pub struct FromDockerArgs {
     /// exit 2 if it is invalid.
     #[arg(long)]
     pub check: bool,
+}
+
+/// The operations of Docker's credential-helper protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HelperAction {
+    /// Read a server URL on stdin; print {"ServerURL","Username","Secret"}.
+    Get,
+    /// Print `{"<server URL>": "<username>", ...}` for every host-level key.
+    List,
+    /// Refused (exit 1): pullauth never writes credentials.
+    Store,
+    /// Refused (exit 1): pullauth never removes credentials.
+    Erase,
+}
+
+#[derive(Debug, Args)]
+pub struct CredentialHelperArgs {
+    /// An ecs.config-style file (default: $PULLAUTH_ENV_FILE, else
+    /// /etc/ecs/ecs.config when it exists, else only the process
+    /// environment and ECS_AGENT_CONFIG_FILE_PATH).
+    #[arg(long, value_name = "FILE|s3://BUCKET/KEY")]
+    pub env_file: Option<PathBuf>,
+    /// The protocol operation, as Docker passes it.
+    #[arg(value_enum)]
+    pub action: HelperAction,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

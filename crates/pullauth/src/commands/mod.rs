@@ -3,6 +3,7 @@
 mod check;
 mod completions;
 mod config;
+mod credential_helper;
 mod env_file;
 mod man;
 mod pull;
@@ -40,6 +41,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::run(&args),
         Command::Task(command) => task::run(&command),
         Command::Config(command) => config::run(&command),
+        Command::CredentialHelper(args) => credential_helper::run(&args),
         Command::Completions(args) => completions::run(&args),
         Command::Man => man::run(),
     }
