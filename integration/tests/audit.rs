@@ -1000,6 +1000,18 @@ fn typo_configs(s: &Secrets, host: &str) -> Vec<(&'static str, String, String)> 
             "the value looks like JSON".into(),
         ),
         (
+            "auth data pasted onto the ECS_CLUSTER line",
+            format!(
+                "ECS_CLUSTER=prod ECS_ENGINE_AUTH_DATA={docker_json}\nECS_ENGINE_AUTH_TYPE=docker\n"
+            ),
+            "holds ECS_ENGINE_AUTH_DATA=... after its value".into(),
+        ),
+        (
+            "auth data pasted onto the ECS_DATADIR line",
+            format!("ECS_DATADIR=/var/lib/ecs/data\tECS_ENGINE_AUTH_DATA={dockercfg_json}\n"),
+            "holds ECS_ENGINE_AUTH_DATA=... after its value".into(),
+        ),
+        (
             "auth data JSON on the line after ECS_ENGINE_AUTH_DATA=",
             format!("ECS_ENGINE_AUTH_TYPE=docker\nECS_ENGINE_AUTH_DATA=\n{docker_json}\n"),
             "found a line that starts with '{'".into(),
