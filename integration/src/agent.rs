@@ -744,6 +744,28 @@ pub fn repo_requests(registry: &Registry, mark: usize, repo: &str) -> Vec<Regist
         .collect()
 }
 
+/// The container called `name` in `task` (as `/v1/tasks` shows it);
+/// panics, showing the task, when it has none.
+pub fn container<'a>(task: &'a Value, name: &str) -> &'a Value {
+    task["Containers"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["Name"] == name))
+        .unwrap_or_else(|| panic!("task has no container {name}: {task:#}"))
+}
+
+/// Panics when `haystack` holds `secret` in any form [`secret_needles`]
+/// finds (as written, in any base64 alignment, JSON-escaped).
+pub fn assert_no_secret(what: &str, haystack: &[u8], secret: &str) {
+    for needle in secret_needles(secret) {
+        assert!(
+            !haystack
+                .windows(needle.len())
+                .any(|w| w == needle.as_bytes()),
+            "{what} holds a secret (as {needle:?})"
+        );
+    }
+}
+
 /// A statically linked release `pullauth` for running the agent in a
 /// container, built once per test process with
 /// `RUSTFLAGS='-C target-feature=+crt-static' cargo build --release

@@ -14,8 +14,8 @@ use std::time::Instant;
 
 use pullauth_integration::agent::{
     AgentClient, AgentSpec, ContainerGuard, RegistryRequest, base64_standard, base64_url_safe,
-    docker_auth_config, http_unix, metric_value, random_token, repo_requests, scratch_dir,
-    secret_needles, static_pullauth_bin, taskdef, wait_for,
+    container, docker_auth_config, http_unix, metric_value, random_token, repo_requests,
+    scratch_dir, secret_needles, static_pullauth_bin, taskdef, wait_for,
 };
 use pullauth_integration::{Harness, Registry, free_port, pullauth_bin};
 use serde_json::{Value, json};
@@ -34,13 +34,6 @@ fn push(registry: &Registry, prefix: &str, user: &str) -> (String, String) {
 }
 
 /// The container named `name` in a task.
-fn container<'a>(task: &'a Value, name: &str) -> &'a Value {
-    task["Containers"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["Name"] == name))
-        .unwrap_or_else(|| panic!("task has no container {name}: {task:#}"))
-}
-
 /// Runs a command to completion and returns its output.
 fn run(cmd: &mut Command) -> Output {
     cmd.output()

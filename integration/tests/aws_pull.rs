@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use pullauth_integration::agent::{
-    AgentSpec, metric_value, random_token, scratch_dir, secret_needles,
+    AgentSpec, assert_no_secret, container, metric_value, random_token, scratch_dir,
 };
 use pullauth_integration::{Harness, Moto, Outcome, Registry, Stall, pullauth_command};
 use serde_json::{Value, json};
@@ -53,24 +53,6 @@ fn push(registry: &Registry) -> String {
 fn with_secret(name: &str, image: &str, secret: &str) -> Value {
     json!({"name": name, "image": image, "essential": false,
            "repositoryCredentials": {"credentialsParameter": secret}})
-}
-
-fn container<'a>(task: &'a Value, name: &str) -> &'a Value {
-    task["Containers"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["Name"] == name))
-        .unwrap_or_else(|| panic!("task has no container {name}: {task:#}"))
-}
-
-fn assert_clean(what: &str, haystack: &[u8], password: &str) {
-    for needle in secret_needles(password) {
-        assert!(
-            !haystack
-                .windows(needle.len())
-                .any(|w| w == needle.as_bytes()),
-            "{what} holds the password (as {needle:?})"
-        );
-    }
 }
 
 #[test]
@@ -147,11 +129,11 @@ fn task_secret_pulls_as_its_user_and_bad_secrets_stop_the_container() {
             .is_some_and(|n| n >= 1.0),
         "{metrics}"
     );
-    assert_clean("/v1/tasks", tasks.as_bytes(), &password);
-    assert_clean("/metrics", metrics.as_bytes(), &password);
+    assert_no_secret("/v1/tasks", tasks.as_bytes(), &password);
+    assert_no_secret("/metrics", metrics.as_bytes(), &password);
     let state = std::fs::read(spec.state_file().expect("data dir")).expect("state file");
-    assert_clean("the state file", &state, &password);
-    assert_clean("the log", &spec.log_bytes(), &password);
+    assert_no_secret("the state file", &state, &password);
+    assert_no_secret("the log", &spec.log_bytes(), &password);
 }
 
 #[test]
@@ -185,8 +167,8 @@ fn pull_with_repository_credentials_pulls_as_the_secrets_user() {
     assert_eq!(line["source"], format!("secretsmanager {secret}"), "{line}");
     assert_eq!(line["username"], "alice", "{line}");
     assert!(h.alpha.users_since(mark).iter().any(|u| u == "alice"));
-    assert_clean("pull's output", &out.stdout, &password);
-    assert_clean("pull's stderr", &out.stderr, &password);
+    assert_no_secret("pull's output", &out.stdout, &password);
+    assert_no_secret("pull's stderr", &out.stderr, &password);
 
     let missing = format!("{prefix}/missing");
     let out = pullauth_command(

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 
 use pullauth_integration::agent::{
-    AgentSpec, metric_value, random_token, scratch_dir, secret_needles,
+    AgentSpec, assert_no_secret, container, metric_value, random_token, scratch_dir,
 };
 use pullauth_integration::{
     Harness, Imds, ImdsCredentials, MOTO_ACCESS_KEY, Moto, PrivateEngine, Registry,
@@ -86,14 +86,7 @@ fn aws_env(moto: &Moto, imds: &Imds, home: &Path) -> Vec<(&'static str, String)>
 
 fn assert_clean(what: &str, haystack: &[u8], secrets: &[&str]) {
     for secret in secrets {
-        for needle in secret_needles(secret) {
-            assert!(
-                !haystack
-                    .windows(needle.len())
-                    .any(|w| w == needle.as_bytes()),
-                "{what} holds a secret (as {needle:?})"
-            );
-        }
+        assert_no_secret(what, haystack, secret);
     }
 }
 
@@ -105,13 +98,6 @@ fn is_local(engine: &PrivateEngine, image: &str) -> bool {
         .expect("docker image inspect runs")
         .status
         .success()
-}
-
-fn container<'a>(task: &'a Value, name: &str) -> &'a Value {
-    task["Containers"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["Name"] == name))
-        .unwrap_or_else(|| panic!("task has no container {name}: {task:#}"))
 }
 
 /// Tests in this file share one registry on port 80; their registry-log

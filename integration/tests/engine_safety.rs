@@ -17,11 +17,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use pullauth_integration::agent::{
-    AgentSpec, RunningAgent, docker_auth_config, docker_auth_data, ecs_config, random_token,
-    scratch_dir, secret_needles, taskdef, wait_for,
+    AgentSpec, RunningAgent, container, docker_auth_config, docker_auth_data, ecs_config,
+    random_token, scratch_dir, secret_needles, taskdef, wait_for,
 };
 use pullauth_integration::{Harness, Outcome, PrivateEngine, Stall, free_port, pullauth_command};
-use serde_json::Value;
 
 /// What the issue allows a wedged engine to cost: a pull (or `serve`'s
 /// startup) fails within a minute.
@@ -40,13 +39,6 @@ fn fresh_repo(prefix: &str) -> String {
 }
 
 /// The container named `name` in a task.
-fn container<'a>(task: &'a Value, name: &str) -> &'a Value {
-    task["Containers"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["Name"] == name))
-        .unwrap_or_else(|| panic!("task has no container {name}: {task:#}"))
-}
-
 /// `pullauth serve` arguments that keep everything in `dir`.
 fn serve_args(dir: &Path) -> (String, PathBuf) {
     (

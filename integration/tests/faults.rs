@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use pullauth_integration::Outcome;
 use pullauth_integration::agent::{
-    AgentSpec, docker_auth_config, ecs_config as env_file, random_token, repo_requests,
+    AgentSpec, container, docker_auth_config, ecs_config as env_file, random_token, repo_requests,
     scratch_dir, secret_needles, taskdef, wait_for,
 };
 use pullauth_integration::{
@@ -283,13 +283,6 @@ fn push_small(registry: &Registry, prefix: &str, user: &str) -> (String, String)
 }
 
 /// The container named `name` in a task.
-fn container<'a>(task: &'a Value, name: &str) -> &'a Value {
-    task["Containers"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["Name"] == name))
-        .unwrap_or_else(|| panic!("task has no container {name}: {task:#}"))
-}
-
 // ---------------------------------------------------------------------------
 // A registry or the engine going away mid-pull
 // ---------------------------------------------------------------------------
