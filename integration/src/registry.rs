@@ -71,6 +71,16 @@ impl Registry {
             pid: process::PidSlot::default(),
         };
         let mut last_error = String::new();
+        if let Some(port) = fixed_port {
+            // Another server answering on the port would pass the readiness
+            // check below before our registry fails to bind: look first.
+            if let Err(e) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+                panic!(
+                    "registry {name}: 127.0.0.1:{port} is taken ({e}); this test needs that \
+                     port (`ss -ltnp 'sport = :{port}'` shows who holds it)"
+                );
+            }
+        }
         let attempts = if fixed_port.is_some() {
             1
         } else {
