@@ -691,10 +691,13 @@ fn https_client(bundle: Option<&CaBundle>) -> aws_sdk_ecr::config::SharedHttpCli
 }
 
 /// The detail of an unreachable endpoint: the error chain, plus what to do
-/// when the endpoint's certificate is not trusted.
+/// when rustls refused the endpoint's certificate. The refusal is found by
+/// rustls's own wording ("invalid peer certificate: ..."): by the time it
+/// reaches here it sits in boxed connector errors and an `io::Error` that
+/// hide its type from `source()` and `downcast_ref`.
 fn unreachable_detail(err: &(dyn std::error::Error + 'static)) -> String {
     let detail = chain(err);
-    if untrusted_certificate(err) {
+    if detail.contains("invalid peer certificate") {
         format!(
             "{detail} (the endpoint's TLS certificate is not trusted: if a private CA signed \
              it, name that CA's PEM file in {})",
@@ -703,25 +706,6 @@ fn unreachable_detail(err: &(dyn std::error::Error + 'static)) -> String {
     } else {
         detail
     }
-}
-
-/// Whether rustls refused the peer's certificate somewhere in the chain
-/// (an `io::Error` hides its inner error from `source()`, so look inside).
-fn untrusted_certificate(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source = Some(err);
-    while let Some(e) = source {
-        let inner = e
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .map(|inner| inner as &(dyn std::error::Error + 'static));
-        for candidate in [Some(e), inner].into_iter().flatten() {
-            if let Some(rustls::Error::InvalidCertificate(_)) = candidate.downcast_ref() {
-                return true;
-            }
-        }
-        source = e.source();
-    }
-    false
 }
 
 /// The region of a Secrets Manager ARN (`arn:aws:secretsmanager:<region>:...`).
