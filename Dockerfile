@@ -16,7 +16,16 @@
 # works: the file is optional, and the environment alone is used; SIGHUP
 # then only logs that there is nothing to re-read.
 #
-# The final image holds nothing but the binary: no shell, no package manager.
+# The final image holds nothing but the binary and Debian's CA bundle: no
+# shell, no package manager.
+#
+# AWS endpoints: TLS roots come from /etc/ssl/certs/ca-certificates.crt
+# (the build stage's ca-certificates; SSL_CERT_FILE or a mount replaces it),
+# and `-e AWS_CA_BUNDLE=/path/ca.pem` with that file mounted adds a private
+# CA (a proxy, a private endpoint). Host names resolve through the static
+# glibc's built-in files and dns sources, using the /etc/hosts and
+# /etc/resolv.conf Docker provides (--add-host and --dns work); no NSS
+# module or nsswitch.conf is needed.
 
 FROM rust:1-bookworm AS build
 ARG PULLAUTH_GIT_HASH=unknown
@@ -29,6 +38,7 @@ RUN RUSTFLAGS="-C target-feature=+crt-static" \
  && cp target/x86_64-unknown-linux-gnu/release/pullauth /pullauth
 
 FROM scratch
+COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY --from=build /pullauth /pullauth
 ENV ECS_DATADIR=/data
 VOLUME ["/data"]

@@ -826,6 +826,171 @@ fn build_static() -> Result<(PathBuf, Duration), String> {
     }
 }
 
+/// The agent's container image for the container tests: the statically
+/// linked binary on an empty base, holding what the repository
+/// Dockerfile's final stage copies and configured by its own `ENV`,
+/// `ENTRYPOINT` and `CMD` lines. Removed when dropped.
+#[derive(Debug)]
+pub struct AgentImage {
+    pub tag: String,
+    /// The image's default arguments (`Config.Cmd`), to which the tests
+    /// append `--listen`: arguments after the image replace `CMD`, and with
+    /// host networking every agent needs its own port.
+    pub cmd: Vec<String>,
+}
+
+impl Drop for AgentImage {
+    fn drop(&mut self) {
+        Harness::get().remove_local(&self.tag);
+    }
+}
+
+/// The final stage of the repository's Dockerfile (after its last `FROM`).
+fn dockerfile_final_stage() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Dockerfile");
+    let text =
+        fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    text.rsplit_once("\nFROM ")
+        .map_or(text.as_str(), |(_, stage)| stage)
+        .to_string()
+}
+
+/// The instructions of the final stage of the repository's Dockerfile that
+/// `docker import --change` can apply (`ENV ECS_DATADIR`, `VOLUME`,
+/// `EXPOSE`, `ENTRYPOINT`, `CMD`), so the test image is configured as the
+/// real one is.
+pub fn dockerfile_image_config() -> Vec<String> {
+    let changes: Vec<String> = dockerfile_final_stage()
+        .lines()
+        .filter(|l| {
+            ["ENV ", "VOLUME ", "EXPOSE ", "ENTRYPOINT ", "CMD "]
+                .iter()
+                .any(|i| l.starts_with(i))
+        })
+        .map(String::from)
+        .collect();
+    for required in ["ENTRYPOINT ", "CMD "] {
+        assert!(
+            changes.iter().any(|c| c.starts_with(required)),
+            "the Dockerfile's final stage has no {required}line"
+        );
+    }
+    changes
+}
+
+/// The files the Dockerfile's final stage copies from the build stage
+/// (`COPY --from=build SOURCE DEST`), as `(SOURCE, DEST)`.
+pub fn dockerfile_copies() -> Vec<(String, String)> {
+    dockerfile_final_stage()
+        .lines()
+        .filter_map(|l| l.strip_prefix("COPY --from=build "))
+        .map(|rest| {
+            let parts: Vec<&str> = rest.split_whitespace().collect();
+            match parts.as_slice() {
+                [source, dest] => ((*source).to_string(), (*dest).to_string()),
+                _ => panic!("Dockerfile: expected `COPY --from=build SOURCE DEST`, got {rest:?}"),
+            }
+        })
+        .collect()
+}
+
+/// Builds the agent image: `docker import` of a rootfs holding /tmp and
+/// every file the Dockerfile's final stage copies (the build stage's
+/// `/pullauth` is [`static_pullauth_bin`]; anything else, such as Debian's
+/// CA bundle, is this Debian host's file at the same path), configured by
+/// [`dockerfile_image_config`].
+pub fn agent_image() -> AgentImage {
+    let h = Harness::get();
+    let (bin, build_time) = static_pullauth_bin();
+    let ldd = util::run(Command::new("ldd").arg(&bin), b"");
+    let ldd_text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&ldd.stdout),
+        String::from_utf8_lossy(&ldd.stderr)
+    );
+    assert!(
+        ldd_text.contains("not a dynamic executable") || ldd_text.contains("statically linked"),
+        "ldd {}: {ldd_text}",
+        bin.display()
+    );
+
+    let work = scratch_dir("image");
+    let rootfs = work.path().join("rootfs");
+    fs::create_dir_all(rootfs.join("tmp")).expect("mkdir rootfs/tmp");
+    let copies = dockerfile_copies();
+    assert!(
+        copies.iter().any(|(source, _)| source == "/pullauth"),
+        "the Dockerfile's final stage does not copy /pullauth: {copies:?}"
+    );
+    for (source, dest) in &copies {
+        let from = if source == "/pullauth" {
+            bin.clone()
+        } else {
+            PathBuf::from(source)
+        };
+        assert!(
+            from.is_file(),
+            "the Dockerfile copies {source} from its build stage (Debian); this host has no such \
+             file to mirror it (for /etc/ssl/certs/ca-certificates.crt: apt-get install ca-certificates)"
+        );
+        let to = rootfs.join(dest.trim_start_matches('/'));
+        if let Some(parent) = to.parent() {
+            fs::create_dir_all(parent)
+                .unwrap_or_else(|e| panic!("mkdir {}: {e}", parent.display()));
+        }
+        fs::copy(&from, &to)
+            .unwrap_or_else(|e| panic!("copy {} to the rootfs: {e}", from.display()));
+    }
+    let tarball = work.path().join("rootfs.tar");
+    util::run_ok(
+        Command::new("tar")
+            .arg("--create")
+            .arg("--file")
+            .arg(&tarball)
+            .args(["--owner=0", "--group=0", "--numeric-owner", "--directory"])
+            .arg(&rootfs)
+            .arg("."),
+        b"",
+    );
+    let tag = format!(
+        "pullauth-it/agent:{}",
+        random_token(10).to_ascii_lowercase()
+    );
+    let mut import = h.docker();
+    import.arg("import");
+    for change in dockerfile_image_config() {
+        import.arg("--change").arg(change);
+    }
+    util::run_ok(import.arg(&tarball).arg(&tag), b"");
+    let inspected = util::run_ok(
+        h.docker().args([
+            "image",
+            "inspect",
+            "--format",
+            "{{json .Config.Cmd}}\t{{.Size}}",
+            &tag,
+        ]),
+        b"",
+    );
+    let (cmd_json, size) = inspected
+        .trim()
+        .split_once('\t')
+        .unwrap_or_else(|| panic!("docker image inspect {tag}: {inspected}"));
+    let image = AgentImage {
+        tag: tag.clone(),
+        cmd: serde_json::from_str(cmd_json)
+            .unwrap_or_else(|e| panic!("Config.Cmd of {tag} is not a JSON list ({e}): {cmd_json}")),
+    };
+    eprintln!(
+        "container image {tag}: {size} bytes (binary {} bytes; static build step took \
+         {build_time:?}); CMD {:?}; files {:?}",
+        fs::metadata(&bin).map_or(0, |m| m.len()),
+        image.cmd,
+        copies.iter().map(|(_, dest)| dest).collect::<Vec<_>>()
+    );
+    image
+}
+
 /// Removes a container when dropped (`docker rm -f`).
 #[derive(Debug)]
 pub struct ContainerGuard {

@@ -108,6 +108,84 @@ impl Moto {
         Moto::start_with(&[])
     }
 
+    /// Starts moto serving HTTPS with `cert` (PEM, the server certificate
+    /// and any intermediates) and its private `key`, on a free loopback
+    /// port, with moto's defaults. Reach it with [`Moto::https_endpoint`]
+    /// under a name the certificate holds; [`Moto::endpoint`],
+    /// [`Moto::boto3`] and the plain-HTTP helpers do not apply.
+    pub fn start_tls(cert: &Path, key: &Path) -> Moto {
+        crate::require_opt_in();
+        let python = venv_python();
+        let started = Instant::now();
+        let dir = util::temp_dir("moto-tls");
+        let log_path = dir.path().join("moto.log");
+        let read_log =
+            || String::from_utf8_lossy(&fs::read(&log_path).unwrap_or_default()).into_owned();
+        let mut last_error = String::new();
+        for _ in 0..PORT_ATTEMPTS {
+            let port = util::free_port();
+            let log = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log_path)
+                .expect("cannot open the moto log");
+            let mut cmd = Command::new(&python);
+            cmd.args(["-m", "moto.server", "-H", "127.0.0.1", "-p"])
+                .arg(port.to_string())
+                .arg("--ssl-cert")
+                .arg(cert)
+                .arg("--ssl-key")
+                .arg(key)
+                .current_dir(dir.path())
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("cannot dup the moto log"))
+                .stderr(log);
+            let pid = process::spawn(cmd).expect("cannot start moto");
+            let running = format!("Running on https://127.0.0.1:{port}");
+            loop {
+                if process::exited(pid).is_some() {
+                    process::terminate(pid, Duration::ZERO);
+                    last_error = read_log();
+                    break;
+                }
+                // Werkzeug prints the line once it listens; a plain HTTP
+                // probe cannot tell (the server wants a TLS handshake).
+                if read_log().contains(&running) && TcpStream::connect(("127.0.0.1", port)).is_ok()
+                {
+                    eprintln!(
+                        "pullauth-integration: moto {MOTO_VERSION} (TLS) ready at 127.0.0.1:{port} in {:?}",
+                        started.elapsed()
+                    );
+                    return Moto {
+                        port,
+                        dir,
+                        pid: process::PidSlot::holding(pid),
+                    };
+                }
+                if started.elapsed() > START_TIMEOUT {
+                    process::terminate(pid, Duration::ZERO);
+                    panic!(
+                        "moto (TLS) did not listen within {START_TIMEOUT:?}:\n{}",
+                        read_log()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        panic!("moto (TLS): no working port after {PORT_ATTEMPTS} attempts:\n{last_error}");
+    }
+
+    /// The loopback port moto listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `https://HOST:PORT`, for `AWS_ENDPOINT_URL` of a [`Moto::start_tls`]
+    /// server, where `host` resolves to 127.0.0.1 (e.g. `--add-host`).
+    pub fn https_endpoint(&self, host: &str) -> String {
+        format!("https://{host}:{}", self.port)
+    }
+
     /// `127.0.0.1:PORT`.
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)

@@ -13,9 +13,9 @@ use std::sync::{Arc, Barrier};
 use std::time::Instant;
 
 use pullauth_integration::agent::{
-    AgentClient, AgentSpec, ContainerGuard, RegistryRequest, base64_standard, base64_url_safe,
-    container, docker_auth_config, http_unix, metric_value, random_token, repo_requests,
-    scratch_dir, secret_needles, static_pullauth_bin, taskdef, wait_for,
+    AgentClient, AgentImage, AgentSpec, ContainerGuard, RegistryRequest, agent_image,
+    base64_standard, base64_url_safe, container, docker_auth_config, http_unix, metric_value,
+    random_token, repo_requests, scratch_dir, secret_needles, taskdef, wait_for,
 };
 use pullauth_integration::{Harness, Registry, free_port, pullauth_bin};
 use serde_json::{Value, json};
@@ -1008,116 +1008,6 @@ fn secrets_never_leak() {
         spec.log_tail(20)
     );
     assert_no_needles("the agent's stdout/stderr", &logs, &needles);
-}
-
-/// The agent's container image for the container tests: the statically
-/// linked binary on an empty base, configured by the repository
-/// Dockerfile's own `ENV`, `ENTRYPOINT` and `CMD` lines. Removed when
-/// dropped.
-struct AgentImage {
-    tag: String,
-    /// The image's default arguments (`Config.Cmd`), to which the tests
-    /// append `--listen`: arguments after the image replace `CMD`, and with
-    /// host networking every agent needs its own port.
-    cmd: Vec<String>,
-}
-
-impl Drop for AgentImage {
-    fn drop(&mut self) {
-        Harness::get().remove_local(&self.tag);
-    }
-}
-
-/// The instructions of the final stage of the repository's Dockerfile that
-/// `docker import --change` can apply (`ENV ECS_DATADIR`, `VOLUME`,
-/// `EXPOSE`, `ENTRYPOINT`, `CMD`), so the test image is configured as the
-/// real one is.
-fn dockerfile_image_config() -> Vec<String> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Dockerfile");
-    let text =
-        fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    let final_stage = text
-        .rsplit_once("\nFROM ")
-        .map_or(text.as_str(), |(_, stage)| stage);
-    let changes: Vec<String> = final_stage
-        .lines()
-        .filter(|l| {
-            ["ENV ", "VOLUME ", "EXPOSE ", "ENTRYPOINT ", "CMD "]
-                .iter()
-                .any(|i| l.starts_with(i))
-        })
-        .map(String::from)
-        .collect();
-    for required in ["ENTRYPOINT ", "CMD "] {
-        assert!(
-            changes.iter().any(|c| c.starts_with(required)),
-            "the Dockerfile's final stage has no {required}line"
-        );
-    }
-    changes
-}
-
-/// Builds the agent image (`docker import` of a rootfs holding the static
-/// binary and /tmp, configured by the Dockerfile's final stage).
-fn agent_image() -> AgentImage {
-    let h = Harness::get();
-    let (bin, build_time) = static_pullauth_bin();
-    let ldd = run(Command::new("ldd").arg(&bin));
-    let ldd_text = format!("{}{}", text(&ldd.stdout), text(&ldd.stderr));
-    assert!(
-        ldd_text.contains("not a dynamic executable") || ldd_text.contains("statically linked"),
-        "ldd {}: {ldd_text}",
-        bin.display()
-    );
-
-    let work = scratch_dir("image");
-    let rootfs = work.path().join("rootfs");
-    fs::create_dir_all(rootfs.join("tmp")).expect("mkdir rootfs/tmp");
-    fs::copy(&bin, rootfs.join("pullauth")).expect("copy pullauth");
-    let tarball = work.path().join("rootfs.tar");
-    let tar = run(Command::new("tar")
-        .arg("--create")
-        .arg("--file")
-        .arg(&tarball)
-        .args(["--owner=0", "--group=0", "--numeric-owner", "--directory"])
-        .arg(&rootfs)
-        .arg("."));
-    assert!(tar.status.success(), "{}", text(&tar.stderr));
-    let tag = format!(
-        "pullauth-it/agent:{}",
-        random_token(10).to_ascii_lowercase()
-    );
-    let mut import = h.docker();
-    import.arg("import");
-    for change in dockerfile_image_config() {
-        import.arg("--change").arg(change);
-    }
-    let import = run(import.arg(&tarball).arg(&tag));
-    assert!(import.status.success(), "{}", text(&import.stderr));
-    let inspect = run(h.docker().args([
-        "image",
-        "inspect",
-        "--format",
-        "{{json .Config.Cmd}}\t{{.Size}}",
-        &tag,
-    ]));
-    let inspected = text(&inspect.stdout);
-    let (cmd_json, size) = inspected
-        .trim()
-        .split_once('\t')
-        .unwrap_or_else(|| panic!("docker image inspect {tag}: {inspected}"));
-    let image = AgentImage {
-        tag: tag.clone(),
-        cmd: serde_json::from_str(cmd_json)
-            .unwrap_or_else(|e| panic!("Config.Cmd of {tag} is not a JSON list ({e}): {cmd_json}")),
-    };
-    eprintln!(
-        "container image {tag}: {size} bytes (binary {} bytes; static build step took \
-         {build_time:?}); CMD {:?}",
-        fs::metadata(&bin).map_or(0, |m| m.len()),
-        image.cmd
-    );
-    image
 }
 
 /// One agent container and a client for it.

@@ -20,7 +20,7 @@ use crate::cache::{Clock, Expiring, ExpiringCache, Outcome, RefreshPolicy, Syste
 use crate::error::{self, Call};
 use crate::metrics::{Counters, CountersSnapshot};
 use crate::parse::{self, SecretCredentials};
-use crate::{AwsError, RoleArn, S3Location};
+use crate::{AwsError, CaBundle, RoleArn, S3Location};
 
 /// Default [`AwsOptions::attempt_timeout`]: the ECS agent's ECR HTTP
 /// round-trip timeout (`roundtripTimeout` in agent/ecr/factory.go).
@@ -62,6 +62,10 @@ pub struct AwsOptions {
     pub session_name: String,
     /// The clock of the caches (tests move it).
     pub clock: Arc<dyn Clock>,
+    /// CAs trusted in addition to the system's roots (`AWS_CA_BUNDLE`,
+    /// read by the caller with [`CaBundle::from_env`] so that a bad file is
+    /// a startup error).
+    pub ca_bundle: Option<CaBundle>,
 }
 
 impl Default for AwsOptions {
@@ -74,6 +78,7 @@ impl Default for AwsOptions {
             max_attempts: MAX_ATTEMPTS,
             session_name: format!("pullauth-{}", std::process::id()),
             clock: Arc::new(SystemClock),
+            ca_bundle: None,
         }
     }
 }
@@ -188,7 +193,8 @@ impl Aws {
 
     /// Like [`Aws::from_env`], starting from `loader` (for explicit
     /// settings: a region, an endpoint, static credentials in tests). The
-    /// HTTP client, timeouts and retries of `options` are applied on top.
+    /// HTTP client (trusting `options.ca_bundle` too), timeouts and retries
+    /// of `options` are applied on top.
     pub async fn from_loader(loader: ConfigLoader, options: AwsOptions) -> Aws {
         let timeouts = TimeoutConfig::builder()
             .connect_timeout(options.connect_timeout)
@@ -196,7 +202,7 @@ impl Aws {
             .operation_timeout(options.operation_timeout)
             .build();
         let config = loader
-            .http_client(https_client())
+            .http_client(https_client(options.ca_bundle.as_ref()))
             .timeout_config(timeouts)
             .retry_config(RetryConfig::standard().with_max_attempts(options.max_attempts))
             .load()
@@ -645,7 +651,7 @@ impl Aws {
             },
             SdkError::DispatchFailure(failure) if failure.is_io() => AwsError::Unreachable {
                 call,
-                detail: chain(&err),
+                detail: unreachable_detail(&err),
             },
             SdkError::ResponseError(_) => AwsError::BadResponse {
                 call,
@@ -653,20 +659,53 @@ impl Aws {
             },
             _ => AwsError::Unreachable {
                 call,
-                detail: chain(&err),
+                detail: unreachable_detail(&err),
             },
         }
     }
 }
 
 /// The HTTPS client of every SDK call: rustls over ring (see Cargo.toml for
-/// why not the SDK's default aws-lc).
-fn https_client() -> aws_sdk_ecr::config::SharedHttpClient {
+/// why not the SDK's default aws-lc). It trusts the system's roots
+/// (`SSL_CERT_FILE`, `SSL_CERT_DIR`, else the usual files such as
+/// /etc/ssl/certs/ca-certificates.crt, which the container image carries)
+/// and the certificates of `bundle`. Host names are resolved by the C
+/// library's getaddrinfo (on a thread): a static glibc resolves through
+/// /etc/hosts and /etc/resolv.conf without NSS modules.
+fn https_client(bundle: Option<&CaBundle>) -> aws_sdk_ecr::config::SharedHttpClient {
+    let mut trust = tls::TrustStore::default();
+    if let Some(bundle) = bundle {
+        // Checked by CaBundle (the client would panic on a bad one).
+        trust = trust.with_pem_certificate(bundle.pem());
+    }
+    let context = tls::TlsContext::builder()
+        .with_trust_store(trust)
+        .build()
+        .expect("TlsContextBuilder::build only stores the trust store");
     aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(
             tls::rustls_provider::CryptoMode::Ring,
         ))
+        .tls_context(context)
         .build_https()
+}
+
+/// The detail of an unreachable endpoint: the error chain, plus what to do
+/// when rustls refused the endpoint's certificate. The refusal is found by
+/// rustls's own wording ("invalid peer certificate: ..."): by the time it
+/// reaches here it sits in boxed connector errors and an `io::Error` that
+/// hide its type from `source()` and `downcast_ref`.
+fn unreachable_detail(err: &(dyn std::error::Error + 'static)) -> String {
+    let detail = chain(err);
+    if detail.contains("invalid peer certificate") {
+        format!(
+            "{detail} (the endpoint's TLS certificate is not trusted: if a private CA signed \
+             it, name that CA's PEM file in {})",
+            crate::CA_BUNDLE_VAR
+        )
+    } else {
+        detail
+    }
 }
 
 /// The region of a Secrets Manager ARN (`arn:aws:secretsmanager:<region>:...`).
@@ -749,6 +788,25 @@ mod tests {
             proxy_endpoint: "https://x".into(),
         };
         assert!(!format!("{c:?}").contains("canary"));
+    }
+
+    #[test]
+    fn untrusted_certificates_get_a_hint_naming_the_variable() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("error trying to connect")]
+        struct Connect(#[source] std::io::Error);
+        let tls = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let err = Connect(std::io::Error::new(std::io::ErrorKind::InvalidData, tls));
+        let detail = unreachable_detail(&err);
+        assert!(
+            detail.starts_with(
+                "error trying to connect: invalid peer certificate: UnknownIssuer (the endpoint's TLS certificate is not trusted"
+            ),
+            "{detail}"
+        );
+        assert!(detail.contains("AWS_CA_BUNDLE"), "{detail}");
+        let refused = Connect(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(!unreachable_detail(&refused).contains("AWS_CA_BUNDLE"));
     }
 
     #[test]

@@ -16,6 +16,8 @@
 //! - [`Aws::get_object`] with [`S3Location`]: env files in S3.
 //! - [`AwsError`]: what failed, for whom, classified ([`ErrorClass`]);
 //!   never a value.
+//! - [`CaBundle`]: the CAs of `AWS_CA_BUNDLE`, added to the system's roots
+//!   for every call ([`AwsOptions::ca_bundle`]).
 //!
 //! Nothing is persisted. Secrets are [`secrecy::SecretString`]s with
 //! redacting `Debug`.
@@ -30,6 +32,7 @@
 //! prints ECR tokens. A binary must cap the SDK's targets
 //! ([`SDK_LOG_TARGETS`]) at [`SDK_MAX_SAFE_LEVEL`].
 
+mod ca_bundle;
 pub mod cache;
 mod client;
 mod error;
@@ -38,6 +41,7 @@ mod parse;
 mod role;
 mod s3;
 
+pub use ca_bundle::{CA_BUNDLE_VAR, CaBundle, CaBundleError, MAX_CA_BUNDLE_BYTES};
 pub use cache::{Clock, SystemClock};
 pub use client::{
     ATTEMPT_TIMEOUT, Aws, AwsOptions, CONNECT_TIMEOUT, ECR_REFRESH_AHEAD, EcrCredentials,

@@ -31,9 +31,33 @@ pub fn code_for(err: &anyhow::Error) -> ExitCode {
                 .is_some_and(pullauth_docker::EngineSetupError::is_config)
             || cause.is::<pullauth_agent::control_socket::SocketError>()
             || cause.is::<UsageError>()
+            || cause.is::<pullauth_aws::CaBundleError>()
             || cause
                 .downcast_ref::<crate::commands::S3EnvFileError>()
                 .is_some_and(crate::commands::S3EnvFileError::is_config)
     });
     ExitCode::from(if usage { USAGE } else { FAILED })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_ca_bundle_is_a_configuration_error() {
+        let path = std::path::Path::new("/etc/pki/none.pem");
+        let err = anyhow::Error::from(
+            pullauth_aws::CaBundle::from_pem(path, b"not pem").expect_err("not PEM"),
+        )
+        .context("loading the AWS settings");
+        assert_eq!(
+            format!("{:?}", code_for(&err)),
+            format!("{:?}", ExitCode::from(USAGE))
+        );
+        let shown = format!("{err:#}");
+        assert!(
+            shown.contains("AWS_CA_BUNDLE=\"/etc/pki/none.pem\": not a PEM certificate bundle"),
+            "{shown}"
+        );
+    }
 }

@@ -39,6 +39,15 @@ pub fn run(args: &ConfigArgs) -> anyhow::Result<ExitCode> {
         }),
     )?;
     print_others(&config)?;
+    // Read as every AWS call will read it; shown only when set.
+    if let Some(bundle) = pullauth_aws::CaBundle::from_env()? {
+        say(format!(
+            "{:<36} {:<14} {}",
+            pullauth_aws::CA_BUNDLE_VAR,
+            format!("{} cert(s)", bundle.len()),
+            bundle.path().display()
+        ))?;
+    }
     if !table.is_empty() {
         say("")?;
         say(format!(

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
-use pullauth_aws::{Aws, AwsError, AwsOptions, Call, ErrorClass, S3Location};
+use pullauth_aws::{Aws, AwsError, Call, ErrorClass, S3Location};
 use pullauth_config::EnvFile;
 
 use crate::cli::ConfigArgs;
@@ -63,6 +63,7 @@ pub fn read(args: &ConfigArgs) -> anyhow::Result<Option<EnvFile>> {
 /// `s3:GetObject` on a thread of its own (callers may be inside a runtime),
 /// bounded by [`S3_FETCH_TIMEOUT`].
 fn fetch(location: &S3Location) -> anyhow::Result<secrecy::zeroize::Zeroizing<Vec<u8>>> {
+    let options = super::aws_options(false)?;
     let result = std::thread::scope(|scope| {
         scope
             .spawn(|| -> anyhow::Result<_> {
@@ -71,13 +72,7 @@ fn fetch(location: &S3Location) -> anyhow::Result<secrecy::zeroize::Zeroizing<Ve
                     .build()
                     .context("starting the async runtime")?;
                 Ok(runtime.block_on(async {
-                    let fetch = async {
-                        let options = AwsOptions {
-                            ecr: false,
-                            ..AwsOptions::default()
-                        };
-                        Aws::from_env(options).await.get_object(location).await
-                    };
+                    let fetch = async { Aws::from_env(options).await.get_object(location).await };
                     tokio::time::timeout(S3_FETCH_TIMEOUT, fetch)
                         .await
                         .unwrap_or_else(|_| {

@@ -62,6 +62,26 @@ pub fn load(args: &ConfigArgs) -> anyhow::Result<(Config, RegistryTable)> {
     Ok((config, table))
 }
 
+/// The AWS options of a command that may call AWS: automatic ECR tokens as
+/// `ecr` says, and the CAs of `AWS_CA_BUNDLE`, read now so that a missing
+/// or malformed bundle stops the command before it starts (exit 2).
+pub fn aws_options(ecr: bool) -> anyhow::Result<pullauth_aws::AwsOptions> {
+    let ca_bundle = pullauth_aws::CaBundle::from_env()?;
+    if let Some(bundle) = &ca_bundle {
+        tracing::debug!(
+            path = %bundle.path().display(),
+            certificates = bundle.len(),
+            "AWS calls also trust the CAs of {}",
+            pullauth_aws::CA_BUNDLE_VAR
+        );
+    }
+    Ok(pullauth_aws::AwsOptions {
+        ecr,
+        ca_bundle,
+        ..pullauth_aws::AwsOptions::default()
+    })
+}
+
 /// The registry table for `config`'s engine auth (empty when unset).
 pub fn registry_table(config: &Config) -> anyhow::Result<RegistryTable> {
     let Some(auth) = &config.engine_auth else {

@@ -4,14 +4,14 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use pullauth_agent::credentials::Provider;
-use pullauth_aws::{AwsOptions, RoleArn};
+use pullauth_aws::RoleArn;
 use pullauth_config::PullBehavior;
 use pullauth_docker::{Engine, Obtained, PullOptions, RetryPolicy};
 use pullauth_resolve::{Entry, ImageRef};
 use pullauth_store::{PulledWith, Store};
 use serde::Serialize;
 
-use super::{image_args, load, quoted, say};
+use super::{aws_options, image_args, load, quoted, say};
 use crate::cli::{PullArgs, PullBehaviorArg};
 use crate::exit;
 use crate::progress::{Display, Mode, seconds};
@@ -55,11 +55,8 @@ pub fn run(args: &PullArgs) -> anyhow::Result<ExitCode> {
         .transpose()
         .context("--execution-role")?;
     let secret = args.repository_credentials.as_deref();
-    // AWS is loaded only if a pull needs it.
-    let provider = Provider::lazy(AwsOptions {
-        ecr: config.ecr.value,
-        ..AwsOptions::default()
-    });
+    // AWS is loaded only if a pull needs it (AWS_CA_BUNDLE is read now).
+    let provider = Provider::lazy(aws_options(config.ecr.value)?);
     let behavior = args
         .pull_behavior
         .map_or(config.pull_behavior.value, PullBehavior::from);

@@ -172,17 +172,25 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let fingerprinter = Fingerprinter::new();
     let loaded = fingerprinter.take(&config_files(&args.config));
     let (config, table) = load(&args.config)?;
+    let aws_options = super::aws_options(config.ecr.value)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(args, config, table, (fingerprinter, loaded)))
+    runtime.block_on(serve(
+        args,
+        config,
+        table,
+        aws_options,
+        (fingerprinter, loaded),
+    ))
 }
 
 async fn serve(
     args: &ServeArgs,
     config: Config,
     table: RegistryTable,
+    aws_options: pullauth_aws::AwsOptions,
     (fingerprinter, loaded): (Fingerprinter, watch::Fingerprint),
 ) -> anyhow::Result<ExitCode> {
     // The connection caps are fitted to this limit; the usual soft 1,024 is too low.
@@ -220,10 +228,7 @@ async fn serve(
         version: VERSION.to_owned(),
     };
     // AWS (and IMDS) is touched only when a task's source needs it.
-    let provider = pullauth_agent::credentials::Provider::lazy(pullauth_aws::AwsOptions {
-        ecr: config.ecr.value,
-        ..pullauth_aws::AwsOptions::default()
-    });
+    let provider = pullauth_agent::credentials::Provider::lazy(aws_options);
     let agent = Agent::start_with_provider(
         store,
         std::sync::Arc::new(engine),
