@@ -21,6 +21,16 @@ Subcommands (all print JSON on stdout unless noted):
       Distinct authenticated manifest requests per repository in the
       registry's JSON log after byte OFFSET.
   metric URL NAME       the value of one Prometheus sample (text)
+  taskseq RUNS WARMUP PREPARE IMAGE NAME=SOCK [NAME=SOCK...]
+      One task at a time: for each of WARMUP + RUNS rounds, and for each
+      agent (the order rotates every round), runs the shell command PREPARE
+      (unless it is "-"; not timed), submits a one-container task of IMAGE
+      and polls /v1/tasks?taskarn= every 2 ms until it is final. Per agent:
+      submit -> the task's PullStoppedAt (the agent's wall-clock timestamp,
+      1 ms resolution, so the polling interval does not matter), the submit
+      round trip (POST /v1/tasks: credentials + store write), submit ->
+      final as seen by polling, and PullStartedAt -> PullStoppedAt.
+  portfree PORT         exit 0 if 127.0.0.1:PORT can be bound (SO_REUSEADDR)
 """
 
 import http.client
@@ -316,6 +326,117 @@ def cmd_metric(url, name):
     return 0
 
 
+def task_status(sock, arn):
+    from urllib.parse import quote
+    conn = UnixHTTPConnection(sock, timeout=10)
+    conn.request("GET", "/v1/tasks?taskarn=" + quote(arn, safe=""))
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    if resp.status != 200:
+        raise RuntimeError("GET task %s: HTTP %d" % (arn, resp.status))
+    return json.loads(data)
+
+
+def rfc3339_ms(text):
+    from datetime import datetime, timezone
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp() * 1000
+
+
+def one_task(sock, family, image, timeout):
+    body = json.dumps({"family": family, "containerDefinitions": [{"name": "c", "image": image}]})
+    wall_started = time.time()
+    started = time.monotonic()
+    conn = UnixHTTPConnection(sock, timeout=timeout)
+    conn.request("POST", "/v1/tasks", body, {"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    submitted = time.monotonic()
+    if resp.status != 201:
+        raise RuntimeError("POST /v1/tasks: HTTP %d: %s" % (resp.status, data[:300].decode(errors="replace")))
+    arn = json.loads(data)["Arn"]
+    while True:
+        task = task_status(sock, arn)
+        if task.get("KnownStatus") in FINAL:
+            break
+        if time.monotonic() - started > timeout:
+            raise RuntimeError("task %s not final after %ss" % (arn, timeout))
+        time.sleep(0.002)
+    final = time.monotonic()
+    container = (task.get("Containers") or [{}])[0]
+    agent_pull = to_stop = None
+    if task.get("PullStoppedAt"):
+        to_stop = rfc3339_ms(task["PullStoppedAt"]) - wall_started * 1000
+        if task.get("PullStartedAt"):
+            agent_pull = rfc3339_ms(task["PullStoppedAt"]) - rfc3339_ms(task["PullStartedAt"])
+    return {
+        "submit_ms": (submitted - started) * 1000,
+        "total_ms": to_stop,
+        "seen_final_ms": (final - started) * 1000,
+        "agent_pull_ms": agent_pull,
+        "status": task.get("KnownStatus"),
+        "source": container.get("RegistryKey"),
+        "username": container.get("Username"),
+        "error": container.get("PullError"),
+    }
+
+
+def summary(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return {
+        "mean": statistics.mean(values),
+        "stddev": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "n": len(values),
+    }
+
+
+def cmd_taskseq(runs, warmup, prepare, image, *agents):
+    runs, warmup = int(runs), int(warmup)
+    agents = [a.split("=", 1) for a in agents]
+    out = {name: {"warmup": [], "runs": []} for name, _ in agents}
+    for r in range(warmup + runs):
+        k = r % len(agents)
+        for name, sock in agents[k:] + agents[:k]:
+            if prepare != "-":
+                subprocess.run(prepare, shell=True, check=True, timeout=120,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            m = one_task(sock, "bench-%s-%d" % (name, r), image, 120)
+            out[name]["warmup" if r < warmup else "runs"].append(m)
+    for name in out:
+        rs = out[name]["runs"]
+        out[name]["total"] = summary([m["total_ms"] for m in rs])
+        out[name]["submit"] = summary([m["submit_ms"] for m in rs])
+        out[name]["seen_final"] = summary([m["seen_final_ms"] for m in rs])
+        out[name]["agent_pull"] = summary([m["agent_pull_ms"] for m in rs])
+        statuses = {}
+        for m in out[name]["warmup"] + rs:
+            statuses[m["status"]] = statuses.get(m["status"], 0) + 1
+        out[name]["statuses"] = statuses
+        out[name]["sources"] = sorted({str(m["source"]) for m in out[name]["warmup"] + rs})
+        out[name]["errors"] = sorted({m["error"] for m in out[name]["warmup"] + rs if m["error"]})[:3]
+    print(json.dumps(out))
+    return 0
+
+
+def cmd_portfree(port):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind(("127.0.0.1", int(port)))
+    except OSError as e:
+        sys.stderr.write("127.0.0.1:%s: %s\n" % (port, e))
+        return 1
+    finally:
+        s.close()
+    return 0
+
+
 COMMANDS = {
     "proxy": cmd_proxy,
     "header": cmd_header,
@@ -325,6 +446,8 @@ COMMANDS = {
     "submit": cmd_submit,
     "manifests": cmd_manifests,
     "metric": cmd_metric,
+    "taskseq": cmd_taskseq,
+    "portfree": cmd_portfree,
 }
 
 if __name__ == "__main__":
