@@ -224,3 +224,68 @@ fn an_aws_endpoint_that_never_answers_fails_the_pull_within_the_operation_bound(
         );
     }
 }
+
+/// A secret is never stored: a pull interrupted by kill -9 resumes after
+/// the restart by fetching the secret again, and completes as its user.
+#[test]
+fn a_resumed_pull_fetches_its_secret_again() {
+    let h = Harness::get();
+    let moto = moto();
+    let password = random_token(24);
+    let registry = Harness::registry_with(&[("dave", &password)]);
+    let repo = format!("aws/resume{}", random_token(8).to_ascii_lowercase());
+    h.push_fixture(&registry, &repo, "1", ("dave", &password));
+    let image = registry.image_ref(&repo, "1");
+    let secret = format!("resume{}/dave", random_token(6).to_ascii_lowercase());
+    moto.boto3(
+        &format!(
+            "client('secretsmanager').create_secret(Name='{secret}', SecretString=json.dumps(\
+             {{'username': 'dave', 'password': {password:?}}}))\n"
+        ),
+        None,
+    );
+    registry.stop();
+
+    let data = scratch_dir("aws-resume-data");
+    let mut spec = AgentSpec::new().data_dir(data.path());
+    for (k, v) in aws_env(moto) {
+        spec = spec.env(k, &v);
+    }
+    let agent = spec.start();
+    let task = agent.submit(&json!({
+        "family": "resume",
+        "containerDefinitions": [with_secret("app", &image, &secret)]
+    }));
+    let arn = task["Arn"].as_str().expect("Arn").to_string();
+    // The registry refuses connections: the pull retries, the task is PULLING.
+    agent.wait_metric("pullauth_pull_retries_total", 1.0);
+    assert_eq!(
+        container(&agent.task(&arn).expect("task"), "app")["KnownStatus"],
+        "PULLING"
+    );
+    agent.kill9();
+    let state = std::fs::read(spec.state_file().expect("data dir")).expect("state file");
+    assert_no_secret("the state file of the killed agent", &state, &password);
+
+    registry.restart();
+    let mark = registry.log_mark();
+    let agent = spec.start();
+    let done = agent.wait_final(&arn);
+    let app = container(&done, "app");
+    assert_eq!(app["KnownStatus"], "PULLED", "{done:#}");
+    assert_eq!(app["Username"], "dave", "{done:#}");
+    assert_eq!(
+        app["RegistryKey"],
+        format!("secretsmanager {secret}"),
+        "{done:#}"
+    );
+    assert_eq!(
+        agent.metric("pullauth_aws_secret_fetches_total"),
+        1.0,
+        "the restarted agent did not fetch the secret"
+    );
+    assert!(registry.users_since(mark).iter().any(|u| u == "dave"));
+    let state = std::fs::read(spec.state_file().expect("data dir")).expect("state file");
+    assert_no_secret("the state file", &state, &password);
+    assert_no_secret("the log", &spec.log_bytes(), &password);
+}
