@@ -108,6 +108,13 @@ impl Moto {
         Moto::start_with(&[])
     }
 
+    /// One moto with its defaults for the whole test process, started on
+    /// first use; tests keep apart by naming their resources uniquely.
+    pub fn shared() -> &'static Moto {
+        static MOTO: OnceLock<Moto> = OnceLock::new();
+        MOTO.get_or_init(Moto::start)
+    }
+
     /// Starts moto serving HTTPS with `cert` (PEM, the server certificate
     /// and any intermediates) and its private `key`, on a free loopback
     /// port, with moto's defaults. Reach it with [`Moto::https_endpoint`]

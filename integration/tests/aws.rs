@@ -26,11 +26,6 @@ const MOTO_ECR_PASSWORD: &str = "123456789012-auth-token";
 const CANARY: &str = "canary-9f2c1e-Pa55w0rd";
 
 /// The moto shared by the tests that need no IAM enforcement.
-fn moto() -> &'static Moto {
-    static MOTO: OnceLock<Moto> = OnceLock::new();
-    MOTO.get_or_init(Moto::start)
-}
-
 /// Environment for a child using moto with static keys.
 fn keys_env(moto: &Moto, keys: (&str, &str)) -> Vec<(String, String)> {
     vec![
@@ -216,7 +211,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
 
 #[test]
 fn ecr_token_with_static_keys_and_the_service_specific_endpoint() {
-    let moto = moto();
+    let moto = Moto::shared();
     // Only AWS_ENDPOINT_URL_ECR: proves the standard per-service setting.
     let env = vec![
         (
@@ -255,7 +250,7 @@ fn ecr_token_with_static_keys_and_the_service_specific_endpoint() {
 
 #[test]
 fn ecr_token_with_imdsv2_credentials_and_no_keys_in_the_environment() {
-    let moto = moto();
+    let moto = Moto::shared();
     let imds = Imds::start(ImdsCredentials {
         role: "pullauth-instance-role".into(),
         access_key_id: "ASIAIMDSTESTKEY00001".into(),
@@ -324,7 +319,7 @@ fn create_secrets(moto: &Moto) {
 
 #[test]
 fn secret_with_username_and_password_gives_credentials() {
-    let moto = moto();
+    let moto = Moto::shared();
     create_secrets(moto);
     let answer = probe(
         &keys_env(moto, MOTO_ACCESS_KEY),
@@ -336,7 +331,7 @@ fn secret_with_username_and_password_gives_credentials() {
 
 #[test]
 fn bad_secrets_are_errors_that_name_the_secret_and_problem_but_no_value() {
-    let moto = moto();
+    let moto = Moto::shared();
     create_secrets(moto);
     let cases = [
         ("registry/missing", "not_found", "no such secret"),
@@ -366,7 +361,7 @@ fn bad_secrets_are_errors_that_name_the_secret_and_problem_but_no_value() {
 
 #[test]
 fn s3_object_is_read_back_and_missing_key_or_bucket_are_distinct_errors() {
-    let moto = moto();
+    let moto = Moto::shared();
     moto.boto3(
         &format!(
             "s3 = client('s3')\n\
@@ -486,7 +481,7 @@ fn calls_for_a_role_use_its_assumed_credentials_and_calls_without_use_the_defaul
 
 #[test]
 fn debug_logging_of_every_crate_never_shows_a_token_or_secret() {
-    let moto = moto();
+    let moto = Moto::shared();
     create_secrets(moto);
     let env = keys_env(moto, MOTO_ACCESS_KEY);
     for action in [
@@ -516,7 +511,7 @@ fn debug_logging_of_every_crate_never_shows_a_token_or_secret() {
 /// starts failing, the SDK redacts it now and the cap could be relaxed.
 #[test]
 fn trace_logging_of_the_sdk_shows_ecr_tokens() {
-    let moto = moto();
+    let moto = Moto::shared();
     let env = keys_env(moto, MOTO_ACCESS_KEY);
     let answer = probe(&env, json!({"op": "ecr", "host": REGISTRY, "log": "trace"}));
     ok(&answer);

@@ -4,7 +4,6 @@
 //! whose environment holds exactly moto's settings.
 
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 
 use pullauth_agent::credentials::Provider;
 use pullauth_aws::AwsOptions;
@@ -14,11 +13,6 @@ use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
 const IMAGE: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com/app:1";
-
-fn moto() -> &'static Moto {
-    static MOTO: OnceLock<Moto> = OnceLock::new();
-    MOTO.get_or_init(Moto::start)
-}
 
 fn probe(moto: &Moto, ecr: &str) -> Value {
     let scratch = tempfile::tempdir().expect("temp dir");
@@ -94,7 +88,7 @@ fn provider_child() {
 
 #[test]
 fn ecr_source_gives_moto_token_for_user_aws_labelled_with_the_source() {
-    let answer = probe(moto(), "on");
+    let answer = probe(Moto::shared(), "on");
     let label = "ecr account 123456789012 region us-east-1";
     assert_eq!(answer["label"], label, "{answer}");
     assert_eq!(answer["key"], label, "{answer}");
@@ -108,7 +102,7 @@ fn ecr_source_gives_moto_token_for_user_aws_labelled_with_the_source() {
 
 #[test]
 fn ecr_off_is_anonymous_and_never_loads_aws() {
-    let answer = probe(moto(), "off");
+    let answer = probe(Moto::shared(), "off");
     assert_eq!(answer["label"], "anonymous", "{answer}");
     assert!(answer["key"].is_null(), "{answer}");
     assert_eq!(answer["aws_built"], false, "{answer}");

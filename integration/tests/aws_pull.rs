@@ -5,7 +5,6 @@
 //! container with a message naming the secret and the problem; the
 //! password never reaches the state file, the APIs or the log.
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use pullauth_integration::agent::{
@@ -13,11 +12,6 @@ use pullauth_integration::agent::{
 };
 use pullauth_integration::{Harness, Moto, Outcome, Registry, Stall, pullauth_command};
 use serde_json::{Value, json};
-
-fn moto() -> &'static Moto {
-    static MOTO: OnceLock<Moto> = OnceLock::new();
-    MOTO.get_or_init(Moto::start)
-}
 
 /// Environment for pullauth using moto with its static keys.
 fn aws_env(moto: &Moto) -> Vec<(&'static str, String)> {
@@ -58,7 +52,7 @@ fn with_secret(name: &str, image: &str, secret: &str) -> Value {
 #[test]
 fn task_secret_pulls_as_its_user_and_bad_secrets_stop_the_container() {
     let h = Harness::get();
-    let moto = moto();
+    let moto = Moto::shared();
     let prefix = format!("reg{}", random_token(6).to_ascii_lowercase());
     let password = create_secrets(moto, &h.alpha, &prefix);
     let image = push(&h.alpha);
@@ -139,7 +133,7 @@ fn task_secret_pulls_as_its_user_and_bad_secrets_stop_the_container() {
 #[test]
 fn pull_with_repository_credentials_pulls_as_the_secrets_user() {
     let h = Harness::get();
-    let moto = moto();
+    let moto = Moto::shared();
     let prefix = format!("cli{}", random_token(6).to_ascii_lowercase());
     let password = create_secrets(moto, &h.alpha, &prefix);
     let image = push(&h.alpha);
@@ -230,7 +224,7 @@ fn an_aws_endpoint_that_never_answers_fails_the_pull_within_the_operation_bound(
 #[test]
 fn a_resumed_pull_fetches_its_secret_again() {
     let h = Harness::get();
-    let moto = moto();
+    let moto = Moto::shared();
     let password = random_token(24);
     let registry = Harness::registry_with(&[("dave", &password)]);
     let repo = format!("aws/resume{}", random_token(8).to_ascii_lowercase());

@@ -5,17 +5,11 @@
 //! are clear errors that never quote the object.
 
 use std::path::Path;
-use std::sync::OnceLock;
 
 use pullauth_integration::agent::{
     AgentSpec, assert_no_secret, docker_auth_config, random_token, taskdef,
 };
 use pullauth_integration::{Harness, Moto, Registry, pullauth_command};
-
-fn moto() -> &'static Moto {
-    static MOTO: OnceLock<Moto> = OnceLock::new();
-    MOTO.get_or_init(Moto::start)
-}
 
 /// Environment for pullauth using `endpoint` with moto's static keys.
 fn aws_env(endpoint: &str) -> Vec<(&'static str, String)> {
@@ -70,7 +64,7 @@ fn run(subcommand: &str, url: &str, endpoint: &str, args: &[&str]) -> std::proce
 #[test]
 fn check_and_pull_read_the_env_file_from_s3() {
     let h = Harness::get();
-    let moto = moto();
+    let moto = Moto::shared();
     let bucket = bucket(moto);
     put(
         moto,
@@ -104,7 +98,7 @@ fn check_and_pull_read_the_env_file_from_s3() {
 
 #[test]
 fn missing_bucket_key_bad_url_bad_file_and_unreachable_are_clear_errors() {
-    let moto = moto();
+    let moto = Moto::shared();
     let bucket = bucket(moto);
     let canary = format!("CANARY{}", random_token(16));
     put(
@@ -166,7 +160,7 @@ fn missing_bucket_key_bad_url_bad_file_and_unreachable_are_clear_errors() {
 #[test]
 fn serve_rereads_the_s3_env_file_on_sighup() {
     let h = Harness::get();
-    let moto = moto();
+    let moto = Moto::shared();
     let bucket = bucket(moto);
     put(moto, &bucket, "ecs.config", &config_for(&h.alpha, "alice"));
     let url = format!("s3://{bucket}/ecs.config");
