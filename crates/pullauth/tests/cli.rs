@@ -254,3 +254,32 @@ fn man_page_is_roff_that_man_can_read() {
         );
     }
 }
+
+#[test]
+fn check_shows_every_setting_with_its_origin() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let env_file = write(
+        dir.path(),
+        "ecs.config",
+        "ECS_ENGINE_TASK_CLEANUP_WAIT_DURATION=90m\nPULLAUTH_ECR=off\n",
+    );
+    let out = pullauth(&["check", "--env-file", &env_file], &[], b"");
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    let row = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no {name} row:\n{stdout}"))
+            .split_whitespace()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(
+        row("ECS_ENGINE_TASK_CLEANUP_WAIT_DURATION"),
+        format!("1h 30m {env_file}:1")
+    );
+    assert_eq!(row("PULLAUTH_ECR"), format!("off {env_file}:2"));
+    assert_eq!(row("ECS_IMAGE_PULL_TIMEOUT"), "2h default");
+}

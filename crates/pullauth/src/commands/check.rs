@@ -11,11 +11,11 @@ pub fn run(args: &ConfigArgs) -> anyhow::Result<ExitCode> {
     let (config, table) = load(args)?;
     match &config.engine_auth {
         None => {
-            say(format!("{AUTH_TYPE:<36} (unset: pulls are anonymous)"))?;
+            say(format!("{AUTH_TYPE:<38} (unset: pulls are anonymous)"))?;
         }
         Some(auth) => {
             say(format!(
-                "{AUTH_TYPE:<36} {:<14} {}",
+                "{AUTH_TYPE:<38} {:<14} {}",
                 auth.kind.value.as_str(),
                 auth.kind.origin
             ))?;
@@ -25,7 +25,7 @@ pub fn run(args: &ConfigArgs) -> anyhow::Result<ExitCode> {
                 ""
             };
             say(format!(
-                "{AUTH_DATA:<36} {:<14} {}",
+                "{AUTH_DATA:<38} {:<14} {}",
                 format!("{} key(s){wrapped}", table.len()),
                 auth.data_origin
             ))?;
@@ -42,7 +42,7 @@ pub fn run(args: &ConfigArgs) -> anyhow::Result<ExitCode> {
     // Read as every AWS call will read it; shown only when set.
     if let Some(bundle) = pullauth_aws::CaBundle::from_env()? {
         say(format!(
-            "{:<36} {:<14} {}",
+            "{:<38} {:<14} {}",
             pullauth_aws::CA_BUNDLE_VAR,
             format!("{} cert(s)", bundle.len()),
             bundle.path().display()
@@ -74,8 +74,8 @@ pub fn run(args: &ConfigArgs) -> anyhow::Result<ExitCode> {
 
 fn print_setting(name: &str, setting: Option<Setting<String>>) -> anyhow::Result<()> {
     match setting {
-        Some(s) => say(format!("{name:<36} {:<14} {}", s.value, s.origin)),
-        None => say(format!("{name:<36} {:<14} {}", "(unset)", Origin::Default)),
+        Some(s) => say(format!("{name:<38} {:<14} {}", s.value, s.origin)),
+        None => say(format!("{name:<38} {:<14} {}", "(unset)", Origin::Default)),
     }
 }
 
@@ -97,6 +97,17 @@ fn print_others(config: &Config) -> anyhow::Result<()> {
         (
             "ECS_IMAGE_PULL_INACTIVITY_TIMEOUT",
             dur(&config.pull_inactivity_timeout),
+        ),
+        (
+            "ECS_ENGINE_TASK_CLEANUP_WAIT_DURATION",
+            dur(&config.task_cleanup_wait),
+        ),
+        (
+            "PULLAUTH_ECR",
+            Setting {
+                value: if config.ecr.value { "on" } else { "off" }.to_owned(),
+                origin: config.ecr.origin.clone(),
+            },
         ),
     ];
     for (name, setting) in rows {
