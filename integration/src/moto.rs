@@ -48,59 +48,7 @@ impl Moto {
     /// Starts moto on a free loopback port. `env` is added to the server's
     /// environment (e.g. `INITIAL_NO_AUTH_ACTION_COUNT` to enforce IAM).
     pub fn start_with(env: &[(&str, &str)]) -> Moto {
-        crate::require_opt_in();
-        let python = venv_python();
-        let started = Instant::now();
-        let dir = util::temp_dir("moto");
-        let log_path = dir.path().join("moto.log");
-        let mut last_error = String::new();
-        for _ in 0..PORT_ATTEMPTS {
-            let port = util::free_port();
-            let log = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&log_path)
-                .expect("cannot open the moto log");
-            let mut cmd = Command::new(&python);
-            cmd.args(["-m", "moto.server", "-H", "127.0.0.1", "-p"])
-                .arg(port.to_string())
-                .current_dir(dir.path())
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("cannot dup the moto log"))
-                .stderr(log)
-                .envs(env.iter().copied());
-            let pid = process::spawn(cmd).expect("cannot start moto");
-            let addr = format!("127.0.0.1:{port}");
-            loop {
-                if process::exited(pid).is_some() {
-                    // Most likely the port was taken meanwhile: try another.
-                    process::terminate(pid, Duration::ZERO);
-                    last_error = String::from_utf8_lossy(&fs::read(&log_path).unwrap_or_default())
-                        .into_owned();
-                    break;
-                }
-                if util::http_get_status(&addr, "/moto-api/", None).is_ok() {
-                    eprintln!(
-                        "pullauth-integration: moto {MOTO_VERSION} ready at {addr} in {:?}",
-                        started.elapsed()
-                    );
-                    return Moto {
-                        port,
-                        dir,
-                        pid: process::PidSlot::holding(pid),
-                    };
-                }
-                if started.elapsed() > START_TIMEOUT {
-                    process::terminate(pid, Duration::ZERO);
-                    panic!(
-                        "moto did not answer within {START_TIMEOUT:?}:\n{}",
-                        String::from_utf8_lossy(&fs::read(&log_path).unwrap_or_default())
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-        panic!("moto: no working port after {PORT_ATTEMPTS} attempts:\n{last_error}");
+        Moto::launch(env, None)
     }
 
     /// Starts moto with its defaults (any access key accepted).
@@ -121,10 +69,17 @@ impl Moto {
     /// under a name the certificate holds; [`Moto::endpoint`],
     /// [`Moto::boto3`] and the plain-HTTP helpers do not apply.
     pub fn start_tls(cert: &Path, key: &Path) -> Moto {
+        Moto::launch(&[], Some((cert, key)))
+    }
+
+    /// Starts the server with `env`, over TLS with `tls` = (cert, key) when
+    /// given, retrying on another port when the chosen one was taken.
+    fn launch(env: &[(&str, &str)], tls: Option<(&Path, &Path)>) -> Moto {
         crate::require_opt_in();
         let python = venv_python();
         let started = Instant::now();
-        let dir = util::temp_dir("moto-tls");
+        let what = if tls.is_some() { "moto (TLS)" } else { "moto" };
+        let dir = util::temp_dir(if tls.is_some() { "moto-tls" } else { "moto" });
         let log_path = dir.path().join("moto.log");
         let read_log =
             || String::from_utf8_lossy(&fs::read(&log_path).unwrap_or_default()).into_owned();
@@ -138,29 +93,36 @@ impl Moto {
                 .expect("cannot open the moto log");
             let mut cmd = Command::new(&python);
             cmd.args(["-m", "moto.server", "-H", "127.0.0.1", "-p"])
-                .arg(port.to_string())
-                .arg("--ssl-cert")
-                .arg(cert)
-                .arg("--ssl-key")
-                .arg(key)
-                .current_dir(dir.path())
+                .arg(port.to_string());
+            if let Some((cert, key)) = tls {
+                cmd.arg("--ssl-cert").arg(cert).arg("--ssl-key").arg(key);
+            }
+            cmd.current_dir(dir.path())
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().expect("cannot dup the moto log"))
-                .stderr(log);
+                .stderr(log)
+                .envs(env.iter().copied());
             let pid = process::spawn(cmd).expect("cannot start moto");
-            let running = format!("Running on https://127.0.0.1:{port}");
+            let addr = format!("127.0.0.1:{port}");
+            let ready = || match tls {
+                None => util::http_get_status(&addr, "/moto-api/", None).is_ok(),
+                // Werkzeug prints the line once it listens; a plain HTTP
+                // probe cannot tell (the server wants a TLS handshake).
+                Some(_) => {
+                    read_log().contains(&format!("Running on https://{addr}"))
+                        && TcpStream::connect(&addr).is_ok()
+                }
+            };
             loop {
                 if process::exited(pid).is_some() {
+                    // Most likely the port was taken meanwhile: try another.
                     process::terminate(pid, Duration::ZERO);
                     last_error = read_log();
                     break;
                 }
-                // Werkzeug prints the line once it listens; a plain HTTP
-                // probe cannot tell (the server wants a TLS handshake).
-                if read_log().contains(&running) && TcpStream::connect(("127.0.0.1", port)).is_ok()
-                {
+                if ready() {
                     eprintln!(
-                        "pullauth-integration: moto {MOTO_VERSION} (TLS) ready at 127.0.0.1:{port} in {:?}",
+                        "pullauth-integration: {what} {MOTO_VERSION} ready at {addr} in {:?}",
                         started.elapsed()
                     );
                     return Moto {
@@ -172,14 +134,14 @@ impl Moto {
                 if started.elapsed() > START_TIMEOUT {
                     process::terminate(pid, Duration::ZERO);
                     panic!(
-                        "moto (TLS) did not listen within {START_TIMEOUT:?}:\n{}",
+                        "{what} did not answer within {START_TIMEOUT:?}:\n{}",
                         read_log()
                     );
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
-        panic!("moto (TLS): no working port after {PORT_ATTEMPTS} attempts:\n{last_error}");
+        panic!("{what}: no working port after {PORT_ATTEMPTS} attempts:\n{last_error}");
     }
 
     /// The loopback port moto listens on.
