@@ -942,16 +942,7 @@ pub fn agent_image() -> AgentImage {
             .unwrap_or_else(|e| panic!("copy {} to the rootfs: {e}", from.display()));
     }
     let tarball = work.path().join("rootfs.tar");
-    util::run_ok(
-        Command::new("tar")
-            .arg("--create")
-            .arg("--file")
-            .arg(&tarball)
-            .args(["--owner=0", "--group=0", "--numeric-owner", "--directory"])
-            .arg(&rootfs)
-            .arg("."),
-        b"",
-    );
+    util::tar_dir(&rootfs, &tarball);
     let tag = format!(
         "pullauth-it/agent:{}",
         random_token(10).to_ascii_lowercase()

@@ -90,6 +90,14 @@ impl Harness {
         self.engine.docker_host()
     }
 
+    /// The engine's Unix socket path, to mount into a container as
+    /// /var/run/docker.sock; panics for a `tcp://` engine.
+    pub fn engine_socket(&self) -> &str {
+        self.docker_host()
+            .strip_prefix("unix://")
+            .expect("the harness engine listens on a unix socket")
+    }
+
     /// A `docker` CLI command aimed at the engine with an empty client config.
     pub fn docker(&self) -> Command {
         self.engine.docker()
@@ -318,15 +326,6 @@ fn build_rootfs_tar(work: &Path, marker: &str, random_megabytes: usize) -> PathB
         }
     }
     let tarball = work.join("rootfs.tar");
-    util::run_ok(
-        Command::new("tar")
-            .arg("--create")
-            .arg("--file")
-            .arg(&tarball)
-            .args(["--owner=0", "--group=0", "--numeric-owner", "--directory"])
-            .arg(&root)
-            .arg("."),
-        b"",
-    );
+    util::tar_dir(&root, &tarball);
     tarball
 }

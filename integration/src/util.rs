@@ -282,6 +282,21 @@ pub fn http_get_status(
     .map(|response| response.status)
 }
 
+/// Packs the contents of `dir` into the tarball `out`, every file owned by
+/// root (as `docker import` wants an image's rootfs).
+pub(crate) fn tar_dir(dir: &Path, out: &Path) {
+    run_ok(
+        Command::new("tar")
+            .arg("--create")
+            .arg("--file")
+            .arg(out)
+            .args(["--owner=0", "--group=0", "--numeric-owner", "--directory"])
+            .arg(dir)
+            .arg("."),
+        b"",
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

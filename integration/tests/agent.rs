@@ -1024,11 +1024,7 @@ impl AgentContainer {
     /// the agent answers.
     fn start(image: &AgentImage, data: &Path, docker_args: &[&str]) -> AgentContainer {
         let h = Harness::get();
-        let engine_socket = h
-            .docker_host()
-            .strip_prefix("unix://")
-            .expect("the harness engine listens on a unix socket")
-            .to_string();
+        let engine_socket = h.engine_socket();
         let listen = format!("127.0.0.1:{}", free_port());
         let name = format!("pullauth-it-agent-{}", random_token(8).to_ascii_lowercase());
         let started = run(h

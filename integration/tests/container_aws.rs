@@ -129,11 +129,7 @@ fn make_certificates(dir: &Path) -> [std::path::PathBuf; 3] {
 /// command line). Killed and removed after [`RUN_LIMIT`].
 fn run_image(image: &AgentImage, ca: &Path, env: &[(&str, String)], args: &[&str]) -> Output {
     let h = Harness::get();
-    let engine_socket = h
-        .docker_host()
-        .strip_prefix("unix://")
-        .expect("the harness engine listens on a unix socket")
-        .to_string();
+    let engine_socket = h.engine_socket();
     let name = format!("pullauth-it-aws-{}", random_token(8).to_ascii_lowercase());
     let _guard = ContainerGuard { name: name.clone() };
     let dir = scratch_dir("container-aws-run");
