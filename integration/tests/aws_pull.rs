@@ -283,3 +283,50 @@ fn a_resumed_pull_fetches_its_secret_again() {
     assert_no_secret("the state file", &state, &password);
     assert_no_secret("the log", &spec.log_bytes(), &password);
 }
+
+/// An AWS endpoint that answers every request with 200 and a body that is
+/// not the service's JSON fails the pull promptly with exit 1, naming the
+/// call and never quoting the body.
+#[test]
+fn an_aws_endpoint_that_answers_garbage_fails_the_pull_without_quoting_it() {
+    const GARBAGE: &str = "garbage-body-not-json";
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("address");
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut buf = [0u8; 65536];
+            let _ = stream.read(&mut buf);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.1\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{GARBAGE}",
+                GARBAGE.len()
+            );
+        }
+    });
+    let h = Harness::get();
+    let dir = scratch_dir("aws-garbage");
+    let env_file = dir.path().join("ecs.config");
+    std::fs::write(&env_file, "").expect("env file");
+    let env = pullauth_integration::pullauth_aws_env(&format!("http://{addr}"));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut cmd = pullauth_command(
+        "pull",
+        h.docker_host(),
+        &env_file,
+        &env,
+        &["123456789012.dkr.ecr.us-east-1.amazonaws.com/team/app:1"],
+    );
+    let out = Outcome::run_bounded(&mut cmd, b"", Duration::from_secs(60));
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("ecr:GetAuthorizationToken"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains(GARBAGE), "{}", out.stderr);
+    assert!(!out.stdout.contains(GARBAGE), "{}", out.stdout);
+}
