@@ -20,7 +20,7 @@ fn probe(moto: &Moto, ecr: &str) -> Value {
     let child = Command::new(std::env::current_exe().expect("test binary"))
         .args([
             "--exact",
-            "provider_child",
+            "aws_provider::provider_child",
             "--ignored",
             "--test-threads=1",
             "-q",

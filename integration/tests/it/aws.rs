@@ -44,7 +44,7 @@ fn probe(env: &[(String, String)], action: Value) -> Value {
     let child = Command::new(std::env::current_exe().expect("test binary"))
         .args([
             "--exact",
-            "probe_child",
+            "aws::probe_child",
             "--ignored",
             "--test-threads=1",
             "-q",
