@@ -10,8 +10,11 @@ use crate::policy::PollPolicy;
 pub enum PollOutcome {
     /// Every call answered: the view is current.
     Ok,
-    /// A call was refused with `ThrottlingException`: the account is over
-    /// its budget, back off (fleet-wide, so jitter matters most here).
+    /// A call was refused with `ThrottlingException` (ECS answers HTTP 400
+    /// with that code and "Rate exceeded"): the account is over its budget,
+    /// back off (fleet-wide, so jitter matters most here). When the refused
+    /// call was a `DescribeTaskDefinition`, keep the queue of new ARNs for
+    /// the retry ([`CallPlan::for_resume`](crate::CallPlan::for_resume)).
     Throttled,
     /// A call failed for another reason (network, 5xx, timeout, access
     /// denied). The follower keeps its last good view.

@@ -61,6 +61,13 @@ fn plan_counts_calls(
 }
 
 #[test]
+fn a_resumed_poll_only_describes_task_definitions() {
+    let plan = CallPlan::for_resume(4);
+    assert_eq!(plan.service_reads(), 0);
+    assert_eq!(plan.total(), 4);
+}
+
+#[test]
 fn named_services_skip_list_services() {
     let plan = CallPlan::for_named_services(20, 1);
     assert_eq!(plan.list_pages, 0);
