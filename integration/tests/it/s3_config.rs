@@ -46,6 +46,13 @@ fn push(registry: &Registry) -> String {
     registry.image_ref(&repo, "1")
 }
 
+/// The repository of an image reference `HOST:PORT/REPOSITORY:TAG`.
+fn repository_of(image: &str) -> &str {
+    let path = image.split_once('/').map_or(image, |(_, path)| path);
+    path.rsplit_once(':')
+        .map_or(path, |(repository, _)| repository)
+}
+
 /// Runs `pullauth <subcommand> --env-file <url> <args>` against `endpoint`.
 fn run(subcommand: &str, url: &str, endpoint: &str, args: &[&str]) -> std::process::Output {
     let env = aws_env(endpoint);
@@ -186,7 +193,9 @@ fn serve_rereads_the_s3_env_file_on_sighup() {
     let task = agent.submit(&taskdef("s3b", &[("app", &image, false)]));
     let task = agent.wait_final(task["Arn"].as_str().expect("Arn"));
     assert_eq!(task["Containers"][0]["Username"], "bob", "{task:#}");
-    let users = h.alpha.users_since(mark);
+    // Only this image's repository: other tests pull from the shared
+    // registry as alice meanwhile.
+    let users = h.alpha.users_since_in(mark, repository_of(&image));
     assert!(users.iter().any(|u| u == "bob"), "{users:?}");
     assert!(!users.iter().any(|u| u == "alice"), "{users:?}");
 
