@@ -140,7 +140,7 @@ async fn registries(State(agent): State<Agent>) -> Response {
                 "Source": pullauth_resolve::ecr_label(&token.registry),
                 "Principal": token.principal.to_string(),
                 "Endpoint": token.endpoint,
-                "TokenExpiresAt": humantime::format_rfc3339_seconds(token.expires_at).to_string(),
+                "TokenExpiresAt": pullauth_store::rfc3339_seconds(token.expires_at),
             })
         })
         .collect();
