@@ -526,19 +526,24 @@ impl Aws {
                 "the object has {length} bytes, more than the {MAX_OBJECT_BYTES} allowed"
             )));
         }
-        let bytes = output
-            .body
-            .collect()
-            .await
-            .map_err(|_| AwsError::Unreachable {
+        // Read chunk by chunk, and stop one byte past the limit: a body
+        // without a length (chunked) is never read in full to learn that
+        // it is too large.
+        let mut body = output.body;
+        // Room for the whole limit up front: growing would leave copies of
+        // the content behind that are never zeroized.
+        let mut bytes = Zeroizing::new(Vec::with_capacity(MAX_OBJECT_BYTES as usize));
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|_| AwsError::Unreachable {
                 call: call.clone(),
                 detail: "the connection failed while reading the object".into(),
             })?;
-        let bytes = Zeroizing::new(bytes.to_vec());
-        if bytes.len() as u64 > MAX_OBJECT_BYTES {
-            return Err(bad(format!(
-                "the object is larger than {MAX_OBJECT_BYTES} bytes"
-            )));
+            if (bytes.len() + chunk.len()) as u64 > MAX_OBJECT_BYTES {
+                return Err(bad(format!(
+                    "the object is larger than {MAX_OBJECT_BYTES} bytes"
+                )));
+            }
+            bytes.extend_from_slice(&chunk);
         }
         Ok(bytes)
     }

@@ -706,6 +706,29 @@ impl Config {
         Config::from_sources(&Sources::with_env_file(env_file)?)
     }
 
+    /// The variables whose value differs in `new` but that a running agent
+    /// cannot take without a restart: everything but the credentials
+    /// (`ECS_ENGINE_AUTH_TYPE`/`_DATA`, the JSON file's auth data) and the
+    /// pull settings (behavior, timeout, inactivity timeout), which a
+    /// reload applies. Names only: a reload's log must not carry values.
+    pub fn needs_restart(&self, new: &Config) -> Vec<&'static str> {
+        let data_dir = |c: &Config| c.data_dir.as_ref().map(|d| d.value.clone());
+        [
+            (DATA_DIR, data_dir(self) != data_dir(new)),
+            (CLUSTER, self.cluster.value != new.cluster.value),
+            (
+                TASK_CLEANUP_WAIT,
+                self.task_cleanup_wait.value != new.task_cleanup_wait.value,
+            ),
+            (LOG_LEVEL, self.log_level.value != new.log_level.value),
+            (LOG_FORMAT, self.log_format.value != new.log_format.value),
+            (ECR, self.ecr.value != new.ecr.value),
+        ]
+        .into_iter()
+        .filter_map(|(var, changed)| changed.then_some(var))
+        .collect()
+    }
+
     /// Validates already gathered sources.
     pub fn from_sources(sources: &Sources) -> Result<Config, ConfigError> {
         for var in [CLUSTER, DATA_DIR] {
@@ -1106,6 +1129,35 @@ mod tests {
     fn reads_go_durations(#[case] text: &str, #[case] seconds: u64) {
         let config = load(&format!("ECS_IMAGE_PULL_TIMEOUT={text}"), &[]).expect("valid");
         assert_eq!(config.pull_timeout.value, Duration::from_secs(seconds));
+    }
+
+    /// The bug this pins: a reload silently ignored changes it cannot apply.
+    #[test]
+    fn a_reload_names_every_changed_variable_that_needs_a_restart() {
+        let before = load("ECS_CLUSTER=a\nECS_IMAGE_PULL_TIMEOUT=1m\n", &[]).expect("before");
+        let same = load("ECS_CLUSTER=a\nECS_IMAGE_PULL_TIMEOUT=5m\n", &[]).expect("same");
+        assert!(
+            before.needs_restart(&same).is_empty(),
+            "pull settings apply"
+        );
+        let after = load(
+            "ECS_CLUSTER=b\nECS_DATADIR=/var/lib/x\nECS_LOGLEVEL=debug\n\
+             ECS_LOG_OUTPUT_FORMAT=json\nECS_ENGINE_TASK_CLEANUP_WAIT_DURATION=1h\n\
+             PULLAUTH_ECR=off\n",
+            &[],
+        )
+        .expect("after");
+        assert_eq!(
+            before.needs_restart(&after),
+            [
+                DATA_DIR,
+                CLUSTER,
+                TASK_CLEANUP_WAIT,
+                LOG_LEVEL,
+                LOG_FORMAT,
+                ECR
+            ]
+        );
     }
 
     /// The bug this pins: `2days` and `1 h` were accepted (humantime's
