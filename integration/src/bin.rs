@@ -7,7 +7,8 @@ use std::sync::OnceLock;
 /// The `pullauth` binary, built (once per test process) with
 /// `cargo build -q -p pullauth` so that tests never run a stale one.
 ///
-/// Respects `CARGO_TARGET_DIR`. Panics with cargo's output if the crate is
+/// Found where cargo reports it put it (`CARGO_TARGET_DIR`, a configured
+/// target directory and `CARGO_BUILD_TARGET` all work). Panics with cargo's output if the crate is
 /// missing or does not build.
 pub fn pullauth_bin() -> PathBuf {
     crate::require_opt_in();
@@ -35,20 +36,16 @@ fn build(release: bool) -> Result<PathBuf, String> {
         .parent()
         .expect("integration/ has a parent")
         .to_path_buf();
-    let target = match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => root.join(dir),
-        None => root.join("target"),
-    };
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    // --target-dir makes the output location independent of cargo config.
     let mut cmd = Command::new(&cargo);
-    cmd.args(["build", "-q"]);
+    // Cargo says where it put the binary: wherever CARGO_TARGET_DIR,
+    // build.target-dir or CARGO_BUILD_TARGET send it.
+    cmd.args(["build", "-q", "--message-format=json-render-diagnostics"]);
     if release {
         cmd.arg("--release");
     }
     let out = cmd
-        .args(["-p", "pullauth", "--bin", "pullauth", "--target-dir"])
-        .arg(&target)
+        .args(["-p", "pullauth", "--bin", "pullauth"])
         .current_dir(&root)
         .output()
         .map_err(|e| format!("cannot run {cargo:?} to build pullauth: {e}"))?;
@@ -60,8 +57,8 @@ fn build(release: bool) -> Result<PathBuf, String> {
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    let profile = if release { "release" } else { "debug" };
-    let bin = target.join(profile).join("pullauth");
+    let bin = executable_from_cargo_messages(&String::from_utf8_lossy(&out.stdout), "pullauth")
+        .ok_or_else(|| "cargo built pullauth but reported no executable for it".to_string())?;
     if bin.is_file() {
         Ok(bin)
     } else {
@@ -70,6 +67,18 @@ fn build(release: bool) -> Result<PathBuf, String> {
             bin.display()
         ))
     }
+}
+
+/// The executable cargo reported for the binary target `name` in the JSON
+/// messages of `cargo build --message-format=json` (its `executable`
+/// field, set only for binaries).
+pub fn executable_from_cargo_messages(messages: &str, name: &str) -> Option<PathBuf> {
+    messages
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == name)
+        .filter_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .next_back()
 }
 
 /// `pullauth SUBCOMMAND --env-file ENV_FILE ARGS...` with a clean
