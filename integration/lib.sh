@@ -26,6 +26,8 @@ declare -A NEEDED=(
     # credential store, so every run proves our configs are immune to it.
     [pass]=pass
     [docker-credential-pass]=golang-docker-credential-helpers
+    # `promtool check metrics` checks what /metrics serves.
+    [promtool]=prometheus
 )
 has() { PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin" command -v "$1" >/dev/null 2>&1; }
 
@@ -57,6 +59,35 @@ if ((${#missing[@]})); then
     fi
 fi
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+}
+
+# --- the pullauth binary ------------------------------------------------------
+# build_pullauth [CARGO ARGS...]: builds pullauth (e.g. with --release) and
+# prints the executable's path as cargo reports it, so that CARGO_TARGET_DIR,
+# a configured build.target-dir and CARGO_BUILD_TARGET all work.
+build_pullauth() {
+    local messages
+    messages=$(cargo build -q --message-format=json-render-diagnostics \
+        -p pullauth --bin pullauth "$@") || return 1
+    printf '%s\n' "$messages" | python3 -c '
+import json, sys
+exe = ""
+for line in sys.stdin:
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-artifact" and m.get("target", {}).get("name") == "pullauth" and m.get("executable"):
+        exe = m["executable"]
+if not exe:
+    sys.exit("cargo reported no pullauth executable")
+print(exe)'
+}
+
+# cargo_target_dir: the target directory, as cargo reports it.
+cargo_target_dir() {
+    cargo metadata -q --format-version 1 --no-deps |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])'
 }
 
 # --- moto -------------------------------------------------------------------

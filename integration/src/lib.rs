@@ -54,6 +54,7 @@ mod opt_in;
 mod outcome;
 mod process;
 mod registry;
+mod s3_stub;
 mod stall;
 mod sys;
 mod util;
@@ -67,6 +68,7 @@ pub use moto::{
 pub use opt_in::{OPT_IN_ENV, require_opt_in};
 pub use outcome::Outcome;
 pub use registry::{Held, Registry};
+pub use s3_stub::{S3Mode, S3Stub};
 pub use stall::Stall;
 pub use sys::raise_fd_limit;
 pub use util::{ensure_tools, free_port, http_get_status};

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -140,7 +140,7 @@ async fn registries(State(agent): State<Agent>) -> Response {
                 "Source": pullauth_resolve::ecr_label(&token.registry),
                 "Principal": token.principal.to_string(),
                 "Endpoint": token.endpoint,
-                "TokenExpiresAt": humantime::format_rfc3339_seconds(token.expires_at).to_string(),
+                "TokenExpiresAt": pullauth_store::rfc3339_seconds(token.expires_at),
             })
         })
         .collect();
@@ -162,47 +162,90 @@ async fn healthz(State(agent): State<Agent>) -> Response {
     json_response(StatusCode::OK, json!({ "status": "ok" }))
 }
 
-async fn metrics(State(agent): State<Agent>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        agent.metrics().render_with_aws(
-            agent
-                .provider()
-                .aws_if_built()
-                .map(|aws| aws.counters())
-                .as_ref(),
-        ),
-    )
-        .into_response()
+/// OpenMetrics for clients that ask for it (Prometheus does), else the
+/// classic text format, as Prometheus's own client libraries decide.
+async fn metrics(State(agent): State<Agent>, headers: header::HeaderMap) -> Response {
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|value| value.contains("application/openmetrics-text"));
+    let aws = agent.provider().aws_if_built().map(|aws| aws.counters());
+    let (content_type, body) = if openmetrics {
+        (
+            crate::metrics::OPENMETRICS_CONTENT_TYPE,
+            agent.metrics().render_with_aws(aws.as_ref()),
+        )
+    } else {
+        (
+            crate::metrics::CLASSIC_CONTENT_TYPE,
+            agent.metrics().render_classic_with_aws(aws.as_ref()),
+        )
+    };
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
+/// How much of a too-large body is still read (and thrown away) before
+/// the 413 answer, so that a client that writes its whole body before
+/// reading (Python's `http.client`, curl with small bodies) gets the answer
+/// instead of a connection reset: closing a socket with unread data sends
+/// RST, which discards the answer on the client's side.
+pub const DRAIN_LIMIT: usize = 4 * 1024 * 1024;
+/// The most time spent draining such a body.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Reads the request body within [`BODY_READ_TIMEOUT`] and
-/// [`MAX_TASK_DEFINITION_BYTES`] (set on the router).
+/// [`MAX_TASK_DEFINITION_BYTES`]; a larger body is drained within
+/// [`DRAIN_LIMIT`] and [`DRAIN_TIMEOUT`], then refused with 413.
 async fn read_body(request: Request) -> Result<Bytes, Response> {
-    match tokio::time::timeout(BODY_READ_TIMEOUT, Bytes::from_request(request, &())).await {
-        Ok(Ok(body)) => Ok(body),
-        Ok(Err(rejection)) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "the task definition is larger than {} KiB",
-                MAX_TASK_DEFINITION_BYTES / 1024
-            ),
-        )),
-        Ok(Err(rejection)) => {
-            tracing::debug!(error = %rejection.body_text(), "reading a request body");
-            Err(error(rejection.status(), "cannot read the request body"))
+    use futures_util::StreamExt as _;
+    let mut body = request.into_body().into_data_stream();
+    let mut buffer = Vec::new();
+    let read = async {
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| {
+                tracing::debug!(error = %e, "reading a request body");
+                error(StatusCode::BAD_REQUEST, "cannot read the request body")
+            })?;
+            if buffer.len() + chunk.len() > MAX_TASK_DEFINITION_BYTES {
+                return Ok(Some(buffer.len() + chunk.len()));
+            }
+            buffer.extend_from_slice(&chunk);
         }
-        Err(_) => Err(error(
-            StatusCode::REQUEST_TIMEOUT,
-            format!(
-                "the request body did not arrive within {}",
-                humantime::format_duration(BODY_READ_TIMEOUT)
-            ),
-        )),
-    }
+        Ok(None)
+    };
+    let too_large = match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
+        Ok(Ok(None)) => return Ok(Bytes::from(buffer)),
+        Ok(Ok(Some(seen))) => seen,
+        Ok(Err(response)) => return Err(response),
+        Err(_) => {
+            return Err(error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {}",
+                    humantime::format_duration(BODY_READ_TIMEOUT)
+                ),
+            ));
+        }
+    };
+    drop(buffer);
+    let drain = async {
+        let mut seen = too_large;
+        while seen < DRAIN_LIMIT {
+            match body.next().await {
+                Some(Ok(chunk)) => seen += chunk.len(),
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
+    Err(error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!(
+            "the task definition is larger than {} KiB",
+            MAX_TASK_DEFINITION_BYTES / 1024
+        ),
+    ))
 }
 
 async fn submit(State(agent): State<Agent>, request: Request) -> Response {

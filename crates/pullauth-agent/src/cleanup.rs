@@ -68,7 +68,7 @@ mod tests {
         );
         task.containers[0].known_status = status;
         task.recompute_status();
-        task.pull_stopped_at = Some(humantime::format_rfc3339_millis(stopped).to_string());
+        task.pull_stopped_at = Some(pullauth_store::rfc3339_millis(stopped));
         task
     }
 

@@ -14,6 +14,7 @@
 //! - [`credentials`]: the provider that turns a credential source (task
 //!   secret, key, credential helper, ECR, anonymous) into what a pull
 //!   sends, just before it; [`helper`]: running `docker-credential-<name>`.
+//! - [`data_dir_lock`]: one agent per `ECS_DATADIR`.
 //! - [`taskdef`]: task definition validation; [`metrics`]: Prometheus.
 //! - [`watch`]: reloads serialized with SIGHUP, triggered by changes to the
 //!   configuration files (watched by directory, debounced, by content).
@@ -23,6 +24,7 @@ pub mod api;
 pub mod cleanup;
 pub mod control_socket;
 pub mod credentials;
+pub mod data_dir_lock;
 pub mod helper;
 pub mod metrics;
 pub mod puller;

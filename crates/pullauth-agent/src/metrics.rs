@@ -129,6 +129,13 @@ impl Metrics {
         out
     }
 
+    /// [`Metrics::render_with_aws`] in the classic Prometheus text format
+    /// (`text/plain; version=0.0.4`), for scrapers and tools that do not
+    /// ask for OpenMetrics (`promtool check metrics`, older Prometheus).
+    pub fn render_classic_with_aws(&self, aws: Option<&pullauth_aws::CountersSnapshot>) -> String {
+        openmetrics_to_classic(&self.render_with_aws(aws))
+    }
+
     /// [`Metrics::render`] plus the AWS counters (all zero while no pull
     /// has needed AWS): counts and failure classes only, never a value.
     pub fn render_with_aws(&self, aws: Option<&pullauth_aws::CountersSnapshot>) -> String {
@@ -191,6 +198,66 @@ impl Metrics {
     }
 }
 
+/// The media type of OpenMetrics text, as [`Metrics::render_with_aws`]
+/// writes it.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The media type of the classic text format.
+pub const CLASSIC_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Rewrites OpenMetrics text (as prometheus-client writes it) in the classic
+/// format. They differ in what the metadata names: OpenMetrics names a
+/// counter's family (`# TYPE x counter`, samples `x_total`), the classic
+/// format the sample (`# TYPE x_total counter`), and a classic parser
+/// takes the family lines for another metric, leaving the samples untyped
+/// and without help. Also: no `# UNIT`, no `# EOF`, no `_created`
+/// samples, `info` and `stateset` as gauges, `unknown` as `untyped`.
+pub fn openmetrics_to_classic(text: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(text.len());
+    let mut help: Option<(&str, &str)> = None;
+    let mut counter: Option<&str> = None;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, text) = rest.split_once(' ').unwrap_or((rest, ""));
+            help = Some((name, text));
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "unknown"));
+            let (sample, kind) = match kind {
+                "counter" => (format!("{name}_total"), "counter"),
+                "info" => (format!("{name}_info"), "gauge"),
+                "gauge" | "histogram" | "summary" => (name.to_string(), kind),
+                "stateset" => (name.to_string(), "gauge"),
+                _ => (name.to_string(), "untyped"),
+            };
+            counter = (kind == "counter").then_some(name);
+            if let Some((_, text)) = help.take().filter(|(n, _)| *n == name) {
+                let _ = writeln!(out, "# HELP {sample} {text}");
+            }
+            let _ = writeln!(out, "# TYPE {sample} {kind}");
+            continue;
+        }
+        if line.starts_with("# ") {
+            // # UNIT, # EOF.
+            continue;
+        }
+        if let Some(family) = counter
+            && line
+                .strip_prefix(family)
+                .is_some_and(|rest| rest.starts_with("_created"))
+        {
+            continue;
+        }
+        // A sample: drop an exemplar (` # {...} value`), if any.
+        let sample = line.split_once(" # ").map_or(line, |(sample, _)| sample);
+        out.push_str(sample);
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,6 +289,24 @@ mod tests {
             );
         }
         assert!(text.ends_with("# EOF\n"));
+        let classic = openmetrics_to_classic(&text);
+        assert!(!classic.contains("# EOF"), "{classic}");
+        assert!(
+            classic.contains(
+                "# HELP pullauth_pulls_started_total Image pulls sent to the engine.\n\
+                 # TYPE pullauth_pulls_started_total counter\n\
+                 pullauth_pulls_started_total 0\n"
+            ),
+            "{classic}"
+        );
+        assert!(
+            classic.contains("# TYPE pullauth_registry_keys gauge\n"),
+            "{classic}"
+        );
+        assert!(
+            classic.contains("# TYPE pullauth_pull_duration_seconds histogram\n"),
+            "{classic}"
+        );
         assert_eq!(text.matches("# EOF").count(), 1);
     }
 

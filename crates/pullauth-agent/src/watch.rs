@@ -118,7 +118,7 @@ impl Fingerprinter {
 /// Runs reloads one at a time, whatever triggered them, and remembers what
 /// the last one read.
 pub struct Reloader {
-    config: Box<dyn Reload>,
+    config: Arc<dyn Reload>,
     fingerprinter: Fingerprinter,
     /// The files' fingerprint when the last reload (or the start) read them.
     /// Held for the whole of a reload, which is what serializes them.
@@ -137,7 +137,7 @@ impl Reloader {
     /// read is not mistaken for what was read.
     pub fn new(config: impl Reload, fingerprinter: Fingerprinter, loaded: Fingerprint) -> Reloader {
         Reloader {
-            config: Box::new(config),
+            config: Arc::new(config),
             fingerprinter,
             last: Mutex::new(loaded),
         }
@@ -151,22 +151,61 @@ impl Reloader {
     /// Reloads unconditionally (SIGHUP: the operator asked).
     pub async fn reload(&self, trigger: Trigger) {
         let mut last = self.last.lock().await;
-        *last = self.fingerprinter.take(&self.config.files());
-        self.config.reload(trigger);
+        let before = *last;
+        *last = self
+            .off_the_runtime(move |config, fingerprinter| {
+                let now = fingerprinter.take(&config.files());
+                config.reload(trigger);
+                now
+            })
+            .await
+            .unwrap_or(before);
     }
 
     /// Reloads (as [`Trigger::File`]) if the files' bytes differ from what
     /// the last reload read; says whether it did.
     pub async fn reload_if_changed(&self) -> bool {
         let mut last = self.last.lock().await;
-        let now = self.fingerprinter.take(&self.config.files());
-        if now == *last {
-            tracing::debug!("configuration files unchanged; not reloading");
-            return false;
+        let before = *last;
+        let outcome = self
+            .off_the_runtime(move |config, fingerprinter| {
+                let now = fingerprinter.take(&config.files());
+                if now == before {
+                    return (now, false);
+                }
+                config.reload(Trigger::File);
+                (now, true)
+            })
+            .await;
+        match outcome {
+            Some((now, reloaded)) => {
+                if !reloaded {
+                    tracing::debug!("configuration files unchanged; not reloading");
+                }
+                *last = now;
+                reloaded
+            }
+            None => false,
         }
-        *last = now;
-        self.config.reload(Trigger::File);
-        true
+    }
+
+    /// Runs `work` on Tokio's blocking pool: reading the files, and an S3
+    /// env file with its own bounded wait, must never hold a worker thread
+    /// that serves the APIs and pulls (on a one-CPU host there is one).
+    /// `None` if it panicked (logged).
+    async fn off_the_runtime<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&dyn Reload, &Fingerprinter) -> T + Send + 'static,
+    ) -> Option<T> {
+        let config = Arc::clone(&self.config);
+        let fingerprinter = self.fingerprinter.clone();
+        match tokio::task::spawn_blocking(move || work(config.as_ref(), &fingerprinter)).await {
+            Ok(value) => Some(value),
+            Err(e) => {
+                tracing::error!(error = %e, "the configuration reload failed unexpectedly; keeping the previous configuration");
+                None
+            }
+        }
     }
 }
 

@@ -1,22 +1,30 @@
 //! A single-flight cache of values that expire: ECR tokens and assumed-role
 //! credentials.
 //!
-//! The rules, each pinned by a test below with a fake fetch and a manual
-//! [`Clock`], no SDK:
+//! The rules, each pinned by a test below with a fake fetch, no SDK:
 //!
 //! - A value is served from the cache until its *refresh point*
 //!   ([`RefreshPolicy`]), then fetched again ahead of its expiry.
-//! - Concurrent callers for one key share one fetch: the first one fetches
-//!   while holding the key's `tokio::sync::Mutex`; the others wait on it and
-//!   then take what it stored, or the error it got (so a failing endpoint
-//!   sees one call per refresh, not one per waiting pull).
-//! - A failed refresh while the old value is still usable serves the old
-//!   value (the caller logs a warning); a value past its expiry, less
-//!   [`RefreshPolicy::usable_margin`], is never served from the cache.
+//! - A refresh while the cached value is still usable runs in the
+//!   background: every caller, the one that started it included, gets the
+//!   cached value at once. Nobody waits for a refresh that is not needed
+//!   yet, however long the endpoint takes to answer.
+//! - Callers without a usable value share one fetch: the first starts it,
+//!   the others wait for the same one and get what it got, value or error.
+//! - Fetches run as tasks of their own, so a caller that gives up (a pull
+//!   cancelled, a client gone) never leaves the others waiting for nothing.
+//! - A failed fetch is remembered with its time, and the next one waits for
+//!   a back-off (doubling from [`RefreshPolicy::retry_first`] up to
+//!   [`RefreshPolicy::retry_max`], each jittered between half and all of
+//!   it). Meanwhile callers get the still usable value (flagged with the
+//!   failure, so the caller can warn) or, without one, the failure itself:
+//!   a failing endpoint sees one call per back-off, not one per pull.
+//! - A value past its expiry, less [`RefreshPolicy::usable_margin`], is
+//!   never served from the cache.
 //! - A freshly fetched value whose expiry is already past (a skewed host
-//!   clock, or moto, whose tokens expire at issue) is returned to the one
-//!   caller that fetched it, flagged, and not cached: the service just
-//!   issued it and is the judge of its validity.
+//!   clock, or moto, whose tokens expire at issue) is returned to the
+//!   callers that waited for that fetch, flagged, and not cached: the
+//!   service just issued it and is the judge of its validity.
 //!
 //! The fetch is a closure rather than a `TokenSource` trait object because
 //! it needs what produced the key (the assumed credentials whose access key
@@ -27,9 +35,10 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
 
 use crate::AwsError;
 
@@ -60,7 +69,17 @@ pub struct RefreshPolicy {
     /// A value is never served with less than this left (a pull needs some
     /// time to use it).
     pub usable_margin: Duration,
+    /// The back-off after the first failed fetch of a key; it doubles with
+    /// every further failure...
+    pub retry_first: Duration,
+    /// ...up to this.
+    pub retry_max: Duration,
 }
+
+/// Default [`RefreshPolicy::retry_first`].
+pub const RETRY_FIRST: Duration = Duration::from_secs(5);
+/// Default [`RefreshPolicy::retry_max`].
+pub const RETRY_MAX: Duration = Duration::from_secs(5 * 60);
 
 impl RefreshPolicy {
     /// The refresh point of a value fetched at `fetched_at` that expires at
@@ -77,19 +96,35 @@ impl RefreshPolicy {
         let ahead = (self.ahead + spread).min(lifetime / 2);
         expires_at.checked_sub(ahead).unwrap_or(fetched_at)
     }
+
+    /// The wait after `failures` consecutive failed fetches (1 or more),
+    /// before jitter: `retry_first`, doubled per further failure, at most
+    /// `retry_max`.
+    fn backoff(&self, failures: u32) -> Duration {
+        let doublings = failures.saturating_sub(1).min(20);
+        self.retry_first
+            .saturating_mul(1 << doublings)
+            .min(self.retry_max)
+    }
+
+    /// [`RefreshPolicy::backoff`] with jitter: between half and all of it.
+    fn jittered_backoff(&self, failures: u32) -> Duration {
+        let full = self.backoff(failures);
+        full / 2 + (full / 2).mul_f64(fastrand::f64())
+    }
 }
 
 /// How a value was obtained, for counters and logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Served from the cache.
+    /// Served from the cache (a refresh may have started in the background).
     Hit,
     /// Fetched now (and cached).
     Fetched,
     /// Fetched now, but its expiry is already past: returned, not cached.
     FetchedExpired,
-    /// The refresh failed and the old, still usable value was served; the
-    /// error is the refresh's.
+    /// The last refresh failed and the old, still usable value was served;
+    /// the error is that refresh's.
     Stale(AwsError),
 }
 
@@ -107,20 +142,43 @@ struct Entry<V> {
     refresh_at: SystemTime,
 }
 
+/// The end of one fetch, as its waiters see it: the value (and whether it
+/// arrived already expired), or the error.
+type Done<V> = Result<(Expiring<V>, bool), AwsError>;
+
+/// Failed fetches of a key since its last successful one.
 #[derive(Debug)]
-struct Slot<V> {
-    current: Option<Entry<V>>,
-    /// The error of the most recent fetch, if it failed; served to callers
-    /// that waited for that very fetch.
-    last_failure: Option<AwsError>,
+struct Failure {
+    error: AwsError,
+    consecutive: u32,
+    /// No fetch starts before this.
+    retry_at: SystemTime,
 }
 
 #[derive(Debug)]
+struct Slot<V> {
+    current: Option<Entry<V>>,
+    /// The fetch running now, if any; it publishes its end here.
+    fetching: Option<watch::Receiver<Option<Done<V>>>>,
+    failure: Option<Failure>,
+}
+
+impl<V> Slot<V> {
+    fn may_fetch(&self, now: SystemTime) -> bool {
+        self.fetching.is_none() && self.failure.as_ref().is_none_or(|f| now >= f.retry_at)
+    }
+}
+
+/// One key's state. The lock is never held across an `await`.
+#[derive(Debug)]
 struct Cell<V> {
-    /// Count of completed fetches, read before waiting for `slot` to tell
-    /// whether someone else fetched meanwhile.
-    generation: AtomicU64,
-    slot: tokio::sync::Mutex<Slot<V>>,
+    slot: Mutex<Slot<V>>,
+}
+
+impl<V> Cell<V> {
+    fn lock(&self) -> MutexGuard<'_, Slot<V>> {
+        self.slot.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// The cache; see the module docs.
@@ -134,7 +192,7 @@ pub struct ExpiringCache<K, V> {
 impl<K, V> ExpiringCache<K, V>
 where
     K: Clone + Eq + Hash,
-    V: Clone,
+    V: Clone + Send + Sync + 'static,
 {
     pub fn new(clock: Arc<dyn Clock>, policy: RefreshPolicy) -> Self {
         ExpiringCache {
@@ -145,73 +203,129 @@ where
     }
 
     /// The value for `key`: cached, or from `fetch` (see the module docs).
-    pub async fn get<F, Fut>(&self, key: &K, fetch: F) -> Result<(Expiring<V>, Outcome), AwsError>
+    /// `fetch` is called only if a fetch starts; it runs as a task of its
+    /// own. `call` names the fetch in the one error that is not its own: a
+    /// fetch that ended without an answer (the runtime shutting down).
+    pub async fn get<F, Fut>(
+        &self,
+        key: &K,
+        call: &crate::Call,
+        fetch: F,
+    ) -> Result<(Expiring<V>, Outcome), AwsError>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Expiring<V>, AwsError>>,
+        Fut: Future<Output = Result<Expiring<V>, AwsError>> + Send + 'static,
     {
         let cell = self.cell(key);
-        let seen = cell.generation.load(Ordering::Acquire);
-        let mut slot = cell.slot.lock().await;
-        let now = self.clock.now();
-        if let Some(entry) = &slot.current
-            && now < entry.refresh_at
-            && self.usable(entry, now)
-        {
-            return Ok((entry.to_expiring(), Outcome::Hit));
-        }
-        if cell.generation.load(Ordering::Acquire) != seen
-            && let Some(error) = &slot.last_failure
-        {
-            // We waited for a fetch that failed: share its answer.
-            return match &slot.current {
-                Some(entry) if self.usable(entry, now) => {
-                    Ok((entry.to_expiring(), Outcome::Stale(error.clone())))
+        let (mut done, started) = {
+            let mut slot = cell.lock();
+            let now = self.clock.now();
+            if let Some(entry) = slot.current.as_ref().filter(|e| self.usable(e, now)) {
+                let cached = entry.to_expiring();
+                if now >= entry.refresh_at && slot.may_fetch(now) {
+                    self.start(&cell, &mut slot, key, fetch());
                 }
-                _ => Err(error.clone()),
-            };
-        }
-        let result = fetch().await;
-        cell.generation.fetch_add(1, Ordering::AcqRel);
-        let now = self.clock.now();
-        match result {
-            Ok(fresh) => {
-                slot.last_failure = None;
-                if fresh.expires_at <= now {
-                    slot.current = None;
-                    return Ok((fresh, Outcome::FetchedExpired));
-                }
-                slot.current = Some(Entry {
-                    value: fresh.value.clone(),
-                    expires_at: fresh.expires_at,
-                    refresh_at: self.policy.refresh_at(hash_of(key), now, fresh.expires_at),
-                });
-                Ok((fresh, Outcome::Fetched))
+                let outcome = match &slot.failure {
+                    Some(failure) => Outcome::Stale(failure.error.clone()),
+                    None => Outcome::Hit,
+                };
+                return Ok((cached, outcome));
             }
-            Err(error) => {
-                slot.last_failure = Some(error.clone());
-                match &slot.current {
-                    Some(entry) if self.usable(entry, now) => {
-                        Ok((entry.to_expiring(), Outcome::Stale(error)))
+            match &slot.fetching {
+                Some(running) => (running.clone(), false),
+                None => {
+                    if let Some(failure) = &slot.failure
+                        && now < failure.retry_at
+                    {
+                        return Err(failure.error.clone());
                     }
-                    _ => {
-                        slot.current = None;
-                        Err(error)
-                    }
+                    (self.start(&cell, &mut slot, key, fetch()), true)
                 }
             }
+        };
+        let interrupted = || AwsError::Unreachable {
+            call: call.clone(),
+            detail: "the call ended without an answer (pullauth is stopping)".into(),
+        };
+        let end = done
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| interrupted())?
+            .clone()
+            .ok_or_else(interrupted)?;
+        match end {
+            Ok((value, true)) => Ok((value, Outcome::FetchedExpired)),
+            Ok((value, false)) if started => Ok((value, Outcome::Fetched)),
+            Ok((value, false)) => Ok((value, Outcome::Hit)),
+            Err(error) => Err(error),
         }
     }
 
-    /// Keys with a usable cached value and its expiry. Keys being fetched
-    /// right now are skipped rather than waited for.
+    /// Starts `fetch` as a task that stores its end in `cell` and
+    /// publishes it to the waiters; returns where they wait.
+    fn start<Fut>(
+        &self,
+        cell: &Arc<Cell<V>>,
+        slot: &mut Slot<V>,
+        key: &K,
+        fetch: Fut,
+    ) -> watch::Receiver<Option<Done<V>>>
+    where
+        Fut: Future<Output = Result<Expiring<V>, AwsError>> + Send + 'static,
+    {
+        let (publish, done) = watch::channel(None);
+        slot.fetching = Some(done.clone());
+        let cell = Arc::clone(cell);
+        let clock = Arc::clone(&self.clock);
+        let policy = self.policy;
+        let key_hash = hash_of(key);
+        // Clears `fetching` even if the task is dropped unfinished, so that
+        // the next caller starts a new fetch instead of waiting forever.
+        let guard = FetchingGuard(Arc::clone(&cell));
+        tokio::spawn(async move {
+            let result = fetch.await;
+            let now = clock.now();
+            let end = {
+                let mut slot = cell.lock();
+                match result {
+                    Ok(fresh) => {
+                        slot.failure = None;
+                        let expired = fresh.expires_at <= now;
+                        slot.current = (!expired).then(|| Entry {
+                            value: fresh.value.clone(),
+                            expires_at: fresh.expires_at,
+                            refresh_at: policy.refresh_at(key_hash, now, fresh.expires_at),
+                        });
+                        Ok((fresh, expired))
+                    }
+                    Err(error) => {
+                        let consecutive = slot.failure.as_ref().map_or(1, |f| f.consecutive + 1);
+                        slot.failure = Some(Failure {
+                            error: error.clone(),
+                            consecutive,
+                            retry_at: now + policy.jittered_backoff(consecutive),
+                        });
+                        if slot.current.as_ref().is_some_and(|e| e.expires_at <= now) {
+                            slot.current = None;
+                        }
+                        Err(error)
+                    }
+                }
+            };
+            drop(guard);
+            publish.send_replace(Some(end));
+        });
+        done
+    }
+
+    /// Keys with a usable cached value and its expiry.
     pub fn in_use(&self) -> Vec<(K, SystemTime)> {
         let now = self.clock.now();
         let cells = self.cells.lock().unwrap_or_else(PoisonError::into_inner);
         let mut out: Vec<(K, SystemTime)> = cells
             .iter()
             .filter_map(|(key, cell)| {
-                let slot = cell.slot.try_lock().ok()?;
+                let slot = cell.lock();
                 let entry = slot.current.as_ref()?;
                 self.usable(entry, now)
                     .then(|| (key.clone(), entry.expires_at))
@@ -226,8 +340,9 @@ where
     }
 
     /// The cell of `key`, created if needed. Creating one also drops the
-    /// cells nobody uses that hold nothing usable: keys that name assumed
-    /// credentials change with every rotation, so old ones must go.
+    /// cells nobody uses that hold nothing usable and fetch nothing: keys
+    /// that name assumed credentials change with every rotation, so old
+    /// ones must go.
     fn cell(&self, key: &K) -> Arc<Cell<V>> {
         let mut cells = self.cells.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(cell) = cells.get(key) {
@@ -235,20 +350,29 @@ where
         }
         let now = self.clock.now();
         cells.retain(|_, cell| {
+            let slot = cell.lock();
             Arc::strong_count(cell) > 1
-                || cell.slot.try_lock().map_or(true, |slot| {
-                    slot.current.as_ref().is_some_and(|e| self.usable(e, now))
-                })
+                || slot.fetching.is_some()
+                || slot.current.as_ref().is_some_and(|e| self.usable(e, now))
         });
         let cell = Arc::new(Cell {
-            generation: AtomicU64::new(0),
-            slot: tokio::sync::Mutex::new(Slot {
+            slot: Mutex::new(Slot {
                 current: None,
-                last_failure: None,
+                fetching: None,
+                failure: None,
             }),
         });
         cells.insert(key.clone(), Arc::clone(&cell));
         cell
+    }
+}
+
+/// Clears a cell's running fetch when the fetch task ends, however it ends.
+struct FetchingGuard<V>(Arc<Cell<V>>);
+
+impl<V> Drop for FetchingGuard<V> {
+    fn drop(&mut self) {
+        self.0.lock().fetching = None;
     }
 }
 
@@ -271,31 +395,38 @@ fn hash_of<K: Hash>(key: &K) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::time::Instant;
 
     use super::*;
-    use crate::error::Call;
+    use crate::Call;
 
     const HOUR: Duration = Duration::from_secs(3600);
     const MINUTE: Duration = Duration::from_secs(60);
+    const SECOND: Duration = Duration::from_secs(1);
 
+    /// A wall clock that follows Tokio's clock, so that with
+    /// `tokio::time::pause()` one `advance` moves expiries, back-offs and
+    /// the sleeps of a fetch alike.
     #[derive(Debug)]
-    struct ManualClock(Mutex<SystemTime>);
+    struct TokioClock {
+        start: Instant,
+        wall: SystemTime,
+    }
 
-    impl ManualClock {
-        fn new() -> Arc<ManualClock> {
-            Arc::new(ManualClock(Mutex::new(
-                SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
-            )))
-        }
-        fn advance(&self, by: Duration) {
-            *self.0.lock().expect("clock") += by;
+    impl TokioClock {
+        fn new() -> Arc<TokioClock> {
+            Arc::new(TokioClock {
+                start: Instant::now(),
+                wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            })
         }
     }
 
-    impl Clock for ManualClock {
+    impl Clock for TokioClock {
         fn now(&self) -> SystemTime {
-            *self.0.lock().expect("clock")
+            self.wall + self.start.elapsed()
         }
     }
 
@@ -304,30 +435,38 @@ mod tests {
         ahead: Duration::from_secs(30 * 60),
         jitter: Duration::ZERO,
         usable_margin: Duration::from_secs(60),
+        retry_first: RETRY_FIRST,
+        retry_max: RETRY_MAX,
     };
 
-    fn cache(clock: &Arc<ManualClock>) -> ExpiringCache<String, String> {
-        ExpiringCache::new(clock.clone(), POLICY)
+    fn cache(clock: &Arc<TokioClock>) -> Arc<ExpiringCache<String, String>> {
+        Arc::new(ExpiringCache::new(clock.clone(), POLICY))
+    }
+
+    fn call() -> Call {
+        Call {
+            operation: "ecr:GetAuthorizationToken",
+            target: "registry r".into(),
+            principal: "p".into(),
+        }
     }
 
     fn failure() -> AwsError {
         AwsError::Unreachable {
-            call: Call {
-                operation: "ecr:GetAuthorizationToken",
-                target: "registry r".into(),
-                principal: "p".into(),
-            },
+            call: call(),
             detail: "connection refused".into(),
         }
     }
 
+    type Fetched = std::future::Ready<Result<Expiring<String>, AwsError>>;
+
     /// A fetch that counts its calls and returns `value` valid for `ttl`.
     fn fetch<'a>(
-        clock: &'a ManualClock,
+        clock: &'a TokioClock,
         calls: &'a AtomicUsize,
         value: &'a str,
         ttl: Duration,
-    ) -> impl FnOnce() -> std::future::Ready<Result<Expiring<String>, AwsError>> + 'a {
+    ) -> impl FnOnce() -> Fetched + 'a {
         move || {
             calls.fetch_add(1, Ordering::SeqCst);
             std::future::ready(Ok(Expiring {
@@ -337,9 +476,7 @@ mod tests {
         }
     }
 
-    fn failing<'a>(
-        calls: &'a AtomicUsize,
-    ) -> impl FnOnce() -> std::future::Ready<Result<Expiring<String>, AwsError>> + 'a {
+    fn failing(calls: &AtomicUsize) -> impl FnOnce() -> Fetched + '_ {
         move || {
             calls.fetch_add(1, Ordering::SeqCst);
             std::future::ready(Err(failure()))
@@ -350,55 +487,71 @@ mod tests {
         s.to_string()
     }
 
-    #[tokio::test]
-    async fn serves_from_cache_until_the_refresh_point_then_refreshes_ahead_of_expiry() {
-        let clock = ManualClock::new();
+    /// Lets every spawned task run until it blocks (current-thread runtime:
+    /// deterministic).
+    async fn let_others_run() {
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn serves_from_cache_until_the_refresh_point_then_refreshes_in_the_background() {
+        let clock = TokioClock::new();
         let c = cache(&clock);
         let calls = AtomicUsize::new(0);
+        let k = key("k");
         let (v, o) = c
-            .get(&key("k"), fetch(&clock, &calls, "t1", 12 * HOUR))
+            .get(&k, &call(), fetch(&clock, &calls, "t1", 12 * HOUR))
             .await
             .expect("fetch");
         assert_eq!((v.value.as_str(), o), ("t1", Outcome::Fetched));
-        clock.advance(11 * HOUR + 29 * MINUTE); // 31 min left
+        tokio::time::advance(11 * HOUR + 29 * MINUTE).await; // 31 min left
         let (v, o) = c
-            .get(&key("k"), fetch(&clock, &calls, "t2", 12 * HOUR))
+            .get(&k, &call(), fetch(&clock, &calls, "t2", 12 * HOUR))
             .await
             .expect("hit");
         assert_eq!((v.value.as_str(), o), ("t1", Outcome::Hit));
-        clock.advance(2 * MINUTE); // 29 min left: refresh ahead
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        tokio::time::advance(2 * MINUTE).await; // 29 min left: refresh ahead
         let (v, o) = c
-            .get(&key("k"), fetch(&clock, &calls, "t2", 12 * HOUR))
+            .get(&k, &call(), fetch(&clock, &calls, "t2", 12 * HOUR))
             .await
-            .expect("refresh");
-        assert_eq!((v.value.as_str(), o), ("t2", Outcome::Fetched));
+            .expect("refresh started, cached value served");
+        assert_eq!((v.value.as_str(), o), ("t1", Outcome::Hit));
+        let_others_run().await;
+        let (v, o) = c
+            .get(&k, &call(), fetch(&clock, &calls, "t3", 12 * HOUR))
+            .await
+            .expect("refreshed");
+        assert_eq!((v.value.as_str(), o), ("t2", Outcome::Hit));
         assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn short_lived_values_are_reused_for_half_their_lifetime() {
-        let clock = ManualClock::new();
+        let clock = TokioClock::new();
         let c = cache(&clock);
         let calls = AtomicUsize::new(0);
-        c.get(&key("k"), fetch(&clock, &calls, "t1", 20 * MINUTE))
+        let k = key("k");
+        c.get(&k, &call(), fetch(&clock, &calls, "t1", 20 * MINUTE))
             .await
             .expect("fetch");
-        clock.advance(9 * MINUTE);
-        let (_, o) = c
-            .get(&key("k"), fetch(&clock, &calls, "t2", 20 * MINUTE))
+        tokio::time::advance(9 * MINUTE).await;
+        c.get(&k, &call(), fetch(&clock, &calls, "t2", 20 * MINUTE))
             .await
             .expect("hit");
-        assert_eq!(o, Outcome::Hit);
-        clock.advance(2 * MINUTE);
-        let (_, o) = c
-            .get(&key("k"), fetch(&clock, &calls, "t2", 20 * MINUTE))
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        tokio::time::advance(2 * MINUTE).await;
+        c.get(&k, &call(), fetch(&clock, &calls, "t2", 20 * MINUTE))
             .await
-            .expect("refetch");
-        assert_eq!(o, Outcome::Fetched);
+            .expect("refresh");
+        let_others_run().await;
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
-    #[tokio::test]
-    async fn jitter_moves_the_refresh_point_by_at_most_the_jitter() {
+    #[test]
+    fn jitter_moves_the_refresh_point_by_at_most_the_jitter() {
         let policy = RefreshPolicy {
             jitter: Duration::from_secs(30 * 60),
             ..POLICY
@@ -412,25 +565,31 @@ mod tests {
         }
     }
 
-    /// Lets every spawned task run until it blocks (current-thread runtime:
-    /// deterministic).
-    async fn let_others_run() {
-        for _ in 0..100 {
-            tokio::task::yield_now().await;
+    #[test]
+    fn the_back_off_doubles_up_to_its_maximum_and_is_jittered_by_at_most_half() {
+        assert_eq!(POLICY.backoff(1), RETRY_FIRST);
+        assert_eq!(POLICY.backoff(2), 2 * RETRY_FIRST);
+        assert_eq!(POLICY.backoff(3), 4 * RETRY_FIRST);
+        assert_eq!(POLICY.backoff(60), RETRY_MAX);
+        assert_eq!(POLICY.backoff(u32::MAX), RETRY_MAX);
+        for failures in 1..12 {
+            let full = POLICY.backoff(failures);
+            let jittered = POLICY.jittered_backoff(failures);
+            assert!(jittered >= full / 2 && jittered <= full, "{jittered:?}");
         }
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn concurrent_callers_share_one_fetch() {
-        let clock = ManualClock::new();
-        let c = Arc::new(cache(&clock));
+        let clock = TokioClock::new();
+        let c = cache(&clock);
         let calls = Arc::new(AtomicUsize::new(0));
         let gate = Arc::new(tokio::sync::Notify::new());
         let mut tasks = Vec::new();
         for _ in 0..16 {
             let (c, calls, gate, clock) = (c.clone(), calls.clone(), gate.clone(), clock.clone());
             tasks.push(tokio::spawn(async move {
-                c.get(&key("k"), || async move {
+                c.get(&key("k"), &call(), || async move {
                     calls.fetch_add(1, Ordering::SeqCst);
                     gate.notified().await;
                     Ok(Expiring {
@@ -451,17 +610,17 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
-    #[tokio::test]
-    async fn concurrent_callers_share_one_failure() {
-        let clock = ManualClock::new();
-        let c = Arc::new(cache(&clock));
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_callers_share_one_failure_and_the_next_fetch_waits_for_the_back_off() {
+        let clock = TokioClock::new();
+        let c = cache(&clock);
         let calls = Arc::new(AtomicUsize::new(0));
         let gate = Arc::new(tokio::sync::Notify::new());
         let mut tasks = Vec::new();
         for _ in 0..8 {
             let (c, calls, gate) = (c.clone(), calls.clone(), gate.clone());
             tasks.push(tokio::spawn(async move {
-                c.get(&key("k"), || async move {
+                c.get(&key("k"), &call(), || async move {
                     calls.fetch_add(1, Ordering::SeqCst);
                     gate.notified().await;
                     Err::<Expiring<String>, _>(failure())
@@ -476,25 +635,104 @@ mod tests {
             assert_eq!(e.class(), crate::ErrorClass::Unreachable);
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
-        // A later caller (not waiting on that fetch) tries again.
+        // Within the back-off, callers get the failure without a fetch...
         let calls2 = AtomicUsize::new(0);
-        c.get(&key("k"), failing(&calls2))
+        let started = Instant::now();
+        c.get(&key("k"), &call(), failing(&calls2))
+            .await
+            .expect_err("still failing");
+        assert_eq!(calls2.load(Ordering::SeqCst), 0);
+        assert_eq!(Instant::now(), started, "answered without waiting");
+        // ...and after it, one caller tries again.
+        tokio::time::advance(RETRY_FIRST).await;
+        c.get(&key("k"), &call(), failing(&calls2))
             .await
             .expect_err("fails again");
         assert_eq!(calls2.load(Ordering::SeqCst), 1);
     }
 
-    #[tokio::test]
-    async fn failed_refresh_keeps_serving_the_still_valid_value() {
-        let clock = ManualClock::new();
+    /// The bug this pins: an ECR endpoint that hangs made every pull wait
+    /// for its own refresh attempt (about 16 s each), although the cached
+    /// token was still valid, and nothing remembered the failure.
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_refresh_never_delays_callers_and_failed_refreshes_back_off() {
+        let clock = TokioClock::new();
         let c = cache(&clock);
         let calls = AtomicUsize::new(0);
-        c.get(&key("k"), fetch(&clock, &calls, "t1", 12 * HOUR))
+        let k = key("k");
+        c.get(&k, &call(), fetch(&clock, &calls, "t1", 12 * HOUR))
+            .await
+            .expect("first fetch");
+        tokio::time::advance(11 * HOUR + 45 * MINUTE).await; // refresh due
+        // The seam: every refresh hangs for 20 s (the SDK's bound), then fails.
+        const HANG: Duration = Duration::from_secs(20);
+        let starts = Arc::new(Mutex::new(Vec::<Instant>::new()));
+        let hung = || {
+            let starts = starts.clone();
+            move || {
+                starts.lock().expect("starts").push(Instant::now());
+                async move {
+                    tokio::time::sleep(HANG).await;
+                    Err::<Expiring<String>, _>(failure())
+                }
+            }
+        };
+        let began = Instant::now();
+        for _ in 0..100 {
+            let (v, o) = c.get(&k, &call(), hung()).await.expect("cached token");
+            assert_eq!(v.value, "t1");
+            assert_eq!(o, Outcome::Hit, "no failure known yet");
+        }
+        assert_eq!(Instant::now(), began, "no caller waited for the refresh");
+        assert_eq!(
+            starts.lock().expect("starts").len(),
+            1,
+            "one refresh at a time"
+        );
+
+        // Ten minutes of one pull a second: each gets the cached token at
+        // once, flagged stale once the first refresh has failed.
+        let mut stale = 0;
+        for _ in 0..600 {
+            tokio::time::sleep(SECOND).await;
+            let before = Instant::now();
+            let (v, o) = c.get(&k, &call(), hung()).await.expect("cached token");
+            assert_eq!(Instant::now(), before, "answered without waiting");
+            assert_eq!(v.value, "t1");
+            if matches!(o, Outcome::Stale(AwsError::Unreachable { .. })) {
+                stale += 1;
+            }
+        }
+        assert!(stale >= 570, "{stale} stale answers");
+        let starts = starts.lock().expect("starts").clone();
+        // 600 s of 20 s hangs and back-offs from 5 s doubling: a handful.
+        assert!(
+            starts.len() >= 4 && starts.len() <= 10,
+            "{} fetches",
+            starts.len()
+        );
+        for (failures, pair) in (1u32..).zip(starts.windows(2)) {
+            let gap = pair[1] - pair[0];
+            let least = HANG + POLICY.backoff(failures) / 2;
+            assert!(gap >= least, "fetch {failures}: {gap:?} < {least:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_refresh_keeps_serving_the_still_valid_value_until_one_succeeds() {
+        let clock = TokioClock::new();
+        let c = cache(&clock);
+        let calls = AtomicUsize::new(0);
+        let k = key("k");
+        c.get(&k, &call(), fetch(&clock, &calls, "t1", 12 * HOUR))
             .await
             .expect("fetch");
-        clock.advance(11 * HOUR + 45 * MINUTE); // 15 min left: refresh due
+        tokio::time::advance(11 * HOUR + 45 * MINUTE).await; // 15 min left: refresh due
+        let (v, o) = c.get(&k, &call(), failing(&calls)).await.expect("cached");
+        assert_eq!((v.value.as_str(), o), ("t1", Outcome::Hit));
+        let_others_run().await;
         let (v, o) = c
-            .get(&key("k"), failing(&calls))
+            .get(&k, &call(), failing(&calls))
             .await
             .expect("stale but valid");
         assert_eq!(v.value, "t1");
@@ -502,41 +740,52 @@ mod tests {
             matches!(o, Outcome::Stale(AwsError::Unreachable { .. })),
             "{o:?}"
         );
-        // The next caller tries again (no negative caching across calls).
-        let (v, o) = c
-            .get(&key("k"), fetch(&clock, &calls, "t2", 12 * HOUR))
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            2,
+            "no retry within the back-off"
+        );
+        tokio::time::advance(RETRY_FIRST).await;
+        let (v, _) = c
+            .get(&k, &call(), fetch(&clock, &calls, "t2", 12 * HOUR))
             .await
-            .expect("refresh");
-        assert_eq!((v.value.as_str(), o), ("t2", Outcome::Fetched));
+            .expect("stale while refreshing");
+        assert_eq!(v.value, "t1");
+        let_others_run().await;
+        let (v, o) = c
+            .get(&k, &call(), failing(&calls))
+            .await
+            .expect("refreshed");
+        assert_eq!((v.value.as_str(), o), ("t2", Outcome::Hit));
         assert_eq!(calls.load(Ordering::SeqCst), 3);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn an_expired_value_is_never_served() {
-        let clock = ManualClock::new();
+        let clock = TokioClock::new();
         let c = cache(&clock);
         let calls = AtomicUsize::new(0);
-        c.get(&key("k"), fetch(&clock, &calls, "t1", 12 * HOUR))
+        c.get(&key("k"), &call(), fetch(&clock, &calls, "t1", 12 * HOUR))
             .await
             .expect("fetch");
-        clock.advance(12 * HOUR);
-        c.get(&key("k"), failing(&calls))
+        tokio::time::advance(12 * HOUR).await;
+        c.get(&key("k"), &call(), failing(&calls))
             .await
             .expect_err("expired, refresh failed");
         assert!(c.in_use().is_empty());
         // Inside the usable margin counts as expired too.
-        c.get(&key("m"), fetch(&clock, &calls, "t1", 12 * HOUR))
+        c.get(&key("m"), &call(), fetch(&clock, &calls, "t1", 12 * HOUR))
             .await
             .expect("fetch");
-        clock.advance(12 * HOUR - 30 * Duration::from_secs(1));
-        c.get(&key("m"), failing(&calls))
+        tokio::time::advance(12 * HOUR - 30 * SECOND).await;
+        c.get(&key("m"), &call(), failing(&calls))
             .await
             .expect_err("30 s left is too little");
     }
 
-    #[tokio::test]
-    async fn a_value_that_arrives_expired_is_returned_once_and_not_cached() {
-        let clock = ManualClock::new();
+    #[tokio::test(start_paused = true)]
+    async fn a_value_that_arrives_expired_is_returned_and_not_cached() {
+        let clock = TokioClock::new();
         let c = cache(&clock);
         let calls = AtomicUsize::new(0);
         let past = || {
@@ -545,47 +794,69 @@ mod tests {
                 expires_at: SystemTime::UNIX_EPOCH,
             }))
         };
-        let (v, o) = c.get(&key("k"), past).await.expect("fresh");
+        let (v, o) = c.get(&key("k"), &call(), past).await.expect("fresh");
         assert_eq!((v.value.as_str(), o), ("moto", Outcome::FetchedExpired));
         assert!(c.in_use().is_empty());
         let (_, o) = c
-            .get(&key("k"), fetch(&clock, &calls, "t", HOUR))
+            .get(&key("k"), &call(), fetch(&clock, &calls, "t", HOUR))
             .await
             .expect("fetch");
         assert_eq!(o, Outcome::Fetched, "nothing was cached");
     }
 
-    #[tokio::test]
-    async fn keys_are_separate() {
-        let clock = ManualClock::new();
+    #[tokio::test(start_paused = true)]
+    async fn a_caller_that_gives_up_does_not_strand_the_others() {
+        let clock = TokioClock::new();
         let c = cache(&clock);
         let calls = AtomicUsize::new(0);
-        c.get(&key("a"), fetch(&clock, &calls, "ta", HOUR))
+        let slow = || async {
+            tokio::time::sleep(10 * SECOND).await;
+            Ok(Expiring {
+                value: "t".to_string(),
+                expires_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+            })
+        };
+        let given_up = tokio::time::timeout(SECOND, c.get(&key("k"), &call(), slow)).await;
+        assert!(given_up.is_err(), "the first caller gave up");
+        let (v, o) = c
+            .get(&key("k"), &call(), fetch(&clock, &calls, "other", HOUR))
+            .await
+            .expect("the fetch went on");
+        assert_eq!((v.value.as_str(), o), ("t", Outcome::Hit));
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keys_are_separate() {
+        let clock = TokioClock::new();
+        let c = cache(&clock);
+        let calls = AtomicUsize::new(0);
+        c.get(&key("a"), &call(), fetch(&clock, &calls, "ta", HOUR))
             .await
             .expect("a");
         let (v, o) = c
-            .get(&key("b"), fetch(&clock, &calls, "tb", HOUR))
+            .get(&key("b"), &call(), fetch(&clock, &calls, "tb", HOUR))
             .await
             .expect("b");
         assert_eq!((v.value.as_str(), o), ("tb", Outcome::Fetched));
         let (v, _) = c
-            .get(&key("a"), fetch(&clock, &calls, "x", HOUR))
+            .get(&key("a"), &call(), fetch(&clock, &calls, "x", HOUR))
             .await
             .expect("a");
         assert_eq!(v.value, "ta");
         assert_eq!(c.in_use().len(), 2);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn unused_cells_without_a_usable_value_are_dropped() {
-        let clock = ManualClock::new();
+        let clock = TokioClock::new();
         let c = cache(&clock);
         let calls = AtomicUsize::new(0);
-        c.get(&key("old"), fetch(&clock, &calls, "t", HOUR))
+        c.get(&key("old"), &call(), fetch(&clock, &calls, "t", HOUR))
             .await
             .expect("old");
-        clock.advance(2 * HOUR);
-        c.get(&key("new"), fetch(&clock, &calls, "t", HOUR))
+        tokio::time::advance(2 * HOUR).await;
+        c.get(&key("new"), &call(), fetch(&clock, &calls, "t", HOUR))
             .await
             .expect("new");
         let cells = c.cells.lock().expect("cells");

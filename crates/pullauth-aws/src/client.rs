@@ -16,8 +16,10 @@ use pullauth_resolve::EcrRegistry;
 use secrecy::SecretString;
 use secrecy::zeroize::Zeroizing;
 
-use crate::cache::{Clock, Expiring, ExpiringCache, Outcome, RefreshPolicy, SystemClock};
-use crate::error::{self, Call};
+use crate::cache::{
+    Clock, Expiring, ExpiringCache, Outcome, RETRY_FIRST, RETRY_MAX, RefreshPolicy, SystemClock,
+};
+use crate::error::{self, Call, TimeLimits};
 use crate::metrics::{Counters, CountersSnapshot};
 use crate::parse::{self, SecretCredentials};
 use crate::{AwsError, CaBundle, RoleArn, S3Location};
@@ -223,6 +225,8 @@ impl Aws {
                         ahead: ECR_REFRESH_AHEAD,
                         jitter: ECR_REFRESH_AHEAD,
                         usable_margin: USABLE_MARGIN,
+                        retry_first: RETRY_FIRST,
+                        retry_max: RETRY_MAX,
                     },
                 ),
                 roles: ExpiringCache::new(
@@ -231,6 +235,8 @@ impl Aws {
                         ahead: ROLE_REFRESH_AHEAD,
                         jitter: Duration::from_secs(60),
                         usable_margin: USABLE_MARGIN,
+                        retry_first: RETRY_FIRST,
+                        retry_max: RETRY_MAX,
                     },
                 ),
                 options,
@@ -289,11 +295,16 @@ impl Aws {
         let (token, outcome) = self
             .inner
             .tokens
-            .get(&key, || {
+            .get(&key, &call, || {
                 self.inner
                     .counters
                     .add(&self.inner.counters.ecr_token_fetches);
-                self.fetch_ecr_token(registry, endpoint.is_some(), credentials, call)
+                // A task of its own (see crate::cache): owns what it uses.
+                let (aws, registry, call) = (self.clone(), registry.clone(), call.clone());
+                async move {
+                    aws.fetch_ecr_token(&registry, endpoint.is_some(), credentials, call)
+                        .await
+                }
             })
             .await?;
         match &outcome {
@@ -369,10 +380,9 @@ impl Aws {
             .ok_or_else(|| bad("no authorization token".into()))?;
         let (username, password) =
             parse::decode_ecr_token(token).map_err(|problem| bad(problem.to_string()))?;
-        let expires_at = data
-            .expires_at()
-            .and_then(|t| SystemTime::try_from(*t).ok())
-            .ok_or_else(|| bad("no expiry".into()))?;
+        let expires_at = data.expires_at().ok_or_else(|| bad("no expiry".into()))?;
+        let expires_at = parse::plausible_expiry(*expires_at, self.inner.options.clock.now())
+            .map_err(|problem| bad(problem.into()))?;
         Ok(Expiring {
             value: EcrToken {
                 username,
@@ -516,19 +526,24 @@ impl Aws {
                 "the object has {length} bytes, more than the {MAX_OBJECT_BYTES} allowed"
             )));
         }
-        let bytes = output
-            .body
-            .collect()
-            .await
-            .map_err(|_| AwsError::Unreachable {
+        // Read chunk by chunk, and stop one byte past the limit: a body
+        // without a length (chunked) is never read in full to learn that
+        // it is too large.
+        let mut body = output.body;
+        // Room for the whole limit up front: growing would leave copies of
+        // the content behind that are never zeroized.
+        let mut bytes = Zeroizing::new(Vec::with_capacity(MAX_OBJECT_BYTES as usize));
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|_| AwsError::Unreachable {
                 call: call.clone(),
                 detail: "the connection failed while reading the object".into(),
             })?;
-        let bytes = Zeroizing::new(bytes.to_vec());
-        if bytes.len() as u64 > MAX_OBJECT_BYTES {
-            return Err(bad(format!(
-                "the object is larger than {MAX_OBJECT_BYTES} bytes"
-            )));
+            if (bytes.len() + chunk.len()) as u64 > MAX_OBJECT_BYTES {
+                return Err(bad(format!(
+                    "the object is larger than {MAX_OBJECT_BYTES} bytes"
+                )));
+            }
+            bytes.extend_from_slice(&chunk);
         }
         Ok(bytes)
     }
@@ -547,10 +562,18 @@ impl Aws {
         let Some(role) = role else {
             return Ok((Principal::Default, None));
         };
+        let call = Call {
+            operation: "sts:AssumeRole",
+            target: format!("role {role}"),
+            principal: Principal::Default.to_string(),
+        };
         let (credentials, _) = self
             .inner
             .roles
-            .get(role, || self.assume_role(role))
+            .get(role, &call, || {
+                let (aws, role, call) = (self.clone(), role.clone(), call.clone());
+                async move { aws.assume_role(&role, call).await }
+            })
             .await?;
         let principal = Principal::Role {
             arn: role.clone(),
@@ -559,12 +582,11 @@ impl Aws {
         Ok((principal, Some(credentials.value)))
     }
 
-    async fn assume_role(&self, role: &RoleArn) -> Result<Expiring<Credentials>, AwsError> {
-        let call = Call {
-            operation: "sts:AssumeRole",
-            target: format!("role {role}"),
-            principal: Principal::Default.to_string(),
-        };
+    async fn assume_role(
+        &self,
+        role: &RoleArn,
+        call: Call,
+    ) -> Result<Expiring<Credentials>, AwsError> {
         self.inner
             .counters
             .add(&self.inner.counters.role_assumptions);
@@ -584,8 +606,8 @@ impl Aws {
             problem: problem.to_string(),
         };
         let c = output.credentials().ok_or_else(|| bad("no credentials"))?;
-        let expires_at =
-            SystemTime::try_from(*c.expiration()).map_err(|_| bad("an expiry out of range"))?;
+        let expires_at = parse::plausible_expiry(*c.expiration(), self.inner.options.clock.now())
+            .map_err(bad)?;
         Ok(Expiring {
             value: Credentials::new(
                 c.access_key_id(),
@@ -616,6 +638,18 @@ impl Aws {
             .or_else(|| config.endpoint_url().map(str::to_string))
     }
 
+    /// The limits every SDK call runs under: an attempt that times out is
+    /// retried like any transient failure, so the real bound is the
+    /// attempts' (often well before the total's).
+    fn time_limits(&self) -> TimeLimits {
+        let options = &self.inner.options;
+        TimeLimits {
+            per_attempt: Some(options.attempt_timeout),
+            attempts: options.max_attempts,
+            total: options.operation_timeout,
+        }
+    }
+
     fn sdk_error<E>(
         &self,
         call: Call,
@@ -643,11 +677,11 @@ impl Aws {
             }
             SdkError::TimeoutError(_) => AwsError::Timeout {
                 call,
-                after: self.inner.options.operation_timeout,
+                limits: self.time_limits(),
             },
             SdkError::DispatchFailure(failure) if failure.is_timeout() => AwsError::Timeout {
                 call,
-                after: self.inner.options.attempt_timeout,
+                limits: self.time_limits(),
             },
             SdkError::DispatchFailure(failure) if failure.is_io() => AwsError::Unreachable {
                 call,

@@ -35,6 +35,42 @@ impl fmt::Display for Call {
     }
 }
 
+/// The time limits of a call, as a timeout reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeLimits {
+    /// The limit of each attempt, if the call is retried after timeouts.
+    pub per_attempt: Option<Duration>,
+    /// How many attempts at most.
+    pub attempts: u32,
+    /// The limit of the whole call, every attempt and back-off included.
+    pub total: Duration,
+}
+
+impl TimeLimits {
+    /// One limit for the whole call.
+    pub fn total(total: Duration) -> TimeLimits {
+        TimeLimits {
+            per_attempt: None,
+            attempts: 1,
+            total,
+        }
+    }
+}
+
+impl fmt::Display for TimeLimits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.per_attempt {
+            Some(each) if self.attempts > 1 => write!(
+                f,
+                "{} attempts of at most {each:?} each, {:?} in all at most",
+                self.attempts, self.total
+            ),
+            Some(each) => write!(f, "within {:?}", each.min(self.total)),
+            None => write!(f, "within {:?}", self.total),
+        }
+    }
+}
+
 /// An AWS call that failed, classified by what the operator should do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AwsError {
@@ -57,9 +93,11 @@ pub enum AwsError {
     /// no such bucket, no such key, no such role).
     #[error("{call}: {what}")]
     NotFound { call: Call, what: String },
-    /// No answer within the time limit (`after` is the limit that fired).
-    #[error("{call}: no answer within {after:?}")]
-    Timeout { call: Call, after: Duration },
+    /// No answer within the time limits, which the message states as they
+    /// are (which one fired is not always known: an attempt's limit, or
+    /// all of them).
+    #[error("{call}: no answer ({limits})")]
+    Timeout { call: Call, limits: TimeLimits },
     /// The endpoint could not be reached (DNS, connection refused, TLS).
     #[error("{call}: endpoint unreachable: {detail}")]
     Unreachable { call: Call, detail: String },
@@ -290,6 +328,30 @@ mod tests {
             "ecr:GetAuthorizationToken for registry 123456789012.dkr.ecr.eu-west-1.amazonaws.com \
              as the default credential chain: access denied (AccessDeniedException: denied)"
         );
+    }
+
+    /// The bug this pins: after three 5 s attempts (about 16 s), the
+    /// message said "no answer within 20s", the limit that had not fired.
+    #[test]
+    fn a_timeout_states_every_limit_it_was_under() {
+        let e = AwsError::Timeout {
+            call: call(),
+            limits: TimeLimits {
+                per_attempt: Some(Duration::from_secs(5)),
+                attempts: 3,
+                total: Duration::from_secs(20),
+            },
+        };
+        let text = e.to_string();
+        assert!(
+            text.ends_with(": no answer (3 attempts of at most 5s each, 20s in all at most)"),
+            "{text}"
+        );
+        let e = AwsError::Timeout {
+            call: call(),
+            limits: TimeLimits::total(Duration::from_secs(30)),
+        };
+        assert!(e.to_string().ends_with(": no answer (within 30s)"), "{e}");
     }
 
     #[test]

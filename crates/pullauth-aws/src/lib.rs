@@ -48,7 +48,7 @@ pub use client::{
     MAX_ATTEMPTS, MAX_OBJECT_BYTES, OPERATION_TIMEOUT, Principal, ROLE_REFRESH_AHEAD, TokenInUse,
     USABLE_MARGIN,
 };
-pub use error::{AwsError, Call, ErrorClass};
+pub use error::{AwsError, Call, ErrorClass, TimeLimits};
 pub use metrics::CountersSnapshot;
 pub use parse::SecretCredentials;
 pub use pullauth_resolve::EcrRegistry;

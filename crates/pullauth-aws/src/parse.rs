@@ -1,6 +1,8 @@
 //! Pure decoding of what AWS returns: ECR authorization tokens and
 //! registry-credential secrets. Errors name the field, never a value.
 
+use std::time::{Duration, SystemTime};
+
 use base64::Engine as _;
 use secrecy::SecretString;
 use secrecy::zeroize::Zeroizing;
@@ -21,6 +23,36 @@ pub(crate) fn decode_ecr_token(token: &str) -> Result<(String, SecretString), &'
         return Err("the authorization token has an empty user or password");
     }
     Ok((user.to_string(), SecretString::from(password.to_string())))
+}
+
+/// How far from now an expiry from AWS may be before it is refused as
+/// malformed: ECR tokens last 12 hours and assumed-role credentials at
+/// most 12 hours; a year either way is generous and still far from the
+/// times that cannot be formatted (after 9999, before 1970).
+pub(crate) const PLAUSIBLE_EXPIRY: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// An expiry AWS returned, checked against `now` at the edge: a value years
+/// in the past or future is a malformed answer, never cached or shown.
+/// (An expiry a little in the past is kept: moto's tokens expire at issue,
+/// and a skewed clock is for the cache to handle.)
+pub(crate) fn plausible_expiry(
+    expires_at: aws_sdk_ecr::primitives::DateTime,
+    now: SystemTime,
+) -> Result<SystemTime, &'static str> {
+    let at = SystemTime::try_from(expires_at).map_err(|_| "an expiry out of range")?;
+    if at
+        .duration_since(now)
+        .is_ok_and(|ahead| ahead > PLAUSIBLE_EXPIRY)
+    {
+        return Err("an expiry more than a year ahead");
+    }
+    if now
+        .duration_since(at)
+        .is_ok_and(|behind| behind > PLAUSIBLE_EXPIRY)
+    {
+        return Err("an expiry more than a year in the past");
+    }
+    Ok(at)
 }
 
 /// Registry credentials from a Secrets Manager secret.
@@ -90,6 +122,40 @@ mod tests {
     use super::*;
 
     const CANARY: &str = "canary-Pa55w0rd";
+
+    fn at(secs: i64) -> aws_sdk_ecr::primitives::DateTime {
+        aws_sdk_ecr::primitives::DateTime::from_secs(secs)
+    }
+
+    /// 2026-12-03T12:00:00Z.
+    const NOW: i64 = 1_796_299_200;
+
+    /// The bug this pins: an `expiresAt` after 9999 was cached, and every
+    /// `GET /v1/registries` then panicked formatting it.
+    #[rstest]
+    #[case::after_9999(253_402_300_800 + 3600, "a year ahead")]
+    #[case::far_future(NOW + 400 * 24 * 3600, "a year ahead")]
+    #[case::years_ago(NOW - 3 * 366 * 24 * 3600, "in the past")]
+    #[case::negative(-1_000_000, "in the past")]
+    #[case::out_of_any_range(i64::MAX, "")]
+    fn absurd_expiries_are_refused(#[case] secs: i64, #[case] needle: &str) {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(NOW as u64);
+        let problem = plausible_expiry(at(secs), now).expect_err("refused");
+        assert!(problem.contains(needle), "{problem}");
+    }
+
+    #[rstest]
+    #[case::twelve_hours(NOW + 12 * 3600)]
+    #[case::expired_at_issue_like_moto(NOW)]
+    #[case::a_skewed_clock(NOW - 3600)]
+    fn plausible_expiries_are_kept(#[case] secs: i64) {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(NOW as u64);
+        let kept = plausible_expiry(at(secs), now).expect("kept");
+        assert_eq!(
+            kept,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(secs as u64)
+        );
+    }
 
     #[test]
     fn decodes_an_ecr_token() {

@@ -12,6 +12,7 @@
 //! [`SecretString`]; parsing it into registry credentials is the job of
 //! `pullauth-resolve`.
 
+pub mod duration;
 pub mod envfile;
 pub mod shown;
 
@@ -23,6 +24,7 @@ use std::time::Duration;
 
 pub use secrecy::{ExposeSecret, SecretString};
 
+pub use duration::{DurationError, GoDuration};
 pub use envfile::{EnvFile, EnvFileError};
 pub use shown::Found;
 
@@ -486,36 +488,35 @@ impl Sources {
         var: &'static str,
         default: Duration,
     ) -> Result<Setting<Duration>, ConfigError> {
-        let setting = self.parsed::<GoDuration>(
+        let default_nanos = i64::try_from(default.as_nanos()).unwrap_or(i64::MAX);
+        let setting =
+            self.parsed::<GoDuration>(var, DURATION_EXPECTED, GoDuration(default_nanos))?;
+        // Go's syntax takes a sign; a time limit that is negative or zero
+        // means nothing.
+        let refuse = |expected| ConfigError::InvalidValue {
             var,
-            "a positive duration such as 90s, 1m or 2h",
-            GoDuration(default),
-        )?;
-        if setting.value.0.is_zero() {
-            return Err(ConfigError::InvalidValue {
-                var,
-                found: Found::Token("0".into()),
+            found: self
+                .plain(var)
+                .map_or(Found::Token(String::new()), |s| Found::new(&s.value)),
+            origin: setting.origin.clone(),
+            expected,
+        };
+        match setting.value.0 {
+            ..0 => Err(refuse(
+                "a positive duration: a negative one is Go syntax but no time limit",
+            )),
+            0 => Err(refuse(DURATION_EXPECTED)),
+            nanos => Ok(Setting {
+                value: Duration::from_nanos(nanos.unsigned_abs()),
                 origin: setting.origin,
-                expected: "a positive duration such as 90s, 1m or 2h",
-            });
+            }),
         }
-        Ok(Setting {
-            value: setting.value.0,
-            origin: setting.origin,
-        })
     }
 }
 
-/// A duration written as Go's `time.ParseDuration` accepts it for the common
-/// cases (`90s`, `1m`, `2h`, `1h30m`, `500ms`).
-struct GoDuration(Duration);
-
-impl FromStr for GoDuration {
-    type Err = humantime::DurationError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        humantime::parse_duration(s).map(GoDuration)
-    }
-}
+/// What a duration variable takes (see [`duration`]).
+const DURATION_EXPECTED: &str = "a positive duration in Go's syntax, such as 90s, 1m30s, 1.5h or 500ms \
+     (units ns, us, ms, s, m, h; no spaces)";
 
 fn read_config_file(
     path: &Path,
@@ -703,6 +704,29 @@ impl Config {
     /// the caller fetches it, so this crate stays free of the AWS SDK).
     pub fn load_with(env_file: Option<EnvFile>) -> Result<Config, ConfigError> {
         Config::from_sources(&Sources::with_env_file(env_file)?)
+    }
+
+    /// The variables whose value differs in `new` but that a running agent
+    /// cannot take without a restart: everything but the credentials
+    /// (`ECS_ENGINE_AUTH_TYPE`/`_DATA`, the JSON file's auth data) and the
+    /// pull settings (behavior, timeout, inactivity timeout), which a
+    /// reload applies. Names only: a reload's log must not carry values.
+    pub fn needs_restart(&self, new: &Config) -> Vec<&'static str> {
+        let data_dir = |c: &Config| c.data_dir.as_ref().map(|d| d.value.clone());
+        [
+            (DATA_DIR, data_dir(self) != data_dir(new)),
+            (CLUSTER, self.cluster.value != new.cluster.value),
+            (
+                TASK_CLEANUP_WAIT,
+                self.task_cleanup_wait.value != new.task_cleanup_wait.value,
+            ),
+            (LOG_LEVEL, self.log_level.value != new.log_level.value),
+            (LOG_FORMAT, self.log_format.value != new.log_format.value),
+            (ECR, self.ecr.value != new.ecr.value),
+        ]
+        .into_iter()
+        .filter_map(|(var, changed)| changed.then_some(var))
+        .collect()
     }
 
     /// Validates already gathered sources.
@@ -1085,7 +1109,7 @@ mod tests {
     #[case::zero(
         PULL_INACTIVITY_TIMEOUT,
         "0s",
-        "ECS_IMAGE_PULL_INACTIVITY_TIMEOUT=\"0\""
+        "ECS_IMAGE_PULL_INACTIVITY_TIMEOUT=\"0s\""
     )]
     #[case::log_level(LOG_LEVEL, "loud", "ECS_LOGLEVEL=\"loud\"")]
     fn plain_wrong_words_are_quoted(#[case] var: &str, #[case] value: &str, #[case] message: &str) {
@@ -1099,9 +1123,57 @@ mod tests {
     #[case::minutes("1m", 60)]
     #[case::hours("2h", 7200)]
     #[case::compound("1h30m", 5400)]
+    #[case::fraction("1.5h", 5400)]
+    #[case::plus_sign("+90s", 90)]
+    #[case::micro_sign("90000000µs", 90)]
     fn reads_go_durations(#[case] text: &str, #[case] seconds: u64) {
         let config = load(&format!("ECS_IMAGE_PULL_TIMEOUT={text}"), &[]).expect("valid");
         assert_eq!(config.pull_timeout.value, Duration::from_secs(seconds));
+    }
+
+    /// The bug this pins: a reload silently ignored changes it cannot apply.
+    #[test]
+    fn a_reload_names_every_changed_variable_that_needs_a_restart() {
+        let before = load("ECS_CLUSTER=a\nECS_IMAGE_PULL_TIMEOUT=1m\n", &[]).expect("before");
+        let same = load("ECS_CLUSTER=a\nECS_IMAGE_PULL_TIMEOUT=5m\n", &[]).expect("same");
+        assert!(
+            before.needs_restart(&same).is_empty(),
+            "pull settings apply"
+        );
+        let after = load(
+            "ECS_CLUSTER=b\nECS_DATADIR=/var/lib/x\nECS_LOGLEVEL=debug\n\
+             ECS_LOG_OUTPUT_FORMAT=json\nECS_ENGINE_TASK_CLEANUP_WAIT_DURATION=1h\n\
+             PULLAUTH_ECR=off\n",
+            &[],
+        )
+        .expect("after");
+        assert_eq!(
+            before.needs_restart(&after),
+            [
+                DATA_DIR,
+                CLUSTER,
+                TASK_CLEANUP_WAIT,
+                LOG_LEVEL,
+                LOG_FORMAT,
+                ECR
+            ]
+        );
+    }
+
+    /// The bug this pins: `2days` and `1 h` were accepted (humantime's
+    /// grammar), though Go's `time.ParseDuration`, and so the ECS agent,
+    /// refuses them.
+    #[rstest]
+    #[case::days("2days", "expected a positive duration in Go's syntax")]
+    #[case::space("1 h", "expected a positive duration in Go's syntax")]
+    #[case::no_unit("90", "expected a positive duration in Go's syntax")]
+    #[case::negative("-5m", "a negative one is Go syntax but no time limit")]
+    #[case::negative_zero("-0", "expected a positive duration")]
+    fn refuses_what_go_refuses_and_what_no_limit_can_be(#[case] text: &str, #[case] needle: &str) {
+        let err = load(&format!("ECS_IMAGE_PULL_TIMEOUT={text}"), &[]).expect_err("refused");
+        let message = err.to_string();
+        assert!(message.contains("ECS_IMAGE_PULL_TIMEOUT"), "{message}");
+        assert!(message.contains(needle), "{message}");
     }
 
     #[test]

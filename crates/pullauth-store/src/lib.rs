@@ -47,7 +47,7 @@ use std::time::{Duration, SystemTime};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
-pub use model::{Container, ImageRecord, Status, Task};
+pub use model::{Container, ImageRecord, Status, Task, rfc3339_millis, rfc3339_seconds};
 
 /// The state file's name inside `ECS_DATADIR`.
 pub const STATE_FILE: &str = "pullauth.db";

@@ -2,6 +2,8 @@
 //! shows it. No record holds a secret: a pull names the registry key and
 //! username it used, never a password.
 
+use std::time::{Duration, SystemTime};
+
 use serde::{Deserialize, Serialize};
 
 /// Lifecycle of a task or container as far as image pulls go.
@@ -151,12 +153,47 @@ pub struct ImageRecord {
 
 /// Now, as RFC 3339 with milliseconds.
 pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+    rfc3339_millis(SystemTime::now())
+}
+
+/// The last instant RFC 3339 (and humantime, which panics beyond it) can
+/// write: 9999-12-31T23:59:59.999Z.
+const LAST_FORMATTABLE: Duration = Duration::from_millis(253_402_300_799_999);
+
+/// `at` within what RFC 3339 can write: 1970 to 9999 (humantime's
+/// formatters panic outside; nothing reaching a view may panic, so times
+/// are clamped here; values from outside are refused before, at the edge).
+fn formattable(at: SystemTime) -> SystemTime {
+    let since_epoch = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    SystemTime::UNIX_EPOCH + since_epoch.min(LAST_FORMATTABLE)
+}
+
+/// `at` as RFC 3339 with whole seconds; total (see [`formattable`]).
+pub fn rfc3339_seconds(at: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(formattable(at)).to_string()
+}
+
+/// `at` as RFC 3339 with milliseconds; total (see [`formattable`]).
+pub fn rfc3339_millis(at: SystemTime) -> String {
+    humantime::format_rfc3339_millis(formattable(at)).to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn formatting_a_time_is_total() {
+        let far = SystemTime::UNIX_EPOCH + Duration::from_secs(300_000_000_000);
+        assert_eq!(rfc3339_seconds(far), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339_millis(far), "9999-12-31T23:59:59.999Z");
+        let before = SystemTime::UNIX_EPOCH - Duration::from_secs(10);
+        assert_eq!(rfc3339_seconds(before), "1970-01-01T00:00:00Z");
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_796_299_200_250);
+        assert_eq!(rfc3339_millis(t), "2026-12-03T12:00:00.250Z");
+    }
 
     fn container(essential: bool, status: Status) -> Container {
         Container {

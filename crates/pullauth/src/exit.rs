@@ -30,6 +30,9 @@ pub fn code_for(err: &anyhow::Error) -> ExitCode {
                 .downcast_ref::<pullauth_docker::EngineSetupError>()
                 .is_some_and(pullauth_docker::EngineSetupError::is_config)
             || cause.is::<pullauth_agent::control_socket::SocketError>()
+            || cause
+                .downcast_ref::<pullauth_agent::data_dir_lock::LockError>()
+                .is_some_and(pullauth_agent::data_dir_lock::LockError::is_config)
             || cause.is::<UsageError>()
             || cause.is::<pullauth_aws::CaBundleError>()
             || cause

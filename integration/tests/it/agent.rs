@@ -174,8 +174,10 @@ fn introspection_api_shape() {
         "pullauth_config_reload_failures",
         "pullauth_tasks_submitted",
     ] {
+        // The classic format names the samples (`x_total` for a counter).
         assert!(
-            metrics.contains(&format!("# TYPE {family} ")),
+            metrics.contains(&format!("# TYPE {family} "))
+                || metrics.contains(&format!("# TYPE {family}_total counter")),
             "{family} missing from /metrics:\n{metrics}"
         );
     }
@@ -370,7 +372,7 @@ fn failed_pulls_stop_only_for_essential_containers() {
     );
     let metrics = agent.metrics();
     assert!(
-        metrics.contains("# TYPE pullauth_pulls_failed counter"),
+        metrics.contains("# TYPE pullauth_pulls_failed_total counter"),
         "{metrics}"
     );
     assert_eq!(

@@ -16,6 +16,7 @@ mod audit;
 mod aws;
 mod aws_provider;
 mod aws_pull;
+mod bounds;
 mod container_aws;
 mod cred_helpers;
 mod credential_helper;

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
-use pullauth_aws::{Aws, AwsError, Call, ErrorClass, S3Location};
+use pullauth_aws::{Aws, AwsError, Call, ErrorClass, S3Location, TimeLimits};
 use pullauth_config::EnvFile;
 
 use crate::cli::ConfigArgs;
@@ -82,7 +82,7 @@ fn fetch(location: &S3Location) -> anyhow::Result<secrecy::zeroize::Zeroizing<Ve
                                     target: location.to_string(),
                                     principal: "the default credential chain".into(),
                                 },
-                                after: S3_FETCH_TIMEOUT,
+                                limits: TimeLimits::total(S3_FETCH_TIMEOUT),
                             })
                         })
                 }))

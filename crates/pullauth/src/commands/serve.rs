@@ -80,7 +80,7 @@ fn config_files(args: &ConfigArgs) -> Vec<PathBuf> {
 /// Re-reads every configuration source; the agent keeps its settings if
 /// anything is wrong with the new ones. Every trigger goes through here, so
 /// they validate, log and count alike.
-fn reload(agent: &Agent, args: &ConfigArgs, trigger: Trigger) {
+fn reload(agent: &Agent, args: &ConfigArgs, started: &Config, trigger: Trigger) {
     if !reloadable(args) {
         match trigger {
             Trigger::Sighup => tracing::warn!(
@@ -103,9 +103,18 @@ fn reload(agent: &Agent, args: &ConfigArgs, trigger: Trigger) {
     }
     let result = super::read_env_file(args)
         .and_then(|file| Ok(Config::load_with(file)?))
-        .and_then(|config| Ok(settings(&config, registry_table(&config)?)));
+        .and_then(|config| Ok((settings(&config, registry_table(&config)?), config)));
     match result {
-        Ok(new) => {
+        Ok((new, config)) => {
+            let restart = started.needs_restart(&config);
+            if !restart.is_empty() {
+                tracing::warn!(
+                    %trigger,
+                    variables = restart.join(", "),
+                    "changed, but the running agent keeps the values it started with until it is \
+                     restarted (a reload applies only the credentials and the pull settings)"
+                );
+            }
             let keys = new.table.len();
             agent.replace_settings(new);
             agent.metrics().config_reloads.inc();
@@ -127,6 +136,9 @@ fn reload(agent: &Agent, args: &ConfigArgs, trigger: Trigger) {
 struct ServeConfig {
     agent: Agent,
     args: ConfigArgs,
+    /// The configuration the agent started with, to name what a reload
+    /// changed but cannot apply.
+    started: Config,
 }
 
 impl Reload for ServeConfig {
@@ -135,7 +147,7 @@ impl Reload for ServeConfig {
     }
 
     fn reload(&self, trigger: Trigger) {
-        reload(&self.agent, &self.args, trigger);
+        reload(&self.agent, &self.args, &self.started, trigger);
     }
 }
 
@@ -213,6 +225,13 @@ async fn serve(
         Ok(limit) => tracing::debug!(limit, "file descriptor limit"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the file descriptor limit"),
     }
+    // Held until the process ends: one agent per data directory.
+    let _data_dir_lock = match &config.data_dir {
+        Some(dir) => Some(pullauth_agent::data_dir_lock::DataDirLock::acquire(
+            &dir.value,
+        )?),
+        None => None,
+    };
     let store = match &config.data_dir {
         Some(dir) => {
             let store = Store::open(&dir.value)?;
@@ -269,6 +288,7 @@ async fn serve(
                 env_file: args.config.env_file.clone(),
                 env_file_optional: args.config.env_file_optional,
             },
+            started: config.clone(),
         },
         fingerprinter,
         loaded,

@@ -39,12 +39,19 @@ fn run_task(args: &TaskRunArgs) -> anyhow::Result<ExitCode> {
             ))
         })?
     };
-    let wait_timeout = humantime::parse_duration(&args.wait_timeout).map_err(|_| {
-        UsageError(format!(
-            "--wait-timeout {:?} is not a duration such as 90s or 10m",
-            args.wait_timeout
-        ))
-    })?;
+    // Go's syntax, as every duration pullauth reads.
+    let wait_timeout = args
+        .wait_timeout
+        .parse::<pullauth_config::GoDuration>()
+        .ok()
+        .and_then(|d| u64::try_from(d.0).ok())
+        .map(std::time::Duration::from_nanos)
+        .ok_or_else(|| {
+            UsageError(format!(
+                "--wait-timeout {:?} is not a duration such as 90s, 10m or 1.5h",
+                args.wait_timeout
+            ))
+        })?;
     // Only ECS_DATADIR matters here, so the rest of the configuration is not
     // validated: a task can be submitted while a reload is being fixed.
     let sources = Sources::with_env_file(super::read_env_file(&args.config)?)?;

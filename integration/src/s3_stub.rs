@@ -1,0 +1,192 @@
+//! A stub S3 endpoint (plain HTTP on loopback) for what moto cannot do:
+//! answer `GetObject` with a body, then stall, or stream a body without a
+//! length while counting what it sent. It is a stub: it answers every
+//! request alike, whatever the bucket, key or signature.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+/// What the stub does with the next request.
+#[derive(Debug, Clone)]
+pub enum S3Mode {
+    /// `200` with this body and its `Content-Length`.
+    Serve(Vec<u8>),
+    /// Reads the request and never answers, holding the connection.
+    Stall,
+    /// `200` with a chunked body of up to this many bytes (no length), sent
+    /// in 64 KiB chunks until the client goes away.
+    Stream(u64),
+}
+
+#[derive(Debug)]
+struct Shared {
+    mode: Mutex<S3Mode>,
+    /// Connections held by [`S3Mode::Stall`].
+    stalled: AtomicUsize,
+    /// Body bytes written by [`S3Mode::Stream`] before the client left.
+    streamed: AtomicU64,
+    streams_done: AtomicUsize,
+    stop: AtomicBool,
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct S3Stub {
+    port: u16,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl S3Stub {
+    /// Starts the stub on a free 127.0.0.1 port.
+    pub fn start(mode: S3Mode) -> S3Stub {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("cannot bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("no local address").port();
+        listener
+            .set_nonblocking(true)
+            .expect("cannot make the listener non-blocking");
+        let shared = Arc::new(Shared {
+            mode: Mutex::new(mode),
+            stalled: AtomicUsize::new(0),
+            streamed: AtomicU64::new(0),
+            streams_done: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+        });
+        let thread = {
+            let shared = shared.clone();
+            thread::Builder::new()
+                .name(format!("s3-stub-{port}"))
+                .spawn(move || {
+                    let held = Arc::new(Mutex::new(Vec::<TcpStream>::new()));
+                    while !shared.stop.load(Ordering::Relaxed) {
+                        match listener.accept() {
+                            Ok((stream, _)) => {
+                                let (shared, held) = (shared.clone(), held.clone());
+                                thread::spawn(move || serve(stream, &shared, &held));
+                            }
+                            Err(_) => thread::sleep(Duration::from_millis(10)),
+                        }
+                    }
+                })
+                .expect("cannot start the stub thread")
+        };
+        S3Stub {
+            port,
+            shared,
+            thread: Some(thread),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`, for `AWS_ENDPOINT_URL`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Changes what the next requests get.
+    pub fn set_mode(&self, mode: S3Mode) {
+        *self
+            .shared
+            .mode
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = mode;
+    }
+
+    /// Connections being held without an answer.
+    pub fn stalled(&self) -> usize {
+        self.shared.stalled.load(Ordering::SeqCst)
+    }
+
+    /// Body bytes the finished streams wrote, and how many finished.
+    pub fn streamed(&self) -> (u64, usize) {
+        (
+            self.shared.streamed.load(Ordering::SeqCst),
+            self.shared.streams_done.load(Ordering::SeqCst),
+        )
+    }
+}
+
+impl Drop for S3Stub {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Reads one request head (the stub's clients send no request body).
+fn read_head(stream: &mut TcpStream) -> bool {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return false,
+        }
+        if head.len() > 64 * 1024 {
+            return false;
+        }
+    }
+    true
+}
+
+fn serve(mut stream: TcpStream, shared: &Shared, held: &Mutex<Vec<TcpStream>>) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(30)));
+    while read_head(&mut stream) {
+        let mode = shared
+            .mode
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        match mode {
+            S3Mode::Serve(body) => {
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                );
+                if stream.write_all(head.as_bytes()).is_err() || stream.write_all(&body).is_err() {
+                    return;
+                }
+            }
+            S3Mode::Stall => {
+                if let Ok(clone) = stream.try_clone() {
+                    held.lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(clone);
+                }
+                shared.stalled.fetch_add(1, Ordering::SeqCst);
+                return;
+            }
+            S3Mode::Stream(limit) => {
+                let head = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\
+                            Transfer-Encoding: chunked\r\n\r\n";
+                let chunk = vec![b'x'; 64 * 1024];
+                let mut sent = 0u64;
+                if stream.write_all(head.as_bytes()).is_ok() {
+                    while sent < limit {
+                        let frame = format!("{:x}\r\n", chunk.len());
+                        if stream.write_all(frame.as_bytes()).is_err()
+                            || stream.write_all(&chunk).is_err()
+                            || stream.write_all(b"\r\n").is_err()
+                        {
+                            break;
+                        }
+                        sent += chunk.len() as u64;
+                    }
+                    if sent >= limit {
+                        let _ = stream.write_all(b"0\r\n\r\n");
+                    }
+                }
+                shared.streamed.fetch_add(sent, Ordering::SeqCst);
+                shared.streams_done.fetch_add(1, Ordering::SeqCst);
+                return;
+            }
+        }
+    }
+}
