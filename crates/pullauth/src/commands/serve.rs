@@ -201,10 +201,13 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     ))
 }
 
-/// `--client-header-timeout`: a positive duration.
+/// `--client-header-timeout`: a positive duration in Go's syntax, as every
+/// duration pullauth reads.
 fn client_header_timeout(text: &str) -> anyhow::Result<std::time::Duration> {
-    match humantime::parse_duration(text) {
-        Ok(timeout) if !timeout.is_zero() => Ok(timeout),
+    match text.parse::<pullauth_config::GoDuration>() {
+        Ok(pullauth_config::GoDuration(nanos)) if nanos > 0 => Ok(std::time::Duration::from_nanos(
+            u64::try_from(nanos).unwrap_or(u64::MAX),
+        )),
         _ => Err(UsageError(format!(
             "--client-header-timeout {text:?} is not a positive duration such as 10s or 1m"
         ))
@@ -346,7 +349,7 @@ mod tests {
 
     #[test]
     fn client_header_timeout_must_be_positive() {
-        for bad in ["0s", "soon", "", "-1s"] {
+        for bad in ["0s", "soon", "", "-1s", "2days"] {
             assert!(client_header_timeout(bad).is_err(), "{bad:?} accepted");
         }
         assert_eq!(
