@@ -17,6 +17,7 @@ use secrecy::SecretString;
 use secrecy::zeroize::Zeroizing;
 
 use crate::cache::{Clock, Expiring, ExpiringCache, Outcome, RefreshPolicy, SystemClock};
+use crate::ecs::TaskDefinitionCache;
 use crate::error::{self, Call};
 use crate::metrics::{Counters, CountersSnapshot};
 use crate::parse::{self, SecretCredentials};
@@ -163,15 +164,17 @@ struct EcrToken {
 /// caches and counters.
 #[derive(Debug, Clone)]
 pub struct Aws {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    config: SdkConfig,
+pub(crate) struct Inner {
+    pub(crate) config: SdkConfig,
     options: AwsOptions,
     tokens: ExpiringCache<TokenKey, EcrToken>,
     roles: ExpiringCache<RoleArn, Credentials>,
-    counters: Counters,
+    /// Described task definitions (immutable), by ARN and `family:revision`.
+    pub(crate) task_definitions: TaskDefinitionCache,
+    pub(crate) counters: Counters,
 }
 
 impl fmt::Debug for Inner {
@@ -234,6 +237,7 @@ impl Aws {
                     },
                 ),
                 options,
+                task_definitions: TaskDefinitionCache::default(),
                 counters: Counters::default(),
             }),
         }
@@ -616,7 +620,7 @@ impl Aws {
             .or_else(|| config.endpoint_url().map(str::to_string))
     }
 
-    fn sdk_error<E>(
+    pub(crate) fn sdk_error<E>(
         &self,
         call: Call,
         err: SdkError<E, HttpResponse>,
