@@ -14,6 +14,8 @@
 //! - [`credentials`]: the provider that turns a credential source (task
 //!   secret, key, credential helper, ECR, anonymous) into what a pull
 //!   sends, just before it; [`helper`]: running `docker-credential-<name>`.
+//! - [`prefetch`]: which images a cluster's ECS services need, and with
+//!   which credentials ECS would pull them.
 //! - [`taskdef`]: task definition validation; [`metrics`]: Prometheus.
 //! - [`watch`]: reloads serialized with SIGHUP, triggered by changes to the
 //!   configuration files (watched by directory, debounced, by content).
@@ -25,6 +27,7 @@ pub mod control_socket;
 pub mod credentials;
 pub mod helper;
 pub mod metrics;
+pub mod prefetch;
 pub mod puller;
 pub mod server;
 pub mod single_flight;
