@@ -1,0 +1,408 @@
+//! ECS as the source of work, against moto's ECS with the real engine and
+//! authenticated registries: `pullauth prefetch` pulls each image of the
+//! cluster's services once, as the user ECS would pull it as (an ecs.config
+//! key, a `repositoryCredentials` secret), the registry log says who pulled;
+//! faults (a bad image reference, a missing secret, a secret without a
+//! password, a missing cluster, a stalled endpoint) are reported with the
+//! service or task definition they concern while the others go on.
+
+use std::time::Duration;
+
+use pullauth_integration::agent::{
+    assert_no_secret, docker_auth_config, random_token, scratch_dir,
+};
+use pullauth_integration::{Harness, Moto, Outcome, Registry, Stall, pullauth_command};
+use serde_json::Value;
+
+/// The bound of one prefetch run in these tests.
+const RUN_BOUND: Duration = Duration::from_secs(120);
+
+/// A cluster in moto with its names, all unique to one test.
+struct Cluster {
+    name: String,
+    token: String,
+}
+
+impl Cluster {
+    fn new(moto: &Moto, what: &str) -> Cluster {
+        let token = random_token(6).to_ascii_lowercase();
+        let name = format!("{what}-{token}");
+        moto.boto3(
+            &format!("client('ecs').create_cluster(clusterName='{name}')\n"),
+            None,
+        );
+        Cluster { name, token }
+    }
+
+    /// Registers `family` with one container per `(name, image, secret)`;
+    /// returns its ARN.
+    fn register(
+        &self,
+        moto: &Moto,
+        family: &str,
+        containers: &[(&str, &str, Option<&str>)],
+        role: Option<&str>,
+    ) -> String {
+        let defs: Vec<Value> = containers
+            .iter()
+            .map(|(name, image, secret)| {
+                let mut c = serde_json::json!({"name": name, "image": image, "memory": 64});
+                if let Some(secret) = secret {
+                    c["repositoryCredentials"] =
+                        serde_json::json!({"credentialsParameter": secret});
+                }
+                c
+            })
+            .collect();
+        let role = role.map_or(String::new(), |r| format!(", executionRoleArn={r:?}"));
+        moto.boto3(
+            &format!(
+                "r = client('ecs').register_task_definition(family={family:?}, \
+                 containerDefinitions=json.loads({:?}){role})\n\
+                 print(r['taskDefinition']['taskDefinitionArn'])\n",
+                Value::Array(defs).to_string()
+            ),
+            None,
+        )
+        .trim()
+        .to_owned()
+    }
+
+    fn service(&self, moto: &Moto, name: &str, task_definition: &str, daemon: bool) {
+        let strategy = if daemon { "DAEMON" } else { "REPLICA" };
+        let count = if daemon { "" } else { ", desiredCount=0" };
+        moto.boto3(
+            &format!(
+                "client('ecs').create_service(cluster='{}', serviceName={name:?}, \
+                 taskDefinition={task_definition:?}, schedulingStrategy='{strategy}'{count})\n",
+                self.name
+            ),
+            None,
+        );
+    }
+}
+
+fn push(registry: &Registry, user: &str) -> (String, String) {
+    let repo = format!("prefetch/r{}", random_token(10).to_ascii_lowercase());
+    Harness::get().push_fixture(registry, &repo, "1", (user, registry.password(user)));
+    let image = registry.image_ref(&repo, "1");
+    (repo, image)
+}
+
+/// Runs `pullauth prefetch` with moto's keys, `env_text` as ecs.config.
+fn prefetch(moto_endpoint: &str, env_text: &str, args: &[&str]) -> Outcome {
+    let h = Harness::get();
+    let dir = scratch_dir("prefetch");
+    let env_file = dir.path().join("ecs.config");
+    std::fs::write(&env_file, env_text).expect("env file");
+    let env = pullauth_integration::pullauth_aws_env(moto_endpoint);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut cmd = pullauth_command("prefetch", h.docker_host(), &env_file, &env, args);
+    Outcome::run_bounded(&mut cmd, b"", RUN_BOUND)
+}
+
+fn json_lines(out: &Outcome) -> Vec<Value> {
+    out.stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+fn line_for<'a>(lines: &'a [Value], image: &str) -> &'a Value {
+    lines
+        .iter()
+        .find(|l| l["image"] == image)
+        .unwrap_or_else(|| panic!("no line for {image}: {lines:#?}"))
+}
+
+/// A cluster with a replica service and a daemon service on one task
+/// definition whose image an ecs.config key (bob) reads, and a service whose
+/// task definition names a `repositoryCredentials` secret (alice).
+struct Fixture {
+    cluster: Cluster,
+    keyed_image: String,
+    keyed_repo: String,
+    secret_image: String,
+    secret_repo: String,
+    env_text: String,
+    password: String,
+}
+
+fn fixture(moto: &Moto, what: &str) -> Fixture {
+    let h = Harness::get();
+    let cluster = Cluster::new(moto, what);
+    let token = cluster.token.clone();
+    let (keyed_repo, keyed_image) = push(&h.alpha, "bob");
+    let (secret_repo, secret_image) = push(&h.alpha, "alice");
+    let password = h.alpha.password("alice").to_owned();
+    let secret = format!("prefetch-{token}/alice");
+    moto.boto3(
+        &format!(
+            "client('secretsmanager').create_secret(Name='{secret}', SecretString=json.dumps(\
+             {{'username': 'alice', 'password': {password:?}}}))\n"
+        ),
+        None,
+    );
+    let keyed = cluster.register(
+        moto,
+        &format!("keyed-{token}"),
+        &[("app", &keyed_image, None)],
+        None,
+    );
+    let secret_td = cluster.register(
+        moto,
+        &format!("secret-{token}"),
+        &[("app", &secret_image, Some(&secret))],
+        None,
+    );
+    cluster.service(moto, "web", &keyed, false);
+    cluster.service(moto, "agentd", &keyed, true);
+    cluster.service(moto, "private", &secret_td, false);
+    let env_text = docker_auth_config(
+        &[(&h.alpha.addr(), "bob", h.alpha.password("bob"))],
+        &[("ECS_CLUSTER", &cluster.name)],
+    );
+    Fixture {
+        cluster,
+        keyed_image,
+        keyed_repo,
+        secret_image,
+        secret_repo,
+        env_text,
+        password,
+    }
+}
+
+#[test]
+fn prefetch_pulls_each_image_once_as_the_user_ecs_would_use() {
+    let h = Harness::get();
+    let moto = Moto::shared();
+    let f = fixture(moto, "warm");
+    let token = &f.cluster.token;
+
+    // --dry-run: every image with its source, nothing pulled.
+    let mark = h.alpha.log_mark();
+    let out = prefetch(&moto.endpoint(), &f.env_text, &["--dry-run", "--json"]);
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 2, "one line per distinct pull: {lines:#?}");
+    let keyed = line_for(&lines, &f.keyed_image);
+    assert_eq!(keyed["status"], "would-pull");
+    assert_eq!(keyed["source"], format!("key {:?}", h.alpha.addr()));
+    assert_eq!(
+        keyed["services"],
+        serde_json::json!(["agentd", "web"]),
+        "{keyed}"
+    );
+    assert_eq!(keyed["task_definition"], format!("keyed-{token}:1"));
+    let private = line_for(&lines, &f.secret_image);
+    assert_eq!(
+        private["source"],
+        format!("secretsmanager prefetch-{token}/alice")
+    );
+    assert_eq!(private["services"], serde_json::json!(["private"]));
+    assert!(h.alpha.users_since_in(mark, &f.keyed_repo).is_empty());
+    assert!(h.alpha.users_since_in(mark, &f.secret_repo).is_empty());
+    assert!(h.local_image_id(&f.keyed_image).is_none());
+
+    // Filters: --service narrows; --task-definition alone names only itself.
+    let out = prefetch(
+        &moto.endpoint(),
+        &f.env_text,
+        &["--dry-run", "--json", "--service", "private"],
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert_eq!(lines[0]["image"], f.secret_image.as_str());
+    let family = format!("keyed-{token}");
+    let out = prefetch(
+        &moto.endpoint(),
+        &f.env_text,
+        &["--dry-run", "--json", "--task-definition", &family],
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert_eq!(lines[0]["image"], f.keyed_image.as_str());
+    assert_eq!(lines[0]["services"], serde_json::json!([]));
+
+    // The pull: each image once, as the user ECS would use.
+    let mark = h.alpha.log_mark();
+    let out = prefetch(&moto.endpoint(), &f.env_text, &["--json"]);
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    let keyed = line_for(&lines, &f.keyed_image);
+    assert_eq!(keyed["status"], "pulled", "{keyed}");
+    assert_eq!(keyed["username"], "bob");
+    assert!(
+        keyed["digest"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:"))
+    );
+    let private = line_for(&lines, &f.secret_image);
+    assert_eq!(private["status"], "pulled", "{private}");
+    assert_eq!(private["username"], "alice");
+    let bobs = h.alpha.users_since_in(mark, &f.keyed_repo);
+    assert!(
+        !bobs.is_empty() && bobs.iter().all(|u| u == "bob"),
+        "{bobs:?}"
+    );
+    let alices = h.alpha.users_since_in(mark, &f.secret_repo);
+    assert!(
+        !alices.is_empty() && alices.iter().all(|u| u == "alice"),
+        "{alices:?}"
+    );
+    assert!(h.local_image_id(&f.keyed_image).is_some());
+    assert!(h.local_image_id(&f.secret_image).is_some());
+    assert_no_secret("prefetch's stdout", out.stdout.as_bytes(), &f.password);
+    assert_no_secret("prefetch's stderr", out.stderr.as_bytes(), &f.password);
+
+    // Human output names the status, the source and the user.
+    let out = prefetch(
+        &moto.endpoint(),
+        &f.env_text,
+        &["--pull-behavior", "prefer-cached"],
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stdout.lines().any(|l| l.contains(&f.secret_image)
+            && l.contains("secretsmanager")
+            && l.contains("\"alice\"")),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn a_failing_service_is_reported_and_the_others_are_prefetched() {
+    let h = Harness::get();
+    let moto = Moto::shared();
+    let f = fixture(moto, "faults");
+    let token = &f.cluster.token;
+    let c = &f.cluster;
+    let no_password = format!("prefetch-{token}/nopass");
+    moto.boto3(
+        &format!(
+            "client('secretsmanager').create_secret(Name='{no_password}', \
+             SecretString=json.dumps({{'username': 'alice'}}))\n"
+        ),
+        None,
+    );
+    let bad_ref = c.register(
+        moto,
+        &format!("badref-{token}"),
+        &[("app", "Bad Ref!!", None)],
+        None,
+    );
+    c.service(moto, "badref", &bad_ref, false);
+    let missing = format!("prefetch-{token}/missing");
+    let (_, image) = push(&h.alpha, "alice");
+    let missing_td = c.register(
+        moto,
+        &format!("missing-{token}"),
+        &[("app", &image, Some(&missing))],
+        None,
+    );
+    c.service(moto, "missing", &missing_td, false);
+    let nopass_td = c.register(
+        moto,
+        &format!("nopass-{token}"),
+        &[("app", &image, Some(&no_password))],
+        None,
+    );
+    c.service(moto, "nopass", &nopass_td, false);
+    let bad_role = c.register(
+        moto,
+        &format!("badrole-{token}"),
+        &[("app", &image, Some(&format!("prefetch-{token}/alice")))],
+        Some("not-an-arn"),
+    );
+    c.service(moto, "badrole", &bad_role, false);
+
+    let out = prefetch(&moto.endpoint(), &f.env_text, &["--json"]);
+    assert_eq!(out.code, Some(1), "{}\n{}", out.stdout, out.stderr);
+    let lines = json_lines(&out);
+    let failed = |service: &str| {
+        lines
+            .iter()
+            .find(|l| {
+                l["status"] == "failed"
+                    && l["services"]
+                        .as_array()
+                        .is_some_and(|s| s.iter().any(|s| s == service))
+            })
+            .unwrap_or_else(|| panic!("no failure for {service}: {lines:#?}"))
+    };
+    let e = failed("badref");
+    assert_eq!(e["task_definition"], format!("badref-{token}:1"));
+    assert!(
+        e["error"].as_str().is_some_and(|m| m.contains("\"app\"")),
+        "{e}"
+    );
+    let e = failed("missing");
+    assert!(
+        e["error"]
+            .as_str()
+            .is_some_and(|m| m.contains(&missing) && m.contains("no such secret")),
+        "{e}"
+    );
+    let e = failed("nopass");
+    assert!(
+        e["error"]
+            .as_str()
+            .is_some_and(|m| m.contains(&no_password) && m.contains("password")),
+        "{e}"
+    );
+    let e = failed("badrole");
+    assert!(
+        e["error"]
+            .as_str()
+            .is_some_and(|m| m.contains("executionRoleArn") && m.contains("not-an-arn")),
+        "{e}"
+    );
+    // The others went on.
+    assert_eq!(line_for(&lines, &f.keyed_image)["status"], "pulled");
+    assert_eq!(line_for(&lines, &f.secret_image)["status"], "pulled");
+    assert!(out.stderr.contains("service badref"), "{}", out.stderr);
+    assert_no_secret("prefetch's output", out.stdout.as_bytes(), &f.password);
+    assert_no_secret("prefetch's stderr", out.stderr.as_bytes(), &f.password);
+}
+
+#[test]
+fn a_missing_cluster_is_bad_input_naming_the_cluster() {
+    let moto = Moto::shared();
+    let name = format!("absent-{}", random_token(6).to_ascii_lowercase());
+    let out = prefetch(&moto.endpoint(), "", &["--cluster", &name]);
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&name) && out.stderr.contains("no such cluster"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_stalled_ecs_endpoint_fails_within_the_operation_bound() {
+    let stall = Stall::start();
+    let started = std::time::Instant::now();
+    let out = prefetch(
+        &format!("http://{}", stall.addr()),
+        "",
+        &["--cluster", "stalled"],
+    );
+    eprintln!(
+        "prefetch against a stalled endpoint ended after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("ecs:ListServices")
+            && out.stderr.contains("cluster stalled")
+            && out.stderr.contains("no answer within"),
+        "{}",
+        out.stderr
+    );
+    assert!(stall.connections() >= 1);
+}
