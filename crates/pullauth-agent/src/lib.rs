@@ -14,6 +14,8 @@
 //! - [`credentials`]: the provider that turns a credential source (task
 //!   secret, key, credential helper, ECR, anonymous) into what a pull
 //!   sends, just before it; [`helper`]: running `docker-credential-<name>`.
+//! - [`follow`]: serve following the cluster's services on the poll
+//!   schedule of `pullauth-poll`, pulling what they need.
 //! - [`prefetch`]: which images a cluster's ECS services need, and with
 //!   which credentials ECS would pull them.
 //! - [`taskdef`]: task definition validation; [`metrics`]: Prometheus.
@@ -25,6 +27,7 @@ pub mod api;
 pub mod cleanup;
 pub mod control_socket;
 pub mod credentials;
+pub mod follow;
 pub mod helper;
 pub mod metrics;
 pub mod prefetch;

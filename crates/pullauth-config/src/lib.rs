@@ -60,6 +60,9 @@ pub const PREFETCH_SERVICES: &str = "PULLAUTH_PREFETCH_SERVICES";
 /// Comma-separated task definitions (`family` or `family:revision`) to
 /// prefetch as well; alone (without services), only these.
 pub const PREFETCH_TASK_DEFINITIONS: &str = "PULLAUTH_PREFETCH_TASK_DEFINITIONS";
+/// How often serve polls the cluster's services (default: pullauth-poll's
+/// `DEFAULT_INTERVAL`, sized for 10,000 instances).
+pub const PREFETCH_INTERVAL: &str = "PULLAUTH_PREFETCH_INTERVAL";
 
 /// The cluster the agent reports when `ECS_CLUSTER` is unset, as the ECS agent does.
 pub const DEFAULT_CLUSTER: &str = "default";
@@ -714,6 +717,8 @@ pub struct Config {
     pub prefetch_services: Setting<Vec<String>>,
     /// `PULLAUTH_PREFETCH_TASK_DEFINITIONS`: task definitions to prefetch too.
     pub prefetch_task_definitions: Setting<Vec<String>>,
+    /// `PULLAUTH_PREFETCH_INTERVAL`; `None`: the poller's default.
+    pub prefetch_interval: Option<Setting<Duration>>,
 }
 
 /// `on`/`off` (also `true`/`false`, `1`/`0`), for switches.
@@ -775,6 +780,10 @@ impl Config {
             prefetch: sources.switch(PREFETCH, false)?,
             prefetch_services: sources.list(PREFETCH_SERVICES),
             prefetch_task_definitions: sources.list(PREFETCH_TASK_DEFINITIONS),
+            prefetch_interval: match sources.plain(PREFETCH_INTERVAL) {
+                None => None,
+                Some(_) => Some(sources.duration(PREFETCH_INTERVAL, Duration::ZERO)?),
+            },
         })
     }
 }
@@ -841,6 +850,14 @@ mod tests {
         assert!(config.prefetch.value);
         assert_eq!(config.prefetch_services.value, ["web", "worker"]);
         assert_eq!(config.prefetch_task_definitions.value, ["batch:3"]);
+        assert!(config.prefetch_interval.is_none());
+        let config = load("PULLAUTH_PREFETCH_INTERVAL=5m\n", &[]).expect("valid");
+        assert_eq!(
+            config.prefetch_interval.map(|s| s.value),
+            Some(Duration::from_secs(300))
+        );
+        let e = load("PULLAUTH_PREFETCH_INTERVAL=0s\n", &[]).expect_err("zero");
+        assert!(e.to_string().contains("PULLAUTH_PREFETCH_INTERVAL"), "{e}");
         let e = load("PULLAUTH_PREFETCH=sometimes", &[]).expect_err("invalid");
         assert!(e.to_string().contains("PULLAUTH_PREFETCH"), "{e}");
     }

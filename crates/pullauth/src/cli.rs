@@ -262,6 +262,12 @@ pub struct ServeArgs {
     /// changes; only SIGHUP reloads.
     #[arg(long)]
     pub no_watch: bool,
+    /// Follow the cluster's ECS services (ECS_CLUSTER) and keep their images
+    /// pulled, as PULLAUTH_PREFETCH=on does; PULLAUTH_PREFETCH_SERVICES,
+    /// PULLAUTH_PREFETCH_TASK_DEFINITIONS and PULLAUTH_PREFETCH_INTERVAL
+    /// apply, and a reload re-reads them.
+    #[arg(long)]
+    pub follow_cluster: bool,
     /// How long a client of either API may take to send a request head
     /// (also the keep-alive idle timeout); slower clients are dropped.
     #[arg(long, value_name = "DURATION", default_value = "10s")]
