@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use pullauth_integration::agent::{
-    assert_no_secret, docker_auth_config, random_token, scratch_dir,
+    AgentSpec, assert_no_secret, docker_auth_config, metric_value, random_token, scratch_dir,
 };
 use pullauth_integration::{Harness, Moto, Outcome, Registry, Stall, pullauth_command};
 use serde_json::Value;
@@ -405,4 +405,214 @@ fn a_stalled_ecs_endpoint_fails_within_the_operation_bound() {
         out.stderr
     );
     assert!(stall.connections() >= 1);
+}
+
+/// Polls `GET /v1/prefetch` until `ready` holds, for at most `bound`.
+fn wait_view(
+    agent: &pullauth_integration::agent::RunningAgent,
+    bound: Duration,
+    what: &str,
+    ready: impl Fn(&Value) -> bool,
+) -> Value {
+    let started = std::time::Instant::now();
+    loop {
+        let view = agent.get_json("/v1/prefetch");
+        if ready(&view) {
+            return view;
+        }
+        assert!(
+            started.elapsed() < bound,
+            "{what} not within {bound:?}: {view:#}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The state of `image` in a `/v1/prefetch` view, in any service.
+fn image_state(view: &Value, image: &str) -> Option<String> {
+    view["services"]
+        .as_array()?
+        .iter()
+        .flat_map(|s| {
+            s["task_definitions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .flat_map(|td| td["images"].as_array().cloned().unwrap_or_default())
+        .find(|i| i["image"] == image)
+        .and_then(|i| i["state"].as_str().map(str::to_owned))
+}
+
+#[test]
+fn serve_follows_an_update_service_to_a_new_revision_and_keeps_its_view_without_ecs() {
+    let h = Harness::get();
+    // Its own moto: the test stops it to see the agent keep its last view.
+    let moto = Moto::start();
+    let f = fixture(&moto, "follow");
+    let token = &f.cluster.token;
+    let (new_repo, new_image) = push(&h.alpha, "bob");
+    let family = format!("keyed-{token}");
+    f.cluster
+        .register(&moto, &family, &[("app", &new_image, None)], None);
+    let data = scratch_dir("prefetch-serve");
+    let follow_text = |extra: &str| {
+        format!(
+            "{}PULLAUTH_PREFETCH=on\nPULLAUTH_PREFETCH_INTERVAL=1s\n{extra}",
+            f.env_text
+        )
+    };
+    let mut spec = AgentSpec::new()
+        .data_dir(data.path())
+        .env_file_text(&follow_text(""));
+    for (k, v) in pullauth_integration::pullauth_aws_env(&moto.endpoint()) {
+        spec = spec.env(k, &v);
+    }
+    let agent = spec.start();
+    let bound = Duration::from_secs(90);
+    let view = wait_view(&agent, bound, "the first images warm", |v| {
+        image_state(v, &f.keyed_image).as_deref() == Some("warm")
+            && image_state(v, &f.secret_image).as_deref() == Some("warm")
+    });
+    assert_eq!(view["cluster"], f.cluster.name.as_str(), "{view:#}");
+    assert!(image_state(&view, &new_image).is_none(), "{view:#}");
+
+    // moto's UpdateService changes the service's taskDefinition (to
+    // family:revision) without a new deployment.
+    let mark = h.alpha.log_mark();
+    let updated = std::time::Instant::now();
+    moto.boto3(
+        &format!(
+            "client('ecs').update_service(cluster='{}', service='web', taskDefinition='{family}:2')\n",
+            f.cluster.name
+        ),
+        None,
+    );
+    let view = wait_view(&agent, bound, "the new revision's image warm", |v| {
+        image_state(v, &new_image).as_deref() == Some("warm")
+    });
+    // The benchmark in BENCHMARKS.md: UpdateService to a warm image.
+    eprintln!(
+        "prefetch benchmark: UpdateService -> image warm on this instance in {:?} (PULLAUTH_PREFETCH_INTERVAL=1s)",
+        updated.elapsed()
+    );
+    let users = h.alpha.users_since_in(mark, &new_repo);
+    assert!(
+        !users.is_empty() && users.iter().all(|u| u == "bob"),
+        "{users:?}"
+    );
+    assert!(h.local_image_id(&new_image).is_some());
+    let web = view["services"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["service"] == "web"))
+        .expect("web followed");
+    assert!(
+        web["task_definitions"].as_array().is_some_and(|tds| tds
+            .iter()
+            .any(|td| td["task_definition"] == format!("{family}:2"))),
+        "{web:#}"
+    );
+    let metrics = agent.metrics();
+    assert!(
+        metric_value(&metrics, "pullauth_prefetch_polls_total").is_some_and(|n| n >= 2.0),
+        "{metrics}"
+    );
+    assert!(
+        metric_value(&metrics, "pullauth_prefetch_pulls_total").is_some_and(|n| n >= 3.0),
+        "{metrics}"
+    );
+    // Task definitions are described once each, then served from the cache.
+    assert!(
+        metric_value(&metrics, "pullauth_aws_task_definition_cache_hits_total")
+            .is_some_and(|n| n >= 1.0),
+        "{metrics}"
+    );
+    // The store knows the prefetched image: `pull --pull-behavior once`
+    // with the agent's ECS_DATADIR does not contact the registry.
+    let env_file = data.path().join("pull.config");
+    std::fs::write(&env_file, &f.env_text).expect("env file");
+    let data_dir = data.path().to_str().expect("utf-8");
+    let mark = h.alpha.log_mark();
+    let mut cmd = pullauth_command(
+        "pull",
+        h.docker_host(),
+        &env_file,
+        &[("ECS_DATADIR", data_dir)],
+        &["--json", "--pull-behavior", "once", &new_image],
+    );
+    let out = Outcome::run_bounded(&mut cmd, b"", RUN_BOUND);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stdout.contains("\"status\":\"cached\""),
+        "{}",
+        out.stdout
+    );
+    assert!(h.alpha.users_since_in(mark, &new_repo).is_empty());
+
+    // A reload narrows the followed services.
+    spec.write_env_file(&follow_text("PULLAUTH_PREFETCH_SERVICES=private\n"));
+    agent.sighup();
+    let view = wait_view(&agent, bound, "the reloaded filter", |v| {
+        v["services_filter"] == serde_json::json!(["private"])
+            && v["services"].as_array().is_some_and(|s| s.len() == 1)
+    });
+    assert_eq!(view["services"][0]["service"], "private", "{view:#}");
+
+    // ECS gone: the last good view stays, with the error beside it.
+    moto.stop();
+    let view = wait_view(&agent, bound, "the poll error", |v| {
+        v["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("ecs:ListServices"))
+    });
+    assert_eq!(
+        image_state(&view, &f.secret_image).as_deref(),
+        Some("warm"),
+        "{view:#}"
+    );
+    assert!(
+        metric_value(
+            &agent.metrics(),
+            "pullauth_prefetch_poll_failures_total{class=\"unreachable\"}"
+        )
+        .is_some_and(|n| n >= 1.0)
+    );
+    let text = agent.get("/v1/prefetch").text();
+    assert_no_secret("/v1/prefetch", text.as_bytes(), &f.password);
+    assert_no_secret("/metrics", agent.metrics().as_bytes(), &f.password);
+    assert_no_secret("the log", &spec.log_bytes(), &f.password);
+    for file in ["pullauth.db", "pullauth.db-wal"] {
+        if let Ok(bytes) = std::fs::read(data.path().join(file)) {
+            assert_no_secret(file, &bytes, &f.password);
+        }
+    }
+}
+
+#[test]
+fn serve_on_a_taken_port_names_listen_and_the_ecs_agents_port() {
+    let h = Harness::get();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let dir = scratch_dir("prefetch-port");
+    let env_file = dir.path().join("ecs.config");
+    std::fs::write(&env_file, "").expect("env file");
+    let socket = dir.path().join("pullauth.sock");
+    let socket = socket.to_str().expect("utf-8");
+    let mut cmd = pullauth_command(
+        "serve",
+        h.docker_host(),
+        &env_file,
+        &[],
+        &["--listen", &addr, "--control-socket", socket],
+    );
+    let out = Outcome::run_bounded(&mut cmd, b"", Duration::from_secs(60));
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&addr)
+            && out.stderr.contains("--listen")
+            && out.stderr.contains("already in use")
+            && out.stderr.contains("51678"),
+        "{}",
+        out.stderr
+    );
 }
