@@ -842,15 +842,9 @@ pub fn dockerfile_copies() -> Vec<(String, String)> {
 pub fn agent_image() -> AgentImage {
     let h = Harness::get();
     let (bin, build_time) = crate::static_pullauth_bin();
-    let ldd = util::run(Command::new("ldd").arg(&bin), b"");
-    let ldd_text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&ldd.stdout),
-        String::from_utf8_lossy(&ldd.stderr)
-    );
     assert!(
-        ldd_text.contains("not a dynamic executable") || ldd_text.contains("statically linked"),
-        "ldd {}: {ldd_text}",
+        crate::bin::is_static(&bin),
+        "{} is not statically linked (ldd), so it cannot run FROM scratch",
         bin.display()
     );
 

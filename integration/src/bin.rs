@@ -4,11 +4,14 @@
 //! where cargo says it put it, so `CARGO_TARGET_DIR`, a target directory set
 //! in a cargo config, and `CARGO_BUILD_TARGET` all work.
 //!
-//! `integration/test` builds the whole suite for the host's target triple
-//! with `+crt-static` (see [`STATIC_RUSTFLAGS`]): the debug `pullauth` the
-//! tests run is then statically linked, and the agent's container image
-//! ([`static_pullauth_bin`]) is that same binary, so the suite compiles
-//! pullauth and its dependencies once.
+//! `integration/test` builds the whole suite once, for the host's target
+//! triple with `+crt-static` (see [`STATIC_RUSTFLAGS`]), and names the
+//! `pullauth` executable of that build in [`TEST_BIN_ENV`]. The tests run
+//! that binary, and the agent's container image ([`static_pullauth_bin`])
+//! holds it, so the suite compiles pullauth and its dependencies once. (A
+//! separate `cargo build -p pullauth` would compile every dependency again:
+//! without the workspace's dev-dependencies, cargo unifies their features
+//! differently.) Without the variable, the tests build what they need.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,6 +22,34 @@ use std::time::{Duration, Instant};
 /// the image's binary.
 pub const STATIC_RUSTFLAGS: &str = "-C target-feature=+crt-static";
 
+/// The `pullauth` executable the suite's own build produced
+/// (`integration/test` sets it); tests use it instead of building one.
+pub const TEST_BIN_ENV: &str = "PULLAUTH_TEST_BIN";
+
+/// The binary named by [`TEST_BIN_ENV`], if set; panics when it names no
+/// file (a stale or mistyped path must not silently fall back).
+fn suite_binary() -> Option<PathBuf> {
+    let path = PathBuf::from(std::env::var_os(TEST_BIN_ENV)?);
+    assert!(
+        path.is_file(),
+        "{TEST_BIN_ENV}={} is not a file; unset it to let the tests build pullauth",
+        path.display()
+    );
+    Some(path)
+}
+
+/// Whether `bin` is statically linked, as `ldd` reports it.
+pub fn is_static(bin: &Path) -> bool {
+    Command::new("ldd").arg(bin).output().is_ok_and(|out| {
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text.contains("not a dynamic executable") || text.contains("statically linked")
+    })
+}
+
 /// The `pullauth` binary, built (once per test process) with
 /// `cargo build -p pullauth` so that tests never run a stale one.
 ///
@@ -26,7 +57,7 @@ pub const STATIC_RUSTFLAGS: &str = "-C target-feature=+crt-static";
 pub fn pullauth_bin() -> PathBuf {
     crate::require_opt_in();
     static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    match BIN.get_or_init(|| build(&[], &[])) {
+    match BIN.get_or_init(|| suite_binary().map_or_else(|| build(&[], &[]), Ok)) {
         Ok(path) => path.clone(),
         Err(msg) => panic!("{msg}"),
     }
@@ -36,14 +67,17 @@ pub fn pullauth_bin() -> PathBuf {
 /// image, and how long building it took (zero when the suite's own build
 /// already was static).
 ///
-/// Built as the Dockerfile builds it (`--target <host triple>`, `+crt-static`)
-/// but in the debug profile: under `integration/test`, whose environment
-/// asks for exactly this build, cargo finds it up to date and this costs
-/// nothing; run alone, it costs one debug build instead of a release one.
+/// Under `integration/test` this is the suite's own binary, which is
+/// static. Otherwise it is built as the Dockerfile builds it (`--target
+/// <host triple>`, `+crt-static`) but in the debug profile: one debug build
+/// instead of a release one.
 pub fn static_pullauth_bin() -> (PathBuf, Duration) {
     crate::require_opt_in();
     static BIN: OnceLock<Result<(PathBuf, Duration), String>> = OnceLock::new();
     let built = BIN.get_or_init(|| {
+        if let Some(bin) = suite_binary().filter(|bin| is_static(bin)) {
+            return Ok((bin, Duration::ZERO));
+        }
         let triple = host_triple()?;
         let var = target_rustflags_var(&triple);
         let started = Instant::now();
