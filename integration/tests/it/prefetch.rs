@@ -616,3 +616,82 @@ fn serve_on_a_taken_port_names_listen_and_the_ecs_agents_port() {
         out.stderr
     );
 }
+
+/// Calls moto serves before it enforces IAM in
+/// `access_denied_and_an_unassumable_role_are_reported_with_what_they_concern`.
+const IAM_SETUP_CALLS: usize = 8;
+
+#[test]
+fn access_denied_and_an_unassumable_role_are_reported_with_what_they_concern() {
+    let h = Harness::get();
+    let moto = Moto::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", &IAM_SETUP_CALLS.to_string())]);
+    let (_, image) = push(&h.alpha, "alice");
+    // `reader` may read ECS and nothing else (no sts:AssumeRole); `nobody`
+    // may do nothing. The task definition's secret must be read as its
+    // execution role, which reader cannot assume.
+    let keys = moto.boto3(
+        &format!(
+            "iam = client('iam')\n\
+             iam.create_user(UserName='reader')\n\
+             r = iam.create_access_key(UserName='reader')['AccessKey']\n\
+             iam.put_user_policy(UserName='reader', PolicyName='ecs', PolicyDocument=json.dumps(\
+               {{'Version': '2012-10-17', 'Statement': [{{'Effect': 'Allow', 'Action': \
+               ['ecs:ListServices', 'ecs:DescribeServices', 'ecs:DescribeTaskDefinition'], 'Resource': '*'}}]}}))\n\
+             iam.create_user(UserName='nobody')\n\
+             n = iam.create_access_key(UserName='nobody')['AccessKey']\n\
+             ecs = client('ecs')\n\
+             ecs.create_cluster(clusterName='iam')\n\
+             td = ecs.register_task_definition(family='exec', executionRoleArn='arn:aws:iam::123456789012:role/exec', \
+               containerDefinitions=[{{'name': 'app', 'image': {image:?}, 'memory': 64, \
+               'repositoryCredentials': {{'credentialsParameter': 'registry/exec-only'}}}}])\n\
+             ecs.create_service(cluster='iam', serviceName='guarded', \
+               taskDefinition=td['taskDefinition']['taskDefinitionArn'], desiredCount=0)\n\
+             print(r['AccessKeyId'], r['SecretAccessKey'], n['AccessKeyId'], n['SecretAccessKey'])\n"
+        ),
+        None,
+    );
+    let keys: Vec<&str> = keys.split_whitespace().collect();
+    assert_eq!(keys.len(), 4, "{keys:?}");
+    let run = |key: &str, secret: &str| {
+        let dir = scratch_dir("prefetch-iam");
+        let env_file = dir.path().join("ecs.config");
+        std::fs::write(&env_file, "ECS_CLUSTER=iam\n").expect("env file");
+        let endpoint = moto.endpoint();
+        let env = [
+            ("AWS_ACCESS_KEY_ID", key),
+            ("AWS_SECRET_ACCESS_KEY", secret),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ENDPOINT_URL", endpoint.as_str()),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ];
+        let mut cmd = pullauth_command("prefetch", h.docker_host(), &env_file, &env, &["--json"]);
+        Outcome::run_bounded(&mut cmd, b"", RUN_BOUND)
+    };
+
+    let out = run(keys[2], keys[3]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("ecs:ListServices")
+            && out.stderr.contains("cluster iam")
+            && out.stderr.contains("access denied"),
+        "{}",
+        out.stderr
+    );
+
+    let out = run(keys[0], keys[1]);
+    assert_eq!(out.code, Some(1), "{}\n{}", out.stdout, out.stderr);
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    let line = &lines[0];
+    assert_eq!(line["status"], "failed", "{line}");
+    assert_eq!(line["services"], serde_json::json!(["guarded"]));
+    assert_eq!(line["task_definition"], "exec:1");
+    let error = line["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("sts:AssumeRole")
+            && error.contains("role arn:aws:iam::123456789012:role/exec")
+            && error.contains("access denied"),
+        "{error}"
+    );
+    assert!(h.local_image_id(&image).is_none());
+}
