@@ -124,6 +124,8 @@ struct Inner {
     flights: SingleFlight<FlightKey, Pulled>,
     /// Bounds how many engine pulls run at once.
     permits: Semaphore,
+    /// What the cluster follower sees ([`crate::follow`]), for the API.
+    following: std::sync::Mutex<crate::follow::View>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -199,6 +201,7 @@ impl Agent {
                 identity,
                 flights: SingleFlight::new(),
                 permits: Semaphore::new(max_concurrent_pulls.max(1)),
+                following: std::sync::Mutex::default(),
             }),
         };
         let mut resumed = 0;
@@ -340,6 +343,55 @@ impl Agent {
                 Some((image, provided))
             })
             .collect()
+    }
+
+    /// The cluster follower's view, to read or change under its lock.
+    pub fn following<T>(&self, f: impl FnOnce(&mut crate::follow::View) -> T) -> T {
+        let mut view = self
+            .inner
+            .following
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut view)
+    }
+
+    /// Pulls `image` for no task (prefetch): the same source selection and
+    /// provider as a task's container with `secret` and `role`, the same
+    /// pull queue (joining a pull in flight, within the concurrency bound)
+    /// and an image record in the store, so that `once` knows the image.
+    /// Returns the identity used and the outcome, or why it could not pull.
+    pub async fn prefetch_image(
+        &self,
+        image: ImageRef,
+        secret: Option<&str>,
+        role: Option<&RoleArn>,
+    ) -> (PulledWith, Result<Obtained, String>) {
+        let settings = self.settings();
+        let entry = match self.provide(&image, secret, role, &settings).await {
+            Ok(entry) => entry,
+            Err(failed) => return (failed.with, Err(failed.message)),
+        };
+        let reference = image.pull_reference();
+        let (ticket, _) = self.ticket(image, entry, &settings, false);
+        let pulled = ticket.share.value().await;
+        let with = pulled.with.clone();
+        match pulled.result {
+            Ok(obtained) => {
+                let pulled = obtained.attempts > 0 && obtained.fallback_from.is_none();
+                let (image_id, record_with) = (obtained.image_id.clone(), with.clone());
+                let recorded_reference = reference.clone();
+                let recorded = self
+                    .with_store(move |store| {
+                        store.record_image_use(&recorded_reference, &image_id, pulled, record_with)
+                    })
+                    .await;
+                if let Err(e) = recorded {
+                    tracing::error!(image = %reference, error = %e, "could not record the prefetched image");
+                }
+                (with, Ok(obtained))
+            }
+            Err(error) => (with, Err(error.to_string())),
+        }
     }
 
     /// The settings pulls use now.

@@ -20,6 +20,7 @@ pub const AVAILABLE_COMMANDS: &[&str] = &[
     "/v1/metadata",
     "/v1/tasks",
     "/v1/registries",
+    "/v1/prefetch",
     "/healthz",
     "/metrics",
 ];
@@ -42,6 +43,7 @@ pub fn introspection(agent: Agent) -> Router {
         .route("/v1/metadata", get(metadata))
         .route("/v1/tasks", get(tasks))
         .route("/v1/registries", get(registries))
+        .route("/v1/prefetch", get(prefetch))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(available_commands)
@@ -152,6 +154,13 @@ async fn registries(State(agent): State<Agent>) -> Response {
 
 /// 200 while the agent can record state; 503 while state writes fail
 /// (e.g. the disk behind `ECS_DATADIR` is full), so that supervisors notice.
+/// What the cluster follower follows: service -> task definition -> images
+/// with their source and state, the last poll and its error. No secret.
+async fn prefetch(State(agent): State<Agent>) -> Response {
+    let view = agent.following(|view| view.to_json(&agent));
+    json_response(StatusCode::OK, view)
+}
+
 async fn healthz(State(agent): State<Agent>) -> Response {
     if agent.store().write_failing() {
         return json_response(

@@ -72,7 +72,9 @@ impl Provider {
         self.aws.get()
     }
 
-    async fn aws(&self) -> &Aws {
+    /// The AWS client, built now if no source has needed it yet (for the
+    /// ECS reads of prefetch, which share its caches and counters).
+    pub async fn aws(&self) -> &Aws {
         self.aws
             .get_or_init(|| Aws::from_env(self.options.clone()))
             .await

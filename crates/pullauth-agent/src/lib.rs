@@ -15,6 +15,10 @@
 //!   secret, key, credential helper, ECR, anonymous) into what a pull
 //!   sends, just before it; [`helper`]: running `docker-credential-<name>`.
 //! - [`data_dir_lock`]: one agent per `ECS_DATADIR`.
+//! - [`follow`]: serve following the cluster's services on the poll
+//!   schedule of `pullauth-poll`, pulling what they need.
+//! - [`prefetch`]: which images a cluster's ECS services need, and with
+//!   which credentials ECS would pull them.
 //! - [`taskdef`]: task definition validation; [`metrics`]: Prometheus.
 //! - [`watch`]: reloads serialized with SIGHUP, triggered by changes to the
 //!   configuration files (watched by directory, debounced, by content).
@@ -25,8 +29,10 @@ pub mod cleanup;
 pub mod control_socket;
 pub mod credentials;
 pub mod data_dir_lock;
+pub mod follow;
 pub mod helper;
 pub mod metrics;
+pub mod prefetch;
 pub mod puller;
 pub mod server;
 pub mod single_flight;

@@ -23,6 +23,16 @@ pub struct Metrics {
     pub config_reloads: Counter,
     pub config_reload_failures: Counter,
     pub tasks_submitted: Counter,
+    /// Polls of the cluster's services by the follower.
+    pub prefetch_polls: Counter,
+    /// Polls that could not read the services, by AWS error class.
+    pub prefetch_poll_failures: Family<Vec<(String, String)>, Counter>,
+    /// Polls that ECS throttled (after the SDK's retries).
+    pub prefetch_throttles: Counter,
+    /// Prefetch pulls started by the follower (each also counts as a pull).
+    pub prefetch_pulls: Counter,
+    /// Prefetch pulls that failed (credentials or the pull itself).
+    pub prefetch_pull_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -45,6 +55,42 @@ impl Metrics {
         let config_reloads = Counter::default();
         let config_reload_failures = Counter::default();
         let tasks_submitted = Counter::default();
+        let prefetch_polls = Counter::default();
+        let prefetch_poll_failures = Family::<Vec<(String, String)>, Counter>::default();
+        let prefetch_throttles = Counter::default();
+        let prefetch_pulls = Counter::default();
+        let prefetch_pull_failures = Counter::default();
+        registry.register(
+            "prefetch_polls",
+            "Polls of the cluster's ECS services",
+            prefetch_polls.clone(),
+        );
+        registry.register(
+            "prefetch_poll_failures",
+            "Polls that could not read the cluster's services, by class",
+            prefetch_poll_failures.clone(),
+        );
+        registry.register(
+            "prefetch_throttles",
+            "Polls throttled by ECS",
+            prefetch_throttles.clone(),
+        );
+        registry.register(
+            "prefetch_pulls",
+            "Prefetch pulls started for the cluster's services",
+            prefetch_pulls.clone(),
+        );
+        registry.register(
+            "prefetch_pull_failures",
+            "Prefetch pulls that failed",
+            prefetch_pull_failures.clone(),
+        );
+        for class in pullauth_aws::ErrorClass::ALL {
+            drop(
+                prefetch_poll_failures
+                    .get_or_create(&vec![("class".to_owned(), class.name().to_owned())]),
+            );
+        }
         registry.register(
             "pulls_started",
             "Image pulls sent to the engine",
@@ -111,7 +157,19 @@ impl Metrics {
             config_reloads,
             config_reload_failures,
             tasks_submitted,
+            prefetch_polls,
+            prefetch_poll_failures,
+            prefetch_throttles,
+            prefetch_pulls,
+            prefetch_pull_failures,
         }
+    }
+
+    /// Counts a poll that failed under its AWS error class.
+    pub fn prefetch_poll_failed(&self, class: &str) {
+        self.prefetch_poll_failures
+            .get_or_create(&vec![("class".to_owned(), class.to_owned())])
+            .inc();
     }
 
     /// Counts a failed pull under its class.
@@ -143,7 +201,7 @@ impl Metrics {
         let text = self.render();
         let mut out = text.strip_suffix("# EOF\n").unwrap_or(&text).to_owned();
         let get = |f: fn(&pullauth_aws::CountersSnapshot) -> u64| aws.map_or(0, f);
-        let counters: [(&str, &str, u64); 6] = [
+        let counters: [(&str, &str, u64); 8] = [
             (
                 "ecr_token_fetches",
                 "ecr:GetAuthorizationToken calls started.",
@@ -173,6 +231,16 @@ impl Metrics {
                 "object_fetches",
                 "s3:GetObject calls started.",
                 get(|c| c.object_fetches),
+            ),
+            (
+                "ecs_calls",
+                "ECS read calls started (ListServices, DescribeServices, DescribeTaskDefinition).",
+                get(|c| c.ecs_calls),
+            ),
+            (
+                "task_definition_cache_hits",
+                "Task definitions served from the cache by ARN.",
+                get(|c| c.task_definition_cache_hits),
             ),
         ];
         for (name, help, value) in counters {
@@ -326,6 +394,10 @@ mod tests {
             "pullauth_config_reload_failures_total",
             "pullauth_pull_retries_total",
             "pullauth_pulls_succeeded_total",
+            "pullauth_prefetch_polls_total 0",
+            "pullauth_prefetch_poll_failures_total{class=\"throttled\"} 0",
+            "pullauth_prefetch_throttles_total 0",
+            "pullauth_prefetch_pulls_total 0",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }

@@ -19,6 +19,7 @@ use secrecy::zeroize::Zeroizing;
 use crate::cache::{
     Clock, Expiring, ExpiringCache, Outcome, RETRY_FIRST, RETRY_MAX, RefreshPolicy, SystemClock,
 };
+use crate::ecs::TaskDefinitionCache;
 use crate::error::{self, Call, TimeLimits};
 use crate::metrics::{Counters, CountersSnapshot};
 use crate::parse::{self, SecretCredentials};
@@ -165,15 +166,17 @@ struct EcrToken {
 /// caches and counters.
 #[derive(Debug, Clone)]
 pub struct Aws {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    config: SdkConfig,
+pub(crate) struct Inner {
+    pub(crate) config: SdkConfig,
     options: AwsOptions,
     tokens: ExpiringCache<TokenKey, EcrToken>,
     roles: ExpiringCache<RoleArn, Credentials>,
-    counters: Counters,
+    /// Described task definitions (immutable), by ARN and `family:revision`.
+    pub(crate) task_definitions: TaskDefinitionCache,
+    pub(crate) counters: Counters,
 }
 
 impl fmt::Debug for Inner {
@@ -240,6 +243,7 @@ impl Aws {
                     },
                 ),
                 options,
+                task_definitions: TaskDefinitionCache::default(),
                 counters: Counters::default(),
             }),
         }
@@ -650,7 +654,7 @@ impl Aws {
         }
     }
 
-    fn sdk_error<E>(
+    pub(crate) fn sdk_error<E>(
         &self,
         call: Call,
         err: SdkError<E, HttpResponse>,

@@ -14,6 +14,9 @@
 //! - [`RoleArn`]: calls made for a role use credentials from
 //!   `sts:AssumeRole`, cached until shortly before they expire.
 //! - [`Aws::get_object`] with [`S3Location`]: env files in S3.
+//! - [`Aws::ecs_services`] and [`Aws::ecs_task_definition`]: which task
+//!   definitions a cluster's services run and which images they name
+//!   (task definitions cached by ARN: they are immutable).
 //! - [`AwsError`]: what failed, for whom, classified ([`ErrorClass`]);
 //!   never a value.
 //! - [`CaBundle`]: the CAs of `AWS_CA_BUNDLE`, added to the system's roots
@@ -35,6 +38,7 @@
 mod ca_bundle;
 pub mod cache;
 mod client;
+mod ecs;
 mod error;
 mod metrics;
 mod parse;
@@ -47,6 +51,10 @@ pub use client::{
     ATTEMPT_TIMEOUT, Aws, AwsOptions, CONNECT_TIMEOUT, ECR_REFRESH_AHEAD, EcrCredentials,
     MAX_ATTEMPTS, MAX_OBJECT_BYTES, OPERATION_TIMEOUT, Principal, ROLE_REFRESH_AHEAD, TokenInUse,
     USABLE_MARGIN,
+};
+pub use ecs::{
+    DESCRIBE_SERVICES_BATCH, EcsContainer, EcsFailure, EcsService, EcsServices, EcsTaskDefinition,
+    LIST_SERVICES_PAGE, names_one_revision, service_task_definitions,
 };
 pub use error::{AwsError, Call, ErrorClass, TimeLimits};
 pub use metrics::CountersSnapshot;
@@ -65,6 +73,7 @@ pub const SDK_LOG_TARGETS: &[&str] = &[
     "aws_credential_types",
     "aws_runtime",
     "aws_sdk_ecr",
+    "aws_sdk_ecs",
     "aws_sdk_s3",
     "aws_sdk_secretsmanager",
     "aws_sdk_sts",

@@ -13,6 +13,8 @@ pub(crate) struct Counters {
     pub(crate) role_assumptions: AtomicU64,
     pub(crate) secret_fetches: AtomicU64,
     pub(crate) object_fetches: AtomicU64,
+    pub(crate) ecs_calls: AtomicU64,
+    pub(crate) task_definition_cache_hits: AtomicU64,
     failures: [AtomicU64; ErrorClass::ALL.len()],
 }
 
@@ -34,6 +36,8 @@ impl Counters {
             role_assumptions: get(&self.role_assumptions),
             secret_fetches: get(&self.secret_fetches),
             object_fetches: get(&self.object_fetches),
+            ecs_calls: get(&self.ecs_calls),
+            task_definition_cache_hits: get(&self.task_definition_cache_hits),
             failures: ErrorClass::ALL
                 .iter()
                 .map(|class| (*class, get(&self.failures[class.index()])))
@@ -57,6 +61,11 @@ pub struct CountersSnapshot {
     pub secret_fetches: u64,
     /// `s3:GetObject` calls started.
     pub object_fetches: u64,
+    /// ECS read calls started (`ListServices` pages, `DescribeServices`
+    /// batches, `DescribeTaskDefinition`).
+    pub ecs_calls: u64,
+    /// Task definitions served from the cache instead of described again.
+    pub task_definition_cache_hits: u64,
     /// Failed calls (including refreshes whose old value was still served),
     /// per class, every class listed.
     pub failures: Vec<(ErrorClass, u64)>,

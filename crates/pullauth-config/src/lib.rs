@@ -54,6 +54,17 @@ pub const LOG_FORMAT: &str = "ECS_LOG_OUTPUT_FORMAT";
 /// `on` (default) or `off`: whether images on Amazon ECR registry hosts get
 /// automatic ECR credentials when no other source applies.
 pub const ECR: &str = "PULLAUTH_ECR";
+/// `on` or `off` (default): whether `pullauth serve` follows the cluster's
+/// services and keeps their images pulled (as `--follow-cluster` does).
+pub const PREFETCH: &str = "PULLAUTH_PREFETCH";
+/// Comma-separated service names: prefetch only these services' images.
+pub const PREFETCH_SERVICES: &str = "PULLAUTH_PREFETCH_SERVICES";
+/// Comma-separated task definitions (`family` or `family:revision`) to
+/// prefetch as well; alone (without services), only these.
+pub const PREFETCH_TASK_DEFINITIONS: &str = "PULLAUTH_PREFETCH_TASK_DEFINITIONS";
+/// How often serve polls the cluster's services (default: pullauth-poll's
+/// `DEFAULT_INTERVAL`, sized for 10,000 instances).
+pub const PREFETCH_INTERVAL: &str = "PULLAUTH_PREFETCH_INTERVAL";
 
 /// The cluster the agent reports when `ECS_CLUSTER` is unset, as the ECS agent does.
 pub const DEFAULT_CLUSTER: &str = "default";
@@ -456,6 +467,34 @@ impl Sources {
         })
     }
 
+    /// An `on`/`off` switch, or the default.
+    fn switch(&self, var: &'static str, default: bool) -> Result<Setting<bool>, ConfigError> {
+        let Setting { value, origin } = self.parsed(var, Switch::ALLOWED, Switch(default))?;
+        Ok(Setting {
+            value: value.0,
+            origin,
+        })
+    }
+
+    /// A comma-separated list (blank items dropped), empty when unset.
+    fn list(&self, var: &str) -> Setting<Vec<String>> {
+        match self.plain(var) {
+            None => Setting {
+                value: Vec::new(),
+                origin: Origin::Default,
+            },
+            Some(Setting { value, origin }) => Setting {
+                value: value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|item| !item.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+                origin,
+            },
+        }
+    }
+
     /// A variable parsed with `FromStr`, or the default.
     fn parsed<T: FromStr>(
         &self,
@@ -673,6 +712,14 @@ pub struct Config {
     pub log_format: Setting<LogFormat>,
     /// `PULLAUTH_ECR`: automatic ECR credentials for ECR hosts (default on).
     pub ecr: Setting<bool>,
+    /// `PULLAUTH_PREFETCH`: serve follows the cluster's services (default off).
+    pub prefetch: Setting<bool>,
+    /// `PULLAUTH_PREFETCH_SERVICES`: the services to prefetch (empty: all).
+    pub prefetch_services: Setting<Vec<String>>,
+    /// `PULLAUTH_PREFETCH_TASK_DEFINITIONS`: task definitions to prefetch too.
+    pub prefetch_task_definitions: Setting<Vec<String>>,
+    /// `PULLAUTH_PREFETCH_INTERVAL`; `None`: the poller's default.
+    pub prefetch_interval: Option<Setting<Duration>>,
 }
 
 /// `on`/`off` (also `true`/`false`, `1`/`0`), for switches.
@@ -753,13 +800,13 @@ impl Config {
             task_cleanup_wait: sources.duration(TASK_CLEANUP_WAIT, DEFAULT_TASK_CLEANUP_WAIT)?,
             log_level: sources.parsed(LOG_LEVEL, LogLevel::ALLOWED, LogLevel::Info)?,
             log_format: sources.parsed(LOG_FORMAT, LogFormat::ALLOWED, LogFormat::Logfmt)?,
-            ecr: {
-                let Setting { value, origin } =
-                    sources.parsed(ECR, Switch::ALLOWED, Switch(true))?;
-                Setting {
-                    value: value.0,
-                    origin,
-                }
+            ecr: sources.switch(ECR, true)?,
+            prefetch: sources.switch(PREFETCH, false)?,
+            prefetch_services: sources.list(PREFETCH_SERVICES),
+            prefetch_task_definitions: sources.list(PREFETCH_TASK_DEFINITIONS),
+            prefetch_interval: match sources.plain(PREFETCH_INTERVAL) {
+                None => None,
+                Some(_) => Some(sources.duration(PREFETCH_INTERVAL, Duration::ZERO)?),
             },
         })
     }
@@ -807,6 +854,36 @@ mod tests {
     #[case::on("PULLAUTH_ECR=ON", true)]
     fn ecr_switch(#[case] file: &str, #[case] on: bool) {
         assert_eq!(load(file, &[]).expect("valid").ecr.value, on);
+    }
+
+    #[test]
+    fn prefetch_is_off_with_no_filters_by_default() {
+        let config = load("", &[]).expect("valid");
+        assert!(!config.prefetch.value);
+        assert!(config.prefetch_services.value.is_empty());
+        assert!(config.prefetch_task_definitions.value.is_empty());
+    }
+
+    #[test]
+    fn prefetch_filters_are_comma_lists() {
+        let config = load(
+            "PULLAUTH_PREFETCH=on\nPULLAUTH_PREFETCH_SERVICES= web, ,worker \nPULLAUTH_PREFETCH_TASK_DEFINITIONS=batch:3\n",
+            &[],
+        )
+        .expect("valid");
+        assert!(config.prefetch.value);
+        assert_eq!(config.prefetch_services.value, ["web", "worker"]);
+        assert_eq!(config.prefetch_task_definitions.value, ["batch:3"]);
+        assert!(config.prefetch_interval.is_none());
+        let config = load("PULLAUTH_PREFETCH_INTERVAL=5m\n", &[]).expect("valid");
+        assert_eq!(
+            config.prefetch_interval.map(|s| s.value),
+            Some(Duration::from_secs(300))
+        );
+        let e = load("PULLAUTH_PREFETCH_INTERVAL=0s\n", &[]).expect_err("zero");
+        assert!(e.to_string().contains("PULLAUTH_PREFETCH_INTERVAL"), "{e}");
+        let e = load("PULLAUTH_PREFETCH=sometimes", &[]).expect_err("invalid");
+        assert!(e.to_string().contains("PULLAUTH_PREFETCH"), "{e}");
     }
 
     #[test]

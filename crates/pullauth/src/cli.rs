@@ -24,6 +24,11 @@ pub enum Command {
     Resolve(ResolveArgs),
     /// Pull images through the Docker Engine with the resolved credentials.
     Pull(PullArgs),
+    /// Pull the images the cluster's ECS services run, each with the
+    /// credentials ECS would use (repositoryCredentials with the task
+    /// definition's execution role, else ecs.config keys, helpers, ECR), so
+    /// that tasks placed on this instance start from cached images.
+    Prefetch(PrefetchArgs),
     /// Ask each image's registry, through the engine, whether the resolved
     /// credentials may read it, without pulling it.
     Verify(VerifyArgs),
@@ -195,6 +200,40 @@ pub struct PullArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct PrefetchArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// The ECS cluster (name or ARN; default: ECS_CLUSTER, else `default`).
+    #[arg(long, value_name = "CLUSTER")]
+    pub cluster: Option<String>,
+    /// Only these services (repeat or separate with commas; default:
+    /// PULLAUTH_PREFETCH_SERVICES, else every service of the cluster).
+    #[arg(long = "service", value_name = "NAME", value_delimiter = ',')]
+    pub services: Vec<String>,
+    /// Task definitions to prefetch too (`family` for its latest revision,
+    /// `family:revision` or an ARN; default: PULLAUTH_PREFETCH_TASK_DEFINITIONS).
+    /// Without --service, only these: the services are not read.
+    #[arg(
+        long = "task-definition",
+        value_name = "FAMILY[:REVISION]",
+        value_delimiter = ','
+    )]
+    pub task_definitions: Vec<String>,
+    /// List each image and the credential source it would use; pull nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// When to contact the registry (default: ECS_IMAGE_PULL_BEHAVIOR, else `default`).
+    #[arg(long, value_enum)]
+    pub pull_behavior: Option<PullBehaviorArg>,
+    /// Print nothing but errors.
+    #[arg(long, short, conflicts_with = "json")]
+    pub quiet: bool,
+    /// One JSON object per image on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct VerifyArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
@@ -223,6 +262,12 @@ pub struct ServeArgs {
     /// changes; only SIGHUP reloads.
     #[arg(long)]
     pub no_watch: bool,
+    /// Follow the cluster's ECS services (ECS_CLUSTER) and keep their images
+    /// pulled, as PULLAUTH_PREFETCH=on does; PULLAUTH_PREFETCH_SERVICES,
+    /// PULLAUTH_PREFETCH_TASK_DEFINITIONS and PULLAUTH_PREFETCH_INTERVAL
+    /// apply, and a reload re-reads them.
+    #[arg(long)]
+    pub follow_cluster: bool,
     /// How long a client of either API may take to send a request head
     /// (also the keep-alive idle timeout); slower clients are dropped.
     #[arg(long, value_name = "DURATION", default_value = "10s")]

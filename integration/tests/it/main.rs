@@ -26,6 +26,7 @@ mod faults;
 mod from_docker;
 mod harness;
 mod hostile;
+mod prefetch;
 mod pull;
 mod s3_config;
 mod store;

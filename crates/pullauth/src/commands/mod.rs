@@ -6,6 +6,7 @@ mod config;
 mod credential_helper;
 mod env_file;
 mod man;
+mod prefetch;
 mod pull;
 mod resolve;
 mod serve;
@@ -37,6 +38,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(args) => check::run(&args),
         Command::Resolve(args) => resolve::run(&args),
         Command::Pull(args) => pull::run(&args),
+        Command::Prefetch(args) => prefetch::run(&args),
         Command::Verify(args) => verify::run(&args),
         Command::Serve(args) => serve::run(&args),
         Command::Task(command) => task::run(&command),

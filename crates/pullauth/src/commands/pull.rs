@@ -5,8 +5,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use pullauth_agent::credentials::Provider;
 use pullauth_aws::RoleArn;
-use pullauth_config::PullBehavior;
-use pullauth_docker::{Engine, Obtained, PullOptions, RetryPolicy};
+use std::path::Path;
+
+use pullauth_config::{Config, PullBehavior};
+use pullauth_docker::{Engine, Obtained, PullError, PullOptions, RetryPolicy};
 use pullauth_resolve::{Entry, ImageRef};
 use pullauth_store::{PulledWith, Store};
 use serde::Serialize;
@@ -60,8 +62,8 @@ pub fn run(args: &PullArgs) -> anyhow::Result<ExitCode> {
     let behavior = args
         .pull_behavior
         .map_or(config.pull_behavior.value, PullBehavior::from);
-    let store = match (&config.data_dir, behavior) {
-        (Some(dir), PullBehavior::Once) => Some(Store::open(&dir.value)?),
+    let store_dir = match (&config.data_dir, behavior) {
+        (Some(dir), PullBehavior::Once) => Some(dir.value.as_path()),
         (None, PullBehavior::Once) => {
             tracing::warn!(
                 "--pull-behavior once without ECS_DATADIR: nothing records earlier pulls, so every image is pulled"
@@ -69,11 +71,6 @@ pub fn run(args: &PullArgs) -> anyhow::Result<ExitCode> {
             None
         }
         _ => None,
-    };
-    let options = PullOptions {
-        timeout: config.pull_timeout.value,
-        inactivity_timeout: config.pull_inactivity_timeout.value,
-        retry: RetryPolicy::default(),
     };
     let mode = if args.json {
         Mode::detect(true)
@@ -85,7 +82,6 @@ pub fn run(args: &PullArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
-        let engine = Engine::connect(None).await?;
         let with_credentials = images
             .iter()
             .filter(|i| {
@@ -95,10 +91,7 @@ pub fn run(args: &PullArgs) -> anyhow::Result<ExitCode> {
                 )
             })
             .count();
-        engine.check_credentials_safe(with_credentials)?;
-        // A wedged engine fails here within seconds, not after the
-        // inactivity timeout of the first pull.
-        engine.ping().await?;
+        let session = Session::open(&config, behavior, store_dir, mode, with_credentials).await?;
         let mut failed = 0;
         for image in &images {
             let source = table.source(image, secret, provider.ecr_enabled());
@@ -112,27 +105,9 @@ pub fn run(args: &PullArgs) -> anyhow::Result<ExitCode> {
                 }
             };
             let entry = entry.as_ref();
-            let reference = image.pull_reference();
-            let pulled_before = match &store {
-                Some(store) => store.image(&reference)?.is_some_and(|r| r.pull_succeeded),
-                None => false,
-            };
-            let mut display = Display::new(mode, &image.original);
-            let result = engine
-                .obtain(image, entry, behavior, pulled_before, &options, &mut |e| {
-                    display.event(e)
-                })
-                .await;
-            display.finish();
-            match result {
-                Ok(obtained) => {
-                    if let Some(store) = &store {
-                        record(store, &reference, &obtained, entry)?;
-                    }
-                    report(args, image, entry, &label, &obtained)?;
-                }
+            match session.pull(image, entry).await? {
+                Ok(obtained) => report(args, image, entry, &label, &obtained)?,
                 Err(err) => {
-                    tracing::debug!(image = %image, class = err.class(), "pull failed");
                     eprintln!("pullauth: {err}");
                     failed += 1;
                 }
@@ -144,6 +119,84 @@ pub fn run(args: &PullArgs) -> anyhow::Result<ExitCode> {
             ExitCode::SUCCESS
         })
     })
+}
+
+/// The engine side of `pull` and `prefetch`: one engine connection, the
+/// pull behavior and limits of the configuration, progress as `mode`
+/// says, and the store that records pulls (for `once`).
+pub(super) struct Session {
+    engine: Engine,
+    store: Option<Store>,
+    behavior: PullBehavior,
+    options: PullOptions,
+    mode: Mode,
+}
+
+impl Session {
+    /// Connects to the engine and checks it answers (a wedged engine fails
+    /// here within seconds, not after the inactivity timeout of the first
+    /// pull) and that `with_credentials` authenticated pulls may be sent
+    /// to it; opens the store in `store_dir` when given.
+    pub(super) async fn open(
+        config: &Config,
+        behavior: PullBehavior,
+        store_dir: Option<&Path>,
+        mode: Mode,
+        with_credentials: usize,
+    ) -> anyhow::Result<Session> {
+        let store = store_dir.map(Store::open).transpose()?;
+        let engine = Engine::connect(None).await?;
+        engine.check_credentials_safe(with_credentials)?;
+        engine.ping().await?;
+        Ok(Session {
+            engine,
+            store,
+            behavior,
+            options: PullOptions {
+                timeout: config.pull_timeout.value,
+                inactivity_timeout: config.pull_inactivity_timeout.value,
+                retry: RetryPolicy::default(),
+            },
+            mode,
+        })
+    }
+
+    /// Obtains `image` with `entry` (progress on stderr) and records the
+    /// pull in the store. The outer error is the store's; the inner one
+    /// the pull's.
+    pub(super) async fn pull(
+        &self,
+        image: &ImageRef,
+        entry: Option<&Entry>,
+    ) -> anyhow::Result<Result<Obtained, PullError>> {
+        let reference = image.pull_reference();
+        let pulled_before = match &self.store {
+            Some(store) => store.image(&reference)?.is_some_and(|r| r.pull_succeeded),
+            None => false,
+        };
+        let mut display = Display::new(self.mode, &image.original);
+        let result = self
+            .engine
+            .obtain(
+                image,
+                entry,
+                self.behavior,
+                pulled_before,
+                &self.options,
+                &mut |e| display.event(e),
+            )
+            .await;
+        display.finish();
+        match &result {
+            Ok(obtained) => {
+                if let Some(store) = &self.store {
+                    record(store, &reference, obtained, entry)?;
+                }
+            }
+            Err(err) => tracing::debug!(image = %image, class = err.class(), "pull failed"),
+        }
+        Ok(result)
+    }
 }
 
 fn record(

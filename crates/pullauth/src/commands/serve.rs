@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+use pullauth_agent::follow::{FollowConfig, Follower, PollPolicy};
+use pullauth_agent::prefetch::Filters;
 use pullauth_agent::watch::{self, Fingerprinter, Reload, Reloader, Trigger};
 use pullauth_agent::{Agent, Identity, Settings, control_socket, server};
 use pullauth_config::{CONFIG_FILE_PATH, Config, DATA_DIR, EnvFile, ExposeSecret, Setting};
@@ -30,6 +32,22 @@ pub fn control_socket_path(flag: Option<&PathBuf>, data_dir: Option<&Setting<Pat
     flag.cloned()
         .or_else(|| data_dir.map(|d| d.value.join(CONTROL_SOCKET_NAME)))
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL_SOCKET))
+}
+
+/// What the cluster follower follows under `config`; `None` when off
+/// (neither `--follow-cluster` nor `PULLAUTH_PREFETCH=on`).
+fn follow_config(config: &Config, flag: bool) -> Option<FollowConfig> {
+    (flag || config.prefetch.value).then(|| FollowConfig {
+        cluster: config.cluster.value.clone(),
+        filters: Filters {
+            services: config.prefetch_services.value.clone(),
+            task_definitions: config.prefetch_task_definitions.value.clone(),
+        },
+        policy: config
+            .prefetch_interval
+            .as_ref()
+            .map_or_else(PollPolicy::default, |i| PollPolicy::with_interval(i.value)),
+    })
 }
 
 fn settings(config: &Config, table: RegistryTable) -> Settings {
@@ -80,7 +98,13 @@ fn config_files(args: &ConfigArgs) -> Vec<PathBuf> {
 /// Re-reads every configuration source; the agent keeps its settings if
 /// anything is wrong with the new ones. Every trigger goes through here, so
 /// they validate, log and count alike.
-fn reload(agent: &Agent, args: &ConfigArgs, started: &Config, trigger: Trigger) {
+fn reload(
+    agent: &Agent,
+    args: &ConfigArgs,
+    started: &Config,
+    follow: (&Follower, bool),
+    trigger: Trigger,
+) {
     if !reloadable(args) {
         match trigger {
             Trigger::Sighup => tracing::warn!(
@@ -103,20 +127,33 @@ fn reload(agent: &Agent, args: &ConfigArgs, started: &Config, trigger: Trigger) 
     }
     let result = super::read_env_file(args)
         .and_then(|file| Ok(Config::load_with(file)?))
-        .and_then(|config| Ok((settings(&config, registry_table(&config)?), config)));
+        .and_then(|config| {
+            Ok((
+                settings(&config, registry_table(&config)?),
+                follow_config(&config, follow.1),
+                config,
+            ))
+        });
     match result {
-        Ok((new, config)) => {
-            let restart = started.needs_restart(&config);
+        Ok((new, following, config)) => {
+            let mut restart = started.needs_restart(&config);
+            if following.is_some() {
+                // The cluster follower applies a new ECS_CLUSTER at once
+                // (only /v1/metadata keeps reporting the one it started with).
+                restart.retain(|var| *var != pullauth_config::CLUSTER);
+            }
             if !restart.is_empty() {
                 tracing::warn!(
                     %trigger,
                     variables = restart.join(", "),
                     "changed, but the running agent keeps the values it started with until it is \
-                     restarted (a reload applies only the credentials and the pull settings)"
+                     restarted (a reload applies the credentials, the pull settings and what the \
+                     cluster follower follows)"
                 );
             }
             let keys = new.table.len();
             agent.replace_settings(new);
+            follow.0.update(following);
             agent.metrics().config_reloads.inc();
             tracing::info!(%trigger, keys, "configuration reloaded");
         }
@@ -139,6 +176,9 @@ struct ServeConfig {
     /// The configuration the agent started with, to name what a reload
     /// changed but cannot apply.
     started: Config,
+    follower: Follower,
+    /// `--follow-cluster`.
+    follow_flag: bool,
 }
 
 impl Reload for ServeConfig {
@@ -147,7 +187,13 @@ impl Reload for ServeConfig {
     }
 
     fn reload(&self, trigger: Trigger) {
-        reload(&self.agent, &self.args, &self.started, trigger);
+        reload(
+            &self.agent,
+            &self.args,
+            &self.started,
+            (&self.follower, self.follow_flag),
+            trigger,
+        );
     }
 }
 
@@ -254,9 +300,22 @@ async fn serve(
     engine.check_credentials_safe(table.len())?;
     // The agent runs for long: find out now whether the engine is there.
     engine.ping().await?;
-    let tcp = server::bind_introspection(&args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (--listen)", args.listen))?;
+    let tcp = match server::bind_introspection(&args.listen).await {
+        Ok(tcp) => tcp,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            return Err(UsageError(format!(
+                "cannot listen on {} (--listen): the address is already in use. The ECS \
+                 agent listens on 127.0.0.1:51678; beside it, give pullauth another address, \
+                 e.g. --listen 127.0.0.1:51680",
+                args.listen
+            ))
+            .into());
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e)
+                .context(format!("cannot listen on {} (--listen)", args.listen)));
+        }
+    };
     let socket = control_socket_path(args.control_socket.as_ref(), config.data_dir.as_ref());
     let (unix, socket_guard) = control_socket::bind_control_socket(&socket).await?;
     let identity = Identity {
@@ -274,6 +333,15 @@ async fn serve(
         args.max_concurrent_pulls,
         Arc::new(provider),
     )?;
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+        ^ u64::from(std::process::id());
+    let follower = Follower::start(
+        agent.clone(),
+        follow_config(&config, args.follow_cluster),
+        seed,
+    );
     tracing::info!(
         listen = %args.listen,
         control_socket = %socket.display(),
@@ -292,6 +360,8 @@ async fn serve(
                 env_file_optional: args.config.env_file_optional,
             },
             started: config.clone(),
+            follower,
+            follow_flag: args.follow_cluster,
         },
         fingerprinter,
         loaded,

@@ -1,0 +1,323 @@
+//! `serve` following the cluster: polls ECS on the [`Schedule`] of
+//! `pullauth-poll` (start-up spread, jitter, backoff on throttling and
+//! failures), and pulls the images of every task definition the followed
+//! services name, through the agent's pull queue
+//! ([`Agent::prefetch_image`]). Task definitions are cached by ARN in
+//! `pullauth-aws`, so a quiet cluster costs only the list and describe
+//! calls of its services.
+//!
+//! While ECS cannot be read, the last good view stays (and is served by
+//! `GET /v1/prefetch`) with the error beside it. A reload that changes the
+//! cluster, the filters or the interval polls at once with the new ones.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use pullauth_aws::ErrorClass;
+pub use pullauth_poll::PollPolicy;
+use pullauth_poll::{PollOutcome, Schedule};
+use pullauth_store::model::now_rfc3339;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::Agent;
+use crate::prefetch::{self, Filters, Plan};
+
+/// What the follower follows; `None` in [`Follower::update`] stops it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FollowConfig {
+    pub cluster: String,
+    pub filters: Filters,
+    pub policy: PollPolicy,
+}
+
+/// One distinct pull: (reference sent to the engine, source label, role).
+type PullKey = (String, String, Option<String>);
+
+/// Where a prefetched image stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageState {
+    Pulling,
+    /// In the engine's cache (pulled, or found there).
+    Warm {
+        username: Option<String>,
+        image_id: String,
+    },
+    Failed {
+        error: String,
+    },
+}
+
+/// What the follower knows, as `GET /v1/prefetch` shows it.
+#[derive(Debug, Default)]
+pub struct View {
+    config: Option<FollowConfig>,
+    polls: u64,
+    last_poll: Option<String>,
+    last_success: Option<String>,
+    /// The error of the last poll, if it failed (the plan is then older).
+    last_error: Option<String>,
+    /// The last plan read successfully.
+    plan: Option<Plan>,
+    images: HashMap<PullKey, ImageState>,
+}
+
+/// The handle of the running follower.
+#[derive(Debug)]
+pub struct Follower {
+    config: watch::Sender<Option<FollowConfig>>,
+}
+
+impl Follower {
+    /// Starts following with `config` (or idles until one is given);
+    /// `seed` seeds the schedule's jitter (tests fix it).
+    pub fn start(agent: Agent, config: Option<FollowConfig>, seed: u64) -> Follower {
+        let (tx, rx) = watch::channel(config);
+        tokio::spawn(run(agent, rx, seed));
+        Follower { config: tx }
+    }
+
+    /// Applies a reloaded configuration: a change polls at once with it;
+    /// the same configuration changes nothing.
+    pub fn update(&self, config: Option<FollowConfig>) {
+        self.config.send_if_modified(|current| {
+            if *current == config {
+                return false;
+            }
+            *current = config;
+            true
+        });
+    }
+}
+
+async fn run(agent: Agent, mut config: watch::Receiver<Option<FollowConfig>>, seed: u64) {
+    // Set when the configuration changed: poll now, on a new schedule.
+    let mut changed = false;
+    loop {
+        let current = config.borrow_and_update().clone();
+        agent.following(|view| {
+            if view.config.as_ref().map(|c| &c.cluster) != current.as_ref().map(|c| &c.cluster) {
+                view.plan = None;
+                view.last_error = None;
+            }
+            view.config = current.clone();
+        });
+        let Some(current) = current else {
+            tracing::info!("not following the cluster's services");
+            if config.changed().await.is_err() {
+                return;
+            }
+            changed = true;
+            continue;
+        };
+        let mut schedule = Schedule::new(current.policy.clone(), seed);
+        let mut delay = if changed {
+            Duration::ZERO
+        } else {
+            schedule.first_delay()
+        };
+        tracing::info!(
+            cluster = %current.cluster,
+            services = ?current.filters.services,
+            task_definitions = ?current.filters.task_definitions,
+            interval = ?current.policy.interval,
+            first_poll_in = ?delay,
+            "following the cluster's services"
+        );
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                result = config.changed() => {
+                    if result.is_err() {
+                        return;
+                    }
+                    changed = true;
+                    break;
+                }
+            }
+            let outcome = poll(&agent, &current).await;
+            delay = schedule.next_delay(outcome);
+            tracing::debug!(next_poll_in = ?delay, "next poll of the cluster");
+        }
+    }
+}
+
+/// One poll: read the plan, keep it (or the error beside the last good
+/// one), and start the pulls that are neither warm nor in flight.
+async fn poll(agent: &Agent, config: &FollowConfig) -> PollOutcome {
+    let metrics = agent.metrics();
+    metrics.prefetch_polls.inc();
+    let aws = agent.provider().aws().await;
+    let result = prefetch::plan(aws, &config.cluster, &config.filters).await;
+    let now = now_rfc3339();
+    let plan = match result {
+        Ok(plan) => plan,
+        Err(error) => {
+            let class = error.class();
+            metrics.prefetch_poll_failed(class.name());
+            tracing::warn!(cluster = %config.cluster, class = class.name(), error = %error, "cannot read the cluster's services; keeping the last good view");
+            agent.following(|view| {
+                view.polls += 1;
+                view.last_poll = Some(now);
+                view.last_error = Some(error.to_string());
+            });
+            return if class == ErrorClass::Throttled {
+                metrics.prefetch_throttles.inc();
+                PollOutcome::Throttled
+            } else {
+                PollOutcome::Failed
+            };
+        }
+    };
+    for problem in &plan.problems {
+        tracing::warn!(cluster = %config.cluster, "cannot prefetch: {problem}");
+    }
+    let settings = agent.settings();
+    let ecr = agent.provider().ecr_enabled();
+    let pulls = prefetch::pulls(&plan.wanted, &settings.table, ecr);
+    let mut start = Vec::new();
+    agent.following(|view| {
+        view.polls += 1;
+        view.last_poll = Some(now.clone());
+        view.last_success = Some(now);
+        view.last_error = None;
+        for pull in pulls {
+            let key = key_of(&pull);
+            match view.images.get(&key) {
+                Some(ImageState::Pulling | ImageState::Warm { .. }) => {}
+                _ => {
+                    view.images.insert(key.clone(), ImageState::Pulling);
+                    start.push((key, pull));
+                }
+            }
+        }
+        view.plan = Some(plan);
+    });
+    for (key, pull) in start {
+        let agent = agent.clone();
+        tokio::spawn(async move {
+            agent.metrics().prefetch_pulls.inc();
+            tracing::info!(image = %pull.first.image, source = %pull.source, task_definitions = ?pull.task_definitions, "prefetching");
+            let state = match pull.first.role() {
+                Err(e) => ImageState::Failed {
+                    error: format!("executionRoleArn: {e}"),
+                },
+                Ok(role) => {
+                    let (with, result) = agent
+                        .prefetch_image(
+                            pull.first.image.clone(),
+                            pull.first.secret.as_deref(),
+                            role.as_ref(),
+                        )
+                        .await;
+                    match result {
+                        Ok(obtained) => ImageState::Warm {
+                            username: with.username,
+                            image_id: obtained.image_id,
+                        },
+                        Err(error) => ImageState::Failed { error },
+                    }
+                }
+            };
+            if let ImageState::Failed { error } = &state {
+                agent.metrics().prefetch_pull_failures.inc();
+                tracing::warn!(image = %pull.first.image, error = %error, "prefetch failed; the next poll tries again");
+            }
+            agent.following(|view| view.images.insert(key, state));
+        });
+    }
+    PollOutcome::Ok
+}
+
+fn key_of(pull: &prefetch::Pull) -> PullKey {
+    let role = match pull.source.split_once(' ') {
+        Some(("secretsmanager" | "ecr", _)) => pull.first.execution_role.clone(),
+        _ => None,
+    };
+    (pull.first.image.pull_reference(), pull.source.clone(), role)
+}
+
+impl View {
+    /// The view as JSON: service -> task definition -> images with their
+    /// source, state and last error. No secret: sources are labels,
+    /// usernames are not secret, errors never quote a value.
+    pub fn to_json(&self, agent: &Agent) -> Value {
+        let Some(config) = &self.config else {
+            return json!({"following": false});
+        };
+        let settings = agent.settings();
+        let ecr = agent.provider().ecr_enabled();
+        let mut by_td: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
+        let plan = self.plan.as_ref();
+        for wanted in plan.map(|p| p.wanted.as_slice()).unwrap_or_default() {
+            let pulls = prefetch::pulls(std::slice::from_ref(wanted), &settings.table, ecr);
+            let Some(pull) = pulls.first() else { continue };
+            let (state, username, error) = match self.images.get(&key_of(pull)) {
+                Some(ImageState::Pulling) => ("pulling", None, None),
+                Some(ImageState::Warm { username, .. }) => ("warm", username.clone(), None),
+                Some(ImageState::Failed { error }) => ("failed", None, Some(error.clone())),
+                None => ("pending", None, None),
+            };
+            by_td
+                .entry(&wanted.task_definition)
+                .or_default()
+                .push(json!({
+                    "image": wanted.image.original,
+                    "source": pull.source,
+                    "state": state,
+                    "username": username,
+                    "error": error,
+                }));
+        }
+        let td_json = |name: &str| json!({"task_definition": name, "images": by_td.get(name).cloned().unwrap_or_default()});
+        let services: Vec<Value> = plan
+            .map(|p| {
+                p.services
+                    .iter()
+                    .map(|(service, tds)| {
+                        json!({
+                            "service": service,
+                            "task_definitions": tds.iter().map(|td| td_json(td)).collect::<Vec<_>>(),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let extra: Vec<Value> = by_td
+            .keys()
+            .filter(|td| {
+                !plan.is_some_and(|p| p.services.values().any(|tds| tds.iter().any(|t| t == *td)))
+            })
+            .map(|td| td_json(td))
+            .collect();
+        let problems: Vec<Value> = plan
+            .map(|p| {
+                p.problems
+                    .iter()
+                    .map(|problem| {
+                        json!({
+                            "services": problem.services,
+                            "task_definition": problem.task_definition,
+                            "image": problem.image,
+                            "error": problem.error,
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        json!({
+            "following": true,
+            "cluster": config.cluster,
+            "services_filter": config.filters.services,
+            "task_definitions_filter": config.filters.task_definitions,
+            "interval_seconds": config.policy.interval.as_secs_f64(),
+            "polls": self.polls,
+            "last_poll": self.last_poll,
+            "last_success": self.last_success,
+            "last_error": self.last_error,
+            "services": services,
+            "task_definitions": extra,
+            "problems": problems,
+        })
+    }
+}

@@ -1,0 +1,234 @@
+//! `pullauth prefetch`: pull the images the cluster's ECS services run,
+//! once each, with the credentials ECS would use, through the same engine
+//! session (pull behavior, limits, progress, store) as `pullauth pull`.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use pullauth_agent::credentials::Provider;
+use pullauth_agent::prefetch::{self, Filters, Problem, Pull};
+use pullauth_aws::ErrorClass;
+use pullauth_config::PullBehavior;
+use pullauth_resolve::{Entry, Source};
+use serde::Serialize;
+
+use super::pull::Session;
+use super::{aws_options, load, quoted, say};
+use crate::cli::PrefetchArgs;
+use crate::exit::{self, UsageError};
+use crate::progress::{Mode, seconds};
+
+/// One line of `--json` output: an image, or a problem that kept one (or a
+/// whole task definition or service) from being prefetched.
+#[derive(Serialize)]
+struct Line<'a> {
+    services: &'a [String],
+    /// The first task definition naming the image (`family:revision`).
+    task_definition: Option<&'a str>,
+    /// Every task definition whose containers share this pull.
+    task_definitions: &'a [String],
+    image: Option<&'a str>,
+    source: Option<&'a str>,
+    username: Option<&'a str>,
+    /// `pulled`, `cached`, `would-pull` (dry run) or `failed`.
+    status: &'a str,
+    digest: Option<&'a str>,
+    seconds: Option<f64>,
+    error: Option<String>,
+}
+
+pub fn run(args: &PrefetchArgs) -> anyhow::Result<ExitCode> {
+    let (config, table) = load(&args.config)?;
+    let cluster = args
+        .cluster
+        .clone()
+        .unwrap_or_else(|| config.cluster.value.clone());
+    if cluster.trim().is_empty() {
+        return Err(UsageError("--cluster is empty".into()).into());
+    }
+    let filters = if args.services.is_empty() && args.task_definitions.is_empty() {
+        Filters {
+            services: config.prefetch_services.value.clone(),
+            task_definitions: config.prefetch_task_definitions.value.clone(),
+        }
+    } else {
+        Filters {
+            services: args.services.clone(),
+            task_definitions: args.task_definitions.clone(),
+        }
+    };
+    let provider = Provider::lazy(aws_options(config.ecr.value)?);
+    let behavior = args
+        .pull_behavior
+        .map_or(config.pull_behavior.value, PullBehavior::from);
+    let mode = Mode::detect(args.json || args.quiet);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let plan = match prefetch::plan(provider.aws().await, &cluster, &filters).await {
+            Ok(plan) => plan,
+            // A cluster that does not exist is the input's fault.
+            Err(e) if e.class() == ErrorClass::NotFound => {
+                return Err(UsageError(e.to_string()).into());
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("cluster {cluster}"))),
+        };
+        let mut failed = 0;
+        for problem in &plan.problems {
+            failed += 1;
+            report_problem(args, problem)?;
+        }
+        let pulls = prefetch::pulls(&plan.wanted, &table, provider.ecr_enabled());
+        if pulls.is_empty() && plan.problems.is_empty() {
+            tracing::warn!(cluster = %cluster, "nothing to prefetch: no service or task definition names an image");
+        }
+        if args.dry_run {
+            for pull in &pulls {
+                report(args, pull, None, "would-pull", None)?;
+            }
+            return Ok(exit_code(failed));
+        }
+        let with_credentials = pulls
+            .iter()
+            .filter(|p| !matches!(p.first.source(&table, provider.ecr_enabled()), Source::Anonymous))
+            .count();
+        let store_dir = config.data_dir.as_ref().map(|d| d.value.as_path());
+        let session = Session::open(&config, behavior, store_dir, mode, with_credentials).await?;
+        for pull in &pulls {
+            let source = pull.first.source(&table, provider.ecr_enabled());
+            let provided = match pull.first.role() {
+                Ok(role) => provider
+                    .provide(&pull.first.image, &source, role.as_ref())
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(format!("executionRoleArn: {e}")),
+            };
+            let entry = match provided {
+                Ok(entry) => entry,
+                Err(error) => {
+                    failed += 1;
+                    report(args, pull, None, "failed", Some(error))?;
+                    continue;
+                }
+            };
+            match session.pull(&pull.first.image, entry.as_ref()).await? {
+                Ok(obtained) => {
+                    if let Some(error) = &obtained.fallback_from {
+                        eprintln!(
+                            "pullauth: warning: {}: {error}; using the cached image",
+                            pull.first.image.original
+                        );
+                    }
+                    let outcome = Outcome {
+                        entry: entry.as_ref(),
+                        digest: obtained.digest.as_deref(),
+                        seconds: seconds(obtained.elapsed),
+                    };
+                    report(args, pull, Some(outcome), obtained.status.as_str(), None)?;
+                }
+                Err(error) => {
+                    failed += 1;
+                    let outcome = Outcome {
+                        entry: entry.as_ref(),
+                        digest: None,
+                        seconds: 0.0,
+                    };
+                    report(args, pull, Some(outcome), "failed", Some(error.to_string()))?;
+                }
+            }
+        }
+        Ok(exit_code(failed))
+    })
+}
+
+fn exit_code(failed: usize) -> ExitCode {
+    if failed > 0 {
+        ExitCode::from(exit::FAILED)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// What a pull used and gave.
+struct Outcome<'a> {
+    entry: Option<&'a Entry>,
+    digest: Option<&'a str>,
+    seconds: f64,
+}
+
+fn report(
+    args: &PrefetchArgs,
+    pull: &Pull,
+    outcome: Option<Outcome<'_>>,
+    status: &str,
+    error: Option<String>,
+) -> anyhow::Result<()> {
+    let username = outcome
+        .as_ref()
+        .and_then(|o| o.entry)
+        .and_then(|e| e.credentials.username.as_deref());
+    let image = &pull.first.image.original;
+    let services = if pull.services.is_empty() {
+        "-".to_owned()
+    } else {
+        pull.services.join(",")
+    };
+    let whom = format!(
+        "task definition {}, service {services}",
+        pull.task_definitions.join(",")
+    );
+    if let Some(error) = &error {
+        eprintln!("pullauth: {whom}: {image}: {error}");
+    }
+    if args.json {
+        return say(serde_json::to_string(&Line {
+            services: &pull.services,
+            task_definition: Some(&pull.first.task_definition),
+            task_definitions: &pull.task_definitions,
+            image: Some(image),
+            source: Some(&pull.source),
+            username,
+            status,
+            digest: outcome.as_ref().and_then(|o| o.digest),
+            seconds: outcome.as_ref().map(|o| o.seconds),
+            error,
+        })?);
+    }
+    if error.is_some() || args.quiet {
+        return Ok(());
+    }
+    let who = match outcome.as_ref().and_then(|o| o.entry) {
+        Some(_) => format!("{}, user {}", pull.source, quoted(username)),
+        None => pull.source.clone(),
+    };
+    match outcome {
+        Some(o) => say(format!(
+            "{status} {image} {} [{who}] in {:.2}s ({whom})",
+            o.digest.unwrap_or("-"),
+            o.seconds
+        )),
+        None => say(format!("{status} {image} [{who}] ({whom})")),
+    }
+}
+
+fn report_problem(args: &PrefetchArgs, problem: &Problem) -> anyhow::Result<()> {
+    eprintln!("pullauth: {problem}");
+    if args.json {
+        let task_definitions: Vec<String> = problem.task_definition.iter().cloned().collect();
+        return say(serde_json::to_string(&Line {
+            services: &problem.services,
+            task_definition: problem.task_definition.as_deref(),
+            task_definitions: &task_definitions,
+            image: problem.image.as_deref(),
+            source: None,
+            username: None,
+            status: "failed",
+            digest: None,
+            seconds: None,
+            error: Some(problem.error.clone()),
+        })?);
+    }
+    Ok(())
+}

@@ -1,0 +1,697 @@
+//! ECS as the source of work, against moto's ECS with the real engine and
+//! authenticated registries: `pullauth prefetch` pulls each image of the
+//! cluster's services once, as the user ECS would pull it as (an ecs.config
+//! key, a `repositoryCredentials` secret), the registry log says who pulled;
+//! faults (a bad image reference, a missing secret, a secret without a
+//! password, a missing cluster, a stalled endpoint) are reported with the
+//! service or task definition they concern while the others go on.
+
+use std::time::Duration;
+
+use pullauth_integration::agent::{
+    AgentSpec, assert_no_secret, docker_auth_config, metric_value, random_token, scratch_dir,
+};
+use pullauth_integration::{Harness, Moto, Outcome, Registry, Stall, pullauth_command};
+use serde_json::Value;
+
+/// The bound of one prefetch run in these tests.
+const RUN_BOUND: Duration = Duration::from_secs(120);
+
+/// A cluster in moto with its names, all unique to one test.
+struct Cluster {
+    name: String,
+    token: String,
+}
+
+impl Cluster {
+    fn new(moto: &Moto, what: &str) -> Cluster {
+        let token = random_token(6).to_ascii_lowercase();
+        let name = format!("{what}-{token}");
+        moto.boto3(
+            &format!("client('ecs').create_cluster(clusterName='{name}')\n"),
+            None,
+        );
+        Cluster { name, token }
+    }
+
+    /// Registers `family` with one container per `(name, image, secret)`;
+    /// returns its ARN.
+    fn register(
+        &self,
+        moto: &Moto,
+        family: &str,
+        containers: &[(&str, &str, Option<&str>)],
+        role: Option<&str>,
+    ) -> String {
+        let defs: Vec<Value> = containers
+            .iter()
+            .map(|(name, image, secret)| {
+                let mut c = serde_json::json!({"name": name, "image": image, "memory": 64});
+                if let Some(secret) = secret {
+                    c["repositoryCredentials"] =
+                        serde_json::json!({"credentialsParameter": secret});
+                }
+                c
+            })
+            .collect();
+        let role = role.map_or(String::new(), |r| format!(", executionRoleArn={r:?}"));
+        moto.boto3(
+            &format!(
+                "r = client('ecs').register_task_definition(family={family:?}, \
+                 containerDefinitions=json.loads({:?}){role})\n\
+                 print(r['taskDefinition']['taskDefinitionArn'])\n",
+                Value::Array(defs).to_string()
+            ),
+            None,
+        )
+        .trim()
+        .to_owned()
+    }
+
+    fn service(&self, moto: &Moto, name: &str, task_definition: &str, daemon: bool) {
+        let strategy = if daemon { "DAEMON" } else { "REPLICA" };
+        let count = if daemon { "" } else { ", desiredCount=0" };
+        moto.boto3(
+            &format!(
+                "client('ecs').create_service(cluster='{}', serviceName={name:?}, \
+                 taskDefinition={task_definition:?}, schedulingStrategy='{strategy}'{count})\n",
+                self.name
+            ),
+            None,
+        );
+    }
+}
+
+fn push(registry: &Registry, user: &str) -> (String, String) {
+    let repo = format!("prefetch/r{}", random_token(10).to_ascii_lowercase());
+    Harness::get().push_fixture(registry, &repo, "1", (user, registry.password(user)));
+    let image = registry.image_ref(&repo, "1");
+    (repo, image)
+}
+
+/// Runs `pullauth prefetch` with moto's keys, `env_text` as ecs.config.
+fn prefetch(moto_endpoint: &str, env_text: &str, args: &[&str]) -> Outcome {
+    let h = Harness::get();
+    let dir = scratch_dir("prefetch");
+    let env_file = dir.path().join("ecs.config");
+    std::fs::write(&env_file, env_text).expect("env file");
+    let env = pullauth_integration::pullauth_aws_env(moto_endpoint);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut cmd = pullauth_command("prefetch", h.docker_host(), &env_file, &env, args);
+    Outcome::run_bounded(&mut cmd, b"", RUN_BOUND)
+}
+
+fn json_lines(out: &Outcome) -> Vec<Value> {
+    out.stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+fn line_for<'a>(lines: &'a [Value], image: &str) -> &'a Value {
+    lines
+        .iter()
+        .find(|l| l["image"] == image)
+        .unwrap_or_else(|| panic!("no line for {image}: {lines:#?}"))
+}
+
+/// A cluster with a replica service and a daemon service on one task
+/// definition whose image an ecs.config key (bob) reads, and a service whose
+/// task definition names a `repositoryCredentials` secret (alice).
+struct Fixture {
+    cluster: Cluster,
+    keyed_image: String,
+    keyed_repo: String,
+    secret_image: String,
+    secret_repo: String,
+    env_text: String,
+    password: String,
+}
+
+fn fixture(moto: &Moto, what: &str) -> Fixture {
+    let h = Harness::get();
+    let cluster = Cluster::new(moto, what);
+    let token = cluster.token.clone();
+    let (keyed_repo, keyed_image) = push(&h.alpha, "bob");
+    let (secret_repo, secret_image) = push(&h.alpha, "alice");
+    let password = h.alpha.password("alice").to_owned();
+    let secret = format!("prefetch-{token}/alice");
+    moto.boto3(
+        &format!(
+            "client('secretsmanager').create_secret(Name='{secret}', SecretString=json.dumps(\
+             {{'username': 'alice', 'password': {password:?}}}))\n"
+        ),
+        None,
+    );
+    let keyed = cluster.register(
+        moto,
+        &format!("keyed-{token}"),
+        &[("app", &keyed_image, None)],
+        None,
+    );
+    let secret_td = cluster.register(
+        moto,
+        &format!("secret-{token}"),
+        &[("app", &secret_image, Some(&secret))],
+        None,
+    );
+    cluster.service(moto, "web", &keyed, false);
+    cluster.service(moto, "agentd", &keyed, true);
+    cluster.service(moto, "private", &secret_td, false);
+    let env_text = docker_auth_config(
+        &[(&h.alpha.addr(), "bob", h.alpha.password("bob"))],
+        &[("ECS_CLUSTER", &cluster.name)],
+    );
+    Fixture {
+        cluster,
+        keyed_image,
+        keyed_repo,
+        secret_image,
+        secret_repo,
+        env_text,
+        password,
+    }
+}
+
+#[test]
+fn prefetch_pulls_each_image_once_as_the_user_ecs_would_use() {
+    let h = Harness::get();
+    let moto = Moto::shared();
+    let f = fixture(moto, "warm");
+    let token = &f.cluster.token;
+
+    // --dry-run: every image with its source, nothing pulled.
+    let mark = h.alpha.log_mark();
+    let out = prefetch(&moto.endpoint(), &f.env_text, &["--dry-run", "--json"]);
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 2, "one line per distinct pull: {lines:#?}");
+    let keyed = line_for(&lines, &f.keyed_image);
+    assert_eq!(keyed["status"], "would-pull");
+    assert_eq!(keyed["source"], format!("key {:?}", h.alpha.addr()));
+    assert_eq!(
+        keyed["services"],
+        serde_json::json!(["agentd", "web"]),
+        "{keyed}"
+    );
+    assert_eq!(keyed["task_definition"], format!("keyed-{token}:1"));
+    let private = line_for(&lines, &f.secret_image);
+    assert_eq!(
+        private["source"],
+        format!("secretsmanager prefetch-{token}/alice")
+    );
+    assert_eq!(private["services"], serde_json::json!(["private"]));
+    assert!(h.alpha.users_since_in(mark, &f.keyed_repo).is_empty());
+    assert!(h.alpha.users_since_in(mark, &f.secret_repo).is_empty());
+    assert!(h.local_image_id(&f.keyed_image).is_none());
+
+    // Filters: --service narrows; --task-definition alone names only itself.
+    let out = prefetch(
+        &moto.endpoint(),
+        &f.env_text,
+        &["--dry-run", "--json", "--service", "private"],
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert_eq!(lines[0]["image"], f.secret_image.as_str());
+    let family = format!("keyed-{token}");
+    let out = prefetch(
+        &moto.endpoint(),
+        &f.env_text,
+        &["--dry-run", "--json", "--task-definition", &family],
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert_eq!(lines[0]["image"], f.keyed_image.as_str());
+    assert_eq!(lines[0]["services"], serde_json::json!([]));
+
+    // The pull: each image once, as the user ECS would use.
+    let mark = h.alpha.log_mark();
+    let out = prefetch(&moto.endpoint(), &f.env_text, &["--json"]);
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    let keyed = line_for(&lines, &f.keyed_image);
+    assert_eq!(keyed["status"], "pulled", "{keyed}");
+    assert_eq!(keyed["username"], "bob");
+    assert!(
+        keyed["digest"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:"))
+    );
+    let private = line_for(&lines, &f.secret_image);
+    assert_eq!(private["status"], "pulled", "{private}");
+    assert_eq!(private["username"], "alice");
+    let bobs = h.alpha.users_since_in(mark, &f.keyed_repo);
+    assert!(
+        !bobs.is_empty() && bobs.iter().all(|u| u == "bob"),
+        "{bobs:?}"
+    );
+    let alices = h.alpha.users_since_in(mark, &f.secret_repo);
+    assert!(
+        !alices.is_empty() && alices.iter().all(|u| u == "alice"),
+        "{alices:?}"
+    );
+    assert!(h.local_image_id(&f.keyed_image).is_some());
+    assert!(h.local_image_id(&f.secret_image).is_some());
+    assert_no_secret("prefetch's stdout", out.stdout.as_bytes(), &f.password);
+    assert_no_secret("prefetch's stderr", out.stderr.as_bytes(), &f.password);
+
+    // Human output names the status, the source and the user.
+    let out = prefetch(
+        &moto.endpoint(),
+        &f.env_text,
+        &["--pull-behavior", "prefer-cached"],
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stdout.lines().any(|l| l.contains(&f.secret_image)
+            && l.contains("secretsmanager")
+            && l.contains("\"alice\"")),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn a_failing_service_is_reported_and_the_others_are_prefetched() {
+    let h = Harness::get();
+    let moto = Moto::shared();
+    let f = fixture(moto, "faults");
+    let token = &f.cluster.token;
+    let c = &f.cluster;
+    let no_password = format!("prefetch-{token}/nopass");
+    moto.boto3(
+        &format!(
+            "client('secretsmanager').create_secret(Name='{no_password}', \
+             SecretString=json.dumps({{'username': 'alice'}}))\n"
+        ),
+        None,
+    );
+    let bad_ref = c.register(
+        moto,
+        &format!("badref-{token}"),
+        &[("app", "Bad Ref!!", None)],
+        None,
+    );
+    c.service(moto, "badref", &bad_ref, false);
+    let missing = format!("prefetch-{token}/missing");
+    let (_, image) = push(&h.alpha, "alice");
+    let missing_td = c.register(
+        moto,
+        &format!("missing-{token}"),
+        &[("app", &image, Some(&missing))],
+        None,
+    );
+    c.service(moto, "missing", &missing_td, false);
+    let nopass_td = c.register(
+        moto,
+        &format!("nopass-{token}"),
+        &[("app", &image, Some(&no_password))],
+        None,
+    );
+    c.service(moto, "nopass", &nopass_td, false);
+    let bad_role = c.register(
+        moto,
+        &format!("badrole-{token}"),
+        &[("app", &image, Some(&format!("prefetch-{token}/alice")))],
+        Some("not-an-arn"),
+    );
+    c.service(moto, "badrole", &bad_role, false);
+
+    let out = prefetch(&moto.endpoint(), &f.env_text, &["--json"]);
+    assert_eq!(out.code, Some(1), "{}\n{}", out.stdout, out.stderr);
+    let lines = json_lines(&out);
+    let failed = |service: &str| {
+        lines
+            .iter()
+            .find(|l| {
+                l["status"] == "failed"
+                    && l["services"]
+                        .as_array()
+                        .is_some_and(|s| s.iter().any(|s| s == service))
+            })
+            .unwrap_or_else(|| panic!("no failure for {service}: {lines:#?}"))
+    };
+    let e = failed("badref");
+    assert_eq!(e["task_definition"], format!("badref-{token}:1"));
+    assert!(
+        e["error"].as_str().is_some_and(|m| m.contains("\"app\"")),
+        "{e}"
+    );
+    let e = failed("missing");
+    assert!(
+        e["error"]
+            .as_str()
+            .is_some_and(|m| m.contains(&missing) && m.contains("no such secret")),
+        "{e}"
+    );
+    let e = failed("nopass");
+    assert!(
+        e["error"]
+            .as_str()
+            .is_some_and(|m| m.contains(&no_password) && m.contains("password")),
+        "{e}"
+    );
+    let e = failed("badrole");
+    assert!(
+        e["error"]
+            .as_str()
+            .is_some_and(|m| m.contains("executionRoleArn") && m.contains("not-an-arn")),
+        "{e}"
+    );
+    // The others went on.
+    assert_eq!(line_for(&lines, &f.keyed_image)["status"], "pulled");
+    assert_eq!(line_for(&lines, &f.secret_image)["status"], "pulled");
+    assert!(out.stderr.contains("service badref"), "{}", out.stderr);
+    assert_no_secret("prefetch's output", out.stdout.as_bytes(), &f.password);
+    assert_no_secret("prefetch's stderr", out.stderr.as_bytes(), &f.password);
+}
+
+#[test]
+fn a_missing_cluster_is_bad_input_naming_the_cluster() {
+    let moto = Moto::shared();
+    let name = format!("absent-{}", random_token(6).to_ascii_lowercase());
+    let out = prefetch(&moto.endpoint(), "", &["--cluster", &name]);
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&name) && out.stderr.contains("no such cluster"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_stalled_ecs_endpoint_fails_within_the_operation_bound() {
+    let stall = Stall::start();
+    let started = std::time::Instant::now();
+    let out = prefetch(
+        &format!("http://{}", stall.addr()),
+        "",
+        &["--cluster", "stalled"],
+    );
+    eprintln!(
+        "prefetch against a stalled endpoint ended after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("ecs:ListServices")
+            && out.stderr.contains("cluster stalled")
+            && out.stderr.contains("no answer within"),
+        "{}",
+        out.stderr
+    );
+    assert!(stall.connections() >= 1);
+}
+
+/// Polls `GET /v1/prefetch` until `ready` holds, for at most `bound`.
+fn wait_view(
+    agent: &pullauth_integration::agent::RunningAgent,
+    bound: Duration,
+    what: &str,
+    ready: impl Fn(&Value) -> bool,
+) -> Value {
+    let started = std::time::Instant::now();
+    loop {
+        let view = agent.get_json("/v1/prefetch");
+        if ready(&view) {
+            return view;
+        }
+        assert!(
+            started.elapsed() < bound,
+            "{what} not within {bound:?}: {view:#}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The state of `image` in a `/v1/prefetch` view, in any service.
+fn image_state(view: &Value, image: &str) -> Option<String> {
+    view["services"]
+        .as_array()?
+        .iter()
+        .flat_map(|s| {
+            s["task_definitions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .flat_map(|td| td["images"].as_array().cloned().unwrap_or_default())
+        .find(|i| i["image"] == image)
+        .and_then(|i| i["state"].as_str().map(str::to_owned))
+}
+
+#[test]
+fn serve_follows_an_update_service_to_a_new_revision_and_keeps_its_view_without_ecs() {
+    let h = Harness::get();
+    // Its own moto: the test stops it to see the agent keep its last view.
+    let moto = Moto::start();
+    let f = fixture(&moto, "follow");
+    let token = &f.cluster.token;
+    let (new_repo, new_image) = push(&h.alpha, "bob");
+    let family = format!("keyed-{token}");
+    f.cluster
+        .register(&moto, &family, &[("app", &new_image, None)], None);
+    let data = scratch_dir("prefetch-serve");
+    let follow_text = |extra: &str| {
+        format!(
+            "{}PULLAUTH_PREFETCH=on\nPULLAUTH_PREFETCH_INTERVAL=1s\n{extra}",
+            f.env_text
+        )
+    };
+    let mut spec = AgentSpec::new()
+        .data_dir(data.path())
+        .env_file_text(&follow_text(""));
+    for (k, v) in pullauth_integration::pullauth_aws_env(&moto.endpoint()) {
+        spec = spec.env(k, &v);
+    }
+    let agent = spec.start();
+    let bound = Duration::from_secs(90);
+    let view = wait_view(&agent, bound, "the first images warm", |v| {
+        image_state(v, &f.keyed_image).as_deref() == Some("warm")
+            && image_state(v, &f.secret_image).as_deref() == Some("warm")
+    });
+    assert_eq!(view["cluster"], f.cluster.name.as_str(), "{view:#}");
+    assert!(image_state(&view, &new_image).is_none(), "{view:#}");
+
+    // moto's UpdateService changes the service's taskDefinition (to
+    // family:revision) without a new deployment.
+    let mark = h.alpha.log_mark();
+    let updated = std::time::Instant::now();
+    moto.boto3(
+        &format!(
+            "client('ecs').update_service(cluster='{}', service='web', taskDefinition='{family}:2')\n",
+            f.cluster.name
+        ),
+        None,
+    );
+    let view = wait_view(&agent, bound, "the new revision's image warm", |v| {
+        image_state(v, &new_image).as_deref() == Some("warm")
+    });
+    // The benchmark in BENCHMARKS.md: UpdateService to a warm image.
+    eprintln!(
+        "prefetch benchmark: UpdateService -> image warm on this instance in {:?} (PULLAUTH_PREFETCH_INTERVAL=1s)",
+        updated.elapsed()
+    );
+    let users = h.alpha.users_since_in(mark, &new_repo);
+    assert!(
+        !users.is_empty() && users.iter().all(|u| u == "bob"),
+        "{users:?}"
+    );
+    assert!(h.local_image_id(&new_image).is_some());
+    let web = view["services"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["service"] == "web"))
+        .expect("web followed");
+    assert!(
+        web["task_definitions"].as_array().is_some_and(|tds| tds
+            .iter()
+            .any(|td| td["task_definition"] == format!("{family}:2"))),
+        "{web:#}"
+    );
+    let metrics = agent.metrics();
+    assert!(
+        metric_value(&metrics, "pullauth_prefetch_polls_total").is_some_and(|n| n >= 2.0),
+        "{metrics}"
+    );
+    assert!(
+        metric_value(&metrics, "pullauth_prefetch_pulls_total").is_some_and(|n| n >= 3.0),
+        "{metrics}"
+    );
+    // Task definitions are described once each, then served from the cache.
+    assert!(
+        metric_value(&metrics, "pullauth_aws_task_definition_cache_hits_total")
+            .is_some_and(|n| n >= 1.0),
+        "{metrics}"
+    );
+    // The store knows the prefetched image: `pull --pull-behavior once`
+    // with the agent's ECS_DATADIR does not contact the registry.
+    let env_file = data.path().join("pull.config");
+    std::fs::write(&env_file, &f.env_text).expect("env file");
+    let data_dir = data.path().to_str().expect("utf-8");
+    let mark = h.alpha.log_mark();
+    let mut cmd = pullauth_command(
+        "pull",
+        h.docker_host(),
+        &env_file,
+        &[("ECS_DATADIR", data_dir)],
+        &["--json", "--pull-behavior", "once", &new_image],
+    );
+    let out = Outcome::run_bounded(&mut cmd, b"", RUN_BOUND);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stdout.contains("\"status\":\"cached\""),
+        "{}",
+        out.stdout
+    );
+    assert!(h.alpha.users_since_in(mark, &new_repo).is_empty());
+
+    // A reload narrows the followed services.
+    spec.write_env_file(&follow_text("PULLAUTH_PREFETCH_SERVICES=private\n"));
+    agent.sighup();
+    let view = wait_view(&agent, bound, "the reloaded filter", |v| {
+        v["services_filter"] == serde_json::json!(["private"])
+            && v["services"].as_array().is_some_and(|s| s.len() == 1)
+    });
+    assert_eq!(view["services"][0]["service"], "private", "{view:#}");
+
+    // ECS gone: the last good view stays, with the error beside it.
+    moto.stop();
+    let view = wait_view(&agent, bound, "the poll error", |v| {
+        v["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("ecs:ListServices"))
+    });
+    assert_eq!(
+        image_state(&view, &f.secret_image).as_deref(),
+        Some("warm"),
+        "{view:#}"
+    );
+    assert!(
+        metric_value(
+            &agent.metrics(),
+            "pullauth_prefetch_poll_failures_total{class=\"unreachable\"}"
+        )
+        .is_some_and(|n| n >= 1.0)
+    );
+    let text = agent.get("/v1/prefetch").text();
+    assert_no_secret("/v1/prefetch", text.as_bytes(), &f.password);
+    assert_no_secret("/metrics", agent.metrics().as_bytes(), &f.password);
+    assert_no_secret("the log", &spec.log_bytes(), &f.password);
+    for file in ["pullauth.db", "pullauth.db-wal"] {
+        if let Ok(bytes) = std::fs::read(data.path().join(file)) {
+            assert_no_secret(file, &bytes, &f.password);
+        }
+    }
+}
+
+#[test]
+fn serve_on_a_taken_port_names_listen_and_the_ecs_agents_port() {
+    let h = Harness::get();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let dir = scratch_dir("prefetch-port");
+    let env_file = dir.path().join("ecs.config");
+    std::fs::write(&env_file, "").expect("env file");
+    let socket = dir.path().join("pullauth.sock");
+    let socket = socket.to_str().expect("utf-8");
+    let mut cmd = pullauth_command(
+        "serve",
+        h.docker_host(),
+        &env_file,
+        &[],
+        &["--listen", &addr, "--control-socket", socket],
+    );
+    let out = Outcome::run_bounded(&mut cmd, b"", Duration::from_secs(60));
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&addr)
+            && out.stderr.contains("--listen")
+            && out.stderr.contains("already in use")
+            && out.stderr.contains("51678"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// Calls moto serves before it enforces IAM in
+/// `access_denied_and_an_unassumable_role_are_reported_with_what_they_concern`.
+const IAM_SETUP_CALLS: usize = 8;
+
+#[test]
+fn access_denied_and_an_unassumable_role_are_reported_with_what_they_concern() {
+    let h = Harness::get();
+    let moto = Moto::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", &IAM_SETUP_CALLS.to_string())]);
+    let (_, image) = push(&h.alpha, "alice");
+    // `reader` may read ECS and nothing else (no sts:AssumeRole); `nobody`
+    // may do nothing. The task definition's secret must be read as its
+    // execution role, which reader cannot assume.
+    let keys = moto.boto3(
+        &format!(
+            "iam = client('iam')\n\
+             iam.create_user(UserName='reader')\n\
+             r = iam.create_access_key(UserName='reader')['AccessKey']\n\
+             iam.put_user_policy(UserName='reader', PolicyName='ecs', PolicyDocument=json.dumps(\
+               {{'Version': '2012-10-17', 'Statement': [{{'Effect': 'Allow', 'Action': \
+               ['ecs:ListServices', 'ecs:DescribeServices', 'ecs:DescribeTaskDefinition'], 'Resource': '*'}}]}}))\n\
+             iam.create_user(UserName='nobody')\n\
+             n = iam.create_access_key(UserName='nobody')['AccessKey']\n\
+             ecs = client('ecs')\n\
+             ecs.create_cluster(clusterName='iam')\n\
+             td = ecs.register_task_definition(family='exec', executionRoleArn='arn:aws:iam::123456789012:role/exec', \
+               containerDefinitions=[{{'name': 'app', 'image': {image:?}, 'memory': 64, \
+               'repositoryCredentials': {{'credentialsParameter': 'registry/exec-only'}}}}])\n\
+             ecs.create_service(cluster='iam', serviceName='guarded', \
+               taskDefinition=td['taskDefinition']['taskDefinitionArn'], desiredCount=0)\n\
+             print(r['AccessKeyId'], r['SecretAccessKey'], n['AccessKeyId'], n['SecretAccessKey'])\n"
+        ),
+        None,
+    );
+    let keys: Vec<&str> = keys.split_whitespace().collect();
+    assert_eq!(keys.len(), 4, "{keys:?}");
+    let run = |key: &str, secret: &str| {
+        let dir = scratch_dir("prefetch-iam");
+        let env_file = dir.path().join("ecs.config");
+        std::fs::write(&env_file, "ECS_CLUSTER=iam\n").expect("env file");
+        let endpoint = moto.endpoint();
+        let env = [
+            ("AWS_ACCESS_KEY_ID", key),
+            ("AWS_SECRET_ACCESS_KEY", secret),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ENDPOINT_URL", endpoint.as_str()),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ];
+        let mut cmd = pullauth_command("prefetch", h.docker_host(), &env_file, &env, &["--json"]);
+        Outcome::run_bounded(&mut cmd, b"", RUN_BOUND)
+    };
+
+    let out = run(keys[2], keys[3]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("ecs:ListServices")
+            && out.stderr.contains("cluster iam")
+            && out.stderr.contains("access denied"),
+        "{}",
+        out.stderr
+    );
+
+    let out = run(keys[0], keys[1]);
+    assert_eq!(out.code, Some(1), "{}\n{}", out.stdout, out.stderr);
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    let line = &lines[0];
+    assert_eq!(line["status"], "failed", "{line}");
+    assert_eq!(line["services"], serde_json::json!(["guarded"]));
+    assert_eq!(line["task_definition"], "exec:1");
+    let error = line["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("sts:AssumeRole")
+            && error.contains("role arn:aws:iam::123456789012:role/exec")
+            && error.contains("access denied"),
+        "{error}"
+    );
+    assert!(h.local_image_id(&image).is_none());
+}
