@@ -170,12 +170,12 @@ fn formattable(at: SystemTime) -> SystemTime {
     SystemTime::UNIX_EPOCH + since_epoch.min(LAST_FORMATTABLE)
 }
 
-/// `at` as RFC 3339 with whole seconds; total (see [`formattable`]).
+/// `at` as RFC 3339 with whole seconds; total: clamped to 1970..9999.
 pub fn rfc3339_seconds(at: SystemTime) -> String {
     humantime::format_rfc3339_seconds(formattable(at)).to_string()
 }
 
-/// `at` as RFC 3339 with milliseconds; total (see [`formattable`]).
+/// `at` as RFC 3339 with milliseconds; total: clamped to 1970..9999.
 pub fn rfc3339_millis(at: SystemTime) -> String {
     humantime::format_rfc3339_millis(formattable(at)).to_string()
 }
