@@ -176,6 +176,8 @@ pub(crate) struct Inner {
     roles: ExpiringCache<RoleArn, Credentials>,
     /// Described task definitions (immutable), by ARN and `family:revision`.
     pub(crate) task_definitions: TaskDefinitionCache,
+    /// Paces every ECS call of this process (see [`crate::ecs::EcsPacer`]).
+    pub(crate) ecs_pacer: crate::ecs::EcsPacer,
     pub(crate) counters: Counters,
 }
 
@@ -244,6 +246,7 @@ impl Aws {
                 ),
                 options,
                 task_definitions: TaskDefinitionCache::default(),
+                ecs_pacer: crate::ecs::EcsPacer::default(),
                 counters: Counters::default(),
             }),
         }

@@ -11,8 +11,69 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::error::Call;
+use pullauth_poll::{
+    CallLimiter, DEFAULT_LIMITER_BURST, DEFAULT_LIMITER_MAX_RATE, DEFAULT_LIMITER_MIN_RATE,
+};
+
+use crate::error::{Call, ErrorClass};
 use crate::{Aws, AwsError, Principal};
+
+/// The client-side pacing of ECS calls: every `ecs:*` call of the process
+/// first books a slot on one [`CallLimiter`] (a token bucket whose rate
+/// halves on each throttle and recovers on success, as the SDK's adaptive
+/// retry mode), so that a poll with many calls, or many instances booting
+/// together, does not land in the account's bucket as one burst. The fleet
+/// simulation (`cargo bench -p pullauth-poll --bench fleet`) assumes it.
+#[derive(Debug)]
+pub(crate) struct EcsPacer {
+    limiter: Mutex<CallLimiter>,
+    /// The limiter's time origin (tokio's clock, so paused-time tests work).
+    epoch: tokio::time::Instant,
+}
+
+impl Default for EcsPacer {
+    fn default() -> Self {
+        EcsPacer {
+            limiter: Mutex::new(CallLimiter::new(
+                DEFAULT_LIMITER_BURST,
+                DEFAULT_LIMITER_MAX_RATE,
+                DEFAULT_LIMITER_MIN_RATE,
+            )),
+            epoch: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl EcsPacer {
+    fn limiter(&self) -> std::sync::MutexGuard<'_, CallLimiter> {
+        self.limiter.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until the limiter lets one more call go.
+    pub(crate) async fn ready(&self) {
+        let wait = self.limiter().acquire(self.epoch.elapsed());
+        if !wait.is_zero() {
+            tracing::debug!(?wait, "pacing the next ECS call");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Tells the limiter how the call went: a throttle slows it down, a
+    /// success lets it recover; other failures say nothing about the rate.
+    pub(crate) fn record<T>(&self, result: &Result<T, AwsError>) {
+        let now = self.epoch.elapsed();
+        match result {
+            Ok(_) => self.limiter().on_success(now),
+            Err(e) if e.class() == ErrorClass::Throttled => self.limiter().on_throttle(now),
+            Err(_) => {}
+        }
+    }
+
+    /// The limiter's current rate, in calls per second.
+    pub(crate) fn rate(&self) -> f64 {
+        self.limiter().rate()
+    }
+}
 
 /// `ecs:DescribeServices` takes at most this many services a call.
 pub const DESCRIBE_SERVICES_BATCH: usize = 10;
@@ -143,6 +204,12 @@ pub fn service_task_definitions<'a>(
 }
 
 impl Aws {
+    /// How fast this process may call ECS now, in calls per second: the
+    /// client-side limiter's rate (lower after throttles).
+    pub fn ecs_call_rate(&self) -> f64 {
+        self.inner.ecs_pacer.rate()
+    }
+
     /// The services of `cluster` (name or ARN), each with the task
     /// definitions it runs: `ecs:ListServices` page by page, then
     /// `ecs:DescribeServices` ten at a time. Services ECS cannot describe
@@ -170,6 +237,7 @@ impl Aws {
         let mut arns = Vec::new();
         let mut token: Option<String> = None;
         loop {
+            self.inner.ecs_pacer.ready().await;
             self.inner.counters.add(&self.inner.counters.ecs_calls);
             let page = client
                 .list_services()
@@ -178,7 +246,9 @@ impl Aws {
                 .set_next_token(token.take())
                 .send()
                 .await
-                .map_err(|e| self.sdk_error(call("ecs:ListServices"), e, not_found))?;
+                .map_err(|e| self.sdk_error(call("ecs:ListServices"), e, not_found));
+            self.inner.ecs_pacer.record(&page);
+            let page = page?;
             arns.extend(page.service_arns().iter().cloned());
             match page.next_token() {
                 Some(next) if !next.is_empty() => token = Some(next.to_owned()),
@@ -187,6 +257,7 @@ impl Aws {
         }
         let mut out = EcsServices::default();
         for batch in arns.chunks(DESCRIBE_SERVICES_BATCH) {
+            self.inner.ecs_pacer.ready().await;
             self.inner.counters.add(&self.inner.counters.ecs_calls);
             let described = client
                 .describe_services()
@@ -194,7 +265,9 @@ impl Aws {
                 .set_services(Some(batch.to_vec()))
                 .send()
                 .await
-                .map_err(|e| self.sdk_error(call("ecs:DescribeServices"), e, not_found))?;
+                .map_err(|e| self.sdk_error(call("ecs:DescribeServices"), e, not_found));
+            self.inner.ecs_pacer.record(&described);
+            let described = described?;
             for service in described.services() {
                 let name = service
                     .service_name()
@@ -259,6 +332,7 @@ impl Aws {
             target: format!("task definition {reference}"),
             principal: Principal::Default.to_string(),
         };
+        self.inner.ecs_pacer.ready().await;
         self.inner.counters.add(&self.inner.counters.ecs_calls);
         let output = aws_sdk_ecs::Client::new(&self.inner.config)
             .describe_task_definition()
@@ -271,7 +345,9 @@ impl Aws {
                     (code == "ClientException")
                         .then(|| "no such task definition (or not readable)".to_owned())
                 })
-            })?;
+            });
+        self.inner.ecs_pacer.record(&output);
+        let output = output?;
         let bad = |problem: &str| AwsError::BadResponse {
             call: call.clone(),
             problem: problem.to_owned(),
@@ -308,6 +384,45 @@ impl Aws {
 
 #[cfg(test)]
 mod tests {
+    /// The pacer in front of every ECS call: a burst goes at once, then
+    /// calls are spaced at the limiter's rate, a throttle halves it and
+    /// successes win it back; other failures leave it alone.
+    #[tokio::test(start_paused = true)]
+    async fn ecs_calls_are_paced_and_throttles_slow_them_down() {
+        let pacer = EcsPacer::default();
+        let start = tokio::time::Instant::now();
+        for _ in 0..5 {
+            pacer.ready().await;
+        }
+        assert_eq!(
+            start.elapsed(),
+            std::time::Duration::ZERO,
+            "the burst waits"
+        );
+        pacer.ready().await;
+        let spaced = start.elapsed();
+        assert!(
+            spaced > std::time::Duration::ZERO
+                && spaced <= std::time::Duration::from_secs_f64(1.0 / DEFAULT_LIMITER_MAX_RATE),
+            "{spaced:?}"
+        );
+        let throttled: Result<(), AwsError> = Err(AwsError::Throttled {
+            call: Call {
+                operation: "ecs:ListServices",
+                target: "cluster c".into(),
+                principal: "default".into(),
+            },
+            code: "ThrottlingException".into(),
+            message: "Rate exceeded".into(),
+        });
+        let before = pacer.rate();
+        pacer.record(&throttled);
+        assert!(pacer.rate() < before, "{} !< {before}", pacer.rate());
+        let slowed = pacer.rate();
+        pacer.record(&Ok::<(), AwsError>(()));
+        assert!(pacer.rate() > slowed);
+    }
+
     use rstest::rstest;
 
     use super::*;
