@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
+use pullauth_agent::agent::VerifyTarget;
+use pullauth_agent::credentials::Provider;
+use pullauth_agent::helper::HelperCache;
 use pullauth_agent::{Agent, Identity, Puller, Settings};
 use pullauth_config::{AuthType, PullBehavior, SecretString};
 use pullauth_docker::{
@@ -378,7 +381,7 @@ async fn verify_reports_every_known_image_once_or_the_ones_asked_for() {
     submit(&agent, &["r.io/app:1"]).await;
 
     let reports: Vec<_> = agent
-        .verify(None)
+        .verify(VerifyTarget::KnownTasks)
         .await
         .expect("verified")
         .iter()
@@ -396,13 +399,18 @@ async fn verify_reports_every_known_image_once_or_the_ones_asked_for() {
     assert!(!format!("{reports:?}").contains("pw-never-shown"));
 
     let asked = agent
-        .verify(Some(vec!["r.io/b:2".to_owned(), "r.io/b:2".to_owned()]))
+        .verify(VerifyTarget::Images(vec![
+            "r.io/b:2".to_owned(),
+            "r.io/b:2".to_owned(),
+        ]))
         .await
         .expect("verified");
     assert_eq!(asked.len(), 1);
     assert_eq!(asked[0].image, "r.io/b:2");
 
-    let bad = agent.verify(Some(vec!["Bad//Ref".to_owned()])).await;
+    let bad = agent
+        .verify(VerifyTarget::Images(vec!["Bad//Ref".to_owned()]))
+        .await;
     assert!(
         matches!(bad, Err(pullauth_agent::agent::VerifyError::Invalid(_))),
         "{bad:?}"
@@ -414,4 +422,90 @@ async fn verify_reports_every_known_image_once_or_the_ones_asked_for() {
         engine.calls()
     );
     engine.release(8);
+}
+
+/// A `docker-credential-count` in `dir` that appends the server URL it is
+/// asked for to `log` and answers `helped-user` after a short pause, so
+/// that concurrent callers overlap.
+fn counting_helper(dir: &std::path::Path, log: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("docker-credential-count");
+    let script = format!(
+        "#!/bin/sh\nserver=$(cat)\necho \"$server\" >> '{}'\nsleep 0.2\n\
+         echo '{{\"Username\":\"helped-user\",\"Secret\":\"canary-helper-pw\"}}'\n",
+        log.display()
+    );
+    std::fs::write(&path, script).expect("write helper");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
+fn helper_runs(log: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+// Regression (issue 17, findings 1 and 4): 10 tasks x 10 containers of one
+// image behind a credsStore helper ran the helper 100 times; now once. And
+// POST /v1/verify ignored helpers (it looked at static keys only): now it
+// runs the helper, as a pull does, and reports the helper's user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helpers_run_once_for_a_burst_of_tasks_and_verify_uses_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("runs.log");
+    counting_helper(dir.path(), &log);
+    let data = SecretString::from(r#"{"auths":{},"credsStore":"count"}"#);
+    let settings = Settings {
+        table: RegistryTable::from_auth_data(AuthType::Docker, &data).expect("valid"),
+        behavior: PullBehavior::Always,
+        options: PullOptions::default(),
+    };
+    let provider = Provider::lazy(pullauth_aws::AwsOptions::default())
+        .with_helpers(dir.path().to_path_buf(), HelperCache::default());
+    let engine = FakeEngine::new();
+    let agent = Agent::start_with_provider(
+        Store::in_memory(),
+        engine.clone(),
+        settings,
+        Identity {
+            cluster: "test".to_owned(),
+            container_instance_arn: None,
+            version: "test".to_owned(),
+        },
+        4,
+        Arc::new(provider),
+    )
+    .expect("agent");
+    let image = "helped.example.com/app:1";
+    let images = [image; 10];
+    let arns = futures_util::future::join_all((0..10).map(|_| submit(&agent, &images))).await;
+    engine.release(100);
+    for arn in &arns {
+        let task = final_task(&agent, arn).await;
+        for c in &task.containers {
+            assert_eq!(c.username.as_deref(), Some("helped-user"));
+            assert_eq!(c.registry_key.as_deref(), Some("helper count"));
+        }
+    }
+    assert_eq!(helper_runs(&log), ["helped.example.com"]);
+
+    // verify of another registry behind the same store runs the helper.
+    let reports = agent
+        .verify(VerifyTarget::Images(vec![
+            "verified.example.com/app:1".to_owned(),
+        ]))
+        .await
+        .expect("verified");
+    assert_eq!(reports.len(), 1);
+    let report = reports[0].to_json();
+    assert_eq!(report["result"], "accepted", "{report}");
+    assert_eq!(report["key"], "helper count");
+    assert_eq!(report["username"], "helped-user");
+    assert!(!report.to_string().contains("canary-helper-pw"));
+    assert_eq!(
+        helper_runs(&log),
+        ["helped.example.com", "verified.example.com"]
+    );
 }
