@@ -245,6 +245,56 @@ mod tests {
         );
     }
 
+    /// Regression (issue 17, finding 3): credHelpers keys that fold to one
+    /// host were accepted and the last one in the JSON won; a key with a
+    /// path was folded to its host. Both are errors naming the keys.
+    #[rstest]
+    #[case::path(
+        r#"{"helped.example.com/team":"pass"}"#,
+        &["\"helped.example.com/team\"", "has a path", "\"team\""]
+    )]
+    #[case::case_folds(
+        r#"{"helped.example.com":"pass","HELPED.example.com":"desktop"}"#,
+        &["\"helped.example.com\"", "\"HELPED.example.com\"", "same registry host (helped.example.com)"]
+    )]
+    #[case::scheme_folds(
+        r#"{"https://helped.example.com":"pass","helped.example.com":"pass"}"#,
+        &["\"https://helped.example.com\"", "\"helped.example.com\""]
+    )]
+    #[case::api_version_folds(
+        r#"{"helped.example.com":"pass","https://helped.example.com/v1/":"pass"}"#,
+        &["\"https://helped.example.com/v1/\"", "same registry host"]
+    )]
+    #[case::hub_aliases_fold(
+        r#"{"https://index.docker.io/v1/":"pass","docker.io":"desktop"}"#,
+        &["\"https://index.docker.io/v1/\"", "\"docker.io\"", "(docker.io)"]
+    )]
+    #[case::user_info_masked(
+        r#"{"bob:canary-pw@helped.example.com":"pass"}"#,
+        &["user info"]
+    )]
+    fn colliding_or_path_helper_keys_are_errors(#[case] helpers: &str, #[case] wanted: &[&str]) {
+        let data = format!(r#"{{"auths":{{}},"credHelpers":{helpers}}}"#);
+        let err = RegistryTable::from_auth_data(AuthType::Docker, &SecretString::from(data))
+            .expect_err("refused")
+            .to_string();
+        for want in wanted {
+            assert!(err.contains(want), "{want} not in: {err}");
+        }
+        assert!(!err.contains("canary-pw"), "{err}");
+    }
+
+    #[rstest]
+    #[case::distinct_hosts(r#"{"a.example.com":"pass","b.example.com":"pass"}"#)]
+    #[case::distinct_ports(r#"{"a.example.com":"pass","a.example.com:5000":"pass"}"#)]
+    #[case::hub_legacy_url(r#"{"https://index.docker.io/v1/":"pass"}"#)]
+    #[case::trailing_slash(r#"{"https://a.example.com/":"pass"}"#)]
+    fn distinct_helper_keys_are_accepted(#[case] helpers: &str) {
+        let data = format!(r#"{{"auths":{{}},"credHelpers":{helpers}}}"#);
+        RegistryTable::from_auth_data(AuthType::Docker, &SecretString::from(data))
+            .expect("accepted");
+    }
+
     #[test]
     fn display_never_shows_a_password() {
         let table = table();
