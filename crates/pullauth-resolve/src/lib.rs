@@ -31,7 +31,7 @@ pub use ecr::{EcrRegistry, NotEcr};
 pub use explain::{Explanation, KeyVerdict, Reason};
 pub use image::{ImageRef, ImageRefError};
 pub use key::{DOCKER_HUB, HostPattern, KeyError, RegistryKey, USERINFO_REDACTED, masked};
-pub use source::{Source, ecr_label, helper_server};
+pub use source::{Source, SourceExplanation, SourceKind, SourceVerdict, ecr_label, helper_server};
 pub use table::{Entry, RegistryTable, Resolution, ServerLookup};
 
 #[cfg(test)]

@@ -78,7 +78,100 @@ pub fn helper_server(registry: &str) -> String {
     }
 }
 
+/// The kinds of source, in precedence order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SourceKind {
+    TaskSecret,
+    Key,
+    Helper,
+    Ecr,
+    Anonymous,
+}
+
+impl SourceKind {
+    /// Every kind, highest precedence first.
+    pub const ALL: [SourceKind; 5] = [
+        SourceKind::TaskSecret,
+        SourceKind::Key,
+        SourceKind::Helper,
+        SourceKind::Ecr,
+        SourceKind::Anonymous,
+    ];
+
+    /// The stable code scripts match on.
+    pub fn code(self) -> &'static str {
+        match self {
+            SourceKind::TaskSecret => "task_secret",
+            SourceKind::Key => "key",
+            SourceKind::Helper => "helper",
+            SourceKind::Ecr => "ecr",
+            SourceKind::Anonymous => "anonymous",
+        }
+    }
+
+    fn of(source: &Source<'_>) -> SourceKind {
+        match source {
+            Source::TaskSecret(_) => SourceKind::TaskSecret,
+            Source::Static(_) => SourceKind::Key,
+            Source::Helper { .. } => SourceKind::Helper,
+            Source::Ecr(_) => SourceKind::Ecr,
+            Source::Anonymous => SourceKind::Anonymous,
+        }
+    }
+}
+
+/// One kind of source's verdict for one image, for `resolve --explain`.
+#[derive(Debug, Clone)]
+pub struct SourceVerdict<'t> {
+    pub kind: SourceKind,
+    /// What this kind would give the image, if anything.
+    pub source: Option<Source<'t>>,
+    /// Whether it is the source the pull uses.
+    pub applies: bool,
+    /// Stable code: `applies`, `outranked` (it would apply, but a source
+    /// of higher precedence does), or why it does not apply: `no_secret`,
+    /// `no_key`, `no_helper`, `not_ecr_host`, `ecr_disabled`.
+    pub reason: &'static str,
+    /// One sentence for people; names sources and hosts, never a secret.
+    pub detail: String,
+}
+
+/// Which source an image's credentials come from, and why each other kind
+/// lost or does not apply.
+#[derive(Debug, Clone)]
+pub struct SourceExplanation<'t> {
+    /// The source a pull uses: always [`RegistryTable::source`]'s answer.
+    pub winner: Source<'t>,
+    /// One verdict per [`SourceKind`], in precedence order.
+    pub verdicts: Vec<SourceVerdict<'t>>,
+}
+
 impl RegistryTable {
+    /// What each kind of source would give `image`, in precedence order
+    /// (anonymous, always available, is left out). The one place sources
+    /// are selected: [`RegistryTable::source`] takes the first, and
+    /// [`RegistryTable::explain_source`] says why the others lost.
+    fn candidates<'t>(
+        &'t self,
+        image: &ImageRef,
+        task_secret: Option<&'t str>,
+        ecr_enabled: bool,
+    ) -> [Option<Source<'t>>; 4] {
+        [
+            task_secret.map(Source::TaskSecret),
+            self.lookup(image).map(Source::Static),
+            self.helper_for(&image.registry)
+                .map(|helper| Source::Helper {
+                    helper,
+                    server: helper_server(&image.registry),
+                }),
+            EcrRegistry::parse(&image.registry)
+                .ok()
+                .filter(|_| ecr_enabled)
+                .map(Source::Ecr),
+        ]
+    }
+
     /// The source of `image`'s credentials, by the precedence in the module
     /// docs: `task_secret` (a container's `repositoryCredentials`) first,
     /// then a matching key, then a credential helper, then ECR for ECR
@@ -89,22 +182,84 @@ impl RegistryTable {
         task_secret: Option<&'t str>,
         ecr_enabled: bool,
     ) -> Source<'t> {
-        if let Some(secret) = task_secret {
-            return Source::TaskSecret(secret);
-        }
-        if let Some(entry) = self.lookup(image) {
-            return Source::Static(entry);
-        }
-        if let Some(helper) = self.helper_for(&image.registry) {
-            return Source::Helper {
-                helper,
-                server: helper_server(&image.registry),
-            };
-        }
-        if ecr_enabled && let Ok(registry) = EcrRegistry::parse(&image.registry) {
-            return Source::Ecr(registry);
-        }
-        Source::Anonymous
+        self.candidates(image, task_secret, ecr_enabled)
+            .into_iter()
+            .flatten()
+            .next()
+            .unwrap_or(Source::Anonymous)
+    }
+
+    /// [`RegistryTable::source`] with every kind's verdict: the winner,
+    /// what each outranked kind would have given, and why the others do
+    /// not apply.
+    pub fn explain_source<'t>(
+        &'t self,
+        image: &ImageRef,
+        task_secret: Option<&'t str>,
+        ecr_enabled: bool,
+    ) -> SourceExplanation<'t> {
+        let winner = self.source(image, task_secret, ecr_enabled);
+        let winner_kind = SourceKind::of(&winner);
+        let [secret, key, helper, ecr] = self.candidates(image, task_secret, ecr_enabled);
+        let host = &image.registry;
+        let absent = |kind: SourceKind| -> (&'static str, String) {
+            match kind {
+                SourceKind::TaskSecret => (
+                    "no_secret",
+                    "no repositoryCredentials secret (a task's container, or \
+                     --repository-credentials, names one)"
+                        .to_owned(),
+                ),
+                SourceKind::Key => (
+                    "no_key",
+                    "no ECS_ENGINE_AUTH_DATA key applies to the image".to_owned(),
+                ),
+                SourceKind::Helper => (
+                    "no_helper",
+                    format!("no credHelpers entry for {host} and no credsStore"),
+                ),
+                SourceKind::Ecr => match EcrRegistry::parse(host) {
+                    Ok(_) => (
+                        "ecr_disabled",
+                        format!("{host} is an ECR registry, but ECR tokens are off (PULLAUTH_ECR)"),
+                    ),
+                    Err(not) => ("not_ecr_host", not.to_string()),
+                },
+                SourceKind::Anonymous => ("outranked", String::new()),
+            }
+        };
+        let verdicts = [secret, key, helper, ecr, Some(Source::Anonymous)]
+            .into_iter()
+            .zip(SourceKind::ALL)
+            .map(|(source, kind)| {
+                let (applies, reason, detail) = match &source {
+                    Some(_) if kind == winner_kind => {
+                        (true, "applies", format!("{winner} is used"))
+                    }
+                    Some(candidate) => (
+                        false,
+                        "outranked",
+                        format!(
+                            "{candidate} would apply, but {winner} comes first ({} beats {})",
+                            winner_kind.code(),
+                            kind.code()
+                        ),
+                    ),
+                    None => {
+                        let (reason, detail) = absent(kind);
+                        (false, reason, detail)
+                    }
+                };
+                SourceVerdict {
+                    kind,
+                    source,
+                    applies,
+                    reason,
+                    detail,
+                }
+            })
+            .collect();
+        SourceExplanation { winner, verdicts }
     }
 }
 
@@ -293,6 +448,91 @@ mod tests {
         let data = format!(r#"{{"auths":{{}},"credHelpers":{helpers}}}"#);
         RegistryTable::from_auth_data(AuthType::Docker, &SecretString::from(data))
             .expect("accepted");
+    }
+
+    /// Regression (issue 17, finding 2): explain said "no key applies:
+    /// anonymous" for an ECR image. Its winner is the source a pull uses,
+    /// and every other kind says why it lost.
+    #[rstest]
+    #[case::ecr(&format!("{ECR}/app"), None, true, "ecr", &[("key", "no_key"), ("helper", "no_helper"), ("anonymous", "outranked")])]
+    #[case::ecr_lost_to_key(&format!("{ECR}/team/app"), None, true, "key", &[("ecr", "outranked"), ("helper", "no_helper")])]
+    #[case::helper_lost_to_inline("registry.example.com/app", None, true, "key", &[("helper", "outranked"), ("ecr", "not_ecr_host")])]
+    #[case::helper("other.example/app", None, true, "helper", &[("key", "no_key"), ("ecr", "not_ecr_host")])]
+    #[case::secret_first("registry.example.com/app", Some("arn:s"), true, "task_secret", &[("key", "outranked"), ("helper", "outranked")])]
+    #[case::ecr_off(&format!("{ECR}/app"), None, false, "anonymous", &[("ecr", "ecr_disabled"), ("secret", "no_secret")])]
+    fn explained_winner_is_the_source(
+        #[case] image: &str,
+        #[case] secret: Option<&str>,
+        #[case] ecr: bool,
+        #[case] winner: &str,
+        #[case] others: &[(&str, &str)],
+    ) {
+        let data = format!(
+            r#"{{"auths":{{"registry.example.com":{{"auth":"dTpw"}},"{ECR}/team":{{"auth":"dTpw"}}}},
+                "credHelpers":{{"registry.example.com":"pass","other.example":"pass"}}}}"#
+        );
+        let table = RegistryTable::from_auth_data(AuthType::Docker, &SecretString::from(data))
+            .expect("valid");
+        let image = ImageRef::parse(image).expect("valid image");
+        let explained = table.explain_source(&image, secret, ecr);
+        assert_eq!(
+            explained.winner.to_string(),
+            table.source(&image, secret, ecr).to_string()
+        );
+        let applying: Vec<_> = explained.verdicts.iter().filter(|v| v.applies).collect();
+        assert_eq!(applying.len(), 1);
+        assert_eq!(applying[0].kind.code(), winner);
+        for (kind, reason) in others {
+            let kind = if *kind == "secret" {
+                "task_secret"
+            } else {
+                kind
+            };
+            let verdict = explained
+                .verdicts
+                .iter()
+                .find(|v| v.kind.code() == kind)
+                .expect("a verdict per kind");
+            assert_eq!(verdict.reason, *reason, "{kind}: {}", verdict.detail);
+        }
+    }
+
+    proptest::proptest! {
+        /// For any image, table and switches, explain's winner is the
+        /// source a pull uses, exactly one kind applies, and every
+        /// outranked kind comes later in precedence than the winner.
+        #[test]
+        fn explain_winner_is_always_the_pulls_source(
+            host in proptest::sample::select(vec![
+                "registry.example.com", "other.example", "helped.example.com:5000",
+                ECR, "123456789012.dkr.ecr-fips.us-east-1.amazonaws.com", "docker.io",
+            ]),
+            repo in proptest::sample::select(vec!["app", "team/app", "library/busybox"]),
+            secret in proptest::option::of(proptest::sample::select(vec!["arn:s", "name"])),
+            ecr in proptest::bool::ANY,
+            store in proptest::bool::ANY,
+        ) {
+            let store = if store { r#","credsStore":"desktop""# } else { "" };
+            let data = format!(
+                r#"{{"auths":{{"registry.example.com":{{"auth":"dTpw"}},"{ECR}/team":{{"auth":"dTpw"}}}},
+                    "credHelpers":{{"helped.example.com:5000":"pass"}}{store}}}"#
+            );
+            let table = RegistryTable::from_auth_data(AuthType::Docker, &SecretString::from(data))
+                .expect("valid");
+            let image = ImageRef::parse(&format!("{host}/{repo}")).expect("valid image");
+            let explained = table.explain_source(&image, secret, ecr);
+            let source = table.source(&image, secret, ecr);
+            proptest::prop_assert_eq!(explained.winner.to_string(), source.to_string());
+            let position = |kind| SourceKind::ALL.iter().position(|k| *k == kind);
+            let applying: Vec<_> = explained.verdicts.iter().filter(|v| v.applies).collect();
+            proptest::prop_assert_eq!(applying.len(), 1);
+            proptest::prop_assert_eq!(applying[0].kind, SourceKind::of(&source));
+            for v in &explained.verdicts {
+                if v.reason == "outranked" {
+                    proptest::prop_assert!(position(v.kind) > position(applying[0].kind));
+                }
+            }
+        }
     }
 
     #[test]
