@@ -147,8 +147,8 @@ struct TokenKey {
     fips: bool,
     endpoint: Option<String>,
     principal: Principal,
-    /// Not part of the identity (account/region/fips are), kept to report.
-    host: String,
+    /// The registry as parsed, to report (its host, partition, ...).
+    registry: EcrRegistry,
 }
 
 #[derive(Clone)]
@@ -279,7 +279,7 @@ impl Aws {
             fips: registry.fips,
             endpoint: endpoint.clone(),
             principal: principal.clone(),
-            host: registry.host.clone(),
+            registry: registry.clone(),
         };
         let call = Call {
             operation: "ecr:GetAuthorizationToken",
@@ -334,10 +334,13 @@ impl Aws {
     ) -> Result<Expiring<EcrToken>, AwsError> {
         let mut builder = aws_sdk_ecr::config::Builder::from(&self.inner.config)
             .region(Region::new(registry.region.clone()));
-        // The SDK refuses FIPS together with a custom endpoint; the override
-        // wins (as in the ECS agent's agent/ecr/factory.go).
-        if registry.fips && !endpoint_overridden {
-            builder = builder.use_fips(true);
+        // The registry host's own API endpoint (its partition's, FIPS or
+        // dual-stack as the host is): the SDK's built-in partition list
+        // does not know every partition ECR serves. An endpoint override
+        // (AWS_ENDPOINT_URL, tests, proxies) wins, as in the ECS agent's
+        // agent/ecr/factory.go.
+        if !endpoint_overridden {
+            builder = builder.endpoint_url(registry.api_endpoint());
         }
         if let Some(credentials) = credentials {
             builder = builder.credentials_provider(credentials);
@@ -393,12 +396,7 @@ impl Aws {
             .in_use()
             .into_iter()
             .map(|(key, expires_at)| TokenInUse {
-                registry: EcrRegistry {
-                    account: key.account,
-                    region: key.region,
-                    fips: key.fips,
-                    host: key.host,
-                },
+                registry: key.registry,
                 endpoint: key.endpoint,
                 principal: key.principal,
                 expires_at,
