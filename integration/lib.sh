@@ -59,6 +59,27 @@ fi
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 }
 
+# --- moto -------------------------------------------------------------------
+# prepare_moto: creates the venv with moto[server] that the AWS tests use
+# (integration/src/moto.rs::ensure_venv, same path and version), unless it
+# exists. integration/test runs it in the background while cargo compiles:
+# the pip install takes minutes on a fresh machine.
+prepare_moto() {
+    local version venv build
+    version=$(sed -n 's/^pub const MOTO_VERSION: &str = "\(.*\)";/\1/p' integration/src/moto.rs)
+    [[ -n $version ]] || { log "cannot read MOTO_VERSION from integration/src/moto.rs"; return 1; }
+    venv="${TMPDIR:-/tmp}/pullauth-moto-$version"
+    [[ -x $venv/bin/python ]] && return 0
+    build="$venv.build-$$"
+    rm -rf "$build"
+    python3 -m venv "$build" &&
+        "$build/bin/python" -m pip install -q --disable-pip-version-check "moto[server]==$version" ||
+        { log "installing moto[server]==$version failed"; rm -rf "$build"; return 1; }
+    # Another run may have won the race; either venv is complete.
+    mv -T "$build" "$venv" 2>/dev/null || rm -rf "$build"
+    log "moto $version ready in $venv"
+}
+
 # --- docker client config ---------------------------------------------------
 # pin_docker_config DIR: creates DIR with a config.json that makes the docker
 # CLI keep the credentials of `docker --config DIR login` in that file.

@@ -16,7 +16,7 @@ use std::fs::{self, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -223,7 +223,7 @@ impl AgentSpec {
         }
     }
 
-    /// Runs `binary` (e.g. [`crate::pullauth_release_bin`]) instead of the
+    /// Runs `binary` (e.g. [`crate::static_pullauth_bin`]) instead of the
     /// debug build.
     pub fn binary(mut self, binary: &Path) -> AgentSpec {
         self.binary = Some(binary.to_path_buf());
@@ -766,66 +766,6 @@ pub fn assert_no_secret(what: &str, haystack: &[u8], secret: &str) {
     }
 }
 
-/// A statically linked release `pullauth` for running the agent in a
-/// container, built once per test process with
-/// `RUSTFLAGS='-C target-feature=+crt-static' cargo build --release
-/// --target x86_64-unknown-linux-gnu --target-dir <target>/static`.
-/// Returns the binary and how long the (possibly no-op) build took.
-pub fn static_pullauth_bin() -> (PathBuf, Duration) {
-    crate::require_opt_in();
-    static BIN: OnceLock<Result<(PathBuf, Duration), String>> = OnceLock::new();
-    match BIN.get_or_init(build_static) {
-        Ok(found) => found.clone(),
-        Err(msg) => panic!("{msg}"),
-    }
-}
-
-fn build_static() -> Result<(PathBuf, Duration), String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("integration/ has a parent")
-        .to_path_buf();
-    let target = match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => root.join(dir),
-        None => root.join("target"),
-    }
-    .join("static");
-    let triple = "x86_64-unknown-linux-gnu";
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let started = Instant::now();
-    let out = Command::new(&cargo)
-        .args([
-            "build",
-            "-q",
-            "--release",
-            "-p",
-            "pullauth",
-            "--bin",
-            "pullauth",
-        ])
-        .args(["--target", triple, "--target-dir"])
-        .arg(&target)
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .current_dir(&root)
-        .output()
-        .map_err(|e| format!("cannot run {cargo:?}: {e}"))?;
-    let took = started.elapsed();
-    if !out.status.success() {
-        return Err(format!(
-            "static build of pullauth failed ({}):\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    let bin = target.join(triple).join("release").join("pullauth");
-    if bin.is_file() {
-        Ok((bin, took))
-    } else {
-        Err(format!("static build did not produce {}", bin.display()))
-    }
-}
-
 /// The agent's container image for the container tests: the statically
 /// linked binary on an empty base, holding what the repository
 /// Dockerfile's final stage copies and configured by its own `ENV`,
@@ -896,21 +836,15 @@ pub fn dockerfile_copies() -> Vec<(String, String)> {
 
 /// Builds the agent image: `docker import` of a rootfs holding /tmp and
 /// every file the Dockerfile's final stage copies (the build stage's
-/// `/pullauth` is [`static_pullauth_bin`]; anything else, such as Debian's
+/// `/pullauth` is [`crate::static_pullauth_bin`]; anything else, such as Debian's
 /// CA bundle, is this Debian host's file at the same path), configured by
 /// [`dockerfile_image_config`].
 pub fn agent_image() -> AgentImage {
     let h = Harness::get();
-    let (bin, build_time) = static_pullauth_bin();
-    let ldd = util::run(Command::new("ldd").arg(&bin), b"");
-    let ldd_text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&ldd.stdout),
-        String::from_utf8_lossy(&ldd.stderr)
-    );
+    let (bin, build_time) = crate::static_pullauth_bin();
     assert!(
-        ldd_text.contains("not a dynamic executable") || ldd_text.contains("statically linked"),
-        "ldd {}: {ldd_text}",
+        crate::bin::is_static(&bin),
+        "{} is not statically linked (ldd), so it cannot run FROM scratch",
         bin.display()
     );
 

@@ -58,7 +58,7 @@ mod stall;
 mod sys;
 mod util;
 
-pub use bin::{pullauth_bin, pullauth_command, pullauth_release_bin};
+pub use bin::{pullauth_bin, pullauth_command, static_pullauth_bin};
 pub use engine::{DOCKER_HOST_ENV, Engine, Frozen, PrivateEngine};
 pub use harness::Harness;
 pub use moto::{

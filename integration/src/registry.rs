@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::fs::{self, OpenOptions};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,6 +16,8 @@ use crate::{process, sys, util};
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many fresh ports to try when the chosen one turns out to be taken.
 const PORT_ATTEMPTS: usize = 8;
+/// The port of [`Registry::start_on_own_loopback`].
+const OWN_LOOPBACK_PORT: u16 = 80;
 
 /// One running registry that requires HTTP Basic credentials.
 ///
@@ -26,6 +29,9 @@ const PORT_ATTEMPTS: usize = 8;
 pub struct Registry {
     name: String,
     users: Vec<(String, String)>,
+    /// The loopback address it listens on: 127.0.0.1, or an address of its
+    /// own in 127.0.0.0/8 (see [`Registry::start_on_own_loopback`]).
+    ip: Ipv4Addr,
     port: u16,
     dir: TempDir,
     /// Pid of the running registry process, `None` while stopped.
@@ -43,14 +49,28 @@ impl Registry {
         Registry::start_on(name, users, None)
     }
 
-    /// Like [`Registry::start`], on `127.0.0.1:port` exactly (e.g. 80, where
-    /// an engine looks for an insecure registry named without a port);
-    /// panics when the port is taken.
-    pub fn start_on_port(name: &str, users: &[(&str, &str)], port: u16) -> Registry {
-        Registry::start_on(name, users, Some(port))
+    /// Like [`Registry::start`], on port 80 (where an engine looks for an
+    /// insecure registry named without a port) of a loopback address of its
+    /// own, picked at random in 127.0.0.0/8: port 80 of 127.0.0.1 may be
+    /// taken (a web server on a workstation, another test run), an unused
+    /// alias is not. Map a host name to [`Registry::ip`] (a hosts file) to
+    /// make the registry pose as that host.
+    pub fn start_on_own_loopback(name: &str, users: &[(&str, &str)]) -> Registry {
+        for _ in 0..PORT_ATTEMPTS {
+            // 127.1.0.0 and up: clear of 127.0.0.x, which hosts use.
+            let [b, c, d] = util::random_bytes::<3>();
+            let ip = Ipv4Addr::new(127, b.max(1), c, d.clamp(2, 254));
+            // Another run may have picked the same address: try the next.
+            if std::net::TcpListener::bind((ip, OWN_LOOPBACK_PORT)).is_ok() {
+                return Registry::start_on(name, users, Some((ip, OWN_LOOPBACK_PORT)));
+            }
+        }
+        panic!(
+            "registry {name}: no free port {OWN_LOOPBACK_PORT} on {PORT_ATTEMPTS} loopback addresses"
+        );
     }
 
-    fn start_on(name: &str, users: &[(&str, &str)], fixed_port: Option<u16>) -> Registry {
+    fn start_on(name: &str, users: &[(&str, &str)], fixed: Option<(Ipv4Addr, u16)>) -> Registry {
         crate::require_opt_in();
         util::ensure_tools(&[
             ("docker-registry", "docker-registry"),
@@ -66,21 +86,23 @@ impl Registry {
                 .iter()
                 .map(|(u, p)| ((*u).to_string(), (*p).to_string()))
                 .collect(),
+            ip: fixed.map_or(Ipv4Addr::LOCALHOST, |(ip, _)| ip),
             port: 0,
             dir,
             pid: process::PidSlot::default(),
         };
         let mut last_error = String::new();
-        if let Some(port) = fixed_port {
+        if let Some((ip, port)) = fixed {
             // Another server answering on the port would pass the readiness
             // check below before our registry fails to bind: look first.
-            if let Err(e) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            if let Err(e) = std::net::TcpListener::bind((ip, port)) {
                 panic!(
-                    "registry {name}: 127.0.0.1:{port} is taken ({e}); this test needs that \
-                     port (`ss -ltnp 'sport = :{port}'` shows who holds it)"
+                    "registry {name}: {ip}:{port} is taken ({e}); \
+                     (`ss -ltnp 'sport = :{port}'` shows who holds it)"
                 );
             }
         }
+        let fixed_port = fixed.map(|(_, port)| port);
         let attempts = if fixed_port.is_some() {
             1
         } else {
@@ -113,9 +135,15 @@ impl Registry {
         &self.name
     }
 
-    /// `127.0.0.1:PORT`, the registry host part of image references.
+    /// `IP:PORT` (`127.0.0.1:PORT` unless started on a loopback address of
+    /// its own), the registry host part of image references.
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.ip, self.port)
+    }
+
+    /// The loopback address the registry listens on.
+    pub fn ip(&self) -> Ipv4Addr {
+        self.ip
     }
 
     /// `127.0.0.1:PORT/repository:tag`, a full image reference on this registry.
@@ -344,10 +372,11 @@ auth:
     realm: "pullauth-test-{name}"
     path: "{root}/htpasswd"
 http:
-  addr: "127.0.0.1:{port}"
+  addr: "{ip}:{port}"
   draintimeout: 0s
 "#,
             name = sanitize(&self.name),
+            ip = self.ip,
             port = self.port,
         )
     }

@@ -193,15 +193,15 @@ pub async fn bind_introspection(addr: &str) -> io::Result<TcpListener> {
 }
 
 /// Serves introspection on `tcp` and control on `unix` until `shutdown`
-/// completes, with the production [`ServerLimits`] fitted to the process's
-/// descriptor limit; see [`run_with_limits`].
+/// completes, with `wanted` (normally [`ServerLimits::default`]) fitted to
+/// the process's descriptor limit; see [`run_with_limits`].
 pub async fn run(
     agent: Agent,
     tcp: TcpListener,
     unix: UnixListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    wanted: ServerLimits,
 ) -> io::Result<()> {
-    let wanted = ServerLimits::default();
     let limits = wanted.fit_to_fd_limit(fd_limit());
     if limits != wanted {
         tracing::warn!(

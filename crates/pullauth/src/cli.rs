@@ -232,6 +232,10 @@ pub struct ServeArgs {
     /// changes; only SIGHUP reloads.
     #[arg(long)]
     pub no_watch: bool,
+    /// How long a client of either API may take to send a request head
+    /// (also the keep-alive idle timeout); slower clients are dropped.
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub client_header_timeout: String,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,9 +1,10 @@
 //! ECR end to end through a real engine: a `docker-registry` that accepts
 //! only user `AWS` with the password moto's `GetAuthorizationToken` issues
-//! (`<account>-auth-token`) listens on 127.0.0.1:80, and a test-owned
+//! (`<account>-auth-token`) listens on port 80 of a loopback address of its
+//! own (127.x.y.z, so port 80 of 127.0.0.1 may be taken), and a test-owned
 //! dockerd, in its own mount namespace, resolves the ECR host name
-//! `123456789012.dkr.ecr.us-east-1.amazonaws.com` to 127.0.0.1 and treats
-//! it as an insecure registry. pullauth has no ecs.config entry for the
+//! `123456789012.dkr.ecr.us-east-1.amazonaws.com` to that address and
+//! treats it as an insecure registry. pullauth has no ecs.config entry for the
 //! host and no AWS keys in its environment: its credentials come from an
 //! instance metadata service, its token from moto, and the registry's log
 //! shows who pulled.
@@ -41,10 +42,11 @@ fn ecr() -> &'static Ecr {
     static ECR: OnceLock<Ecr> = OnceLock::new();
     ECR.get_or_init(|| {
         // Port 80: an insecure registry named without a port is tried on
-        // https://HOST (443, refused here) and then http://HOST (80).
-        let registry = Registry::start_on_port("ecr", &[("AWS", MOTO_ECR_PASSWORD)], 80);
+        // https://HOST (443, refused here) and then http://HOST (80). On a
+        // loopback address of its own, so port 80 of 127.0.0.1 may be taken.
+        let registry = Registry::start_on_own_loopback("ecr", &[("AWS", MOTO_ECR_PASSWORD)]);
         let engine = PrivateEngine::start_with_hosts(
-            &[(ECR_HOST, "127.0.0.1")],
+            &[(ECR_HOST, &registry.ip().to_string())],
             &["--insecure-registry", ECR_HOST],
         );
         Ecr {

@@ -16,6 +16,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use super::{VERSION, load, registry_table};
 use crate::cli::{ConfigArgs, ServeArgs};
+use crate::exit::UsageError;
 
 /// The control socket when neither `--control-socket` nor `ECS_DATADIR` says.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/var/run/pullauth.sock";
@@ -173,6 +174,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let loaded = fingerprinter.take(&config_files(&args.config));
     let (config, table) = load(&args.config)?;
     let aws_options = super::aws_options(config.ecr.value)?;
+    let client_header_timeout = client_header_timeout(&args.client_header_timeout)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -183,7 +185,19 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         table,
         aws_options,
         (fingerprinter, loaded),
+        client_header_timeout,
     ))
+}
+
+/// `--client-header-timeout`: a positive duration.
+fn client_header_timeout(text: &str) -> anyhow::Result<std::time::Duration> {
+    match humantime::parse_duration(text) {
+        Ok(timeout) if !timeout.is_zero() => Ok(timeout),
+        _ => Err(UsageError(format!(
+            "--client-header-timeout {text:?} is not a positive duration such as 10s or 1m"
+        ))
+        .into()),
+    }
 }
 
 async fn serve(
@@ -192,6 +206,7 @@ async fn serve(
     table: RegistryTable,
     aws_options: pullauth_aws::AwsOptions,
     (fingerprinter, loaded): (Fingerprinter, watch::Fingerprint),
+    client_header_timeout: std::time::Duration,
 ) -> anyhow::Result<ExitCode> {
     // The connection caps are fitted to this limit; the usual soft 1,024 is too low.
     match server::raise_fd_limit() {
@@ -272,7 +287,11 @@ async fn serve(
             _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
         }
     };
-    server::run(agent, tcp, unix, shutdown)
+    let limits = server::ServerLimits {
+        header_read_timeout: client_header_timeout,
+        ..server::ServerLimits::default()
+    };
+    server::run(agent, tcp, unix, shutdown, limits)
         .await
         .context("serving the API")?;
     drop(socket_guard);
@@ -282,7 +301,39 @@ async fn serve(
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
+    use crate::cli::{Cli, Command};
+
+    /// The flag's default is the agent's production header timeout (the
+    /// integration tests set the flag, so this keeps the default honest).
+    #[test]
+    fn client_header_timeout_defaults_to_the_servers_limit() {
+        let cli = Cli::try_parse_from(["pullauth", "serve"]).expect("parses");
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(
+            client_header_timeout(&args.client_header_timeout).expect("valid"),
+            server::HEADER_READ_TIMEOUT
+        );
+        assert_eq!(
+            server::HEADER_READ_TIMEOUT,
+            std::time::Duration::from_secs(10)
+        );
+    }
+
+    #[test]
+    fn client_header_timeout_must_be_positive() {
+        for bad in ["0s", "soon", "", "-1s"] {
+            assert!(client_header_timeout(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(
+            client_header_timeout("250ms").expect("valid"),
+            std::time::Duration::from_millis(250)
+        );
+    }
 
     #[test]
     fn an_s3_env_file_is_reloadable_but_never_watched() {

@@ -1,0 +1,239 @@
+//! How often a follower polls ECS, and how it backs off.
+//!
+//! The numbers are chosen for the whole fleet, not for one instance: every
+//! container instance of an account polls the same per-account, per-Region
+//! ECS token buckets, so what one instance may spend is the account's refill
+//! rate divided by the number of instances.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::plan::CallPlan;
+
+/// The default time between two polls of one instance: 50 minutes.
+///
+/// Chosen so that the largest fleet we design for (10,000 instances following
+/// 20 services, 3 service-read calls a poll, see [`CallPlan`]) spends
+/// 10,000 × 3 / 3,000 s = 10 calls/s, half of the service-read refill rate
+/// we assume ([`ASSUMED_SERVICE_READ_REFILL_PER_SEC`]); the other half stays
+/// for everything else in the account that reads services (deployment tools,
+/// the console, CloudFormation waiters). Smaller fleets should poll more
+/// often: [`PollPolicy::for_fleet`] and the "Fleet size" table in the
+/// operations guide give the interval for a fleet size.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(50 * 60);
+
+/// The shortest interval [`PollPolicy::for_fleet`] recommends: below a minute
+/// a poll costs more than the seconds it could save on a deployment.
+pub const MIN_RECOMMENDED_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Each steady-state delay is the interval times a factor drawn uniformly
+/// from `1 ± DEFAULT_JITTER`. Instances that happen to poll together drift
+/// apart within a few polls instead of staying in lock step.
+pub const DEFAULT_JITTER: f64 = 0.2;
+
+/// Start-up spread: the first poll after start is drawn uniformly from
+/// `[0, startup_spread]`. The default is the interval, so a fleet that
+/// restarts at once (an AMI roll-out, an AZ coming back) polls at the
+/// steady-state rate from its first minute. The instance is not cold
+/// meanwhile: `pullauth prefetch` at boot, or the store of the previous run,
+/// already covered the images.
+pub const DEFAULT_STARTUP_SPREAD: Duration = DEFAULT_INTERVAL;
+
+/// First delay after a poll was throttled (`ThrottlingException`).
+pub const DEFAULT_THROTTLE_BASE: Duration = Duration::from_secs(15);
+
+/// Longest delay after consecutive throttled polls. As long as the interval:
+/// a throttled account is over budget, and an instance that retried sooner
+/// than its healthy neighbours would only add to the load that caused it.
+pub const DEFAULT_THROTTLE_MAX: Duration = DEFAULT_INTERVAL;
+
+/// First delay after a poll failed for another reason (network, 5xx, a
+/// stalled endpoint, access denied).
+pub const DEFAULT_ERROR_BASE: Duration = Duration::from_secs(5);
+
+/// Longest delay after consecutive failed polls.
+pub const DEFAULT_ERROR_MAX: Duration = Duration::from_secs(10 * 60);
+
+/// ASSUMPTION (see BENCHMARKS.md): the burst capacity of the ECS bucket that
+/// `ListServices` and `DescribeServices` draw from. The ECS throttling page's
+/// worked example gives 50 tokens for cluster reads; we could not read its
+/// per-action table and assume the same for service reads.
+pub const ASSUMED_SERVICE_READ_BUCKET: f64 = 50.0;
+
+/// ASSUMPTION (see BENCHMARKS.md): the refill rate, in calls per second, of
+/// the service-read bucket. As for [`ASSUMED_SERVICE_READ_BUCKET`], the
+/// cluster-read figure of the worked example, 20 calls/s.
+pub const ASSUMED_SERVICE_READ_REFILL_PER_SEC: f64 = 20.0;
+
+/// The share of the service-read refill rate that a whole pullauth fleet
+/// should spend; the rest is left to the account's other readers.
+pub const FLEET_SHARE_OF_REFILL: f64 = 0.5;
+
+/// Capped exponential backoff with "equal jitter": after the `k`-th
+/// consecutive bad poll the ceiling is `min(max, base × 2^(k-1))` and the
+/// delay is drawn uniformly from `[ceiling / 2, ceiling]`. The lower half is
+/// a guaranteed wait, so backoff really grows; the upper half spreads the
+/// instances that were throttled together.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backoff {
+    /// Ceiling after the first bad poll.
+    pub base: Duration,
+    /// Largest ceiling, reached after enough consecutive bad polls.
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// The ceiling after `attempt` consecutive bad polls (1 for the first).
+    pub fn ceiling(&self, attempt: u32) -> Duration {
+        let doublings = attempt.saturating_sub(1).min(63);
+        let factor = 2f64.powi(doublings as i32);
+        let secs = self.base.as_secs_f64() * factor;
+        if secs >= self.max.as_secs_f64() {
+            self.max
+        } else {
+            Duration::from_secs_f64(secs)
+        }
+    }
+}
+
+/// Everything that decides when a follower polls. Build it once from the
+/// configuration, check it with [`PollPolicy::validate`], hand it to a
+/// [`Schedule`](crate::Schedule).
+///
+/// Suggested operator-facing names (the `serve` flags and ecs.config
+/// variables are settled in the agent): `PULLAUTH_PREFETCH_INTERVAL`
+/// (`interval`), `PULLAUTH_PREFETCH_JITTER` (`jitter`),
+/// `PULLAUTH_PREFETCH_STARTUP_SPREAD` (`startup_spread`); the backoff bounds
+/// need no knob for operators.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PollPolicy {
+    /// Time between two successful polls, before jitter.
+    pub interval: Duration,
+    /// Relative jitter of each steady-state delay, in `[0, 1)`.
+    pub jitter: f64,
+    /// The first poll after start is drawn from `[0, startup_spread]`.
+    pub startup_spread: Duration,
+    /// Backoff after `ThrottlingException`.
+    pub throttled: Backoff,
+    /// Backoff after any other failed poll.
+    pub failed: Backoff,
+}
+
+impl Default for PollPolicy {
+    fn default() -> Self {
+        PollPolicy {
+            interval: DEFAULT_INTERVAL,
+            jitter: DEFAULT_JITTER,
+            startup_spread: DEFAULT_STARTUP_SPREAD,
+            throttled: Backoff {
+                base: DEFAULT_THROTTLE_BASE,
+                max: DEFAULT_THROTTLE_MAX,
+            },
+            failed: Backoff {
+                base: DEFAULT_ERROR_BASE,
+                max: DEFAULT_ERROR_MAX,
+            },
+        }
+    }
+}
+
+/// Why a [`PollPolicy`] cannot be used. The agent maps each field to the
+/// setting the operator wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PolicyError {
+    /// The interval is zero.
+    ZeroInterval,
+    /// The jitter is not in `[0, 1)` (or is not a number).
+    Jitter {
+        /// The value given.
+        found: f64,
+    },
+    /// A backoff has a zero base, or a base above its max.
+    Backoff {
+        /// `"throttled"` or `"failed"`.
+        which: &'static str,
+    },
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PolicyError::ZeroInterval => f.write_str("the poll interval must be longer than zero"),
+            PolicyError::Jitter { found } => write!(
+                f,
+                "the poll jitter must be a fraction in [0, 1), e.g. 0.2 for ±20%; found {found}"
+            ),
+            PolicyError::Backoff { which } => write!(
+                f,
+                "the {which} backoff needs a base above zero and not above its max"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for PolicyError {}
+
+impl PollPolicy {
+    /// The default policy with another interval; the start-up spread and the
+    /// throttle cap follow the interval (see their defaults for why).
+    pub fn with_interval(interval: Duration) -> Self {
+        let mut policy = PollPolicy {
+            interval,
+            startup_spread: interval,
+            ..PollPolicy::default()
+        };
+        policy.throttled.max = interval.max(policy.throttled.base);
+        policy
+    }
+
+    /// The policy we recommend for `instances` container instances that
+    /// each follow `services` services (found with `ListServices`): the
+    /// shortest whole-minute interval that keeps the fleet's service reads
+    /// at [`FLEET_SHARE_OF_REFILL`] of the assumed refill rate, and at
+    /// least [`MIN_RECOMMENDED_INTERVAL`].
+    pub fn for_fleet(instances: u32, services: u32) -> Self {
+        let plan = CallPlan::for_poll(services, 0);
+        let interval = fleet_interval(
+            instances,
+            &plan,
+            ASSUMED_SERVICE_READ_REFILL_PER_SEC * FLEET_SHARE_OF_REFILL,
+        );
+        PollPolicy::with_interval(interval)
+    }
+
+    /// Checks the invariants [`Schedule`](crate::Schedule) relies on.
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        if self.interval.is_zero() {
+            return Err(PolicyError::ZeroInterval);
+        }
+        if !(0.0..1.0).contains(&self.jitter) {
+            return Err(PolicyError::Jitter { found: self.jitter });
+        }
+        for (which, b) in [("throttled", &self.throttled), ("failed", &self.failed)] {
+            if b.base.is_zero() || b.base > b.max {
+                return Err(PolicyError::Backoff { which });
+            }
+        }
+        Ok(())
+    }
+
+    /// The fleet's mean service-read rate, in calls per second, when
+    /// `instances` instances poll with this policy and `plan` each time.
+    pub fn fleet_rate(&self, instances: u32, plan: &CallPlan) -> f64 {
+        f64::from(instances) * f64::from(plan.service_reads()) / self.interval.as_secs_f64()
+    }
+}
+
+/// The shortest interval, rounded up to a whole minute and at least
+/// [`MIN_RECOMMENDED_INTERVAL`], at which `instances` instances making the
+/// service reads of `plan` each poll spend at most `calls_per_sec` in all.
+pub fn fleet_interval(instances: u32, plan: &CallPlan, calls_per_sec: f64) -> Duration {
+    let calls = f64::from(instances) * f64::from(plan.service_reads());
+    let secs = if calls_per_sec > 0.0 {
+        calls / calls_per_sec
+    } else {
+        f64::INFINITY
+    };
+    let minutes = (secs / 60.0).ceil().clamp(1.0, 24.0 * 60.0);
+    Duration::from_secs(minutes as u64 * 60).max(MIN_RECOMMENDED_INTERVAL)
+}

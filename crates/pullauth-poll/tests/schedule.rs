@@ -1,0 +1,393 @@
+//! The scheduling rules, row by row and as properties over seeds.
+
+use std::time::Duration;
+
+use proptest::prelude::*;
+use pullauth_poll::{
+    Backoff, CallLimiter, CallPlan, DEFAULT_INTERVAL, PolicyError, PollOutcome, PollPolicy,
+    Schedule, fleet_interval,
+};
+use rstest::rstest;
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn policy() -> PollPolicy {
+    PollPolicy {
+        interval: secs(600),
+        jitter: 0.2,
+        startup_spread: secs(600),
+        throttled: Backoff {
+            base: secs(10),
+            max: secs(600),
+        },
+        failed: Backoff {
+            base: secs(5),
+            max: secs(120),
+        },
+    }
+}
+
+// --- CallPlan ---------------------------------------------------------------
+
+#[rstest]
+#[case::empty_cluster_still_lists(0, 0, 1, 0, 0)]
+#[case::one_service(1, 0, 1, 1, 0)]
+#[case::ten_fit_one_describe(10, 0, 1, 1, 0)]
+#[case::eleven_need_two(11, 0, 1, 2, 0)]
+#[case::twenty_services(20, 0, 1, 2, 0)]
+#[case::hundred_fit_one_page(100, 0, 1, 10, 0)]
+#[case::hundred_and_one_need_two_pages(101, 0, 2, 11, 0)]
+#[case::new_revisions_cost_describes(20, 3, 1, 2, 3)]
+fn plan_counts_calls(
+    #[case] services: u32,
+    #[case] uncached: u32,
+    #[case] pages: u32,
+    #[case] describes: u32,
+    #[case] task_defs: u32,
+) {
+    let plan = CallPlan::for_poll(services, uncached);
+    assert_eq!(
+        plan,
+        CallPlan {
+            list_pages: pages,
+            describe_services: describes,
+            describe_task_definitions: task_defs,
+        }
+    );
+    assert_eq!(plan.service_reads(), pages + describes);
+    assert_eq!(plan.total(), pages + describes + task_defs);
+}
+
+#[test]
+fn a_resumed_poll_only_describes_task_definitions() {
+    let plan = CallPlan::for_resume(4);
+    assert_eq!(plan.service_reads(), 0);
+    assert_eq!(plan.total(), 4);
+}
+
+#[test]
+fn named_services_skip_list_services() {
+    let plan = CallPlan::for_named_services(20, 1);
+    assert_eq!(plan.list_pages, 0);
+    assert_eq!(plan.describe_services, 2);
+    assert_eq!(plan.total(), 3);
+}
+
+// --- PollPolicy -------------------------------------------------------------
+
+#[test]
+fn default_policy_is_valid_and_keeps_10000_instances_at_half_the_assumed_refill() {
+    let policy = PollPolicy::default();
+    assert_eq!(policy.validate(), Ok(()));
+    let rate = policy.fleet_rate(10_000, &CallPlan::for_poll(20, 0));
+    assert!(rate <= 10.0, "10,000 instances would spend {rate} calls/s");
+    assert_eq!(PollPolicy::for_fleet(10_000, 20).interval, DEFAULT_INTERVAL);
+}
+
+#[rstest]
+#[case::ten(10, 20, 60)]
+#[case::hundred(100, 20, 60)]
+#[case::thousand(1_000, 20, 300)]
+#[case::ten_thousand(10_000, 20, 3_000)]
+// 1 page + 10 describes = 11 calls; 11,000 / 10 per s = 1,100 s -> 19 min.
+#[case::hundred_services(1_000, 100, 1_140)]
+fn for_fleet_interval(#[case] instances: u32, #[case] services: u32, #[case] expected_secs: u64) {
+    let policy = PollPolicy::for_fleet(instances, services);
+    assert_eq!(policy.interval, secs(expected_secs));
+    assert_eq!(policy.startup_spread, policy.interval);
+    assert_eq!(policy.validate(), Ok(()));
+}
+
+#[test]
+fn fleet_interval_rounds_up_to_whole_minutes() {
+    // 7 instances × 3 calls at 0.1 calls/s = 210 s -> 4 minutes.
+    assert_eq!(
+        fleet_interval(7, &CallPlan::for_poll(20, 0), 0.1),
+        secs(240)
+    );
+}
+
+#[rstest]
+#[case::zero_interval(PollPolicy { interval: Duration::ZERO, ..policy() }, PolicyError::ZeroInterval)]
+#[case::jitter_one(PollPolicy { jitter: 1.0, ..policy() }, PolicyError::Jitter { found: 1.0 })]
+#[case::jitter_negative(PollPolicy { jitter: -0.1, ..policy() }, PolicyError::Jitter { found: -0.1 })]
+#[case::zero_base(
+    PollPolicy { throttled: Backoff { base: Duration::ZERO, max: secs(1) }, ..policy() },
+    PolicyError::Backoff { which: "throttled" }
+)]
+#[case::base_above_max(
+    PollPolicy { failed: Backoff { base: secs(10), max: secs(1) }, ..policy() },
+    PolicyError::Backoff { which: "failed" }
+)]
+fn invalid_policies(#[case] policy: PollPolicy, #[case] expected: PolicyError) {
+    assert_eq!(policy.validate(), Err(expected));
+}
+
+#[test]
+fn jitter_nan_is_rejected_and_named() {
+    let err = PollPolicy {
+        jitter: f64::NAN,
+        ..policy()
+    }
+    .validate()
+    .expect_err("NaN jitter");
+    assert!(err.to_string().contains("jitter"), "{err}");
+}
+
+// --- Backoff ceiling ----------------------------------------------------------
+
+#[rstest]
+#[case::first(1, 10)]
+#[case::second(2, 20)]
+#[case::third(3, 40)]
+#[case::sixth(6, 320)]
+#[case::capped(7, 600)]
+#[case::far_past_the_cap(1_000, 600)]
+#[case::zero_is_treated_as_first(0, 10)]
+fn backoff_ceiling(#[case] attempt: u32, #[case] expected: u64) {
+    let b = Backoff {
+        base: secs(10),
+        max: secs(600),
+    };
+    assert_eq!(b.ceiling(attempt), secs(expected));
+}
+
+// --- Schedule -----------------------------------------------------------------
+
+#[test]
+fn same_seed_same_delays_other_seed_other_delays() {
+    let run = |seed| {
+        let mut s = Schedule::new(policy(), seed);
+        let mut out = vec![s.first_delay()];
+        for o in [PollOutcome::Ok, PollOutcome::Throttled, PollOutcome::Failed] {
+            out.push(s.next_delay(o));
+        }
+        out
+    };
+    assert_eq!(run(7), run(7));
+    assert_ne!(run(7), run(8));
+}
+
+#[test]
+fn success_resets_the_backoff() {
+    let mut s = Schedule::new(policy(), 1);
+    for _ in 0..8 {
+        s.next_delay(PollOutcome::Throttled);
+    }
+    assert_eq!(s.bad_streak(), 8);
+    let after_ok = s.next_delay(PollOutcome::Ok);
+    assert!(
+        after_ok >= secs(480) && after_ok <= secs(720),
+        "{after_ok:?}"
+    );
+    assert_eq!(s.bad_streak(), 0);
+    let first_again = s.next_delay(PollOutcome::Throttled);
+    assert!(
+        first_again >= secs(5) && first_again <= secs(10),
+        "{first_again:?}"
+    );
+}
+
+#[test]
+fn reset_forgets_the_backoff() {
+    let mut s = Schedule::new(policy(), 2);
+    for _ in 0..5 {
+        s.next_delay(PollOutcome::Failed);
+    }
+    s.reset();
+    assert_eq!(s.bad_streak(), 0);
+    let d = s.next_delay(PollOutcome::Failed);
+    assert!(d >= Duration::from_millis(2_500) && d <= secs(5), "{d:?}");
+}
+
+#[test]
+fn start_up_spread_covers_the_window() {
+    // 1,000 instances restarting at once: every tenth of the window gets
+    // some first polls, and none gets more than twice its share.
+    let window = policy().startup_spread.as_secs_f64();
+    let mut buckets = [0u32; 10];
+    for seed in 0..1_000 {
+        let d = Schedule::new(policy(), seed).first_delay().as_secs_f64();
+        assert!(d <= window, "{d} > {window}");
+        buckets[((d / window * 10.0) as usize).min(9)] += 1;
+    }
+    for (i, n) in buckets.iter().enumerate() {
+        assert!(
+            (50..=200).contains(n),
+            "tenth {i} got {n} of 1,000: {buckets:?}"
+        );
+    }
+}
+
+#[test]
+fn zero_spread_polls_at_once() {
+    let mut s = Schedule::new(
+        PollPolicy {
+            startup_spread: Duration::ZERO,
+            ..policy()
+        },
+        3,
+    );
+    assert_eq!(s.first_delay(), Duration::ZERO);
+}
+
+#[test]
+fn zero_jitter_gives_the_exact_interval() {
+    let mut s = Schedule::new(
+        PollPolicy {
+            jitter: 0.0,
+            ..policy()
+        },
+        4,
+    );
+    for _ in 0..10 {
+        assert_eq!(s.next_delay(PollOutcome::Ok), secs(600));
+    }
+}
+
+fn outcome() -> impl Strategy<Value = PollOutcome> {
+    prop_oneof![
+        Just(PollOutcome::Ok),
+        Just(PollOutcome::Throttled),
+        Just(PollOutcome::Failed),
+    ]
+}
+
+proptest! {
+    /// Whatever the history, each delay stays in the bounds its outcome and
+    /// streak allow: interval ± jitter after a good poll, the upper half of
+    /// the capped exponential ceiling after a bad one.
+    #[test]
+    fn every_delay_within_bounds(
+        seed in any::<u64>(),
+        jitter in 0.0f64..0.99,
+        outcomes in proptest::collection::vec(outcome(), 1..60),
+    ) {
+        let policy = PollPolicy { jitter, ..policy() };
+        let mut s = Schedule::new(policy.clone(), seed);
+        let mut streak = 0u32;
+        for o in outcomes {
+            let d = s.next_delay(o).as_secs_f64();
+            match o {
+                PollOutcome::Ok => {
+                    streak = 0;
+                    let i = policy.interval.as_secs_f64();
+                    prop_assert!(d >= i * (1.0 - jitter) - 1e-6 && d <= i * (1.0 + jitter) + 1e-6,
+                        "ok delay {} outside {} ± {}", d, i, jitter);
+                }
+                bad => {
+                    streak += 1;
+                    let b = if bad == PollOutcome::Throttled { policy.throttled } else { policy.failed };
+                    let c = b.ceiling(streak).as_secs_f64();
+                    prop_assert!(d >= c / 2.0 - 1e-6 && d <= c + 1e-6,
+                        "bad delay {} outside [{}, {}] at streak {}", d, c / 2.0, c, streak);
+                    prop_assert!(d <= b.max.as_secs_f64() + 1e-6);
+                }
+            }
+            prop_assert_eq!(s.bad_streak(), streak);
+        }
+    }
+
+    /// Consecutive throttles never shorten the guaranteed wait: the lower
+    /// bound of attempt k+1 is at least that of attempt k, and it reaches
+    /// half the cap.
+    #[test]
+    fn backoff_grows_then_caps(base_ms in 1u64..60_000, max_factor in 1u64..10_000) {
+        let b = Backoff { base: Duration::from_millis(base_ms), max: Duration::from_millis(base_ms * max_factor) };
+        let mut prev = Duration::ZERO;
+        for k in 1..80 {
+            let c = b.ceiling(k);
+            prop_assert!(c >= prev);
+            prop_assert!(c <= b.max);
+            prev = c;
+        }
+        prop_assert_eq!(prev, b.max);
+    }
+
+    /// The first delay is never outside the window.
+    #[test]
+    fn first_delay_within_window(seed in any::<u64>(), spread_ms in 0u64..10_000_000) {
+        let p = PollPolicy { startup_spread: Duration::from_millis(spread_ms), ..policy() };
+        let d = Schedule::new(p, seed).first_delay();
+        prop_assert!(d <= Duration::from_millis(spread_ms));
+    }
+
+    /// However the limiter was treated, its rate stays within [min, max] and
+    /// a call never waits longer than the backlog at the minimum rate.
+    #[test]
+    fn limiter_rate_stays_in_bounds(events in proptest::collection::vec(0u8..3, 1..200)) {
+        let mut l = CallLimiter::new(3.0, 2.0, 0.1);
+        let mut t = Duration::ZERO;
+        let mut booked = 0u32;
+        for e in events {
+            t += Duration::from_millis(100);
+            match e {
+                0 => { let w = l.acquire(t); booked += 1; prop_assert!(w.as_secs_f64() <= f64::from(booked) / 0.1 + 1e-6); }
+                1 => l.on_throttle(t),
+                _ => l.on_success(t),
+            }
+            prop_assert!(l.rate() >= 0.1 - 1e-9 && l.rate() <= 2.0 + 1e-9);
+        }
+    }
+}
+
+// --- CallLimiter --------------------------------------------------------------
+
+#[test]
+fn limiter_lets_a_burst_through_then_paces() {
+    let mut l = CallLimiter::new(3.0, 2.0, 0.1);
+    let t0 = Duration::ZERO;
+    assert_eq!(l.acquire(t0), Duration::ZERO);
+    assert_eq!(l.acquire(t0), Duration::ZERO);
+    assert_eq!(l.acquire(t0), Duration::ZERO);
+    // Fourth and fifth calls are booked 0.5 s and 1 s ahead at 2 calls/s.
+    assert_eq!(l.acquire(t0), Duration::from_millis(500));
+    assert_eq!(l.acquire(t0), Duration::from_millis(1_000));
+}
+
+#[test]
+fn limiter_refills_over_time_up_to_the_burst() {
+    let mut l = CallLimiter::new(3.0, 2.0, 0.1);
+    for _ in 0..3 {
+        l.acquire(Duration::ZERO);
+    }
+    // After an hour the bucket holds the burst again, not 7,200 tokens.
+    let later = secs(3_600);
+    for _ in 0..3 {
+        assert_eq!(l.acquire(later), Duration::ZERO);
+    }
+    assert!(l.acquire(later) > Duration::ZERO);
+}
+
+#[rstest]
+#[case::one_throttle(1, 1.0)]
+#[case::two_throttles(2, 0.5)]
+#[case::floor(20, 0.1)]
+fn limiter_shrinks_on_throttle(#[case] throttles: u32, #[case] rate: f64) {
+    let mut l = CallLimiter::new(3.0, 2.0, 0.1);
+    for _ in 0..throttles {
+        l.on_throttle(Duration::ZERO);
+    }
+    assert!((l.rate() - rate).abs() < 1e-9, "{}", l.rate());
+}
+
+#[test]
+fn limiter_throttle_drops_the_saved_burst_and_success_recovers_the_rate() {
+    let mut l = CallLimiter::new(5.0, 2.0, 0.1);
+    l.on_throttle(Duration::ZERO);
+    // No burst left: the next call waits a whole token at the halved rate.
+    assert_eq!(l.acquire(Duration::ZERO), Duration::from_secs(1));
+    for _ in 0..5 {
+        l.on_success(Duration::ZERO);
+    }
+    assert!((l.rate() - 2.0).abs() < 1e-9, "{}", l.rate());
+}
+
+#[test]
+fn limiter_clamps_nonsense() {
+    let mut l = CallLimiter::new(0.0, f64::NAN, -1.0);
+    assert!(l.rate() > 0.0);
+    assert_eq!(l.acquire(Duration::ZERO), Duration::ZERO);
+}
