@@ -153,7 +153,11 @@ impl Provider {
         let source = self.source(table, image, task);
         let entry = self.provide(image, &source, task.role).await?;
         Ok(Provided {
-            source: source.to_string(),
+            // An ECR Public pull that fell back to anonymous says so.
+            source: match entry {
+                Some(_) => source.to_string(),
+                None => Source::Anonymous.to_string(),
+            },
             entry,
         })
     }
@@ -204,6 +208,26 @@ impl Provider {
                         error: error.into(),
                     })?;
                 Ok(Some(labelled(image, label.clone(), credentials)))
+            }
+            Source::EcrPublic(host) => {
+                // Public images are public: without a token (no AWS
+                // credentials here, or no permission) the pull goes out
+                // anonymously, as it did before ECR Public tokens.
+                match self.aws().await.ecr_public_credentials(host, role).await {
+                    Ok(token) => Ok(Some(labelled(
+                        image,
+                        label.clone(),
+                        Credentials::basic(token.username, token.password.expose_secret()),
+                    ))),
+                    Err(error) => {
+                        tracing::info!(
+                            image = %image,
+                            error = %error,
+                            "no ECR Public token; pulling anonymously"
+                        );
+                        Ok(None)
+                    }
+                }
             }
             Source::Ecr(registry) => {
                 let token = self

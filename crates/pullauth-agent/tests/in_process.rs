@@ -509,3 +509,176 @@ async fn helpers_run_once_for_a_burst_of_tasks_and_verify_uses_them() {
         ["helped.example.com", "verified.example.com"]
     );
 }
+
+/// A STUB of ECR Public's `GetAuthorizationToken` (moto has no ECR Public):
+/// it records each request's headers and answers the documented shape,
+/// `{"authorizationData": {"authorizationToken", "expiresAt"}}`, or, when
+/// `deny`, an `AccessDeniedException`. Returns its URL and what it saw.
+async fn ecr_public_stub(deny: bool) -> (String, Arc<Mutex<Vec<hyper::HeaderMap>>>) {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the stub");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let recorded = Arc::clone(&seen);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let recorded = Arc::clone(&recorded);
+            let service = hyper::service::service_fn(
+                move |request: hyper::Request<hyper::body::Incoming>| {
+                    let recorded = Arc::clone(&recorded);
+                    async move {
+                        recorded
+                            .lock()
+                            .expect("seen")
+                            .push(request.headers().clone());
+                        let _ = request.into_body().collect().await;
+                        let expires = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .expect("clock")
+                            .as_secs()
+                            + 12 * 3600;
+                        // base64("AWS:pub-canary-token")
+                        let (status, body) = if deny {
+                            (
+                                400,
+                                json!({"__type": "AccessDeniedException", "message": "denied"}),
+                            )
+                        } else {
+                            (
+                                200,
+                                json!({"authorizationData": {
+                            "authorizationToken": "QVdTOnB1Yi1jYW5hcnktdG9rZW4=",
+                            "expiresAt": expires}}),
+                            )
+                        };
+                        hyper::Response::builder()
+                            .status(status)
+                            .header("content-type", "application/x-amz-json-1.1")
+                            .body(Full::new(Bytes::from(body.to_string())))
+                    }
+                },
+            );
+            tokio::spawn(async move {
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .await;
+            });
+        }
+    });
+    (url, seen)
+}
+
+/// An agent whose AWS calls go to `endpoint` with static keys, in
+/// eu-west-1 (so that a call signed for us-east-1 proves ECR Public's
+/// region was chosen on purpose).
+async fn agent_with_aws(engine: &Arc<FakeEngine>, endpoint: &str) -> Agent {
+    let loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("eu-west-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "AKIDSTUBEXAMPLE",
+            "stub-secret-key",
+            None,
+            None,
+            "test",
+        ));
+    let options = pullauth_aws::AwsOptions {
+        attempt_timeout: Duration::from_secs(2),
+        operation_timeout: Duration::from_secs(5),
+        max_attempts: 1,
+        ..pullauth_aws::AwsOptions::default()
+    };
+    let aws = pullauth_aws::Aws::from_loader(loader, options).await;
+    Agent::start_with_provider(
+        Store::in_memory(),
+        engine.clone(),
+        settings(&[]),
+        Identity {
+            cluster: "test".to_owned(),
+            container_instance_arn: None,
+            version: "test".to_owned(),
+        },
+        4,
+        Arc::new(Provider::with_aws(aws, true)),
+    )
+    .expect("agent")
+}
+
+// ECR Public (issue 17): a pull of public.ecr.aws gets a token from
+// ecr-public:GetAuthorizationToken, signed for service ecr-public in
+// us-east-1 (the agent's region is eu-west-1), and pulls as the token's
+// user; both host names share the one token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ecr_public_pulls_with_a_token_from_us_east_1() {
+    let (url, seen) = ecr_public_stub(false).await;
+    let engine = FakeEngine::new();
+    let agent = agent_with_aws(&engine, &url).await;
+    let arn = submit(
+        &agent,
+        &[
+            "public.ecr.aws/docker/library/busybox:1",
+            "ecr-public.aws.com/x/y:1",
+        ],
+    )
+    .await;
+    engine.release(2);
+    let task = final_task(&agent, &arn).await;
+    assert_eq!(task.containers[0].username.as_deref(), Some("AWS"));
+    assert_eq!(
+        task.containers[0].registry_key.as_deref(),
+        Some("ecr-public public.ecr.aws")
+    );
+    assert_eq!(
+        task.containers[1].registry_key.as_deref(),
+        Some("ecr-public ecr-public.aws.com")
+    );
+    let calls = engine.calls();
+    assert!(
+        calls.iter().all(|c| c.username.as_deref() == Some("AWS")),
+        "{calls:?}"
+    );
+    let seen = seen.lock().expect("seen").clone();
+    assert_eq!(seen.len(), 1, "one token serves both hosts");
+    let header = |name: &str| {
+        seen[0]
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        header("authorization").contains("/us-east-1/ecr-public/aws4_request"),
+        "{}",
+        header("authorization")
+    );
+    assert!(header("authorization").starts_with("AWS4-HMAC-SHA256 Credential=AKIDSTUBEXAMPLE/"));
+    assert_eq!(
+        header("x-amz-target"),
+        "SpencerFrontendService.GetAuthorizationToken"
+    );
+    assert!(!format!("{task:?}").contains("pub-canary-token"));
+}
+
+// Public images are public: when no ECR Public token can be had (here the
+// stub denies it), the pull goes out anonymously instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ecr_public_without_a_token_pulls_anonymously() {
+    let (url, seen) = ecr_public_stub(true).await;
+    let engine = FakeEngine::new();
+    let agent = agent_with_aws(&engine, &url).await;
+    let arn = submit(&agent, &["public.ecr.aws/docker/library/busybox:1"]).await;
+    engine.release(1);
+    let task = final_task(&agent, &arn).await;
+    assert_eq!(task.containers[0].known_status, Status::Pulled);
+    assert_eq!(task.containers[0].username, None);
+    assert_eq!(task.containers[0].registry_key, None);
+    assert_eq!(engine.calls()[0].username, None);
+    assert!(
+        !seen.lock().expect("seen").is_empty(),
+        "the token was asked for"
+    );
+}

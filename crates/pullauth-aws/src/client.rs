@@ -46,6 +46,8 @@ pub const ROLE_REFRESH_AHEAD: Duration = Duration::from_secs(5 * 60);
 pub const USABLE_MARGIN: Duration = Duration::from_secs(60);
 /// Largest S3 object [`Aws::get_object`] reads (an env file, not a blob).
 pub const MAX_OBJECT_BYTES: u64 = 1024 * 1024;
+/// The one region that serves `ecr-public:GetAuthorizationToken`.
+pub const ECR_PUBLIC_REGION: &str = "us-east-1";
 
 /// How the SDK behaves; [`AwsOptions::default`] uses the constants above.
 #[derive(Debug, Clone)]
@@ -170,6 +172,8 @@ struct Inner {
     config: SdkConfig,
     options: AwsOptions,
     tokens: ExpiringCache<TokenKey, EcrToken>,
+    /// ECR Public tokens, by principal and endpoint override.
+    public_tokens: ExpiringCache<(Principal, Option<String>), EcrToken>,
     roles: ExpiringCache<RoleArn, Credentials>,
     counters: Counters,
 }
@@ -218,6 +222,14 @@ impl Aws {
             inner: Arc::new(Inner {
                 config,
                 tokens: ExpiringCache::new(
+                    clock.clone(),
+                    RefreshPolicy {
+                        ahead: ECR_REFRESH_AHEAD,
+                        jitter: ECR_REFRESH_AHEAD,
+                        usable_margin: USABLE_MARGIN,
+                    },
+                ),
+                public_tokens: ExpiringCache::new(
                     clock.clone(),
                     RefreshPolicy {
                         ahead: ECR_REFRESH_AHEAD,
@@ -322,6 +334,102 @@ impl Aws {
             password: token.value.password,
             expires_at: token.expires_at,
             proxy_endpoint: token.value.proxy_endpoint,
+        })
+    }
+
+    /// Credentials for pulling from ECR Public (`public.ecr.aws`, `host`),
+    /// as `role` or with the default chain:
+    /// `ecr-public:GetAuthorizationToken` in us-east-1 (the only region
+    /// that serves it), cached and refreshed ahead of expiry like ECR
+    /// tokens. The endpoint override is `AWS_ENDPOINT_URL_ECR_PUBLIC`,
+    /// else `AWS_ENDPOINT_URL`.
+    pub async fn ecr_public_credentials(
+        &self,
+        host: &str,
+        role: Option<&RoleArn>,
+    ) -> Result<EcrCredentials, AwsError> {
+        let result = self.ecr_public_credentials_inner(host, role).await;
+        if let Err(e) = &result {
+            self.inner.counters.failure(e.class());
+        }
+        result
+    }
+
+    async fn ecr_public_credentials_inner(
+        &self,
+        host: &str,
+        role: Option<&RoleArn>,
+    ) -> Result<EcrCredentials, AwsError> {
+        if !self.inner.options.ecr {
+            return Err(AwsError::EcrDisabled {
+                host: host.to_owned(),
+            });
+        }
+        let (principal, credentials) = self.principal(role).await?;
+        let endpoint = self.endpoint_override("ECR PUBLIC");
+        let call = Call {
+            operation: "ecr-public:GetAuthorizationToken",
+            target: format!("registry {host}"),
+            principal: principal.to_string(),
+        };
+        let (token, _) = self
+            .inner
+            .public_tokens
+            .get(&(principal, endpoint), || {
+                self.inner
+                    .counters
+                    .add(&self.inner.counters.ecr_token_fetches);
+                self.fetch_ecr_public_token(host, credentials, call)
+            })
+            .await?;
+        Ok(EcrCredentials {
+            username: token.value.username,
+            password: token.value.password,
+            expires_at: token.expires_at,
+            proxy_endpoint: token.value.proxy_endpoint,
+        })
+    }
+
+    async fn fetch_ecr_public_token(
+        &self,
+        host: &str,
+        credentials: Option<Credentials>,
+        call: Call,
+    ) -> Result<Expiring<EcrToken>, AwsError> {
+        let mut builder = aws_sdk_ecrpublic::config::Builder::from(&self.inner.config)
+            .region(Region::new(ECR_PUBLIC_REGION));
+        if let Some(credentials) = credentials {
+            builder = builder.credentials_provider(credentials);
+        }
+        let client = aws_sdk_ecrpublic::Client::from_conf(builder.build());
+        let output = client
+            .get_authorization_token()
+            .send()
+            .await
+            .map_err(|e| self.sdk_error(call.clone(), e, |_| None))?;
+        let bad = |problem: String| AwsError::BadResponse {
+            call: call.clone(),
+            problem,
+        };
+        let data = output
+            .authorization_data()
+            .ok_or_else(|| bad("no authorization data".into()))?;
+        let token = data
+            .authorization_token()
+            .ok_or_else(|| bad("no authorization token".into()))?;
+        let (username, password) =
+            parse::decode_ecr_token(token).map_err(|problem| bad(problem.to_string()))?;
+        let expires_at = data
+            .expires_at()
+            .and_then(|t| SystemTime::try_from(*t).ok())
+            .ok_or_else(|| bad("no expiry".into()))?;
+        Ok(Expiring {
+            value: EcrToken {
+                username,
+                password,
+                proxy_endpoint: format!("https://{host}"),
+            },
+            expires_at,
         })
     }
 

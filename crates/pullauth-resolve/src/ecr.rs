@@ -136,6 +136,17 @@ pub const HOST_SHAPES: [HostShape; 9] = [
     },
 ];
 
+/// ECR Public's registry hosts: `public.ecr.aws` and its dual-stack name.
+/// Tokens for them come from `ecr-public:GetAuthorizationToken` in
+/// us-east-1, whatever the host.
+pub const ECR_PUBLIC_HOSTS: [&str; 2] = ["public.ecr.aws", "ecr-public.aws.com"];
+
+/// The ECR Public host `host` is (exactly, as [`crate::ImageRef::registry`]
+/// spells it), if it is one.
+pub fn ecr_public_host(host: &str) -> Option<&'static str> {
+    ECR_PUBLIC_HOSTS.iter().copied().find(|h| *h == host)
+}
+
 /// One ECR registry: the account and region whose token pulls from it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EcrRegistry {
@@ -479,6 +490,24 @@ mod tests {
     fn rejects_new_shapes(#[case] host: &str, #[case] reason: &str) {
         let e = EcrRegistry::parse(host).expect_err("not an ECR host");
         assert!(e.reason.contains(reason), "{host}: {}", e.reason);
+    }
+
+    #[rstest]
+    #[case::public("public.ecr.aws", Some("public.ecr.aws"))]
+    #[case::dual_stack("ecr-public.aws.com", Some("ecr-public.aws.com"))]
+    #[case::port("public.ecr.aws:443", None)]
+    #[case::subdomain("x.public.ecr.aws", None)]
+    #[case::lookalike("public.ecr.aws.evil.example", None)]
+    #[case::glued("notpublic.ecr.aws", None)]
+    #[case::private("123456789012.dkr.ecr.us-east-1.amazonaws.com", None)]
+    fn ecr_public_hosts(#[case] host: &str, #[case] want: Option<&str>) {
+        assert_eq!(ecr_public_host(host), want);
+        if want.is_some() {
+            assert!(
+                EcrRegistry::parse(host).is_err(),
+                "public hosts are not private ECR"
+            );
+        }
     }
 
     #[test]

@@ -10,12 +10,14 @@
 //! 3. a Docker credential helper, when the data is a config.json (the
 //!    `auths` wrapper) whose `credHelpers` names the image's registry, or
 //!    whose `credsStore` is set;
-//! 4. ECR, when the image's registry is an ECR host and ECR is enabled;
+//! 4. ECR, when the image's registry is an ECR host and ECR is enabled
+//!    (ECR Public hosts included: their provider falls back to anonymous
+//!    when no token can be had, as their images are public);
 //! 5. anonymous.
 
 use std::fmt;
 
-use crate::ecr::EcrRegistry;
+use crate::ecr::{EcrRegistry, ecr_public_host};
 use crate::image::ImageRef;
 use crate::table::{Entry, RegistryTable};
 
@@ -37,13 +39,19 @@ pub enum Source<'t> {
     },
     /// An ECR token for this registry.
     Ecr(EcrRegistry),
+    /// An ECR Public token (`ecr-public:GetAuthorizationToken`) for this
+    /// host (`public.ecr.aws` or `ecr-public.aws.com`).
+    EcrPublic(&'static str),
     Anonymous,
 }
 
 impl Source<'_> {
     /// Whether providing it calls AWS.
     pub fn needs_aws(&self) -> bool {
-        matches!(self, Source::TaskSecret(_) | Source::Ecr(_))
+        matches!(
+            self,
+            Source::TaskSecret(_) | Source::Ecr(_) | Source::EcrPublic(_)
+        )
     }
 }
 
@@ -54,6 +62,7 @@ impl fmt::Display for Source<'_> {
             Source::Static(entry) => write!(f, "key {:?}", entry.key.written),
             Source::Helper { helper, .. } => write!(f, "helper {helper}"),
             Source::Ecr(registry) => write!(f, "{}", ecr_label(registry)),
+            Source::EcrPublic(host) => write!(f, "ecr-public {host}"),
             Source::Anonymous => f.write_str("anonymous"),
         }
     }
@@ -114,7 +123,7 @@ impl SourceKind {
             Source::TaskSecret(_) => SourceKind::TaskSecret,
             Source::Static(_) => SourceKind::Key,
             Source::Helper { .. } => SourceKind::Helper,
-            Source::Ecr(_) => SourceKind::Ecr,
+            Source::Ecr(_) | Source::EcrPublic(_) => SourceKind::Ecr,
             Source::Anonymous => SourceKind::Anonymous,
         }
     }
@@ -165,10 +174,11 @@ impl RegistryTable {
                     helper,
                     server: helper_server(&image.registry),
                 }),
-            EcrRegistry::parse(&image.registry)
-                .ok()
-                .filter(|_| ecr_enabled)
-                .map(Source::Ecr),
+            match EcrRegistry::parse(&image.registry) {
+                _ if !ecr_enabled => None,
+                Ok(registry) => Some(Source::Ecr(registry)),
+                Err(_) => ecr_public_host(&image.registry).map(Source::EcrPublic),
+            },
         ]
     }
 
@@ -219,6 +229,10 @@ impl RegistryTable {
                     format!("no credHelpers entry for {host} and no credsStore"),
                 ),
                 SourceKind::Ecr => match EcrRegistry::parse(host) {
+                    _ if ecr_public_host(host).is_some() => (
+                        "ecr_disabled",
+                        format!("{host} is ECR Public, but ECR tokens are off (PULLAUTH_ECR)"),
+                    ),
                     Ok(_) => (
                         "ecr_disabled",
                         format!("{host} is an ECR registry, but ECR tokens are off (PULLAUTH_ECR)"),
@@ -321,6 +335,19 @@ mod tests {
         "anonymous"
     )]
     #[case::anonymous("busybox", None, true, "anonymous")]
+    #[case::ecr_public(
+        "public.ecr.aws/docker/library/busybox",
+        None,
+        true,
+        "ecr-public public.ecr.aws"
+    )]
+    #[case::ecr_public_dual_stack(
+        "ecr-public.aws.com/x/y",
+        None,
+        true,
+        "ecr-public ecr-public.aws.com"
+    )]
+    #[case::ecr_public_off("public.ecr.aws/x/y", None, false, "anonymous")]
     #[case::lookalike(
         "123456789012.dkr.ecr.us-east-1.amazonaws.com.evil.example/app",
         None,
