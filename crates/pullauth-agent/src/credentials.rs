@@ -25,6 +25,12 @@ use tokio::sync::OnceCell;
 
 use crate::helper::{self, HELPER_TIMEOUT, HelperCache, HelperError};
 
+/// After an ECR Public token could not be had, pulls of ECR Public images
+/// go out anonymously without asking again for this long: on a host with
+/// no AWS credentials, the default chain's probes (IMDS among them) would
+/// otherwise delay every such pull.
+pub const ECR_PUBLIC_RETRY_AFTER: Duration = Duration::from_secs(5 * 60);
+
 /// What a task says about one container's credentials: its
 /// `repositoryCredentials` secret and the task's execution role. The
 /// default (neither) is a pull outside any task.
@@ -74,6 +80,8 @@ pub struct Provider {
     /// Where `docker-credential-*` programs are looked for (`None`: PATH).
     helper_dir: Option<PathBuf>,
     helper_timeout: Duration,
+    /// When an ECR Public token was last refused, if it was.
+    ecr_public_failed: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Provider {
@@ -87,6 +95,7 @@ impl Provider {
             helpers: HelperCache::default(),
             helper_dir: None,
             helper_timeout: HELPER_TIMEOUT,
+            ecr_public_failed: std::sync::Mutex::new(None),
         }
     }
 
@@ -109,6 +118,7 @@ impl Provider {
             helpers: HelperCache::default(),
             helper_dir: None,
             helper_timeout: HELPER_TIMEOUT,
+            ecr_public_failed: std::sync::Mutex::new(None),
         }
     }
 
@@ -213,6 +223,14 @@ impl Provider {
                 // Public images are public: without a token (no AWS
                 // credentials here, or no permission) the pull goes out
                 // anonymously, as it did before ECR Public tokens.
+                let failed = || {
+                    self.ecr_public_failed
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                };
+                if failed().is_some_and(|at| at.elapsed() < ECR_PUBLIC_RETRY_AFTER) {
+                    return Ok(None);
+                }
                 match self.aws().await.ecr_public_credentials(host, role).await {
                     Ok(token) => Ok(Some(labelled(
                         image,
@@ -220,9 +238,11 @@ impl Provider {
                         Credentials::basic(token.username, token.password.expose_secret()),
                     ))),
                     Err(error) => {
+                        *failed() = Some(tokio::time::Instant::now());
                         tracing::info!(
                             image = %image,
                             error = %error,
+                            retry_after_seconds = ECR_PUBLIC_RETRY_AFTER.as_secs(),
                             "no ECR Public token; pulling anonymously"
                         );
                         Ok(None)
