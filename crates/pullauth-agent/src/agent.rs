@@ -15,7 +15,7 @@ use pullauth_store::model::now_rfc3339;
 use pullauth_store::{PulledWith, Status, Store, StoreError, Task};
 use tokio::sync::Semaphore;
 
-use crate::credentials::Provider;
+use crate::credentials::{Provider, TaskCredentials};
 use crate::metrics::Metrics;
 use crate::puller::Puller;
 use crate::single_flight::{Gate, Share, SingleFlight};
@@ -145,8 +145,31 @@ pub const VERIFY_CONCURRENCY: usize = 4;
 pub enum VerifyError {
     #[error(transparent)]
     Invalid(#[from] pullauth_resolve::ImageRefError),
+    #[error("no task {arn} is known to this agent")]
+    UnknownTask { arn: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// What `POST /v1/verify` checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerifyTarget {
+    /// These images, with the credentials a pull outside any task uses.
+    Images(Vec<String>),
+    /// Every container of this known task, with its own credentials.
+    Task(String),
+    /// Every container of every known task, each with its own credentials.
+    KnownTasks,
+}
+
+/// (image, `repositoryCredentials` secret, execution role) of each
+/// container of `task`.
+fn task_checks(task: Task) -> Vec<(String, Option<String>, Option<String>)> {
+    let role = task.execution_role_arn;
+    task.containers
+        .into_iter()
+        .map(|c| (c.image, c.credentials_parameter, role.clone()))
+        .collect()
 }
 
 /// Why a submission was refused.
@@ -263,7 +286,8 @@ impl Agent {
     }
 
     /// The credentials `image` pulls with under `settings`: the source by
-    /// precedence (task secret, key, ECR, anonymous), provided now.
+    /// precedence (task secret, key, helper, ECR, anonymous), provided now
+    /// by the one function every view uses.
     async fn provide(
         &self,
         image: &ImageRef,
@@ -271,11 +295,12 @@ impl Agent {
         role: Option<&RoleArn>,
         settings: &Settings,
     ) -> Result<Option<Entry>, Failed> {
-        let provider = &self.inner.provider;
-        let source = settings.table.source(image, secret, provider.ecr_enabled());
-        provider
-            .provide(image, &source, role)
+        let task = TaskCredentials { secret, role };
+        self.inner
+            .provider
+            .credentials_for(&settings.table, image, task)
             .await
+            .map(|provided| provided.entry)
             .map_err(|e| {
                 self.inner.metrics.failed("credentials");
                 tracing::warn!(image = %image, source = %e.from, error = %e.error, "could not provide credentials");
@@ -419,42 +444,68 @@ impl Agent {
     }
 
     /// Verifies, without pulling, that the credentials a pull would use may
-    /// read each of `images` (every image of the known tasks for `None`),
-    /// a few at a time; one report per distinct image, in order.
-    pub async fn verify(
-        &self,
-        images: Option<Vec<String>>,
-    ) -> Result<Vec<VerifyReport>, VerifyError> {
-        let images = match images {
-            Some(images) => images,
-            None => {
-                let mut all: Vec<String> = self
+    /// read each image of `target`, a few at a time; one report per
+    /// distinct (image, credentials source), in order. The credentials are
+    /// the pull's own ([`Provider::credentials_for`]): keys, helpers, ECR
+    /// tokens, and for a known task its containers' `repositoryCredentials`
+    /// fetched with its execution role.
+    pub async fn verify(&self, target: VerifyTarget) -> Result<Vec<VerifyReport>, VerifyError> {
+        // (image, secret, execution role) of each check.
+        let wanted: Vec<(String, Option<String>, Option<String>)> = match target {
+            VerifyTarget::Images(images) => images.into_iter().map(|i| (i, None, None)).collect(),
+            VerifyTarget::Task(arn) => {
+                let task = self
+                    .inner
+                    .store
+                    .task(&arn)?
+                    .ok_or(VerifyError::UnknownTask { arn })?;
+                task_checks(task)
+            }
+            VerifyTarget::KnownTasks => {
+                let mut all: Vec<_> = self
                     .inner
                     .store
                     .tasks()?
                     .into_iter()
-                    .flat_map(|task| task.containers.into_iter().map(|c| c.image))
+                    .flat_map(task_checks)
                     .collect();
                 all.sort();
                 all
             }
         };
         let mut seen = std::collections::HashSet::new();
-        let images = images
+        let checks = wanted
             .into_iter()
-            .filter(|image| seen.insert(image.clone()))
-            .map(|image| ImageRef::parse(&image))
-            .collect::<Result<Vec<_>, _>>()?;
+            .filter(|check| seen.insert(check.clone()))
+            .map(|(image, secret, role)| {
+                let image = ImageRef::parse(&image)?;
+                // An execution role that does not parse was refused when
+                // the task was submitted; none is used then.
+                let role = role.as_deref().and_then(|arn| RoleArn::parse(arn).ok());
+                Ok((image, secret, role))
+            })
+            .collect::<Result<Vec<_>, VerifyError>>()?;
         let settings = self.settings();
         let puller = &self.inner.puller;
+        let provider = &self.inner.provider;
         // Boxed first: a stream over a borrowing closure is not provably Send.
-        let checks: Vec<futures_util::future::BoxFuture<'_, VerifyReport>> = images
+        let checks: Vec<futures_util::future::BoxFuture<'_, VerifyReport>> = checks
             .iter()
-            .map(|image| {
-                let entry = settings.table.lookup(image);
+            .map(|(image, secret, role)| {
+                let table = &settings.table;
                 async move {
-                    let result = puller.verify(image, entry).await;
-                    VerifyReport::new(image, entry, &result)
+                    let task = TaskCredentials {
+                        secret: secret.as_deref(),
+                        role: role.as_ref(),
+                    };
+                    match provider.credentials_for(table, image, task).await {
+                        Ok(provided) => {
+                            let entry = provided.entry.as_ref();
+                            let result = puller.verify(image, entry).await;
+                            VerifyReport::new(image, entry, &result)
+                        }
+                        Err(e) => VerifyReport::unprovided(image, &e.from, &e.to_string()),
+                    }
                 }
                 .boxed()
             })

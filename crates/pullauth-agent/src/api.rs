@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use crate::agent::{Agent, SubmitError, VerifyError};
+use crate::agent::{Agent, SubmitError, VerifyError, VerifyTarget};
 
 /// The paths the introspection server answers, as listed on `/`.
 pub const AVAILABLE_COMMANDS: &[&str] = &[
@@ -284,13 +284,21 @@ async fn submit(State(agent): State<Agent>, request: Request) -> Response {
     }
 }
 
-/// The body `POST /v1/verify` accepts; an empty body verifies every image
-/// of the known tasks.
+/// The body `POST /v1/verify` accepts: `{"images": [...]}`, or
+/// `{"task": "<ARN>"}` for one known task's containers with their own
+/// credentials; an empty body verifies every container of the known tasks.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct VerifyRequest {
-    images: Vec<String>,
+    #[serde(default)]
+    images: Option<Vec<String>>,
+    #[serde(default)]
+    task: Option<String>,
 }
+
+/// What `POST /v1/verify` accepts, for error messages.
+const VERIFY_BODY: &str =
+    "the body must be {\"images\": [\"IMAGE\", ...]}, {\"task\": \"ARN\"} or empty";
 
 /// Asks each image's registry, through the engine, whether the credentials
 /// a pull would use may read it, without pulling; answers one object per
@@ -301,16 +309,19 @@ async fn verify(State(agent): State<Agent>, request: Request) -> Response {
         Err(response) => return response,
     };
     let images = if body.iter().all(u8::is_ascii_whitespace) {
-        None
+        VerifyTarget::KnownTasks
     } else {
         match serde_json::from_slice::<VerifyRequest>(&body) {
-            Ok(request) => Some(request.images),
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("the body must be {{\"images\": [\"IMAGE\", ...]}} or empty: {e}"),
-                );
-            }
+            Ok(VerifyRequest {
+                images: Some(images),
+                task: None,
+            }) => VerifyTarget::Images(images),
+            Ok(VerifyRequest {
+                images: None,
+                task: Some(task),
+            }) => VerifyTarget::Task(task),
+            Ok(_) => return error(StatusCode::BAD_REQUEST, VERIFY_BODY),
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("{VERIFY_BODY}: {e}")),
         }
     };
     match agent.verify(images).await {
@@ -319,6 +330,7 @@ async fn verify(State(agent): State<Agent>, request: Request) -> Response {
             Value::Array(reports.iter().map(|r| r.to_json()).collect()),
         ),
         Err(VerifyError::Invalid(e)) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e @ VerifyError::UnknownTask { .. }) => error(StatusCode::NOT_FOUND, e.to_string()),
         Err(VerifyError::Store(e)) => {
             tracing::error!(error = %e, "reading tasks to verify");
             error(

@@ -4,8 +4,11 @@
 //! overruns), and never echoing what the helper printed: its stdout holds
 //! the secret, and its stderr may.
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pullauth_resolve::Credentials;
@@ -14,9 +17,19 @@ use secrecy::zeroize::Zeroizing;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
+use tokio::sync::OnceCell;
+use tokio::time::Instant;
 
 /// How long a helper may take to answer.
 pub const HELPER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a helper's answer is reused for the same (helper, server URL).
+/// Long enough that a burst of task submissions (10 tasks of 10 containers
+/// of one image, and the engine pulls they share) asks the helper once;
+/// short enough that a credential rotated in the helper's store is used
+/// within half a minute. Answers live in memory only and are wiped when
+/// they expire (the secret is a `SecretString`, zeroized on drop).
+pub const HELPER_CACHE_TTL: Duration = Duration::from_secs(30);
 
 /// What helpers print on exit 1 when they hold nothing for the server
 /// (docker-credential-helpers' `credentials.ErrCredentialsNotFound`).
@@ -61,6 +74,79 @@ pub enum HelperError {
          {{\"Username\",\"Secret\"}} JSON (not shown)"
     )]
     BadOutput { program: String, server: String },
+}
+
+/// What one helper run answered.
+pub type HelperAnswer = Result<Credentials, HelperError>;
+
+/// A run shared by every caller that asks while it runs, and its answer,
+/// kept for [`HelperCache::ttl`] if it gave credentials.
+type Slot = Arc<OnceCell<(Instant, HelperAnswer)>>;
+
+/// Helper answers by (helper, server URL): single flight (concurrent
+/// callers share one run) plus a short-lived cache of successful answers.
+/// A failure is shared only with the callers that waited for that run; the
+/// next caller runs the helper again. Never persisted; expired answers are
+/// dropped (and their secrets zeroized) at the next lookup.
+#[derive(Debug)]
+pub struct HelperCache {
+    slots: Mutex<HashMap<(String, String), Slot>>,
+    ttl: Duration,
+}
+
+impl Default for HelperCache {
+    fn default() -> Self {
+        HelperCache::new(HELPER_CACHE_TTL)
+    }
+}
+
+impl HelperCache {
+    /// A cache keeping successful answers for `ttl`.
+    pub fn new(ttl: Duration) -> HelperCache {
+        HelperCache {
+            slots: Mutex::new(HashMap::new()),
+            ttl,
+        }
+    }
+
+    /// How long successful answers are kept.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// The answer for (`helper`, `server`): a fresh cached one, the one of
+    /// the run in progress, or `run`'s (started now, shared with whoever
+    /// asks meanwhile).
+    pub async fn get_or_run<F, Fut>(&self, helper: &str, server: &str, run: F) -> HelperAnswer
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = HelperAnswer>,
+    {
+        let slot = {
+            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            let ttl = self.ttl;
+            slots.retain(|_, slot| match slot.get() {
+                // A run in progress (or one whose caller went away: the
+                // next caller runs it).
+                None => true,
+                Some((at, Ok(_))) => now.duration_since(*at) < ttl,
+                Some((_, Err(_))) => false,
+            });
+            Arc::clone(
+                slots
+                    .entry((helper.to_owned(), server.to_owned()))
+                    .or_default(),
+            )
+        };
+        let (_, answer) = slot
+            .get_or_init(|| async {
+                let answer = run().await;
+                (Instant::now(), answer)
+            })
+            .await;
+        answer.clone()
+    }
 }
 
 #[derive(Deserialize)]
@@ -210,6 +296,81 @@ mod tests {
         let path = dir.join(format!("docker-credential-{name}"));
         std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).expect("write helper");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+
+    /// A run that counts itself and answers `answer` after `delay`.
+    async fn counted(
+        runs: &std::sync::atomic::AtomicUsize,
+        delay: Duration,
+        answer: HelperAnswer,
+    ) -> HelperAnswer {
+        runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(delay).await;
+        answer
+    }
+
+    fn ok() -> HelperAnswer {
+        Ok(Credentials::basic("alice", "canary-pw"))
+    }
+
+    // Concurrent callers share one run; the answer is reused until the TTL
+    // has passed, then the helper runs again.
+    #[tokio::test(start_paused = true)]
+    async fn cache_shares_a_run_and_expires_after_the_ttl() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let cache = HelperCache::default();
+        let runs = AtomicUsize::new(0);
+        let ask = || cache.get_or_run("h", "r.io", || counted(&runs, Duration::from_secs(1), ok()));
+        let answers = futures_util::future::join_all((0..50).map(|_| ask())).await;
+        assert!(answers.iter().all(|a| {
+            a.as_ref()
+                .is_ok_and(|c| c.username.as_deref() == Some("alice"))
+        }));
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+
+        tokio::time::advance(HELPER_CACHE_TTL - Duration::from_secs(2)).await;
+        ask().await.expect("cached");
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "reused within the TTL");
+
+        tokio::time::advance(Duration::from_secs(2)).await;
+        ask().await.expect("fresh");
+        assert_eq!(runs.load(Ordering::SeqCst), 2, "run again after the TTL");
+
+        // Keyed by helper and server URL.
+        cache
+            .get_or_run("h", "q.io", || counted(&runs, Duration::ZERO, ok()))
+            .await
+            .expect("answer");
+        cache
+            .get_or_run("g", "r.io", || counted(&runs, Duration::ZERO, ok()))
+            .await
+            .expect("answer");
+        assert_eq!(runs.load(Ordering::SeqCst), 4);
+    }
+
+    // A failure is shared by the callers that waited for that run, but not
+    // cached: the next caller runs the helper again.
+    #[tokio::test(start_paused = true)]
+    async fn cache_does_not_keep_failures() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let cache = HelperCache::default();
+        let runs = AtomicUsize::new(0);
+        let failed = || {
+            Err(HelperError::NotFound {
+                helper: "h".into(),
+                server: "r.io".into(),
+            })
+        };
+        let ask = || {
+            cache.get_or_run("h", "r.io", || {
+                counted(&runs, Duration::from_secs(1), failed())
+            })
+        };
+        let answers = futures_util::future::join_all((0..10).map(|_| ask())).await;
+        assert!(answers.iter().all(Result::is_err));
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        assert!(ask().await.is_err());
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]

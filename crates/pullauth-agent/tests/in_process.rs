@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
+use pullauth_agent::agent::VerifyTarget;
+use pullauth_agent::credentials::Provider;
+use pullauth_agent::helper::HelperCache;
 use pullauth_agent::{Agent, Identity, Puller, Settings};
 use pullauth_config::{AuthType, PullBehavior, SecretString};
 use pullauth_docker::{
@@ -378,7 +381,7 @@ async fn verify_reports_every_known_image_once_or_the_ones_asked_for() {
     submit(&agent, &["r.io/app:1"]).await;
 
     let reports: Vec<_> = agent
-        .verify(None)
+        .verify(VerifyTarget::KnownTasks)
         .await
         .expect("verified")
         .iter()
@@ -396,13 +399,18 @@ async fn verify_reports_every_known_image_once_or_the_ones_asked_for() {
     assert!(!format!("{reports:?}").contains("pw-never-shown"));
 
     let asked = agent
-        .verify(Some(vec!["r.io/b:2".to_owned(), "r.io/b:2".to_owned()]))
+        .verify(VerifyTarget::Images(vec![
+            "r.io/b:2".to_owned(),
+            "r.io/b:2".to_owned(),
+        ]))
         .await
         .expect("verified");
     assert_eq!(asked.len(), 1);
     assert_eq!(asked[0].image, "r.io/b:2");
 
-    let bad = agent.verify(Some(vec!["Bad//Ref".to_owned()])).await;
+    let bad = agent
+        .verify(VerifyTarget::Images(vec!["Bad//Ref".to_owned()]))
+        .await;
     assert!(
         matches!(bad, Err(pullauth_agent::agent::VerifyError::Invalid(_))),
         "{bad:?}"
@@ -414,4 +422,263 @@ async fn verify_reports_every_known_image_once_or_the_ones_asked_for() {
         engine.calls()
     );
     engine.release(8);
+}
+
+/// A `docker-credential-count` in `dir` that appends the server URL it is
+/// asked for to `log` and answers `helped-user` after a short pause, so
+/// that concurrent callers overlap.
+fn counting_helper(dir: &std::path::Path, log: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("docker-credential-count");
+    let script = format!(
+        "#!/bin/sh\nserver=$(cat)\necho \"$server\" >> '{}'\nsleep 0.2\n\
+         echo '{{\"Username\":\"helped-user\",\"Secret\":\"canary-helper-pw\"}}'\n",
+        log.display()
+    );
+    std::fs::write(&path, script).expect("write helper");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
+fn helper_runs(log: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+// Regression (issue 17, findings 1 and 4): 10 tasks x 10 containers of one
+// image behind a credsStore helper ran the helper 100 times; now once. And
+// POST /v1/verify ignored helpers (it looked at static keys only): now it
+// runs the helper, as a pull does, and reports the helper's user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helpers_run_once_for_a_burst_of_tasks_and_verify_uses_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("runs.log");
+    counting_helper(dir.path(), &log);
+    let data = SecretString::from(r#"{"auths":{},"credsStore":"count"}"#);
+    let settings = Settings {
+        table: RegistryTable::from_auth_data(AuthType::Docker, &data).expect("valid"),
+        behavior: PullBehavior::Always,
+        options: PullOptions::default(),
+    };
+    let provider = Provider::lazy(pullauth_aws::AwsOptions::default())
+        .with_helpers(dir.path().to_path_buf(), HelperCache::default());
+    let engine = FakeEngine::new();
+    let agent = Agent::start_with_provider(
+        Store::in_memory(),
+        engine.clone(),
+        settings,
+        Identity {
+            cluster: "test".to_owned(),
+            container_instance_arn: None,
+            version: "test".to_owned(),
+        },
+        4,
+        Arc::new(provider),
+    )
+    .expect("agent");
+    let image = "helped.example.com/app:1";
+    let images = [image; 10];
+    let arns = futures_util::future::join_all((0..10).map(|_| submit(&agent, &images))).await;
+    engine.release(100);
+    for arn in &arns {
+        let task = final_task(&agent, arn).await;
+        for c in &task.containers {
+            assert_eq!(c.username.as_deref(), Some("helped-user"));
+            assert_eq!(c.registry_key.as_deref(), Some("helper count"));
+        }
+    }
+    assert_eq!(helper_runs(&log), ["helped.example.com"]);
+
+    // verify of another registry behind the same store runs the helper.
+    let reports = agent
+        .verify(VerifyTarget::Images(vec![
+            "verified.example.com/app:1".to_owned(),
+        ]))
+        .await
+        .expect("verified");
+    assert_eq!(reports.len(), 1);
+    let report = reports[0].to_json();
+    assert_eq!(report["result"], "accepted", "{report}");
+    assert_eq!(report["key"], "helper count");
+    assert_eq!(report["username"], "helped-user");
+    assert!(!report.to_string().contains("canary-helper-pw"));
+    assert_eq!(
+        helper_runs(&log),
+        ["helped.example.com", "verified.example.com"]
+    );
+}
+
+/// A STUB of ECR Public's `GetAuthorizationToken` (moto has no ECR Public):
+/// it records each request's headers and answers the documented shape,
+/// `{"authorizationData": {"authorizationToken", "expiresAt"}}`, or, when
+/// `deny`, an `AccessDeniedException`. Returns its URL and what it saw.
+async fn ecr_public_stub(deny: bool) -> (String, Arc<Mutex<Vec<hyper::HeaderMap>>>) {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the stub");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let recorded = Arc::clone(&seen);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let recorded = Arc::clone(&recorded);
+            let service = hyper::service::service_fn(
+                move |request: hyper::Request<hyper::body::Incoming>| {
+                    let recorded = Arc::clone(&recorded);
+                    async move {
+                        recorded
+                            .lock()
+                            .expect("seen")
+                            .push(request.headers().clone());
+                        let _ = request.into_body().collect().await;
+                        let expires = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .expect("clock")
+                            .as_secs()
+                            + 12 * 3600;
+                        // base64("AWS:pub-canary-token")
+                        let (status, body) = if deny {
+                            (
+                                400,
+                                json!({"__type": "AccessDeniedException", "message": "denied"}),
+                            )
+                        } else {
+                            (
+                                200,
+                                json!({"authorizationData": {
+                            "authorizationToken": "QVdTOnB1Yi1jYW5hcnktdG9rZW4=",
+                            "expiresAt": expires}}),
+                            )
+                        };
+                        hyper::Response::builder()
+                            .status(status)
+                            .header("content-type", "application/x-amz-json-1.1")
+                            .body(Full::new(Bytes::from(body.to_string())))
+                    }
+                },
+            );
+            tokio::spawn(async move {
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .await;
+            });
+        }
+    });
+    (url, seen)
+}
+
+/// An agent whose AWS calls go to `endpoint` with static keys, in
+/// eu-west-1 (so that a call signed for us-east-1 proves ECR Public's
+/// region was chosen on purpose).
+async fn agent_with_aws(engine: &Arc<FakeEngine>, endpoint: &str) -> Agent {
+    let loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("eu-west-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "AKIDSTUBEXAMPLE",
+            "stub-secret-key",
+            None,
+            None,
+            "test",
+        ));
+    let options = pullauth_aws::AwsOptions {
+        attempt_timeout: Duration::from_secs(2),
+        operation_timeout: Duration::from_secs(5),
+        max_attempts: 1,
+        ..pullauth_aws::AwsOptions::default()
+    };
+    let aws = pullauth_aws::Aws::from_loader(loader, options).await;
+    Agent::start_with_provider(
+        Store::in_memory(),
+        engine.clone(),
+        settings(&[]),
+        Identity {
+            cluster: "test".to_owned(),
+            container_instance_arn: None,
+            version: "test".to_owned(),
+        },
+        4,
+        Arc::new(Provider::with_aws(aws, true)),
+    )
+    .expect("agent")
+}
+
+// ECR Public (issue 17): a pull of public.ecr.aws gets a token from
+// ecr-public:GetAuthorizationToken, signed for service ecr-public in
+// us-east-1 (the agent's region is eu-west-1), and pulls as the token's
+// user; both host names share the one token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ecr_public_pulls_with_a_token_from_us_east_1() {
+    let (url, seen) = ecr_public_stub(false).await;
+    let engine = FakeEngine::new();
+    let agent = agent_with_aws(&engine, &url).await;
+    let arn = submit(
+        &agent,
+        &[
+            "public.ecr.aws/docker/library/busybox:1",
+            "ecr-public.aws.com/x/y:1",
+        ],
+    )
+    .await;
+    engine.release(2);
+    let task = final_task(&agent, &arn).await;
+    assert_eq!(task.containers[0].username.as_deref(), Some("AWS"));
+    assert_eq!(
+        task.containers[0].registry_key.as_deref(),
+        Some("ecr-public public.ecr.aws")
+    );
+    assert_eq!(
+        task.containers[1].registry_key.as_deref(),
+        Some("ecr-public ecr-public.aws.com")
+    );
+    let calls = engine.calls();
+    assert!(
+        calls.iter().all(|c| c.username.as_deref() == Some("AWS")),
+        "{calls:?}"
+    );
+    let seen = seen.lock().expect("seen").clone();
+    assert_eq!(seen.len(), 1, "one token serves both hosts");
+    let header = |name: &str| {
+        seen[0]
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        header("authorization").contains("/us-east-1/ecr-public/aws4_request"),
+        "{}",
+        header("authorization")
+    );
+    assert!(header("authorization").starts_with("AWS4-HMAC-SHA256 Credential=AKIDSTUBEXAMPLE/"));
+    assert_eq!(
+        header("x-amz-target"),
+        "SpencerFrontendService.GetAuthorizationToken"
+    );
+    assert!(!format!("{task:?}").contains("pub-canary-token"));
+}
+
+// Public images are public: when no ECR Public token can be had (here the
+// stub denies it), the pull goes out anonymously instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ecr_public_without_a_token_pulls_anonymously() {
+    let (url, seen) = ecr_public_stub(true).await;
+    let engine = FakeEngine::new();
+    let agent = agent_with_aws(&engine, &url).await;
+    let arn = submit(&agent, &["public.ecr.aws/docker/library/busybox:1"]).await;
+    engine.release(1);
+    let task = final_task(&agent, &arn).await;
+    assert_eq!(task.containers[0].known_status, Status::Pulled);
+    assert_eq!(task.containers[0].username, None);
+    assert_eq!(task.containers[0].registry_key, None);
+    assert_eq!(engine.calls()[0].username, None);
+    assert!(
+        !seen.lock().expect("seen").is_empty(),
+        "the token was asked for"
+    );
 }

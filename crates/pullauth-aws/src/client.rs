@@ -49,6 +49,8 @@ pub const ROLE_REFRESH_AHEAD: Duration = Duration::from_secs(5 * 60);
 pub const USABLE_MARGIN: Duration = Duration::from_secs(60);
 /// Largest S3 object [`Aws::get_object`] reads (an env file, not a blob).
 pub const MAX_OBJECT_BYTES: u64 = 1024 * 1024;
+/// The one region that serves `ecr-public:GetAuthorizationToken`.
+pub const ECR_PUBLIC_REGION: &str = "us-east-1";
 
 /// How the SDK behaves; [`AwsOptions::default`] uses the constants above.
 #[derive(Debug, Clone)]
@@ -150,8 +152,8 @@ struct TokenKey {
     fips: bool,
     endpoint: Option<String>,
     principal: Principal,
-    /// Not part of the identity (account/region/fips are), kept to report.
-    host: String,
+    /// The registry as parsed, to report (its host, partition, ...).
+    registry: EcrRegistry,
 }
 
 #[derive(Clone)]
@@ -173,6 +175,8 @@ pub(crate) struct Inner {
     pub(crate) config: SdkConfig,
     options: AwsOptions,
     tokens: ExpiringCache<TokenKey, EcrToken>,
+    /// ECR Public tokens, by principal and endpoint override.
+    public_tokens: ExpiringCache<(Principal, Option<String>), EcrToken>,
     roles: ExpiringCache<RoleArn, Credentials>,
     /// Described task definitions (immutable), by ARN and `family:revision`.
     pub(crate) task_definitions: TaskDefinitionCache,
@@ -225,6 +229,16 @@ impl Aws {
             inner: Arc::new(Inner {
                 config,
                 tokens: ExpiringCache::new(
+                    clock.clone(),
+                    RefreshPolicy {
+                        ahead: ECR_REFRESH_AHEAD,
+                        jitter: ECR_REFRESH_AHEAD,
+                        usable_margin: USABLE_MARGIN,
+                        retry_first: RETRY_FIRST,
+                        retry_max: RETRY_MAX,
+                    },
+                ),
+                public_tokens: ExpiringCache::new(
                     clock.clone(),
                     RefreshPolicy {
                         ahead: ECR_REFRESH_AHEAD,
@@ -292,7 +306,7 @@ impl Aws {
             fips: registry.fips,
             endpoint: endpoint.clone(),
             principal: principal.clone(),
-            host: registry.host.clone(),
+            registry: registry.clone(),
         };
         let call = Call {
             operation: "ecr:GetAuthorizationToken",
@@ -343,6 +357,103 @@ impl Aws {
         })
     }
 
+    /// Credentials for pulling from ECR Public (`public.ecr.aws`, `host`),
+    /// as `role` or with the default chain:
+    /// `ecr-public:GetAuthorizationToken` in us-east-1 (the only region
+    /// that serves it), cached and refreshed ahead of expiry like ECR
+    /// tokens. The endpoint override is `AWS_ENDPOINT_URL_ECR_PUBLIC`,
+    /// else `AWS_ENDPOINT_URL`.
+    pub async fn ecr_public_credentials(
+        &self,
+        host: &str,
+        role: Option<&RoleArn>,
+    ) -> Result<EcrCredentials, AwsError> {
+        let result = self.ecr_public_credentials_inner(host, role).await;
+        if let Err(e) = &result {
+            self.inner.counters.failure(e.class());
+        }
+        result
+    }
+
+    async fn ecr_public_credentials_inner(
+        &self,
+        host: &str,
+        role: Option<&RoleArn>,
+    ) -> Result<EcrCredentials, AwsError> {
+        if !self.inner.options.ecr {
+            return Err(AwsError::EcrDisabled {
+                host: host.to_owned(),
+            });
+        }
+        let (principal, credentials) = self.principal(role).await?;
+        let endpoint = self.endpoint_override("ECR PUBLIC");
+        let call = Call {
+            operation: "ecr-public:GetAuthorizationToken",
+            target: format!("registry {host}"),
+            principal: principal.to_string(),
+        };
+        let (token, _) = self
+            .inner
+            .public_tokens
+            .get(&(principal, endpoint), &call, || {
+                self.inner
+                    .counters
+                    .add(&self.inner.counters.ecr_token_fetches);
+                // A task of its own (see crate::cache): owns what it uses.
+                let (aws, host, call) = (self.clone(), host.to_owned(), call.clone());
+                async move { aws.fetch_ecr_public_token(&host, credentials, call).await }
+            })
+            .await?;
+        Ok(EcrCredentials {
+            username: token.value.username,
+            password: token.value.password,
+            expires_at: token.expires_at,
+            proxy_endpoint: token.value.proxy_endpoint,
+        })
+    }
+
+    async fn fetch_ecr_public_token(
+        &self,
+        host: &str,
+        credentials: Option<Credentials>,
+        call: Call,
+    ) -> Result<Expiring<EcrToken>, AwsError> {
+        let mut builder = aws_sdk_ecrpublic::config::Builder::from(&self.inner.config)
+            .region(Region::new(ECR_PUBLIC_REGION));
+        if let Some(credentials) = credentials {
+            builder = builder.credentials_provider(credentials);
+        }
+        let client = aws_sdk_ecrpublic::Client::from_conf(builder.build());
+        let output = client
+            .get_authorization_token()
+            .send()
+            .await
+            .map_err(|e| self.sdk_error(call.clone(), e, |_| None))?;
+        let bad = |problem: String| AwsError::BadResponse {
+            call: call.clone(),
+            problem,
+        };
+        let data = output
+            .authorization_data()
+            .ok_or_else(|| bad("no authorization data".into()))?;
+        let token = data
+            .authorization_token()
+            .ok_or_else(|| bad("no authorization token".into()))?;
+        let (username, password) =
+            parse::decode_ecr_token(token).map_err(|problem| bad(problem.to_string()))?;
+        let expires_at = data.expires_at().ok_or_else(|| bad("no expiry".into()))?;
+        let expires_at = parse::plausible_expiry(*expires_at, self.inner.options.clock.now())
+            .map_err(|problem| bad(problem.into()))?;
+        Ok(Expiring {
+            value: EcrToken {
+                username,
+                password,
+                proxy_endpoint: format!("https://{host}"),
+            },
+            expires_at,
+        })
+    }
+
     async fn fetch_ecr_token(
         &self,
         registry: &EcrRegistry,
@@ -352,10 +463,13 @@ impl Aws {
     ) -> Result<Expiring<EcrToken>, AwsError> {
         let mut builder = aws_sdk_ecr::config::Builder::from(&self.inner.config)
             .region(Region::new(registry.region.clone()));
-        // The SDK refuses FIPS together with a custom endpoint; the override
-        // wins (as in the ECS agent's agent/ecr/factory.go).
-        if registry.fips && !endpoint_overridden {
-            builder = builder.use_fips(true);
+        // The registry host's own API endpoint (its partition's, FIPS or
+        // dual-stack as the host is): the SDK's built-in partition list
+        // does not know every partition ECR serves. An endpoint override
+        // (AWS_ENDPOINT_URL, tests, proxies) wins, as in the ECS agent's
+        // agent/ecr/factory.go.
+        if !endpoint_overridden {
+            builder = builder.endpoint_url(registry.api_endpoint());
         }
         if let Some(credentials) = credentials {
             builder = builder.credentials_provider(credentials);
@@ -410,12 +524,7 @@ impl Aws {
             .in_use()
             .into_iter()
             .map(|(key, expires_at)| TokenInUse {
-                registry: EcrRegistry {
-                    account: key.account,
-                    region: key.region,
-                    fips: key.fips,
-                    host: key.host,
-                },
+                registry: key.registry,
                 endpoint: key.endpoint,
                 principal: key.principal,
                 expires_at,

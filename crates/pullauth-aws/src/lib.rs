@@ -48,9 +48,9 @@ mod s3;
 pub use ca_bundle::{CA_BUNDLE_VAR, CaBundle, CaBundleError, MAX_CA_BUNDLE_BYTES};
 pub use cache::{Clock, SystemClock};
 pub use client::{
-    ATTEMPT_TIMEOUT, Aws, AwsOptions, CONNECT_TIMEOUT, ECR_REFRESH_AHEAD, EcrCredentials,
-    MAX_ATTEMPTS, MAX_OBJECT_BYTES, OPERATION_TIMEOUT, Principal, ROLE_REFRESH_AHEAD, TokenInUse,
-    USABLE_MARGIN,
+    ATTEMPT_TIMEOUT, Aws, AwsOptions, CONNECT_TIMEOUT, ECR_PUBLIC_REGION, ECR_REFRESH_AHEAD,
+    EcrCredentials, MAX_ATTEMPTS, MAX_OBJECT_BYTES, OPERATION_TIMEOUT, Principal,
+    ROLE_REFRESH_AHEAD, TokenInUse, USABLE_MARGIN,
 };
 pub use ecs::{
     DESCRIBE_SERVICES_BATCH, EcsContainer, EcsFailure, EcsService, EcsServices, EcsTaskDefinition,

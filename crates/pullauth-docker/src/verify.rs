@@ -21,6 +21,9 @@ pub enum VerifyOutcome {
     EngineUnreachable,
     /// Anything else (the engine refused the request, a rate limit, ...).
     Error,
+    /// The credentials a pull would use could not be obtained (a helper
+    /// failed, AWS refused a token or secret): the registry was not asked.
+    CredentialsUnavailable,
 }
 
 impl VerifyOutcome {
@@ -50,6 +53,7 @@ impl VerifyOutcome {
             VerifyOutcome::RegistryUnreachable => "registry_unreachable",
             VerifyOutcome::EngineUnreachable => "engine_unreachable",
             VerifyOutcome::Error => "error",
+            VerifyOutcome::CredentialsUnavailable => "credentials_unavailable",
         }
     }
 }
@@ -98,6 +102,22 @@ impl VerifyReport {
             digest,
             platforms,
             detail,
+        }
+    }
+
+    /// The report for `image` whose credentials could not be provided from
+    /// the source labelled `from`; `detail` is the provider's error, which
+    /// names the source and never a secret.
+    pub fn unprovided(image: &ImageRef, from: &str, detail: &str) -> VerifyReport {
+        VerifyReport {
+            image: image.original.clone(),
+            registry: image.registry.clone(),
+            key: Some(from.to_owned()),
+            username: None,
+            outcome: VerifyOutcome::CredentialsUnavailable,
+            digest: None,
+            platforms: Vec::new(),
+            detail: Some(detail.to_owned()),
         }
     }
 

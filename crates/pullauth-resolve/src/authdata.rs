@@ -73,6 +73,20 @@ pub enum AuthDataError {
     #[error("{AUTH_DATA} key {key:?} is not a registry: {reason}")]
     BadKey { key: String, reason: KeyError },
     #[error(
+        "{AUTH_DATA}: \"credHelpers\" key {key:?} has a path ({namespace:?}); Docker asks a \
+         credential helper by registry host only, so write the host alone"
+    )]
+    HelperPath { key: String, namespace: String },
+    #[error(
+        "{AUTH_DATA}: \"credHelpers\" keys {first:?} and {second:?} name the same registry \
+         host ({host}); keep one"
+    )]
+    DuplicateHelper {
+        first: String,
+        second: String,
+        host: String,
+    },
+    #[error(
         "{AUTH_DATA} keys {first:?} and {second:?} name the same registry and namespace ({normalized}); keep one"
     )]
     DuplicateKey {

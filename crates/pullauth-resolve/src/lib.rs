@@ -27,11 +27,11 @@ pub mod table;
 
 pub use authdata::{AuthDataError, AuthEntry};
 pub use credentials::Credentials;
-pub use ecr::{EcrRegistry, NotEcr};
+pub use ecr::{ECR_PUBLIC_HOSTS, EcrRegistry, NotEcr, ecr_public_host};
 pub use explain::{Explanation, KeyVerdict, Reason};
 pub use image::{ImageRef, ImageRefError};
 pub use key::{DOCKER_HUB, HostPattern, KeyError, RegistryKey, USERINFO_REDACTED, masked};
-pub use source::{Source, ecr_label, helper_server};
+pub use source::{Source, SourceExplanation, SourceKind, SourceVerdict, ecr_label, helper_server};
 pub use table::{Entry, RegistryTable, Resolution, ServerLookup};
 
 #[cfg(test)]

@@ -10,12 +10,14 @@
 //! 3. a Docker credential helper, when the data is a config.json (the
 //!    `auths` wrapper) whose `credHelpers` names the image's registry, or
 //!    whose `credsStore` is set;
-//! 4. ECR, when the image's registry is an ECR host and ECR is enabled;
+//! 4. ECR, when the image's registry is an ECR host and ECR is enabled
+//!    (ECR Public hosts included: their provider falls back to anonymous
+//!    when no token can be had, as their images are public);
 //! 5. anonymous.
 
 use std::fmt;
 
-use crate::ecr::EcrRegistry;
+use crate::ecr::{EcrRegistry, ecr_public_host};
 use crate::image::ImageRef;
 use crate::table::{Entry, RegistryTable};
 
@@ -37,13 +39,19 @@ pub enum Source<'t> {
     },
     /// An ECR token for this registry.
     Ecr(EcrRegistry),
+    /// An ECR Public token (`ecr-public:GetAuthorizationToken`) for this
+    /// host (`public.ecr.aws` or `ecr-public.aws.com`).
+    EcrPublic(&'static str),
     Anonymous,
 }
 
 impl Source<'_> {
     /// Whether providing it calls AWS.
     pub fn needs_aws(&self) -> bool {
-        matches!(self, Source::TaskSecret(_) | Source::Ecr(_))
+        matches!(
+            self,
+            Source::TaskSecret(_) | Source::Ecr(_) | Source::EcrPublic(_)
+        )
     }
 }
 
@@ -54,6 +62,7 @@ impl fmt::Display for Source<'_> {
             Source::Static(entry) => write!(f, "key {:?}", entry.key.written),
             Source::Helper { helper, .. } => write!(f, "helper {helper}"),
             Source::Ecr(registry) => write!(f, "{}", ecr_label(registry)),
+            Source::EcrPublic(host) => write!(f, "ecr-public {host}"),
             Source::Anonymous => f.write_str("anonymous"),
         }
     }
@@ -78,7 +87,101 @@ pub fn helper_server(registry: &str) -> String {
     }
 }
 
+/// The kinds of source, in precedence order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SourceKind {
+    TaskSecret,
+    Key,
+    Helper,
+    Ecr,
+    Anonymous,
+}
+
+impl SourceKind {
+    /// Every kind, highest precedence first.
+    pub const ALL: [SourceKind; 5] = [
+        SourceKind::TaskSecret,
+        SourceKind::Key,
+        SourceKind::Helper,
+        SourceKind::Ecr,
+        SourceKind::Anonymous,
+    ];
+
+    /// The stable code scripts match on.
+    pub fn code(self) -> &'static str {
+        match self {
+            SourceKind::TaskSecret => "task_secret",
+            SourceKind::Key => "key",
+            SourceKind::Helper => "helper",
+            SourceKind::Ecr => "ecr",
+            SourceKind::Anonymous => "anonymous",
+        }
+    }
+
+    fn of(source: &Source<'_>) -> SourceKind {
+        match source {
+            Source::TaskSecret(_) => SourceKind::TaskSecret,
+            Source::Static(_) => SourceKind::Key,
+            Source::Helper { .. } => SourceKind::Helper,
+            Source::Ecr(_) | Source::EcrPublic(_) => SourceKind::Ecr,
+            Source::Anonymous => SourceKind::Anonymous,
+        }
+    }
+}
+
+/// One kind of source's verdict for one image, for `resolve --explain`.
+#[derive(Debug, Clone)]
+pub struct SourceVerdict<'t> {
+    pub kind: SourceKind,
+    /// What this kind would give the image, if anything.
+    pub source: Option<Source<'t>>,
+    /// Whether it is the source the pull uses.
+    pub applies: bool,
+    /// Stable code: `applies`, `outranked` (it would apply, but a source
+    /// of higher precedence does), or why it does not apply: `no_secret`,
+    /// `no_key`, `no_helper`, `not_ecr_host`, `ecr_disabled`.
+    pub reason: &'static str,
+    /// One sentence for people; names sources and hosts, never a secret.
+    pub detail: String,
+}
+
+/// Which source an image's credentials come from, and why each other kind
+/// lost or does not apply.
+#[derive(Debug, Clone)]
+pub struct SourceExplanation<'t> {
+    /// The source a pull uses: always [`RegistryTable::source`]'s answer.
+    pub winner: Source<'t>,
+    /// One verdict per [`SourceKind`], in precedence order.
+    pub verdicts: Vec<SourceVerdict<'t>>,
+}
+
 impl RegistryTable {
+    /// What each kind of source would give `image`, in precedence order
+    /// (anonymous, always available, is left out). The one place sources
+    /// are selected: [`RegistryTable::source`] takes the first, and
+    /// [`RegistryTable::explain_source`] says why the others lost.
+    fn candidates<'t>(
+        &'t self,
+        image: &ImageRef,
+        task_secret: Option<&'t str>,
+        ecr_enabled: bool,
+    ) -> [Option<Source<'t>>; 4] {
+        [
+            task_secret.map(Source::TaskSecret),
+            self.lookup(image).map(Source::Static),
+            self.helper_for(&image.registry)
+                .map(|helper| Source::Helper {
+                    helper,
+                    server: helper_server(&image.registry),
+                }),
+            match EcrRegistry::parse(&image.registry) {
+                _ if !ecr_enabled => None,
+                Ok(registry) => Some(Source::Ecr(registry)),
+                Err(_) => ecr_public_host(&image.registry).map(Source::EcrPublic),
+            },
+        ]
+    }
+
     /// The source of `image`'s credentials, by the precedence in the module
     /// docs: `task_secret` (a container's `repositoryCredentials`) first,
     /// then a matching key, then a credential helper, then ECR for ECR
@@ -89,22 +192,88 @@ impl RegistryTable {
         task_secret: Option<&'t str>,
         ecr_enabled: bool,
     ) -> Source<'t> {
-        if let Some(secret) = task_secret {
-            return Source::TaskSecret(secret);
-        }
-        if let Some(entry) = self.lookup(image) {
-            return Source::Static(entry);
-        }
-        if let Some(helper) = self.helper_for(&image.registry) {
-            return Source::Helper {
-                helper,
-                server: helper_server(&image.registry),
-            };
-        }
-        if ecr_enabled && let Ok(registry) = EcrRegistry::parse(&image.registry) {
-            return Source::Ecr(registry);
-        }
-        Source::Anonymous
+        self.candidates(image, task_secret, ecr_enabled)
+            .into_iter()
+            .flatten()
+            .next()
+            .unwrap_or(Source::Anonymous)
+    }
+
+    /// [`RegistryTable::source`] with every kind's verdict: the winner,
+    /// what each outranked kind would have given, and why the others do
+    /// not apply.
+    pub fn explain_source<'t>(
+        &'t self,
+        image: &ImageRef,
+        task_secret: Option<&'t str>,
+        ecr_enabled: bool,
+    ) -> SourceExplanation<'t> {
+        let winner = self.source(image, task_secret, ecr_enabled);
+        let winner_kind = SourceKind::of(&winner);
+        let [secret, key, helper, ecr] = self.candidates(image, task_secret, ecr_enabled);
+        let host = &image.registry;
+        let absent = |kind: SourceKind| -> (&'static str, String) {
+            match kind {
+                SourceKind::TaskSecret => (
+                    "no_secret",
+                    "no repositoryCredentials secret (a task's container, or \
+                     --repository-credentials, names one)"
+                        .to_owned(),
+                ),
+                SourceKind::Key => (
+                    "no_key",
+                    "no ECS_ENGINE_AUTH_DATA key applies to the image".to_owned(),
+                ),
+                SourceKind::Helper => (
+                    "no_helper",
+                    format!("no credHelpers entry for {host} and no credsStore"),
+                ),
+                SourceKind::Ecr => match EcrRegistry::parse(host) {
+                    _ if ecr_public_host(host).is_some() => (
+                        "ecr_disabled",
+                        format!("{host} is ECR Public, but ECR tokens are off (PULLAUTH_ECR)"),
+                    ),
+                    Ok(_) => (
+                        "ecr_disabled",
+                        format!("{host} is an ECR registry, but ECR tokens are off (PULLAUTH_ECR)"),
+                    ),
+                    Err(not) => ("not_ecr_host", not.to_string()),
+                },
+                SourceKind::Anonymous => ("outranked", String::new()),
+            }
+        };
+        let verdicts = [secret, key, helper, ecr, Some(Source::Anonymous)]
+            .into_iter()
+            .zip(SourceKind::ALL)
+            .map(|(source, kind)| {
+                let (applies, reason, detail) = match &source {
+                    Some(_) if kind == winner_kind => {
+                        (true, "applies", format!("{winner} is used"))
+                    }
+                    Some(candidate) => (
+                        false,
+                        "outranked",
+                        format!(
+                            "{candidate} would apply, but {winner} comes first ({} beats {})",
+                            winner_kind.code(),
+                            kind.code()
+                        ),
+                    ),
+                    None => {
+                        let (reason, detail) = absent(kind);
+                        (false, reason, detail)
+                    }
+                };
+                SourceVerdict {
+                    kind,
+                    source,
+                    applies,
+                    reason,
+                    detail,
+                }
+            })
+            .collect();
+        SourceExplanation { winner, verdicts }
     }
 }
 
@@ -166,6 +335,19 @@ mod tests {
         "anonymous"
     )]
     #[case::anonymous("busybox", None, true, "anonymous")]
+    #[case::ecr_public(
+        "public.ecr.aws/docker/library/busybox",
+        None,
+        true,
+        "ecr-public public.ecr.aws"
+    )]
+    #[case::ecr_public_dual_stack(
+        "ecr-public.aws.com/x/y",
+        None,
+        true,
+        "ecr-public ecr-public.aws.com"
+    )]
+    #[case::ecr_public_off("public.ecr.aws/x/y", None, false, "anonymous")]
     #[case::lookalike(
         "123456789012.dkr.ecr.us-east-1.amazonaws.com.evil.example/app",
         None,
@@ -243,6 +425,141 @@ mod tests {
         assert!(
             RegistryTable::from_auth_data(AuthType::Docker, &SecretString::from(data)).is_err()
         );
+    }
+
+    /// Regression (issue 17, finding 3): credHelpers keys that fold to one
+    /// host were accepted and the last one in the JSON won; a key with a
+    /// path was folded to its host. Both are errors naming the keys.
+    #[rstest]
+    #[case::path(
+        r#"{"helped.example.com/team":"pass"}"#,
+        &["\"helped.example.com/team\"", "has a path", "\"team\""]
+    )]
+    #[case::case_folds(
+        r#"{"helped.example.com":"pass","HELPED.example.com":"desktop"}"#,
+        &["\"helped.example.com\"", "\"HELPED.example.com\"", "same registry host (helped.example.com)"]
+    )]
+    #[case::scheme_folds(
+        r#"{"https://helped.example.com":"pass","helped.example.com":"pass"}"#,
+        &["\"https://helped.example.com\"", "\"helped.example.com\""]
+    )]
+    #[case::api_version_folds(
+        r#"{"helped.example.com":"pass","https://helped.example.com/v1/":"pass"}"#,
+        &["\"https://helped.example.com/v1/\"", "same registry host"]
+    )]
+    #[case::hub_aliases_fold(
+        r#"{"https://index.docker.io/v1/":"pass","docker.io":"desktop"}"#,
+        &["\"https://index.docker.io/v1/\"", "\"docker.io\"", "(docker.io)"]
+    )]
+    #[case::user_info_masked(
+        r#"{"bob:canary-pw@helped.example.com":"pass"}"#,
+        &["user info"]
+    )]
+    fn colliding_or_path_helper_keys_are_errors(#[case] helpers: &str, #[case] wanted: &[&str]) {
+        let data = format!(r#"{{"auths":{{}},"credHelpers":{helpers}}}"#);
+        let err = RegistryTable::from_auth_data(AuthType::Docker, &SecretString::from(data))
+            .expect_err("refused")
+            .to_string();
+        for want in wanted {
+            assert!(err.contains(want), "{want} not in: {err}");
+        }
+        assert!(!err.contains("canary-pw"), "{err}");
+    }
+
+    #[rstest]
+    #[case::distinct_hosts(r#"{"a.example.com":"pass","b.example.com":"pass"}"#)]
+    #[case::distinct_ports(r#"{"a.example.com":"pass","a.example.com:5000":"pass"}"#)]
+    #[case::hub_legacy_url(r#"{"https://index.docker.io/v1/":"pass"}"#)]
+    #[case::trailing_slash(r#"{"https://a.example.com/":"pass"}"#)]
+    fn distinct_helper_keys_are_accepted(#[case] helpers: &str) {
+        let data = format!(r#"{{"auths":{{}},"credHelpers":{helpers}}}"#);
+        RegistryTable::from_auth_data(AuthType::Docker, &SecretString::from(data))
+            .expect("accepted");
+    }
+
+    /// Regression (issue 17, finding 2): explain said "no key applies:
+    /// anonymous" for an ECR image. Its winner is the source a pull uses,
+    /// and every other kind says why it lost.
+    #[rstest]
+    #[case::ecr(&format!("{ECR}/app"), None, true, "ecr", &[("key", "no_key"), ("helper", "no_helper"), ("anonymous", "outranked")])]
+    #[case::ecr_lost_to_key(&format!("{ECR}/team/app"), None, true, "key", &[("ecr", "outranked"), ("helper", "no_helper")])]
+    #[case::helper_lost_to_inline("registry.example.com/app", None, true, "key", &[("helper", "outranked"), ("ecr", "not_ecr_host")])]
+    #[case::helper("other.example/app", None, true, "helper", &[("key", "no_key"), ("ecr", "not_ecr_host")])]
+    #[case::secret_first("registry.example.com/app", Some("arn:s"), true, "task_secret", &[("key", "outranked"), ("helper", "outranked")])]
+    #[case::ecr_off(&format!("{ECR}/app"), None, false, "anonymous", &[("ecr", "ecr_disabled"), ("secret", "no_secret")])]
+    fn explained_winner_is_the_source(
+        #[case] image: &str,
+        #[case] secret: Option<&str>,
+        #[case] ecr: bool,
+        #[case] winner: &str,
+        #[case] others: &[(&str, &str)],
+    ) {
+        let data = format!(
+            r#"{{"auths":{{"registry.example.com":{{"auth":"dTpw"}},"{ECR}/team":{{"auth":"dTpw"}}}},
+                "credHelpers":{{"registry.example.com":"pass","other.example":"pass"}}}}"#
+        );
+        let table = RegistryTable::from_auth_data(AuthType::Docker, &SecretString::from(data))
+            .expect("valid");
+        let image = ImageRef::parse(image).expect("valid image");
+        let explained = table.explain_source(&image, secret, ecr);
+        assert_eq!(
+            explained.winner.to_string(),
+            table.source(&image, secret, ecr).to_string()
+        );
+        let applying: Vec<_> = explained.verdicts.iter().filter(|v| v.applies).collect();
+        assert_eq!(applying.len(), 1);
+        assert_eq!(applying[0].kind.code(), winner);
+        for (kind, reason) in others {
+            let kind = if *kind == "secret" {
+                "task_secret"
+            } else {
+                kind
+            };
+            let verdict = explained
+                .verdicts
+                .iter()
+                .find(|v| v.kind.code() == kind)
+                .expect("a verdict per kind");
+            assert_eq!(verdict.reason, *reason, "{kind}: {}", verdict.detail);
+        }
+    }
+
+    proptest::proptest! {
+        /// For any image, table and switches, explain's winner is the
+        /// source a pull uses, exactly one kind applies, and every
+        /// outranked kind comes later in precedence than the winner.
+        #[test]
+        fn explain_winner_is_always_the_pulls_source(
+            host in proptest::sample::select(vec![
+                "registry.example.com", "other.example", "helped.example.com:5000",
+                ECR, "123456789012.dkr.ecr-fips.us-east-1.amazonaws.com", "docker.io",
+            ]),
+            repo in proptest::sample::select(vec!["app", "team/app", "library/busybox"]),
+            secret in proptest::option::of(proptest::sample::select(vec!["arn:s", "name"])),
+            ecr in proptest::bool::ANY,
+            store in proptest::bool::ANY,
+        ) {
+            let store = if store { r#","credsStore":"desktop""# } else { "" };
+            let data = format!(
+                r#"{{"auths":{{"registry.example.com":{{"auth":"dTpw"}},"{ECR}/team":{{"auth":"dTpw"}}}},
+                    "credHelpers":{{"helped.example.com:5000":"pass"}}{store}}}"#
+            );
+            let table = RegistryTable::from_auth_data(AuthType::Docker, &SecretString::from(data))
+                .expect("valid");
+            let image = ImageRef::parse(&format!("{host}/{repo}")).expect("valid image");
+            let explained = table.explain_source(&image, secret, ecr);
+            let source = table.source(&image, secret, ecr);
+            proptest::prop_assert_eq!(explained.winner.to_string(), source.to_string());
+            let position = |kind| SourceKind::ALL.iter().position(|k| *k == kind);
+            let applying: Vec<_> = explained.verdicts.iter().filter(|v| v.applies).collect();
+            proptest::prop_assert_eq!(applying.len(), 1);
+            proptest::prop_assert_eq!(applying[0].kind, SourceKind::of(&source));
+            for v in &explained.verdicts {
+                if v.reason == "outranked" {
+                    proptest::prop_assert!(position(v.kind) > position(applying[0].kind));
+                }
+            }
+        }
     }
 
     #[test]

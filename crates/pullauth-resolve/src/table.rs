@@ -75,6 +75,10 @@ impl RegistryTable {
         }
         let mut table = RegistryTable::from_entries(parsed.entries)?;
         table.unwrapped_auths = parsed.unwrapped_auths;
+        // The key as written (masked) that claimed each host, so that two
+        // keys folding to one host are an error naming both, whatever
+        // their order, as for `auths`.
+        let mut claimed: HashMap<String, String> = HashMap::new();
         for (written, helper) in parsed.cred_helpers {
             let key = RegistryKey::parse(&written).map_err(|reason| AuthDataError::BadKey {
                 key: masked(&written),
@@ -86,6 +90,24 @@ impl RegistryTable {
                     reason: KeyError::HelperWildcard,
                 });
             };
+            if !key.namespace.is_empty() {
+                return Err(AuthDataError::HelperPath {
+                    key: key.written,
+                    namespace: key.namespace,
+                });
+            }
+            match claimed.entry(host.clone()) {
+                MapEntry::Occupied(first) => {
+                    return Err(AuthDataError::DuplicateHelper {
+                        first: first.get().clone(),
+                        second: key.written,
+                        host,
+                    });
+                }
+                MapEntry::Vacant(slot) => {
+                    slot.insert(key.written);
+                }
+            }
             table.helpers.insert(host, helper);
         }
         table.creds_store = parsed.creds_store;

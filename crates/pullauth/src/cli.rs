@@ -240,6 +240,15 @@ pub struct VerifyArgs {
     /// One JSON object per image on stdout.
     #[arg(long)]
     pub json: bool,
+    /// A Secrets Manager secret (ARN or name) holding {"username","password"}
+    /// for every image, as a container's repositoryCredentials does (as for
+    /// `pull`).
+    #[arg(long, value_name = "SECRET")]
+    pub repository_credentials: Option<String>,
+    /// The IAM role (ARN) whose credentials fetch the secret and ECR tokens,
+    /// as a task's executionRoleArn (as for `pull`).
+    #[arg(long, value_name = "ROLE_ARN")]
+    pub execution_role: Option<String>,
     /// Image references; `-` reads them from stdin, one a line.
     #[arg(required = true, value_name = "IMAGE")]
     pub images: Vec<String>,

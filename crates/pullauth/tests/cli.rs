@@ -283,3 +283,88 @@ fn check_shows_every_setting_with_its_origin() {
     assert_eq!(row("PULLAUTH_ECR"), format!("off {env_file}:2"));
     assert_eq!(row("ECS_IMAGE_PULL_TIMEOUT"), "2h default");
 }
+
+// Regression (issue 17, finding 2): `resolve --explain` said "no key
+// applies: anonymous" for an ECR image while `resolve --json` said ECR.
+// For an ECR image, a helper image, a key image and an anonymous one, the
+// explained source is the one `--json` reports, exactly one kind applies,
+// and the losers say why (ECR lost to a key; a helper lost to inline auth).
+#[test]
+fn explain_and_json_agree_on_the_source() {
+    const ECR: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+    let data = format!(
+        r#"{{"auths":{{"r.io":{{"username":"u","password":"{CANARY}"}},"{ECR}/team":{{"username":"u","password":"{CANARY}"}}}},"credHelpers":{{"helped.example.com":"pass","r.io":"pass"}}}}"#
+    );
+    let env = [
+        ("ECS_ENGINE_AUTH_TYPE", "docker"),
+        ("ECS_ENGINE_AUTH_DATA", data.as_str()),
+        ("PULLAUTH_ECR", "true"),
+    ];
+    let images = [
+        (
+            format!("{ECR}/app:1"),
+            "ecr",
+            "ecr account 123456789012 region us-east-1",
+        ),
+        (
+            format!("{ECR}/team/app:1"),
+            "key",
+            "key \"123456789012.dkr.ecr.us-east-1.amazonaws.com/team\"",
+        ),
+        ("helped.example.com/app".to_owned(), "helper", "helper pass"),
+        ("r.io/app".to_owned(), "key", "key \"r.io\""),
+        ("other.example/app".to_owned(), "anonymous", "anonymous"),
+    ];
+    let lines = |args: &[&str]| -> Vec<Value> {
+        let mut all = vec!["resolve"];
+        all.extend_from_slice(args);
+        all.extend(images.iter().map(|(i, _, _)| i.as_str()));
+        let out = pullauth(&all, &env, b"");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let stdout = text(&out.stdout);
+        assert!(!stdout.contains(CANARY) && !text(&out.stderr).contains(CANARY));
+        stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("one JSON object a line"))
+            .collect()
+    };
+    let plain = lines(&["--json"]);
+    let explained = lines(&["--explain", "--json"]);
+    assert_eq!(plain.len(), images.len());
+    assert_eq!(explained.len(), images.len());
+    for (((image, kind, label), plain), explained) in images.iter().zip(&plain).zip(&explained) {
+        assert_eq!(plain["source"], *label, "{image}");
+        assert_eq!(explained["source"], plain["source"], "{image}");
+        let applying: Vec<&Value> = explained["sources"]
+            .as_array()
+            .expect("sources")
+            .iter()
+            .filter(|s| s["applies"] == true)
+            .collect();
+        assert_eq!(applying.len(), 1, "{image}: {explained}");
+        assert_eq!(applying[0]["kind"], *kind, "{image}");
+        assert_eq!(applying[0]["source"], *label, "{image}");
+    }
+    let reason = |line: &Value, kind: &str| {
+        line["sources"]
+            .as_array()
+            .expect("sources")
+            .iter()
+            .find(|s| s["kind"] == kind)
+            .map(|s| s["reason"].as_str().expect("reason").to_owned())
+            .expect("a verdict per kind")
+    };
+    assert_eq!(reason(&explained[1], "ecr"), "outranked");
+    assert_eq!(reason(&explained[3], "helper"), "outranked");
+    assert_eq!(reason(&explained[4], "ecr"), "not_ecr_host");
+    // The table view names the source too.
+    let mut args = vec!["resolve", "--explain"];
+    args.push(images[0].0.as_str());
+    let out = pullauth(&args, &env, b"");
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("source ecr account 123456789012 region us-east-1"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("anonymous,") && !stdout.contains("no key applies: anonymous"));
+}

@@ -5,7 +5,7 @@
 
 use std::process::{Command, Stdio};
 
-use pullauth_agent::credentials::Provider;
+use pullauth_agent::credentials::{Provider, TaskCredentials};
 use pullauth_aws::AwsOptions;
 use pullauth_integration::{MOTO_ACCESS_KEY, Moto};
 use pullauth_resolve::{ImageRef, RegistryTable};
@@ -67,12 +67,11 @@ fn provider_child() {
         });
         let table = RegistryTable::empty();
         let image = ImageRef::parse(IMAGE).expect("image");
-        let source = table.source(&image, None, provider.ecr_enabled());
-        let label = source.to_string();
-        let entry = provider
-            .provide(&image, &source, None)
+        let provided = provider
+            .credentials_for(&table, &image, TaskCredentials::default())
             .await
             .expect("provided");
+        let (label, entry) = (provided.source, provided.entry);
         json!({
             "label": label,
             "aws_built": provider.aws_if_built().is_some(),

@@ -130,6 +130,59 @@ fn task_secret_pulls_as_its_user_and_bad_secrets_stop_the_container() {
     assert_no_secret("the log", &spec.log_bytes(), &password);
 }
 
+// Regression (issue 17, finding 1): POST /v1/verify looked at static keys
+// only, so a known task whose container names repositoryCredentials was
+// verified anonymously. Verifying the task now fetches its secret, as its
+// pull does, and the registry sees the secret's user.
+#[test]
+fn verify_of_a_known_task_uses_its_repository_credentials() {
+    let h = Harness::get();
+    let moto = Moto::shared();
+    let prefix = format!("ver{}", random_token(6).to_ascii_lowercase());
+    let password = create_secrets(moto, &h.alpha, &prefix);
+    let image = push(&h.alpha);
+    let mut spec = AgentSpec::new();
+    for (k, v) in aws_env(moto) {
+        spec = spec.env(k, &v);
+    }
+    let agent = spec.start();
+    let good = format!("{prefix}/good");
+    let task = agent.submit(&json!({
+        "family": "verify",
+        "containerDefinitions": [with_secret("good", &image, &good)]
+    }));
+    let arn = task["Arn"].as_str().expect("Arn").to_owned();
+    agent.wait_final(&arn);
+
+    let mark = h.alpha.log_mark();
+    let body = json!({ "task": arn }).to_string();
+    let response = agent.control("POST", "/v1/verify", body.as_bytes());
+    assert_eq!(response.status, 200, "{}", response.text());
+    let answer = response.json();
+    let lines = answer.as_array().expect("an array");
+    assert_eq!(lines.len(), 1, "{answer}");
+    assert_eq!(lines[0]["result"], "accepted", "{answer}");
+    assert_eq!(
+        lines[0]["key"],
+        format!("secretsmanager {good}"),
+        "{answer}"
+    );
+    assert_eq!(lines[0]["username"], "alice", "{answer}");
+    let users = h.alpha.users_since(mark);
+    assert!(
+        !users.is_empty() && users.iter().all(|u| u == "alice"),
+        "the registry saw {users:?}"
+    );
+    // Every known task, each with its own credentials: the same answer.
+    let all = agent.control("POST", "/v1/verify", b"");
+    assert_eq!(all.status, 200, "{}", all.text());
+    assert_eq!(all.json()[0]["username"], "alice", "{}", all.text());
+    let unknown = agent.control("POST", "/v1/verify", br#"{"task": "arn:nope"}"#);
+    assert_eq!(unknown.status, 404, "{}", unknown.text());
+    assert_no_secret("/v1/verify", response.text().as_bytes(), &password);
+    assert_no_secret("the log", &spec.log_bytes(), &password);
+}
+
 #[test]
 fn pull_with_repository_credentials_pulls_as_the_secrets_user() {
     let h = Harness::get();

@@ -247,3 +247,102 @@ fn a_tasks_helpers_run_at_the_same_time() {
         "the log holds the helper's secret"
     );
 }
+
+// Regression (issue 17, findings 1 and 4), through `pullauth serve`: 10
+// tasks of 10 containers of one image behind a credsStore helper ran the
+// helper 100 times; now it runs once for them all. And POST /v1/verify of
+// an image behind the helper ran it 0 times; now it runs it, as a pull
+// does, and reports the helper's user.
+#[test]
+fn serve_runs_a_helper_once_for_many_containers_and_verify_runs_it() {
+    let dir = scratch_dir("helper-count");
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).expect("bin dir");
+    let log = dir.path().join("runs.log");
+    let helper = bin.join("docker-credential-count");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\n\
+             server=$(cat)\n\
+             echo \"$server\" >> '{log}'\n\
+             sleep 0.2\n\
+             printf '{{\"ServerURL\":\"%s\",\"Username\":\"count-user\",\"Secret\":\"count-canary-pw\"}}' \"$server\"\n",
+            log = log.display()
+        ),
+    )
+    .expect("write helper");
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod helper");
+    let runs = || -> Vec<String> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    let data = serde_json::json!({"auths": {}, "credsStore": "count"});
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let spec = AgentSpec::new()
+        .env_file_text(&format!(
+            "ECS_ENGINE_AUTH_TYPE=docker\nECS_ENGINE_AUTH_DATA={data}\n"
+        ))
+        .env("PATH", &path);
+    let agent = spec.start();
+    // No registry listens on this host: the pulls fail, after credentials
+    // were provided, which is all this test counts.
+    let image = "count.pullauth.invalid/app:1";
+    let containers: Vec<serde_json::Value> = (0..10)
+        .map(|i| serde_json::json!({"name": format!("c{i}"), "image": image, "essential": false}))
+        .collect();
+    let taskdef = serde_json::json!({"family": "count", "containerDefinitions": containers});
+    let arns: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..10)
+            .map(|_| {
+                scope.spawn(|| {
+                    agent.submit(&taskdef)["Arn"]
+                        .as_str()
+                        .expect("Arn")
+                        .to_owned()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("submitted"))
+            .collect()
+    });
+    for arn in &arns {
+        let task = agent.wait_final(arn);
+        for c in task["Containers"].as_array().expect("containers") {
+            assert_eq!(c["RegistryKey"], "helper count", "{task:#}");
+            assert_eq!(c["Username"], "count-user", "{task:#}");
+        }
+    }
+    assert_eq!(
+        runs(),
+        ["count.pullauth.invalid"],
+        "one helper run for 100 containers"
+    );
+
+    let body = serde_json::json!({"images": ["verified.pullauth.invalid/app:1"]}).to_string();
+    let response = agent.control("POST", "/v1/verify", body.as_bytes());
+    assert_eq!(response.status, 200, "{}", response.text());
+    let answer = response.json();
+    assert_eq!(answer[0]["key"], "helper count", "{answer}");
+    assert_eq!(answer[0]["username"], "count-user", "{answer}");
+    assert_eq!(
+        runs(),
+        ["count.pullauth.invalid", "verified.pullauth.invalid"],
+        "verify ran the helper"
+    );
+    assert!(!response.text().contains("count-canary-pw"));
+    assert!(
+        !spec.logs().contains("count-canary-pw"),
+        "the log holds the helper's secret"
+    );
+}

@@ -109,6 +109,51 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+// Regression (issue 17, finding 1): `pullauth verify` of an ECR image sent
+// no credentials (it never fetched ECR tokens) while `pull` sent the
+// token. Now verify asks the pull's provider: the registry sees user AWS,
+// the report names the ECR source, and nothing is pulled.
+#[test]
+fn verify_of_an_ecr_image_sends_the_ecr_token() {
+    let ecr = ecr();
+    let _serial = serial();
+    let imds = imds_for_moto();
+    let image = push(ecr, "verify");
+    let dir = scratch_dir("ecr-verify");
+    let env_file = dir.path().join("ecs.config");
+    std::fs::write(&env_file, "").expect("env file");
+    let env = aws_env(&ecr.moto, &imds, dir.path());
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mark = ecr.registry.log_mark();
+    let out = pullauth_command(
+        "verify",
+        ecr.engine.docker_host(),
+        &env_file,
+        &env,
+        &["--json", &image],
+    )
+    .output()
+    .expect("pullauth verify runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let line: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    assert_eq!(line["result"], "accepted", "{line}");
+    assert_eq!(line["key"], SOURCE, "{line}");
+    assert_eq!(line["username"], "AWS", "{line}");
+    let users = ecr.registry.users_since(mark);
+    assert!(
+        !users.is_empty() && users.iter().all(|u| u == "AWS"),
+        "the registry saw {users:?}"
+    );
+    assert!(!is_local(&ecr.engine, &image), "verify pulled {image}");
+    assert_clean(
+        "verify's output",
+        &[out.stdout.as_slice(), out.stderr.as_slice()].concat(),
+        &[MOTO_ECR_PASSWORD, MOTO_ACCESS_KEY.1],
+    );
+}
+
 #[test]
 fn pull_of_an_ecr_image_gets_a_token_with_instance_credentials_and_pulls_as_aws() {
     let ecr = ecr();

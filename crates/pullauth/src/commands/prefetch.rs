@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use pullauth_agent::credentials::Provider;
+use pullauth_agent::credentials::{Provider, TaskCredentials};
 use pullauth_agent::prefetch::{self, Filters, Problem, Pull};
 use pullauth_aws::ErrorClass;
 use pullauth_config::PullBehavior;
@@ -97,11 +97,20 @@ pub fn run(args: &PrefetchArgs) -> anyhow::Result<ExitCode> {
         let store_dir = config.data_dir.as_ref().map(|d| d.value.as_path());
         let session = Session::open(&config, behavior, store_dir, mode, with_credentials).await?;
         for pull in &pulls {
-            let source = pull.first.source(&table, provider.ecr_enabled());
+            // The pull's own way to its credentials, as `pull`, `verify`
+            // and the agent get theirs.
             let provided = match pull.first.role() {
                 Ok(role) => provider
-                    .provide(&pull.first.image, &source, role.as_ref())
+                    .credentials_for(
+                        &table,
+                        &pull.first.image,
+                        TaskCredentials {
+                            secret: pull.first.secret.as_deref(),
+                            role: role.as_ref(),
+                        },
+                    )
                     .await
+                    .map(|provided| provided.entry)
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(format!("executionRoleArn: {e}")),
             };

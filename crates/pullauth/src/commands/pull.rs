@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use pullauth_agent::credentials::Provider;
+use pullauth_agent::credentials::{Provider, TaskCredentials};
 use pullauth_aws::RoleArn;
 use std::path::Path;
 
@@ -56,7 +56,10 @@ pub fn run(args: &PullArgs) -> anyhow::Result<ExitCode> {
         .map(RoleArn::parse)
         .transpose()
         .context("--execution-role")?;
-    let secret = args.repository_credentials.as_deref();
+    let task = TaskCredentials {
+        secret: args.repository_credentials.as_deref(),
+        role: role.as_ref(),
+    };
     // AWS is loaded only if a pull needs it (AWS_CA_BUNDLE is read now).
     let provider = Provider::lazy(aws_options(config.ecr.value)?);
     let behavior = args
@@ -86,7 +89,7 @@ pub fn run(args: &PullArgs) -> anyhow::Result<ExitCode> {
             .iter()
             .filter(|i| {
                 !matches!(
-                    table.source(i, secret, provider.ecr_enabled()),
+                    provider.source(&table, i, task),
                     pullauth_resolve::Source::Anonymous
                 )
             })
@@ -94,10 +97,8 @@ pub fn run(args: &PullArgs) -> anyhow::Result<ExitCode> {
         let session = Session::open(&config, behavior, store_dir, mode, with_credentials).await?;
         let mut failed = 0;
         for image in &images {
-            let source = table.source(image, secret, provider.ecr_enabled());
-            let label = source.to_string();
-            let entry = match provider.provide(image, &source, role.as_ref()).await {
-                Ok(entry) => entry,
+            let (label, entry) = match provider.credentials_for(&table, image, task).await {
+                Ok(provided) => (provided.source, provided.entry),
                 Err(err) => {
                     eprintln!("pullauth: {}: {err}", image.original);
                     failed += 1;

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use pullauth_config::Config;
-use pullauth_resolve::Explanation;
+use pullauth_resolve::{Explanation, Source, SourceExplanation};
 use serde::Serialize;
 
 use super::{image_args, load, quoted, say};
@@ -37,6 +37,25 @@ struct ExplainLine<'a> {
     keys: Vec<KeyLine<'a>>,
     /// Where `ECS_ENGINE_AUTH_DATA` was written; `null` when it is unset.
     origin: Option<String>,
+    /// The source the pull uses, as `resolve --json` names it (`key "..."`,
+    /// `helper <name>`, `ecr account <id> region <region>`, `anonymous`).
+    source: String,
+    /// Every kind of source in precedence order, and why it applies, lost
+    /// or does not apply.
+    sources: Vec<SourceLine<'a>>,
+}
+
+#[derive(Serialize)]
+struct SourceLine<'a> {
+    /// `task_secret`, `key`, `helper`, `ecr` or `anonymous`.
+    kind: &'static str,
+    /// What this kind would give the image; `null` when nothing.
+    source: Option<String>,
+    applies: bool,
+    /// `applies`, `outranked`, `no_secret`, `no_key`, `no_helper`,
+    /// `not_ecr_host`, `ecr_disabled`.
+    reason: &'static str,
+    detail: &'a str,
 }
 
 #[derive(Serialize)]
@@ -64,7 +83,13 @@ pub fn run(args: &ResolveArgs) -> anyhow::Result<ExitCode> {
             }
         };
         if args.explain {
-            explain(&config, &table.explain(&resolution.image), args.json)?;
+            let sources = table.explain_source(&resolution.image, None, config.ecr.value);
+            explain(
+                &config,
+                &table.explain(&resolution.image),
+                &sources,
+                args.json,
+            )?;
             continue;
         }
         let source = table
@@ -103,7 +128,12 @@ pub fn run(args: &ResolveArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Prints one image's explanation: a JSON line, or a header and a table.
-fn explain(config: &Config, explanation: &Explanation<'_>, json: bool) -> anyhow::Result<()> {
+fn explain(
+    config: &Config,
+    explanation: &Explanation<'_>,
+    sources: &SourceExplanation<'_>,
+    json: bool,
+) -> anyhow::Result<()> {
     let image = &explanation.image;
     let origin = config
         .engine_auth
@@ -130,21 +160,43 @@ fn explain(config: &Config, explanation: &Explanation<'_>, json: bool) -> anyhow
             winner,
             keys,
             origin,
+            source: sources.winner.to_string(),
+            sources: sources
+                .verdicts
+                .iter()
+                .map(|v| SourceLine {
+                    kind: v.kind.code(),
+                    source: v.source.as_ref().map(ToString::to_string),
+                    applies: v.applies,
+                    reason: v.reason,
+                    detail: &v.detail,
+                })
+                .collect(),
         };
         return say(serde_json::to_string(&line)?);
     }
-    let who = match explanation.winner {
-        Some(entry) => format!(
+    let who = match (&sources.winner, explanation.winner) {
+        (Source::Static(_), Some(entry)) => format!(
             "key {:?}, user {}",
             entry.key.written,
             quoted(entry.credentials.username.as_deref())
         ),
-        None => "no key applies: anonymous".to_owned(),
+        (source, _) => format!("source {source}"),
     };
     say(format!(
         "{}: registry {}, repository {}, {who}",
         image.original, image.domain, image.path
     ))?;
+    say("  sources, in precedence order:")?;
+    for verdict in &sources.verdicts {
+        let mark = if verdict.applies { "*" } else { " " };
+        say(format!(
+            "  {mark} {:<11}  {}: {}",
+            verdict.kind.code(),
+            verdict.reason,
+            verdict.detail
+        ))?;
+    }
     let Some(origin) = origin else {
         return say(format!(
             "  no keys: {} is unset",

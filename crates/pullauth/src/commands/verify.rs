@@ -4,22 +4,36 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use pullauth_agent::credentials::Provider;
-use pullauth_aws::AwsOptions;
+use pullauth_agent::credentials::{Provider, TaskCredentials};
+use pullauth_aws::RoleArn;
 use pullauth_docker::{Engine, EngineSetupError, PullError, VerifyOutcome, VerifyReport};
 use pullauth_resolve::{ImageRef, Source};
 
-use super::{image_args, load, say};
+use super::{aws_options, image_args, load, say};
 use crate::cli::VerifyArgs;
 use crate::exit;
 
 pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
-    let (_config, table) = load(&args.config)?;
+    let (config, table) = load(&args.config)?;
     // Every reference is checked before anything is asked.
     let images = image_args(&args.images)?
         .iter()
         .map(|i| ImageRef::parse(i))
         .collect::<Result<Vec<_>, _>>()?;
+    let role = args
+        .execution_role
+        .as_deref()
+        .map(RoleArn::parse)
+        .transpose()
+        .context("--execution-role")?;
+    let task = TaskCredentials {
+        secret: args.repository_credentials.as_deref(),
+        role: role.as_ref(),
+    };
+    // The pull's own provider: keys, helpers, ECR tokens (as PULLAUTH_ECR
+    // says) and the --repository-credentials secret. AWS is loaded only if
+    // an image needs it.
+    let provider = Provider::lazy(aws_options(config.ecr.value)?);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -31,7 +45,7 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
             Ok(engine) => {
                 let with_credentials = images
                     .iter()
-                    .filter(|i| !matches!(table.source(i, None, false), Source::Anonymous))
+                    .filter(|i| !matches!(provider.source(&table, i, task), Source::Anonymous))
                     .count();
                 engine.check_credentials_safe(with_credentials)?;
                 engine.ping().await.map(|()| engine)
@@ -40,31 +54,19 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
             Err(error) => return Err(error.into()),
         };
         let mut failed = 0;
-        // Credential helpers run just before the check, as for a pull;
-        // verify never calls AWS.
-        let provider = Provider::lazy(AwsOptions {
-            ecr: false,
-            ..AwsOptions::default()
-        });
         for image in &images {
-            let source = table.source(image, None, false);
-            let provided = match &source {
-                Source::Helper { .. } => match provider.provide(image, &source, None).await {
-                    Ok(entry) => entry,
-                    Err(err) => {
-                        eprintln!("pullauth: {}: {err}", image.original);
-                        failed += 1;
-                        continue;
-                    }
-                },
-                _ => None,
+            // Credentials are provided just before the check, as for a pull.
+            let report = match provider.credentials_for(&table, image, task).await {
+                Ok(provided) => {
+                    let entry = provided.entry.as_ref();
+                    let result = match &engine {
+                        Ok(engine) => engine.verify(image, entry).await,
+                        Err(error) => Err::<_, PullError>(error.clone()),
+                    };
+                    VerifyReport::new(image, entry, &result)
+                }
+                Err(err) => VerifyReport::unprovided(image, &err.from, &err.to_string()),
             };
-            let entry = provided.as_ref().or_else(|| table.lookup(image));
-            let result = match &engine {
-                Ok(engine) => engine.verify(image, entry).await,
-                Err(error) => Err::<_, PullError>(error.clone()),
-            };
-            let report = VerifyReport::new(image, entry, &result);
             if report.outcome != VerifyOutcome::Accepted {
                 tracing::debug!(image = %image, result = report.outcome.as_str(), "verification failed");
                 failed += 1;
