@@ -271,6 +271,14 @@ impl Aws {
         self.inner.config.region().map(Region::as_ref)
     }
 
+    /// `result`, its failure counted by class in the AWS failure counters.
+    pub(crate) fn counted<T>(&self, result: Result<T, AwsError>) -> Result<T, AwsError> {
+        if let Err(e) = &result {
+            self.inner.counters.failure(e.class());
+        }
+        result
+    }
+
     /// Credentials for pulling from `registry`, as `role` or with the
     /// default chain: `ecr:GetAuthorizationToken` in the registry's region
     /// (FIPS endpoint for `dkr.ecr-fips` hosts, unless an endpoint override
@@ -281,11 +289,7 @@ impl Aws {
         registry: &EcrRegistry,
         role: Option<&RoleArn>,
     ) -> Result<EcrCredentials, AwsError> {
-        let result = self.ecr_credentials_inner(registry, role).await;
-        if let Err(e) = &result {
-            self.inner.counters.failure(e.class());
-        }
-        result
+        self.counted(self.ecr_credentials_inner(registry, role).await)
     }
 
     async fn ecr_credentials_inner(
@@ -368,11 +372,7 @@ impl Aws {
         host: &str,
         role: Option<&RoleArn>,
     ) -> Result<EcrCredentials, AwsError> {
-        let result = self.ecr_public_credentials_inner(host, role).await;
-        if let Err(e) = &result {
-            self.inner.counters.failure(e.class());
-        }
-        result
+        self.counted(self.ecr_public_credentials_inner(host, role).await)
     }
 
     async fn ecr_public_credentials_inner(
@@ -542,11 +542,7 @@ impl Aws {
         secret: &str,
         role: Option<&RoleArn>,
     ) -> Result<SecretCredentials, AwsError> {
-        let result = self.secret_credentials_inner(secret, role).await;
-        if let Err(e) = &result {
-            self.inner.counters.failure(e.class());
-        }
-        result
+        self.counted(self.secret_credentials_inner(secret, role).await)
     }
 
     async fn secret_credentials_inner(
@@ -597,11 +593,7 @@ impl Aws {
     /// The content of an S3 object (an `--env-file s3://bucket/key`), read
     /// with the default chain, at most [`MAX_OBJECT_BYTES`].
     pub async fn get_object(&self, location: &S3Location) -> Result<Zeroizing<Vec<u8>>, AwsError> {
-        let result = self.get_object_inner(location).await;
-        if let Err(e) = &result {
-            self.inner.counters.failure(e.class());
-        }
-        result
+        self.counted(self.get_object_inner(location).await)
     }
 
     async fn get_object_inner(

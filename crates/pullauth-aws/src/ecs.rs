@@ -216,11 +216,7 @@ impl Aws {
     /// are listed in [`EcsServices::failures`]; a failed call fails the
     /// whole answer (the caller keeps its last good view).
     pub async fn ecs_services(&self, cluster: &str) -> Result<EcsServices, AwsError> {
-        let result = self.ecs_services_inner(cluster).await;
-        if let Err(e) = &result {
-            self.inner.counters.failure(e.class());
-        }
-        result
+        self.counted(self.ecs_services_inner(cluster).await)
     }
 
     async fn ecs_services_inner(&self, cluster: &str) -> Result<EcsServices, AwsError> {
