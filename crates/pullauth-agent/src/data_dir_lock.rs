@@ -28,8 +28,11 @@ pub enum LockError {
          stop that one, or give this one a directory of its own"
     )]
     Held { dir: PathBuf, holder: String },
-    #[error("cannot lock {path}: {source}")]
+    /// The directory cannot hold the lock file (not a directory, read-only,
+    /// no permission): the operator must fix `ECS_DATADIR`.
+    #[error("ECS_DATADIR {dir} is unusable: cannot lock {path}")]
     Io {
+        dir: PathBuf,
         path: PathBuf,
         #[source]
         source: io::Error,
@@ -38,9 +41,11 @@ pub enum LockError {
 
 impl LockError {
     /// Whether fixing the configuration (or stopping the other agent) is
-    /// what it takes, rather than a failed operation.
+    /// what it takes, rather than a failed operation: always, since both a
+    /// held lock and a directory that cannot hold one are the operator's
+    /// to fix (as an unusable state directory is for the store).
     pub fn is_config(&self) -> bool {
-        matches!(self, LockError::Held { .. })
+        matches!(self, LockError::Held { .. } | LockError::Io { .. })
     }
 }
 
@@ -56,6 +61,7 @@ impl DataDirLock {
     pub fn acquire(dir: &Path) -> Result<DataDirLock, LockError> {
         let path = dir.join(LOCK_FILE);
         let io = |source| LockError::Io {
+            dir: dir.to_path_buf(),
             path: path.clone(),
             source,
         };

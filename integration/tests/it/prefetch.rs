@@ -400,7 +400,7 @@ fn a_stalled_ecs_endpoint_fails_within_the_operation_bound() {
     assert!(
         out.stderr.contains("ecs:ListServices")
             && out.stderr.contains("cluster stalled")
-            && out.stderr.contains("no answer within"),
+            && out.stderr.contains("no answer ("),
         "{}",
         out.stderr
     );
