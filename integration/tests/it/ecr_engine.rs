@@ -154,6 +154,65 @@ fn verify_of_an_ecr_image_sends_the_ecr_token() {
     );
 }
 
+// Issue 16: a service whose task definition names an ECR image is
+// prefetched with the ECR token ECS itself would use (no ecs.config key,
+// instance credentials from IMDS): the registry sees user AWS, the report
+// names the ECR source, and the image is in the engine afterwards.
+#[test]
+fn prefetch_of_a_service_on_an_ecr_image_pulls_it_with_the_ecr_token() {
+    let ecr = ecr();
+    let _serial = serial();
+    let imds = imds_for_moto();
+    let image = push(ecr, "prefetch");
+    let token = random_token(6).to_ascii_lowercase();
+    let (cluster, family) = (format!("ecr-{token}"), format!("ecrapp-{token}"));
+    ecr.moto.boto3(
+        &format!(
+            "e = client('ecs')\n\
+             e.create_cluster(clusterName='{cluster}')\n\
+             e.register_task_definition(family='{family}', containerDefinitions=[\
+             {{'name': 'app', 'image': '{image}', 'memory': 64}}])\n\
+             e.create_service(cluster='{cluster}', serviceName='ecrsvc', \
+             taskDefinition='{family}', desiredCount=0)\n"
+        ),
+        None,
+    );
+    let dir = scratch_dir("ecr-prefetch");
+    let env_file = dir.path().join("ecs.config");
+    std::fs::write(&env_file, "").expect("env file");
+    let env = aws_env(&ecr.moto, &imds, dir.path());
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mark = ecr.registry.log_mark();
+    let out = pullauth_command(
+        "prefetch",
+        ecr.engine.docker_host(),
+        &env_file,
+        &env,
+        &["--json", "--cluster", &cluster],
+    )
+    .output()
+    .expect("pullauth prefetch runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let line: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    assert_eq!(line["image"], image.as_str(), "{line}");
+    assert_eq!(line["source"], SOURCE, "{line}");
+    assert_eq!(line["username"], "AWS", "{line}");
+    assert_eq!(line["status"], "pulled", "{line}");
+    let users = ecr.registry.users_since(mark);
+    assert!(
+        !users.is_empty() && users.iter().all(|u| u == "AWS"),
+        "the registry saw {users:?}"
+    );
+    assert!(is_local(&ecr.engine, &image), "{image} was not prefetched");
+    assert_clean(
+        "prefetch's output",
+        &[out.stdout.as_slice(), out.stderr.as_slice()].concat(),
+        &[MOTO_ECR_PASSWORD, MOTO_ACCESS_KEY.1],
+    );
+}
+
 #[test]
 fn pull_of_an_ecr_image_gets_a_token_with_instance_credentials_and_pulls_as_aws() {
     let ecr = ecr();
