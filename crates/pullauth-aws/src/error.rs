@@ -60,7 +60,7 @@ impl TimeLimits {
 impl fmt::Display for TimeLimits {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.per_attempt {
-            Some(each) if self.attempts > 1 => write!(
+            Some(each) if self.attempts > 1 && each < self.total => write!(
                 f,
                 "{} attempts of at most {each:?} each, {:?} in all at most",
                 self.attempts, self.total
@@ -352,6 +352,17 @@ mod tests {
             limits: TimeLimits::total(Duration::from_secs(30)),
         };
         assert!(e.to_string().ends_with(": no answer (within 30s)"), "{e}");
+        // PULLAUTH_AWS_TIMEOUT below the attempt bound: one attempt fills
+        // the whole call, and the message says so.
+        let e = AwsError::Timeout {
+            call: call(),
+            limits: TimeLimits {
+                per_attempt: Some(Duration::from_secs(2)),
+                attempts: 3,
+                total: Duration::from_secs(2),
+            },
+        };
+        assert!(e.to_string().ends_with(": no answer (within 2s)"), "{e}");
     }
 
     #[test]

@@ -65,6 +65,9 @@ pub const PREFETCH_TASK_DEFINITIONS: &str = "PULLAUTH_PREFETCH_TASK_DEFINITIONS"
 /// How often serve polls the cluster's services (default: pullauth-poll's
 /// `DEFAULT_INTERVAL`, sized for 10,000 instances).
 pub const PREFETCH_INTERVAL: &str = "PULLAUTH_PREFETCH_INTERVAL";
+/// Upper bound for one AWS call (ECR token, secret, role, S3 object, ECS
+/// read): every attempt, back-off and credentials lookup included.
+pub const AWS_TIMEOUT: &str = "PULLAUTH_AWS_TIMEOUT";
 
 /// The cluster the agent reports when `ECS_CLUSTER` is unset, as the ECS agent does.
 pub const DEFAULT_CLUSTER: &str = "default";
@@ -74,6 +77,9 @@ pub const DEFAULT_PULL_TIMEOUT: Duration = Duration::from_secs(2 * 60 * 60);
 pub const DEFAULT_TASK_CLEANUP_WAIT: Duration = Duration::from_secs(3 * 60 * 60);
 /// The ECS agent's default for `ECS_IMAGE_PULL_INACTIVITY_TIMEOUT`.
 pub const DEFAULT_PULL_INACTIVITY_TIMEOUT: Duration = Duration::from_secs(60);
+/// The default for `PULLAUTH_AWS_TIMEOUT` (pullauth-aws's
+/// `OPERATION_TIMEOUT`; a test in the pullauth crate holds them equal).
+pub const DEFAULT_AWS_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Where a setting's value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -720,6 +726,8 @@ pub struct Config {
     pub prefetch_task_definitions: Setting<Vec<String>>,
     /// `PULLAUTH_PREFETCH_INTERVAL`; `None`: the poller's default.
     pub prefetch_interval: Option<Setting<Duration>>,
+    /// `PULLAUTH_AWS_TIMEOUT`: the bound of each AWS call.
+    pub aws_timeout: Setting<Duration>,
 }
 
 /// `on`/`off` (also `true`/`false`, `1`/`0`), for switches.
@@ -770,6 +778,7 @@ impl Config {
             (LOG_LEVEL, self.log_level.value != new.log_level.value),
             (LOG_FORMAT, self.log_format.value != new.log_format.value),
             (ECR, self.ecr.value != new.ecr.value),
+            (AWS_TIMEOUT, self.aws_timeout.value != new.aws_timeout.value),
         ]
         .into_iter()
         .filter_map(|(var, changed)| changed.then_some(var))
@@ -808,6 +817,7 @@ impl Config {
                 None => None,
                 Some(_) => Some(sources.duration(PREFETCH_INTERVAL, Duration::ZERO)?),
             },
+            aws_timeout: sources.duration(AWS_TIMEOUT, DEFAULT_AWS_TIMEOUT)?,
         })
     }
 }
@@ -884,6 +894,19 @@ mod tests {
         assert!(e.to_string().contains("PULLAUTH_PREFETCH_INTERVAL"), "{e}");
         let e = load("PULLAUTH_PREFETCH=sometimes", &[]).expect_err("invalid");
         assert!(e.to_string().contains("PULLAUTH_PREFETCH"), "{e}");
+    }
+
+    #[test]
+    fn aws_timeout_is_a_positive_go_duration() {
+        let config = load("", &[]).expect("valid");
+        assert_eq!(config.aws_timeout.value, DEFAULT_AWS_TIMEOUT);
+        assert_eq!(config.aws_timeout.origin, Origin::Default);
+        let config = load("PULLAUTH_AWS_TIMEOUT=1.5s\n", &[]).expect("valid");
+        assert_eq!(config.aws_timeout.value, Duration::from_millis(1500));
+        for bad in ["0s", "-5s", "20"] {
+            let e = load(&format!("PULLAUTH_AWS_TIMEOUT={bad}\n"), &[]).expect_err(bad);
+            assert!(e.to_string().contains("PULLAUTH_AWS_TIMEOUT"), "{e}");
+        }
     }
 
     #[test]

@@ -63,7 +63,7 @@ pub fn read(args: &ConfigArgs) -> anyhow::Result<Option<EnvFile>> {
 /// `s3:GetObject` on a thread of its own (callers may be inside a runtime),
 /// bounded by [`S3_FETCH_TIMEOUT`].
 fn fetch(location: &S3Location) -> anyhow::Result<secrecy::zeroize::Zeroizing<Vec<u8>>> {
-    let options = super::aws_options(false)?;
+    let options = super::aws_options(false, pullauth_aws::OPERATION_TIMEOUT)?;
     let result = std::thread::scope(|scope| {
         scope
             .spawn(|| -> anyhow::Result<_> {

@@ -65,9 +65,14 @@ pub fn load(args: &ConfigArgs) -> anyhow::Result<(Config, RegistryTable)> {
 }
 
 /// The AWS options of a command that may call AWS: automatic ECR tokens as
-/// `ecr` says, and the CAs of `AWS_CA_BUNDLE`, read now so that a missing
-/// or malformed bundle stops the command before it starts (exit 2).
-pub fn aws_options(ecr: bool) -> anyhow::Result<pullauth_aws::AwsOptions> {
+/// `ecr` says, each call bounded by `timeout` (`PULLAUTH_AWS_TIMEOUT`; an
+/// attempt by the shorter of it and the SDK attempt bound), and the CAs of
+/// `AWS_CA_BUNDLE`, read now so that a missing or malformed bundle stops the
+/// command before it starts (exit 2).
+pub fn aws_options(
+    ecr: bool,
+    timeout: std::time::Duration,
+) -> anyhow::Result<pullauth_aws::AwsOptions> {
     let ca_bundle = pullauth_aws::CaBundle::from_env()?;
     if let Some(bundle) = &ca_bundle {
         tracing::debug!(
@@ -80,6 +85,8 @@ pub fn aws_options(ecr: bool) -> anyhow::Result<pullauth_aws::AwsOptions> {
     Ok(pullauth_aws::AwsOptions {
         ecr,
         ca_bundle,
+        operation_timeout: timeout,
+        attempt_timeout: pullauth_aws::ATTEMPT_TIMEOUT.min(timeout),
         ..pullauth_aws::AwsOptions::default()
     })
 }
@@ -140,4 +147,27 @@ pub fn say_bytes(bytes: &[u8]) -> anyhow::Result<()> {
 /// `"text"` or `null`, for human-readable listings.
 pub fn quoted(value: Option<&str>) -> String {
     value.map_or_else(|| "-".to_owned(), |v| format!("{v:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    /// The real default stays honest: the configuration's default is the
+    /// SDK layer's, and it reaches the options every command uses; a short
+    /// bound (what the tests set) also shortens each attempt.
+    #[test]
+    fn aws_timeout_reaches_the_options() {
+        assert_eq!(
+            pullauth_config::DEFAULT_AWS_TIMEOUT,
+            pullauth_aws::OPERATION_TIMEOUT
+        );
+        let options = super::aws_options(true, pullauth_config::DEFAULT_AWS_TIMEOUT).expect("ok");
+        assert_eq!(options.operation_timeout, pullauth_aws::OPERATION_TIMEOUT);
+        assert_eq!(options.attempt_timeout, pullauth_aws::ATTEMPT_TIMEOUT);
+        let options = super::aws_options(false, Duration::from_secs(2)).expect("ok");
+        assert_eq!(options.operation_timeout, Duration::from_secs(2));
+        assert_eq!(options.attempt_timeout, Duration::from_secs(2));
+        assert!(!options.ecr);
+    }
 }

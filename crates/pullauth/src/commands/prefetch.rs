@@ -57,7 +57,7 @@ pub fn run(args: &PrefetchArgs) -> anyhow::Result<ExitCode> {
             task_definitions: args.task_definitions.clone(),
         }
     };
-    let provider = Provider::lazy(aws_options(config.ecr.value)?);
+    let provider = Provider::lazy(aws_options(config.ecr.value, config.aws_timeout.value)?);
     let behavior = args
         .pull_behavior
         .map_or(config.pull_behavior.value, PullBehavior::from);

@@ -61,7 +61,7 @@ pub fn run(args: &PullArgs) -> anyhow::Result<ExitCode> {
         role: role.as_ref(),
     };
     // AWS is loaded only if a pull needs it (AWS_CA_BUNDLE is read now).
-    let provider = Provider::lazy(aws_options(config.ecr.value)?);
+    let provider = Provider::lazy(aws_options(config.ecr.value, config.aws_timeout.value)?);
     let behavior = args
         .pull_behavior
         .map_or(config.pull_behavior.value, PullBehavior::from);

@@ -231,7 +231,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let fingerprinter = Fingerprinter::new();
     let loaded = fingerprinter.take(&config_files(&args.config));
     let (config, table) = load(&args.config)?;
-    let aws_options = super::aws_options(config.ecr.value)?;
+    let aws_options = super::aws_options(config.ecr.value, config.aws_timeout.value)?;
     let client_header_timeout = client_header_timeout(&args.client_header_timeout)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

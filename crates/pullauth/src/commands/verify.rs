@@ -33,7 +33,7 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     // The pull's own provider: keys, helpers, ECR tokens (as PULLAUTH_ECR
     // says) and the --repository-credentials secret. AWS is loaded only if
     // an image needs it.
-    let provider = Provider::lazy(aws_options(config.ecr.value)?);
+    let provider = Provider::lazy(aws_options(config.ecr.value, config.aws_timeout.value)?);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
