@@ -18,9 +18,11 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// The target feature that links glibc statically, as the Dockerfile builds
-/// the image's binary.
-pub const STATIC_RUSTFLAGS: &str = "-C target-feature=+crt-static";
+/// The flags the Dockerfile builds the image's binary with: glibc linked
+/// statically, relative relocations packed (RELR). integration/test sets the
+/// same.
+pub const STATIC_RUSTFLAGS: &str =
+    "-C target-feature=+crt-static -C link-arg=-Wl,-z,pack-relative-relocs";
 
 /// The `pullauth` executable the suite's own build produced
 /// (`integration/test` sets it); tests use it instead of building one.
