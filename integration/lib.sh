@@ -28,6 +28,8 @@ declare -A NEEDED=(
     [docker-credential-pass]=golang-docker-credential-helpers
     # `promtool check metrics` checks what /metrics serves.
     [promtool]=prometheus
+    # The agent binary's linkage (static PIE, RELR) is checked with readelf.
+    [readelf]=binutils
 )
 has() { PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin" command -v "$1" >/dev/null 2>&1; }
 

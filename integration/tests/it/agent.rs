@@ -1136,6 +1136,38 @@ fn replace_file(dir: &Path, text: &str) {
     fs::rename(&tmp, dir.join("ecs.config")).expect("rename it into place");
 }
 
+/// The image's binary is built as the Dockerfile builds it: a static PIE
+/// (no interpreter, still placed at a random address) whose relative
+/// relocations are packed as RELR. The idle agent's memory depends on both
+/// (issue 18: a dynamic build maps libc, and RELA relocations are read page
+/// by page at start), so a change of flags that loses either fails here.
+#[test]
+fn the_image_binary_is_a_static_pie_with_packed_relocations() {
+    let (bin, _) = pullauth_integration::static_pullauth_bin();
+    let readelf = |args: &[&str]| {
+        let out = run(Command::new("readelf").args(args).arg(&bin));
+        assert!(out.status.success(), "readelf {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let segments = readelf(&["--wide", "--program-headers"]);
+    assert!(
+        !segments.contains("INTERP"),
+        "{} asks for a dynamic loader:\n{segments}",
+        bin.display()
+    );
+    let dynamic = readelf(&["--wide", "--dynamic"]);
+    assert!(
+        dynamic.contains("PIE"),
+        "{} is not position-independent:\n{dynamic}",
+        bin.display()
+    );
+    assert!(
+        dynamic.contains("(RELR)"),
+        "{} has no packed relative relocations:\n{dynamic}",
+        bin.display()
+    );
+}
+
 /// Proves the statically linked agent runs as a FROM-scratch container
 /// started as the Dockerfile documents: it answers from the host, uses the
 /// default engine socket, reads ecs.config from the read-only mounted
