@@ -30,7 +30,19 @@ Subcommands (all print JSON on stdout unless noted):
       1 ms resolution, so the polling interval does not matter), the submit
       round trip (POST /v1/tasks: credentials + store write), submit ->
       final as seen by polling, and PullStartedAt -> PullStoppedAt.
-  portfree PORT         exit 0 if 127.0.0.1:PORT can be bound (SO_REUSEADDR)
+  portfree PORT [ADDR]  exit 0 if ADDR:PORT (default 127.0.0.1) can be bound
+                        (SO_REUSEADDR)
+  memread PID LABEL PHASE
+      One memory reading of a running process: VmRSS, RssAnon, RssFile,
+      RssShmem (/proc/PID/status), the smaps_rollup totals, and Rss and
+      Anonymous per kind of mapping from /proc/PID/smaps (the executable's
+      text, read-only segments, RELRO and data+bss, located with its ELF
+      program headers; heap; malloc arenas; stacks; shared libraries; the
+      rest), with LABEL, PHASE and the load average. One JSON line.
+  footprint READINGS LABEL [LABEL...]
+      Markdown tables from memread's lines in READINGS: medians [min-max]
+      of the PHASE "run" readings per LABEL, where the RSS goes (per kind
+      of mapping), and the "idle-start" -> "idle-end" readings (text).
 """
 
 import http.client
@@ -424,16 +436,230 @@ def cmd_taskseq(runs, warmup, prepare, image, *agents):
     return 0
 
 
-def cmd_portfree(port):
+def cmd_portfree(port, addr="127.0.0.1"):
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        s.bind(("127.0.0.1", int(port)))
+        s.bind((addr, int(port)))
     except OSError as e:
-        sys.stderr.write("127.0.0.1:%s: %s\n" % (port, e))
+        sys.stderr.write("%s:%s: %s\n" % (addr, port, e))
         return 1
     finally:
         s.close()
+    return 0
+
+
+# --- footprint -----------------------------------------------------------------
+
+PT_LOAD = 1
+PT_GNU_RELRO = 0x6474E552
+
+# Kinds of mapping, in table order, with their row titles.
+KINDS = [
+    ("bin-text", "executable: text (r-xp)"),
+    ("bin-ro", "executable: read-only segments (r--p outside RELRO: headers, .rodata, .eh_frame, relocations)"),
+    ("bin-relro", "executable: RELRO (written by start-up's relocations, then read-only)"),
+    ("bin-data", "executable: .data + .bss (rw-p, and the anonymous mapping right after it)"),
+    ("heap", "heap ([heap], brk)"),
+    ("arenas", "malloc thread arenas (anonymous rw-p followed by its ---p reserve)"),
+    ("stacks", "stacks ([stack]; thread and signal stacks: anonymous rw-p after a one-page ---p guard)"),
+    ("anon-other", "other anonymous mappings"),
+    ("libs", "shared libraries, summed"),
+    ("files", "other mapped files (SQLite's -shm)"),
+    ("special", "[vdso], [vvar], [vsyscall]"),
+]
+
+
+def elf_layout(path):
+    """(vaddr of file offset 0, RELRO (vaddr, memsz) or None) of a 64-bit
+    little-endian ELF file, from its program headers; None if not one."""
+    import struct
+    with open(path, "rb") as f:
+        head = f.read(64)
+        if len(head) < 64 or head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:
+            return None
+        (phoff,) = struct.unpack_from("<Q", head, 32)
+        phentsize, phnum = struct.unpack_from("<HH", head, 54)
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+    base = relro = None
+    for i in range(phnum):
+        p_type, _flags, p_offset, p_vaddr, _paddr, _filesz, p_memsz, _align = \
+            struct.unpack_from("<IIQQQQQQ", table, i * phentsize)
+        if p_type == PT_LOAD and base is None:
+            base = p_vaddr - p_offset
+        elif p_type == PT_GNU_RELRO:
+            relro = (p_vaddr, p_memsz)
+    return (base or 0), relro
+
+
+def smaps_entries(pid):
+    header = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) (\S+) ([0-9a-f]+) \S+ \S+ *(.*)$")
+    entries = []
+    cur = None
+    for line in open("/proc/%s/smaps" % pid):
+        m = header.match(line)
+        if m:
+            cur = {"start": int(m.group(1), 16), "end": int(m.group(2), 16), "perms": m.group(3),
+                   "offset": int(m.group(4), 16), "path": m.group(5).strip(), "Rss": 0, "Anonymous": 0}
+            entries.append(cur)
+            continue
+        key, _, value = line.partition(":")
+        if cur is not None and key in ("Rss", "Anonymous"):
+            cur[key] = int(value.split()[0])
+    return entries
+
+
+def classify(pid, entries):
+    """kind per entry (same order), and the shared libraries' names."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    exe = os.readlink("/proc/%s/exe" % pid)
+    exe_path = exe[:-len(" (deleted)")] if exe.endswith(" (deleted)") else exe
+    relro_range = None
+    layout = elf_layout("/proc/%s/exe" % pid)
+    mapped0 = [e for e in entries if e["path"] in (exe, exe_path) and e["offset"] == 0]
+    if layout and layout[1] and mapped0:
+        bias = mapped0[0]["start"] - (layout[0] & ~(page - 1))
+        start = bias + layout[1][0]
+        # The loader makes whole pages read-only: round the end down.
+        relro_range = (start & ~(page - 1), (start + layout[1][1]) & ~(page - 1))
+    kinds = []
+    libs = set()
+    for i, e in enumerate(entries):
+        path, perms = e["path"], e["perms"]
+        prev = entries[i - 1] if i > 0 else None
+        nxt = entries[i + 1] if i + 1 < len(entries) else None
+        if path in (exe, exe_path):
+            if relro_range and e["start"] < relro_range[1] and e["end"] > relro_range[0] and "x" not in perms:
+                k = "bin-relro"
+            elif "x" in perms:
+                k = "bin-text"
+            elif perms[1] == "w":
+                k = "bin-data"
+            else:
+                k = "bin-ro"
+        elif path == "[heap]":
+            k = "heap"
+        elif path == "[stack]":
+            k = "stacks"
+        elif path.startswith("["):
+            k = "special"
+        elif path:
+            name = os.path.basename(path)
+            if ".so" in name:
+                k = "libs"
+                libs.add(name)
+            else:
+                k = "files"
+        elif prev and prev["end"] == e["start"] and prev["path"] and not prev["path"].startswith("[") \
+                and prev["perms"][1] == "w" and prev["perms"][3] == "p" and perms[1] == "w":
+            # .bss beyond the file's last page: belongs to that file.
+            k = kinds[-1]
+        elif perms[:2] == "rw" and prev and prev["end"] == e["start"] and not prev["path"] \
+                and prev["perms"] == "---p" and prev["end"] - prev["start"] == page:
+            k = "stacks"
+        elif perms[:2] == "rw" and nxt and nxt["start"] == e["end"] and not nxt["path"] and nxt["perms"] == "---p" \
+                and nxt["end"] - nxt["start"] > page:
+            k = "arenas"
+        else:
+            k = "anon-other"
+        kinds.append(k)
+    return kinds, sorted(libs)
+
+
+def cmd_memread(pid, label, phase):
+    status = {}
+    for line in open("/proc/%s/status" % pid):
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem", "VmHWM"):
+            status[key] = int(value.split()[0])
+    rollup = {}
+    for line in open("/proc/%s/smaps_rollup" % pid):
+        key, _, value = line.partition(":")
+        if key in ("Rss", "Pss", "Shared_Clean", "Shared_Dirty", "Private_Clean", "Private_Dirty", "Anonymous"):
+            rollup[key] = int(value.split()[0])
+    entries = smaps_entries(pid)
+    kinds, libs = classify(pid, entries)
+    per_kind = {k: [0, 0] for k, _ in KINDS}
+    for e, k in zip(entries, kinds):
+        per_kind[k][0] += e["Rss"]
+        per_kind[k][1] += e["Anonymous"]
+    print(json.dumps({
+        "label": label, "phase": phase, "pid": int(pid), "time": time.time(),
+        "status": status, "rollup": rollup, "kinds": per_kind, "libs": libs,
+        "load": open("/proc/loadavg").read().split()[:3],
+    }))
+    return 0
+
+
+def kib(v):
+    if v == int(v):
+        return "{:,}".format(int(v))
+    return "{:,.1f}".format(v)
+
+
+def spread(values):
+    return "%s [%s–%s]" % (kib(statistics.median(values)), kib(min(values)), kib(max(values)))
+
+
+def cmd_footprint(readings, *labels):
+    rows = [json.loads(line) for line in open(readings) if line.strip()]
+    runs = {lab: [r for r in rows if r["label"] == lab and r["phase"] == "run"] for lab in labels}
+    two = len(labels) == 2
+    figures = [
+        ("VmRSS", "status", "VmRSS (/proc/PID/status)"),
+        ("RssFile", "status", "of which RssFile (pages of mapped files)"),
+        ("RssAnon", "status", "of which RssAnon"),
+        ("Pss", "rollup", "Pss (smaps_rollup)"),
+        ("Private_Dirty", "rollup", "Private_Dirty (smaps_rollup)"),
+    ]
+    n = {lab: len(runs[lab]) for lab in labels}
+    print("| idle `pullauth serve`, 2 s after ready, KiB: median [min–max] | %s |%s"
+          % (" | ".join("%s (%d runs)" % (lab, n[lab]) for lab in labels),
+             " %s − %s, medians |" % (labels[1], labels[0]) if two else ""))
+    print("|---|%s%s" % ("---|" * len(labels), "---|" if two else ""))
+    for key, src, title in figures:
+        cells = [spread([r[src][key] for r in runs[lab]]) for lab in labels]
+        diff = ""
+        if two:
+            a = statistics.median([r[src][key] for r in runs[labels[0]]])
+            b = statistics.median([r[src][key] for r in runs[labels[1]]])
+            diff = " {:+,} |".format(int(b - a)) if b - a == int(b - a) else " {:+,.1f} |".format(b - a)
+        print("| %s | %s |%s" % (title, " | ".join(cells), diff))
+    print()
+    print("| where the RSS goes (/proc/PID/smaps), KiB: median Rss (of which Anonymous) | %s |"
+          % " | ".join(labels))
+    print("|---|%s" % ("---|" * len(labels)))
+    libs = sorted({name for lab in labels for r in runs[lab] for name in r["libs"]})
+    for k, title in KINDS:
+        if k == "libs":
+            title += " (%s)" % (", ".join(libs) if libs else "none: static")
+        cells = []
+        for lab in labels:
+            rss = statistics.median([r["kinds"][k][0] for r in runs[lab]])
+            anon = statistics.median([r["kinds"][k][1] for r in runs[lab]])
+            cells.append("%s (%s)" % (kib(rss), kib(anon)))
+        print("| %s | %s |" % (title, " | ".join(cells)))
+    cells = []
+    for lab in labels:
+        total = statistics.median([sum(v[0] for v in r["kinds"].values()) for r in runs[lab]])
+        anon = statistics.median([sum(v[1] for v in r["kinds"].values()) for r in runs[lab]])
+        cells.append("%s (%s)" % (kib(total), kib(anon)))
+    print("| total (= smaps_rollup Rss) | %s |" % " | ".join(cells))
+    print()
+    start = {r["label"]: r for r in rows if r["phase"] == "idle-start"}
+    end = {r["label"]: r for r in rows if r["phase"] == "idle-end"}
+    if start and end:
+        secs = {lab: end[lab]["time"] - start[lab]["time"] + 2 for lab in labels if lab in start and lab in end}
+        print("| side by side, idle, KiB | RssAnon at 2 s | RssAnon at end | RssAnon grew by | VmRSS at 2 s | VmRSS at end | end (s after ready) |")
+        print("|---|---|---|---|---|---|---|")
+        for lab in labels:
+            if lab not in secs:
+                continue
+            a0, a1 = start[lab]["status"]["RssAnon"], end[lab]["status"]["RssAnon"]
+            v0, v1 = start[lab]["status"]["VmRSS"], end[lab]["status"]["VmRSS"]
+            print("| %s | %s | %s | %s | %s | %s | %.0f |"
+                  % (lab, kib(a0), kib(a1), "{:+,}".format(a1 - a0), kib(v0), kib(v1), secs[lab]))
     return 0
 
 
@@ -448,6 +674,8 @@ COMMANDS = {
     "metric": cmd_metric,
     "taskseq": cmd_taskseq,
     "portfree": cmd_portfree,
+    "memread": cmd_memread,
+    "footprint": cmd_footprint,
 }
 
 if __name__ == "__main__":
