@@ -747,7 +747,9 @@ fn fan_in(hold: Hold) {
     agent.wait_metric("pullauth_pulls_shared_total", (FAN_IN - 1) as f64);
     assert_eq!(agent.metric("pullauth_pulls_started_total"), 1.0);
     if registry_down {
-        assert!(agent.metric("pullauth_pull_retries_total") >= 1.0);
+        // The first attempt fails against the stopped registry and is
+        // retried; on a busy machine that may come after the last join.
+        agent.wait_metric("pullauth_pull_retries_total", 1.0);
         registry.restart();
     }
     drop(frozen);
