@@ -4,7 +4,8 @@
 //! key, a `repositoryCredentials` secret), the registry log says who pulled;
 //! faults (a bad image reference, a missing secret, a secret without a
 //! password, a missing cluster, a stalled endpoint) are reported with the
-//! service or task definition they concern while the others go on.
+//! service or task definition they concern while the others go on. `serve`
+//! follows the cluster, and pulls again an image removed from the engine.
 
 use std::time::Duration;
 
@@ -194,7 +195,11 @@ fn prefetch_pulls_each_image_once_as_the_user_ecs_would_use() {
         serde_json::json!(["agentd", "web"]),
         "{keyed}"
     );
-    assert_eq!(keyed["task_definition"], format!("keyed-{token}:1"));
+    assert_eq!(
+        keyed["task_definitions"],
+        serde_json::json!([format!("keyed-{token}:1")])
+    );
+    assert!(keyed.get("task_definition").is_none(), "{keyed}");
     let private = line_for(&lines, &f.secret_image);
     assert_eq!(
         private["source"],
@@ -336,7 +341,10 @@ fn a_failing_service_is_reported_and_the_others_are_prefetched() {
             .unwrap_or_else(|| panic!("no failure for {service}: {lines:#?}"))
     };
     let e = failed("badref");
-    assert_eq!(e["task_definition"], format!("badref-{token}:1"));
+    assert_eq!(
+        e["task_definitions"],
+        serde_json::json!([format!("badref-{token}:1")])
+    );
     assert!(
         e["error"].as_str().is_some_and(|m| m.contains("\"app\"")),
         "{e}"
@@ -549,6 +557,20 @@ fn serve_follows_an_update_service_to_a_new_revision_and_keeps_its_view_without_
     );
     assert!(h.alpha.users_since_in(mark, &new_repo).is_empty());
 
+    // An image removed from the engine (an operator, `docker image prune`)
+    // is pulled again by a later poll, as bob again.
+    let mark = h.alpha.log_mark();
+    h.remove_local(&new_image);
+    assert!(h.local_image_id(&new_image).is_none());
+    wait_view(&agent, bound, "the removed image pulled again", |_| {
+        h.local_image_id(&new_image).is_some()
+    });
+    let users = h.alpha.users_since_in(mark, &new_repo);
+    assert!(
+        !users.is_empty() && users.iter().all(|u| u == "bob"),
+        "{users:?}"
+    );
+
     // A reload narrows the followed services.
     spec.write_env_file(&follow_text("PULLAUTH_PREFETCH_SERVICES=private\n"));
     agent.sighup();
@@ -685,7 +707,7 @@ fn access_denied_and_an_unassumable_role_are_reported_with_what_they_concern() {
     let line = &lines[0];
     assert_eq!(line["status"], "failed", "{line}");
     assert_eq!(line["services"], serde_json::json!(["guarded"]));
-    assert_eq!(line["task_definition"], "exec:1");
+    assert_eq!(line["task_definitions"], serde_json::json!(["exec:1"]));
     let error = line["error"].as_str().unwrap_or_default();
     assert!(
         error.contains("sts:AssumeRole")
