@@ -124,7 +124,8 @@ async fn describe_services_answering_unreadable_bodies_fails_naming_the_call_and
         };
         let message = error.to_string();
         assert!(
-            message.contains("ecs:DescribeServices") && message.contains("cluster prod"),
+            message.contains("cluster prod")
+                && message.contains("not an answer to ecs:DescribeServices"),
             "{name}: {message}"
         );
         assert_eq!(error.class(), ErrorClass::BadResponse, "{name}: {message}");

@@ -782,7 +782,7 @@ impl Aws {
                 // secret's answer.
                 if (200..300).contains(&status) && e.code().is_none() {
                     let problem = format!(
-                        "HTTP {status}, but the body is not a {} answer (not JSON, or JSON of another shape); is the endpoint really AWS?",
+                        "HTTP {status}, but the body is not an answer to {} (not JSON, or JSON of another shape); is the endpoint really AWS?",
                         call.operation
                     );
                     return AwsError::BadResponse { call, problem };

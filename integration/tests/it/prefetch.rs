@@ -3,16 +3,19 @@
 //! cluster's services once, as the user ECS would pull it as (an ecs.config
 //! key, a `repositoryCredentials` secret), the registry log says who pulled;
 //! faults (a bad image reference, a missing secret, a secret without a
-//! password, a missing cluster, a stalled endpoint) are reported with the
-//! service or task definition they concern while the others go on. `serve`
-//! follows the cluster, and pulls again an image removed from the engine.
+//! password, a missing cluster, a stalled endpoint, one answering garbage)
+//! are reported with the service or task definition they concern while the
+//! others go on. `serve` follows the cluster, and pulls again an image
+//! removed from the engine.
 
 use std::time::Duration;
 
 use pullauth_integration::agent::{
     AgentSpec, assert_no_secret, docker_auth_config, metric_value, random_token, scratch_dir,
 };
-use pullauth_integration::{Harness, Moto, Outcome, Registry, Stall, pullauth_command};
+use pullauth_integration::{
+    ECS_STUB_SERVICE_ARN, EcsStub, Harness, Moto, Outcome, Registry, Stall, pullauth_command,
+};
 use serde_json::Value;
 
 /// The bound of one prefetch run in these tests.
@@ -716,4 +719,55 @@ fn access_denied_and_an_unassumable_role_are_reported_with_what_they_concern() {
         "{error}"
     );
     assert!(h.local_image_id(&image).is_none());
+}
+
+/// ECS answering `DescribeServices` with HTTP 200 and garbage: `prefetch`
+/// exits 1 with an error naming the cluster and the call (an unreadable
+/// body), or the service it could not describe (JSON about nothing), within
+/// its bounds and without a panic.
+#[test]
+fn prefetch_reports_describe_services_answering_garbage_naming_cluster_and_call() {
+    let cases: [(&str, &[u8], &[&str]); 3] = [
+        (
+            "html",
+            b"<html><body>502 Bad Gateway</body></html>",
+            &[
+                "cluster stub",
+                "ecs:DescribeServices",
+                "not an answer to ecs:DescribeServices",
+            ],
+        ),
+        (
+            "wrong_shape",
+            br#"{"services":"web"}"#,
+            &[
+                "cluster stub",
+                "ecs:DescribeServices",
+                "not JSON, or JSON of another shape",
+            ],
+        ),
+        (
+            "about_nothing",
+            b"{}",
+            &[
+                ECS_STUB_SERVICE_ARN,
+                "ecs:DescribeServices in cluster stub",
+                "neither this service nor a failure",
+            ],
+        ),
+    ];
+    for (name, body, expected) in cases {
+        let stub = EcsStub::start(body);
+        let out = prefetch(&stub.endpoint(), "", &["--cluster", "stub", "--json"]);
+        assert_eq!(out.code, Some(1), "{name}: {}\n{}", out.stdout, out.stderr);
+        for text in expected {
+            assert!(
+                out.stderr.contains(text),
+                "{name}: no {text:?} in {}",
+                out.stderr
+            );
+        }
+        assert!(!out.stderr.contains("panicked"), "{name}: {}", out.stderr);
+        assert_eq!(stub.calls(), ["ListServices", "DescribeServices"], "{name}");
+    }
 }
