@@ -46,6 +46,7 @@
 
 pub mod agent;
 mod bin;
+mod ecs_stub;
 mod engine;
 mod harness;
 pub mod http;
@@ -60,6 +61,7 @@ mod sys;
 mod util;
 
 pub use bin::{pullauth_bin, pullauth_command, static_pullauth_bin};
+pub use ecs_stub::{ECS_STUB_SERVICE_ARN, EcsStub};
 pub use engine::{DOCKER_HOST_ENV, Engine, Frozen, PrivateEngine};
 pub use harness::Harness;
 pub use moto::{

@@ -419,6 +419,12 @@ impl Agent {
         }
     }
 
+    /// Whether the engine has the image `reference` names, asked with one
+    /// bounded inspect; `Err` when the engine could not say.
+    pub async fn engine_has(&self, reference: &str) -> Result<bool, PullError> {
+        Ok(self.inner.puller.image_id(reference).await?.is_some())
+    }
+
     /// The settings pulls use now.
     pub fn settings(&self) -> Arc<Settings> {
         self.inner

@@ -9,11 +9,22 @@
 //! While ECS cannot be read, the last good view stays (and is served by
 //! `GET /v1/prefetch`) with the error beside it. A reload that changes the
 //! cluster, the filters or the interval polls at once with the new ones.
+//!
+//! An image marked warm is checked on every poll with one bounded inspect
+//! per distinct reference ([`Agent::engine_has`]); one that was removed
+//! from the engine (`docker image prune`, an operator) is pulled again.
+//!
+//! The loop reads the plan through [`ClusterSource`] ([`Ecs`], the real
+//! one, by default) and pulls through the agent, whose engine is behind the
+//! [`crate::Puller`] seam: tests drive the whole loop in paused time.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
-use pullauth_aws::ErrorClass;
+use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, StreamExt};
+use pullauth_aws::{AwsError, ErrorClass};
 pub use pullauth_poll::PollPolicy;
 use pullauth_poll::{PollOutcome, Schedule};
 use pullauth_store::model::now_rfc3339;
@@ -22,6 +33,42 @@ use tokio::sync::watch;
 
 use crate::Agent;
 use crate::prefetch::{self, Filters, Plan};
+
+/// How many engine inspects one poll runs at once to check that the images
+/// it believes warm are still there.
+pub const PRESENCE_CHECKS_AT_ONCE: usize = 4;
+
+/// Where the follower reads what a cluster needs.
+pub trait ClusterSource: Send + Sync + 'static {
+    /// What `cluster`'s services, narrowed and extended by `filters`, need
+    /// now; fails as [`prefetch::plan`] does.
+    fn plan<'a>(
+        &'a self,
+        agent: &'a Agent,
+        cluster: &'a str,
+        filters: &'a Filters,
+    ) -> BoxFuture<'a, Result<Plan, AwsError>>;
+}
+
+/// The real source: ECS, read with the agent's AWS client (paced, bounded,
+/// task definitions cached by ARN).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ecs;
+
+impl ClusterSource for Ecs {
+    fn plan<'a>(
+        &'a self,
+        agent: &'a Agent,
+        cluster: &'a str,
+        filters: &'a Filters,
+    ) -> BoxFuture<'a, Result<Plan, AwsError>> {
+        async move {
+            let aws = agent.provider().aws().await;
+            prefetch::plan(aws, cluster, filters).await
+        }
+        .boxed()
+    }
+}
 
 /// What the follower follows; `None` in [`Follower::update`] stops it.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,8 +119,18 @@ impl Follower {
     /// Starts following with `config` (or idles until one is given);
     /// `seed` seeds the schedule's jitter (tests fix it).
     pub fn start(agent: Agent, config: Option<FollowConfig>, seed: u64) -> Follower {
+        Follower::start_with(agent, Arc::new(Ecs), config, seed)
+    }
+
+    /// [`Follower::start`] reading the cluster from `source`.
+    pub fn start_with(
+        agent: Agent,
+        source: Arc<dyn ClusterSource>,
+        config: Option<FollowConfig>,
+        seed: u64,
+    ) -> Follower {
         let (tx, rx) = watch::channel(config);
-        tokio::spawn(run(agent, rx, seed));
+        tokio::spawn(run(agent, source, rx, seed));
         Follower { config: tx }
     }
 
@@ -90,7 +147,12 @@ impl Follower {
     }
 }
 
-async fn run(agent: Agent, mut config: watch::Receiver<Option<FollowConfig>>, seed: u64) {
+async fn run(
+    agent: Agent,
+    source: Arc<dyn ClusterSource>,
+    mut config: watch::Receiver<Option<FollowConfig>>,
+    seed: u64,
+) {
     // Set when the configuration changed: poll now, on a new schedule.
     let mut changed = false;
     loop {
@@ -135,7 +197,7 @@ async fn run(agent: Agent, mut config: watch::Receiver<Option<FollowConfig>>, se
                     break;
                 }
             }
-            let outcome = poll(&agent, &current).await;
+            let outcome = poll(&agent, source.as_ref(), &current).await;
             delay = schedule.next_delay(outcome);
             tracing::debug!(next_poll_in = ?delay, "next poll of the cluster");
         }
@@ -143,12 +205,12 @@ async fn run(agent: Agent, mut config: watch::Receiver<Option<FollowConfig>>, se
 }
 
 /// One poll: read the plan, keep it (or the error beside the last good
-/// one), and start the pulls that are neither warm nor in flight.
-async fn poll(agent: &Agent, config: &FollowConfig) -> PollOutcome {
+/// one), and start the pulls that are neither warm nor in flight, and
+/// again those of warm images that the engine no longer has.
+async fn poll(agent: &Agent, source: &dyn ClusterSource, config: &FollowConfig) -> PollOutcome {
     let metrics = agent.metrics();
     metrics.prefetch_polls.inc();
-    let aws = agent.provider().aws().await;
-    let result = prefetch::plan(aws, &config.cluster, &config.filters).await;
+    let result = source.plan(agent, &config.cluster, &config.filters).await;
     let now = now_rfc3339();
     let plan = match result {
         Ok(plan) => plan,
@@ -175,6 +237,7 @@ async fn poll(agent: &Agent, config: &FollowConfig) -> PollOutcome {
     let settings = agent.settings();
     let ecr = agent.provider().ecr_enabled();
     let pulls = prefetch::pulls(&plan.wanted, &settings.table, ecr);
+    let gone = removed_from_engine(agent, &pulls).await;
     let mut start = Vec::new();
     agent.following(|view| {
         view.polls += 1;
@@ -184,7 +247,8 @@ async fn poll(agent: &Agent, config: &FollowConfig) -> PollOutcome {
         for pull in pulls {
             let key = key_of(&pull);
             match view.images.get(&key) {
-                Some(ImageState::Pulling | ImageState::Warm { .. }) => {}
+                Some(ImageState::Pulling) => {}
+                Some(ImageState::Warm { .. }) if !gone.contains(&key.0) => {}
                 _ => {
                     view.images.insert(key.clone(), ImageState::Pulling);
                     start.push((key, pull));
@@ -227,6 +291,38 @@ async fn poll(agent: &Agent, config: &FollowConfig) -> PollOutcome {
         });
     }
     PollOutcome::Ok
+}
+
+/// The references of `pulls` believed warm that the engine no longer has:
+/// one bounded inspect per distinct reference, a few at once. An engine
+/// that cannot answer leaves the image warm (a pull would fail as well).
+async fn removed_from_engine(agent: &Agent, pulls: &[prefetch::Pull]) -> BTreeSet<String> {
+    let warm: BTreeSet<String> = agent.following(|view| {
+        pulls
+            .iter()
+            .map(key_of)
+            .filter(|key| matches!(view.images.get(key), Some(ImageState::Warm { .. })))
+            .map(|key| key.0)
+            .collect()
+    });
+    futures_util::stream::iter(warm)
+        .map(|reference| async move {
+            match agent.engine_has(&reference).await {
+                Ok(true) => None,
+                Ok(false) => {
+                    tracing::info!(image = %reference, "a prefetched image is no longer in the engine; pulling it again");
+                    Some(reference)
+                }
+                Err(error) => {
+                    tracing::warn!(image = %reference, error = %error, "cannot tell whether a prefetched image is still in the engine");
+                    None
+                }
+            }
+        })
+        .buffer_unordered(PRESENCE_CHECKS_AT_ONCE)
+        .filter_map(std::future::ready)
+        .collect()
+        .await
 }
 
 fn key_of(pull: &prefetch::Pull) -> PullKey {

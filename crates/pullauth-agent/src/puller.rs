@@ -33,6 +33,15 @@ pub trait Puller: Send + Sync + 'static {
         image: &'a ImageRef,
         entry: Option<&'a Entry>,
     ) -> BoxFuture<'a, Result<Verified, PullError>>;
+
+    /// The engine's ID of the image `reference` names, or `None` when the
+    /// engine does not have it (one bounded inspect); see
+    /// [`Engine::image_id`]. The cluster follower asks this of the images
+    /// it believes warm, to pull again one that was removed.
+    fn image_id<'a>(
+        &'a self,
+        reference: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, PullError>>;
 }
 
 impl Puller for Engine {
@@ -67,5 +76,12 @@ impl Puller for Engine {
         entry: Option<&'a Entry>,
     ) -> BoxFuture<'a, Result<Verified, PullError>> {
         Engine::verify(self, image, entry).boxed()
+    }
+
+    fn image_id<'a>(
+        &'a self,
+        reference: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, PullError>> {
+        Engine::image_id(self, reference).boxed()
     }
 }

@@ -78,6 +78,13 @@ impl Puller for FakeEngine {
         "fake://engine"
     }
 
+    fn image_id<'a>(
+        &'a self,
+        _reference: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, PullError>> {
+        async { Ok(Some("sha256:feedface".to_owned())) }.boxed()
+    }
+
     fn verify<'a>(
         &'a self,
         image: &'a ImageRef,

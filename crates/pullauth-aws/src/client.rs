@@ -776,6 +776,17 @@ impl Aws {
                 // Without a code (an error body the SDK cannot parse, as
                 // moto's XML denials on JSON APIs), the status decides.
                 let status = service.raw().status().as_u16();
+                // A success status with an error means the body could not
+                // be read as this call's answer (not JSON, or JSON of
+                // another shape). Its text is not quoted: it could be a
+                // secret's answer.
+                if (200..300).contains(&status) && e.code().is_none() {
+                    let problem = format!(
+                        "HTTP {status}, but the body is not an answer to {} (not JSON, or JSON of another shape); is the endpoint really AWS?",
+                        call.operation
+                    );
+                    return AwsError::BadResponse { call, problem };
+                }
                 let code = e.code().or(match status {
                     401 | 403 => Some("AccessDenied"),
                     429 => Some("Throttling"),

@@ -290,6 +290,26 @@ impl Aws {
                     reason: failure.reason().unwrap_or("no reason given").to_owned(),
                 });
             }
+            // An answer that names neither a service nor a failure for a
+            // service asked about (an empty or wrongly shaped body that
+            // still parses) must not make the service silently vanish.
+            for asked in batch {
+                let answered = described.services().iter().any(|s| {
+                    s.service_arn() == Some(asked.as_str())
+                        || s.service_name()
+                            .is_some_and(|n| asked.rsplit('/').next() == Some(n))
+                }) || described
+                    .failures()
+                    .iter()
+                    .any(|f| f.arn() == Some(asked.as_str()));
+                if !answered {
+                    out.failures.push(EcsFailure {
+                        service: asked.clone(),
+                        reason: "the answer names neither this service nor a failure for it"
+                            .to_owned(),
+                    });
+                }
+            }
         }
         out.services.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)

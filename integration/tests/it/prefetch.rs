@@ -3,15 +3,19 @@
 //! cluster's services once, as the user ECS would pull it as (an ecs.config
 //! key, a `repositoryCredentials` secret), the registry log says who pulled;
 //! faults (a bad image reference, a missing secret, a secret without a
-//! password, a missing cluster, a stalled endpoint) are reported with the
-//! service or task definition they concern while the others go on.
+//! password, a missing cluster, a stalled endpoint, one answering garbage)
+//! are reported with the service or task definition they concern while the
+//! others go on. `serve` follows the cluster, and pulls again an image
+//! removed from the engine.
 
 use std::time::Duration;
 
 use pullauth_integration::agent::{
     AgentSpec, assert_no_secret, docker_auth_config, metric_value, random_token, scratch_dir,
 };
-use pullauth_integration::{Harness, Moto, Outcome, Registry, Stall, pullauth_command};
+use pullauth_integration::{
+    ECS_STUB_SERVICE_ARN, EcsStub, Harness, Moto, Outcome, Registry, Stall, pullauth_command,
+};
 use serde_json::Value;
 
 /// The bound of one prefetch run in these tests.
@@ -194,7 +198,11 @@ fn prefetch_pulls_each_image_once_as_the_user_ecs_would_use() {
         serde_json::json!(["agentd", "web"]),
         "{keyed}"
     );
-    assert_eq!(keyed["task_definition"], format!("keyed-{token}:1"));
+    assert_eq!(
+        keyed["task_definitions"],
+        serde_json::json!([format!("keyed-{token}:1")])
+    );
+    assert!(keyed.get("task_definition").is_none(), "{keyed}");
     let private = line_for(&lines, &f.secret_image);
     assert_eq!(
         private["source"],
@@ -336,7 +344,10 @@ fn a_failing_service_is_reported_and_the_others_are_prefetched() {
             .unwrap_or_else(|| panic!("no failure for {service}: {lines:#?}"))
     };
     let e = failed("badref");
-    assert_eq!(e["task_definition"], format!("badref-{token}:1"));
+    assert_eq!(
+        e["task_definitions"],
+        serde_json::json!([format!("badref-{token}:1")])
+    );
     assert!(
         e["error"].as_str().is_some_and(|m| m.contains("\"app\"")),
         "{e}"
@@ -551,6 +562,20 @@ fn serve_follows_an_update_service_to_a_new_revision_and_keeps_its_view_without_
     );
     assert!(h.alpha.users_since_in(mark, &new_repo).is_empty());
 
+    // An image removed from the engine (an operator, `docker image prune`)
+    // is pulled again by a later poll, as bob again.
+    let mark = h.alpha.log_mark();
+    h.remove_local(&new_image);
+    assert!(h.local_image_id(&new_image).is_none());
+    wait_view(&agent, bound, "the removed image pulled again", |_| {
+        h.local_image_id(&new_image).is_some()
+    });
+    let users = h.alpha.users_since_in(mark, &new_repo);
+    assert!(
+        !users.is_empty() && users.iter().all(|u| u == "bob"),
+        "{users:?}"
+    );
+
     // A reload narrows the followed services.
     spec.write_env_file(&follow_text("PULLAUTH_PREFETCH_SERVICES=private\n"));
     agent.sighup();
@@ -687,7 +712,7 @@ fn access_denied_and_an_unassumable_role_are_reported_with_what_they_concern() {
     let line = &lines[0];
     assert_eq!(line["status"], "failed", "{line}");
     assert_eq!(line["services"], serde_json::json!(["guarded"]));
-    assert_eq!(line["task_definition"], "exec:1");
+    assert_eq!(line["task_definitions"], serde_json::json!(["exec:1"]));
     let error = line["error"].as_str().unwrap_or_default();
     assert!(
         error.contains("sts:AssumeRole")
@@ -696,4 +721,55 @@ fn access_denied_and_an_unassumable_role_are_reported_with_what_they_concern() {
         "{error}"
     );
     assert!(h.local_image_id(&image).is_none());
+}
+
+/// ECS answering `DescribeServices` with HTTP 200 and garbage: `prefetch`
+/// exits 1 with an error naming the cluster and the call (an unreadable
+/// body), or the service it could not describe (JSON about nothing), within
+/// its bounds and without a panic.
+#[test]
+fn prefetch_reports_describe_services_answering_garbage_naming_cluster_and_call() {
+    let cases: [(&str, &[u8], &[&str]); 3] = [
+        (
+            "html",
+            b"<html><body>502 Bad Gateway</body></html>",
+            &[
+                "cluster stub",
+                "ecs:DescribeServices",
+                "not an answer to ecs:DescribeServices",
+            ],
+        ),
+        (
+            "wrong_shape",
+            br#"{"services":"web"}"#,
+            &[
+                "cluster stub",
+                "ecs:DescribeServices",
+                "not JSON, or JSON of another shape",
+            ],
+        ),
+        (
+            "about_nothing",
+            b"{}",
+            &[
+                ECS_STUB_SERVICE_ARN,
+                "ecs:DescribeServices in cluster stub",
+                "neither this service nor a failure",
+            ],
+        ),
+    ];
+    for (name, body, expected) in cases {
+        let stub = EcsStub::start(body);
+        let out = prefetch(&stub.endpoint(), "", &["--cluster", "stub", "--json"]);
+        assert_eq!(out.code, Some(1), "{name}: {}\n{}", out.stdout, out.stderr);
+        for text in expected {
+            assert!(
+                out.stderr.contains(text),
+                "{name}: no {text:?} in {}",
+                out.stderr
+            );
+        }
+        assert!(!out.stderr.contains("panicked"), "{name}: {}", out.stderr);
+        assert_eq!(stub.calls(), ["ListServices", "DescribeServices"], "{name}");
+    }
 }

@@ -19,13 +19,14 @@ use crate::exit::{self, UsageError};
 use crate::progress::{Mode, seconds};
 
 /// One line of `--json` output: an image, or a problem that kept one (or a
-/// whole task definition or service) from being prefetched.
+/// whole task definition or service) from being prefetched. One pull serves
+/// every task definition and service naming the same image with the same
+/// source, so both are lists (empty when the problem concerns no task
+/// definition, or a task definition no service runs).
 #[derive(Serialize)]
 struct Line<'a> {
     services: &'a [String],
-    /// The first task definition naming the image (`family:revision`).
-    task_definition: Option<&'a str>,
-    /// Every task definition whose containers share this pull.
+    /// Every task definition (`family:revision`) this line concerns.
     task_definitions: &'a [String],
     image: Option<&'a str>,
     source: Option<&'a str>,
@@ -194,7 +195,6 @@ fn report(
     if args.json {
         return say(serde_json::to_string(&Line {
             services: &pull.services,
-            task_definition: Some(&pull.first.task_definition),
             task_definitions: &pull.task_definitions,
             image: Some(image),
             source: Some(&pull.source),
@@ -228,7 +228,6 @@ fn report_problem(args: &PrefetchArgs, problem: &Problem) -> anyhow::Result<()> 
         let task_definitions: Vec<String> = problem.task_definition.iter().cloned().collect();
         return say(serde_json::to_string(&Line {
             services: &problem.services,
-            task_definition: problem.task_definition.as_deref(),
             task_definitions: &task_definitions,
             image: problem.image.as_deref(),
             source: None,
@@ -240,4 +239,51 @@ fn report_problem(args: &PrefetchArgs, problem: &Problem) -> anyhow::Result<()> 
         })?);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_json_line_names_services_and_task_definitions_as_lists_only() {
+        let services = ["agentd".to_owned(), "web".to_owned()];
+        let tds = ["web:1".to_owned(), "web:2".to_owned()];
+        let line = Line {
+            services: &services,
+            task_definitions: &tds,
+            image: Some("registry.example.com/app:1"),
+            source: Some("key \"registry.example.com\""),
+            username: Some("bob"),
+            status: "pulled",
+            digest: Some("sha256:feedface"),
+            seconds: Some(1.5),
+            error: None,
+        };
+        let value = serde_json::to_value(&line).expect("serializes");
+        let keys: std::collections::BTreeSet<&str> = value
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            std::collections::BTreeSet::from([
+                "digest",
+                "error",
+                "image",
+                "seconds",
+                "services",
+                "source",
+                "status",
+                "task_definitions",
+                "username"
+            ])
+        );
+        assert_eq!(
+            value["task_definitions"],
+            serde_json::json!(["web:1", "web:2"])
+        );
+    }
 }

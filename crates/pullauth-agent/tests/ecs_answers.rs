@@ -1,0 +1,169 @@
+//! ECS answering garbage: an endpoint that answers `ecs:ListServices`
+//! properly and `ecs:DescribeServices` with HTTP 200 and a body that is not
+//! JSON, or JSON of the wrong shape. Reading the cluster's plan (what
+//! `pullauth prefetch` and `serve --follow-cluster` do first) must fail, or
+//! report the service, with an error naming the call and the cluster,
+//! never panic, and stay within its bounds.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use pullauth_agent::prefetch::{self, Filters};
+use pullauth_aws::{Aws, AwsOptions, ErrorClass};
+
+const CLUSTER: &str = "prod";
+const SERVICE_ARN: &str = "arn:aws:ecs:eu-west-1:123456789012:service/prod/web";
+
+/// The bound of one plan read in these tests: the AWS limits below are
+/// 2 s an attempt and 5 s a call, so this only fires on a hang.
+const TEST_BOUND: Duration = Duration::from_secs(30);
+
+/// Serves ECS: `ListServices` names one service, `DescribeServices` gets
+/// `body` with HTTP 200; any other call gets a 400 naming it. Returns the
+/// URL and the operations called, in order.
+async fn ecs_stub(body: &'static str) -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the stub");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&calls);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let seen = Arc::clone(&seen);
+            let service = hyper::service::service_fn(
+                move |request: hyper::Request<hyper::body::Incoming>| {
+                    let seen = Arc::clone(&seen);
+                    async move {
+                        let target = request
+                            .headers()
+                            .get("x-amz-target")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .rsplit('.')
+                            .next()
+                            .unwrap_or_default()
+                            .to_owned();
+                        let _ = request.into_body().collect().await;
+                        seen.lock().expect("calls").push(target.clone());
+                        let (status, body) = match target.as_str() {
+                            "ListServices" => {
+                                (200, format!(r#"{{"serviceArns":["{SERVICE_ARN}"]}}"#))
+                            }
+                            "DescribeServices" => (200, body.to_owned()),
+                            other => (
+                                400,
+                                format!(
+                                    r#"{{"__type":"InvalidParameterException","message":"the stub does not serve {other}"}}"#
+                                ),
+                            ),
+                        };
+                        hyper::Response::builder()
+                            .status(status)
+                            .header("content-type", "application/x-amz-json-1.1")
+                            .body(Full::new(Bytes::from(body)))
+                    }
+                },
+            );
+            tokio::spawn(async move {
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .await;
+            });
+        }
+    });
+    (url, calls)
+}
+
+async fn aws_at(endpoint: &str) -> Aws {
+    let loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("eu-west-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "AKIDSTUBEXAMPLE",
+            "stub-secret-key",
+            None,
+            None,
+            "test",
+        ));
+    let options = AwsOptions {
+        attempt_timeout: Duration::from_secs(2),
+        operation_timeout: Duration::from_secs(5),
+        max_attempts: 1,
+        ..AwsOptions::default()
+    };
+    Aws::from_loader(loader, options).await
+}
+
+/// Bodies that cannot be read as a `DescribeServices` answer: the read
+/// fails with an error naming the call and the cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_services_answering_unreadable_bodies_fails_naming_the_call_and_cluster() {
+    let cases: [(&str, &'static str); 5] = [
+        ("html", "<html><body>502 Bad Gateway</body></html>"),
+        ("truncated", r#"{"services":[{"serviceName":"web","#),
+        ("services_not_a_list", r#"{"services":"web"}"#),
+        ("name_not_a_string", r#"{"services":[{"serviceName":7}]}"#),
+        ("not_an_object", r#"["web"]"#),
+    ];
+    for (name, body) in cases {
+        let (url, calls) = ecs_stub(body).await;
+        let aws = aws_at(&url).await;
+        let result = tokio::time::timeout(
+            TEST_BOUND,
+            prefetch::plan(&aws, CLUSTER, &Filters::default()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{name}: not within {TEST_BOUND:?}"));
+        let error = match result {
+            Ok(plan) => panic!("{name}: read as a plan: {plan:?}"),
+            Err(error) => error,
+        };
+        let message = error.to_string();
+        assert!(
+            message.contains("cluster prod")
+                && message.contains("not an answer to ecs:DescribeServices"),
+            "{name}: {message}"
+        );
+        assert_eq!(error.class(), ErrorClass::BadResponse, "{name}: {message}");
+        assert_eq!(
+            *calls.lock().expect("calls"),
+            ["ListServices", "DescribeServices"],
+            "{name}: retried or went on"
+        );
+    }
+}
+
+/// JSON that parses but says nothing about the service asked about: the
+/// service is reported as a problem naming the call and the cluster, not
+/// silently dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_services_answering_about_nothing_reports_the_service() {
+    for (name, body) in [
+        ("empty_object", "{}"),
+        ("another_shape", r#"{"clusters":[{"clusterName":"prod"}]}"#),
+        ("empty_lists", r#"{"services":[],"failures":[]}"#),
+    ] {
+        let (url, _) = ecs_stub(body).await;
+        let aws = aws_at(&url).await;
+        let plan = tokio::time::timeout(
+            TEST_BOUND,
+            prefetch::plan(&aws, CLUSTER, &Filters::default()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{name}: not within {TEST_BOUND:?}"))
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(plan.wanted.is_empty(), "{name}: {plan:?}");
+        assert_eq!(plan.problems.len(), 1, "{name}: {plan:?}");
+        let problem = plan.problems[0].to_string();
+        assert!(
+            problem.contains(SERVICE_ARN)
+                && problem.contains("ecs:DescribeServices in cluster prod")
+                && problem.contains("neither"),
+            "{name}: {problem}"
+        );
+    }
+}

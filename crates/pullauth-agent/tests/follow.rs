@@ -1,0 +1,513 @@
+//! The cluster follower's loop (`follow::run`), driven in paused time: a
+//! scripted cluster behind its `ClusterSource` seam and an instant fake
+//! engine behind the agent's `Puller` seam. The agent between them is the
+//! real one (store, single flight, credential provider, view). Nothing
+//! sleeps for real: the clock jumps to the loop's next timer, so the time
+//! between two reads of the cluster is exactly the delay the loop chose.
+//! The wiring to ECS and a real engine is covered against moto in
+//! `integration/tests/it/prefetch.rs`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use pullauth_agent::follow::{ClusterSource, FollowConfig, Follower, PollPolicy};
+use pullauth_agent::prefetch::{Filters, Plan, Wanted};
+use pullauth_agent::{Agent, Identity, Puller, Settings};
+use pullauth_aws::{AwsError, Call};
+use pullauth_config::{AuthType, PullBehavior, SecretString};
+use pullauth_docker::{Obtained, PullError, PullEvent, PullOptions, PullStatus, Verified};
+use pullauth_resolve::{Entry, ImageRef, RegistryTable};
+use pullauth_store::Store;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+const INTERVAL: Duration = Duration::from_secs(60);
+const SEED: u64 = 16;
+const APP_1: &str = "registry.example.com/app:1";
+const APP_2: &str = "registry.example.com/app:2";
+
+/// One read of the cluster by the follower.
+#[derive(Debug)]
+struct PlanCall {
+    at: Instant,
+    cluster: String,
+    filters: Filters,
+}
+
+/// A cluster whose answer the test sets; every read is reported.
+struct ScriptedCluster {
+    answer: Mutex<Result<Plan, AwsError>>,
+    calls: mpsc::UnboundedSender<PlanCall>,
+}
+
+impl ScriptedCluster {
+    fn answer(&self, answer: Result<Plan, AwsError>) {
+        *self.answer.lock().expect("answer") = answer;
+    }
+}
+
+impl ClusterSource for ScriptedCluster {
+    fn plan<'a>(
+        &'a self,
+        _agent: &'a Agent,
+        cluster: &'a str,
+        filters: &'a Filters,
+    ) -> BoxFuture<'a, Result<Plan, AwsError>> {
+        let _ = self.calls.send(PlanCall {
+            at: Instant::now(),
+            cluster: cluster.to_owned(),
+            filters: filters.clone(),
+        });
+        let answer = self.answer.lock().expect("answer").clone();
+        async move { answer }.boxed()
+    }
+}
+
+/// An engine whose pulls succeed at once; it keeps what it pulled until
+/// the test removes it, and counts pulls and inspects.
+#[derive(Default)]
+struct InstantEngine {
+    present: Mutex<BTreeSet<String>>,
+    /// (reference, username) of each pull.
+    pulls: Mutex<Vec<(String, Option<String>)>>,
+    inspects: Mutex<Vec<String>>,
+}
+
+impl InstantEngine {
+    fn pulls_of(&self, reference: &str) -> usize {
+        let pulls = self.pulls.lock().expect("pulls");
+        pulls.iter().filter(|(r, _)| r == reference).count()
+    }
+
+    fn pull_count(&self) -> usize {
+        self.pulls.lock().expect("pulls").len()
+    }
+
+    fn inspect_count(&self) -> usize {
+        self.inspects.lock().expect("inspects").len()
+    }
+
+    /// As `docker image rm` or a prune would.
+    fn remove(&self, reference: &str) {
+        self.present.lock().expect("present").remove(reference);
+    }
+}
+
+impl Puller for InstantEngine {
+    fn address(&self) -> &str {
+        "fake://instant"
+    }
+
+    fn obtain<'a>(
+        &'a self,
+        image: &'a ImageRef,
+        entry: Option<&'a Entry>,
+        _behavior: PullBehavior,
+        _pulled_before: bool,
+        _options: &'a PullOptions,
+        _progress: &'a mut (dyn FnMut(PullEvent) + Send),
+    ) -> BoxFuture<'a, Result<Obtained, PullError>> {
+        let reference = image.pull_reference();
+        let username = entry.and_then(|e| e.credentials.username.clone());
+        self.pulls
+            .lock()
+            .expect("pulls")
+            .push((reference.clone(), username));
+        self.present
+            .lock()
+            .expect("present")
+            .insert(reference.clone());
+        async move {
+            Ok(Obtained {
+                status: PullStatus::Pulled,
+                image_id: format!("sha256:{}", reference.len()),
+                digest: None,
+                attempts: 1,
+                retries: 0,
+                fallback_from: None,
+                elapsed: Duration::ZERO,
+            })
+        }
+        .boxed()
+    }
+
+    fn verify<'a>(
+        &'a self,
+        image: &'a ImageRef,
+        _entry: Option<&'a Entry>,
+    ) -> BoxFuture<'a, Result<Verified, PullError>> {
+        let error = PullError::NotFound {
+            registry: image.registry.clone(),
+            image: image.to_string(),
+            detail: "the follower never verifies".to_owned(),
+        };
+        async move { Err(error) }.boxed()
+    }
+
+    fn image_id<'a>(
+        &'a self,
+        reference: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, PullError>> {
+        self.inspects
+            .lock()
+            .expect("inspects")
+            .push(reference.to_owned());
+        let present = self.present.lock().expect("present").contains(reference);
+        async move { Ok(present.then(|| format!("sha256:{}", reference.len()))) }.boxed()
+    }
+}
+
+/// Service `web` running the given revisions of task definition `web`,
+/// revision N naming image `registry.example.com/app:N`.
+fn web(revisions: &[u32]) -> Plan {
+    let names: Vec<String> = revisions.iter().map(|r| format!("web:{r}")).collect();
+    let wanted = revisions
+        .iter()
+        .map(|r| Wanted {
+            image: ImageRef::parse(&format!("registry.example.com/app:{r}")).expect("valid"),
+            task_definition: format!("web:{r}"),
+            task_definition_arn: format!(
+                "arn:aws:ecs:us-east-1:123456789012:task-definition/web:{r}"
+            ),
+            services: vec!["web".to_owned()],
+            secret: None,
+            execution_role: None,
+        })
+        .collect();
+    Plan {
+        wanted,
+        problems: Vec::new(),
+        services: BTreeMap::from([("web".to_owned(), names)]),
+    }
+}
+
+fn ecs_call(operation: &'static str, cluster: &str) -> Call {
+    Call {
+        operation,
+        target: format!("cluster {cluster}"),
+        principal: "the default credential chain".to_owned(),
+    }
+}
+
+fn throttled(cluster: &str) -> AwsError {
+    AwsError::Throttled {
+        call: ecs_call("ecs:ListServices", cluster),
+        code: "ThrottlingException".to_owned(),
+        message: "Rate exceeded".to_owned(),
+    }
+}
+
+fn unreachable(cluster: &str) -> AwsError {
+    AwsError::Unreachable {
+        call: ecs_call("ecs:ListServices", cluster),
+        detail: "connection refused".to_owned(),
+    }
+}
+
+fn config(cluster: &str, services: &[&str]) -> FollowConfig {
+    FollowConfig {
+        cluster: cluster.to_owned(),
+        filters: Filters {
+            services: services.iter().map(|s| (*s).to_owned()).collect(),
+            task_definitions: Vec::new(),
+        },
+        policy: PollPolicy::with_interval(INTERVAL),
+    }
+}
+
+struct Harness {
+    agent: Agent,
+    engine: Arc<InstantEngine>,
+    cluster: Arc<ScriptedCluster>,
+    calls: mpsc::UnboundedReceiver<PlanCall>,
+    follower: Follower,
+    started: Instant,
+}
+
+impl Harness {
+    fn start(first: Plan) -> Harness {
+        let engine = Arc::new(InstantEngine::default());
+        let data = SecretString::from(
+            json!({"registry.example.com": {"username": "bob", "password": "canary-pw"}})
+                .to_string(),
+        );
+        let settings = Settings {
+            table: RegistryTable::from_auth_data(AuthType::Docker, &data).expect("auth data"),
+            behavior: PullBehavior::Default,
+            options: PullOptions::default(),
+        };
+        let identity = Identity {
+            cluster: "prod".to_owned(),
+            container_instance_arn: None,
+            version: "test".to_owned(),
+        };
+        let agent =
+            Agent::start(Store::in_memory(), engine.clone(), settings, identity, 4).expect("agent");
+        let (tx, calls) = mpsc::unbounded_channel();
+        let cluster = Arc::new(ScriptedCluster {
+            answer: Mutex::new(Ok(first)),
+            calls: tx,
+        });
+        let started = Instant::now();
+        let follower = Follower::start_with(
+            agent.clone(),
+            cluster.clone(),
+            Some(config("prod", &[])),
+            SEED,
+        );
+        Harness {
+            agent,
+            engine,
+            cluster,
+            calls,
+            follower,
+            started,
+        }
+    }
+
+    /// The follower's next read of the cluster. By then everything the
+    /// previous poll started (pulls, store records) has finished: the
+    /// paused clock only moves when nothing else can run.
+    async fn next_poll(&mut self) -> PlanCall {
+        // Paused time: this bound stands for "never" and fails a stuck loop.
+        tokio::time::timeout(Duration::from_secs(24 * 3600), self.calls.recv())
+            .await
+            .expect("the follower stopped polling")
+            .expect("the follower is gone")
+    }
+
+    fn view(&self) -> Value {
+        self.agent.following(|view| view.to_json(&self.agent))
+    }
+}
+
+/// The state `GET /v1/prefetch` shows for `image` of service `web`.
+fn state_of(view: &Value, image: &str) -> Option<String> {
+    view["services"]
+        .as_array()?
+        .iter()
+        .flat_map(|s| {
+            s["task_definitions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .flat_map(|td| td["images"].as_array().cloned().unwrap_or_default())
+        .find(|i| i["image"] == image)
+        .and_then(|i| i["state"].as_str().map(str::to_owned))
+}
+
+#[tokio::test(start_paused = true)]
+async fn polls_on_the_interval_with_jitter_and_pulls_a_new_revision_once() {
+    let mut h = Harness::start(web(&[1]));
+    let policy = PollPolicy::with_interval(INTERVAL);
+    let (low, high) = (
+        INTERVAL.mul_f64(1.0 - policy.jitter),
+        INTERVAL.mul_f64(1.0 + policy.jitter),
+    );
+
+    let first = h.next_poll().await;
+    assert!(
+        first.at - h.started <= policy.startup_spread,
+        "first poll after {:?}, spread {:?}",
+        first.at - h.started,
+        policy.startup_spread
+    );
+    assert_eq!(first.cluster, "prod");
+
+    // A quiet cluster: one pull, then polls on the jittered interval that
+    // only check that the image is still there.
+    let mut at = first.at;
+    let mut gaps = Vec::new();
+    for _ in 0..6 {
+        let call = h.next_poll().await;
+        gaps.push(call.at - at);
+        at = call.at;
+    }
+    for gap in &gaps {
+        assert!(
+            (low..=high).contains(gap),
+            "gap {gap:?} outside {low:?}..={high:?}"
+        );
+    }
+    let distinct: BTreeSet<u128> = gaps.iter().map(Duration::as_millis).collect();
+    assert!(distinct.len() > 1, "no jitter: {gaps:?}");
+    assert_eq!(h.engine.pulls_of(APP_1), 1);
+    assert_eq!(
+        h.engine.pulls.lock().expect("pulls")[0],
+        (APP_1.to_owned(), Some("bob".to_owned())),
+        "pulled with the key the resolver picks"
+    );
+    // One inspect for each of the six polls after the pull (the first poll
+    // had nothing warm; a poll has checked by the time its read is seen).
+    assert_eq!(h.engine.inspect_count(), 6);
+    assert_eq!(state_of(&h.view(), APP_1).as_deref(), Some("warm"));
+
+    // A deployment names revision 2 while revision 1 still runs.
+    h.cluster.answer(Ok(web(&[2, 1])));
+    h.next_poll().await;
+    h.next_poll().await;
+    assert_eq!(h.engine.pulls_of(APP_2), 1);
+    assert_eq!(
+        h.engine.pulls_of(APP_1),
+        1,
+        "the warm revision is not pulled again"
+    );
+    assert_eq!(state_of(&h.view(), APP_2).as_deref(), Some("warm"));
+
+    // The deployment is done; the cluster is quiet again.
+    h.cluster.answer(Ok(web(&[2])));
+    for _ in 0..4 {
+        h.next_poll().await;
+    }
+    assert_eq!(h.engine.pull_count(), 2, "{:?}", h.engine.pulls);
+    assert_eq!(h.agent.metrics().prefetch_pulls.get(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_throttled_poll_backs_off_and_recovers() {
+    let mut h = Harness::start(web(&[1]));
+    let policy = PollPolicy::with_interval(INTERVAL);
+    let good = h.next_poll().await;
+
+    h.cluster.answer(Err(throttled("prod")));
+    let mut at = h.next_poll().await.at;
+    assert!(at - good.at >= INTERVAL.mul_f64(1.0 - policy.jitter));
+    // Three throttled polls: each delay is drawn from [ceiling/2, ceiling]
+    // with the ceiling doubling from the throttle base, capped.
+    let mut gaps = Vec::new();
+    for _ in 0..3 {
+        let call = h.next_poll().await;
+        gaps.push(call.at - at);
+        at = call.at;
+    }
+    for (k, gap) in gaps.iter().enumerate() {
+        let ceiling = policy.throttled.ceiling(k as u32 + 1);
+        assert!(
+            *gap >= ceiling / 2 && *gap <= ceiling,
+            "throttled poll {}: waited {gap:?}, ceiling {ceiling:?}",
+            k + 1
+        );
+    }
+    assert!(
+        gaps[2] > gaps[0],
+        "the backoff does not grow: {gaps:?} (policy {:?})",
+        policy.throttled
+    );
+    assert_eq!(h.agent.metrics().prefetch_throttles.get(), 4);
+    let view = h.view();
+    assert!(
+        view["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("throttled") && e.contains("ecs:ListServices")),
+        "{view}"
+    );
+
+    // ECS answers again: the next delay is the jittered interval.
+    h.cluster.answer(Ok(web(&[1])));
+    let recovered = h.next_poll().await;
+    let after = h.next_poll().await;
+    let gap = after.at - recovered.at;
+    assert!(
+        gap >= INTERVAL.mul_f64(1.0 - policy.jitter)
+            && gap <= INTERVAL.mul_f64(1.0 + policy.jitter),
+        "after recovering waited {gap:?}"
+    );
+    assert_eq!(h.view()["last_error"], Value::Null);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_poll_keeps_the_last_good_view() {
+    let mut h = Harness::start(web(&[1]));
+    let policy = PollPolicy::with_interval(INTERVAL);
+    h.next_poll().await;
+    h.cluster.answer(Err(unreachable("prod")));
+    let failed = h.next_poll().await;
+    let retried = h.next_poll().await;
+    let ceiling = policy.failed.ceiling(1);
+    let gap = retried.at - failed.at;
+    assert!(
+        gap >= ceiling / 2 && gap <= ceiling,
+        "after a failure waited {gap:?}, ceiling {ceiling:?}"
+    );
+    let view = h.view();
+    assert_eq!(view["services"][0]["service"], "web", "{view}");
+    assert_eq!(state_of(&view, APP_1).as_deref(), Some("warm"), "{view}");
+    assert!(
+        view["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("unreachable") && e.contains("cluster prod")),
+        "{view}"
+    );
+    assert!(view["last_success"].is_string(), "{view}");
+    assert_eq!(h.engine.pull_count(), 1);
+    assert!(!view.to_string().contains("canary-pw"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_with_another_cluster_or_filters_polls_at_once() {
+    let mut h = Harness::start(web(&[1]));
+    let policy = PollPolicy::with_interval(INTERVAL);
+    let first = h.next_poll().await;
+
+    // The same configuration again changes nothing: the next poll comes on
+    // the interval.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    h.follower.update(Some(config("prod", &[])));
+    let next = h.next_poll().await;
+    assert!(
+        next.at - first.at >= INTERVAL.mul_f64(1.0 - policy.jitter),
+        "polled {:?} after the first",
+        next.at - first.at
+    );
+
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let reloaded = Instant::now();
+    h.follower.update(Some(config("staging", &["api"])));
+    let call = h.next_poll().await;
+    assert_eq!(call.at, reloaded, "the reload did not poll at once");
+    assert_eq!(call.cluster, "staging");
+    assert_eq!(call.filters.services, ["api"]);
+    assert_eq!(h.view()["cluster"], "staging");
+
+    // Narrowing the filters on the same cluster polls at once too.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let narrowed = Instant::now();
+    h.follower.update(Some(config("staging", &["web"])));
+    let call = h.next_poll().await;
+    assert_eq!(call.at, narrowed);
+    assert_eq!(call.filters.services, ["web"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_image_removed_from_the_engine_is_pulled_again() {
+    let mut h = Harness::start(web(&[1]));
+    h.next_poll().await;
+    h.next_poll().await;
+    assert_eq!(h.engine.pulls_of(APP_1), 1);
+
+    h.engine.remove(APP_1);
+    h.next_poll().await;
+    h.next_poll().await;
+    assert_eq!(
+        h.engine.pulls_of(APP_1),
+        2,
+        "the removed image was not pulled again"
+    );
+    assert_eq!(state_of(&h.view(), APP_1).as_deref(), Some("warm"));
+
+    // Back in the engine: later polls only check it.
+    let inspects = h.engine.inspect_count();
+    h.next_poll().await;
+    h.next_poll().await;
+    assert_eq!(h.engine.pulls_of(APP_1), 2);
+    assert_eq!(
+        h.engine.inspect_count(),
+        inspects + 2,
+        "one inspect per poll"
+    );
+}

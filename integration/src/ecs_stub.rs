@@ -1,0 +1,163 @@
+//! A stub ECS endpoint (plain HTTP on loopback) for what moto will not do:
+//! answer `ecs:ListServices` properly and `ecs:DescribeServices` with HTTP
+//! 200 and a body of the test's choosing (not JSON, JSON of another shape).
+//! Any other operation gets a 400 naming it. It checks no signature.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+/// The service `ListServices` names.
+pub const ECS_STUB_SERVICE_ARN: &str = "arn:aws:ecs:us-east-1:123456789012:service/stub/web";
+
+#[derive(Debug)]
+struct Shared {
+    describe_services: Vec<u8>,
+    /// Operations called (`ListServices`, ...), in order.
+    calls: Mutex<Vec<String>>,
+    stop: AtomicBool,
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct EcsStub {
+    port: u16,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EcsStub {
+    /// Starts the stub on a free 127.0.0.1 port; `DescribeServices` gets
+    /// `describe_services` with HTTP 200.
+    pub fn start(describe_services: &[u8]) -> EcsStub {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("cannot bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("no local address").port();
+        listener
+            .set_nonblocking(true)
+            .expect("cannot make the listener non-blocking");
+        let shared = Arc::new(Shared {
+            describe_services: describe_services.to_vec(),
+            calls: Mutex::new(Vec::new()),
+            stop: AtomicBool::new(false),
+        });
+        let thread = {
+            let shared = shared.clone();
+            thread::Builder::new()
+                .name(format!("ecs-stub-{port}"))
+                .spawn(move || {
+                    while !shared.stop.load(Ordering::Relaxed) {
+                        match listener.accept() {
+                            Ok((stream, _)) => {
+                                let shared = shared.clone();
+                                thread::spawn(move || serve(stream, &shared));
+                            }
+                            Err(_) => thread::sleep(Duration::from_millis(10)),
+                        }
+                    }
+                })
+                .expect("cannot start the stub thread")
+        };
+        EcsStub {
+            port,
+            shared,
+            thread: Some(thread),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`, for `AWS_ENDPOINT_URL`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The operations called so far, in order.
+    pub fn calls(&self) -> Vec<String> {
+        self.shared
+            .calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Drop for EcsStub {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Reads one request; returns its `X-Amz-Target` operation (after the
+/// last dot), or `None` when the client went away.
+fn read_request(reader: &mut BufReader<TcpStream>) -> Option<String> {
+    let mut target = String::new();
+    let mut length = 0usize;
+    let mut head_bytes = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        head_bytes += line.len();
+        if head_bytes > 64 * 1024 {
+            return None;
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            let value = value.trim();
+            if name.eq_ignore_ascii_case("x-amz-target") {
+                target = value.rsplit('.').next().unwrap_or_default().to_owned();
+            } else if name.eq_ignore_ascii_case("content-length") {
+                length = value.parse().ok()?;
+            }
+        }
+    }
+    let mut body = vec![0u8; length.min(1024 * 1024)];
+    reader.read_exact(&mut body).ok()?;
+    Some(target)
+}
+
+fn serve(stream: TcpStream, shared: &Shared) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(30)));
+    let Ok(mut writer) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(stream);
+    while let Some(target) = read_request(&mut reader) {
+        shared
+            .calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(target.clone());
+        let (status, body) = match target.as_str() {
+            "ListServices" => (
+                "200 OK",
+                format!(r#"{{"serviceArns":["{ECS_STUB_SERVICE_ARN}"]}}"#).into_bytes(),
+            ),
+            "DescribeServices" => ("200 OK", shared.describe_services.clone()),
+            other => (
+                "400 Bad Request",
+                format!(
+                    r#"{{"__type":"InvalidParameterException","message":"the stub does not serve {other}"}}"#
+                )
+                .into_bytes(),
+            ),
+        };
+        let head = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        if writer.write_all(head.as_bytes()).is_err() || writer.write_all(&body).is_err() {
+            return;
+        }
+    }
+}
