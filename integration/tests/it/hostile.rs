@@ -5,7 +5,7 @@
 //! each test sets `--client-header-timeout` for what it proves (the flood
 //! must outlast its own opening, the drop test wants it short), so neither
 //! needs a release build nor waits out the 10 s default. (In-process tests
-//! of the same limits are in crates/pullauth-agent/tests/server.rs; the
+//! of the same limits are in crates/pullauth-agent/tests/agent/server.rs; the
 //! default itself is pinned by the CLI tests.)
 
 use std::collections::HashSet;
