@@ -37,7 +37,7 @@ COPY . .
 # static PIE (still placed at a random address), and pack-relative-relocs
 # stores its ~23,000 relative relocations as RELR (7 KB) instead of RELA
 # (550 KB), which start-up would otherwise read page by page: with no shared
-# libc mapped either, the idle agent's RSS drops by about 1.6 MiB (see
+# libc mapped either, the idle agent's RSS drops by about 1.7 MiB (see
 # BENCHMARKS.md, issue 18). integration/test builds with the same flags.
 RUN RUSTFLAGS="-C target-feature=+crt-static -C link-arg=-Wl,-z,pack-relative-relocs" \
     cargo build --release --locked -p pullauth --target x86_64-unknown-linux-gnu \
