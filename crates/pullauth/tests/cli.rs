@@ -261,7 +261,7 @@ fn check_shows_every_setting_with_its_origin() {
     let env_file = write(
         dir.path(),
         "ecs.config",
-        "ECS_ENGINE_TASK_CLEANUP_WAIT_DURATION=90m\nPULLAUTH_ECR=off\n",
+        "ECS_ENGINE_TASK_CLEANUP_WAIT_DURATION=90m\nPULLAUTH_ECR=off\nPULLAUTH_AWS_TIMEOUT=5s\n",
     );
     let out = pullauth(&["check", "--env-file", &env_file], &[], b"");
     let stdout = text(&out.stdout);
@@ -281,6 +281,7 @@ fn check_shows_every_setting_with_its_origin() {
         format!("1h 30m {env_file}:1")
     );
     assert_eq!(row("PULLAUTH_ECR"), format!("off {env_file}:2"));
+    assert_eq!(row("PULLAUTH_AWS_TIMEOUT"), format!("5s {env_file}:3"));
     assert_eq!(row("ECS_IMAGE_PULL_TIMEOUT"), "2h default");
 }
 

@@ -109,6 +109,7 @@ fn print_others(config: &Config) -> anyhow::Result<()> {
                 origin: config.ecr.origin.clone(),
             },
         ),
+        ("PULLAUTH_AWS_TIMEOUT", dur(&config.aws_timeout)),
     ];
     for (name, setting) in rows {
         print_setting(name, Some(setting))?;
