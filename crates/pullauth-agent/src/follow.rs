@@ -20,6 +20,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -295,7 +296,10 @@ async fn poll(agent: &Agent, source: &dyn ClusterSource, config: &FollowConfig) 
 
 /// The references of `pulls` believed warm that the engine no longer has:
 /// one bounded inspect per distinct reference, a few at once. An engine
-/// that cannot answer leaves the image warm (a pull would fail as well).
+/// that cannot answer leaves the images warm (a pull would fail as well):
+/// after its first failed inspect no more are started this poll (a wedged
+/// engine would otherwise cost the engine-call timeout per image), and one
+/// warning says so.
 async fn removed_from_engine(agent: &Agent, pulls: &[prefetch::Pull]) -> BTreeSet<String> {
     let warm: BTreeSet<String> = agent.following(|view| {
         pulls
@@ -305,8 +309,13 @@ async fn removed_from_engine(agent: &Agent, pulls: &[prefetch::Pull]) -> BTreeSe
             .map(|key| key.0)
             .collect()
     });
+    let engine_failed = AtomicBool::new(false);
+    let engine_failed = &engine_failed;
     futures_util::stream::iter(warm)
         .map(|reference| async move {
+            if engine_failed.load(Ordering::Relaxed) {
+                return None;
+            }
             match agent.engine_has(&reference).await {
                 Ok(true) => None,
                 Ok(false) => {
@@ -314,7 +323,9 @@ async fn removed_from_engine(agent: &Agent, pulls: &[prefetch::Pull]) -> BTreeSe
                     Some(reference)
                 }
                 Err(error) => {
-                    tracing::warn!(image = %reference, error = %error, "cannot tell whether a prefetched image is still in the engine");
+                    if !engine_failed.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(error = %error, "cannot tell whether the prefetched images are still in the engine; they stay warm until the next poll checks again");
+                    }
                     None
                 }
             }

@@ -71,6 +71,8 @@ impl ClusterSource for ScriptedCluster {
 /// the test removes it, and counts pulls and inspects.
 #[derive(Default)]
 struct InstantEngine {
+    /// Set: every inspect fails as a wedged engine's would.
+    wedged: std::sync::atomic::AtomicBool,
     present: Mutex<BTreeSet<String>>,
     /// (reference, username) of each pull.
     pulls: Mutex<Vec<(String, Option<String>)>>,
@@ -156,6 +158,13 @@ impl Puller for InstantEngine {
             .lock()
             .expect("inspects")
             .push(reference.to_owned());
+        if self.wedged.load(std::sync::atomic::Ordering::Relaxed) {
+            let error = PullError::EngineUnreachable {
+                address: "fake://instant".to_owned(),
+                detail: "it did not answer".to_owned(),
+            };
+            return async move { Err(error) }.boxed();
+        }
         let present = self.present.lock().expect("present").contains(reference);
         async move { Ok(present.then(|| format!("sha256:{}", reference.len()))) }.boxed()
     }
@@ -510,4 +519,29 @@ async fn an_image_removed_from_the_engine_is_pulled_again() {
         inspects + 2,
         "one inspect per poll"
     );
+}
+
+/// An engine that cannot answer inspects: the warm images stay warm (no
+/// pull), and the poll stops asking after the first failure instead of
+/// waiting out one engine-call timeout per image.
+#[tokio::test(start_paused = true)]
+async fn an_engine_that_cannot_answer_stops_the_presence_checks_of_a_poll() {
+    let revisions: Vec<u32> = (1..=12).collect();
+    let mut h = Harness::start(web(&revisions));
+    h.next_poll().await;
+    h.next_poll().await;
+    assert_eq!(h.engine.pull_count(), 12);
+
+    h.engine
+        .wedged
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let inspects = h.engine.inspect_count();
+    h.next_poll().await;
+    let asked = h.engine.inspect_count() - inspects;
+    assert!(
+        (1..=pullauth_agent::follow::PRESENCE_CHECKS_AT_ONCE).contains(&asked),
+        "{asked} inspects of a failing engine in one poll"
+    );
+    assert_eq!(h.engine.pull_count(), 12, "nothing is pulled again");
+    assert_eq!(state_of(&h.view(), APP_1).as_deref(), Some("warm"));
 }
