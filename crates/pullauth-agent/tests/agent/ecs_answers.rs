@@ -8,10 +8,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
 use pullauth_agent::prefetch::{self, Filters};
-use pullauth_aws::{Aws, AwsOptions, ErrorClass};
+use pullauth_aws::ErrorClass;
+
+use crate::stub::{aws_at, serve_json};
 
 const CLUSTER: &str = "prod";
 const SERVICE_ARN: &str = "arn:aws:ecs:eu-west-1:123456789012:service/prod/web";
@@ -24,78 +24,31 @@ const TEST_BOUND: Duration = Duration::from_secs(30);
 /// `body` with HTTP 200; any other call gets a 400 naming it. Returns the
 /// URL and the operations called, in order.
 async fn ecs_stub(body: &'static str) -> (String, Arc<Mutex<Vec<String>>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind the stub");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
     let calls = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::clone(&calls);
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let seen = Arc::clone(&seen);
-            let service = hyper::service::service_fn(
-                move |request: hyper::Request<hyper::body::Incoming>| {
-                    let seen = Arc::clone(&seen);
-                    async move {
-                        let target = request
-                            .headers()
-                            .get("x-amz-target")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or_default()
-                            .rsplit('.')
-                            .next()
-                            .unwrap_or_default()
-                            .to_owned();
-                        let _ = request.into_body().collect().await;
-                        seen.lock().expect("calls").push(target.clone());
-                        let (status, body) = match target.as_str() {
-                            "ListServices" => {
-                                (200, format!(r#"{{"serviceArns":["{SERVICE_ARN}"]}}"#))
-                            }
-                            "DescribeServices" => (200, body.to_owned()),
-                            other => (
-                                400,
-                                format!(
-                                    r#"{{"__type":"InvalidParameterException","message":"the stub does not serve {other}"}}"#
-                                ),
-                            ),
-                        };
-                        hyper::Response::builder()
-                            .status(status)
-                            .header("content-type", "application/x-amz-json-1.1")
-                            .body(Full::new(Bytes::from(body)))
-                    }
-                },
-            );
-            tokio::spawn(async move {
-                let io = hyper_util::rt::TokioIo::new(stream);
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(io, service)
-                    .await;
-            });
+    let url = serve_json(move |headers| {
+        let target = headers
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .rsplit('.')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        seen.lock().expect("calls").push(target.clone());
+        match target.as_str() {
+            "ListServices" => (200, format!(r#"{{"serviceArns":["{SERVICE_ARN}"]}}"#)),
+            "DescribeServices" => (200, body.to_owned()),
+            other => (
+                400,
+                format!(
+                    r#"{{"__type":"InvalidParameterException","message":"the stub does not serve {other}"}}"#
+                ),
+            ),
         }
-    });
+    })
+    .await;
     (url, calls)
-}
-
-async fn aws_at(endpoint: &str) -> Aws {
-    let loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("eu-west-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(aws_credential_types::Credentials::new(
-            "AKIDSTUBEXAMPLE",
-            "stub-secret-key",
-            None,
-            None,
-            "test",
-        ));
-    let options = AwsOptions {
-        attempt_timeout: Duration::from_secs(2),
-        operation_timeout: Duration::from_secs(5),
-        max_attempts: 1,
-        ..AwsOptions::default()
-    };
-    Aws::from_loader(loader, options).await
 }
 
 /// Bodies that cannot be read as a `DescribeServices` answer: the read

@@ -522,60 +522,32 @@ async fn helpers_run_once_for_a_burst_of_tasks_and_verify_uses_them() {
 /// `{"authorizationData": {"authorizationToken", "expiresAt"}}`, or, when
 /// `deny`, an `AccessDeniedException`. Returns its URL and what it saw.
 async fn ecr_public_stub(deny: bool) -> (String, Arc<Mutex<Vec<hyper::HeaderMap>>>) {
-    use http_body_util::{BodyExt, Full};
-    use hyper::body::Bytes;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind the stub");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
     let seen = Arc::new(Mutex::new(Vec::new()));
     let recorded = Arc::clone(&seen);
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let recorded = Arc::clone(&recorded);
-            let service = hyper::service::service_fn(
-                move |request: hyper::Request<hyper::body::Incoming>| {
-                    let recorded = Arc::clone(&recorded);
-                    async move {
-                        recorded
-                            .lock()
-                            .expect("seen")
-                            .push(request.headers().clone());
-                        let _ = request.into_body().collect().await;
-                        let expires = std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .expect("clock")
-                            .as_secs()
-                            + 12 * 3600;
-                        // base64("AWS:pub-canary-token")
-                        let (status, body) = if deny {
-                            (
-                                400,
-                                json!({"__type": "AccessDeniedException", "message": "denied"}),
-                            )
-                        } else {
-                            (
-                                200,
-                                json!({"authorizationData": {
-                            "authorizationToken": "QVdTOnB1Yi1jYW5hcnktdG9rZW4=",
-                            "expiresAt": expires}}),
-                            )
-                        };
-                        hyper::Response::builder()
-                            .status(status)
-                            .header("content-type", "application/x-amz-json-1.1")
-                            .body(Full::new(Bytes::from(body.to_string())))
-                    }
-                },
-            );
-            tokio::spawn(async move {
-                let io = hyper_util::rt::TokioIo::new(stream);
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(io, service)
-                    .await;
-            });
-        }
-    });
+    let url = crate::stub::serve_json(move |headers| {
+        recorded.lock().expect("seen").push(headers.clone());
+        let expires = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+            + 12 * 3600;
+        // base64("AWS:pub-canary-token")
+        let (status, body) = if deny {
+            (
+                400,
+                json!({"__type": "AccessDeniedException", "message": "denied"}),
+            )
+        } else {
+            (
+                200,
+                json!({"authorizationData": {
+                    "authorizationToken": "QVdTOnB1Yi1jYW5hcnktdG9rZW4=",
+                    "expiresAt": expires}}),
+            )
+        };
+        (status, body.to_string())
+    })
+    .await;
     (url, seen)
 }
 
@@ -583,23 +555,7 @@ async fn ecr_public_stub(deny: bool) -> (String, Arc<Mutex<Vec<hyper::HeaderMap>
 /// eu-west-1 (so that a call signed for us-east-1 proves ECR Public's
 /// region was chosen on purpose).
 async fn agent_with_aws(engine: &Arc<FakeEngine>, endpoint: &str) -> Agent {
-    let loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("eu-west-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(aws_credential_types::Credentials::new(
-            "AKIDSTUBEXAMPLE",
-            "stub-secret-key",
-            None,
-            None,
-            "test",
-        ));
-    let options = pullauth_aws::AwsOptions {
-        attempt_timeout: Duration::from_secs(2),
-        operation_timeout: Duration::from_secs(5),
-        max_attempts: 1,
-        ..pullauth_aws::AwsOptions::default()
-    };
-    let aws = pullauth_aws::Aws::from_loader(loader, options).await;
+    let aws = crate::stub::aws_at(endpoint).await;
     Agent::start_with_provider(
         Store::in_memory(),
         engine.clone(),

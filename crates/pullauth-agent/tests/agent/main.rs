@@ -7,3 +7,4 @@ mod ecs_answers;
 mod follow;
 mod in_process;
 mod server;
+mod stub;
