@@ -1,7 +1,9 @@
 //! A stub S3 endpoint (plain HTTP on loopback) for what moto cannot do:
 //! answer `GetObject` with a body, then stall, or stream a body without a
-//! length while counting what it sent. It is a stub: it answers every
-//! request alike, whatever the bucket, key or signature.
+//! length while counting what it sent, or hold a bucket in one region and
+//! redirect requests signed for another. It is a stub: it answers every
+//! request alike, whatever the bucket, key or signature (only
+//! [`S3Mode::InRegion`] reads the signature's scope).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -20,6 +22,11 @@ pub enum S3Mode {
     /// `200` with a chunked body of up to this many bytes (no length), sent
     /// in 64 KiB chunks until the client goes away.
     Stream(u64),
+    /// The bucket lives in `region`: a request signed for that region
+    /// (`Credential=.../<region>/s3/aws4_request`) gets `200` with `body`;
+    /// any other gets S3's `301 PermanentRedirect` with
+    /// `x-amz-bucket-region`.
+    InRegion { region: String, body: Vec<u8> },
 }
 
 #[derive(Debug)]
@@ -30,6 +37,8 @@ struct Shared {
     /// Body bytes written by [`S3Mode::Stream`] before the client left.
     streamed: AtomicU64,
     streams_done: AtomicUsize,
+    /// The signing region of every request, in order (`?` if unsigned).
+    signed_for: Mutex<Vec<String>>,
     stop: AtomicBool,
 }
 
@@ -54,6 +63,7 @@ impl S3Stub {
             stalled: AtomicUsize::new(0),
             streamed: AtomicU64::new(0),
             streams_done: AtomicUsize::new(0),
+            signed_for: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
         });
         let thread = {
@@ -100,6 +110,15 @@ impl S3Stub {
         self.shared.stalled.load(Ordering::SeqCst)
     }
 
+    /// The region each request so far was signed for, in order.
+    pub fn signed_for(&self) -> Vec<String> {
+        self.shared
+            .signed_for
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// Body bytes the finished streams wrote, and how many finished.
     pub fn streamed(&self) -> (u64, usize) {
         (
@@ -119,26 +138,42 @@ impl Drop for S3Stub {
 }
 
 /// Reads one request head (the stub's clients send no request body).
-fn read_head(stream: &mut TcpStream) -> bool {
+fn read_head(stream: &mut TcpStream) -> Option<String> {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
         match stream.read(&mut byte) {
             Ok(1) => head.push(byte[0]),
-            _ => return false,
+            _ => return None,
         }
         if head.len() > 64 * 1024 {
-            return false;
+            return None;
         }
     }
-    true
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// The region of a SigV4 `Authorization` header's credential scope
+/// (`Credential=<key id>/<date>/<region>/<service>/aws4_request`).
+fn signing_region(head: &str) -> Option<&str> {
+    let auth = head.lines().find_map(|l| {
+        l.strip_prefix("authorization: ")
+            .or_else(|| l.strip_prefix("Authorization: "))
+    })?;
+    let scope = auth.split("Credential=").nth(1)?.split(',').next()?;
+    scope.split('/').nth(2)
 }
 
 fn serve(mut stream: TcpStream, shared: &Shared, held: &Mutex<Vec<TcpStream>>) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
     let _ = stream.set_write_timeout(Some(Duration::from_secs(30)));
-    while read_head(&mut stream) {
+    while let Some(head) = read_head(&mut stream) {
+        shared
+            .signed_for
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(signing_region(&head).unwrap_or("?").to_string());
         let mode = shared
             .mode
             .lock()
@@ -151,6 +186,30 @@ fn serve(mut stream: TcpStream, shared: &Shared, held: &Mutex<Vec<TcpStream>>) {
                     body.len()
                 );
                 if stream.write_all(head.as_bytes()).is_err() || stream.write_all(&body).is_err() {
+                    return;
+                }
+            }
+            S3Mode::InRegion { region, body } => {
+                let answer = if signing_region(&head) == Some(region.as_str()) {
+                    let mut answer = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+                        body.len()
+                    )
+                    .into_bytes();
+                    answer.extend_from_slice(&body);
+                    answer
+                } else {
+                    let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>PermanentRedirect</Code>\
+                               <Message>The bucket you are attempting to access must be addressed using the specified endpoint. \
+                               Please send all future requests to this endpoint.</Message></Error>";
+                    format!(
+                        "HTTP/1.1 301 Moved Permanently\r\nx-amz-bucket-region: {region}\r\n\
+                         Content-Type: application/xml\r\nContent-Length: {}\r\n\r\n{xml}",
+                        xml.len()
+                    )
+                    .into_bytes()
+                };
+                if stream.write_all(&answer).is_err() {
                     return;
                 }
             }

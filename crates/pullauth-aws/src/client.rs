@@ -23,7 +23,7 @@ use crate::ecs::TaskDefinitionCache;
 use crate::error::{self, Call, TimeLimits};
 use crate::metrics::{Counters, CountersSnapshot};
 use crate::parse::{self, SecretCredentials};
-use crate::{AwsError, CaBundle, RoleArn, S3Location};
+use crate::{AwsError, CaBundle, RoleArn};
 
 /// Default [`AwsOptions::attempt_timeout`]: the ECS agent's ECR HTTP
 /// round-trip timeout (`roundtripTimeout` in agent/ecr/factory.go).
@@ -173,7 +173,7 @@ pub struct Aws {
 
 pub(crate) struct Inner {
     pub(crate) config: SdkConfig,
-    options: AwsOptions,
+    pub(crate) options: AwsOptions,
     tokens: ExpiringCache<TokenKey, EcrToken>,
     /// ECR Public tokens, by principal and endpoint override.
     public_tokens: ExpiringCache<(Principal, Option<String>), EcrToken>,
@@ -590,72 +590,6 @@ impl Aws {
         parse::parse_secret_string(&text).map_err(bad)
     }
 
-    /// The content of an S3 object (an `--env-file s3://bucket/key`), read
-    /// with the default chain, at most [`MAX_OBJECT_BYTES`].
-    pub async fn get_object(&self, location: &S3Location) -> Result<Zeroizing<Vec<u8>>, AwsError> {
-        self.counted(self.get_object_inner(location).await)
-    }
-
-    async fn get_object_inner(
-        &self,
-        location: &S3Location,
-    ) -> Result<Zeroizing<Vec<u8>>, AwsError> {
-        let call = Call {
-            operation: "s3:GetObject",
-            target: location.to_string(),
-            principal: Principal::Default.to_string(),
-        };
-        let client = aws_sdk_s3::Client::new(&self.inner.config);
-        self.inner.counters.add(&self.inner.counters.object_fetches);
-        let output = client
-            .get_object()
-            .bucket(&location.bucket)
-            .key(&location.key)
-            .send()
-            .await
-            .map_err(|e| {
-                self.sdk_error(call.clone(), e, |code| match code {
-                    "NoSuchBucket" => Some(format!("no such bucket {:?}", location.bucket)),
-                    "NoSuchKey" => Some(format!(
-                        "no such key {:?} in bucket {:?}",
-                        location.key, location.bucket
-                    )),
-                    _ => None,
-                })
-            })?;
-        let bad = |problem: String| AwsError::BadResponse {
-            call: call.clone(),
-            problem,
-        };
-        if let Some(length) = output.content_length()
-            && u64::try_from(length).unwrap_or(u64::MAX) > MAX_OBJECT_BYTES
-        {
-            return Err(bad(format!(
-                "the object has {length} bytes, more than the {MAX_OBJECT_BYTES} allowed"
-            )));
-        }
-        // Read chunk by chunk, and stop one byte past the limit: a body
-        // without a length (chunked) is never read in full to learn that
-        // it is too large.
-        let mut body = output.body;
-        // Room for the whole limit up front: growing would leave copies of
-        // the content behind that are never zeroized.
-        let mut bytes = Zeroizing::new(Vec::with_capacity(MAX_OBJECT_BYTES as usize));
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|_| AwsError::Unreachable {
-                call: call.clone(),
-                detail: "the connection failed while reading the object".into(),
-            })?;
-            if (bytes.len() + chunk.len()) as u64 > MAX_OBJECT_BYTES {
-                return Err(bad(format!(
-                    "the object is larger than {MAX_OBJECT_BYTES} bytes"
-                )));
-            }
-            bytes.extend_from_slice(&chunk);
-        }
-        Ok(bytes)
-    }
-
     /// The counters so far.
     pub fn counters(&self) -> CountersSnapshot {
         self.inner.counters.snapshot()
@@ -731,7 +665,7 @@ impl Aws {
     /// The endpoint the SDK will use for `service_id` instead of AWS's,
     /// resolved as the generated clients resolve it
     /// (`AWS_ENDPOINT_URL_<SERVICE>`, the profile, then `AWS_ENDPOINT_URL`).
-    fn endpoint_override(&self, service_id: &str) -> Option<String> {
+    pub(crate) fn endpoint_override(&self, service_id: &str) -> Option<String> {
         let config = &self.inner.config;
         if config.get_origin("endpoint_url").is_client_config() {
             return config.endpoint_url().map(str::to_string);
@@ -749,7 +683,7 @@ impl Aws {
     /// The limits every SDK call runs under: an attempt that times out is
     /// retried like any transient failure, so the real bound is the
     /// attempts' (often well before the total's).
-    fn time_limits(&self) -> TimeLimits {
+    pub(crate) fn time_limits(&self) -> TimeLimits {
         let options = &self.inner.options;
         TimeLimits {
             per_attempt: Some(options.attempt_timeout),
@@ -874,7 +808,7 @@ fn arn_region(secret: &str) -> Option<&str> {
 
 /// The error and its sources on one line (connection errors name the
 /// endpoint, never a credential).
-fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut out = err.to_string();
     let mut source = err.source();
     while let Some(e) = source {

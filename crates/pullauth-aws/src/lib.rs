@@ -13,7 +13,8 @@
 //!   Manager, never cached here.
 //! - [`RoleArn`]: calls made for a role use credentials from
 //!   `sts:AssumeRole`, cached until shortly before they expire.
-//! - [`Aws::get_object`] with [`S3Location`]: env files in S3.
+//! - [`Aws::get_object`] with [`S3Location`]: env files in S3 (the SDK's
+//!   orchestrator and SigV4 signer, without the generated S3 client).
 //! - [`Aws::ecs_services`] and [`Aws::ecs_task_definition`]: which task
 //!   definitions a cluster's services run and which images they name
 //!   (task definitions cached by ARN: they are immutable).
@@ -74,7 +75,6 @@ pub const SDK_LOG_TARGETS: &[&str] = &[
     "aws_runtime",
     "aws_sdk_ecr",
     "aws_sdk_ecs",
-    "aws_sdk_s3",
     "aws_sdk_secretsmanager",
     "aws_sdk_sts",
     "aws_sigv4",

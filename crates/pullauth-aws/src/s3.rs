@@ -1,8 +1,51 @@
-//! `s3://bucket/key` locations, parsed once.
+//! Env files in S3: `s3://bucket/key` locations, and the one call that
+//! reads them, `s3:GetObject`.
+//!
+//! The call is made without the generated S3 client (`aws-sdk-s3`, the
+//! largest crate of the build, for one operation). It runs on the SDK's own
+//! machinery instead: the smithy orchestrator ([`Operation`]) with the
+//! configuration's HTTP client, timeouts and standard retries, and SigV4
+//! from the SDK's `aws-sigv4` with S3's settings (single URI encoding, no
+//! path normalization, `x-amz-content-sha256`). What is written here is
+//! only what the generated client would have derived from S3's model: the
+//! URL of the object (see [`ObjectAddress`]) and the code and message of
+//! S3's XML errors.
 
 use std::fmt;
+use std::time::SystemTime;
 
-use crate::AwsError;
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::ProvideCredentials;
+use aws_runtime::retries::classifiers::AwsErrorCodeClassifier;
+use aws_sigv4::http_request::{
+    PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
+    UriPathNormalizationMode, sign,
+};
+use aws_smithy_http::label::{EncodingStrategy, fmt_string};
+use aws_smithy_runtime::client::orchestrator::operation::Operation;
+use aws_smithy_runtime::client::retries::classifiers::{
+    HttpStatusCodeClassifier, TransientErrorClassifier,
+};
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::{
+    BeforeTransmitInterceptorContextMut, Error, Output,
+};
+use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse, OrchestratorError};
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_runtime_api::client::ser_de::DeserializeResponse;
+use aws_smithy_types::body::SdkBody;
+use aws_smithy_types::byte_stream::ByteStream;
+use aws_smithy_types::config_bag::ConfigBag;
+use aws_smithy_types::error::ErrorMetadata;
+use aws_smithy_types::retry::RetryConfig;
+use aws_smithy_types::timeout::TimeoutConfig;
+use secrecy::zeroize::Zeroizing;
+
+use crate::client::{MAX_OBJECT_BYTES, Principal};
+use crate::error::Call;
+use crate::{Aws, AwsError};
 
 /// An object in S3, as `--env-file s3://bucket/key` names it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -55,6 +98,439 @@ impl fmt::Display for S3Location {
     }
 }
 
+/// Where `s3:GetObject` of an object is sent: the endpoint (scheme and
+/// host, plus the path of an endpoint override) and the object's path on
+/// it, percent-encoded as S3 expects.
+///
+/// The rules are those of the SDK's S3 endpoint rules for a plain bucket
+/// (no ARNs, access points or S3 Express; [`S3Location`] refuses them):
+/// - virtual-hosted style, `https://<bucket>.s3.<region>.<suffix>/<key>`
+///   (`s3-fips`, `s3.dualstack`, `s3-fips.dualstack` as configured);
+/// - path style, `https://s3.<region>.<suffix>/<bucket>/<key>`, for bucket
+///   names with dots (a dotted name does not match the `*.s3` wildcard
+///   certificate);
+/// - with an endpoint override (`AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`):
+///   `<scheme>://<bucket>.<host>/<key>`, or path style when the host is an
+///   IP address (moto, a local MinIO) or the bucket has dots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ObjectAddress {
+    pub(crate) endpoint: String,
+    pub(crate) path: String,
+}
+
+/// How the endpoint of [`ObjectAddress::new`] is chosen.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct EndpointChoice<'a> {
+    /// An endpoint override, as configured.
+    pub(crate) endpoint_override: Option<&'a str>,
+    pub(crate) fips: bool,
+    pub(crate) dual_stack: bool,
+}
+
+impl ObjectAddress {
+    pub(crate) fn new(
+        location: &S3Location,
+        region: &str,
+        choice: EndpointChoice<'_>,
+    ) -> Result<ObjectAddress, &'static str> {
+        let key = fmt_string(&location.key, EncodingStrategy::Greedy);
+        let dotted = location.bucket.contains('.');
+        let (scheme, host, base_path) = match choice.endpoint_override {
+            Some(url) => {
+                let uri: http::Uri = url
+                    .parse()
+                    .map_err(|_| "the S3 endpoint override is not a URL")?;
+                let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+                    return Err("the S3 endpoint override needs a scheme and a host");
+                };
+                (
+                    scheme.to_string(),
+                    authority.as_str().to_string(),
+                    uri.path().trim_end_matches('/').to_string(),
+                )
+            }
+            None => {
+                let service = match (choice.fips, choice.dual_stack) {
+                    (false, false) => "s3",
+                    (true, false) => "s3-fips",
+                    (false, true) => "s3.dualstack",
+                    (true, true) => "s3-fips.dualstack",
+                };
+                let suffix = pullauth_resolve::partition_dns_suffix(region);
+                (
+                    "https".to_string(),
+                    format!("{service}.{region}.{suffix}"),
+                    String::new(),
+                )
+            }
+        };
+        let is_ip = {
+            let name = host.rsplit_once(':').map_or(host.as_str(), |(name, port)| {
+                if port.bytes().all(|b| b.is_ascii_digit()) {
+                    name
+                } else {
+                    host.as_str()
+                }
+            });
+            name.starts_with('[') || name.parse::<std::net::Ipv4Addr>().is_ok()
+        };
+        Ok(if dotted || is_ip {
+            ObjectAddress {
+                endpoint: format!("{scheme}://{host}{base_path}"),
+                path: format!("/{}/{key}", location.bucket),
+            }
+        } else {
+            ObjectAddress {
+                endpoint: format!("{scheme}://{}.{host}{base_path}", location.bucket),
+                path: format!("/{key}"),
+            }
+        })
+    }
+}
+
+/// The code and message of an S3 XML error body
+/// (`<Error><Code>NoSuchKey</Code><Message>...</Message>...</Error>`).
+/// Nothing else of the body is kept: a `SignatureDoesNotMatch` answer
+/// also carries the string that was signed.
+fn error_metadata(status: u16, bucket_region: Option<&str>, body: &[u8]) -> ErrorMetadata {
+    let mut builder = ErrorMetadata::builder().custom("status", status.to_string());
+    if let Some(region) = bucket_region {
+        builder = builder.custom("bucket_region", region);
+    }
+    let Ok(mut document) = aws_smithy_xml::decode::Document::try_from(body) else {
+        return builder.build();
+    };
+    let Ok(mut root) = document.root_element() else {
+        return builder.build();
+    };
+    if !root.start_el().matches("Error") {
+        return builder.build();
+    }
+    while let Some(mut tag) = root.next_tag() {
+        let name = tag.start_el().local().to_string();
+        let Ok(text) = aws_smithy_xml::decode::try_data(&mut tag) else {
+            continue;
+        };
+        match name.as_str() {
+            "Code" => builder = builder.code(text.into_owned()),
+            "Message" => builder = builder.message(text.into_owned()),
+            _ => {}
+        }
+    }
+    builder.build()
+}
+
+/// A `GetObject` answer: the body, not yet read.
+#[derive(Debug)]
+struct Object {
+    length: Option<u64>,
+    body: ByteStream,
+}
+
+/// Hands a success's body over unread (so that [`Aws::get_object`] reads
+/// no further than its limit); reads an error's body into
+/// [`ErrorMetadata`].
+#[derive(Debug)]
+struct ObjectDeserializer;
+
+impl DeserializeResponse for ObjectDeserializer {
+    fn deserialize_streaming(
+        &self,
+        response: &mut HttpResponse,
+    ) -> Option<Result<Output, OrchestratorError<Error>>> {
+        if !response.status().is_success() {
+            return None;
+        }
+        let length = response
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.parse::<u64>().ok());
+        let body = std::mem::replace(response.body_mut(), SdkBody::taken());
+        Some(Ok(Output::erase(Object {
+            length,
+            body: ByteStream::new(body),
+        })))
+    }
+
+    fn deserialize_nonstreaming(
+        &self,
+        response: &HttpResponse,
+    ) -> Result<Output, OrchestratorError<Error>> {
+        let metadata = error_metadata(
+            response.status().as_u16(),
+            response.headers().get("x-amz-bucket-region"),
+            response.body().bytes().unwrap_or_default(),
+        );
+        Err(OrchestratorError::operation(Error::erase(metadata)))
+    }
+}
+
+/// Signs each attempt's request just before it is sent (SigV4, S3's
+/// settings), with credentials resolved before the call.
+struct SignForS3 {
+    credentials: Credentials,
+    region: String,
+}
+
+impl fmt::Debug for SignForS3 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignForS3")
+            .field("region", &self.region)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Headers a signature adds; a retried attempt's request is signed anew.
+const SIGNATURE_HEADERS: [&str; 4] = [
+    "authorization",
+    "x-amz-date",
+    "x-amz-content-sha256",
+    "x-amz-security-token",
+];
+
+impl Intercept for SignForS3 {
+    fn name(&self) -> &'static str {
+        "SignForS3"
+    }
+
+    fn modify_before_transmit(
+        &self,
+        context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let now = components
+            .time_source()
+            .map_or_else(SystemTime::now, |clock| clock.now());
+        let request: &mut HttpRequest = context.request_mut();
+        for name in SIGNATURE_HEADERS {
+            request.headers_mut().remove(name);
+        }
+        let mut settings = SigningSettings::default();
+        settings.percent_encoding_mode = PercentEncodingMode::Single;
+        settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+        settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+        let identity = self.credentials.clone().into();
+        let params = aws_sigv4::sign::v4::SigningParams::builder()
+            .identity(&identity)
+            .region(&self.region)
+            .name("s3")
+            .time(now)
+            .settings(settings)
+            .build()?
+            .into();
+        let headers: Vec<(String, String)> = {
+            let signable = SignableRequest::new(
+                request.method(),
+                request.uri(),
+                request.headers().iter(),
+                SignableBody::Bytes(&[]),
+            )?;
+            let (instructions, _) = sign(signable, &params)?.into_parts();
+            instructions
+                .headers()
+                .map(|(name, value)| (name.to_string(), value.to_string()))
+                .collect()
+        };
+        for (name, value) in headers {
+            request.headers_mut().insert(name, value);
+        }
+        Ok(())
+    }
+}
+
+impl Aws {
+    /// The content of an S3 object (an `--env-file s3://bucket/key`), read
+    /// with the default chain, at most [`MAX_OBJECT_BYTES`], within the
+    /// operation timeout (credentials, every attempt and the body).
+    ///
+    /// The region is the configured one. When S3 answers that the bucket
+    /// lives in another region (`x-amz-bucket-region`, as on a 301
+    /// `PermanentRedirect`), the call is made once more there.
+    pub async fn get_object(&self, location: &S3Location) -> Result<Zeroizing<Vec<u8>>, AwsError> {
+        let call = Call {
+            operation: "s3:GetObject",
+            target: location.to_string(),
+            principal: Principal::Default.to_string(),
+        };
+        let limit = self.inner.options.operation_timeout;
+        let result = match tokio::time::timeout(limit, self.get_object_inner(location, &call)).await
+        {
+            Ok(result) => result,
+            Err(_) => Err(AwsError::Timeout {
+                call,
+                limits: self.time_limits(),
+            }),
+        };
+        self.counted(result)
+    }
+
+    async fn get_object_inner(
+        &self,
+        location: &S3Location,
+        call: &Call,
+    ) -> Result<Zeroizing<Vec<u8>>, AwsError> {
+        let config = &self.inner.config;
+        let no_credentials = |detail: String| AwsError::NoCredentials {
+            call: call.clone(),
+            detail,
+        };
+        let Some(provider) = config.credentials_provider() else {
+            return Err(no_credentials(
+                "no credential provider is configured".into(),
+            ));
+        };
+        let credentials = provider
+            .provide_credentials()
+            .await
+            .map_err(|e| no_credentials(crate::client::chain(&e)))?;
+        let Some(region) = config.region().map(|r| r.as_ref().to_string()) else {
+            return Err(AwsError::Invalid {
+                what: "S3 location",
+                value: location.to_string(),
+                problem: "no AWS region is configured: set AWS_REGION (or AWS_DEFAULT_REGION, or a profile's region) to the bucket's region",
+            });
+        };
+        self.inner.counters.add(&self.inner.counters.object_fetches);
+        let object = match self
+            .send_get_object(location, &region, credentials.clone())
+            .await
+        {
+            Err(SdkError::ServiceError(e))
+                if e.err()
+                    .extra("bucket_region")
+                    .is_some_and(|other| other != region) =>
+            {
+                let other = e
+                    .err()
+                    .extra("bucket_region")
+                    .unwrap_or_default()
+                    .to_string();
+                tracing::info!(
+                    location = %location,
+                    region = %region,
+                    bucket_region = %other,
+                    "the bucket is in another region; reading it there"
+                );
+                self.send_get_object(location, &other, credentials).await
+            }
+            other => other,
+        }
+        .map_err(|e| {
+            self.sdk_error(call.clone(), e, |code| match code {
+                "NoSuchBucket" => Some(format!("no such bucket {:?}", location.bucket)),
+                "NoSuchKey" => Some(format!(
+                    "no such key {:?} in bucket {:?}",
+                    location.key, location.bucket
+                )),
+                _ => None,
+            })
+        })?;
+        let bad = |problem: String| AwsError::BadResponse {
+            call: call.clone(),
+            problem,
+        };
+        if let Some(length) = object.length
+            && length > MAX_OBJECT_BYTES
+        {
+            return Err(bad(format!(
+                "the object has {length} bytes, more than the {MAX_OBJECT_BYTES} allowed"
+            )));
+        }
+        // Read chunk by chunk, and stop one byte past the limit: a body
+        // without a length (chunked) is never read in full to learn that
+        // it is too large.
+        let mut body = object.body;
+        // Room for the whole limit up front: growing would leave copies of
+        // the content behind that are never zeroized.
+        let mut bytes = Zeroizing::new(Vec::with_capacity(MAX_OBJECT_BYTES as usize));
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|_| AwsError::Unreachable {
+                call: call.clone(),
+                detail: "the connection failed while reading the object".into(),
+            })?;
+            if (bytes.len() + chunk.len()) as u64 > MAX_OBJECT_BYTES {
+                return Err(bad(format!(
+                    "the object is larger than {MAX_OBJECT_BYTES} bytes"
+                )));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(bytes)
+    }
+
+    /// One `s3:GetObject` in `region`, retried as the configuration says.
+    async fn send_get_object(
+        &self,
+        location: &S3Location,
+        region: &str,
+        credentials: Credentials,
+    ) -> Result<Object, SdkError<ErrorMetadata, HttpResponse>> {
+        let config = &self.inner.config;
+        let endpoint_override = self.endpoint_override("S3");
+        let address = ObjectAddress::new(
+            location,
+            region,
+            EndpointChoice {
+                endpoint_override: endpoint_override.as_deref(),
+                fips: config.use_fips().unwrap_or(false),
+                dual_stack: config.use_dual_stack().unwrap_or(false),
+            },
+        )
+        .map_err(|problem| SdkError::construction_failure(problem))?;
+        let Some(http_client) = config.http_client() else {
+            return Err(SdkError::construction_failure(
+                "no HTTP client is configured",
+            ));
+        };
+        let mut operation = Operation::builder()
+            .service_name("s3")
+            .operation_name("GetObject")
+            .http_client(http_client)
+            .endpoint_url(&address.endpoint)
+            .no_auth()
+            .standard_retry(
+                &config
+                    .retry_config()
+                    .cloned()
+                    .unwrap_or_else(RetryConfig::standard),
+            )
+            .retry_classifier(HttpStatusCodeClassifier::default())
+            .retry_classifier(TransientErrorClassifier::<ErrorMetadata>::new())
+            .retry_classifier(AwsErrorCodeClassifier::<ErrorMetadata>::new())
+            .timeout_config(
+                config
+                    .timeout_config()
+                    .cloned()
+                    .unwrap_or_else(TimeoutConfig::disabled),
+            )
+            .with_connection_poisoning()
+            .interceptor(SignForS3 {
+                credentials,
+                region: region.to_string(),
+            });
+        if let Some(sleep) = config.sleep_impl() {
+            operation = operation.sleep_impl(sleep);
+        }
+        if let Some(clock) = config.time_source() {
+            operation = operation.time_source(clock);
+        }
+        operation
+            .serializer(|path: String| {
+                Ok(HttpRequest::try_from(
+                    http::Request::builder()
+                        .method("GET")
+                        .uri(path)
+                        .body(SdkBody::empty())?,
+                )?)
+            })
+            .deserializer_impl::<Object, ErrorMetadata>(ObjectDeserializer)
+            .build()
+            .invoke(address.path)
+            .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use rstest::rstest;
@@ -69,6 +545,185 @@ mod tests {
         let l = S3Location::parse(url).expect("valid");
         assert_eq!((l.bucket.as_str(), l.key.as_str()), (bucket, key));
         assert_eq!(l.to_string(), url);
+    }
+
+    fn address(url: &str, region: &str, choice: EndpointChoice<'_>) -> (String, String) {
+        let location = S3Location::parse(url).expect("valid");
+        let a = ObjectAddress::new(&location, region, choice).expect("an address");
+        (a.endpoint, a.path)
+    }
+
+    #[rstest]
+    #[case::virtual_hosted(
+        "s3://env-files/ecs.config",
+        "eu-west-1",
+        false,
+        false,
+        "https://env-files.s3.eu-west-1.amazonaws.com",
+        "/ecs.config"
+    )]
+    #[case::dotted_bucket_path_style(
+        "s3://env.example.com/dir/ecs.config",
+        "eu-west-1",
+        false,
+        false,
+        "https://s3.eu-west-1.amazonaws.com",
+        "/env.example.com/dir/ecs.config"
+    )]
+    #[case::fips(
+        "s3://env-files/ecs.config",
+        "us-gov-west-1",
+        true,
+        false,
+        "https://env-files.s3-fips.us-gov-west-1.amazonaws.com",
+        "/ecs.config"
+    )]
+    #[case::dual_stack(
+        "s3://env-files/ecs.config",
+        "eu-west-1",
+        false,
+        true,
+        "https://env-files.s3.dualstack.eu-west-1.amazonaws.com",
+        "/ecs.config"
+    )]
+    #[case::fips_dual_stack(
+        "s3://env-files/ecs.config",
+        "us-east-1",
+        true,
+        true,
+        "https://env-files.s3-fips.dualstack.us-east-1.amazonaws.com",
+        "/ecs.config"
+    )]
+    #[case::china(
+        "s3://env-files/ecs.config",
+        "cn-north-1",
+        false,
+        false,
+        "https://env-files.s3.cn-north-1.amazonaws.com.cn",
+        "/ecs.config"
+    )]
+    #[case::iso_b(
+        "s3://env-files/ecs.config",
+        "us-isob-east-1",
+        false,
+        false,
+        "https://env-files.s3.us-isob-east-1.sc2s.sgov.gov",
+        "/ecs.config"
+    )]
+    // Greedy label encoding, as the SDK encodes GetObject's Key: '/' kept,
+    // everything outside the unreserved set percent-encoded once.
+    #[case::key_encoding(
+        "s3://env-files/a b/ü+c~d.env",
+        "eu-west-1",
+        false,
+        false,
+        "https://env-files.s3.eu-west-1.amazonaws.com",
+        "/a%20b/%C3%BC%2Bc~d.env"
+    )]
+    fn aws_endpoints(
+        #[case] url: &str,
+        #[case] region: &str,
+        #[case] fips: bool,
+        #[case] dual_stack: bool,
+        #[case] endpoint: &str,
+        #[case] path: &str,
+    ) {
+        let choice = EndpointChoice {
+            endpoint_override: None,
+            fips,
+            dual_stack,
+        };
+        assert_eq!(
+            address(url, region, choice),
+            (endpoint.to_string(), path.to_string())
+        );
+    }
+
+    #[rstest]
+    #[case::ip_is_path_style(
+        "http://127.0.0.1:5000",
+        "s3://env-files/k",
+        "http://127.0.0.1:5000",
+        "/env-files/k"
+    )]
+    #[case::ipv6_is_path_style(
+        "http://[::1]:5000",
+        "s3://env-files/k",
+        "http://[::1]:5000",
+        "/env-files/k"
+    )]
+    #[case::host_is_virtual_hosted(
+        "https://minio.internal:9000",
+        "s3://env-files/k",
+        "https://env-files.minio.internal:9000",
+        "/k"
+    )]
+    #[case::host_with_dotted_bucket(
+        "https://minio.internal",
+        "s3://a.b.c/k",
+        "https://minio.internal",
+        "/a.b.c/k"
+    )]
+    #[case::base_path_kept(
+        "https://proxy.internal/s3/",
+        "s3://env-files/k",
+        "https://env-files.proxy.internal/s3",
+        "/k"
+    )]
+    fn endpoint_overrides(
+        #[case] endpoint_override: &str,
+        #[case] url: &str,
+        #[case] endpoint: &str,
+        #[case] path: &str,
+    ) {
+        let choice = EndpointChoice {
+            endpoint_override: Some(endpoint_override),
+            ..EndpointChoice::default()
+        };
+        assert_eq!(
+            address(url, "eu-west-1", choice),
+            (endpoint.to_string(), path.to_string())
+        );
+    }
+
+    #[test]
+    fn an_endpoint_override_that_is_not_a_url_is_refused() {
+        let location = S3Location::parse("s3://env-files/k").expect("valid");
+        for bad in ["not a url", "/just/a/path"] {
+            let choice = EndpointChoice {
+                endpoint_override: Some(bad),
+                ..EndpointChoice::default()
+            };
+            let problem = ObjectAddress::new(&location, "eu-west-1", choice).expect_err(bad);
+            assert!(problem.contains("endpoint override"), "{bad}: {problem}");
+        }
+    }
+
+    #[test]
+    fn s3_error_bodies_give_their_code_and_message_only() {
+        let body = br#"<?xml version="1.0" encoding="UTF-8"?>
+<Error><Code>SignatureDoesNotMatch</Code><Message>The request signature we calculated does not match the signature you provided.</Message><AWSAccessKeyId>AKIDEXAMPLE</AWSAccessKeyId><StringToSign>AWS4-HMAC-SHA256 secret-ish</StringToSign><RequestId>4442587FB7D0A2F9</RequestId></Error>"#;
+        let e = error_metadata(403, None, body);
+        assert_eq!(e.code(), Some("SignatureDoesNotMatch"));
+        assert!(
+            e.message()
+                .is_some_and(|m| m.starts_with("The request signature"))
+        );
+        assert!(!format!("{e} {e:?}").contains("secret-ish"));
+
+        let e = error_metadata(301, Some("eu-central-1"), b"");
+        assert_eq!(e.code(), None);
+        assert_eq!(e.extra("bucket_region"), Some("eu-central-1"));
+        assert_eq!(e.extra("status"), Some("301"));
+
+        for junk in [
+            &b"<html>Bad gateway</html>"[..],
+            b"{\"json\": 1}",
+            b"\xff\xfe",
+        ] {
+            let e = error_metadata(502, None, junk);
+            assert_eq!((e.code(), e.message()), (None, None));
+        }
     }
 
     #[rstest]

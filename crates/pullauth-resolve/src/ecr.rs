@@ -275,6 +275,19 @@ impl fmt::Display for EcrRegistry {
     }
 }
 
+/// The DNS suffix of `region`'s partition, as AWS service endpoints
+/// (`<service>.<region>.<suffix>`) use it: `amazonaws.com.cn` for `cn-*`,
+/// `c2s.ic.gov` for `us-iso-*`, ..., and `amazonaws.com` for every region
+/// no other partition claims (aws, aws-us-gov). The same table as the
+/// registry hosts ([`HOST_SHAPES`], the shapes that are not dual-stack).
+pub fn partition_dns_suffix(region: &str) -> &'static str {
+    HOST_SHAPES
+        .iter()
+        .filter(|shape| !shape.dual_stack)
+        .find(|shape| shape.region_prefix.is_some_and(|p| region.starts_with(p)))
+        .map_or("amazonaws.com", |shape| shape.suffix)
+}
+
 /// `<area>(-<word>)+-<number>`: `us-east-1`, `us-gov-west-1`, `ap-southeast-5`,
 /// `eusc-de-east-1`, `us-isob-east-1`.
 fn is_region(region: &str) -> bool {
@@ -297,6 +310,19 @@ mod tests {
     use rstest::rstest;
 
     use super::*;
+
+    #[rstest]
+    #[case::aws("eu-west-1", "amazonaws.com")]
+    #[case::gov("us-gov-west-1", "amazonaws.com")]
+    #[case::china("cn-north-1", "amazonaws.com.cn")]
+    #[case::eusc("eusc-de-east-1", "amazonaws.eu")]
+    #[case::iso("us-iso-east-1", "c2s.ic.gov")]
+    #[case::iso_b("us-isob-east-1", "sc2s.sgov.gov")]
+    #[case::iso_e("eu-isoe-west-1", "cloud.adc-e.uk")]
+    #[case::iso_f("us-isof-south-1", "csp.hci.ic.gov")]
+    fn regions_have_their_partitions_dns_suffix(#[case] region: &str, #[case] suffix: &str) {
+        assert_eq!(partition_dns_suffix(region), suffix);
+    }
 
     /// One row per host shape (and the aws-us-gov split): account,
     /// region, FIPS, dual-stack, partition and the API endpoint the token

@@ -27,7 +27,7 @@ pub mod table;
 
 pub use authdata::{AuthDataError, AuthEntry};
 pub use credentials::Credentials;
-pub use ecr::{ECR_PUBLIC_HOSTS, EcrRegistry, NotEcr, ecr_public_host};
+pub use ecr::{ECR_PUBLIC_HOSTS, EcrRegistry, NotEcr, ecr_public_host, partition_dns_suffix};
 pub use explain::{Explanation, KeyVerdict, Reason};
 pub use image::{ImageRef, ImageRefError};
 pub use key::{DOCKER_HUB, HostPattern, KeyError, RegistryKey, USERINFO_REDACTED, masked};

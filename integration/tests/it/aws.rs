@@ -403,6 +403,48 @@ fn s3_object_is_read_back_and_missing_key_or_bucket_are_distinct_errors() {
     );
 }
 
+/// S3 checks every request's SigV4 signature; moto does too once it
+/// enforces IAM. A key with a space, a plus, non-ASCII letters and slashes
+/// is read back (its path is encoded once and signed as sent), and a wrong
+/// secret key is refused as access denied.
+#[test]
+fn s3_reads_are_signed_as_s3_checks_them() {
+    // Every call of the setup script below, all allowed before enforcement.
+    const S3_SETUP_CALLS: usize = 5;
+    const KEY: &str = "dir/with space/ünïcode+plus.env";
+    let moto = Moto::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", &S3_SETUP_CALLS.to_string())]);
+    let keys = moto.boto3(
+        &format!(
+            "iam = client('iam')\n\
+             iam.create_user(UserName='reader')\n\
+             k = iam.create_access_key(UserName='reader')['AccessKey']\n\
+             iam.put_user_policy(UserName='reader', PolicyName='read', PolicyDocument=json.dumps(\
+               {{'Version': '2012-10-17', 'Statement': [{{'Effect': 'Allow', 'Action': 's3:GetObject', 'Resource': '*'}}]}}))\n\
+             s3 = client('s3')\n\
+             s3.create_bucket(Bucket='signed-env')\n\
+             s3.put_object(Bucket='signed-env', Key={KEY:?}, Body=b'ECS_CLUSTER=signed\\n')\n\
+             print(k['AccessKeyId'], k['SecretAccessKey'])\n"
+        ),
+        None,
+    );
+    let mut words = keys.split_whitespace();
+    let reader = (
+        words.next().expect("access key id"),
+        words.next().expect("secret key"),
+    );
+    let url = format!("s3://signed-env/{KEY}");
+
+    let answer = probe(&keys_env(&moto, reader), json!({"op": "s3", "url": url}));
+    assert_eq!(ok(&answer)["content"], "ECS_CLUSTER=signed\n");
+
+    let wrong = (reader.0, "wrong-secret-access-key-0000000000000000");
+    let answer = probe(&keys_env(&moto, wrong), json!({"op": "s3", "url": url}));
+    let (class, message) = err(&answer);
+    assert_eq!(class, "access_denied", "{message}");
+    assert!(message.contains("SignatureDoesNotMatch"), "{message}");
+    assert!(!message.contains(wrong.1), "{message}");
+}
+
 // ---------------------------------------------------------------------------
 // AssumeRole, with moto enforcing IAM
 
@@ -483,11 +525,21 @@ fn calls_for_a_role_use_its_assumed_credentials_and_calls_without_use_the_defaul
 fn debug_logging_of_every_crate_never_shows_a_token_or_secret() {
     let moto = Moto::shared();
     create_secrets(moto);
+    // An env file is full of secrets too.
+    moto.boto3(
+        &format!(
+            "s3 = client('s3')\n\
+             s3.create_bucket(Bucket='pullauth-hygiene')\n\
+             s3.put_object(Bucket='pullauth-hygiene', Key='ecs.env', Body=b'PASSWORD={CANARY}\\n')\n"
+        ),
+        None,
+    );
     let env = keys_env(moto, MOTO_ACCESS_KEY);
     for action in [
         json!({"op": "ecr", "host": REGISTRY, "log": "debug"}),
         json!({"op": "secret", "secret": "registry/good", "log": "debug"}),
         json!({"op": "secret", "secret": "registry/good", "log": "trace"}),
+        json!({"op": "s3", "url": "s3://pullauth-hygiene/ecs.env", "log": "debug"}),
     ] {
         let answer = probe(&env, action.clone());
         ok(&answer);

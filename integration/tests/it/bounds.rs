@@ -181,6 +181,33 @@ fn an_s3_env_file_without_a_length_is_read_no_further_than_the_limit() {
 }
 
 #[test]
+fn an_s3_env_file_in_a_bucket_of_another_region_is_read_there() {
+    let stub = S3Stub::start(S3Mode::InRegion {
+        region: "eu-central-1".into(),
+        body: b"ECS_CLUSTER=from-frankfurt\n".to_vec(),
+    });
+    let env = pullauth_aws_env(&stub.endpoint());
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert!(env.contains(&("AWS_REGION", "us-east-1")), "{env:?}");
+    let out = pullauth_command(
+        "check",
+        Harness::get().docker_host(),
+        Path::new("s3://stub-bucket/ecs.config"),
+        &env,
+        &[],
+    )
+    .output()
+    .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("from-frankfurt"), "{stdout}");
+    // Signed for the configured region, redirected, signed for the
+    // bucket's: two requests, no retry of the redirect.
+    assert_eq!(stub.signed_for(), ["us-east-1", "eu-central-1"]);
+}
+
+#[test]
 fn a_client_that_writes_a_2_mib_body_before_reading_gets_the_413() {
     let spec = AgentSpec::new();
     let _agent = spec.start();
