@@ -477,7 +477,7 @@ impl Aws {
                 dual_stack: config.use_dual_stack().unwrap_or(false),
             },
         )
-        .map_err(|problem| SdkError::construction_failure(problem))?;
+        .map_err(SdkError::construction_failure)?;
         let Some(http_client) = config.http_client() else {
             return Err(SdkError::construction_failure(
                 "no HTTP client is configured",

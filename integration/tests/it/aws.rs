@@ -403,6 +403,30 @@ fn s3_object_is_read_back_and_missing_key_or_bucket_are_distinct_errors() {
     );
 }
 
+/// Creates the IAM user `name` with an access key and a policy allowing
+/// `actions` (a Python list's items) on everything, then runs `then` (more
+/// setup, with `iam` and `client` at hand), and returns the user's access
+/// key id and secret key. Three calls, plus those of `then`.
+fn iam_user(moto: &Moto, name: &str, actions: &str, then: &str) -> (String, String) {
+    let out = moto.boto3(
+        &format!(
+            "iam = client('iam')\n\
+             iam.create_user(UserName={name:?})\n\
+             k = iam.create_access_key(UserName={name:?})['AccessKey']\n\
+             iam.put_user_policy(UserName={name:?}, PolicyName='allowed', PolicyDocument=json.dumps(\
+               {{'Version': '2012-10-17', 'Statement': [{{'Effect': 'Allow', 'Action': [{actions}], 'Resource': '*'}}]}}))\n\
+             {then}\
+             print(k['AccessKeyId'], k['SecretAccessKey'])\n"
+        ),
+        None,
+    );
+    let mut words = out.split_whitespace();
+    match (words.next(), words.next()) {
+        (Some(id), Some(secret)) => (id.to_string(), secret.to_string()),
+        _ => panic!("no access key in {out:?}"),
+    }
+}
+
 /// S3 checks every request's SigV4 signature; moto does too once it
 /// enforces IAM. A key with a space, a plus, non-ASCII letters and slashes
 /// is read back (its path is encoded once and signed as sent), and a wrong
@@ -413,25 +437,17 @@ fn s3_reads_are_signed_as_s3_checks_them() {
     const S3_SETUP_CALLS: usize = 5;
     const KEY: &str = "dir/with space/ünïcode+plus.env";
     let moto = Moto::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", &S3_SETUP_CALLS.to_string())]);
-    let keys = moto.boto3(
+    let keys = iam_user(
+        &moto,
+        "reader",
+        "'s3:GetObject'",
         &format!(
-            "iam = client('iam')\n\
-             iam.create_user(UserName='reader')\n\
-             k = iam.create_access_key(UserName='reader')['AccessKey']\n\
-             iam.put_user_policy(UserName='reader', PolicyName='read', PolicyDocument=json.dumps(\
-               {{'Version': '2012-10-17', 'Statement': [{{'Effect': 'Allow', 'Action': 's3:GetObject', 'Resource': '*'}}]}}))\n\
-             s3 = client('s3')\n\
+            "s3 = client('s3')\n\
              s3.create_bucket(Bucket='signed-env')\n\
-             s3.put_object(Bucket='signed-env', Key={KEY:?}, Body=b'ECS_CLUSTER=signed\\n')\n\
-             print(k['AccessKeyId'], k['SecretAccessKey'])\n"
+             s3.put_object(Bucket='signed-env', Key={KEY:?}, Body=b'ECS_CLUSTER=signed\\n')\n"
         ),
-        None,
     );
-    let mut words = keys.split_whitespace();
-    let reader = (
-        words.next().expect("access key id"),
-        words.next().expect("secret key"),
-    );
+    let reader = (keys.0.as_str(), keys.1.as_str());
     let url = format!("s3://signed-env/{KEY}");
 
     let answer = probe(&keys_env(&moto, reader), json!({"op": "s3", "url": url}));
@@ -458,28 +474,20 @@ fn calls_for_a_role_use_its_assumed_credentials_and_calls_without_use_the_defaul
     // The agent's own user may only assume roles; the role may read the
     // secret and get ECR tokens. (moto matches the trust policy's principal
     // literally, so it names the user rather than the account root.)
-    let keys = moto.boto3(
+    let keys = iam_user(
+        &moto,
+        "agent",
+        "'sts:AssumeRole'",
         &format!(
-            "iam = client('iam')\n\
-             iam.create_user(UserName='agent')\n\
-             k = iam.create_access_key(UserName='agent')['AccessKey']\n\
-             iam.put_user_policy(UserName='agent', PolicyName='assume', PolicyDocument=json.dumps(\
-               {{'Version': '2012-10-17', 'Statement': [{{'Effect': 'Allow', 'Action': 'sts:AssumeRole', 'Resource': '*'}}]}}))\n\
-             iam.create_role(RoleName='puller', AssumeRolePolicyDocument=json.dumps(\
+            "iam.create_role(RoleName='puller', AssumeRolePolicyDocument=json.dumps(\
                {{'Version': '2012-10-17', 'Statement': [{{'Effect': 'Allow', 'Principal': {{'AWS': 'arn:aws:iam::{ACCOUNT}:user/agent'}}, 'Action': 'sts:AssumeRole'}}]}}))\n\
              iam.put_role_policy(RoleName='puller', PolicyName='pull', PolicyDocument=json.dumps(\
                {{'Version': '2012-10-17', 'Statement': [{{'Effect': 'Allow', 'Action': ['secretsmanager:GetSecretValue', 'ecr:GetAuthorizationToken'], 'Resource': '*'}}]}}))\n\
              client('secretsmanager').create_secret(Name='registry/role-only', SecretString=json.dumps(\
-               {{'username': 'robot', 'password': {CANARY:?}}}))\n\
-             print(k['AccessKeyId'], k['SecretAccessKey'])\n"
+               {{'username': 'robot', 'password': {CANARY:?}}}))\n"
         ),
-        None,
     );
-    let mut words = keys.split_whitespace();
-    let agent = (
-        words.next().expect("access key id"),
-        words.next().expect("secret key"),
-    );
+    let agent = (keys.0.as_str(), keys.1.as_str());
     let env = keys_env(&moto, agent);
     let role = format!("arn:aws:iam::{ACCOUNT}:role/puller");
 
