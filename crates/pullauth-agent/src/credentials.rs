@@ -13,6 +13,7 @@
 //! agent's pulls and `POST /v1/verify` all call it, so that no view can
 //! compute an answer of its own.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -25,10 +26,12 @@ use tokio::sync::OnceCell;
 
 use crate::helper::{self, HELPER_TIMEOUT, HelperCache, HelperError};
 
-/// After an ECR Public token could not be had, pulls of ECR Public images
-/// go out anonymously without asking again for this long: on a host with
-/// no AWS credentials, the default chain's probes (IMDS among them) would
-/// otherwise delay every such pull.
+/// After an ECR Public token could not be had for a principal (the default
+/// chain, or a task's execution role), that principal's pulls of ECR
+/// Public images go out anonymously without asking again for this long: on
+/// a host with no AWS credentials, the default chain's probes (IMDS among
+/// them) would otherwise delay every such pull. Other principals still ask:
+/// a role that may have a token gets one.
 pub const ECR_PUBLIC_RETRY_AFTER: Duration = Duration::from_secs(5 * 60);
 
 /// What a task says about one container's credentials: its
@@ -80,8 +83,10 @@ pub struct Provider {
     /// Where `docker-credential-*` programs are looked for (`None`: PATH).
     helper_dir: Option<PathBuf>,
     helper_timeout: Duration,
-    /// When an ECR Public token was last refused, if it was.
-    ecr_public_failed: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// When an ECR Public token was last refused, by principal (`None`:
+    /// the default chain); entries older than [`ECR_PUBLIC_RETRY_AFTER`]
+    /// are dropped at the next refusal.
+    ecr_public_failed: std::sync::Mutex<HashMap<Option<RoleArn>, tokio::time::Instant>>,
 }
 
 impl Provider {
@@ -95,7 +100,7 @@ impl Provider {
             helpers: HelperCache::default(),
             helper_dir: None,
             helper_timeout: HELPER_TIMEOUT,
-            ecr_public_failed: std::sync::Mutex::new(None),
+            ecr_public_failed: std::sync::Mutex::default(),
         }
     }
 
@@ -118,7 +123,7 @@ impl Provider {
             helpers: HelperCache::default(),
             helper_dir: None,
             helper_timeout: HELPER_TIMEOUT,
-            ecr_public_failed: std::sync::Mutex::new(None),
+            ecr_public_failed: std::sync::Mutex::default(),
         }
     }
 
@@ -230,7 +235,11 @@ impl Provider {
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                 };
-                if failed().is_some_and(|at| at.elapsed() < ECR_PUBLIC_RETRY_AFTER) {
+                let principal = role.cloned();
+                if failed()
+                    .get(&principal)
+                    .is_some_and(|at| at.elapsed() < ECR_PUBLIC_RETRY_AFTER)
+                {
                     return Ok(None);
                 }
                 match self.aws().await.ecr_public_credentials(host, role).await {
@@ -240,7 +249,10 @@ impl Provider {
                         Credentials::basic(token.username, token.password.expose_secret()),
                     ))),
                     Err(error) => {
-                        *failed() = Some(tokio::time::Instant::now());
+                        let mut failed = failed();
+                        failed.retain(|_, at| at.elapsed() < ECR_PUBLIC_RETRY_AFTER);
+                        failed.insert(principal, tokio::time::Instant::now());
+                        drop(failed);
                         tracing::info!(
                             image = %image,
                             error = %error,

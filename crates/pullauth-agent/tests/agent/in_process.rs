@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use pullauth_agent::agent::VerifyTarget;
-use pullauth_agent::credentials::Provider;
+use pullauth_agent::credentials::{Provided, Provider, TaskCredentials};
 use pullauth_agent::helper::HelperCache;
 use pullauth_agent::{Agent, Identity, Puller, Settings};
 use pullauth_config::{AuthType, PullBehavior, SecretString};
@@ -643,5 +643,102 @@ async fn ecr_public_without_a_token_pulls_anonymously() {
     assert!(
         !seen.lock().expect("seen").is_empty(),
         "the token was asked for"
+    );
+}
+
+// A refused ECR Public token is remembered for the principal it was
+// refused to, not for every principal: after the default chain is denied
+// (and its pulls go out anonymously without asking again), a task whose
+// execution role may have a token still gets one.
+#[tokio::test]
+async fn a_refused_ecr_public_token_is_remembered_per_principal() {
+    const ROLE_KEY: &str = "ASIAROLESTUBEXAMPLE";
+    let token_requests = Arc::new(Mutex::new(Vec::<String>::new()));
+    let recorded = Arc::clone(&token_requests);
+    let url = crate::stub::serve_json(move |headers| {
+        let auth = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        if headers.get("x-amz-target").is_none() {
+            // sts:AssumeRole (the query protocol names no target).
+            let expires = humantime::format_rfc3339_seconds(
+                std::time::SystemTime::now() + Duration::from_secs(3600),
+            );
+            let xml = format!(
+                "<AssumeRoleResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\
+                 <AssumeRoleResult><AssumedRoleUser>\
+                 <AssumedRoleId>AROASTUB:pullauth</AssumedRoleId>\
+                 <Arn>arn:aws:sts::123456789012:assumed-role/puller/pullauth</Arn>\
+                 </AssumedRoleUser><Credentials><AccessKeyId>{ROLE_KEY}</AccessKeyId>\
+                 <SecretAccessKey>role-stub-secret</SecretAccessKey>\
+                 <SessionToken>role-stub-session</SessionToken>\
+                 <Expiration>{expires}</Expiration></Credentials></AssumeRoleResult>\
+                 </AssumeRoleResponse>"
+            );
+            return (200, xml);
+        }
+        let as_role = auth.contains(&format!("Credential={ROLE_KEY}/"));
+        recorded
+            .lock()
+            .expect("requests")
+            .push(if as_role { "role" } else { "default" }.to_owned());
+        if as_role {
+            // base64("AWS:pub-role-token")
+            let expires = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .as_secs()
+                + 12 * 3600;
+            let body = json!({"authorizationData": {
+                "authorizationToken": "QVdTOnB1Yi1yb2xlLXRva2Vu",
+                "expiresAt": expires}});
+            (200, body.to_string())
+        } else {
+            let body = json!({"__type": "AccessDeniedException", "message": "denied"});
+            (400, body.to_string())
+        }
+    })
+    .await;
+    let provider = Provider::with_aws(crate::stub::aws_at(&url).await, true);
+    let table = RegistryTable::default();
+    let image = ImageRef::parse("public.ecr.aws/docker/library/busybox:1").expect("image");
+    let role = pullauth_aws::RoleArn::parse("arn:aws:iam::123456789012:role/puller").expect("ARN");
+    let as_role = TaskCredentials {
+        secret: None,
+        role: Some(&role),
+    };
+    let username = |provided: &Provided| {
+        provided
+            .entry
+            .as_ref()
+            .and_then(|e| e.credentials.username.clone())
+    };
+
+    let first = provider
+        .credentials_for(&table, &image, TaskCredentials::default())
+        .await
+        .expect("anonymous, not an error");
+    assert_eq!(username(&first), None);
+    let again = provider
+        .credentials_for(&table, &image, TaskCredentials::default())
+        .await
+        .expect("anonymous");
+    assert_eq!(username(&again), None);
+    assert_eq!(
+        *token_requests.lock().expect("requests"),
+        ["default"],
+        "the default chain's refusal is remembered"
+    );
+
+    let with_role = provider
+        .credentials_for(&table, &image, as_role)
+        .await
+        .expect("a token for the role");
+    assert_eq!(username(&with_role).as_deref(), Some("AWS"));
+    assert_eq!(
+        *token_requests.lock().expect("requests"),
+        ["default", "role"]
     );
 }
