@@ -124,8 +124,10 @@ pub enum Outcome {
     /// Fetched now, but its expiry is already past: returned, not cached.
     FetchedExpired,
     /// The last refresh failed and the old, still usable value was served;
-    /// the error is that refresh's.
-    Stale(AwsError),
+    /// the error is that refresh's. `first`: this is the first answer since
+    /// that refresh failed (callers warn once per failed refresh, not once
+    /// per pull).
+    Stale { error: AwsError, first: bool },
 }
 
 /// A fetched value and its expiry.
@@ -153,6 +155,8 @@ struct Failure {
     consecutive: u32,
     /// No fetch starts before this.
     retry_at: SystemTime,
+    /// Whether a stale answer has reported this failure already.
+    reported: bool,
 }
 
 #[derive(Debug)]
@@ -225,8 +229,11 @@ where
                 if now >= entry.refresh_at && slot.may_fetch(now) {
                     self.start(&cell, &mut slot, key, fetch());
                 }
-                let outcome = match &slot.failure {
-                    Some(failure) => Outcome::Stale(failure.error.clone()),
+                let outcome = match &mut slot.failure {
+                    Some(failure) => Outcome::Stale {
+                        error: failure.error.clone(),
+                        first: !std::mem::replace(&mut failure.reported, true),
+                    },
                     None => Outcome::Hit,
                 };
                 return Ok((cached, outcome));
@@ -304,6 +311,7 @@ where
                             error: error.clone(),
                             consecutive,
                             retry_at: now + policy.jittered_backoff(consecutive),
+                            reported: false,
                         });
                         if slot.current.as_ref().is_some_and(|e| e.expires_at <= now) {
                             slot.current = None;
@@ -692,19 +700,31 @@ mod tests {
 
         // Ten minutes of one pull a second: each gets the cached token at
         // once, flagged stale once the first refresh has failed.
-        let mut stale = 0;
+        let (mut stale, mut firsts) = (0, 0);
         for _ in 0..600 {
             tokio::time::sleep(SECOND).await;
             let before = Instant::now();
             let (v, o) = c.get(&k, &call(), hung()).await.expect("cached token");
             assert_eq!(Instant::now(), before, "answered without waiting");
             assert_eq!(v.value, "t1");
-            if matches!(o, Outcome::Stale(AwsError::Unreachable { .. })) {
+            if let Outcome::Stale {
+                error: AwsError::Unreachable { .. },
+                first,
+            } = o
+            {
                 stale += 1;
+                firsts += usize::from(first);
             }
         }
         assert!(stale >= 570, "{stale} stale answers");
         let starts = starts.lock().expect("starts").clone();
+        // One first stale answer per failed refresh (the last refresh may
+        // still hang at the end): what callers warn about.
+        assert!(
+            firsts + 1 >= starts.len() && firsts <= starts.len(),
+            "{firsts} first stale answers for {} refreshes",
+            starts.len()
+        );
         // 600 s of 20 s hangs and back-offs from 5 s doubling: a handful.
         assert!(
             starts.len() >= 4 && starts.len() <= 10,
@@ -737,8 +757,19 @@ mod tests {
             .expect("stale but valid");
         assert_eq!(v.value, "t1");
         assert!(
-            matches!(o, Outcome::Stale(AwsError::Unreachable { .. })),
+            matches!(
+                o,
+                Outcome::Stale {
+                    error: AwsError::Unreachable { .. },
+                    first: true
+                }
+            ),
             "{o:?}"
+        );
+        let (_, o) = c.get(&k, &call(), failing(&calls)).await.expect("cached");
+        assert!(
+            matches!(o, Outcome::Stale { first: false, .. }),
+            "the same failure is first only once: {o:?}"
         );
         assert_eq!(
             calls.load(Ordering::SeqCst),

@@ -340,17 +340,21 @@ impl Aws {
                 expires_at = ?token.expires_at,
                 "ECR returned a token that has already expired by this host's clock; using it once, not caching it"
             ),
-            Outcome::Stale(error) => {
+            Outcome::Stale { error, first } => {
                 self.inner
                     .counters
                     .add(&self.inner.counters.ecr_stale_served);
-                self.inner.counters.failure(error.class());
-                tracing::warn!(
-                    registry = %registry,
-                    expires_at = ?token.expires_at,
-                    error = %error,
-                    "refreshing the ECR token failed; using the cached one until it expires"
-                );
+                // Once per failed refresh, not once per pull that gets the
+                // cached token meanwhile.
+                if *first {
+                    self.inner.counters.failure(error.class());
+                    tracing::warn!(
+                        registry = %registry,
+                        expires_at = ?token.expires_at,
+                        error = %error,
+                        "refreshing the ECR token failed; using the cached one until it expires"
+                    );
+                }
             }
         }
         Ok(EcrCredentials {
