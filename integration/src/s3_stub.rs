@@ -37,8 +37,8 @@ struct Shared {
     /// Body bytes written by [`S3Mode::Stream`] before the client left.
     streamed: AtomicU64,
     streams_done: AtomicUsize,
-    /// The signing region of every request, in order (`?` if unsigned).
-    signed_for: Mutex<Vec<String>>,
+    /// Every request's head, in order.
+    heads: Mutex<Vec<String>>,
     stop: AtomicBool,
 }
 
@@ -63,7 +63,7 @@ impl S3Stub {
             stalled: AtomicUsize::new(0),
             streamed: AtomicU64::new(0),
             streams_done: AtomicUsize::new(0),
-            signed_for: Mutex::new(Vec::new()),
+            heads: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
         });
         let thread = {
@@ -110,13 +110,23 @@ impl S3Stub {
         self.shared.stalled.load(Ordering::SeqCst)
     }
 
-    /// The region each request so far was signed for, in order.
-    pub fn signed_for(&self) -> Vec<String> {
+    /// The head (request line and headers) of each request so far, in
+    /// order.
+    pub fn heads(&self) -> Vec<String> {
         self.shared
-            .signed_for
+            .heads
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// The region each request so far was signed for, in order (`?` if
+    /// unsigned).
+    pub fn signed_for(&self) -> Vec<String> {
+        self.heads()
+            .iter()
+            .map(|head| signing_region(head).unwrap_or("?").to_string())
+            .collect()
     }
 
     /// Body bytes the finished streams wrote, and how many finished.
@@ -170,10 +180,10 @@ fn serve(mut stream: TcpStream, shared: &Shared, held: &Mutex<Vec<TcpStream>>) {
     let _ = stream.set_write_timeout(Some(Duration::from_secs(30)));
     while let Some(head) = read_head(&mut stream) {
         shared
-            .signed_for
+            .heads
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push(signing_region(&head).unwrap_or("?").to_string());
+            .push(head.clone());
         let mode = shared
             .mode
             .lock()

@@ -280,6 +280,9 @@ impl fmt::Debug for SignForS3 {
     }
 }
 
+/// The `User-Agent` of the S3 call (the generated clients send the SDK's).
+const USER_AGENT: &str = concat!("pullauth/", env!("CARGO_PKG_VERSION"));
+
 /// Headers a signature adds; a retried attempt's request is signed anew.
 const SIGNATURE_HEADERS: [&str; 4] = [
     "authorization",
@@ -521,6 +524,8 @@ impl Aws {
                     http::Request::builder()
                         .method("GET")
                         .uri(path)
+                        // S3 server access logs and CloudTrail name the caller.
+                        .header("user-agent", USER_AGENT)
                         .body(SdkBody::empty())?,
                 )?)
             })
