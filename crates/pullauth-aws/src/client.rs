@@ -163,6 +163,17 @@ struct EcrToken {
     proxy_endpoint: String,
 }
 
+impl From<Expiring<EcrToken>> for EcrCredentials {
+    fn from(token: Expiring<EcrToken>) -> EcrCredentials {
+        EcrCredentials {
+            username: token.value.username,
+            password: token.value.password,
+            expires_at: token.expires_at,
+            proxy_endpoint: token.value.proxy_endpoint,
+        }
+    }
+}
+
 /// The AWS credential sources: ECR tokens, Secrets Manager secrets, S3
 /// objects, assumed roles. Cheap to clone (one `Arc`); clones share the
 /// caches and counters.
@@ -357,12 +368,7 @@ impl Aws {
                 }
             }
         }
-        Ok(EcrCredentials {
-            username: token.value.username,
-            password: token.value.password,
-            expires_at: token.expires_at,
-            proxy_endpoint: token.value.proxy_endpoint,
-        })
+        Ok(token.into())
     }
 
     /// Credentials for pulling from ECR Public (`public.ecr.aws`, `host`),
@@ -408,12 +414,7 @@ impl Aws {
                 async move { aws.fetch_ecr_public_token(&host, credentials, call).await }
             })
             .await?;
-        Ok(EcrCredentials {
-            username: token.value.username,
-            password: token.value.password,
-            expires_at: token.expires_at,
-            proxy_endpoint: token.value.proxy_endpoint,
-        })
+        Ok(token.into())
     }
 
     async fn fetch_ecr_public_token(
@@ -433,29 +434,18 @@ impl Aws {
             .send()
             .await
             .map_err(|e| self.sdk_error(call.clone(), e, |_| None))?;
-        let bad = |problem: String| AwsError::BadResponse {
-            call: call.clone(),
-            problem,
+        let Some(data) = output.authorization_data() else {
+            return Err(AwsError::BadResponse {
+                call,
+                problem: "no authorization data".into(),
+            });
         };
-        let data = output
-            .authorization_data()
-            .ok_or_else(|| bad("no authorization data".into()))?;
-        let token = data
-            .authorization_token()
-            .ok_or_else(|| bad("no authorization token".into()))?;
-        let (username, password) =
-            parse::decode_ecr_token(token).map_err(|problem| bad(problem.to_string()))?;
-        let expires_at = data.expires_at().ok_or_else(|| bad("no expiry".into()))?;
-        let expires_at = parse::plausible_expiry(*expires_at, self.inner.options.clock.now())
-            .map_err(|problem| bad(problem.into()))?;
-        Ok(Expiring {
-            value: EcrToken {
-                username,
-                password,
-                proxy_endpoint: format!("https://{host}"),
-            },
-            expires_at,
-        })
+        self.ecr_token(
+            call,
+            data.authorization_token(),
+            data.expires_at(),
+            format!("https://{host}"),
+        )
     }
 
     async fn fetch_ecr_token(
@@ -490,31 +480,48 @@ impl Aws {
             .send()
             .await
             .map_err(|e| self.sdk_error(call.clone(), e, |_| None))?;
+        let [data] = output.authorization_data() else {
+            return Err(AwsError::BadResponse {
+                call,
+                problem: format!(
+                    "{} authorization data entries instead of 1",
+                    output.authorization_data().len()
+                ),
+            });
+        };
+        self.ecr_token(
+            call,
+            data.authorization_token(),
+            data.expires_at(),
+            data.proxy_endpoint()
+                .map_or_else(|| format!("https://{}", registry.host), str::to_string),
+        )
+    }
+
+    /// The token of an ECR or ECR Public `GetAuthorizationToken` answer:
+    /// base64 of `user:password`, with a plausible expiry.
+    fn ecr_token(
+        &self,
+        call: Call,
+        token: Option<&str>,
+        expires_at: Option<&aws_smithy_types::DateTime>,
+        proxy_endpoint: String,
+    ) -> Result<Expiring<EcrToken>, AwsError> {
         let bad = |problem: String| AwsError::BadResponse {
             call: call.clone(),
             problem,
         };
-        let [data] = output.authorization_data() else {
-            return Err(bad(format!(
-                "{} authorization data entries instead of 1",
-                output.authorization_data().len()
-            )));
-        };
-        let token = data
-            .authorization_token()
-            .ok_or_else(|| bad("no authorization token".into()))?;
+        let token = token.ok_or_else(|| bad("no authorization token".into()))?;
         let (username, password) =
             parse::decode_ecr_token(token).map_err(|problem| bad(problem.to_string()))?;
-        let expires_at = data.expires_at().ok_or_else(|| bad("no expiry".into()))?;
+        let expires_at = expires_at.ok_or_else(|| bad("no expiry".into()))?;
         let expires_at = parse::plausible_expiry(*expires_at, self.inner.options.clock.now())
             .map_err(|problem| bad(problem.into()))?;
         Ok(Expiring {
             value: EcrToken {
                 username,
                 password,
-                proxy_endpoint: data
-                    .proxy_endpoint()
-                    .map_or_else(|| format!("https://{}", registry.host), str::to_string),
+                proxy_endpoint,
             },
             expires_at,
         })
