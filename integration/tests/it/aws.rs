@@ -359,16 +359,26 @@ fn bad_secrets_are_errors_that_name_the_secret_and_problem_but_no_value() {
 // ---------------------------------------------------------------------------
 // S3
 
-#[test]
-fn s3_object_is_read_back_and_missing_key_or_bucket_are_distinct_errors() {
-    let moto = Moto::shared();
+/// Creates `bucket` in moto with one object, `key`, holding `body`.
+fn bucket_with(moto: &Moto, bucket: &str, key: &str, body: &str) {
     moto.boto3(
         &format!(
             "s3 = client('s3')\n\
-             s3.create_bucket(Bucket='pullauth-env')\n\
-             s3.put_object(Bucket='pullauth-env', Key='dir/ecs.env', Body=b'ECS_ENGINE_AUTH_TYPE=docker\\nPASSWORD={CANARY}\\n')\n"
+             s3.create_bucket(Bucket={bucket:?})\n\
+             s3.put_object(Bucket={bucket:?}, Key={key:?}, Body={body:?}.encode())\n"
         ),
         None,
+    );
+}
+
+#[test]
+fn s3_object_is_read_back_and_missing_key_or_bucket_are_distinct_errors() {
+    let moto = Moto::shared();
+    bucket_with(
+        moto,
+        "pullauth-env",
+        "dir/ecs.env",
+        &format!("ECS_ENGINE_AUTH_TYPE=docker\nPASSWORD={CANARY}\n"),
     );
     let env = keys_env(moto, MOTO_ACCESS_KEY);
     let answer = probe(
@@ -534,13 +544,11 @@ fn debug_logging_of_every_crate_never_shows_a_token_or_secret() {
     let moto = Moto::shared();
     create_secrets(moto);
     // An env file is full of secrets too.
-    moto.boto3(
-        &format!(
-            "s3 = client('s3')\n\
-             s3.create_bucket(Bucket='pullauth-hygiene')\n\
-             s3.put_object(Bucket='pullauth-hygiene', Key='ecs.env', Body=b'PASSWORD={CANARY}\\n')\n"
-        ),
-        None,
+    bucket_with(
+        moto,
+        "pullauth-hygiene",
+        "ecs.env",
+        &format!("PASSWORD={CANARY}\n"),
     );
     let env = keys_env(moto, MOTO_ACCESS_KEY);
     for action in [
