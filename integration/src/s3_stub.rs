@@ -22,6 +22,12 @@ pub enum S3Mode {
     /// `200` with a chunked body of up to this many bytes (no length), sent
     /// in 64 KiB chunks until the client goes away.
     Stream(u64),
+    /// `503 SlowDown` for the first `failures` requests, then `200` with
+    /// `body`.
+    FailThenServe { failures: usize, body: Vec<u8> },
+    /// `200` announcing 1 KiB more than `body`, which it sends, and then
+    /// nothing more, holding the connection.
+    StallBody(Vec<u8>),
     /// The bucket lives in `region`: a request signed for that region
     /// (`Credential=.../<region>/s3/aws4_request`) gets `200` with `body`;
     /// any other gets S3's `301 PermanentRedirect` with
@@ -105,7 +111,7 @@ impl S3Stub {
             .unwrap_or_else(PoisonError::into_inner) = mode;
     }
 
-    /// Connections being held without an answer.
+    /// Connections being held ([`S3Mode::Stall`], [`S3Mode::StallBody`]).
     pub fn stalled(&self) -> usize {
         self.shared.stalled.load(Ordering::SeqCst)
     }
@@ -163,6 +169,17 @@ fn read_head(stream: &mut TcpStream) -> Option<String> {
     Some(String::from_utf8_lossy(&head).into_owned())
 }
 
+/// `200 OK` with `body` and its length.
+fn ok_answer(body: &[u8]) -> Vec<u8> {
+    let mut answer = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    answer.extend_from_slice(body);
+    answer
+}
+
 /// The region of a SigV4 `Authorization` header's credential scope
 /// (`Credential=<key id>/<date>/<region>/<service>/aws4_request`).
 fn signing_region(head: &str) -> Option<&str> {
@@ -191,23 +208,13 @@ fn serve(mut stream: TcpStream, shared: &Shared, held: &Mutex<Vec<TcpStream>>) {
             .clone();
         match mode {
             S3Mode::Serve(body) => {
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
-                    body.len()
-                );
-                if stream.write_all(head.as_bytes()).is_err() || stream.write_all(&body).is_err() {
+                if stream.write_all(&ok_answer(&body)).is_err() {
                     return;
                 }
             }
             S3Mode::InRegion { region, body } => {
                 let answer = if signing_region(&head) == Some(region.as_str()) {
-                    let mut answer = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
-                        body.len()
-                    )
-                    .into_bytes();
-                    answer.extend_from_slice(&body);
-                    answer
+                    ok_answer(&body)
                 } else {
                     let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>PermanentRedirect</Code>\
                                <Message>The bucket you are attempting to access must be addressed using the specified endpoint. \
@@ -222,6 +229,44 @@ fn serve(mut stream: TcpStream, shared: &Shared, held: &Mutex<Vec<TcpStream>>) {
                 if stream.write_all(&answer).is_err() {
                     return;
                 }
+            }
+            S3Mode::FailThenServe { failures, body } => {
+                let seen = shared
+                    .heads
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .len();
+                let answer = if seen <= failures {
+                    let xml = "<Error><Code>SlowDown</Code>\
+                               <Message>Please reduce your request rate.</Message></Error>";
+                    format!(
+                        "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n\
+                         Content-Length: {}\r\n\r\n{xml}",
+                        xml.len()
+                    )
+                    .into_bytes()
+                } else {
+                    ok_answer(&body)
+                };
+                if stream.write_all(&answer).is_err() {
+                    return;
+                }
+            }
+            S3Mode::StallBody(body) => {
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+                    body.len() + 1024
+                );
+                if stream.write_all(head.as_bytes()).is_err() || stream.write_all(&body).is_err() {
+                    return;
+                }
+                if let Ok(clone) = stream.try_clone() {
+                    held.lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(clone);
+                }
+                shared.stalled.fetch_add(1, Ordering::SeqCst);
+                return;
             }
             S3Mode::Stall => {
                 if let Ok(clone) = stream.try_clone() {

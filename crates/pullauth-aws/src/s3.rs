@@ -26,6 +26,7 @@ use aws_smithy_runtime::client::orchestrator::operation::Operation;
 use aws_smithy_runtime::client::retries::classifiers::{
     HttpStatusCodeClassifier, TransientErrorClassifier,
 };
+use aws_smithy_runtime::client::stalled_stream_protection::StalledStreamProtectionInterceptor;
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::interceptors::context::{
@@ -35,6 +36,7 @@ use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse, Or
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_runtime_api::client::ser_de::DeserializeResponse;
+use aws_smithy_runtime_api::client::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::byte_stream::ByteStream;
 use aws_smithy_types::config_bag::ConfigBag;
@@ -82,6 +84,11 @@ impl S3Location {
                 "bucket names are 3-63 of a-z 0-9 . - (letter or digit at both ends)",
             ));
         }
+        if bucket.ends_with("--x-s3") {
+            return Err(fail(
+                "directory buckets (S3 Express One Zone, --x-s3) are not supported: keep the env file in a general purpose bucket",
+            ));
+        }
         if key.is_empty() {
             return Err(fail("the object key is empty"));
         }
@@ -103,7 +110,8 @@ impl fmt::Display for S3Location {
 /// it, percent-encoded as S3 expects.
 ///
 /// The rules are those of the SDK's S3 endpoint rules for a plain bucket
-/// (no ARNs, access points or S3 Express; [`S3Location`] refuses them):
+/// (no ARNs, access points or directory buckets; [`S3Location`] refuses
+/// them):
 /// - virtual-hosted style, `https://<bucket>.s3.<region>.<suffix>/<key>`
 ///   (`s3-fips`, `s3.dualstack`, `s3-fips.dualstack` as configured);
 /// - path style, `https://s3.<region>.<suffix>/<bucket>/<key>`, for bucket
@@ -112,6 +120,11 @@ impl fmt::Display for S3Location {
 /// - with an endpoint override (`AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`):
 ///   `<scheme>://<bucket>.<host>/<key>`, or path style when the host is an
 ///   IP address (moto, a local MinIO) or the bucket has dots.
+///
+/// Like the SDK, it refuses what cannot name an endpoint: a region that
+/// is not a DNS label, FIPS in a partition without FIPS endpoints, an
+/// override combined with FIPS or dual-stack, and an override that is not
+/// an `http`/`https` URL of a host (with no user info or query).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ObjectAddress {
     pub(crate) endpoint: String,
@@ -127,22 +140,87 @@ pub(crate) struct EndpointChoice<'a> {
     pub(crate) dual_stack: bool,
 }
 
+/// What [`AwsError::Invalid`] calls the endpoint override.
+const OVERRIDE: &str = "S3 endpoint override (AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL)";
+
+/// Whether `region` can stand in a host name: one DNS label of `a-z0-9-`,
+/// as the SDK's rules check it (`isValidHostLabel`).
+fn is_host_label(region: &str) -> bool {
+    (1..=63).contains(&region.len())
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !region.starts_with('-')
+        && !region.ends_with('-')
+}
+
 impl ObjectAddress {
     pub(crate) fn new(
         location: &S3Location,
         region: &str,
         choice: EndpointChoice<'_>,
-    ) -> Result<ObjectAddress, &'static str> {
+    ) -> Result<ObjectAddress, AwsError> {
+        let invalid = |what, value: &str, problem| AwsError::Invalid {
+            what,
+            value: value.to_string(),
+            problem,
+        };
+        if !is_host_label(region) {
+            return Err(invalid(
+                "AWS region",
+                region,
+                "not a region name (a-z, 0-9 and -, as in eu-west-1): check AWS_REGION",
+            ));
+        }
         let key = fmt_string(&location.key, EncodingStrategy::Greedy);
         let dotted = location.bucket.contains('.');
         let (scheme, host, base_path) = match choice.endpoint_override {
             Some(url) => {
-                let uri: http::Uri = url
-                    .parse()
-                    .map_err(|_| "the S3 endpoint override is not a URL")?;
-                let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
-                    return Err("the S3 endpoint override needs a scheme and a host");
+                if choice.fips {
+                    return Err(invalid(
+                        OVERRIDE,
+                        url,
+                        "a custom endpoint cannot be combined with FIPS (AWS_USE_FIPS_ENDPOINT)",
+                    ));
+                }
+                if choice.dual_stack {
+                    return Err(invalid(
+                        OVERRIDE,
+                        url,
+                        "a custom endpoint cannot be combined with dual-stack (AWS_USE_DUALSTACK_ENDPOINT)",
+                    ));
+                }
+                let uri: http::Uri = url.parse().map_err(|_| {
+                    invalid(
+                        OVERRIDE,
+                        url,
+                        "not a URL (expected http(s)://host[:port][/path])",
+                    )
+                })?;
+                let Some(authority) = uri.authority() else {
+                    return Err(invalid(
+                        OVERRIDE,
+                        url,
+                        "no host (expected http(s)://host[:port][/path])",
+                    ));
                 };
+                if authority.as_str().contains('@') {
+                    // Never quoted: the user info may hold a password.
+                    return Err(invalid(
+                        OVERRIDE,
+                        "<user info redacted>",
+                        "user info (user:password@) is not allowed in an endpoint URL",
+                    ));
+                }
+                let scheme = match uri.scheme_str() {
+                    Some(scheme @ ("http" | "https")) => scheme,
+                    _ => {
+                        return Err(invalid(OVERRIDE, url, "the scheme must be http or https"));
+                    }
+                };
+                if uri.query().is_some() {
+                    return Err(invalid(OVERRIDE, url, "a query string is not allowed"));
+                }
                 (
                     scheme.to_string(),
                     authority.as_str().to_string(),
@@ -150,13 +228,20 @@ impl ObjectAddress {
                 )
             }
             None => {
+                let suffix = pullauth_resolve::partition_dns_suffix(region);
+                if choice.fips && suffix == "amazonaws.com.cn" {
+                    return Err(invalid(
+                        "AWS region",
+                        region,
+                        "the aws-cn partition has no FIPS endpoints: unset AWS_USE_FIPS_ENDPOINT",
+                    ));
+                }
                 let service = match (choice.fips, choice.dual_stack) {
                     (false, false) => "s3",
                     (true, false) => "s3-fips",
                     (false, true) => "s3.dualstack",
                     (true, true) => "s3-fips.dualstack",
                 };
-                let suffix = pullauth_resolve::partition_dns_suffix(region);
                 (
                     "https".to_string(),
                     format!("{service}.{region}.{suffix}"),
@@ -305,41 +390,54 @@ impl Intercept for SignForS3 {
         let now = components
             .time_source()
             .map_or_else(SystemTime::now, |clock| clock.now());
-        let request: &mut HttpRequest = context.request_mut();
-        for name in SIGNATURE_HEADERS {
-            request.headers_mut().remove(name);
-        }
-        let mut settings = SigningSettings::default();
-        settings.percent_encoding_mode = PercentEncodingMode::Single;
-        settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
-        settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-        let identity = self.credentials.clone().into();
-        let params = aws_sigv4::sign::v4::SigningParams::builder()
-            .identity(&identity)
-            .region(&self.region)
-            .name("s3")
-            .time(now)
-            .settings(settings)
-            .build()?
-            .into();
-        let headers: Vec<(String, String)> = {
-            let signable = SignableRequest::new(
-                request.method(),
-                request.uri(),
-                request.headers().iter(),
-                SignableBody::Bytes(&[]),
-            )?;
-            let (instructions, _) = sign(signable, &params)?.into_parts();
-            instructions
-                .headers()
-                .map(|(name, value)| (name.to_string(), value.to_string()))
-                .collect()
-        };
-        for (name, value) in headers {
-            request.headers_mut().insert(name, value);
-        }
-        Ok(())
+        sign_for_s3(context.request_mut(), &self.credentials, &self.region, now)
     }
+}
+
+/// Signs `request` for S3 in `region` as of `now`: SigV4 with S3's
+/// settings (the path encoded once, not normalized; `x-amz-content-sha256`
+/// of the empty body). Any earlier signature is replaced. The SDK's
+/// orchestrator logs requests at `trace`, session token included, as it
+/// does for the generated clients (its `Headers` keep no sensitive flag):
+/// one more reason the binary caps the SDK's targets below `trace`
+/// ([`crate::SDK_MAX_SAFE_LEVEL`]).
+fn sign_for_s3(
+    request: &mut HttpRequest,
+    credentials: &Credentials,
+    region: &str,
+    now: SystemTime,
+) -> Result<(), BoxError> {
+    for name in SIGNATURE_HEADERS {
+        request.headers_mut().remove(name);
+    }
+    let mut settings = SigningSettings::default();
+    settings.percent_encoding_mode = PercentEncodingMode::Single;
+    settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+    settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+    let identity = credentials.clone().into();
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name("s3")
+        .time(now)
+        .settings(settings)
+        .build()?
+        .into();
+    let (headers, _query) = {
+        let signable = SignableRequest::new(
+            request.method(),
+            request.uri(),
+            request.headers().iter(),
+            SignableBody::Bytes(&[]),
+        )?;
+        sign(signable, &params)?.into_parts().0.into_parts()
+    };
+    for header in headers {
+        request
+            .headers_mut()
+            .insert(header.name(), header.value().to_string());
+    }
+    Ok(())
 }
 
 impl Aws {
@@ -374,6 +472,15 @@ impl Aws {
         call: &Call,
     ) -> Result<Zeroizing<Vec<u8>>, AwsError> {
         let config = &self.inner.config;
+        // What the configuration gets wrong is said before any call.
+        let Some(region) = config.region().map(|r| r.as_ref().to_string()) else {
+            return Err(AwsError::Invalid {
+                what: "S3 location",
+                value: location.to_string(),
+                problem: "no AWS region is configured: set AWS_REGION (or AWS_DEFAULT_REGION, or a profile's region) to the bucket's region",
+            });
+        };
+        let address = self.object_address(location, &region)?;
         let no_credentials = |detail: String| AwsError::NoCredentials {
             call: call.clone(),
             detail,
@@ -387,47 +494,53 @@ impl Aws {
             .provide_credentials()
             .await
             .map_err(|e| no_credentials(crate::client::chain(&e)))?;
-        let Some(region) = config.region().map(|r| r.as_ref().to_string()) else {
-            return Err(AwsError::Invalid {
-                what: "S3 location",
-                value: location.to_string(),
-                problem: "no AWS region is configured: set AWS_REGION (or AWS_DEFAULT_REGION, or a profile's region) to the bucket's region",
-            });
-        };
         self.inner.counters.add(&self.inner.counters.object_fetches);
-        let object = match self
-            .send_get_object(location, &region, credentials.clone())
-            .await
+        let mut result = self
+            .send_get_object(address, &region, credentials.clone())
+            .await;
+        // S3 names the bucket's region on a wrong-region answer (a 301
+        // PermanentRedirect): read it there, once. A name that could not
+        // be a region is not followed.
+        if let Err(SdkError::ServiceError(e)) = &result
+            && let Some(other) = e.err().extra("bucket_region")
+            && other != region
+            && let Ok(there) = self.object_address(location, other)
         {
-            Err(SdkError::ServiceError(e))
-                if e.err()
-                    .extra("bucket_region")
-                    .is_some_and(|other| other != region) =>
+            let other = other.to_string();
+            tracing::info!(
+                location = %location,
+                region = %region,
+                bucket_region = %other,
+                "the bucket is in another region; reading it there"
+            );
+            result = self.send_get_object(there, &other, credentials).await;
+        }
+        let object = result.map_err(|e| match &e {
+            SdkError::ServiceError(service)
+                if service.err().code() == Some("PermanentRedirect")
+                    || service.raw().status().as_u16() == 301 =>
             {
-                let other = e
+                let named = service
                     .err()
                     .extra("bucket_region")
-                    .unwrap_or_default()
-                    .to_string();
-                tracing::info!(
-                    location = %location,
-                    region = %region,
-                    bucket_region = %other,
-                    "the bucket is in another region; reading it there"
-                );
-                self.send_get_object(location, &other, credentials).await
+                    .map(|r| format!(" (S3 names {r})"))
+                    .unwrap_or_default();
+                AwsError::Service {
+                    call: call.clone(),
+                    code: "PermanentRedirect".into(),
+                    message: format!(
+                        "the bucket is not in region {region}{named}: set AWS_REGION to the bucket's region"
+                    ),
+                }
             }
-            other => other,
-        }
-        .map_err(|e| {
-            self.sdk_error(call.clone(), e, |code| match code {
+            _ => self.sdk_error(call.clone(), e, |code| match code {
                 "NoSuchBucket" => Some(format!("no such bucket {:?}", location.bucket)),
                 "NoSuchKey" => Some(format!(
                     "no such key {:?} in bucket {:?}",
                     location.key, location.bucket
                 )),
                 _ => None,
-            })
+            }),
         })?;
         let bad = |problem: String| AwsError::BadResponse {
             call: call.clone(),
@@ -462,16 +575,15 @@ impl Aws {
         Ok(bytes)
     }
 
-    /// One `s3:GetObject` in `region`, retried as the configuration says.
-    async fn send_get_object(
+    /// Where `location` is read in `region`, as configured.
+    fn object_address(
         &self,
         location: &S3Location,
         region: &str,
-        credentials: Credentials,
-    ) -> Result<Object, SdkError<ErrorMetadata, HttpResponse>> {
+    ) -> Result<ObjectAddress, AwsError> {
         let config = &self.inner.config;
         let endpoint_override = self.endpoint_override("S3");
-        let address = ObjectAddress::new(
+        ObjectAddress::new(
             location,
             region,
             EndpointChoice {
@@ -480,7 +592,17 @@ impl Aws {
                 dual_stack: config.use_dual_stack().unwrap_or(false),
             },
         )
-        .map_err(SdkError::construction_failure)?;
+    }
+
+    /// One `s3:GetObject` of `address`, signed for `region`, retried as the
+    /// configuration says.
+    async fn send_get_object(
+        &self,
+        address: ObjectAddress,
+        region: &str,
+        credentials: Credentials,
+    ) -> Result<Object, SdkError<ErrorMetadata, HttpResponse>> {
+        let config = &self.inner.config;
         let Some(http_client) = config.http_client() else {
             return Err(SdkError::construction_failure(
                 "no HTTP client is configured",
@@ -508,6 +630,10 @@ impl Aws {
                     .unwrap_or_else(TimeoutConfig::disabled),
             )
             .with_connection_poisoning()
+            // As the generated client: a body that stops flowing fails after
+            // the grace period (5 s), not at the operation's end.
+            .stalled_stream_protection(StalledStreamProtectionConfig::enabled().build())
+            .interceptor(StalledStreamProtectionInterceptor::default())
             .interceptor(SignForS3 {
                 credentials,
                 region: region.to_string(),
@@ -691,17 +817,104 @@ mod tests {
         );
     }
 
-    #[test]
-    fn an_endpoint_override_that_is_not_a_url_is_refused() {
+    #[rstest]
+    #[case::not_a_url(Some("not a url"), false, false, "eu-west-1", "not a URL")]
+    #[case::no_host(Some("/just/a/path"), false, false, "eu-west-1", "no host")]
+    #[case::other_scheme(
+        Some("ftp://files.internal"),
+        false,
+        false,
+        "eu-west-1",
+        "http or https"
+    )]
+    #[case::query(Some("https://s3.internal/?x=1"), false, false, "eu-west-1", "query")]
+    #[case::override_and_fips(Some("https://s3.internal"), true, false, "eu-west-1", "FIPS")]
+    #[case::override_and_dual_stack(
+        Some("https://s3.internal"),
+        false,
+        true,
+        "eu-west-1",
+        "dual-stack"
+    )]
+    #[case::region_not_a_label(None, false, false, "eu west 1", "not a region name")]
+    #[case::region_a_host(None, false, false, "evil.example/", "not a region name")]
+    #[case::fips_in_china(None, true, false, "cn-north-1", "no FIPS endpoints")]
+    fn what_cannot_name_an_endpoint_is_refused(
+        #[case] endpoint_override: Option<&str>,
+        #[case] fips: bool,
+        #[case] dual_stack: bool,
+        #[case] region: &str,
+        #[case] problem: &str,
+    ) {
         let location = S3Location::parse("s3://env-files/k").expect("valid");
-        for bad in ["not a url", "/just/a/path"] {
-            let choice = EndpointChoice {
-                endpoint_override: Some(bad),
-                ..EndpointChoice::default()
-            };
-            let problem = ObjectAddress::new(&location, "eu-west-1", choice).expect_err(bad);
-            assert!(problem.contains("endpoint override"), "{bad}: {problem}");
-        }
+        let choice = EndpointChoice {
+            endpoint_override,
+            fips,
+            dual_stack,
+        };
+        let e = ObjectAddress::new(&location, region, choice).expect_err("refused");
+        assert_eq!(e.class(), crate::ErrorClass::Invalid, "{e}");
+        assert!(e.to_string().contains(problem), "{e}");
+    }
+
+    #[test]
+    fn an_override_with_user_info_is_refused_without_quoting_it() {
+        let location = S3Location::parse("s3://env-files/k").expect("valid");
+        let choice = EndpointChoice {
+            endpoint_override: Some("https://admin:hunter2@minio.internal"),
+            ..EndpointChoice::default()
+        };
+        let e = ObjectAddress::new(&location, "eu-west-1", choice).expect_err("refused");
+        assert!(e.to_string().contains("user info"), "{e}");
+        assert!(!format!("{e} {e:?}").contains("hunter2"), "{e:?}");
+    }
+
+    #[test]
+    fn a_signature_covers_the_session_token_and_is_replaced_when_signed_again() {
+        let mut request = HttpRequest::try_from(
+            http::Request::builder()
+                .method("GET")
+                .uri("https://env-files.s3.eu-west-1.amazonaws.com/dir/a%20b.env")
+                .body(SdkBody::empty())
+                .expect("request"),
+        )
+        .expect("request");
+        let credentials = Credentials::new(
+            "ASIAEXAMPLE",
+            "secret-key-never-shown",
+            Some("session-token-never-shown".into()),
+            None,
+            "test",
+        );
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_764_720_000);
+        sign_for_s3(&mut request, &credentials, "eu-west-1", at).expect("signed");
+        // Signed twice (a retried attempt): replaced, not repeated.
+        sign_for_s3(&mut request, &credentials, "eu-west-1", at).expect("signed again");
+        let headers = request.headers();
+        assert_eq!(headers.get_all("authorization").count(), 1, "one signature");
+        let auth = headers.get("authorization").expect("authorization");
+        assert!(
+            auth.starts_with(
+                "AWS4-HMAC-SHA256 Credential=ASIAEXAMPLE/20251203/eu-west-1/s3/aws4_request, "
+            ),
+            "{auth}"
+        );
+        assert!(
+            auth.contains(
+                "SignedHeaders=host;x-amz-content-sha256;x-amz-date;x-amz-security-token,"
+            ),
+            "{auth}"
+        );
+        assert_eq!(
+            headers.get("x-amz-security-token"),
+            Some("session-token-never-shown")
+        );
+        assert_eq!(
+            headers.get("x-amz-content-sha256"),
+            Some("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+        );
+        assert_eq!(headers.get("x-amz-date"), Some("20251203T000000Z"));
+        assert!(!format!("{request:?}").contains("secret-key-never-shown"));
     }
 
     #[test]
@@ -739,6 +952,7 @@ mod tests {
     #[case::uppercase_bucket("s3://My-Bucket/key", "bucket")]
     #[case::short_bucket("s3://ab/key", "bucket")]
     #[case::dash_end("s3://bucket-/key", "bucket")]
+    #[case::directory_bucket("s3://env--usw2-az1--x-s3/key", "directory buckets")]
     fn rejects(#[case] url: &str, #[case] problem: &str) {
         let e = S3Location::parse(url).expect_err("invalid");
         assert!(e.to_string().contains(problem), "{url}: {e}");

@@ -14,7 +14,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use pullauth_aws::{Aws, AwsOptions, EcrRegistry, RoleArn, S3Location};
-use pullauth_integration::{Imds, ImdsCredentials, MOTO_ACCESS_KEY, Moto, free_port};
+use pullauth_integration::{
+    Imds, ImdsCredentials, MOTO_ACCESS_KEY, Moto, S3Mode, S3Stub, free_port, pullauth_aws_env,
+};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
@@ -128,7 +130,15 @@ fn probe_child() {
 }
 
 async fn run_action(action: &Value) -> Value {
-    let aws = Aws::from_env(AwsOptions::default()).await;
+    // Shorter bounds, where a test asks for them.
+    let millis = |name: &str| action[name].as_u64().map(Duration::from_millis);
+    let defaults = AwsOptions::default();
+    let options = AwsOptions {
+        attempt_timeout: millis("attempt_timeout_ms").unwrap_or(defaults.attempt_timeout),
+        operation_timeout: millis("operation_timeout_ms").unwrap_or(defaults.operation_timeout),
+        ..defaults
+    };
+    let aws = Aws::from_env(options).await;
     let role = action["role"]
         .as_str()
         .map(|r| RoleArn::parse(r).expect("valid role ARN"));
@@ -469,6 +479,77 @@ fn s3_reads_are_signed_as_s3_checks_them() {
     assert_eq!(class, "access_denied", "{message}");
     assert!(message.contains("SignatureDoesNotMatch"), "{message}");
     assert!(!message.contains(wrong.1), "{message}");
+}
+
+/// The environment of a probe whose S3 calls go to `stub`.
+fn stub_env(stub: &S3Stub) -> Vec<(String, String)> {
+    pullauth_aws_env(&stub.endpoint())
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+}
+
+/// The configuration's retries apply to S3 reads: two 503 SlowDown answers,
+/// then the object, is a success after three signed attempts.
+#[test]
+fn s3_reads_retry_slow_down_with_a_signature_per_attempt() {
+    let stub = S3Stub::start(S3Mode::FailThenServe {
+        failures: 2,
+        body: b"ECS_CLUSTER=third-time\n".to_vec(),
+    });
+    let answer = probe(
+        &stub_env(&stub),
+        json!({"op": "s3", "url": "s3://stub-bucket/ecs.config"}),
+    );
+    assert_eq!(ok(&answer)["content"], "ECS_CLUSTER=third-time\n");
+    let heads = stub.heads();
+    assert_eq!(heads.len(), 3, "{heads:?}");
+    for head in &heads {
+        let lower = head.to_ascii_lowercase();
+        assert!(
+            lower.contains("\r\nauthorization: aws4-hmac-sha256 "),
+            "{head}"
+        );
+        assert!(lower.contains("\r\nx-amz-date: "), "{head}");
+    }
+}
+
+/// The configuration's per-attempt limit and attempts apply to S3 reads:
+/// an endpoint that never answers gets three attempts of 300 ms each,
+/// well inside the call's own limit, and the error says so.
+#[test]
+fn s3_reads_give_up_on_a_silent_endpoint_after_three_bounded_attempts() {
+    let stub = S3Stub::start(S3Mode::Stall);
+    let answer = probe(
+        &stub_env(&stub),
+        json!({"op": "s3", "url": "s3://stub-bucket/ecs.config",
+               "attempt_timeout_ms": 300, "operation_timeout_ms": 10_000}),
+    );
+    let (class, message) = err(&answer);
+    assert_eq!(class, "timeout", "{message}");
+    assert!(
+        message.contains("3 attempts of at most 300ms each"),
+        "{message}"
+    );
+    assert_eq!(stub.stalled(), 3, "one held connection per attempt");
+}
+
+/// A body that stops flowing fails as a broken transfer after the SDK's
+/// grace period, not as a timeout of the whole call.
+#[test]
+fn s3_reads_fail_a_body_that_stops_flowing() {
+    let stub = S3Stub::start(S3Mode::StallBody(b"ECS_CLUSTER=half".to_vec()));
+    let answer = probe(
+        &stub_env(&stub),
+        json!({"op": "s3", "url": "s3://stub-bucket/ecs.config",
+               "operation_timeout_ms": 60_000}),
+    );
+    let (class, message) = err(&answer);
+    assert_eq!(class, "unreachable", "{message}");
+    assert!(
+        message.contains("the connection failed while reading the object"),
+        "{message}"
+    );
 }
 
 // ---------------------------------------------------------------------------
