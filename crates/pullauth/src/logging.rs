@@ -11,14 +11,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 /// only at warn and above, so that their debug output (HTTP requests with
 /// headers) never reaches the log.
 pub fn init(level: LogLevel, format: LogFormat) {
-    let ours = match level {
-        LogLevel::Debug => LevelFilter::DEBUG,
-        LogLevel::Info => LevelFilter::INFO,
-        LogLevel::Warn => LevelFilter::WARN,
-        LogLevel::Error | LogLevel::Crit => LevelFilter::ERROR,
-        LogLevel::None => LevelFilter::OFF,
-    };
-    let libraries = ours.min(LevelFilter::WARN);
+    let (ours, libraries) = levels(level);
     let filter = Targets::new()
         .with_default(libraries)
         .with_target("pullauth", ours)
@@ -52,4 +45,43 @@ pub fn init(level: LogLevel, format: LogFormat) {
             )
             .try_init(),
     };
+}
+
+/// The most our own crates and the libraries may log at `level`. Never
+/// below debug, and libraries never below warn: the release build compiles
+/// out trace events and the `log` crate's records (crates/pullauth's
+/// Cargo.toml), which is only safe while this holds.
+fn levels(level: LogLevel) -> (LevelFilter, LevelFilter) {
+    let ours = match level {
+        LogLevel::Debug => LevelFilter::DEBUG,
+        LogLevel::Info => LevelFilter::INFO,
+        LogLevel::Warn => LevelFilter::WARN,
+        LogLevel::Error | LogLevel::Crit => LevelFilter::ERROR,
+        LogLevel::None => LevelFilter::OFF,
+    };
+    (ours, ours.min(LevelFilter::WARN))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the release build's compile-time limits rely on: no
+    /// ECS_LOGLEVEL asks for trace, or for library output below warn.
+    #[test]
+    fn no_level_enables_what_the_release_build_compiles_out() {
+        for level in [
+            LogLevel::Debug,
+            LogLevel::Info,
+            LogLevel::Warn,
+            LogLevel::Error,
+            LogLevel::Crit,
+            LogLevel::None,
+        ] {
+            let (ours, libraries) = levels(level);
+            assert!(ours <= LevelFilter::DEBUG, "{level:?}: {ours}");
+            assert!(libraries <= LevelFilter::WARN, "{level:?}: {libraries}");
+        }
+        assert_eq!(levels(LogLevel::Debug).0, LevelFilter::DEBUG);
+    }
 }
