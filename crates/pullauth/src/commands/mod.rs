@@ -17,8 +17,10 @@ use std::io::{BufRead, Write};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use pullauth_agent::credentials::Provider;
+use pullauth_aws::RoleArn;
 use pullauth_config::{AUTH_DATA, Config};
-use pullauth_resolve::RegistryTable;
+use pullauth_resolve::{ImageRef, RegistryTable};
 
 pub use env_file::{S3EnvFileError, is_s3, read as read_env_file};
 
@@ -104,6 +106,44 @@ pub fn registry_table(config: &Config) -> anyhow::Result<RegistryTable> {
         }
     }
     Ok(table)
+}
+
+/// What `pull` and `verify` both start from: the configuration, the
+/// images (every reference checked before anything is asked), the
+/// `--execution-role`, and the provider a pull uses (AWS loaded only if an
+/// image needs it; `AWS_CA_BUNDLE` is read now).
+pub struct PullRequest {
+    pub config: Config,
+    pub table: RegistryTable,
+    pub images: Vec<ImageRef>,
+    pub role: Option<RoleArn>,
+    pub provider: Provider,
+}
+
+impl PullRequest {
+    pub fn read(
+        config: &ConfigArgs,
+        images: &[String],
+        execution_role: Option<&str>,
+    ) -> anyhow::Result<PullRequest> {
+        let (config, table) = load(config)?;
+        let images = image_args(images)?
+            .iter()
+            .map(|i| ImageRef::parse(i))
+            .collect::<Result<Vec<_>, _>>()?;
+        let role = execution_role
+            .map(RoleArn::parse)
+            .transpose()
+            .context("--execution-role")?;
+        let provider = Provider::lazy(aws_options(config.ecr.value, config.aws_timeout.value)?);
+        Ok(PullRequest {
+            config,
+            table,
+            images,
+            role,
+            provider,
+        })
+    }
 }
 
 /// The image arguments, with `-` replaced by the lines of stdin (blank lines

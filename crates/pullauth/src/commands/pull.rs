@@ -3,8 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use pullauth_agent::credentials::{Provider, TaskCredentials};
-use pullauth_aws::RoleArn;
+use pullauth_agent::credentials::TaskCredentials;
 use std::path::Path;
 
 use pullauth_config::{Config, PullBehavior};
@@ -13,7 +12,7 @@ use pullauth_resolve::{Entry, ImageRef};
 use pullauth_store::{PulledWith, Store};
 use serde::Serialize;
 
-use super::{aws_options, image_args, load, quoted, say};
+use super::{PullRequest, quoted, say};
 use crate::cli::{PullArgs, PullBehaviorArg};
 use crate::exit;
 use crate::progress::{Display, Mode, seconds};
@@ -44,24 +43,17 @@ impl From<PullBehaviorArg> for PullBehavior {
 }
 
 pub fn run(args: &PullArgs) -> anyhow::Result<ExitCode> {
-    let (config, table) = load(&args.config)?;
-    // Every reference is checked before anything is pulled.
-    let images = image_args(&args.images)?
-        .iter()
-        .map(|i| ImageRef::parse(i))
-        .collect::<Result<Vec<_>, _>>()?;
-    let role = args
-        .execution_role
-        .as_deref()
-        .map(RoleArn::parse)
-        .transpose()
-        .context("--execution-role")?;
+    let PullRequest {
+        config,
+        table,
+        images,
+        role,
+        provider,
+    } = PullRequest::read(&args.config, &args.images, args.execution_role.as_deref())?;
     let task = TaskCredentials {
         secret: args.repository_credentials.as_deref(),
         role: role.as_ref(),
     };
-    // AWS is loaded only if a pull needs it (AWS_CA_BUNDLE is read now).
-    let provider = Provider::lazy(aws_options(config.ecr.value, config.aws_timeout.value)?);
     let behavior = args
         .pull_behavior
         .map_or(config.pull_behavior.value, PullBehavior::from);

@@ -4,36 +4,28 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use pullauth_agent::credentials::{Provider, TaskCredentials};
-use pullauth_aws::RoleArn;
+use pullauth_agent::credentials::TaskCredentials;
 use pullauth_docker::{Engine, EngineSetupError, PullError, VerifyOutcome, VerifyReport};
-use pullauth_resolve::{ImageRef, Source};
+use pullauth_resolve::Source;
 
-use super::{aws_options, image_args, load, say};
+use super::{PullRequest, say};
 use crate::cli::VerifyArgs;
 use crate::exit;
 
 pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
-    let (config, table) = load(&args.config)?;
-    // Every reference is checked before anything is asked.
-    let images = image_args(&args.images)?
-        .iter()
-        .map(|i| ImageRef::parse(i))
-        .collect::<Result<Vec<_>, _>>()?;
-    let role = args
-        .execution_role
-        .as_deref()
-        .map(RoleArn::parse)
-        .transpose()
-        .context("--execution-role")?;
+    // The pull's own provider: keys, helpers, ECR tokens (as PULLAUTH_ECR
+    // says) and the --repository-credentials secret.
+    let PullRequest {
+        table,
+        images,
+        role,
+        provider,
+        ..
+    } = PullRequest::read(&args.config, &args.images, args.execution_role.as_deref())?;
     let task = TaskCredentials {
         secret: args.repository_credentials.as_deref(),
         role: role.as_ref(),
     };
-    // The pull's own provider: keys, helpers, ECR tokens (as PULLAUTH_ECR
-    // says) and the --repository-credentials secret. AWS is loaded only if
-    // an image needs it.
-    let provider = Provider::lazy(aws_options(config.ecr.value, config.aws_timeout.value)?);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
