@@ -219,6 +219,35 @@ fn an_s3_env_file_in_a_bucket_of_another_region_is_read_there() {
     }
 }
 
+/// A redirect whose region could not be a region name is not followed:
+/// the error says which region was used and what to set.
+#[test]
+fn an_s3_redirect_to_no_region_is_not_followed_and_says_what_to_set() {
+    let stub = S3Stub::start(S3Mode::InRegion {
+        region: "evil.example".into(),
+        body: b"ECS_CLUSTER=never\n".to_vec(),
+    });
+    let env = pullauth_aws_env(&stub.endpoint());
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let out = pullauth_command(
+        "check",
+        Harness::get().docker_host(),
+        Path::new("s3://stub-bucket/ecs.config"),
+        &env,
+        &[],
+    )
+    .output()
+    .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the bucket is not in region us-east-1")
+            && stderr.contains("set AWS_REGION to the bucket's region"),
+        "{stderr}"
+    );
+    assert_eq!(stub.signed_for(), ["us-east-1"], "not followed");
+}
+
 #[test]
 fn a_client_that_writes_a_2_mib_body_before_reading_gets_the_413() {
     let spec = AgentSpec::new();
