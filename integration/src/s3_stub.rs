@@ -25,6 +25,10 @@ pub enum S3Mode {
     /// `503 SlowDown` for the first `failures` requests, then `200` with
     /// `body`.
     FailThenServe { failures: usize, body: Vec<u8> },
+    /// `403` with a chunked error body of up to this many bytes, sent in
+    /// 64 KiB chunks until the client goes away (counted like
+    /// [`S3Mode::Stream`]).
+    StreamError(u64),
     /// `200` announcing 1 KiB more than `body`, which it sends, and then
     /// nothing more, holding the connection.
     StallBody(Vec<u8>),
@@ -277,9 +281,14 @@ fn serve(mut stream: TcpStream, shared: &Shared, held: &Mutex<Vec<TcpStream>>) {
                 shared.stalled.fetch_add(1, Ordering::SeqCst);
                 return;
             }
-            S3Mode::Stream(limit) => {
-                let head = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\
-                            Transfer-Encoding: chunked\r\n\r\n";
+            S3Mode::Stream(limit) | S3Mode::StreamError(limit) => {
+                let head = if matches!(mode, S3Mode::Stream(_)) {
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\
+                     Transfer-Encoding: chunked\r\n\r\n"
+                } else {
+                    "HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\n\
+                     Transfer-Encoding: chunked\r\n\r\n"
+                };
                 let chunk = vec![b'x'; 64 * 1024];
                 let mut sent = 0u64;
                 if stream.write_all(head.as_bytes()).is_ok() {

@@ -305,6 +305,10 @@ fn error_metadata(status: u16, bucket_region: Option<&str>, body: &[u8]) -> Erro
     builder.build()
 }
 
+/// The most of an error answer's body that is read (S3's XML error
+/// documents are well under 1 KiB).
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
 /// A `GetObject` answer: the body, not yet read.
 #[derive(Debug)]
 struct Object {
@@ -324,6 +328,13 @@ impl DeserializeResponse for ObjectDeserializer {
         response: &mut HttpResponse,
     ) -> Option<Result<Output, OrchestratorError<Error>>> {
         if !response.status().is_success() {
+            // The orchestrator reads an error's body whole before handing
+            // it to `deserialize_nonstreaming`: bounded, so that an endpoint
+            // streaming an endless error body fails the read instead of
+            // filling memory. S3's error documents are a few hundred bytes.
+            let body = std::mem::replace(response.body_mut(), SdkBody::taken());
+            *response.body_mut() =
+                SdkBody::from_body_1_x(http_body_util::Limited::new(body, MAX_ERROR_BODY));
             return None;
         }
         let length = response

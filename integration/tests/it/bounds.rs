@@ -248,6 +248,37 @@ fn an_s3_redirect_to_no_region_is_not_followed_and_says_what_to_set() {
     assert_eq!(stub.signed_for(), ["us-east-1"], "not followed");
 }
 
+/// An error answer's body is bounded too (the SDK reads it whole to find
+/// S3's error code): an endless one fails the call instead of filling
+/// memory.
+#[test]
+fn an_s3_error_body_without_a_length_is_read_no_further_than_its_limit() {
+    const SENT_AT_MOST: u64 = 64 * 1024 * 1024;
+    let stub = S3Stub::start(S3Mode::StreamError(SENT_AT_MOST));
+    let env = pullauth_aws_env(&stub.endpoint());
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let out = pullauth_command(
+        "check",
+        Harness::get().docker_host(),
+        Path::new("s3://stub-bucket/ecs.config"),
+        &env,
+        &[],
+    )
+    .output()
+    .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("s3://stub-bucket/ecs.config"), "{stderr}");
+    wait_until("the stream to end", Duration::from_secs(30), || {
+        stub.streamed().1 >= 1
+    });
+    let (sent, _) = stub.streamed();
+    assert!(
+        sent < 16 * 1024 * 1024,
+        "{sent} bytes sent before the client stopped reading"
+    );
+}
+
 #[test]
 fn a_client_that_writes_a_2_mib_body_before_reading_gets_the_413() {
     let spec = AgentSpec::new();
