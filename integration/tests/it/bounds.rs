@@ -115,6 +115,34 @@ fn a_second_agent_on_one_data_dir_exits_2_naming_the_first_and_pull_once_still_s
     drop(first);
 }
 
+/// `pullauth check --env-file s3://stub-bucket/<key>`, reading from `stub`.
+fn check_s3_env_file(stub: &S3Stub, key: &str) -> std::process::Output {
+    let env = pullauth_aws_env(&stub.endpoint());
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    pullauth_command(
+        "check",
+        Harness::get().docker_host(),
+        Path::new(&format!("s3://stub-bucket/{key}")),
+        &env,
+        &[],
+    )
+    .output()
+    .expect("runs")
+}
+
+/// The client left `stub`'s endless body early: what it read, plus what
+/// socket buffers held when it left, is far below the 64 MiB on offer.
+fn assert_stopped_reading(stub: &S3Stub) {
+    wait_until("the stream to end", Duration::from_secs(30), || {
+        stub.streamed().1 >= 1
+    });
+    let (sent, _) = stub.streamed();
+    assert!(
+        sent < 16 * 1024 * 1024,
+        "{sent} bytes sent before the client stopped reading"
+    );
+}
+
 #[test]
 fn reloading_an_s3_env_file_against_a_stalled_endpoint_never_holds_the_apis() {
     let stub = S3Stub::start(S3Mode::Serve(b"ECS_CLUSTER=s3-stub\n".to_vec()));
@@ -154,30 +182,11 @@ fn reloading_an_s3_env_file_against_a_stalled_endpoint_never_holds_the_apis() {
 fn an_s3_env_file_without_a_length_is_read_no_further_than_the_limit() {
     const SENT_AT_MOST: u64 = 64 * 1024 * 1024;
     let stub = S3Stub::start(S3Mode::Stream(SENT_AT_MOST));
-    let env = pullauth_aws_env(&stub.endpoint());
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let out = pullauth_command(
-        "check",
-        Harness::get().docker_host(),
-        Path::new("s3://stub-bucket/huge.config"),
-        &env,
-        &[],
-    )
-    .output()
-    .expect("runs");
+    let out = check_s3_env_file(&stub, "huge.config");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("larger than 1048576 bytes"), "{stderr}");
-    wait_until("the stream to end", Duration::from_secs(30), || {
-        stub.streamed().1 >= 1
-    });
-    let (sent, _) = stub.streamed();
-    // 1 MiB read, plus what socket buffers held when the client left;
-    // reading it all would have taken 64 MiB.
-    assert!(
-        sent < 16 * 1024 * 1024,
-        "{sent} bytes sent before the client stopped reading"
-    );
+    assert_stopped_reading(&stub);
 }
 
 #[test]
@@ -186,18 +195,11 @@ fn an_s3_env_file_in_a_bucket_of_another_region_is_read_there() {
         region: "eu-central-1".into(),
         body: b"ECS_CLUSTER=from-frankfurt\n".to_vec(),
     });
-    let env = pullauth_aws_env(&stub.endpoint());
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    assert!(env.contains(&("AWS_REGION", "us-east-1")), "{env:?}");
-    let out = pullauth_command(
-        "check",
-        Harness::get().docker_host(),
-        Path::new("s3://stub-bucket/ecs.config"),
-        &env,
-        &[],
-    )
-    .output()
-    .expect("runs");
+    assert!(
+        pullauth_aws_env(&stub.endpoint()).contains(&("AWS_REGION", "us-east-1".to_string())),
+        "the configured region"
+    );
+    let out = check_s3_env_file(&stub, "ecs.config");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -227,17 +229,7 @@ fn an_s3_redirect_to_no_region_is_not_followed_and_says_what_to_set() {
         region: "evil.example".into(),
         body: b"ECS_CLUSTER=never\n".to_vec(),
     });
-    let env = pullauth_aws_env(&stub.endpoint());
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let out = pullauth_command(
-        "check",
-        Harness::get().docker_host(),
-        Path::new("s3://stub-bucket/ecs.config"),
-        &env,
-        &[],
-    )
-    .output()
-    .expect("runs");
+    let out = check_s3_env_file(&stub, "ecs.config");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -255,28 +247,11 @@ fn an_s3_redirect_to_no_region_is_not_followed_and_says_what_to_set() {
 fn an_s3_error_body_without_a_length_is_read_no_further_than_its_limit() {
     const SENT_AT_MOST: u64 = 64 * 1024 * 1024;
     let stub = S3Stub::start(S3Mode::StreamError(SENT_AT_MOST));
-    let env = pullauth_aws_env(&stub.endpoint());
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let out = pullauth_command(
-        "check",
-        Harness::get().docker_host(),
-        Path::new("s3://stub-bucket/ecs.config"),
-        &env,
-        &[],
-    )
-    .output()
-    .expect("runs");
+    let out = check_s3_env_file(&stub, "ecs.config");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("s3://stub-bucket/ecs.config"), "{stderr}");
-    wait_until("the stream to end", Duration::from_secs(30), || {
-        stub.streamed().1 >= 1
-    });
-    let (sent, _) = stub.streamed();
-    assert!(
-        sent < 16 * 1024 * 1024,
-        "{sent} bytes sent before the client stopped reading"
-    );
+    assert_stopped_reading(&stub);
 }
 
 #[test]

@@ -172,16 +172,34 @@ fn settings(entries: &[(&str, &str, &str)]) -> Settings {
     }
 }
 
+/// The identity every agent of these tests reports.
+fn identity() -> Identity {
+    Identity {
+        cluster: "test".to_owned(),
+        container_instance_arn: None,
+        version: "test".to_owned(),
+    }
+}
+
+/// An agent over `engine` pulling with `provider`, 4 pulls at a time.
+fn start_with_provider(engine: &Arc<FakeEngine>, settings: Settings, provider: Provider) -> Agent {
+    Agent::start_with_provider(
+        Store::in_memory(),
+        engine.clone(),
+        settings,
+        identity(),
+        4,
+        Arc::new(provider),
+    )
+    .expect("agent")
+}
+
 fn start(engine: &Arc<FakeEngine>, settings: Settings, max_pulls: usize) -> Agent {
     Agent::start(
         Store::in_memory(),
         engine.clone(),
         settings,
-        Identity {
-            cluster: "test".to_owned(),
-            container_instance_arn: None,
-            version: "test".to_owned(),
-        },
+        identity(),
         max_pulls,
     )
     .expect("agent")
@@ -472,19 +490,7 @@ async fn helpers_run_once_for_a_burst_of_tasks_and_verify_uses_them() {
     let provider = Provider::lazy(pullauth_aws::AwsOptions::default())
         .with_helpers(dir.path().to_path_buf(), HelperCache::default());
     let engine = FakeEngine::new();
-    let agent = Agent::start_with_provider(
-        Store::in_memory(),
-        engine.clone(),
-        settings,
-        Identity {
-            cluster: "test".to_owned(),
-            container_instance_arn: None,
-            version: "test".to_owned(),
-        },
-        4,
-        Arc::new(provider),
-    )
-    .expect("agent");
+    let agent = start_with_provider(&engine, settings, provider);
     let image = "helped.example.com/app:1";
     let images = [image; 10];
     let arns = futures_util::future::join_all((0..10).map(|_| submit(&agent, &images))).await;
@@ -556,19 +562,7 @@ async fn ecr_public_stub(deny: bool) -> (String, Arc<Mutex<Vec<hyper::HeaderMap>
 /// region was chosen on purpose).
 async fn agent_with_aws(engine: &Arc<FakeEngine>, endpoint: &str) -> Agent {
     let aws = crate::stub::aws_at(endpoint).await;
-    Agent::start_with_provider(
-        Store::in_memory(),
-        engine.clone(),
-        settings(&[]),
-        Identity {
-            cluster: "test".to_owned(),
-            container_instance_arn: None,
-            version: "test".to_owned(),
-        },
-        4,
-        Arc::new(Provider::with_aws(aws, true)),
-    )
-    .expect("agent")
+    start_with_provider(engine, settings(&[]), Provider::with_aws(aws, true))
 }
 
 // ECR Public (issue 17): a pull of public.ecr.aws gets a token from
