@@ -4,11 +4,12 @@
 //! Any other operation gets a 400 naming it. It checks no signature.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::TcpStream;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::Duration;
+
+use crate::loopback::Loopback;
 
 /// The service `ListServices` names.
 pub const ECS_STUB_SERVICE_ARN: &str = "arn:aws:ecs:us-east-1:123456789012:service/stub/web";
@@ -18,58 +19,36 @@ struct Shared {
     describe_services: Vec<u8>,
     /// Operations called (`ListServices`, ...), in order.
     calls: Mutex<Vec<String>>,
-    stop: AtomicBool,
 }
 
 /// See the module docs.
 #[derive(Debug)]
 pub struct EcsStub {
-    port: u16,
     shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
+    server: Loopback,
 }
 
 impl EcsStub {
     /// Starts the stub on a free 127.0.0.1 port; `DescribeServices` gets
     /// `describe_services` with HTTP 200.
     pub fn start(describe_services: &[u8]) -> EcsStub {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("cannot bind 127.0.0.1:0");
-        let port = listener.local_addr().expect("no local address").port();
-        listener
-            .set_nonblocking(true)
-            .expect("cannot make the listener non-blocking");
         let shared = Arc::new(Shared {
             describe_services: describe_services.to_vec(),
             calls: Mutex::new(Vec::new()),
-            stop: AtomicBool::new(false),
         });
-        let thread = {
+        let server = {
             let shared = shared.clone();
-            thread::Builder::new()
-                .name(format!("ecs-stub-{port}"))
-                .spawn(move || {
-                    while !shared.stop.load(Ordering::Relaxed) {
-                        match listener.accept() {
-                            Ok((stream, _)) => {
-                                let shared = shared.clone();
-                                thread::spawn(move || serve(stream, &shared));
-                            }
-                            Err(_) => thread::sleep(Duration::from_millis(10)),
-                        }
-                    }
-                })
-                .expect("cannot start the stub thread")
+            Loopback::start("ecs-stub", move |stream| {
+                let shared = shared.clone();
+                thread::spawn(move || serve(stream, &shared));
+            })
         };
-        EcsStub {
-            port,
-            shared,
-            thread: Some(thread),
-        }
+        EcsStub { shared, server }
     }
 
     /// `http://127.0.0.1:PORT`, for `AWS_ENDPOINT_URL`.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://127.0.0.1:{}", self.server.port())
     }
 
     /// The operations called so far, in order.
@@ -79,15 +58,6 @@ impl EcsStub {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
-    }
-}
-
-impl Drop for EcsStub {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -50,6 +50,7 @@ mod ecs_stub;
 mod engine;
 mod harness;
 pub mod http;
+mod loopback;
 mod moto;
 mod opt_in;
 mod outcome;

@@ -16,15 +16,16 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use crate::loopback::Loopback;
 use crate::{process, util};
 
 /// The moto release the tests run against.
@@ -294,9 +295,8 @@ pub struct ImdsCredentials {
 /// credentials. Everything else is 404. Stops when dropped.
 #[derive(Debug)]
 pub struct Imds {
-    addr: String,
     credential_requests: Arc<AtomicUsize>,
-    stop: Arc<Mutex<bool>>,
+    server: Loopback,
 }
 
 /// The session token this IMDS issues and requires.
@@ -305,51 +305,25 @@ const IMDS_SESSION: &str = "pullauth-test-imds-session";
 impl Imds {
     /// Starts the service on a free loopback port, serving `creds`.
     pub fn start(creds: ImdsCredentials) -> Imds {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("cannot bind the IMDS port");
-        let addr = listener.local_addr().expect("no local address").to_string();
-        listener
-            .set_nonblocking(true)
-            .expect("cannot make the IMDS listener non-blocking");
         let credential_requests = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(Mutex::new(false));
-        let (count, stopped) = (credential_requests.clone(), stop.clone());
-        std::thread::Builder::new()
-            .name("pullauth-it-imds".into())
-            .spawn(move || {
-                loop {
-                    if *stopped.lock().unwrap_or_else(|e| e.into_inner()) {
-                        return;
-                    }
-                    match listener.accept() {
-                        Ok((stream, _)) => {
-                            let _ = serve_imds(stream, &creds, &count);
-                        }
-                        Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                    }
-                }
-            })
-            .expect("cannot start the IMDS thread");
+        let count = credential_requests.clone();
+        let server = Loopback::start("pullauth-it-imds", move |stream| {
+            let _ = serve_imds(stream, &creds, &count);
+        });
         Imds {
-            addr,
             credential_requests,
-            stop,
+            server,
         }
     }
 
     /// `http://127.0.0.1:PORT`, for `AWS_EC2_METADATA_SERVICE_ENDPOINT`.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://127.0.0.1:{}", self.server.port())
     }
 
     /// How many times the role's credentials were requested.
     pub fn credential_requests(&self) -> usize {
         self.credential_requests.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for Imds {
-    fn drop(&mut self) {
-        *self.stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
     }
 }
 

@@ -6,11 +6,13 @@
 //! [`S3Mode::InRegion`] reads the signature's scope).
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::Duration;
+
+use crate::loopback::Loopback;
 
 /// What the stub does with the next request.
 #[derive(Debug, Clone)]
@@ -49,61 +51,39 @@ struct Shared {
     streams_done: AtomicUsize,
     /// Every request's head, in order.
     heads: Mutex<Vec<String>>,
-    stop: AtomicBool,
 }
 
 /// See the module docs.
 #[derive(Debug)]
 pub struct S3Stub {
-    port: u16,
     shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
+    server: Loopback,
 }
 
 impl S3Stub {
     /// Starts the stub on a free 127.0.0.1 port.
     pub fn start(mode: S3Mode) -> S3Stub {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("cannot bind 127.0.0.1:0");
-        let port = listener.local_addr().expect("no local address").port();
-        listener
-            .set_nonblocking(true)
-            .expect("cannot make the listener non-blocking");
         let shared = Arc::new(Shared {
             mode: Mutex::new(mode),
             stalled: AtomicUsize::new(0),
             streamed: AtomicU64::new(0),
             streams_done: AtomicUsize::new(0),
             heads: Mutex::new(Vec::new()),
-            stop: AtomicBool::new(false),
         });
-        let thread = {
+        let server = {
             let shared = shared.clone();
-            thread::Builder::new()
-                .name(format!("s3-stub-{port}"))
-                .spawn(move || {
-                    let held = Arc::new(Mutex::new(Vec::<TcpStream>::new()));
-                    while !shared.stop.load(Ordering::Relaxed) {
-                        match listener.accept() {
-                            Ok((stream, _)) => {
-                                let (shared, held) = (shared.clone(), held.clone());
-                                thread::spawn(move || serve(stream, &shared, &held));
-                            }
-                            Err(_) => thread::sleep(Duration::from_millis(10)),
-                        }
-                    }
-                })
-                .expect("cannot start the stub thread")
+            let held = Arc::new(Mutex::new(Vec::<TcpStream>::new()));
+            Loopback::start("s3-stub", move |stream| {
+                let (shared, held) = (shared.clone(), held.clone());
+                thread::spawn(move || serve(stream, &shared, &held));
+            })
         };
-        S3Stub {
-            port,
-            shared,
-            thread: Some(thread),
-        }
+        S3Stub { shared, server }
     }
 
     /// `http://127.0.0.1:PORT`, for `AWS_ENDPOINT_URL`.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://127.0.0.1:{}", self.server.port())
     }
 
     /// Changes what the next requests get.
@@ -145,15 +125,6 @@ impl S3Stub {
             self.shared.streamed.load(Ordering::SeqCst),
             self.shared.streams_done.load(Ordering::SeqCst),
         )
-    }
-}
-
-impl Drop for S3Stub {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
