@@ -425,6 +425,11 @@ impl Agent {
         Ok(self.inner.puller.image_id(reference).await?.is_some())
     }
 
+    /// The engine's platform (one bounded `GET /info`).
+    pub async fn engine_platform(&self) -> Result<pullauth_docker::Platform, PullError> {
+        self.inner.puller.platform().await
+    }
+
     /// The settings pulls use now.
     pub fn settings(&self) -> Arc<Settings> {
         self.inner

@@ -8,7 +8,9 @@
 //!
 //! While ECS cannot be read, the last good view stays (and is served by
 //! `GET /v1/prefetch`) with the error beside it. A reload that changes the
-//! cluster, the filters or the interval polls at once with the new ones.
+//! cluster, the filters or the interval starts a new schedule, whose first
+//! poll is spread as at start-up (a fleet reloads together); another
+//! cluster's images are forgotten at once.
 //!
 //! An image marked warm is checked on every poll with one bounded inspect
 //! per distinct reference ([`Agent::engine_has`]); one that was removed
@@ -18,10 +20,9 @@
 //! one, by default) and pulls through the agent, whose engine is behind the
 //! [`crate::Puller`] seam: tests drive the whole loop in paused time.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt};
@@ -33,6 +34,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::Agent;
+use pullauth_ecs::Host;
 use crate::prefetch::{self, Filters, Plan};
 
 /// How many engine inspects one poll runs at once to check that the images
@@ -42,13 +44,22 @@ pub const PRESENCE_CHECKS_AT_ONCE: usize = 4;
 /// Where the follower reads what a cluster needs.
 pub trait ClusterSource: Send + Sync + 'static {
     /// What `cluster`'s services, narrowed and extended by `filters`, need
-    /// now; fails as [`prefetch::plan`] does.
+    /// on `host` now; fails as [`prefetch::plan`] does.
     fn plan<'a>(
         &'a self,
         agent: &'a Agent,
         cluster: &'a str,
         filters: &'a Filters,
+        host: &'a Host,
     ) -> BoxFuture<'a, Result<Plan, AwsError>>;
+
+    /// What is known about this instance (the engine's platform, IMDS),
+    /// read once each time following starts; see [`prefetch::host_facts`].
+    fn host<'a>(&'a self, agent: &'a Agent) -> BoxFuture<'a, (Host, Vec<String>)>;
+
+    /// Told after each successful poll which task-definition ARNs the plan
+    /// names, so caches keep only those.
+    fn retain(&self, _agent: &Agent, _arns: &HashSet<String>) {}
 }
 
 /// The real source: ECS, read with the agent's AWS client (paced, bounded,
@@ -62,12 +73,29 @@ impl ClusterSource for Ecs {
         agent: &'a Agent,
         cluster: &'a str,
         filters: &'a Filters,
+        host: &'a Host,
     ) -> BoxFuture<'a, Result<Plan, AwsError>> {
         async move {
             let aws = agent.provider().aws().await;
-            prefetch::plan(aws, cluster, filters).await
+            prefetch::plan(aws, cluster, filters, host).await
         }
         .boxed()
+    }
+
+    fn host<'a>(&'a self, agent: &'a Agent) -> BoxFuture<'a, (Host, Vec<String>)> {
+        async move {
+            let platform = agent.engine_platform().await.map_err(|e| e.to_string());
+            let aws = agent.provider().aws().await;
+            prefetch::host_facts(platform, Some(aws)).await
+        }
+        .boxed()
+    }
+
+    fn retain(&self, agent: &Agent, arns: &HashSet<String>) {
+        if let Some(aws) = agent.provider().aws_if_built() {
+            let kept = aws.ecs_retain_task_definitions(arns);
+            tracing::debug!(kept, "task definitions cached after the poll");
+        }
     }
 }
 
@@ -154,7 +182,8 @@ async fn run(
     mut config: watch::Receiver<Option<FollowConfig>>,
     seed: u64,
 ) {
-    // Set when the configuration changed: poll now, on a new schedule.
+    // Set when the configuration changed (logged; the new schedule starts
+    // with its spread first poll).
     let mut changed = false;
     loop {
         let current = config.borrow_and_update().clone();
@@ -162,6 +191,7 @@ async fn run(
             if view.config.as_ref().map(|c| &c.cluster) != current.as_ref().map(|c| &c.cluster) {
                 view.plan = None;
                 view.last_error = None;
+                view.images.clear();
             }
             view.config = current.clone();
         });
@@ -174,17 +204,21 @@ async fn run(
             continue;
         };
         let mut schedule = Schedule::new(current.policy.clone(), seed);
-        let mut delay = if changed {
-            Duration::ZERO
-        } else {
-            schedule.first_delay()
-        };
+        // A reload reaches every instance of a fleet at once (a config
+        // management run, a new AMI): its first poll is spread like the
+        // start-up poll, never at once on all of them.
+        let mut delay = schedule.first_delay();
+        let (host, notes) = source.host(&agent).await;
+        for note in &notes {
+            tracing::warn!(cluster = %current.cluster, "placement: {note}");
+        }
         tracing::info!(
             cluster = %current.cluster,
             services = ?current.filters.services,
             task_definitions = ?current.filters.task_definitions,
             interval = ?current.policy.interval,
             first_poll_in = ?delay,
+            reload = changed,
             "following the cluster's services"
         );
         loop {
@@ -198,7 +232,7 @@ async fn run(
                     break;
                 }
             }
-            let outcome = poll(&agent, source.as_ref(), &current).await;
+            let outcome = poll(&agent, source.as_ref(), &current, &host).await;
             delay = schedule.next_delay(outcome);
             tracing::debug!(next_poll_in = ?delay, "next poll of the cluster");
         }
@@ -208,10 +242,15 @@ async fn run(
 /// One poll: read the plan, keep it (or the error beside the last good
 /// one), and start the pulls that are neither warm nor in flight, and
 /// again those of warm images that the engine no longer has.
-async fn poll(agent: &Agent, source: &dyn ClusterSource, config: &FollowConfig) -> PollOutcome {
+async fn poll(
+    agent: &Agent,
+    source: &dyn ClusterSource,
+    config: &FollowConfig,
+    host: &Host,
+) -> PollOutcome {
     let metrics = agent.metrics();
     metrics.prefetch_polls.inc();
-    let result = source.plan(agent, &config.cluster, &config.filters).await;
+    let result = source.plan(agent, &config.cluster, &config.filters, host).await;
     let now = now_rfc3339();
     let plan = match result {
         Ok(plan) => plan,
@@ -239,12 +278,17 @@ async fn poll(agent: &Agent, source: &dyn ClusterSource, config: &FollowConfig) 
     let ecr = agent.provider().ecr_enabled();
     let pulls = prefetch::pulls(&plan.wanted, &settings.table, ecr);
     let gone = removed_from_engine(agent, &pulls).await;
+    source.retain(agent, &plan.task_definition_arns);
     let mut start = Vec::new();
     agent.following(|view| {
         view.polls += 1;
         view.last_poll = Some(now.clone());
         view.last_success = Some(now);
         view.last_error = None;
+        // The view keeps what the plan names: an image no longer named
+        // (an old revision, another cluster's) is forgotten.
+        let named: HashSet<PullKey> = pulls.iter().map(key_of).collect();
+        view.images.retain(|key, _| named.contains(key));
         for pull in pulls {
             let key = key_of(&pull);
             match view.images.get(&key) {
@@ -337,14 +381,20 @@ async fn removed_from_engine(agent: &Agent, pulls: &[prefetch::Pull]) -> BTreeSe
 }
 
 fn key_of(pull: &prefetch::Pull) -> PullKey {
-    let role = match pull.source.split_once(' ') {
-        Some(("secretsmanager" | "ecr", _)) => pull.first.execution_role.clone(),
-        _ => None,
-    };
-    (pull.first.image.pull_reference(), pull.source.clone(), role)
+    (
+        pull.first.image.pull_reference(),
+        pull.source.clone(),
+        pull.role.clone(),
+    )
 }
 
 impl View {
+    /// How many images the view keeps a state for (bounded by what the
+    /// current plan names).
+    pub fn images_tracked(&self) -> usize {
+        self.images.len()
+    }
+
     /// The view as JSON: service -> task definition -> images with their
     /// source, state and last error. No secret: sources are labels,
     /// usernames are not secret, errors never quote a value.
@@ -374,6 +424,7 @@ impl View {
                     "state": state,
                     "username": username,
                     "error": error,
+                    "notes": wanted.notes,
                 }));
         }
         let td_json = |name: &str| json!({"task_definition": name, "images": by_td.get(name).cloned().unwrap_or_default()});
@@ -412,6 +463,23 @@ impl View {
                     .collect()
             })
             .unwrap_or_default();
+        let skipped: Vec<Value> = plan
+            .map(|p| {
+                p.skipped
+                    .iter()
+                    .map(|skip| {
+                        json!({
+                            "services": skip.services,
+                            "task_definition": skip.task_definition,
+                            "image": skip.image,
+                            "status": "skipped",
+                            "reason": skip.reason.code(),
+                            "detail": skip.detail,
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         json!({
             "following": true,
             "cluster": config.cluster,
@@ -424,6 +492,7 @@ impl View {
             "last_error": self.last_error,
             "services": services,
             "task_definitions": extra,
+            "skipped": skipped,
             "problems": problems,
         })
     }

@@ -7,10 +7,15 @@
 //! the resolver's answer ([`RegistryTable::source`]) at pull time, and the
 //! [`crate::credentials::Provider`] provides it, as for a submitted task.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
-use pullauth_aws::{Aws, AwsError, EcsTaskDefinition, RoleArn};
+use pullauth_aws::{Aws, AwsError, RoleArn};
+use pullauth_docker::Platform;
+use pullauth_ecs::service::Capacity;
+use pullauth_ecs::{
+    Decision, Host, PlacementConstraint, ServiceStatus, SkipReason, TaskDefinition, decide,
+};
 use pullauth_resolve::{ImageRef, RegistryTable, Source};
 
 /// Which part of the cluster to prefetch.
@@ -39,14 +44,16 @@ pub struct Wanted {
     pub image: ImageRef,
     /// `family:revision`.
     pub task_definition: String,
-    pub task_definition_arn: String,
-    /// The services running this task definition (empty for one named by
-    /// a task-definition filter only).
+    /// The services running this task definition in a way that can place
+    /// its tasks here (empty for one named by a task-definition filter
+    /// only).
     pub services: Vec<String>,
     /// `repositoryCredentials.credentialsParameter`.
     pub secret: Option<String>,
     /// The task definition's `executionRoleArn`, as written.
     pub execution_role: Option<String>,
+    /// What placement could not decide (and took as "can run here").
+    pub notes: Vec<String>,
 }
 
 impl Wanted {
@@ -64,6 +71,20 @@ impl Wanted {
     pub fn source<'t>(&'t self, table: &'t RegistryTable, ecr: bool) -> Source<'t> {
         table.source(&self.image, self.secret.as_deref(), ecr)
     }
+}
+
+/// An image (or a whole service) that is not pulled because ECS cannot
+/// place its tasks on this instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub services: Vec<String>,
+    /// `family:revision`; `None` for a service skipped as a whole.
+    pub task_definition: Option<String>,
+    /// As written in the task definition.
+    pub image: Option<String>,
+    pub reason: SkipReason,
+    /// For people: what excluded it (every service's reason, `; `-joined).
+    pub detail: String,
 }
 
 /// Something in the cluster that cannot be prefetched, and why: names the
@@ -91,25 +112,84 @@ impl std::fmt::Display for Problem {
     }
 }
 
-/// What the cluster needs, as read now.
+/// What the cluster needs on this instance, as read now.
 #[derive(Debug, Clone, Default)]
 pub struct Plan {
-    /// One row per (task definition, container) with a valid image.
+    /// One row per (task definition, container) with a valid image that
+    /// can run here.
     pub wanted: Vec<Wanted>,
+    /// What cannot run here, each with its reason.
+    pub skipped: Vec<Skipped>,
     pub problems: Vec<Problem>,
     /// Each followed service and the task definitions (`family:revision`
     /// once described, else as ECS named them) it runs.
     pub services: BTreeMap<String, Vec<String>>,
+    /// The ARNs of every task definition described for this plan: what the
+    /// task-definition cache keeps.
+    pub task_definition_arns: HashSet<String>,
+}
+
+/// What is known about this instance: the engine's platform and IMDS's
+/// facts. Each fact that cannot be read is left out (placement then pulls
+/// what it would decide, and says so), with one note per cause.
+pub async fn host_facts(
+    platform: Result<Platform, String>,
+    aws: Option<&Aws>,
+) -> (Host, Vec<String>) {
+    let mut notes = Vec::new();
+    let mut host = match platform {
+        Ok(Platform {
+            architecture: Some(architecture),
+            os_type: Some(os_type),
+        }) => Host::from_engine(&architecture, &os_type),
+        Ok(_) => {
+            notes.push("the engine does not say its architecture and OS".to_owned());
+            Host::default()
+        }
+        Err(error) => {
+            notes.push(format!(
+                "cannot read the engine's platform ({error}); runtimePlatform is not checked"
+            ));
+            Host::default()
+        }
+    };
+    if let Some(aws) = aws {
+        match aws.instance_facts().await {
+            Some(facts) => {
+                for (name, value) in &facts.attributes {
+                    host.set(name, value);
+                }
+                host.facts.ec2_instance_id = facts.instance_id;
+            }
+            None => notes.push(
+                "no instance metadata (IMDS): memberOf constraints on ecs.instance-type, ecs.availability-zone or ecs.ami-id are not decided".to_owned(),
+            ),
+        }
+    }
+    (host, notes)
+}
+
+/// One way a task definition is asked for: by a service run (its capacity
+/// and constraints), or by a task-definition filter.
+struct Use {
+    service: Option<String>,
+    capacity: Capacity,
+    constraints: Vec<PlacementConstraint>,
 }
 
 /// Reads what `cluster`'s services (narrowed and extended by `filters`)
-/// need. Fails only if the services cannot be listed (a missing cluster,
-/// access denied, ECS unreachable); a task definition that cannot be
-/// described or an invalid image is a [`Problem`] and the rest goes on.
-pub async fn plan(aws: &Aws, cluster: &str, filters: &Filters) -> Result<Plan, AwsError> {
+/// need on `host`. Fails only if the services cannot be listed (a missing
+/// cluster, access denied, ECS unreachable); a task definition that cannot
+/// be described or an invalid image is a [`Problem`] and the rest goes on.
+pub async fn plan(
+    aws: &Aws,
+    cluster: &str,
+    filters: &Filters,
+    host: &Host,
+) -> Result<Plan, AwsError> {
     let mut plan = Plan::default();
-    // Task definition reference -> services naming it.
-    let mut references: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    // Task definition reference -> the ways it is asked for.
+    let mut references: BTreeMap<String, Vec<Use>> = BTreeMap::new();
     if filters.reads_services() {
         let listed = aws.ecs_services(cluster).await?;
         for failure in listed.failures {
@@ -137,30 +217,59 @@ pub async fn plan(aws: &Aws, cluster: &str, filters: &Filters) -> Result<Plan, A
             if !filters.services.is_empty() && !filters.services.contains(&service.name) {
                 continue;
             }
-            plan.services
-                .insert(service.name.clone(), service.task_definitions.clone());
-            for reference in service.task_definitions {
-                references
-                    .entry(reference)
-                    .or_default()
-                    .insert(service.name.clone());
+            if service.status != ServiceStatus::Active {
+                plan.skipped.push(Skipped {
+                    services: vec![service.name.clone()],
+                    task_definition: None,
+                    image: None,
+                    reason: SkipReason::ServiceNotActive,
+                    detail: format!("the service is {}", service.status.as_str()),
+                });
+                continue;
             }
+            if service.runs.is_empty() {
+                plan.problems.push(Problem {
+                    services: vec![service.name.clone()],
+                    task_definition: None,
+                    image: None,
+                    error: format!(
+                        "names no task definition (no PRIMARY or ACTIVE deployment or task set, no taskDefinition; deployment controller {})",
+                        service.deployment_controller
+                    ),
+                });
+                continue;
+            }
+            let mut names = Vec::new();
+            for run in service.runs {
+                if !names.contains(&run.task_definition) {
+                    names.push(run.task_definition.clone());
+                }
+                references.entry(run.task_definition).or_default().push(Use {
+                    service: Some(service.name.clone()),
+                    capacity: run.capacity,
+                    constraints: service.placement_constraints.clone(),
+                });
+            }
+            plan.services.insert(service.name, names);
         }
     }
     for reference in &filters.task_definitions {
-        references.entry(reference.clone()).or_default();
+        references.entry(reference.clone()).or_default().push(Use {
+            service: None,
+            capacity: Capacity::default(),
+            constraints: Vec::new(),
+        });
     }
     // Described task definitions by ARN: the same revision may be named as
     // an ARN by one service and as family:revision by another.
-    let mut described: BTreeMap<String, (Arc<EcsTaskDefinition>, BTreeSet<String>)> =
-        BTreeMap::new();
+    let mut described: BTreeMap<String, (Arc<TaskDefinition>, Vec<Use>)> = BTreeMap::new();
     let answers = futures_util::future::join_all(
         references
             .keys()
             .map(|reference| aws.ecs_task_definition(reference)),
     )
     .await;
-    for ((reference, services), answer) in references.into_iter().zip(answers) {
+    for ((reference, uses), answer) in references.into_iter().zip(answers) {
         match answer {
             Ok(found) => {
                 for names in plan.services.values_mut() {
@@ -170,14 +279,16 @@ pub async fn plan(aws: &Aws, cluster: &str, filters: &Filters) -> Result<Plan, A
                         }
                     }
                 }
+                let arn = found.arn.clone().unwrap_or_else(|| found.name());
+                plan.task_definition_arns.insert(arn.clone());
                 described
-                    .entry(found.arn.clone())
-                    .or_insert_with(|| (found, BTreeSet::new()))
+                    .entry(arn)
+                    .or_insert_with(|| (found, Vec::new()))
                     .1
-                    .extend(services);
+                    .extend(uses);
             }
             Err(error) => plan.problems.push(Problem {
-                services: services.into_iter().collect(),
+                services: uses.into_iter().filter_map(|u| u.service).collect(),
                 task_definition: Some(reference),
                 image: None,
                 error: error.to_string(),
@@ -188,28 +299,80 @@ pub async fn plan(aws: &Aws, cluster: &str, filters: &Filters) -> Result<Plan, A
         let mut seen = BTreeSet::new();
         names.retain(|name| seen.insert(name.clone()));
     }
-    for (task_definition, services) in described.into_values() {
-        let services: Vec<String> = services.into_iter().collect();
-        for container in &task_definition.containers {
-            match ImageRef::parse(&container.image) {
-                Ok(image) => plan.wanted.push(Wanted {
-                    image,
-                    task_definition: task_definition.name(),
-                    task_definition_arn: task_definition.arn.clone(),
-                    services: services.clone(),
-                    secret: container.credentials_parameter.clone(),
-                    execution_role: task_definition.execution_role_arn.clone(),
-                }),
-                Err(error) => plan.problems.push(Problem {
-                    services: services.clone(),
-                    task_definition: Some(task_definition.name()),
-                    image: Some(container.image.clone()),
-                    error: format!("container {:?}: {error}", container.name),
-                }),
-            }
-        }
+    for (task_definition, uses) in described.into_values() {
+        place(&mut plan, host, &task_definition, &uses);
     }
     Ok(plan)
+}
+
+/// Decides where `task_definition`'s tasks can run and adds its images to
+/// `plan`: wanted when any use can place them here, else skipped with
+/// every use's reason.
+fn place(plan: &mut Plan, host: &Host, task_definition: &TaskDefinition, uses: &[Use]) {
+    let mut running: BTreeSet<String> = BTreeSet::new();
+    let mut runs_here = false;
+    let mut notes: Vec<String> = Vec::new();
+    let mut skips: Vec<(SkipReason, String, Option<String>)> = Vec::new();
+    for u in uses {
+        match decide(host, &u.capacity, &u.constraints, task_definition) {
+            Decision::Run { notes: more } => {
+                runs_here = true;
+                running.extend(u.service.clone());
+                for note in more {
+                    if !notes.contains(&note) {
+                        notes.push(note);
+                    }
+                }
+            }
+            Decision::Skip { reason, detail } => skips.push((reason, detail, u.service.clone())),
+        }
+    }
+    let name = task_definition.name();
+    if !runs_here {
+        let services: BTreeSet<String> = skips.iter().filter_map(|s| s.2.clone()).collect();
+        let Some(reason) = skips.first().map(|s| s.0) else {
+            return;
+        };
+        let mut details: Vec<String> = Vec::new();
+        for (_, detail, service) in &skips {
+            let detail = match service {
+                Some(service) => format!("service {service}: {detail}"),
+                None => detail.clone(),
+            };
+            if !details.contains(&detail) {
+                details.push(detail);
+            }
+        }
+        for container in &task_definition.containers {
+            plan.skipped.push(Skipped {
+                services: services.iter().cloned().collect(),
+                task_definition: Some(name.clone()),
+                image: Some(container.image.clone()),
+                reason,
+                detail: details.join("; "),
+            });
+        }
+        return;
+    }
+    let services: Vec<String> = running.into_iter().collect();
+    for container in &task_definition.containers {
+        match ImageRef::parse(&container.image) {
+            Ok(image) => plan.wanted.push(Wanted {
+                image,
+                task_definition: name.clone(),
+                services: services.clone(),
+                secret: container.credentials_parameter.clone(),
+                execution_role: task_definition.execution_role_arn.clone(),
+                notes: notes.clone(),
+            }),
+            Err(error) => plan.problems.push(Problem {
+                services: services.clone(),
+                task_definition: Some(name.clone()),
+                image: Some(container.image.clone()),
+                error: format!("container {:?}: {error}", container.name),
+            }),
+        }
+    }
 }
 
 /// Rows of a plan that make one pull: the same reference with the same
@@ -220,6 +383,10 @@ pub struct Pull {
     pub first: Wanted,
     /// The source's label (`key "..."`, `secretsmanager ...`, `anonymous`).
     pub source: String,
+    /// The execution role the source is provided as, when it is provided
+    /// by calling AWS (a secret, an ECR or ECR Public token): two roles
+    /// make two pulls.
+    pub role: Option<String>,
     pub task_definitions: Vec<String>,
     pub services: Vec<String>,
 }
@@ -231,16 +398,20 @@ pub fn pulls(wanted: &[Wanted], table: &RegistryTable, ecr: bool) -> Vec<Pull> {
     let mut index: BTreeMap<(String, String, Option<String>), usize> = BTreeMap::new();
     for row in wanted {
         let source = row.source(table, ecr);
-        let role = match source {
-            Source::TaskSecret(_) | Source::Ecr(_) => row.execution_role.clone(),
-            _ => None,
+        // The one rule for role-bound sources: whatever is provided by
+        // calling AWS is provided as the task's execution role.
+        let role = if source.needs_aws() {
+            row.execution_role.clone()
+        } else {
+            None
         };
         let label = source.to_string();
-        let key = (row.image.pull_reference(), label.clone(), role);
+        let key = (row.image.pull_reference(), label.clone(), role.clone());
         let at = *index.entry(key).or_insert_with(|| {
             out.push(Pull {
                 first: row.clone(),
                 source: label,
+                role,
                 task_definitions: Vec::new(),
                 services: Vec::new(),
             });
@@ -270,10 +441,10 @@ mod tests {
         Wanted {
             image: ImageRef::parse(image).expect("valid"),
             task_definition: td.into(),
-            task_definition_arn: format!("arn:aws:ecs:us-east-1:1:task-definition/{td}"),
             services: vec![service.into()],
             secret: secret.map(str::to_owned),
             execution_role: None,
+            notes: vec![],
         }
     }
 

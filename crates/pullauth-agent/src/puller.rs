@@ -6,7 +6,7 @@
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use pullauth_config::PullBehavior;
-use pullauth_docker::{Engine, Obtained, PullError, PullEvent, PullOptions, Verified};
+use pullauth_docker::{Engine, Obtained, Platform, PullError, PullEvent, PullOptions, Verified};
 use pullauth_resolve::{Entry, ImageRef};
 
 /// Gets images onto the host.
@@ -42,6 +42,10 @@ pub trait Puller: Send + Sync + 'static {
         &'a self,
         reference: &'a str,
     ) -> BoxFuture<'a, Result<Option<String>, PullError>>;
+
+    /// Where the engine runs images (architecture and OS); see
+    /// [`Engine::platform`]. Prefetch decides `runtimePlatform` with it.
+    fn platform(&self) -> BoxFuture<'_, Result<Platform, PullError>>;
 }
 
 impl Puller for Engine {
@@ -83,5 +87,9 @@ impl Puller for Engine {
         reference: &'a str,
     ) -> BoxFuture<'a, Result<Option<String>, PullError>> {
         Engine::image_id(self, reference).boxed()
+    }
+
+    fn platform(&self) -> BoxFuture<'_, Result<Platform, PullError>> {
+        Engine::platform(self).boxed()
     }
 }

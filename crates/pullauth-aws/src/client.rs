@@ -770,7 +770,7 @@ impl Aws {
 /// and the certificates of `bundle`. Host names are resolved by the C
 /// library's getaddrinfo (on a thread): a static glibc resolves through
 /// /etc/hosts and /etc/resolv.conf without NSS modules.
-fn https_client(bundle: Option<&CaBundle>) -> aws_sdk_ecr::config::SharedHttpClient {
+pub(crate) fn https_client(bundle: Option<&CaBundle>) -> aws_sdk_ecr::config::SharedHttpClient {
     let mut trust = tls::TrustStore::default();
     if let Some(bundle) = bundle {
         // Checked by CaBundle (the client would panic on a bad one).

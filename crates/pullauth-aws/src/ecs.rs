@@ -8,11 +8,16 @@
 //! `family:revision`, which names one revision for ever); a quiet cluster
 //! then costs only the list and describe calls of its services.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use pullauth_ecs::{
+    Capacity, ContainerDefinition, EcsService, PlacementConstraint, Rollout, RuntimePlatform,
+    ServiceStatus, TaskDefinition, runs,
+};
 use std::sync::{Arc, Mutex};
 
 use pullauth_poll::{
-    CallLimiter, DEFAULT_LIMITER_BURST, DEFAULT_LIMITER_MAX_RATE, DEFAULT_LIMITER_MIN_RATE,
+    CallLimiter, DESCRIBE_SERVICES_BATCH, LIST_SERVICES_PAGE_SIZE, DEFAULT_LIMITER_BURST, DEFAULT_LIMITER_MAX_RATE, DEFAULT_LIMITER_MIN_RATE,
 };
 
 use crate::error::{Call, ErrorClass};
@@ -75,23 +80,6 @@ impl EcsPacer {
     }
 }
 
-/// `ecs:DescribeServices` takes at most this many services a call.
-pub const DESCRIBE_SERVICES_BATCH: usize = 10;
-/// `ecs:ListServices` page size (the API's maximum).
-pub const LIST_SERVICES_PAGE: i32 = 100;
-
-/// A service as the prefetcher needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EcsService {
-    pub name: String,
-    /// `REPLICA` or `DAEMON` (both count), as ECS says it.
-    pub scheduling: String,
-    /// The task definitions to have images for, in the service's own form
-    /// (an ARN, or `family:revision` as moto returns after an update):
-    /// every `PRIMARY` or `ACTIVE` deployment's, then the service's own;
-    /// without duplicates.
-    pub task_definitions: Vec<String>,
-}
 
 /// A service `ecs:DescribeServices` could not describe (`MISSING`, ...).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,52 +96,38 @@ pub struct EcsServices {
     pub failures: Vec<EcsFailure>,
 }
 
-/// One container of a task definition.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EcsContainer {
-    pub name: String,
-    /// As written in the task definition (not yet validated).
-    pub image: String,
-    /// `repositoryCredentials.credentialsParameter`: a Secrets Manager ARN
-    /// or name.
-    pub credentials_parameter: Option<String>,
-}
-
-/// A registered task definition (immutable).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EcsTaskDefinition {
-    pub arn: String,
-    pub family: String,
-    pub revision: i32,
-    pub execution_role_arn: Option<String>,
-    pub containers: Vec<EcsContainer>,
-}
-
-impl EcsTaskDefinition {
-    /// `family:revision`.
-    pub fn name(&self) -> String {
-        format!("{}:{}", self.family, self.revision)
-    }
-}
-
 /// The cache of described task definitions, by ARN and `family:revision`.
+/// Bounded by what the callers still name: [`Aws::ecs_retain_task_definitions`]
+/// drops every revision the current plan no longer names.
 #[derive(Debug, Default)]
 pub(crate) struct TaskDefinitionCache {
-    by_reference: Mutex<HashMap<String, Arc<EcsTaskDefinition>>>,
+    by_reference: Mutex<HashMap<String, Arc<TaskDefinition>>>,
 }
 
 impl TaskDefinitionCache {
-    fn get(&self, reference: &str) -> Option<Arc<EcsTaskDefinition>> {
+    fn get(&self, reference: &str) -> Option<Arc<TaskDefinition>> {
         self.lock().get(reference).cloned()
     }
 
-    fn put(&self, found: &Arc<EcsTaskDefinition>) {
+    fn put(&self, found: &Arc<TaskDefinition>) {
         let mut map = self.lock();
-        map.insert(found.arn.clone(), Arc::clone(found));
+        if let Some(arn) = &found.arn {
+            map.insert(arn.clone(), Arc::clone(found));
+        }
         map.insert(found.name(), Arc::clone(found));
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<EcsTaskDefinition>>> {
+    /// Keeps only the task definitions whose ARN is in `arns`.
+    fn retain(&self, arns: &HashSet<String>) {
+        self.lock()
+            .retain(|_, td| td.arn.as_ref().is_some_and(|arn| arns.contains(arn)));
+    }
+
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<TaskDefinition>>> {
         self.by_reference
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -174,33 +148,6 @@ pub fn names_one_revision(reference: &str) -> bool {
                 && !revision.is_empty()
                 && revision.bytes().all(|b| b.is_ascii_digit())
         })
-}
-
-/// The task definitions a service needs images for: every deployment that
-/// is `PRIMARY` or `ACTIVE` (a rolling update runs both), then the
-/// service's own `taskDefinition` (moto's update changes only that one),
-/// each once, in that order.
-pub fn service_task_definitions<'a>(
-    own: Option<&'a str>,
-    deployments: impl IntoIterator<Item = (Option<&'a str>, Option<&'a str>)>,
-) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    let mut add = |reference: &str| {
-        if !reference.is_empty() && !out.iter().any(|r| r == reference) {
-            out.push(reference.to_owned());
-        }
-    };
-    for (status, task_definition) in deployments {
-        if matches!(status, Some("PRIMARY" | "ACTIVE"))
-            && let Some(reference) = task_definition
-        {
-            add(reference);
-        }
-    }
-    if let Some(reference) = own {
-        add(reference);
-    }
-    out
 }
 
 impl Aws {
@@ -238,7 +185,7 @@ impl Aws {
             let page = client
                 .list_services()
                 .cluster(cluster)
-                .max_results(LIST_SERVICES_PAGE)
+                .max_results(LIST_SERVICES_PAGE_SIZE as i32)
                 .set_next_token(token.take())
                 .send()
                 .await
@@ -252,7 +199,7 @@ impl Aws {
             }
         }
         let mut out = EcsServices::default();
-        for batch in arns.chunks(DESCRIBE_SERVICES_BATCH) {
+        for batch in arns.chunks(DESCRIBE_SERVICES_BATCH as usize) {
             self.inner.ecs_pacer.ready().await;
             self.inner.counters.add(&self.inner.counters.ecs_calls);
             let described = client
@@ -270,19 +217,7 @@ impl Aws {
                     .or(service.service_arn())
                     .unwrap_or("?")
                     .to_owned();
-                out.services.push(EcsService {
-                    name,
-                    scheduling: service
-                        .scheduling_strategy()
-                        .map_or_else(|| "REPLICA".to_owned(), |s| s.as_str().to_owned()),
-                    task_definitions: service_task_definitions(
-                        service.task_definition(),
-                        service
-                            .deployments()
-                            .iter()
-                            .map(|d| (d.status(), d.task_definition())),
-                    ),
-                });
+                out.services.push(service_of(service, name));
             }
             for failure in described.failures() {
                 out.failures.push(EcsFailure {
@@ -321,7 +256,7 @@ impl Aws {
     pub async fn ecs_task_definition(
         &self,
         reference: &str,
-    ) -> Result<Arc<EcsTaskDefinition>, AwsError> {
+    ) -> Result<Arc<TaskDefinition>, AwsError> {
         if let Some(found) = self.inner.task_definitions.get(reference) {
             self.inner
                 .counters
@@ -342,7 +277,7 @@ impl Aws {
     async fn describe_task_definition(
         &self,
         reference: &str,
-    ) -> Result<Arc<EcsTaskDefinition>, AwsError> {
+    ) -> Result<Arc<TaskDefinition>, AwsError> {
         let call = Call {
             operation: "ecs:DescribeTaskDefinition",
             target: format!("task definition {reference}"),
@@ -371,30 +306,253 @@ impl Aws {
         let found = output
             .task_definition()
             .ok_or_else(|| bad("no taskDefinition"))?;
-        Ok(Arc::new(EcsTaskDefinition {
-            arn: found
-                .task_definition_arn()
-                .ok_or_else(|| bad("no taskDefinitionArn"))?
-                .to_owned(),
-            family: found.family().ok_or_else(|| bad("no family"))?.to_owned(),
-            revision: found.revision(),
-            execution_role_arn: found
-                .execution_role_arn()
-                .filter(|r| !r.is_empty())
-                .map(str::to_owned),
-            containers: found
-                .container_definitions()
-                .iter()
-                .map(|c| EcsContainer {
-                    name: c.name().unwrap_or("?").to_owned(),
-                    image: c.image().unwrap_or_default().to_owned(),
-                    credentials_parameter: c
-                        .repository_credentials()
-                        .map(|r| r.credentials_parameter().to_owned())
-                        .filter(|p| !p.is_empty()),
-                })
-                .collect(),
-        }))
+        let arn = found
+            .task_definition_arn()
+            .ok_or_else(|| bad("no taskDefinitionArn"))?
+            .to_owned();
+        let family = found.family().ok_or_else(|| bad("no family"))?.to_owned();
+        Ok(Arc::new(task_definition_of(found, arn, family)))
+    }
+
+    /// Drops every cached task definition whose ARN is not in `arns` (the
+    /// revisions the current plan names): the cache holds what is in use,
+    /// not every revision ever seen. Returns how many entries remain.
+    pub fn ecs_retain_task_definitions(&self, arns: &HashSet<String>) -> usize {
+        self.inner.task_definitions.retain(arns);
+        self.inner.task_definitions.len()
+    }
+
+    /// The attributes ECS holds for the container instance `arn` in
+    /// `cluster` (built-in and custom), from
+    /// `ecs:DescribeContainerInstances`: what `memberOf` constraints are
+    /// evaluated against.
+    pub async fn ecs_container_instance_attributes(
+        &self,
+        cluster: &str,
+        arn: &str,
+    ) -> Result<BTreeMap<String, String>, AwsError> {
+        let call = Call {
+            operation: "ecs:DescribeContainerInstances",
+            target: format!("container instance {arn} in cluster {cluster}"),
+            principal: Principal::Default.to_string(),
+        };
+        self.inner.ecs_pacer.ready().await;
+        self.inner.counters.add(&self.inner.counters.ecs_calls);
+        let output = aws_sdk_ecs::Client::new(&self.inner.config)
+            .describe_container_instances()
+            .cluster(cluster)
+            .container_instances(arn)
+            .send()
+            .await
+            .map_err(|e| self.sdk_error(call.clone(), e, |_| None));
+        self.inner.ecs_pacer.record(&output);
+        let output = match output {
+            Ok(output) => output,
+            Err(e) => {
+                self.inner.counters.failure(e.class());
+                return Err(e);
+            }
+        };
+        let Some(instance) = output.container_instances().first() else {
+            let reason = output
+                .failures()
+                .first()
+                .and_then(|f| f.reason())
+                .unwrap_or("not in the answer")
+                .to_owned();
+            return Err(AwsError::BadResponse {
+                call,
+                problem: format!("the container instance is not described ({reason})"),
+            });
+        };
+        Ok(instance
+            .attributes()
+            .iter()
+            .filter_map(|a| Some((a.name().to_owned(), a.value()?.to_owned())))
+            .collect())
+    }
+}
+
+/// What the instance metadata service says about this instance, as the
+/// ECS attributes built from it (`ecs.instance-type`,
+/// `ecs.availability-zone`, `ecs.ami-id`) and the EC2 instance ID.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InstanceFacts {
+    pub attributes: BTreeMap<String, String>,
+    pub instance_id: Option<String>,
+}
+
+/// How long one IMDS request may take (connect and read each): IMDS
+/// answers in milliseconds on an instance, and off one nothing listens.
+pub const IMDS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Aws {
+    /// This instance's facts from IMDS (v2 sessions, the SDK's client):
+    /// `None` off EC2, with `AWS_EC2_METADATA_DISABLED=true`, or when IMDS
+    /// does not answer within its bounds (two attempts of
+    /// [`IMDS_TIMEOUT`]); each path that fails is left out.
+    pub async fn instance_facts(&self) -> Option<InstanceFacts> {
+        if std::env::var("AWS_EC2_METADATA_DISABLED")
+            .is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"))
+        {
+            return None;
+        }
+        let provider = aws_config::provider_config::ProviderConfig::default()
+            .with_http_client(crate::client::https_client(None));
+        let client = aws_config::imds::Client::builder()
+            .configure(&provider)
+            .connect_timeout(IMDS_TIMEOUT)
+            .read_timeout(IMDS_TIMEOUT)
+            .max_attempts(2)
+            .build();
+        let get = |path: &'static str| {
+            let client = client.clone();
+            async move {
+                match client.get(format!("/latest/meta-data/{path}")).await {
+                    Ok(value) => Some(String::from(value)),
+                    Err(error) => {
+                        tracing::debug!(path, %error, "IMDS did not answer");
+                        None
+                    }
+                }
+            }
+        };
+        // The first answer tells whether IMDS is there at all.
+        let instance_id = get("instance-id").await?;
+        let mut facts = InstanceFacts {
+            attributes: BTreeMap::new(),
+            instance_id: Some(instance_id),
+        };
+        for (attribute, path) in [
+            ("ecs.instance-type", "instance-type"),
+            ("ecs.availability-zone", "placement/availability-zone"),
+            ("ecs.ami-id", "ami-id"),
+        ] {
+            if let Some(value) = get(path).await {
+                facts.attributes.insert(attribute.to_owned(), value);
+            }
+        }
+        Some(facts)
+    }
+}
+
+fn capacity_of(
+    launch_type: Option<&aws_sdk_ecs::types::LaunchType>,
+    strategy: &[aws_sdk_ecs::types::CapacityProviderStrategyItem],
+) -> Capacity {
+    Capacity {
+        launch_type: launch_type.map(|l| l.as_str().to_owned()),
+        capacity_providers: strategy
+            .iter()
+            .map(|item| item.capacity_provider().to_owned())
+            .collect(),
+    }
+}
+
+fn constraints_of(
+    constraints: impl IntoIterator<Item = (Option<String>, Option<String>)>,
+) -> Vec<PlacementConstraint> {
+    constraints
+        .into_iter()
+        .filter_map(|(kind, expression)| {
+            Some(PlacementConstraint {
+                kind: kind?,
+                expression: expression.filter(|e| !e.is_empty()),
+            })
+        })
+        .collect()
+}
+
+/// A described service, as prefetch reads it: every way it runs a task
+/// definition (deployments, task sets, its own), with their capacity.
+fn service_of(service: &aws_sdk_ecs::types::Service, name: String) -> EcsService {
+    let own_capacity = capacity_of(
+        service.launch_type(),
+        service.capacity_provider_strategy(),
+    );
+    let deployments: Vec<Rollout> = service
+        .deployments()
+        .iter()
+        .map(|d| Rollout {
+            status: d.status().map(str::to_owned),
+            task_definition: d.task_definition().map(str::to_owned),
+            capacity: capacity_of(d.launch_type(), d.capacity_provider_strategy()),
+        })
+        .collect();
+    let task_sets: Vec<Rollout> = service
+        .task_sets()
+        .iter()
+        .map(|t| Rollout {
+            status: t.status().map(str::to_owned),
+            task_definition: t.task_definition().map(str::to_owned),
+            capacity: capacity_of(t.launch_type(), t.capacity_provider_strategy()),
+        })
+        .collect();
+    EcsService {
+        name,
+        status: ServiceStatus::parse(service.status()),
+        deployment_controller: service
+            .deployment_controller()
+            .map_or_else(|| "ECS".to_owned(), |c| c.r#type().as_str().to_owned()),
+        placement_constraints: constraints_of(service.placement_constraints().iter().map(|c| {
+            (
+                c.r#type().map(|t| t.as_str().to_owned()),
+                c.expression().map(str::to_owned),
+            )
+        })),
+        runs: runs(
+            service.task_definition(),
+            &own_capacity,
+            &deployments,
+            &task_sets,
+        ),
+    }
+}
+
+/// The one task-definition model, from `DescribeTaskDefinition`.
+fn task_definition_of(
+    found: &aws_sdk_ecs::types::TaskDefinition,
+    arn: String,
+    family: String,
+) -> TaskDefinition {
+    TaskDefinition {
+        arn: Some(arn),
+        family,
+        revision: Some(found.revision()),
+        execution_role_arn: found
+            .execution_role_arn()
+            .filter(|r| !r.is_empty())
+            .map(str::to_owned),
+        containers: found
+            .container_definitions()
+            .iter()
+            .map(|c| ContainerDefinition {
+                name: c.name().unwrap_or("?").to_owned(),
+                image: c.image().unwrap_or_default().to_owned(),
+                essential: c.essential().unwrap_or(true),
+                credentials_parameter: c
+                    .repository_credentials()
+                    .map(|r| r.credentials_parameter().to_owned())
+                    .filter(|p| !p.is_empty()),
+            })
+            .collect(),
+        requires_compatibilities: found
+            .requires_compatibilities()
+            .iter()
+            .map(|c| c.as_str().to_owned())
+            .collect(),
+        runtime_platform: found.runtime_platform().map(|p| RuntimePlatform {
+            cpu_architecture: p.cpu_architecture().map(|a| a.as_str().to_owned()),
+            operating_system_family: p
+                .operating_system_family()
+                .map(|o| o.as_str().to_owned()),
+        }),
+        placement_constraints: constraints_of(found.placement_constraints().iter().map(|c| {
+            (
+                c.r#type().map(|t| t.as_str().to_owned()),
+                c.expression().map(str::to_owned),
+            )
+        })),
     }
 }
 
@@ -453,29 +611,4 @@ mod tests {
         assert_eq!(names_one_revision(reference), fixed);
     }
 
-    #[rstest]
-    #[case::own_only(Some("web:1"), vec![], vec!["web:1"])]
-    #[case::rolling_update(
-        Some("web:2"),
-        vec![(Some("PRIMARY"), Some("web:2")), (Some("ACTIVE"), Some("web:1"))],
-        vec!["web:2", "web:1"]
-    )]
-    #[case::inactive_left_out(
-        Some("web:2"),
-        vec![(Some("PRIMARY"), Some("web:2")), (Some("INACTIVE"), Some("web:1"))],
-        vec!["web:2"]
-    )]
-    #[case::moto_update_changes_only_the_service(
-        Some("web:2"),
-        vec![(Some("PRIMARY"), Some("arn:aws:ecs:us-east-1:1:task-definition/web:1"))],
-        vec!["arn:aws:ecs:us-east-1:1:task-definition/web:1", "web:2"]
-    )]
-    #[case::nothing(None, vec![(None, Some("web:1"))], vec![])]
-    fn service_task_definitions_are_deployments_then_own(
-        #[case] own: Option<&str>,
-        #[case] deployments: Vec<(Option<&str>, Option<&str>)>,
-        #[case] expected: Vec<&str>,
-    ) {
-        assert_eq!(service_task_definitions(own, deployments), expected);
-    }
 }

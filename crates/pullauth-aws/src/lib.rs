@@ -53,10 +53,7 @@ pub use client::{
     EcrCredentials, MAX_ATTEMPTS, MAX_OBJECT_BYTES, OPERATION_TIMEOUT, Principal,
     ROLE_REFRESH_AHEAD, TokenInUse, USABLE_MARGIN,
 };
-pub use ecs::{
-    DESCRIBE_SERVICES_BATCH, EcsContainer, EcsFailure, EcsService, EcsServices, EcsTaskDefinition,
-    LIST_SERVICES_PAGE, names_one_revision, service_task_definitions,
-};
+pub use ecs::{EcsFailure, EcsServices, IMDS_TIMEOUT, InstanceFacts, names_one_revision};
 pub use error::{AwsError, Call, ErrorClass, TimeLimits};
 pub use metrics::CountersSnapshot;
 pub use parse::SecretCredentials;

@@ -224,6 +224,14 @@ fn is_loopback(address: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// Where the engine runs images (see [`Engine::platform`]); `None` where
+/// the engine did not say.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Platform {
+    pub architecture: Option<String>,
+    pub os_type: Option<String>,
+}
+
 impl Engine {
     /// Prepares a client for `host`, else `DOCKER_HOST`, else the default
     /// socket. Sends nothing: the first request shows whether the engine is
@@ -390,6 +398,25 @@ impl Engine {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = negotiated;
         Ok(())
+    }
+
+    /// The engine's platform: Docker's `Architecture` (`x86_64`,
+    /// `aarch64`) and `OSType` (`linux`, `windows`), from one bounded
+    /// `GET /info`. Prefetch matches task definitions' `runtimePlatform`
+    /// against it.
+    pub async fn platform(&self) -> Result<Platform, PullError> {
+        let info = self
+            .bounded("GET /info", async {
+                self.client()
+                    .info()
+                    .await
+                    .map_err(|e| self.transport_error("-", e))
+            })
+            .await?;
+        Ok(Platform {
+            architecture: info.architecture.filter(|a| !a.is_empty()),
+            os_type: info.os_type.filter(|o| !o.is_empty()),
+        })
     }
 
     /// The address this engine was reached at.

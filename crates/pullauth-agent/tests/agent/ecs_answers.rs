@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use pullauth_agent::prefetch::{self, Filters};
 use pullauth_aws::ErrorClass;
+use pullauth_ecs::Host;
 
 use crate::stub::{aws_at, serve_json};
 
@@ -67,7 +68,7 @@ async fn describe_services_answering_unreadable_bodies_fails_naming_the_call_and
         let aws = aws_at(&url).await;
         let result = tokio::time::timeout(
             TEST_BOUND,
-            prefetch::plan(&aws, CLUSTER, &Filters::default()),
+            prefetch::plan(&aws, CLUSTER, &Filters::default(), &Host::default()),
         )
         .await
         .unwrap_or_else(|_| panic!("{name}: not within {TEST_BOUND:?}"));
@@ -104,7 +105,7 @@ async fn describe_services_answering_about_nothing_reports_the_service() {
         let aws = aws_at(&url).await;
         let plan = tokio::time::timeout(
             TEST_BOUND,
-            prefetch::plan(&aws, CLUSTER, &Filters::default()),
+            prefetch::plan(&aws, CLUSTER, &Filters::default(), &Host::default()),
         )
         .await
         .unwrap_or_else(|_| panic!("{name}: not within {TEST_BOUND:?}"))

@@ -17,8 +17,9 @@ use pullauth_agent::follow::{ClusterSource, FollowConfig, Follower, PollPolicy};
 use pullauth_agent::prefetch::{Filters, Plan, Wanted};
 use pullauth_agent::{Agent, Identity, Puller, Settings};
 use pullauth_aws::{AwsError, Call};
+use pullauth_ecs::Host;
 use pullauth_config::{AuthType, PullBehavior, SecretString};
-use pullauth_docker::{Obtained, PullError, PullEvent, PullOptions, PullStatus, Verified};
+use pullauth_docker::{Platform, Obtained, PullError, PullEvent, PullOptions, PullStatus, Verified};
 use pullauth_resolve::{Entry, ImageRef, RegistryTable};
 use pullauth_store::Store;
 use serde_json::{Value, json};
@@ -56,6 +57,7 @@ impl ClusterSource for ScriptedCluster {
         _agent: &'a Agent,
         cluster: &'a str,
         filters: &'a Filters,
+        _host: &'a Host,
     ) -> BoxFuture<'a, Result<Plan, AwsError>> {
         let _ = self.calls.send(PlanCall {
             at: Instant::now(),
@@ -64,6 +66,10 @@ impl ClusterSource for ScriptedCluster {
         });
         let answer = self.answer.lock().expect("answer").clone();
         async move { answer }.boxed()
+    }
+
+    fn host<'a>(&'a self, _agent: &'a Agent) -> BoxFuture<'a, (Host, Vec<String>)> {
+        async { (Host::from_engine("x86_64", "linux"), Vec::new()) }.boxed()
     }
 }
 
@@ -150,6 +156,16 @@ impl Puller for InstantEngine {
         async move { Err(error) }.boxed()
     }
 
+    fn platform(&self) -> BoxFuture<'_, Result<Platform, PullError>> {
+        async {
+            Ok(Platform {
+                architecture: Some("x86_64".into()),
+                os_type: Some("linux".into()),
+            })
+        }
+        .boxed()
+    }
+
     fn image_id<'a>(
         &'a self,
         reference: &'a str,
@@ -179,18 +195,16 @@ fn web(revisions: &[u32]) -> Plan {
         .map(|r| Wanted {
             image: ImageRef::parse(&format!("registry.example.com/app:{r}")).expect("valid"),
             task_definition: format!("web:{r}"),
-            task_definition_arn: format!(
-                "arn:aws:ecs:us-east-1:123456789012:task-definition/web:{r}"
-            ),
             services: vec!["web".to_owned()],
             secret: None,
             execution_role: None,
+            notes: Vec::new(),
         })
         .collect();
     Plan {
         wanted,
-        problems: Vec::new(),
         services: BTreeMap::from([("web".to_owned(), names)]),
+        ..Plan::default()
     }
 }
 
@@ -238,6 +252,11 @@ struct Harness {
 }
 
 impl Harness {
+    /// How many images the follower keeps a state for.
+    fn follower_images(&self) -> usize {
+        self.agent.following(|view| view.images_tracked())
+    }
+
     fn start(first: Plan) -> Harness {
         let engine = Arc::new(InstantEngine::default());
         let data = SecretString::from(
@@ -457,10 +476,14 @@ async fn a_failed_poll_keeps_the_last_good_view() {
     assert!(!view.to_string().contains("canary-pw"));
 }
 
+/// A reload reaches a whole fleet at once: its first poll is spread as
+/// the start-up poll is (the schedule's first delay), never at once.
 #[tokio::test(start_paused = true)]
-async fn a_reload_with_another_cluster_or_filters_polls_at_once() {
+async fn a_reload_with_another_cluster_or_filters_polls_after_a_spread_delay() {
     let mut h = Harness::start(web(&[1]));
     let policy = PollPolicy::with_interval(INTERVAL);
+    let spread = pullauth_poll::Schedule::new(policy.clone(), SEED).first_delay();
+    assert!(spread > Duration::ZERO, "seed {SEED} spreads by nothing");
     let first = h.next_poll().await;
 
     // The same configuration again changes nothing: the next poll comes on
@@ -477,19 +500,49 @@ async fn a_reload_with_another_cluster_or_filters_polls_at_once() {
     tokio::time::sleep(Duration::from_secs(10)).await;
     let reloaded = Instant::now();
     h.follower.update(Some(config("staging", &["api"])));
+    // The other cluster's images are forgotten at once.
+    tokio::task::yield_now().await;
     let call = h.next_poll().await;
-    assert_eq!(call.at, reloaded, "the reload did not poll at once");
+    // Tokio's timers have millisecond resolution.
+    let tick = Duration::from_millis(1);
+    assert!(
+        (call.at - reloaded).abs_diff(spread) <= tick,
+        "the reload's first poll came {:?} after it, not {spread:?}",
+        call.at - reloaded
+    );
     assert_eq!(call.cluster, "staging");
     assert_eq!(call.filters.services, ["api"]);
     assert_eq!(h.view()["cluster"], "staging");
 
-    // Narrowing the filters on the same cluster polls at once too.
+    // Narrowing the filters on the same cluster starts a new schedule too.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let narrowed = Instant::now();
     h.follower.update(Some(config("staging", &["web"])));
     let call = h.next_poll().await;
-    assert_eq!(call.at, narrowed);
+    assert!((call.at - narrowed).abs_diff(spread) <= tick);
     assert_eq!(call.filters.services, ["web"]);
+}
+
+/// The follower stays small: through 10,000 revisions of a service (each
+/// poll naming only the newest), the view holds one image, not every image
+/// ever named.
+#[tokio::test(start_paused = true)]
+async fn the_view_forgets_images_no_revision_names_any_more() {
+    let mut h = Harness::start(web(&[1]));
+    h.next_poll().await;
+    for revision in 2..=10_000u32 {
+        h.cluster.answer(Ok(web(&[revision])));
+        h.next_poll().await;
+    }
+    let view = h.view();
+    let images: Vec<&Value> = view["services"][0]["task_definitions"]
+        .as_array()
+        .expect("task definitions")
+        .iter()
+        .flat_map(|td| td["images"].as_array().expect("images"))
+        .collect();
+    assert_eq!(images.len(), 1, "{view}");
+    assert_eq!(h.follower_images(), 1, "images kept by the follower");
 }
 
 #[tokio::test(start_paused = true)]

@@ -14,7 +14,7 @@ use pullauth_agent::credentials::{Provided, Provider, TaskCredentials};
 use pullauth_agent::helper::HelperCache;
 use pullauth_agent::{Agent, Identity, Puller, Settings};
 use pullauth_config::{AuthType, PullBehavior, SecretString};
-use pullauth_docker::{
+use pullauth_docker::{Platform, 
     Identity as PullIdentity, Obtained, PullError, PullEvent, PullOptions, PullStatus, Verified,
 };
 use pullauth_resolve::{Entry, ImageRef, RegistryTable};
@@ -76,6 +76,16 @@ impl FakeEngine {
 impl Puller for FakeEngine {
     fn address(&self) -> &str {
         "fake://engine"
+    }
+
+    fn platform(&self) -> BoxFuture<'_, Result<Platform, PullError>> {
+        async {
+            Ok(Platform {
+                architecture: Some("x86_64".into()),
+                os_type: Some("linux".into()),
+            })
+        }
+        .boxed()
     }
 
     fn image_id<'a>(

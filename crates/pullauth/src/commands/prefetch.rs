@@ -6,9 +6,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use pullauth_agent::credentials::{Provider, TaskCredentials};
-use pullauth_agent::prefetch::{self, Filters, Problem, Pull};
+use pullauth_agent::prefetch::{self, Filters, Problem, Pull, Skipped};
 use pullauth_aws::ErrorClass;
 use pullauth_config::PullBehavior;
+use pullauth_docker::Engine;
 use pullauth_resolve::{Entry, Source};
 use serde::Serialize;
 
@@ -31,8 +32,14 @@ struct Line<'a> {
     image: Option<&'a str>,
     source: Option<&'a str>,
     username: Option<&'a str>,
-    /// `pulled`, `cached`, `would-pull` (dry run) or `failed`.
+    /// `pulled`, `cached`, `would-pull` (dry run), `skipped` or `failed`.
     status: &'a str,
+    /// Why it is `skipped`: a stable code (`launch-type`,
+    /// `capacity-provider`, `requires-compatibilities`, `cpu-architecture`,
+    /// `os-family`, `member-of`, `service-not-active`); `null` otherwise.
+    reason: Option<&'a str>,
+    /// What placement could not decide and took as "can run here".
+    notes: &'a [String],
     digest: Option<&'a str>,
     seconds: Option<f64>,
     error: Option<String>,
@@ -68,7 +75,18 @@ pub fn run(args: &PrefetchArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
-        let plan = match prefetch::plan(provider.aws().await, &cluster, &filters).await {
+        // Where this instance can run tasks: the engine's platform and
+        // IMDS (each bounded; what cannot be read is not decided, and the
+        // images are pulled).
+        let platform = match Engine::connect(None).await {
+            Ok(engine) => engine.platform().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let (host, notes) = prefetch::host_facts(platform, Some(provider.aws().await)).await;
+        for note in &notes {
+            tracing::warn!("placement: {note}");
+        }
+        let plan = match prefetch::plan(provider.aws().await, &cluster, &filters, &host).await {
             Ok(plan) => plan,
             // A cluster that does not exist is the input's fault.
             Err(e) if e.class() == ErrorClass::NotFound => {
@@ -81,8 +99,11 @@ pub fn run(args: &PrefetchArgs) -> anyhow::Result<ExitCode> {
             failed += 1;
             report_problem(args, problem)?;
         }
+        for skipped in &plan.skipped {
+            report_skipped(args, skipped)?;
+        }
         let pulls = prefetch::pulls(&plan.wanted, &table, provider.ecr_enabled());
-        if pulls.is_empty() && plan.problems.is_empty() {
+        if pulls.is_empty() && plan.problems.is_empty() && plan.skipped.is_empty() {
             tracing::warn!(cluster = %cluster, "nothing to prefetch: no service or task definition names an image");
         }
         if args.dry_run {
@@ -200,6 +221,8 @@ fn report(
             source: Some(&pull.source),
             username,
             status,
+            reason: None,
+            notes: &pull.first.notes,
             digest: outcome.as_ref().and_then(|o| o.digest),
             seconds: outcome.as_ref().map(|o| o.seconds),
             error,
@@ -233,12 +256,53 @@ fn report_problem(args: &PrefetchArgs, problem: &Problem) -> anyhow::Result<()> 
             source: None,
             username: None,
             status: "failed",
+            reason: None,
+            notes: &[],
             digest: None,
             seconds: None,
             error: Some(problem.error.clone()),
         })?);
     }
     Ok(())
+}
+
+/// An image (or service) ECS cannot place here: one line, never an error.
+fn report_skipped(args: &PrefetchArgs, skipped: &Skipped) -> anyhow::Result<()> {
+    let task_definitions: Vec<String> = skipped.task_definition.iter().cloned().collect();
+    if args.json {
+        return say(serde_json::to_string(&Line {
+            services: &skipped.services,
+            task_definitions: &task_definitions,
+            image: skipped.image.as_deref(),
+            source: None,
+            username: None,
+            status: "skipped",
+            reason: Some(skipped.reason.code()),
+            notes: &[],
+            digest: None,
+            seconds: None,
+            error: Some(skipped.detail.clone()),
+        })?);
+    }
+    if args.quiet {
+        return Ok(());
+    }
+    let services = if skipped.services.is_empty() {
+        "-".to_owned()
+    } else {
+        skipped.services.join(",")
+    };
+    say(format!(
+        "skipped {} [{}] (task definition {}, service {services}): {}",
+        skipped.image.as_deref().unwrap_or("-"),
+        skipped.reason,
+        if task_definitions.is_empty() {
+            "-".to_owned()
+        } else {
+            task_definitions.join(",")
+        },
+        skipped.detail
+    ))
 }
 
 #[cfg(test)]
@@ -256,6 +320,8 @@ mod tests {
             source: Some("key \"registry.example.com\""),
             username: Some("bob"),
             status: "pulled",
+            reason: None,
+            notes: &[],
             digest: Some("sha256:feedface"),
             seconds: Some(1.5),
             error: None,
@@ -273,6 +339,8 @@ mod tests {
                 "digest",
                 "error",
                 "image",
+                "notes",
+                "reason",
                 "seconds",
                 "services",
                 "source",
