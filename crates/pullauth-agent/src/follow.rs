@@ -34,8 +34,8 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::Agent;
-use pullauth_ecs::Host;
 use crate::prefetch::{self, Filters, Plan};
+use pullauth_ecs::Host;
 
 /// How many engine inspects one poll runs at once to check that the images
 /// it believes warm are still there.
@@ -250,7 +250,9 @@ async fn poll(
 ) -> PollOutcome {
     let metrics = agent.metrics();
     metrics.prefetch_polls.inc();
-    let result = source.plan(agent, &config.cluster, &config.filters, host).await;
+    let result = source
+        .plan(agent, &config.cluster, &config.filters, host)
+        .await;
     let now = now_rfc3339();
     let plan = match result {
         Ok(plan) => plan,

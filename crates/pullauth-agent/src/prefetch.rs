@@ -244,11 +244,14 @@ pub async fn plan(
                 if !names.contains(&run.task_definition) {
                     names.push(run.task_definition.clone());
                 }
-                references.entry(run.task_definition).or_default().push(Use {
-                    service: Some(service.name.clone()),
-                    capacity: run.capacity,
-                    constraints: service.placement_constraints.clone(),
-                });
+                references
+                    .entry(run.task_definition)
+                    .or_default()
+                    .push(Use {
+                        service: Some(service.name.clone()),
+                        capacity: run.capacity,
+                        constraints: service.placement_constraints.clone(),
+                    });
             }
             plan.services.insert(service.name, names);
         }

@@ -17,7 +17,8 @@ use pullauth_ecs::{
 use std::sync::{Arc, Mutex};
 
 use pullauth_poll::{
-    CallLimiter, DESCRIBE_SERVICES_BATCH, LIST_SERVICES_PAGE_SIZE, DEFAULT_LIMITER_BURST, DEFAULT_LIMITER_MAX_RATE, DEFAULT_LIMITER_MIN_RATE,
+    CallLimiter, DEFAULT_LIMITER_BURST, DEFAULT_LIMITER_MAX_RATE, DEFAULT_LIMITER_MIN_RATE,
+    DESCRIBE_SERVICES_BATCH, LIST_SERVICES_PAGE_SIZE,
 };
 
 use crate::error::{Call, ErrorClass};
@@ -79,7 +80,6 @@ impl EcsPacer {
         self.limiter().rate()
     }
 }
-
 
 /// A service `ecs:DescribeServices` could not describe (`MISSING`, ...).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -466,10 +466,7 @@ fn constraints_of(
 /// A described service, as prefetch reads it: every way it runs a task
 /// definition (deployments, task sets, its own), with their capacity.
 fn service_of(service: &aws_sdk_ecs::types::Service, name: String) -> EcsService {
-    let own_capacity = capacity_of(
-        service.launch_type(),
-        service.capacity_provider_strategy(),
-    );
+    let own_capacity = capacity_of(service.launch_type(), service.capacity_provider_strategy());
     let deployments: Vec<Rollout> = service
         .deployments()
         .iter()
@@ -543,9 +540,7 @@ fn task_definition_of(
             .collect(),
         runtime_platform: found.runtime_platform().map(|p| RuntimePlatform {
             cpu_architecture: p.cpu_architecture().map(|a| a.as_str().to_owned()),
-            operating_system_family: p
-                .operating_system_family()
-                .map(|o| o.as_str().to_owned()),
+            operating_system_family: p.operating_system_family().map(|o| o.as_str().to_owned()),
         }),
         placement_constraints: constraints_of(found.placement_constraints().iter().map(|c| {
             (
@@ -610,5 +605,4 @@ mod tests {
     fn which_references_name_one_revision(#[case] reference: &str, #[case] fixed: bool) {
         assert_eq!(names_one_revision(reference), fixed);
     }
-
 }

@@ -15,8 +15,8 @@ pub mod verify;
 
 pub use auth::{InvalidHeader, RegistryAuth};
 pub use engine::{
-    DEFAULT_DOCKER_HOST, ENGINE_CALL_TIMEOUT, Engine, EngineSetupError, Obtained, Platform, PullEvent,
-    PullOptions, PullStatus, Transport, VERIFY_TIMEOUT, Verified,
+    DEFAULT_DOCKER_HOST, ENGINE_CALL_TIMEOUT, Engine, EngineSetupError, Obtained, Platform,
+    PullEvent, PullOptions, PullStatus, Transport, VERIFY_TIMEOUT, Verified,
 };
 pub use error::{Identity, PullError};
 pub use retry::RetryPolicy;

@@ -773,3 +773,172 @@ fn prefetch_reports_describe_services_answering_garbage_naming_cluster_and_call(
         assert_eq!(stub.calls(), ["ListServices", "DescribeServices"], "{name}");
     }
 }
+
+/// The ECS name of the architecture this engine does not run (the engine is
+/// local, so it runs the test's own).
+fn other_architecture() -> &'static str {
+    if std::env::consts::ARCH == "aarch64" {
+        "X86_64"
+    } else {
+        "ARM64"
+    }
+}
+
+/// One cluster mixing every way ECS runs a service and every placement
+/// rule: exactly the images ECS could start on this instance are pulled
+/// (an `EC2` service, an `EXTERNAL` service's `ACTIVE` task set, a
+/// `memberOf` on a custom attribute that cannot be decided before the
+/// instance is described); the rest are skipped with their reason code
+/// (Fargate launch type, `requiresCompatibilities` without `EC2`, another
+/// CPU architecture, Windows, a `memberOf` excluding this OS, a deleted
+/// service) and never pulled; a service naming no task definition is a
+/// problem.
+#[test]
+fn a_mixed_cluster_prefetches_exactly_what_can_run_here_and_says_why_for_the_rest() {
+    let h = Harness::get();
+    let moto = Moto::shared();
+    let cluster = Cluster::new(moto, "mixed");
+    let token = cluster.token.clone();
+    let repo = format!("prefetch/mixed{}", random_token(8).to_ascii_lowercase());
+    let bob = ("bob", h.alpha.password("bob"));
+    for tag in ["ec2", "taskset", "undecided"] {
+        h.push_fixture(&h.alpha, &repo, tag, bob);
+    }
+    let image = |tag: &str| h.alpha.image_ref(&repo, tag);
+    let absent = |what: &str| h.alpha.image_ref(&format!("{repo}-absent"), what);
+    let script = format!(
+        r#"
+ecs = client('ecs')
+c = {cluster:?}
+def td(family, image, **extra):
+    return ecs.register_task_definition(family=family + '-{token}',
+        containerDefinitions=[{{'name': 'app', 'image': image, 'memory': 64}}],
+        **extra)['taskDefinition']['taskDefinitionArn']
+ec2 = td('ec2', {ec2:?})
+ecs.create_service(cluster=c, serviceName='ec2', taskDefinition=ec2, desiredCount=0, launchType='EC2')
+fg = td('fargate', {fargate:?})
+ecs.create_service(cluster=c, serviceName='fargate', taskDefinition=fg, desiredCount=0, launchType='FARGATE')
+fgonly = td('fgonly', {fgonly:?}, requiresCompatibilities=['FARGATE'], cpu='256', memory='512', networkMode='awsvpc')
+ecs.create_service(cluster=c, serviceName='fgonly', taskDefinition=fgonly, desiredCount=0)
+arch = td('arch', {arch:?}, runtimePlatform={{'cpuArchitecture': {other_arch:?}, 'operatingSystemFamily': 'LINUX'}})
+ecs.create_service(cluster=c, serviceName='arch', taskDefinition=arch, desiredCount=0)
+win = td('win', {win:?}, runtimePlatform={{'cpuArchitecture': 'X86_64', 'operatingSystemFamily': 'WINDOWS_SERVER_2022_CORE'}})
+ecs.create_service(cluster=c, serviceName='win', taskDefinition=win, desiredCount=0)
+member = td('member', {member:?}, placementConstraints=[{{'type': 'memberOf', 'expression': 'attribute:ecs.os-type == windows'}}])
+ecs.create_service(cluster=c, serviceName='member', taskDefinition=member, desiredCount=0)
+undecided = td('undecided', {undecided:?}, placementConstraints=[{{'type': 'memberOf', 'expression': 'attribute:stack == prod'}}])
+ecs.create_service(cluster=c, serviceName='undecided', taskDefinition=undecided, desiredCount=0)
+gone = td('gone', {gone:?})
+ecs.create_service(cluster=c, serviceName='gone', taskDefinition=gone, desiredCount=0)
+ecs.delete_service(cluster=c, service='gone')
+ts = td('taskset', {taskset:?})
+ecs.create_service(cluster=c, serviceName='external', desiredCount=0, deploymentController={{'type': 'EXTERNAL'}})
+ecs.create_task_set(cluster=c, service='external', taskDefinition=ts, launchType='EC2')
+ecs.create_service(cluster=c, serviceName='empty', desiredCount=0, deploymentController={{'type': 'EXTERNAL'}})
+"#,
+        cluster = cluster.name,
+        ec2 = image("ec2"),
+        fargate = absent("fargate"),
+        fgonly = absent("fgonly"),
+        arch = absent("arch"),
+        other_arch = other_architecture(),
+        win = absent("win"),
+        member = absent("member"),
+        undecided = image("undecided"),
+        gone = absent("gone"),
+        taskset = image("taskset"),
+    );
+    moto.boto3(&script, None);
+    let env_text = docker_auth_config(
+        &[(&h.alpha.addr(), "bob", h.alpha.password("bob"))],
+        &[("ECS_CLUSTER", &cluster.name)],
+    );
+
+    let out = prefetch(&moto.endpoint(), &env_text, &["--dry-run", "--json"]);
+    // The service naming no task definition is a problem: exit 1.
+    assert_eq!(out.code, Some(1), "{}\n{}", out.stdout, out.stderr);
+    let lines = json_lines(&out);
+    let would: std::collections::BTreeSet<&str> = lines
+        .iter()
+        .filter(|l| l["status"] == "would-pull")
+        .filter_map(|l| l["image"].as_str())
+        .collect();
+    let (ec2, taskset, undecided) = (image("ec2"), image("taskset"), image("undecided"));
+    assert_eq!(
+        would,
+        std::collections::BTreeSet::from([ec2.as_str(), taskset.as_str(), undecided.as_str()]),
+        "{lines:#?}"
+    );
+    let undecided_line = line_for(&lines, &undecided);
+    assert!(
+        undecided_line["notes"].as_array().is_some_and(|n| n
+            .iter()
+            .any(|n| n.as_str().is_some_and(|n| n.contains("stack == prod")))),
+        "an undecided pull says why: {undecided_line}"
+    );
+    for (what, reason) in [
+        ("fargate", "launch-type"),
+        ("fgonly", "requires-compatibilities"),
+        ("arch", "cpu-architecture"),
+        ("win", "os-family"),
+        ("member", "member-of"),
+    ] {
+        let line = line_for(&lines, &absent(what));
+        assert_eq!(line["status"], "skipped", "{what}: {line}");
+        assert_eq!(line["reason"], reason, "{what}: {line}");
+        assert_eq!(line["services"], serde_json::json!([what]), "{line}");
+        assert!(
+            line["error"].as_str().is_some_and(|d| !d.is_empty()),
+            "{line}"
+        );
+    }
+    // moto lists a deleted service as INACTIVE: skipped as a whole, its
+    // task definition never described.
+    let gone = lines
+        .iter()
+        .find(|l| l["services"] == serde_json::json!(["gone"]))
+        .unwrap_or_else(|| panic!("the deleted service is not reported: {lines:#?}"));
+    assert_eq!(gone["status"], "skipped", "{gone}");
+    assert_eq!(gone["reason"], "service-not-active", "{gone}");
+    let empty = lines
+        .iter()
+        .find(|l| l["services"] == serde_json::json!(["empty"]))
+        .unwrap_or_else(|| panic!("the service naming nothing is not reported: {lines:#?}"));
+    assert_eq!(empty["status"], "failed", "{empty}");
+    assert!(
+        empty["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("names no task definition") && e.contains("EXTERNAL")),
+        "{empty}"
+    );
+
+    // The real prefetch pulls exactly those three, as bob; the skipped
+    // images (which do not exist) are never asked for.
+    let mark = h.alpha.log_mark();
+    let out = prefetch(&moto.endpoint(), &env_text, &["--json"]);
+    assert_eq!(out.code, Some(1), "{}\n{}", out.stdout, out.stderr);
+    let lines = json_lines(&out);
+    let pulled: std::collections::BTreeSet<&str> = lines
+        .iter()
+        .filter(|l| l["status"] == "pulled" || l["status"] == "cached")
+        .filter_map(|l| l["image"].as_str())
+        .collect();
+    assert_eq!(pulled, would, "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["status"] != "failed" || l["services"] == serde_json::json!(["empty"])),
+        "{lines:#?}"
+    );
+    let users = h.alpha.users_since_in(mark, &repo);
+    assert!(
+        !users.is_empty() && users.iter().all(|u| u == "bob"),
+        "{users:?}"
+    );
+    assert!(
+        h.alpha
+            .users_since_in(mark, &format!("{repo}-absent"))
+            .is_empty(),
+        "a skipped image was asked for"
+    );
+}

@@ -17,9 +17,11 @@ use pullauth_agent::follow::{ClusterSource, FollowConfig, Follower, PollPolicy};
 use pullauth_agent::prefetch::{Filters, Plan, Wanted};
 use pullauth_agent::{Agent, Identity, Puller, Settings};
 use pullauth_aws::{AwsError, Call};
-use pullauth_ecs::Host;
 use pullauth_config::{AuthType, PullBehavior, SecretString};
-use pullauth_docker::{Platform, Obtained, PullError, PullEvent, PullOptions, PullStatus, Verified};
+use pullauth_docker::{
+    Obtained, Platform, PullError, PullEvent, PullOptions, PullStatus, Verified,
+};
+use pullauth_ecs::Host;
 use pullauth_resolve::{Entry, ImageRef, RegistryTable};
 use pullauth_store::Store;
 use serde_json::{Value, json};

@@ -14,8 +14,9 @@ use pullauth_agent::credentials::{Provided, Provider, TaskCredentials};
 use pullauth_agent::helper::HelperCache;
 use pullauth_agent::{Agent, Identity, Puller, Settings};
 use pullauth_config::{AuthType, PullBehavior, SecretString};
-use pullauth_docker::{Platform, 
-    Identity as PullIdentity, Obtained, PullError, PullEvent, PullOptions, PullStatus, Verified,
+use pullauth_docker::{
+    Identity as PullIdentity, Obtained, Platform, PullError, PullEvent, PullOptions, PullStatus,
+    Verified,
 };
 use pullauth_resolve::{Entry, ImageRef, RegistryTable};
 use pullauth_store::{Status, Store, Task};
