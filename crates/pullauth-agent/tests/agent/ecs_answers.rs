@@ -27,7 +27,7 @@ const TEST_BOUND: Duration = Duration::from_secs(30);
 async fn ecs_stub(body: &'static str) -> (String, Arc<Mutex<Vec<String>>>) {
     let calls = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::clone(&calls);
-    let url = serve_json(move |headers| {
+    let url = serve_json(move |headers, _body| {
         let target = headers
             .get("x-amz-target")
             .and_then(|v| v.to_str().ok())
@@ -120,4 +120,106 @@ async fn describe_services_answering_about_nothing_reports_the_service() {
             "{name}: {problem}"
         );
     }
+}
+
+/// The target of an AWS JSON request (`DescribeServices`, ...).
+fn target(headers: &hyper::HeaderMap) -> String {
+    headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .rsplit('.')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// moto drops a service's own `placementConstraints` and
+/// `capacityProviderStrategy`, so a stub ECS serves them: a service on
+/// Fargate capacity providers only is skipped (`capacity-provider`), one
+/// whose `memberOf` names another zone is skipped (`member-of`, decided
+/// from the instance's IMDS facts), one with a mixed strategy and one in
+/// this zone are pulled. The task definitions are the same shape for all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_constraints_and_capacity_providers_decide_placement() {
+    let arn = |name: &str| format!("arn:aws:ecs:eu-west-1:123456789012:task-definition/{name}:1");
+    let services = serde_json::json!({"services": [
+        {"serviceName": "spot", "status": "ACTIVE", "taskDefinition": arn("spot"),
+         "capacityProviderStrategy": [{"capacityProvider": "FARGATE_SPOT", "weight": 3},
+                                      {"capacityProvider": "FARGATE", "weight": 1}]},
+        {"serviceName": "mixed", "status": "ACTIVE", "taskDefinition": arn("mixed"),
+         "capacityProviderStrategy": [{"capacityProvider": "FARGATE"},
+                                      {"capacityProvider": "my-asg"}]},
+        {"serviceName": "elsewhere", "status": "ACTIVE", "taskDefinition": arn("elsewhere"),
+         "placementConstraints": [{"type": "memberOf",
+                                   "expression": "attribute:ecs.availability-zone in [eu-west-1b, eu-west-1c]"}]},
+        {"serviceName": "here", "status": "ACTIVE", "taskDefinition": arn("here"),
+         "placementConstraints": [{"type": "memberOf",
+                                   "expression": "attribute:ecs.availability-zone == eu-west-1a"}]}
+    ], "failures": []})
+    .to_string();
+    let arns: Vec<String> = ["spot", "mixed", "elsewhere", "here"]
+        .map(|s| format!("arn:aws:ecs:eu-west-1:123456789012:service/prod/{s}"))
+        .to_vec();
+    let list = serde_json::json!({ "serviceArns": arns }).to_string();
+    let url = serve_json(move |headers, body| match target(headers).as_str() {
+        "ListServices" => (200, list.clone()),
+        "DescribeServices" => (200, services.clone()),
+        "DescribeTaskDefinition" => {
+            let asked: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+            let reference = asked["taskDefinition"].as_str().unwrap_or_default();
+            let family = reference
+                .rsplit('/')
+                .next()
+                .and_then(|r| r.split(':').next())
+                .unwrap_or_default();
+            (
+                200,
+                serde_json::json!({"taskDefinition": {
+                    "taskDefinitionArn": reference, "family": family, "revision": 1,
+                    "containerDefinitions": [{"name": "app", "image": format!("registry.example.com/{family}:1")}]
+                }})
+                .to_string(),
+            )
+        }
+        other => (
+            400,
+            format!(r#"{{"__type":"InvalidParameterException","message":"not served: {other}"}}"#),
+        ),
+    })
+    .await;
+    let aws = aws_at(&url).await;
+    let mut host = Host::from_engine("x86_64", "linux");
+    host.set("ecs.availability-zone", "eu-west-1a");
+    let plan = tokio::time::timeout(
+        TEST_BOUND,
+        prefetch::plan(&aws, CLUSTER, &Filters::default(), &host),
+    )
+    .await
+    .expect("within the bound")
+    .expect("a plan");
+    assert!(plan.problems.is_empty(), "{plan:?}");
+    let wanted: Vec<&str> = plan
+        .wanted
+        .iter()
+        .map(|w| w.image.original.as_str())
+        .collect();
+    assert_eq!(
+        wanted,
+        [
+            "registry.example.com/here:1",
+            "registry.example.com/mixed:1"
+        ],
+        "{plan:?}"
+    );
+    let skipped: Vec<(&str, &str)> = plan
+        .skipped
+        .iter()
+        .map(|s| (s.services[0].as_str(), s.reason.code()))
+        .collect();
+    assert_eq!(
+        skipped,
+        [("elsewhere", "member-of"), ("spot", "capacity-provider")],
+        "{plan:?}"
+    );
 }

@@ -541,7 +541,7 @@ async fn helpers_run_once_for_a_burst_of_tasks_and_verify_uses_them() {
 async fn ecr_public_stub(deny: bool) -> (String, Arc<Mutex<Vec<hyper::HeaderMap>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let recorded = Arc::clone(&seen);
-    let url = crate::stub::serve_json(move |headers| {
+    let url = crate::stub::serve_json(move |headers, _body| {
         recorded.lock().expect("seen").push(headers.clone());
         let expires = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -660,7 +660,7 @@ async fn a_refused_ecr_public_token_is_remembered_per_principal() {
     const ROLE_KEY: &str = "ASIAROLESTUBEXAMPLE";
     let token_requests = Arc::new(Mutex::new(Vec::<String>::new()));
     let recorded = Arc::clone(&token_requests);
-    let url = crate::stub::serve_json(move |headers| {
+    let url = crate::stub::serve_json(move |headers, _body| {
         let auth = headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())

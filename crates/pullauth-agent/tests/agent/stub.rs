@@ -10,11 +10,11 @@ use hyper::body::Bytes;
 use pullauth_aws::{Aws, AwsOptions};
 
 /// Serves HTTP/1 on 127.0.0.1 until the runtime ends. Each request's
-/// headers go to `answer`, which gives the status and the JSON body
-/// (`application/x-amz-json-1.1`, as AWS's JSON protocols answer).
+/// headers and body go to `answer`, which gives the status and the JSON
+/// body (`application/x-amz-json-1.1`, as AWS's JSON protocols answer).
 /// Returns the endpoint's URL.
 pub async fn serve_json(
-    answer: impl Fn(&hyper::HeaderMap) -> (u16, String) + Send + Sync + 'static,
+    answer: impl Fn(&hyper::HeaderMap, &[u8]) -> (u16, String) + Send + Sync + 'static,
 ) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -28,8 +28,14 @@ pub async fn serve_json(
                 move |request: hyper::Request<hyper::body::Incoming>| {
                     let answer = Arc::clone(&answer);
                     async move {
-                        let (status, body) = answer(request.headers());
-                        let _ = request.into_body().collect().await;
+                        let headers = request.headers().clone();
+                        let body = request
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        let (status, body) = answer(&headers, &body);
                         hyper::Response::builder()
                             .status(status)
                             .header("content-type", "application/x-amz-json-1.1")
