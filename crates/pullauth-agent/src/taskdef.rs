@@ -1,25 +1,18 @@
 //! Task definitions as submitted on the control API, validated into a task.
 //!
-//! Parsed by hand from `serde_json::Value` so that every error names the
-//! field (`containerDefinitions[1].image`) and none quotes a value: task
-//! definitions may carry environment variables with secrets in them.
+//! The JSON is read into the one task-definition model of `pullauth-ecs`
+//! ([`TaskDefinition::from_json`], which the ECS client's answers also
+//! become), so a container's credential source is read the same way
+//! whether the task came from the control socket or from ECS. What a task
+//! needs beyond the model is checked here: every image parses, the
+//! execution role is an IAM role ARN. Errors name the field and never
+//! quote a value: task definitions may carry secrets in their environment.
 
 use pullauth_aws::RoleArn;
+pub use pullauth_ecs::taskdef::{MAX_CONTAINERS, TaskDefError};
+use pullauth_ecs::TaskDefinition;
 use pullauth_resolve::ImageRef;
 use pullauth_store::{Container, Task};
-use serde_json::Value;
-
-/// Why a task definition was refused; the message names the field.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {problem}")]
-pub struct TaskDefError {
-    pub field: String,
-    pub problem: String,
-}
-
-/// Most containers one task may define, as in ECS: every container costs a
-/// pull and a store record, so one submission's cost stays bounded.
-pub const MAX_CONTAINERS: usize = 10;
 
 fn err(field: impl Into<String>, problem: impl Into<String>) -> TaskDefError {
     TaskDefError {
@@ -30,121 +23,21 @@ fn err(field: impl Into<String>, problem: impl Into<String>) -> TaskDefError {
 
 /// Builds a new task (all containers `NONE`) from a definition.
 pub fn parse(body: &[u8], arn: String) -> Result<Task, TaskDefError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        err(
-            "body",
-            format!("not valid JSON (line {}, column {})", e.line(), e.column()),
-        )
-    })?;
-    let Value::Object(def) = value else {
-        return Err(err("body", "must be a JSON object"));
-    };
-    let family = match def.get("family") {
-        Some(Value::String(f)) if !f.trim().is_empty() => f.clone(),
-        Some(Value::String(_)) => return Err(err("family", "must not be empty")),
-        Some(_) => return Err(err("family", "must be a string")),
-        None => return Err(err("family", "is required")),
-    };
-    let definitions = match def.get("containerDefinitions") {
-        Some(Value::Array(list)) if !list.is_empty() => list,
-        Some(Value::Array(_)) => {
-            return Err(err(
-                "containerDefinitions",
-                "must hold at least one container",
-            ));
-        }
-        Some(_) => return Err(err("containerDefinitions", "must be an array")),
-        None => return Err(err("containerDefinitions", "is required")),
-    };
-    if definitions.len() > MAX_CONTAINERS {
-        return Err(err(
-            "containerDefinitions",
-            format!(
-                "holds {} containers; a task may have at most {MAX_CONTAINERS}",
-                definitions.len()
-            ),
-        ));
-    }
-    let mut containers: Vec<Container> = Vec::with_capacity(definitions.len());
-    for (i, definition) in definitions.iter().enumerate() {
-        let at = |name: &str| format!("containerDefinitions[{i}].{name}");
-        let Value::Object(definition) = definition else {
-            return Err(err(
-                format!("containerDefinitions[{i}]"),
-                "must be an object",
-            ));
-        };
-        let name = match definition.get("name") {
-            Some(Value::String(n)) if !n.is_empty() => n.clone(),
-            Some(Value::String(_)) => return Err(err(at("name"), "must not be empty")),
-            Some(_) => return Err(err(at("name"), "must be a string")),
-            None => return Err(err(at("name"), "is required")),
-        };
-        if containers.iter().any(|c| c.name == name) {
-            return Err(err(
-                at("name"),
-                "is used by an earlier container; names must be unique",
-            ));
-        }
-        let image = match definition.get("image") {
-            Some(Value::String(image)) => {
-                ImageRef::parse(image).map_err(|e| err(at("image"), e.to_string()))?;
-                image.clone()
-            }
-            Some(_) => return Err(err(at("image"), "must be a string")),
-            None => return Err(err(at("image"), "is required")),
-        };
-        // ECS treats a container as essential unless told otherwise.
-        let essential = match definition.get("essential") {
-            None | Some(Value::Null) => true,
-            Some(Value::Bool(b)) => *b,
-            Some(_) => return Err(err(at("essential"), "must be true or false")),
-        };
-        let credentials_parameter = match definition.get("repositoryCredentials") {
-            None | Some(Value::Null) => None,
-            Some(Value::Object(credentials)) => match credentials.get("credentialsParameter") {
-                Some(Value::String(p)) if !p.trim().is_empty() => Some(p.clone()),
-                Some(Value::String(_)) => {
-                    return Err(err(
-                        at("repositoryCredentials.credentialsParameter"),
-                        "must not be empty",
-                    ));
-                }
-                Some(_) => {
-                    return Err(err(
-                        at("repositoryCredentials.credentialsParameter"),
-                        "must be a string (the ARN or name of a Secrets Manager secret)",
-                    ));
-                }
-                None => {
-                    return Err(err(
-                        at("repositoryCredentials.credentialsParameter"),
-                        "is required when repositoryCredentials is given",
-                    ));
-                }
-            },
-            Some(_) => return Err(err(at("repositoryCredentials"), "must be an object")),
-        };
-        let mut container = Container::new(name, image, essential);
-        container.credentials_parameter = credentials_parameter;
+    let definition = TaskDefinition::from_json(body)?;
+    let mut containers: Vec<Container> = Vec::with_capacity(definition.containers.len());
+    for (i, c) in definition.containers.into_iter().enumerate() {
+        ImageRef::parse(&c.image)
+            .map_err(|e| err(format!("containerDefinitions[{i}].image"), e.to_string()))?;
+        let mut container = Container::new(c.name, c.image, c.essential);
+        container.credentials_parameter = c.credentials_parameter;
         containers.push(container);
     }
-    let execution_role_arn = match def.get("executionRoleArn") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(arn)) => {
-            // The message quotes the ARN: a role ARN is not a secret.
-            RoleArn::parse(arn).map_err(|e| err("executionRoleArn", e.to_string()))?;
-            Some(arn.clone())
-        }
-        Some(_) => {
-            return Err(err(
-                "executionRoleArn",
-                "must be a string (an IAM role ARN)",
-            ));
-        }
-    };
-    let mut task = Task::new(arn, family, containers);
-    task.execution_role_arn = execution_role_arn;
+    if let Some(arn) = &definition.execution_role_arn {
+        // The message quotes the ARN: a role ARN is not a secret.
+        RoleArn::parse(arn).map_err(|e| err("executionRoleArn", e.to_string()))?;
+    }
+    let mut task = Task::new(arn, definition.family, containers);
+    task.execution_role_arn = definition.execution_role_arn;
     Ok(task)
 }
 
