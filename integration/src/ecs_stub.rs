@@ -1,7 +1,8 @@
 //! A stub ECS endpoint (plain HTTP on loopback) for what moto will not do:
 //! answer `ecs:ListServices` properly and `ecs:DescribeServices` with HTTP
-//! 200 and a body of the test's choosing (not JSON, JSON of another shape).
-//! Any other operation gets a 400 naming it. It checks no signature.
+//! 200 and a body of the test's choosing (not JSON, JSON of another shape),
+//! and the calls moto lacks (service deployments and revisions) with fixed
+//! bodies. Any other operation gets a 400 naming it. It checks no signature.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -17,6 +18,8 @@ pub const ECS_STUB_SERVICE_ARN: &str = "arn:aws:ecs:us-east-1:123456789012:servi
 #[derive(Debug)]
 struct Shared {
     describe_services: Vec<u8>,
+    /// Further operations and their HTTP 200 bodies.
+    answers: Vec<(String, Vec<u8>)>,
     /// Operations called (`ListServices`, ...), in order.
     calls: Mutex<Vec<String>>,
 }
@@ -32,8 +35,19 @@ impl EcsStub {
     /// Starts the stub on a free 127.0.0.1 port; `DescribeServices` gets
     /// `describe_services` with HTTP 200.
     pub fn start(describe_services: &[u8]) -> EcsStub {
+        EcsStub::with_answers(describe_services, &[])
+    }
+
+    /// Like [`EcsStub::start`], and `answers` gives further operations
+    /// (`DescribeTaskDefinition`, `ListServiceDeployments`, ...) a fixed
+    /// HTTP 200 body each.
+    pub fn with_answers(describe_services: &[u8], answers: &[(&str, &str)]) -> EcsStub {
         let shared = Arc::new(Shared {
             describe_services: describe_services.to_vec(),
+            answers: answers
+                .iter()
+                .map(|(op, body)| ((*op).to_owned(), body.as_bytes().to_vec()))
+                .collect(),
             calls: Mutex::new(Vec::new()),
         });
         let server = {
@@ -114,6 +128,15 @@ fn serve(stream: TcpStream, shared: &Shared) {
                 format!(r#"{{"serviceArns":["{ECS_STUB_SERVICE_ARN}"]}}"#).into_bytes(),
             ),
             "DescribeServices" => ("200 OK", shared.describe_services.clone()),
+            other if shared.answers.iter().any(|(op, _)| op == other) => (
+                "200 OK",
+                shared
+                    .answers
+                    .iter()
+                    .find(|(op, _)| op == other)
+                    .map(|(_, body)| body.clone())
+                    .unwrap_or_default(),
+            ),
             other => (
                 "400 Bad Request",
                 format!(

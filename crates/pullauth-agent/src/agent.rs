@@ -425,6 +425,12 @@ impl Agent {
         Ok(self.inner.puller.image_id(reference).await?.is_some())
     }
 
+    /// Tags the image `source` names as `target` (one bounded call): what
+    /// the ECS agent does after pulling the digest ECS pinned.
+    pub async fn tag_image(&self, source: &str, target: &ImageRef) -> Result<(), PullError> {
+        self.inner.puller.tag(source, target).await
+    }
+
     /// The engine's platform (one bounded `GET /info`).
     pub async fn engine_platform(&self) -> Result<pullauth_docker::Platform, PullError> {
         self.inner.puller.platform().await

@@ -93,6 +93,7 @@ impl ClusterSource for Ecs {
 
     fn retain(&self, agent: &Agent, arns: &HashSet<String>) {
         if let Some(aws) = agent.provider().aws_if_built() {
+            aws.ecs_retain_revisions(arns);
             let kept = aws.ecs_retain_task_definitions(arns);
             tracing::debug!(kept, "task definitions cached after the poll");
         }
@@ -276,6 +277,9 @@ async fn poll(
     for problem in &plan.problems {
         tracing::warn!(cluster = %config.cluster, "cannot prefetch: {problem}");
     }
+    for warning in &plan.warnings {
+        tracing::warn!(cluster = %config.cluster, "{warning}");
+    }
     let settings = agent.settings();
     let ecr = agent.provider().ecr_enabled();
     let pulls = prefetch::pulls(&plan.wanted, &settings.table, ecr);
@@ -308,23 +312,39 @@ async fn poll(
         let agent = agent.clone();
         tokio::spawn(async move {
             agent.metrics().prefetch_pulls.inc();
-            tracing::info!(image = %pull.first.image, source = %pull.source, task_definitions = ?pull.task_definitions, "prefetching");
+            tracing::info!(image = %pull.first.image, digest = ?pull.first.digest, source = %pull.source, task_definitions = ?pull.task_definitions, "prefetching");
             let state = match pull.first.role() {
                 Err(e) => ImageState::Failed {
                     error: format!("executionRoleArn: {e}"),
                 },
                 Ok(role) => {
+                    let pull_image = pull.first.pull_image();
                     let (with, result) = agent
                         .prefetch_image(
-                            pull.first.image.clone(),
+                            pull_image.clone(),
                             pull.first.secret.as_deref(),
                             role.as_ref(),
                         )
                         .await;
                     match result {
-                        Ok(obtained) => ImageState::Warm {
-                            username: with.username,
-                            image_id: obtained.image_id,
+                        Ok(obtained) => match pull.first.tag_as() {
+                            // Pulled by the digest ECS pinned: tagged with
+                            // the task's reference, as the ECS agent does.
+                            Some(target) => {
+                                match agent.tag_image(&pull_image.pull_reference(), target).await {
+                                    Ok(()) => ImageState::Warm {
+                                        username: with.username,
+                                        image_id: obtained.image_id,
+                                    },
+                                    Err(e) => ImageState::Failed {
+                                        error: format!("pulled, but tagging it {target}: {e}"),
+                                    },
+                                }
+                            }
+                            None => ImageState::Warm {
+                                username: with.username,
+                                image_id: obtained.image_id,
+                            },
                         },
                         Err(error) => ImageState::Failed { error },
                     }
@@ -384,7 +404,7 @@ async fn removed_from_engine(agent: &Agent, pulls: &[prefetch::Pull]) -> BTreeSe
 
 fn key_of(pull: &prefetch::Pull) -> PullKey {
     (
-        pull.first.image.pull_reference(),
+        pull.first.pull_image().pull_reference(),
         pull.source.clone(),
         pull.role.clone(),
     )
@@ -427,6 +447,7 @@ impl View {
                     "username": username,
                     "error": error,
                     "notes": wanted.notes,
+                    "digest": wanted.digest,
                 }));
         }
         let td_json = |name: &str| json!({"task_definition": name, "images": by_td.get(name).cloned().unwrap_or_default()});

@@ -14,7 +14,8 @@ use pullauth_aws::{Aws, AwsError, RoleArn};
 use pullauth_docker::Platform;
 use pullauth_ecs::service::Capacity;
 use pullauth_ecs::{
-    Decision, Host, PlacementConstraint, ServiceStatus, SkipReason, TaskDefinition, decide,
+    Decision, Host, PlacementConstraint, ServiceRevision, ServiceStatus, SkipReason,
+    TaskDefinition, decide, pinned_digest,
 };
 use pullauth_resolve::{ImageRef, RegistryTable, Source};
 
@@ -54,9 +55,27 @@ pub struct Wanted {
     pub execution_role: Option<String>,
     /// What placement could not decide (and took as "can run here").
     pub notes: Vec<String>,
+    /// The manifest digest ECS pinned for this container in a current
+    /// service revision, when the image names none itself.
+    pub digest: Option<String>,
 }
 
 impl Wanted {
+    /// What to pull: `name@digest` where ECS pinned a digest (the image
+    /// the task will start, whatever the tag says now), else the image.
+    pub fn pull_image(&self) -> ImageRef {
+        self.digest
+            .as_deref()
+            .and_then(|digest| ImageRef::parse(&format!("{}@{digest}", self.image.name())).ok())
+            .unwrap_or_else(|| self.image.clone())
+    }
+
+    /// The reference to tag a pinned pull with (the task's own), as the
+    /// ECS agent does; `None` when the pull is by the image itself.
+    pub fn tag_as(&self) -> Option<&ImageRef> {
+        (self.digest.is_some() && self.image.digest.is_none()).then_some(&self.image)
+    }
+
     /// The execution role, parsed; an unparsable ARN is a problem of the
     /// task definition, reported when its secret or token is fetched.
     pub fn role(&self) -> Result<Option<RoleArn>, AwsError> {
@@ -127,6 +146,8 @@ pub struct Plan {
     /// The ARNs of every task definition described for this plan: what the
     /// task-definition cache keeps.
     pub task_definition_arns: HashSet<String>,
+    /// Said once per cause (the service revisions cannot be read, ...).
+    pub warnings: Vec<String>,
 }
 
 /// What is known about this instance: the engine's platform and IMDS's
@@ -190,6 +211,8 @@ pub async fn plan(
     let mut plan = Plan::default();
     // Task definition reference -> the ways it is asked for.
     let mut references: BTreeMap<String, Vec<Use>> = BTreeMap::new();
+    // Services whose deployments may have pinned digests.
+    let mut pinning: Vec<String> = Vec::new();
     if filters.reads_services() {
         let listed = aws.ecs_services(cluster).await?;
         for failure in listed.failures {
@@ -239,6 +262,9 @@ pub async fn plan(
                 });
                 continue;
             }
+            if service.deployment_controller == "ECS" {
+                pinning.push(service.name.clone());
+            }
             let mut names = Vec::new();
             for run in service.runs {
                 if !names.contains(&run.task_definition) {
@@ -266,12 +292,24 @@ pub async fn plan(
     // Described task definitions by ARN: the same revision may be named as
     // an ARN by one service and as family:revision by another.
     let mut described: BTreeMap<String, (Arc<TaskDefinition>, Vec<Use>)> = BTreeMap::new();
-    let answers = futures_util::future::join_all(
-        references
-            .keys()
-            .map(|reference| aws.ecs_task_definition(reference)),
+    let (answers, pins) = futures_util::future::join(
+        futures_util::future::join_all(
+            references
+                .keys()
+                .map(|reference| aws.ecs_task_definition(reference)),
+        ),
+        futures_util::future::join_all(
+            pinning
+                .iter()
+                .map(|service| aws.ecs_service_revisions(cluster, service)),
+        ),
     )
     .await;
+    let mut revisions: Vec<Arc<ServiceRevision>> = Vec::new();
+    for pin in pins {
+        plan.warnings.extend(pin.warning);
+        revisions.extend(pin.revisions);
+    }
     for ((reference, uses), answer) in references.into_iter().zip(answers) {
         match answer {
             Ok(found) => {
@@ -303,7 +341,7 @@ pub async fn plan(
         names.retain(|name| seen.insert(name.clone()));
     }
     for (task_definition, uses) in described.into_values() {
-        place(&mut plan, host, &task_definition, &uses);
+        place(&mut plan, host, &task_definition, &uses, &revisions);
     }
     Ok(plan)
 }
@@ -311,7 +349,13 @@ pub async fn plan(
 /// Decides where `task_definition`'s tasks can run and adds its images to
 /// `plan`: wanted when any use can place them here, else skipped with
 /// every use's reason.
-fn place(plan: &mut Plan, host: &Host, task_definition: &TaskDefinition, uses: &[Use]) {
+fn place(
+    plan: &mut Plan,
+    host: &Host,
+    task_definition: &TaskDefinition,
+    uses: &[Use],
+    revisions: &[Arc<ServiceRevision>],
+) {
     let mut running: BTreeSet<String> = BTreeSet::new();
     let mut runs_here = false;
     let mut notes: Vec<String> = Vec::new();
@@ -360,14 +404,27 @@ fn place(plan: &mut Plan, host: &Host, task_definition: &TaskDefinition, uses: &
     let services: Vec<String> = running.into_iter().collect();
     for container in &task_definition.containers {
         match ImageRef::parse(&container.image) {
-            Ok(image) => plan.wanted.push(Wanted {
-                image,
-                task_definition: name.clone(),
-                services: services.clone(),
-                secret: container.credentials_parameter.clone(),
-                execution_role: task_definition.execution_role_arn.clone(),
-                notes: notes.clone(),
-            }),
+            Ok(image) => {
+                let digest = match (&task_definition.arn, &image.digest) {
+                    (Some(arn), None) => pinned_digest(
+                        revisions.iter().map(Arc::as_ref),
+                        arn,
+                        &container.name,
+                        &container.image,
+                    )
+                    .map(str::to_owned),
+                    _ => None,
+                };
+                plan.wanted.push(Wanted {
+                    image,
+                    task_definition: name.clone(),
+                    services: services.clone(),
+                    secret: container.credentials_parameter.clone(),
+                    execution_role: task_definition.execution_role_arn.clone(),
+                    notes: notes.clone(),
+                    digest,
+                });
+            }
             Err(error) => plan.problems.push(Problem {
                 services: services.clone(),
                 task_definition: Some(name.clone()),
@@ -409,7 +466,11 @@ pub fn pulls(wanted: &[Wanted], table: &RegistryTable, ecr: bool) -> Vec<Pull> {
             None
         };
         let label = source.to_string();
-        let key = (row.image.pull_reference(), label.clone(), role.clone());
+        let key = (
+            row.pull_image().pull_reference(),
+            label.clone(),
+            role.clone(),
+        );
         let at = *index.entry(key).or_insert_with(|| {
             out.push(Pull {
                 first: row.clone(),
@@ -448,6 +509,7 @@ mod tests {
             secret: secret.map(str::to_owned),
             execution_role: None,
             notes: vec![],
+            digest: None,
         }
     }
 

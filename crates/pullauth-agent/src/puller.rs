@@ -46,6 +46,14 @@ pub trait Puller: Send + Sync + 'static {
     /// Where the engine runs images (architecture and OS); see
     /// [`Engine::platform`]. Prefetch decides `runtimePlatform` with it.
     fn platform(&self) -> BoxFuture<'_, Result<Platform, PullError>>;
+
+    /// Tags the image `source` names as `target` (one bounded call); see
+    /// [`Engine::tag`].
+    fn tag<'a>(
+        &'a self,
+        source: &'a str,
+        target: &'a ImageRef,
+    ) -> BoxFuture<'a, Result<(), PullError>>;
 }
 
 impl Puller for Engine {
@@ -91,5 +99,13 @@ impl Puller for Engine {
 
     fn platform(&self) -> BoxFuture<'_, Result<Platform, PullError>> {
         Engine::platform(self).boxed()
+    }
+
+    fn tag<'a>(
+        &'a self,
+        source: &'a str,
+        target: &'a ImageRef,
+    ) -> BoxFuture<'a, Result<(), PullError>> {
+        Engine::tag(self, source, target).boxed()
     }
 }

@@ -9,8 +9,8 @@
 //! quote a value: task definitions may carry secrets in their environment.
 
 use pullauth_aws::RoleArn;
-pub use pullauth_ecs::taskdef::{MAX_CONTAINERS, TaskDefError};
 use pullauth_ecs::TaskDefinition;
+pub use pullauth_ecs::taskdef::{MAX_CONTAINERS, TaskDefError};
 use pullauth_resolve::ImageRef;
 use pullauth_store::{Container, Task};
 

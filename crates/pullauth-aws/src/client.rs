@@ -191,6 +191,8 @@ pub(crate) struct Inner {
     roles: ExpiringCache<RoleArn, Credentials>,
     /// Described task definitions (immutable), by ARN and `family:revision`.
     pub(crate) task_definitions: TaskDefinitionCache,
+    /// Service revisions (the digests ECS pinned), by ARN.
+    pub(crate) revisions: crate::ecs::RevisionCache,
     /// Paces every ECS call of this process (see [`crate::ecs::EcsPacer`]).
     pub(crate) ecs_pacer: crate::ecs::EcsPacer,
     pub(crate) counters: Counters,
@@ -271,6 +273,7 @@ impl Aws {
                 ),
                 options,
                 task_definitions: TaskDefinitionCache::default(),
+                revisions: crate::ecs::RevisionCache::default(),
                 ecs_pacer: crate::ecs::EcsPacer::default(),
                 counters: Counters::default(),
             }),

@@ -11,8 +11,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use pullauth_ecs::{
-    Capacity, ContainerDefinition, EcsService, PlacementConstraint, Rollout, RuntimePlatform,
-    ServiceStatus, TaskDefinition, runs,
+    Capacity, ContainerDefinition, EcsService, PinnedImage, PlacementConstraint, Rollout,
+    RuntimePlatform, ServiceRevision, ServiceStatus, TaskDefinition, runs,
 };
 use std::sync::{Arc, Mutex};
 
@@ -435,6 +435,204 @@ impl Aws {
         Some(facts)
     }
 }
+
+/// The service revisions ECS pinned digests in for one service, and a
+/// warning the first time a cause keeps them from being read.
+#[derive(Debug, Clone, Default)]
+pub struct Pins {
+    /// Newest first.
+    pub revisions: Vec<Arc<ServiceRevision>>,
+    /// Set once per cause for the life of this client (a denied or
+    /// unsupported call): the caller logs it; later polls stay quiet.
+    pub warning: Option<String>,
+}
+
+/// How long the revision calls rest after a failure that is not a
+/// throttle (denied, unsupported, unreachable): the digests degrade to
+/// tags meanwhile, and ECS is not asked again on every poll.
+pub const REVISIONS_REST: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// How many of a service's newest deployments are read for their target
+/// revisions: the in-progress ones and the last that completed.
+pub const SERVICE_DEPLOYMENTS_READ: i32 = 10;
+
+/// Service revisions (immutable by ARN) and what keeps them from being
+/// read.
+#[derive(Debug, Default)]
+pub(crate) struct RevisionCache {
+    inner: Mutex<RevisionState>,
+}
+
+#[derive(Debug, Default)]
+struct RevisionState {
+    by_arn: HashMap<String, Arc<ServiceRevision>>,
+    /// Until when the calls rest, and why.
+    resting: Option<(tokio::time::Instant, String)>,
+    warned: HashSet<String>,
+}
+
+impl RevisionCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, RevisionState> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Aws {
+    /// The revisions of `service`'s current deployments, with the digests
+    /// ECS resolved for their containers: `ecs:ListServiceDeployments`
+    /// (one call, one attempt: the digests are an improvement, a failure
+    /// degrades to tags) and `ecs:DescribeServiceRevisions` for revisions
+    /// not seen before. A failure other than a throttle rests the calls for
+    /// [`REVISIONS_REST`]; each cause is warned about once.
+    pub async fn ecs_service_revisions(&self, cluster: &str, service: &str) -> Pins {
+        let cache = &self.inner.revisions;
+        if let Some((until, _)) = &cache.lock().resting
+            && tokio::time::Instant::now() < *until
+        {
+            return Pins::default();
+        }
+        match self.read_service_revisions(cluster, service).await {
+            Ok(revisions) => Pins {
+                revisions,
+                warning: None,
+            },
+            Err(error) => {
+                self.inner.counters.failure(error.class());
+                let cause = format!(
+                    "{}: the images are pulled by tag, not by the digest ECS pinned",
+                    error
+                );
+                let mut state = cache.lock();
+                if error.class() != ErrorClass::Throttled {
+                    state.resting =
+                        Some((tokio::time::Instant::now() + REVISIONS_REST, cause.clone()));
+                }
+                // One warning per kind of failure, not per service or poll.
+                let kind = format!("{:?}", error.class());
+                let warning = state.warned.insert(kind).then_some(cause);
+                Pins {
+                    revisions: Vec::new(),
+                    warning,
+                }
+            }
+        }
+    }
+
+    /// Drops cached revisions whose task definition is not in `arns`.
+    pub fn ecs_retain_revisions(&self, arns: &HashSet<String>) {
+        self.inner
+            .revisions
+            .lock()
+            .by_arn
+            .retain(|_, r| arns.contains(&r.task_definition));
+    }
+
+    async fn read_service_revisions(
+        &self,
+        cluster: &str,
+        service: &str,
+    ) -> Result<Vec<Arc<ServiceRevision>>, AwsError> {
+        let client = aws_sdk_ecs::Client::new(&self.inner.config);
+        let once = || {
+            aws_sdk_ecs::config::Builder::default()
+                .retry_config(aws_smithy_types::retry::RetryConfig::standard().with_max_attempts(1))
+        };
+        let call = |operation| Call {
+            operation,
+            target: format!("service {service} in cluster {cluster}"),
+            principal: Principal::Default.to_string(),
+        };
+        self.inner.ecs_pacer.ready().await;
+        self.inner.counters.add(&self.inner.counters.ecs_calls);
+        let listed = client
+            .list_service_deployments()
+            .cluster(cluster)
+            .service(service)
+            .max_results(SERVICE_DEPLOYMENTS_READ)
+            .customize()
+            .config_override(once())
+            .send()
+            .await
+            .map_err(|e| self.sdk_error(call("ecs:ListServiceDeployments"), e, |_| None));
+        self.inner.ecs_pacer.record(&listed);
+        let mut deployments = listed?.service_deployments().to_vec();
+        deployments.sort_by(|a, b| b.created_at().cmp(&a.created_at()));
+        use aws_sdk_ecs::types::ServiceDeploymentStatus as S;
+        let mut wanted: Vec<String> = Vec::new();
+        let mut completed = false;
+        for d in &deployments {
+            let running = match d.status() {
+                Some(S::Pending | S::InProgress | S::RollbackInProgress) => true,
+                Some(S::Successful | S::RollbackSuccessful) if !completed => {
+                    completed = true;
+                    true
+                }
+                _ => false,
+            };
+            if let (true, Some(arn)) = (running, d.target_service_revision_arn())
+                && !wanted.iter().any(|w| w == arn)
+            {
+                wanted.push(arn.to_owned());
+            }
+        }
+        let unknown: Vec<String> = {
+            let state = self.inner.revisions.lock();
+            wanted
+                .iter()
+                .filter(|arn| !state.by_arn.contains_key(*arn))
+                .cloned()
+                .collect()
+        };
+        for batch in unknown.chunks(DESCRIBE_SERVICE_REVISIONS_BATCH) {
+            self.inner.ecs_pacer.ready().await;
+            self.inner.counters.add(&self.inner.counters.ecs_calls);
+            let described = client
+                .describe_service_revisions()
+                .set_service_revision_arns(Some(batch.to_vec()))
+                .customize()
+                .config_override(once())
+                .send()
+                .await
+                .map_err(|e| self.sdk_error(call("ecs:DescribeServiceRevisions"), e, |_| None));
+            self.inner.ecs_pacer.record(&described);
+            let mut state = self.inner.revisions.lock();
+            for revision in described?.service_revisions() {
+                let (Some(arn), Some(task_definition)) =
+                    (revision.service_revision_arn(), revision.task_definition())
+                else {
+                    continue;
+                };
+                let images = revision
+                    .container_images()
+                    .iter()
+                    .filter_map(|c| {
+                        Some(PinnedImage {
+                            container_name: c.container_name()?.to_owned(),
+                            image: c.image()?.to_owned(),
+                            digest: c.image_digest()?.to_owned(),
+                        })
+                    })
+                    .collect();
+                state.by_arn.insert(
+                    arn.to_owned(),
+                    Arc::new(ServiceRevision {
+                        arn: arn.to_owned(),
+                        task_definition: task_definition.to_owned(),
+                        images,
+                    }),
+                );
+            }
+        }
+        let state = self.inner.revisions.lock();
+        Ok(wanted
+            .iter()
+            .filter_map(|arn| state.by_arn.get(arn).cloned())
+            .collect())
+    }
+}
+
+/// `ecs:DescribeServiceRevisions` takes at most this many ARNs a call.
+pub const DESCRIBE_SERVICE_REVISIONS_BATCH: usize = 20;
 
 fn capacity_of(
     launch_type: Option<&aws_sdk_ecs::types::LaunchType>,

@@ -53,7 +53,9 @@ pub use client::{
     EcrCredentials, MAX_ATTEMPTS, MAX_OBJECT_BYTES, OPERATION_TIMEOUT, Principal,
     ROLE_REFRESH_AHEAD, TokenInUse, USABLE_MARGIN,
 };
-pub use ecs::{EcsFailure, EcsServices, IMDS_TIMEOUT, InstanceFacts, names_one_revision};
+pub use ecs::{
+    EcsFailure, EcsServices, IMDS_TIMEOUT, InstanceFacts, Pins, REVISIONS_REST, names_one_revision,
+};
 pub use error::{AwsError, Call, ErrorClass, TimeLimits};
 pub use metrics::CountersSnapshot;
 pub use parse::SecretCredentials;

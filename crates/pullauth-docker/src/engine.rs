@@ -419,6 +419,25 @@ impl Engine {
         })
     }
 
+    /// Tags the image `source` names (say `name@sha256:...`) as `target`
+    /// (`name:tag`), as the ECS agent tags an image it pulled by the digest
+    /// ECS pinned, so that the task's own reference finds it. One bounded
+    /// call.
+    pub async fn tag(&self, source: &str, target: &ImageRef) -> Result<(), PullError> {
+        let tag = target.tag.as_deref().unwrap_or("latest");
+        let options = bollard::query_parameters::TagImageOptionsBuilder::new()
+            .repo(&target.name())
+            .tag(tag)
+            .build();
+        self.bounded("POST /images/{name}/tag", async {
+            self.client()
+                .tag_image(source, Some(options))
+                .await
+                .map_err(|e| self.transport_error(source, e))
+        })
+        .await
+    }
+
     /// The address this engine was reached at.
     pub fn address(&self) -> &str {
         &self.address

@@ -12,6 +12,9 @@
 //! - [`query`] parses and evaluates ECS's cluster query language (the
 //!   expressions of `memberOf` placement constraints), with a third answer,
 //!   "unknown", for facts this instance cannot know.
+//! - [`revision`] says which digest a service revision pinned for a
+//!   container (ECS's "version consistency"), so prefetch warms the image
+//!   the task will start.
 //! - [`placement`] decides, per task definition and service, whether its
 //!   tasks can be placed on this instance, and gives every "no" a stable
 //!   reason code.
@@ -22,11 +25,13 @@
 
 pub mod placement;
 pub mod query;
+pub mod revision;
 pub mod service;
 pub mod taskdef;
 
 pub use placement::{Decision, Host, SkipReason, decide};
 pub use query::{Expr, Facts, QueryError, Truth};
+pub use revision::{PinnedImage, ServiceRevision, pinned_digest};
 pub use service::{Capacity, EcsService, Rollout, Run, ServiceStatus, runs};
 pub use taskdef::{
     ContainerDefinition, PlacementConstraint, RuntimePlatform, TaskDefError, TaskDefinition,

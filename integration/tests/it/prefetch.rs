@@ -942,3 +942,99 @@ ecs.create_service(cluster=c, serviceName='empty', desiredCount=0, deploymentCon
         "a skipped image was asked for"
     );
 }
+
+/// Where ECS pinned a digest in a service revision, prefetch pulls that
+/// digest and tags it with the task's reference, as the ECS agent does
+/// after its own pull by digest: even after the tag moved in the registry,
+/// the image the task's reference finds in the engine (what the ECS agent
+/// inspects with `prefer-cached`) is the one ECS pinned. moto has no
+/// service deployments or revisions, so a stub ECS serves them (and the
+/// service and task definition); the engine and the registry are real.
+#[test]
+fn a_digest_ecs_pinned_is_pulled_and_tagged_with_the_tasks_reference() {
+    let h = Harness::get();
+    let repo = format!("prefetch/pinned{}", random_token(8).to_ascii_lowercase());
+    let bob = ("bob", h.alpha.password("bob"));
+    let pinned = h.push_fixture(&h.alpha, &repo, "1", bob);
+    // The tag moves on after ECS resolved it.
+    let moved = h.push_fixture(&h.alpha, &repo, "1", bob);
+    assert_ne!(pinned, moved);
+    let image = h.alpha.image_ref(&repo, "1");
+    let td_arn = "arn:aws:ecs:us-east-1:123456789012:task-definition/pinned:1";
+    let revision = "arn:aws:ecs:us-east-1:123456789012:service-revision/stub/web/1";
+    let services = serde_json::json!({"services": [{
+        "serviceName": "web", "serviceArn": ECS_STUB_SERVICE_ARN, "status": "ACTIVE",
+        "taskDefinition": td_arn, "launchType": "EC2",
+        "deployments": [{"status": "PRIMARY", "taskDefinition": td_arn}]
+    }], "failures": []})
+    .to_string();
+    let task_definition = serde_json::json!({"taskDefinition": {
+        "taskDefinitionArn": td_arn, "family": "pinned", "revision": 1,
+        "containerDefinitions": [{"name": "app", "image": image, "memory": 64}]
+    }})
+    .to_string();
+    let deployments = serde_json::json!({"serviceDeployments": [{
+        "serviceDeploymentArn": "arn:aws:ecs:us-east-1:123456789012:service-deployment/stub/web/1",
+        "serviceArn": ECS_STUB_SERVICE_ARN, "status": "IN_PROGRESS",
+        "targetServiceRevisionArn": revision, "createdAt": 1_765_000_000
+    }]})
+    .to_string();
+    let revisions = serde_json::json!({"serviceRevisions": [{
+        "serviceRevisionArn": revision, "serviceArn": ECS_STUB_SERVICE_ARN,
+        "taskDefinition": td_arn,
+        "containerImages": [{"containerName": "app", "image": image, "imageDigest": pinned}]
+    }], "failures": []})
+    .to_string();
+    let stub = EcsStub::with_answers(
+        services.as_bytes(),
+        &[
+            ("DescribeTaskDefinition", &task_definition),
+            ("ListServiceDeployments", &deployments),
+            ("DescribeServiceRevisions", &revisions),
+        ],
+    );
+    let env_text = docker_auth_config(
+        &[(&h.alpha.addr(), "bob", h.alpha.password("bob"))],
+        &[("ECS_CLUSTER", "stub")],
+    );
+
+    let out = prefetch(&stub.endpoint(), &env_text, &["--dry-run", "--json"]);
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    let lines = json_lines(&out);
+    assert_eq!(
+        line_for(&lines, &image)["pinned_digest"],
+        pinned.as_str(),
+        "{lines:#?}"
+    );
+
+    let mark = h.alpha.log_mark();
+    let out = prefetch(&stub.endpoint(), &env_text, &["--json"]);
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    let lines = json_lines(&out);
+    let line = line_for(&lines, &image);
+    assert_eq!(line["status"], "pulled", "{line}");
+    assert_eq!(line["username"], "bob", "{line}");
+    assert_eq!(line["digest"], pinned.as_str(), "{line}");
+    let users = h.alpha.users_since_in(mark, &repo);
+    assert!(
+        !users.is_empty() && users.iter().all(|u| u == "bob"),
+        "{users:?}"
+    );
+    // The task's reference finds the pinned image, not the moved tag's.
+    let by_tag = h
+        .local_image_id(&image)
+        .expect("the task's reference is in the engine");
+    let by_digest = h
+        .local_image_id(&format!(
+            "{}@{pinned}",
+            h.alpha.image_ref(&repo, "1").trim_end_matches(":1")
+        ))
+        .expect("the pinned digest is in the engine");
+    assert_eq!(by_tag, by_digest);
+    let calls = stub.calls();
+    assert!(
+        calls.iter().any(|c| c == "ListServiceDeployments")
+            && calls.iter().any(|c| c == "DescribeServiceRevisions"),
+        "{calls:?}"
+    );
+}

@@ -85,6 +85,8 @@ struct InstantEngine {
     /// (reference, username) of each pull.
     pulls: Mutex<Vec<(String, Option<String>)>>,
     inspects: Mutex<Vec<String>>,
+    /// (source, target) of each tag.
+    tags: Mutex<Vec<(String, String)>>,
 }
 
 impl InstantEngine {
@@ -158,6 +160,18 @@ impl Puller for InstantEngine {
         async move { Err(error) }.boxed()
     }
 
+    fn tag<'a>(
+        &'a self,
+        source: &'a str,
+        target: &'a ImageRef,
+    ) -> BoxFuture<'a, Result<(), PullError>> {
+        self.tags
+            .lock()
+            .expect("tags")
+            .push((source.to_owned(), target.pull_reference()));
+        async { Ok(()) }.boxed()
+    }
+
     fn platform(&self) -> BoxFuture<'_, Result<Platform, PullError>> {
         async {
             Ok(Platform {
@@ -201,6 +215,7 @@ fn web(revisions: &[u32]) -> Plan {
             secret: None,
             execution_role: None,
             notes: Vec::new(),
+            digest: None,
         })
         .collect();
     Plan {

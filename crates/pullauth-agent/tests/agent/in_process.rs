@@ -46,6 +46,8 @@ struct FakeEngine {
     most_running: AtomicUsize,
     next: Mutex<Next>,
     panicked: AtomicBool,
+    /// (source, target) of each tag.
+    tags: Mutex<Vec<(String, String)>>,
 }
 
 impl FakeEngine {
@@ -55,6 +57,7 @@ impl FakeEngine {
             released: Semaphore::new(0),
             running: AtomicUsize::new(0),
             most_running: AtomicUsize::new(0),
+            tags: Mutex::new(Vec::new()),
             next: Mutex::new(Next::Succeed),
             panicked: AtomicBool::new(false),
         })
@@ -77,6 +80,18 @@ impl FakeEngine {
 impl Puller for FakeEngine {
     fn address(&self) -> &str {
         "fake://engine"
+    }
+
+    fn tag<'a>(
+        &'a self,
+        source: &'a str,
+        target: &'a ImageRef,
+    ) -> BoxFuture<'a, Result<(), PullError>> {
+        self.tags
+            .lock()
+            .expect("tags")
+            .push((source.to_owned(), target.pull_reference()));
+        async { Ok(()) }.boxed()
     }
 
     fn platform(&self) -> BoxFuture<'_, Result<Platform, PullError>> {

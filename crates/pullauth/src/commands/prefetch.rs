@@ -40,6 +40,9 @@ struct Line<'a> {
     reason: Option<&'a str>,
     /// What placement could not decide and took as "can run here".
     notes: &'a [String],
+    /// The manifest digest ECS pinned for the image (pulled by it, then
+    /// tagged with the image's own reference); `null` when none is known.
+    pinned_digest: Option<&'a str>,
     digest: Option<&'a str>,
     seconds: Option<f64>,
     error: Option<String>,
@@ -95,6 +98,9 @@ pub fn run(args: &PrefetchArgs) -> anyhow::Result<ExitCode> {
             Err(e) => return Err(anyhow::Error::new(e).context(format!("cluster {cluster}"))),
         };
         let mut failed = 0;
+        for warning in &plan.warnings {
+            tracing::warn!("{warning}");
+        }
         for problem in &plan.problems {
             failed += 1;
             report_problem(args, problem)?;
@@ -144,7 +150,20 @@ pub fn run(args: &PrefetchArgs) -> anyhow::Result<ExitCode> {
                     continue;
                 }
             };
-            match session.pull(&pull.first.image, entry.as_ref()).await? {
+            let pull_image = pull.first.pull_image();
+            let pulled = match session.pull(&pull_image, entry.as_ref()).await? {
+                // Pulled by the digest ECS pinned: tagged with the task's
+                // own reference, as the ECS agent does after such a pull.
+                Ok(obtained) => match pull.first.tag_as() {
+                    Some(target) => session
+                        .tag(&pull_image.pull_reference(), target)
+                        .await
+                        .map(|()| obtained),
+                    None => Ok(obtained),
+                },
+                Err(error) => Err(error),
+            };
+            match pulled {
                 Ok(obtained) => {
                     if let Some(error) = &obtained.fallback_from {
                         eprintln!(
@@ -223,6 +242,7 @@ fn report(
             status,
             reason: None,
             notes: &pull.first.notes,
+            pinned_digest: pull.first.digest.as_deref(),
             digest: outcome.as_ref().and_then(|o| o.digest),
             seconds: outcome.as_ref().map(|o| o.seconds),
             error,
@@ -258,6 +278,7 @@ fn report_problem(args: &PrefetchArgs, problem: &Problem) -> anyhow::Result<()> 
             status: "failed",
             reason: None,
             notes: &[],
+            pinned_digest: None,
             digest: None,
             seconds: None,
             error: Some(problem.error.clone()),
@@ -279,6 +300,7 @@ fn report_skipped(args: &PrefetchArgs, skipped: &Skipped) -> anyhow::Result<()> 
             status: "skipped",
             reason: Some(skipped.reason.code()),
             notes: &[],
+            pinned_digest: None,
             digest: None,
             seconds: None,
             error: Some(skipped.detail.clone()),
@@ -322,6 +344,7 @@ mod tests {
             status: "pulled",
             reason: None,
             notes: &[],
+            pinned_digest: None,
             digest: Some("sha256:feedface"),
             seconds: Some(1.5),
             error: None,
@@ -340,6 +363,7 @@ mod tests {
                 "error",
                 "image",
                 "notes",
+                "pinned_digest",
                 "reason",
                 "seconds",
                 "services",

@@ -157,6 +157,11 @@ impl Session {
     /// Obtains `image` with `entry` (progress on stderr) and records the
     /// pull in the store. The outer error is the store's; the inner one
     /// the pull's.
+    /// Tags the image `source` names as `target` (one bounded call).
+    pub(super) async fn tag(&self, source: &str, target: &ImageRef) -> Result<(), PullError> {
+        self.engine.tag(source, target).await
+    }
+
     pub(super) async fn pull(
         &self,
         image: &ImageRef,
