@@ -223,3 +223,75 @@ async fn service_constraints_and_capacity_providers_decide_placement() {
         "{plan:?}"
     );
 }
+
+/// Service revisions that cannot be read (here: access denied) degrade to
+/// tags: the plan still wants the image, by tag, with one warning naming
+/// the call; the next plan neither warns again nor calls again (the calls
+/// rest), so a fleet without the permission does not pay a call per
+/// service and poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denied_service_revisions_degrade_to_tags_with_one_warning() {
+    let td = "arn:aws:ecs:eu-west-1:123456789012:task-definition/web:1";
+    let calls = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = Arc::clone(&calls);
+    let url = serve_json(move |headers, _body| {
+        let op = target(headers);
+        seen.lock().expect("calls").push(op.clone());
+        match op.as_str() {
+            "ListServices" => (200, format!(r#"{{"serviceArns":["{SERVICE_ARN}"]}}"#)),
+            "DescribeServices" => (
+                200,
+                serde_json::json!({"services": [{"serviceName": "web", "status": "ACTIVE",
+                    "taskDefinition": td}]})
+                .to_string(),
+            ),
+            "DescribeTaskDefinition" => (
+                200,
+                serde_json::json!({"taskDefinition": {"taskDefinitionArn": td, "family": "web",
+                    "revision": 1, "containerDefinitions": [{"name": "app",
+                    "image": "registry.example.com/web:1"}]}})
+                .to_string(),
+            ),
+            "ListServiceDeployments" => (
+                400,
+                r#"{"__type":"AccessDeniedException","message":"not authorized to perform ecs:ListServiceDeployments"}"#
+                    .to_owned(),
+            ),
+            other => (400, format!(r#"{{"__type":"InvalidParameterException","message":"{other}"}}"#)),
+        }
+    })
+    .await;
+    let aws = aws_at(&url).await;
+    let host = Host::from_engine("x86_64", "linux");
+    let first = prefetch::plan(&aws, CLUSTER, &Filters::default(), &host)
+        .await
+        .expect("a plan");
+    assert_eq!(first.wanted.len(), 1, "{first:?}");
+    assert_eq!(first.wanted[0].digest, None);
+    assert_eq!(
+        first.wanted[0].pull_image().pull_reference(),
+        "registry.example.com/web:1"
+    );
+    assert_eq!(first.warnings.len(), 1, "{first:?}");
+    assert!(
+        first.warnings[0].contains("ecs:ListServiceDeployments")
+            && first.warnings[0].contains("by tag"),
+        "{}",
+        first.warnings[0]
+    );
+    let asked = |calls: &Arc<Mutex<Vec<String>>>| {
+        calls
+            .lock()
+            .expect("calls")
+            .iter()
+            .filter(|c| *c == "ListServiceDeployments")
+            .count()
+    };
+    assert_eq!(asked(&calls), 1, "one attempt");
+    let second = prefetch::plan(&aws, CLUSTER, &Filters::default(), &host)
+        .await
+        .expect("a plan");
+    assert!(second.warnings.is_empty(), "{second:?}");
+    assert_eq!(second.wanted.len(), 1);
+    assert_eq!(asked(&calls), 1, "the revision calls rest after a denial");
+}
