@@ -119,6 +119,8 @@ pub enum ImageState {
     Warm {
         username: Option<String>,
         image_id: String,
+        /// The deployments and task sets that named it when it was pulled.
+        deployments: BTreeSet<String>,
     },
     Failed {
         error: String,
@@ -299,7 +301,14 @@ async fn poll(
             let key = key_of(&pull);
             match view.images.get(&key) {
                 Some(ImageState::Pulling) => {}
-                Some(ImageState::Warm { .. }) if !gone.contains(&key.0) => {}
+                // A tag stays warm until a deployment or task set it was
+                // not pulled for names it: ECS's new tasks would pull it
+                // again, so the follower does (a manifest check when the
+                // tag did not move). A digest names its content for ever.
+                Some(ImageState::Warm { deployments, .. })
+                    if !gone.contains(&key.0)
+                        && (pull.first.pull_image().digest.is_some()
+                            || pull.deployments.is_subset(deployments)) => {}
                 _ => {
                     view.images.insert(key.clone(), ImageState::Pulling);
                     start.push((key, pull));
@@ -335,6 +344,7 @@ async fn poll(
                                     Ok(()) => ImageState::Warm {
                                         username: with.username,
                                         image_id: obtained.image_id,
+                                        deployments: pull.deployments.clone(),
                                     },
                                     Err(e) => ImageState::Failed {
                                         error: format!("pulled, but tagging it {target}: {e}"),
@@ -344,6 +354,7 @@ async fn poll(
                             None => ImageState::Warm {
                                 username: with.username,
                                 image_id: obtained.image_id,
+                                deployments: pull.deployments.clone(),
                             },
                         },
                         Err(error) => ImageState::Failed { error },

@@ -58,6 +58,10 @@ pub struct Wanted {
     /// The manifest digest ECS pinned for this container in a current
     /// service revision, when the image names none itself.
     pub digest: Option<String>,
+    /// The deployments and task sets (IDs) that run it here: a new one
+    /// naming a tag already warm pulls it again (a manifest check when
+    /// nothing changed), as ECS's new tasks would.
+    pub deployments: BTreeSet<String>,
 }
 
 impl Wanted {
@@ -194,6 +198,8 @@ pub async fn host_facts(
 /// and constraints), or by a task-definition filter.
 struct Use {
     service: Option<String>,
+    /// The deployment or task set ID, when a service run names it.
+    deployment: Option<String>,
     capacity: Capacity,
     constraints: Vec<PlacementConstraint>,
 }
@@ -275,6 +281,7 @@ pub async fn plan(
                     .or_default()
                     .push(Use {
                         service: Some(service.name.clone()),
+                        deployment: run.id,
                         capacity: run.capacity,
                         constraints: service.placement_constraints.clone(),
                     });
@@ -285,6 +292,7 @@ pub async fn plan(
     for reference in &filters.task_definitions {
         references.entry(reference.clone()).or_default().push(Use {
             service: None,
+            deployment: None,
             capacity: Capacity::default(),
             constraints: Vec::new(),
         });
@@ -357,6 +365,7 @@ fn place(
     revisions: &[Arc<ServiceRevision>],
 ) {
     let mut running: BTreeSet<String> = BTreeSet::new();
+    let mut deployments: BTreeSet<String> = BTreeSet::new();
     let mut runs_here = false;
     let mut notes: Vec<String> = Vec::new();
     let mut skips: Vec<(SkipReason, String, Option<String>)> = Vec::new();
@@ -365,6 +374,7 @@ fn place(
             Decision::Run { notes: more } => {
                 runs_here = true;
                 running.extend(u.service.clone());
+                deployments.extend(u.deployment.clone());
                 for note in more {
                     if !notes.contains(&note) {
                         notes.push(note);
@@ -423,6 +433,7 @@ fn place(
                     execution_role: task_definition.execution_role_arn.clone(),
                     notes: notes.clone(),
                     digest,
+                    deployments: deployments.clone(),
                 });
             }
             Err(error) => plan.problems.push(Problem {
@@ -447,6 +458,8 @@ pub struct Pull {
     /// by calling AWS (a secret, an ECR or ECR Public token): two roles
     /// make two pulls.
     pub role: Option<String>,
+    /// Every deployment and task set naming it (see [`Wanted::deployments`]).
+    pub deployments: BTreeSet<String>,
     pub task_definitions: Vec<String>,
     pub services: Vec<String>,
 }
@@ -476,12 +489,14 @@ pub fn pulls(wanted: &[Wanted], table: &RegistryTable, ecr: bool) -> Vec<Pull> {
                 first: row.clone(),
                 source: label,
                 role,
+                deployments: BTreeSet::new(),
                 task_definitions: Vec::new(),
                 services: Vec::new(),
             });
             out.len() - 1
         });
         let pull = &mut out[at];
+        pull.deployments.extend(row.deployments.iter().cloned());
         if !pull.task_definitions.contains(&row.task_definition) {
             pull.task_definitions.push(row.task_definition.clone());
         }
@@ -510,6 +525,7 @@ mod tests {
             execution_role: None,
             notes: vec![],
             digest: None,
+            deployments: BTreeSet::new(),
         }
     }
 

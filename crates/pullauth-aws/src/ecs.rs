@@ -669,6 +669,7 @@ fn service_of(service: &aws_sdk_ecs::types::Service, name: String) -> EcsService
         .deployments()
         .iter()
         .map(|d| Rollout {
+            id: d.id().map(str::to_owned),
             status: d.status().map(str::to_owned),
             task_definition: d.task_definition().map(str::to_owned),
             capacity: capacity_of(d.launch_type(), d.capacity_provider_strategy()),
@@ -678,6 +679,7 @@ fn service_of(service: &aws_sdk_ecs::types::Service, name: String) -> EcsService
         .task_sets()
         .iter()
         .map(|t| Rollout {
+            id: t.id().map(str::to_owned),
             status: t.status().map(str::to_owned),
             task_definition: t.task_definition().map(str::to_owned),
             capacity: capacity_of(t.launch_type(), t.capacity_provider_strategy()),

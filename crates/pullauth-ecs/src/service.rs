@@ -73,6 +73,10 @@ pub struct Run {
     /// As ECS names it (an ARN, or `family:revision`).
     pub task_definition: String,
     pub capacity: Capacity,
+    /// The deployment's or task set's ID (`ecs-svc/...`, `ecs-svc/...`):
+    /// a new one (a new deployment, a forced one, a new task set) means
+    /// ECS starts tasks again, so a tag it names is pulled again.
+    pub id: Option<String>,
     /// Where it was found: `deployment PRIMARY`, `task set ACTIVE`,
     /// `service`.
     pub origin: String,
@@ -81,6 +85,7 @@ pub struct Run {
 /// A deployment or task set as ECS describes it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Rollout {
+    pub id: Option<String>,
     pub status: Option<String>,
     pub task_definition: Option<String>,
     pub capacity: Capacity,
@@ -110,20 +115,24 @@ pub fn runs(
     task_sets: &[Rollout],
 ) -> Vec<Run> {
     let mut out: Vec<Run> = Vec::new();
-    let mut add = |task_definition: &str, capacity: Capacity, origin: String| {
-        if task_definition.is_empty()
-            || out
-                .iter()
-                .any(|r| r.task_definition == task_definition && r.capacity == capacity)
-        {
-            return;
-        }
-        out.push(Run {
-            task_definition: task_definition.to_owned(),
-            capacity,
-            origin,
-        });
-    };
+    let mut add =
+        |task_definition: &str, capacity: Capacity, origin: String, id: Option<&String>| {
+            if task_definition.is_empty()
+                || out.iter().any(|r| {
+                    r.task_definition == task_definition
+                        && r.capacity == capacity
+                        && (id.is_none() || r.id.as_ref() == id)
+                })
+            {
+                return;
+            }
+            out.push(Run {
+                task_definition: task_definition.to_owned(),
+                capacity,
+                origin,
+                id: id.cloned(),
+            });
+        };
     for (kind, rollouts) in [("deployment", deployments), ("task set", task_sets)] {
         for rollout in rollouts {
             let Some(status) = rollout.status.as_deref() else {
@@ -137,12 +146,13 @@ pub fn runs(
                     task_definition,
                     rollout.capacity.clone().or(service_capacity),
                     format!("{kind} {status}"),
+                    rollout.id.as_ref(),
                 );
             }
         }
     }
     if let Some(own) = own {
-        add(own, service_capacity.clone(), "service".to_owned());
+        add(own, service_capacity.clone(), "service".to_owned(), None);
     }
     out
 }
@@ -153,6 +163,7 @@ mod tests {
 
     fn rollout(status: &str, td: &str, launch: Option<&str>) -> Rollout {
         Rollout {
+            id: Some(format!("ecs-svc/{status}-{td}")),
             status: Some(status.into()),
             task_definition: Some(td.into()),
             capacity: Capacity {

@@ -216,6 +216,7 @@ fn web(revisions: &[u32]) -> Plan {
             execution_role: None,
             notes: Vec::new(),
             digest: None,
+            deployments: BTreeSet::new(),
         })
         .collect();
     Plan {
@@ -614,4 +615,68 @@ async fn an_engine_that_cannot_answer_stops_the_presence_checks_of_a_poll() {
     );
     assert_eq!(h.engine.pull_count(), 12, "nothing is pulled again");
     assert_eq!(state_of(&h.view(), APP_1).as_deref(), Some("warm"));
+}
+
+/// `web(&[1])`, run by the given deployments, pinned to `digest` if given.
+fn web_deployed(ids: &[&str], digest: Option<&str>) -> Plan {
+    let mut plan = web(&[1]);
+    plan.wanted[0].deployments = ids.iter().map(|id| (*id).to_owned()).collect();
+    plan.wanted[0].digest = digest.map(str::to_owned);
+    plan
+}
+
+/// A warm tag is pulled again when a deployment it was not pulled for
+/// names it (a forced new deployment after re-pushing the tag): ECS's new
+/// tasks would pull it, so the follower does. A deployment that ends
+/// changes nothing.
+#[tokio::test(start_paused = true)]
+async fn a_new_deployment_naming_a_warm_tag_pulls_it_again() {
+    let mut h = Harness::start(web_deployed(&["ecs-svc/1"], None));
+    h.next_poll().await;
+    h.next_poll().await;
+    assert_eq!(h.engine.pulls_of(APP_1), 1);
+
+    h.cluster
+        .answer(Ok(web_deployed(&["ecs-svc/1", "ecs-svc/2"], None)));
+    h.next_poll().await;
+    h.next_poll().await;
+    assert_eq!(h.engine.pulls_of(APP_1), 2, "the new deployment pulled it");
+
+    h.cluster.answer(Ok(web_deployed(&["ecs-svc/2"], None)));
+    h.next_poll().await;
+    h.next_poll().await;
+    assert_eq!(
+        h.engine.pulls_of(APP_1),
+        2,
+        "an ended deployment pulls nothing"
+    );
+}
+
+/// A digest ECS pinned is pulled as `name@digest` and tagged with the
+/// task's reference; a new deployment pinning the same digest pulls
+/// nothing (the content cannot have changed).
+#[tokio::test(start_paused = true)]
+async fn a_pinned_digest_is_pulled_once_and_tagged_with_the_tasks_reference() {
+    let digest = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+    let by_digest = format!("registry.example.com/app@{digest}");
+    let mut h = Harness::start(web_deployed(&["ecs-svc/1"], Some(digest)));
+    h.next_poll().await;
+    h.next_poll().await;
+    assert_eq!(h.engine.pulls_of(&by_digest), 1);
+    assert_eq!(
+        h.engine.pulls_of(APP_1),
+        0,
+        "the tag itself is never pulled"
+    );
+    assert_eq!(
+        *h.engine.tags.lock().expect("tags"),
+        [(by_digest.clone(), APP_1.to_owned())]
+    );
+    assert_eq!(state_of(&h.view(), APP_1).as_deref(), Some("warm"));
+
+    h.cluster
+        .answer(Ok(web_deployed(&["ecs-svc/1", "ecs-svc/2"], Some(digest))));
+    h.next_poll().await;
+    h.next_poll().await;
+    assert_eq!(h.engine.pulls_of(&by_digest), 1);
 }
