@@ -23,6 +23,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt};
@@ -125,6 +126,31 @@ pub enum ImageState {
     Failed {
         error: String,
     },
+    /// Removed from the engine again and again after it was pulled: pulled
+    /// again only at `retry_at` (backing off), so that pullauth and
+    /// whatever removes it do not loop.
+    Removed {
+        times: u32,
+        retry_at: tokio::time::Instant,
+    },
+}
+
+/// The first pause before pulling again an image that keeps disappearing
+/// (the second removal); it doubles with every further removal.
+pub const REMOVED_BACKOFF_FIRST: Duration = Duration::from_secs(15 * 60);
+/// The longest such pause.
+pub const REMOVED_BACKOFF_MAX: Duration = Duration::from_secs(24 * 3600);
+
+/// Why a prefetched image keeps disappearing, most likely; said in the log
+/// and in `GET /v1/prefetch`.
+pub const REMOVED_CAUSE: &str = "something removes this image from the engine after pullauth pulls it: most likely the ECS agent's untracked image cleanup (ECS_ENABLE_UNTRACKED_IMAGE_CLEANUP=true without the image in ECS_EXCLUDE_UNTRACKED_IMAGE), or a scheduled prune; pulling it again is backed off";
+
+/// The pause before pulling again an image removed `times` times.
+fn removed_backoff(times: u32) -> Duration {
+    let doublings = times.saturating_sub(2).min(16);
+    REMOVED_BACKOFF_FIRST
+        .saturating_mul(1 << doublings)
+        .min(REMOVED_BACKOFF_MAX)
 }
 
 /// What the follower knows, as `GET /v1/prefetch` shows it.
@@ -139,6 +165,9 @@ pub struct View {
     /// The last plan read successfully.
     plan: Option<Plan>,
     images: HashMap<PullKey, ImageState>,
+    /// How often each reference was found removed after a pull (kept while
+    /// the plan names it).
+    removals: HashMap<String, u32>,
 }
 
 /// The handle of the running follower.
@@ -297,10 +326,33 @@ async fn poll(
         // (an old revision, another cluster's) is forgotten.
         let named: HashSet<PullKey> = pulls.iter().map(key_of).collect();
         view.images.retain(|key, _| named.contains(key));
+        view.removals
+            .retain(|reference, _| named.iter().any(|key| &key.0 == reference));
+        let now = tokio::time::Instant::now();
         for pull in pulls {
             let key = key_of(&pull);
+            if gone.contains(&key.0)
+                && matches!(view.images.get(&key), Some(ImageState::Warm { .. }))
+            {
+                agent.metrics().prefetch_images_removed.inc();
+                let times = view.removals.entry(key.0.clone()).or_default();
+                *times += 1;
+                let times = *times;
+                if times >= 2 {
+                    let pause = removed_backoff(times);
+                    tracing::warn!(image = %key.0, times, next_pull_in = ?pause, "{REMOVED_CAUSE}");
+                    view.images.insert(
+                        key.clone(),
+                        ImageState::Removed {
+                            times,
+                            retry_at: now + pause,
+                        },
+                    );
+                }
+            }
             match view.images.get(&key) {
                 Some(ImageState::Pulling) => {}
+                Some(ImageState::Removed { retry_at, .. }) if now < *retry_at => {}
                 // A tag stays warm until a deployment or task set it was
                 // not pulled for names it: ECS's new tasks would pull it
                 // again, so the follower does (a manifest check when the
@@ -396,7 +448,7 @@ async fn removed_from_engine(agent: &Agent, pulls: &[prefetch::Pull]) -> BTreeSe
             match agent.engine_has(&reference).await {
                 Ok(true) => None,
                 Ok(false) => {
-                    tracing::info!(image = %reference, "a prefetched image is no longer in the engine; pulling it again");
+                    tracing::info!(image = %reference, "a prefetched image is no longer in the engine");
                     Some(reference)
                 }
                 Err(error) => {
@@ -446,6 +498,13 @@ impl View {
                 Some(ImageState::Pulling) => ("pulling", None, None),
                 Some(ImageState::Warm { username, .. }) => ("warm", username.clone(), None),
                 Some(ImageState::Failed { error }) => ("failed", None, Some(error.clone())),
+                Some(ImageState::Removed { times, .. }) => (
+                    "removed",
+                    None,
+                    Some(format!(
+                        "removed from the engine {times} times: {REMOVED_CAUSE}"
+                    )),
+                ),
                 None => ("pending", None, None),
             };
             by_td

@@ -33,6 +33,9 @@ pub struct Metrics {
     pub prefetch_pulls: Counter,
     /// Prefetch pulls that failed (credentials or the pull itself).
     pub prefetch_pull_failures: Counter,
+    /// Prefetched images found gone from the engine (removed by someone
+    /// else: the ECS agent's cleanup, a prune).
+    pub prefetch_images_removed: Counter,
 }
 
 impl Default for Metrics {
@@ -60,6 +63,7 @@ impl Metrics {
         let prefetch_throttles = Counter::default();
         let prefetch_pulls = Counter::default();
         let prefetch_pull_failures = Counter::default();
+        let prefetch_images_removed = Counter::default();
         registry.register(
             "prefetch_polls",
             "Polls of the cluster's ECS services",
@@ -84,6 +88,11 @@ impl Metrics {
             "prefetch_pull_failures",
             "Prefetch pulls that failed",
             prefetch_pull_failures.clone(),
+        );
+        registry.register(
+            "prefetch_images_removed",
+            "Prefetched images found removed from the engine by someone else",
+            prefetch_images_removed.clone(),
         );
         for class in pullauth_aws::ErrorClass::ALL {
             drop(
@@ -162,6 +171,7 @@ impl Metrics {
             prefetch_throttles,
             prefetch_pulls,
             prefetch_pull_failures,
+            prefetch_images_removed,
         }
     }
 
@@ -398,6 +408,7 @@ mod tests {
             "pullauth_prefetch_poll_failures_total{class=\"throttled\"} 0",
             "pullauth_prefetch_throttles_total 0",
             "pullauth_prefetch_pulls_total 0",
+            "pullauth_prefetch_images_removed_total 0",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }

@@ -680,3 +680,57 @@ async fn a_pinned_digest_is_pulled_once_and_tagged_with_the_tasks_reference() {
     h.next_poll().await;
     assert_eq!(h.engine.pulls_of(&by_digest), 1);
 }
+
+/// An image that keeps disappearing after it was pulled (the ECS agent's
+/// untracked cleanup, a prune) is pulled again once at once, then only
+/// after a back-off that grows: the two never loop. The view names the
+/// likely cause; `/metrics` counts every removal.
+#[tokio::test(start_paused = true)]
+async fn an_image_that_keeps_disappearing_is_pulled_again_with_backoff() {
+    let mut h = Harness::start(web(&[1]));
+    h.next_poll().await;
+    h.next_poll().await;
+    assert_eq!(h.engine.pulls_of(APP_1), 1);
+
+    h.engine.remove(APP_1);
+    h.next_poll().await;
+    h.next_poll().await;
+    assert_eq!(
+        h.engine.pulls_of(APP_1),
+        2,
+        "the first removal: pulled again at once"
+    );
+
+    h.engine.remove(APP_1);
+    h.next_poll().await;
+    let removed_at = Instant::now();
+    assert_eq!(h.engine.pulls_of(APP_1), 2, "the second removal backs off");
+    let view = h.view();
+    assert_eq!(state_of(&view, APP_1).as_deref(), Some("removed"), "{view}");
+    assert!(
+        view.to_string()
+            .contains("ECS_ENABLE_UNTRACKED_IMAGE_CLEANUP"),
+        "the view names the likely cause: {view}"
+    );
+    while Instant::now() - removed_at < pullauth_agent::follow::REMOVED_BACKOFF_FIRST {
+        h.next_poll().await;
+        if Instant::now() - removed_at < pullauth_agent::follow::REMOVED_BACKOFF_FIRST {
+            assert_eq!(
+                h.engine.pulls_of(APP_1),
+                2,
+                "pulled again within the back-off"
+            );
+        }
+    }
+    h.next_poll().await;
+    assert_eq!(
+        h.engine.pulls_of(APP_1),
+        3,
+        "pulled again after the back-off"
+    );
+    let metrics = h.agent.metrics().render();
+    assert!(
+        metrics.contains("pullauth_prefetch_images_removed_total 2"),
+        "{metrics}"
+    );
+}
