@@ -592,11 +592,49 @@ impl Store {
                         previous.as_ref().and_then(|p| p.pulled_at.clone())
                     },
                     last_used_at: now,
-                    pull_succeeded: pulled || previous.is_some_and(|p| p.pull_succeeded),
+                    pull_succeeded: pulled || previous.as_ref().is_some_and(|p| p.pull_succeeded),
                     registry_key: pulled_with.registry_key,
                     username: pulled_with.username,
+                    prefetched: previous.as_ref().is_some_and(|p| p.prefetched),
                 };
                 put_image_in(txn, reference, &self.encode(&record)).map_err(|e| self.sql(e))
+            },
+            |()| {},
+        )
+    }
+
+    /// Marks image `reference` as prefetched (pulled by prefetch: the
+    /// follower may remove it when nothing names it any more) or not (a
+    /// task used it: never removed by pullauth). One transaction; no
+    /// record, nothing to mark.
+    pub fn set_prefetched(&self, reference: &str, prefetched: bool) -> Result<(), StoreError> {
+        let Some(mut record) = self.image(reference)? else {
+            return Ok(());
+        };
+        if record.prefetched == prefetched {
+            return Ok(());
+        }
+        record.prefetched = prefetched;
+        self.put_image(reference, &record)
+    }
+
+    /// The references of every image marked prefetched.
+    pub fn prefetched_images(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .images()?
+            .into_iter()
+            .filter(|(_, record)| record.prefetched)
+            .map(|(reference, _)| reference)
+            .collect())
+    }
+
+    /// Forgets image `reference` (removed from the engine).
+    pub fn forget_image(&self, reference: &str) -> Result<(), StoreError> {
+        self.write(
+            |txn| {
+                txn.execute("DELETE FROM images WHERE reference = ?1", [reference])
+                    .map(|_| ())
+                    .map_err(|e| self.sql(e))
             },
             |()| {},
         )

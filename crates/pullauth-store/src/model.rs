@@ -149,6 +149,11 @@ pub struct ImageRecord {
     pub registry_key: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub username: Option<String>,
+    /// Pulled by prefetch and not used by a task since: the follower may
+    /// remove it once no followed service names it. An image pullauth did
+    /// not download itself is never marked.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub prefetched: bool,
 }
 
 /// Now, as RFC 3339 with milliseconds.

@@ -361,8 +361,37 @@ fn images_round_trip_in_memory() {
         pull_succeeded: true,
         registry_key: Some("r.io".into()),
         username: Some("alice".into()),
+        prefetched: false,
     };
     store.put_image("r.io/app:1", &record).expect("put");
     assert_eq!(store.image("r.io/app:1").expect("get"), Some(record));
     assert_eq!(store.images().expect("list").len(), 1);
+}
+
+/// What prefetch pulled is marked, survives later uses from the cache, is
+/// cleared by a task's use, and is forgotten on removal; an image with no
+/// record is never marked.
+#[test]
+fn prefetched_marks_survive_uses_and_are_cleared_by_tasks() {
+    let store = Store::in_memory();
+    store.set_prefetched("r.io/none:1", true).expect("no record");
+    assert!(store.image("r.io/none:1").expect("get").is_none());
+    for reference in ["r.io/a:1", "r.io/b:1"] {
+        store
+            .record_image_use(reference, "sha256:a", true, PulledWith::default())
+            .expect("record");
+        store.set_prefetched(reference, true).expect("mark");
+    }
+    store
+        .record_image_use("r.io/a:1", "sha256:a", false, PulledWith::default())
+        .expect("a later use");
+    assert_eq!(store.prefetched_images().expect("list"), ["r.io/a:1", "r.io/b:1"]);
+    store.set_prefetched("r.io/b:1", false).expect("a task used it");
+    assert_eq!(store.prefetched_images().expect("list"), ["r.io/a:1"]);
+    let text = serde_json::to_string(&store.image("r.io/b:1").expect("get").expect("exists"))
+        .expect("json");
+    assert!(!text.contains("prefetched"), "false is not written: {text}");
+    store.forget_image("r.io/a:1").expect("forget");
+    assert!(store.image("r.io/a:1").expect("get").is_none());
+    assert!(store.prefetched_images().expect("list").is_empty());
 }
