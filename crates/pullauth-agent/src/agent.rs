@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use futures_util::{FutureExt, StreamExt};
 use pullauth_aws::{AwsOptions, RoleArn};
 use pullauth_config::PullBehavior;
-use pullauth_docker::{Obtained, PullError, PullOptions, RegistryAuth, VerifyReport};
+use pullauth_docker::{Obtained, PullError, PullOptions, RegistryAuth, Removal, VerifyReport};
 use pullauth_resolve::{Entry, ImageRef, RegistryTable};
 use pullauth_store::model::now_rfc3339;
 use pullauth_store::{PulledWith, Status, Store, StoreError, Task};
@@ -407,7 +407,19 @@ impl Agent {
                 let recorded_reference = reference.clone();
                 let recorded = self
                     .with_store(move |store| {
-                        store.record_image_use(&recorded_reference, &image_id, pulled, record_with)
+                        store.record_image_use(
+                            &recorded_reference,
+                            &image_id,
+                            pulled,
+                            record_with,
+                        )?;
+                        // Downloaded by prefetch: the follower may remove
+                        // it once nothing names it. Found in the engine, it
+                        // is someone else's.
+                        if pulled {
+                            store.set_prefetched(&recorded_reference, true)?;
+                        }
+                        Ok(())
                     })
                     .await;
                 if let Err(e) = recorded {
@@ -425,10 +437,83 @@ impl Agent {
         Ok(self.inner.puller.image_id(reference).await?.is_some())
     }
 
-    /// Tags the image `source` names as `target` (one bounded call): what
-    /// the ECS agent does after pulling the digest ECS pinned.
-    pub async fn tag_image(&self, source: &str, target: &ImageRef) -> Result<(), PullError> {
-        self.inner.puller.tag(source, target).await
+    /// Tags the image `source` names (`image_id`) as `target` (one bounded
+    /// call): what the ECS agent does after pulling the digest ECS pinned.
+    /// The tag is recorded as prefetched too, so that it goes with the
+    /// image when nothing names either any more.
+    pub async fn tag_image(
+        &self,
+        source: &str,
+        target: &ImageRef,
+        image_id: &str,
+        with: PulledWith,
+    ) -> Result<(), PullError> {
+        self.inner.puller.tag(source, target).await?;
+        let (reference, image_id) = (target.pull_reference(), image_id.to_owned());
+        let recorded = self
+            .with_store(move |store| {
+                store.record_image_use(&reference, &image_id, true, with)?;
+                store.set_prefetched(&reference, true)
+            })
+            .await;
+        if let Err(e) = recorded {
+            tracing::error!(image = %target, error = %e, "could not record the tag of a prefetched image");
+        }
+        Ok(())
+    }
+
+    /// The images prefetch downloaded and no task used since (the store's
+    /// marks).
+    pub async fn prefetched_images(&self) -> Result<Vec<String>, StoreError> {
+        self.with_store(|store| store.prefetched_images()).await
+    }
+
+    /// The size on disk of the image `reference` names, if the engine has
+    /// it (one bounded inspect).
+    pub async fn image_size(&self, reference: &str) -> Result<Option<u64>, PullError> {
+        self.inner.puller.image_size(reference).await
+    }
+
+    /// Removes a prefetched image that nothing names any more: the engine
+    /// keeps it while a container uses it; a removed (or already gone)
+    /// image is forgotten by the store.
+    pub async fn remove_prefetched(&self, reference: &str) -> Result<Removal, String> {
+        // A name that now points at another image (the ECS agent pulled the
+        // tag again for a task, an operator re-tagged it) is not the image
+        // prefetch pulled: forgotten, never removed.
+        let recorded = {
+            let asked = reference.to_owned();
+            self.with_store(move |store| store.image(&asked))
+                .await
+                .map_err(|e| e.to_string())?
+                .and_then(|record| record.image_id)
+        };
+        let current = self
+            .inner
+            .puller
+            .image_id(reference)
+            .await
+            .map_err(|e| e.to_string())?;
+        if current.is_some() && current != recorded {
+            let forgotten = reference.to_owned();
+            self.with_store(move |store| store.forget_image(&forgotten))
+                .await
+                .map_err(|e| e.to_string())?;
+            return Ok(Removal::Missing);
+        }
+        let removal = self
+            .inner
+            .puller
+            .remove_image(reference)
+            .await
+            .map_err(|e| e.to_string())?;
+        if removal != Removal::InUse {
+            let forgotten = reference.to_owned();
+            self.with_store(move |store| store.forget_image(&forgotten))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(removal)
     }
 
     /// The engine's platform (one bounded `GET /info`).
@@ -691,6 +776,8 @@ impl Agent {
             if let Some((reference, obtained)) = recorded_image {
                 let pulled = obtained.attempts > 0 && obtained.fallback_from.is_none();
                 store.record_image_use(&reference, &obtained.image_id, pulled, with)?;
+                // A task uses it: pullauth never removes it.
+                store.set_prefetched(&reference, false)?;
             }
             Ok::<(), StoreError>(())
         })

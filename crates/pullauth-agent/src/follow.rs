@@ -36,7 +36,9 @@ use tokio::sync::watch;
 
 use crate::Agent;
 use crate::prefetch::{self, Filters, Plan};
-use pullauth_ecs::Host;
+use pullauth_docker::Removal;
+use pullauth_ecs::{Host, SkipReason};
+use pullauth_resolve::ImageRef;
 
 /// How many engine inspects one poll runs at once to check that the images
 /// it believes warm are still there.
@@ -107,6 +109,14 @@ pub struct FollowConfig {
     pub cluster: String,
     pub filters: Filters,
     pub policy: PollPolicy,
+    /// Removes an image prefetch pulled once no followed service,
+    /// deployment or task set has named it for this long (and no container
+    /// uses it); `None`: never.
+    pub remove_after: Option<Duration>,
+    /// While the images prefetch pulled take this many bytes or more,
+    /// further prefetch pulls are skipped (reason `disk-guard`); `None`:
+    /// no guard.
+    pub disk_budget: Option<u64>,
 }
 
 /// One distinct pull: (reference sent to the engine, source label, role).
@@ -132,6 +142,12 @@ pub enum ImageState {
     Removed {
         times: u32,
         retry_at: tokio::time::Instant,
+    },
+    /// Not pulled: the images prefetch pulled already take `used` bytes of
+    /// the `budget` (the disk guard).
+    Guarded {
+        used: u64,
+        budget: u64,
     },
 }
 
@@ -168,6 +184,8 @@ pub struct View {
     /// How often each reference was found removed after a pull (kept while
     /// the plan names it).
     removals: HashMap<String, u32>,
+    /// Prefetched references the plan stopped naming, and since when.
+    unnamed: HashMap<String, tokio::time::Instant>,
 }
 
 /// The handle of the running follower.
@@ -316,6 +334,29 @@ async fn poll(
     let pulls = prefetch::pulls(&plan.wanted, &settings.table, ecr);
     let gone = removed_from_engine(agent, &pulls).await;
     source.retain(agent, &plan.task_definition_arns);
+    // Every name a pull leaves in the engine: the pulled reference and the
+    // task's own when pinned by digest.
+    let named: HashSet<String> = pulls
+        .iter()
+        .flat_map(|p| {
+            std::iter::once(p.first.pull_image().pull_reference())
+                .chain(p.first.tag_as().map(ImageRef::pull_reference))
+        })
+        .collect();
+    let guard = match config.disk_budget {
+        Some(budget) => {
+            let used = prefetched_bytes(agent).await;
+            (used >= budget).then_some((used, budget))
+        }
+        None => None,
+    };
+    if let Some((used, budget)) = guard {
+        tracing::warn!(
+            used,
+            budget,
+            "the images prefetch pulled reach the disk budget (PULLAUTH_PREFETCH_DISK_BUDGET_MIB); new prefetch pulls are skipped"
+        );
+    }
     let mut start = Vec::new();
     agent.following(|view| {
         view.polls += 1;
@@ -353,6 +394,12 @@ async fn poll(
             match view.images.get(&key) {
                 Some(ImageState::Pulling) => {}
                 Some(ImageState::Removed { retry_at, .. }) if now < *retry_at => {}
+                _ if guard.is_some() => {
+                    if let Some((used, budget)) = guard {
+                        view.images
+                            .insert(key, ImageState::Guarded { used, budget });
+                    }
+                }
                 // A tag stays warm until a deployment or task set it was
                 // not pulled for names it: ECS's new tasks would pull it
                 // again, so the follower does (a manifest check when the
@@ -392,7 +439,15 @@ async fn poll(
                             // Pulled by the digest ECS pinned: tagged with
                             // the task's reference, as the ECS agent does.
                             Some(target) => {
-                                match agent.tag_image(&pull_image.pull_reference(), target).await {
+                                match agent
+                                    .tag_image(
+                                        &pull_image.pull_reference(),
+                                        target,
+                                        &obtained.image_id,
+                                        with.clone(),
+                                    )
+                                    .await
+                                {
                                     Ok(()) => ImageState::Warm {
                                         username: with.username,
                                         image_id: obtained.image_id,
@@ -420,7 +475,77 @@ async fn poll(
             agent.following(|view| view.images.insert(key, state));
         });
     }
+    if let Some(after) = config.remove_after {
+        remove_unnamed(agent, &named, after).await;
+    }
     PollOutcome::Ok
+}
+
+/// The bytes the images prefetch pulled take in the engine (one bounded
+/// inspect each, a few at once); an image the engine cannot size counts 0.
+async fn prefetched_bytes(agent: &Agent) -> u64 {
+    let references = match agent.prefetched_images().await {
+        Ok(references) => references,
+        Err(error) => {
+            tracing::warn!(error = %error, "cannot read which images prefetch pulled; the disk guard counts none");
+            return 0;
+        }
+    };
+    futures_util::stream::iter(references)
+        .map(|reference| async move {
+            agent
+                .image_size(&reference)
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or(0)
+        })
+        .buffer_unordered(PRESENCE_CHECKS_AT_ONCE)
+        .fold(0u64, |sum, size| async move { sum.saturating_add(size) })
+        .await
+}
+
+/// Removes the images prefetch pulled that no pull of the plan has named
+/// for `after`: never one a task used (the store's mark is cleared then),
+/// never a name that points at another image now, never one a container
+/// uses (the engine refuses).
+async fn remove_unnamed(agent: &Agent, named: &HashSet<String>, after: Duration) {
+    let prefetched = match agent.prefetched_images().await {
+        Ok(references) => references,
+        Err(error) => {
+            tracing::warn!(error = %error, "cannot read which images prefetch pulled; none is removed this poll");
+            return;
+        }
+    };
+    let now = tokio::time::Instant::now();
+    let due: Vec<String> = agent.following(|view| {
+        view.unnamed
+            .retain(|reference, _| prefetched.contains(reference) && !named.contains(reference));
+        prefetched
+            .iter()
+            .filter(|reference| !named.contains(*reference))
+            .filter(|reference| {
+                let since = *view.unnamed.entry((*reference).clone()).or_insert(now);
+                now.duration_since(since) >= after
+            })
+            .cloned()
+            .collect()
+    });
+    for reference in due {
+        match agent.remove_prefetched(&reference).await {
+            Ok(Removal::InUse) => {
+                tracing::debug!(image = %reference, "a prefetched image nothing names is used by a container; kept");
+            }
+            Ok(removal) => {
+                agent.metrics().prefetch_images_cleaned.inc();
+                tracing::info!(image = %reference, ?removal, "removed a prefetched image no followed service names any more");
+                agent.following(|view| view.unnamed.remove(&reference));
+            }
+            Err(error) => {
+                tracing::warn!(image = %reference, error = %error, "cannot remove a prefetched image nothing names; the next poll tries again");
+            }
+        }
+    }
 }
 
 /// The references of `pulls` believed warm that the engine no longer has:
@@ -505,6 +630,13 @@ impl View {
                         "removed from the engine {times} times: {REMOVED_CAUSE}"
                     )),
                 ),
+                Some(ImageState::Guarded { used, budget }) => (
+                    "skipped",
+                    None,
+                    Some(format!(
+                        "disk-guard: the images prefetch pulled take {used} bytes of a budget of {budget} (PULLAUTH_PREFETCH_DISK_BUDGET_MIB)"
+                    )),
+                ),
                 None => ("pending", None, None),
             };
             by_td
@@ -518,6 +650,11 @@ impl View {
                     "error": error,
                     "notes": wanted.notes,
                     "digest": wanted.digest,
+                    "reason": matches!(
+                        self.images.get(&key_of(pull)),
+                        Some(ImageState::Guarded { .. })
+                    )
+                    .then_some(SkipReason::DiskGuard.code()),
                 }));
         }
         let td_json = |name: &str| json!({"task_definition": name, "images": by_td.get(name).cloned().unwrap_or_default()});

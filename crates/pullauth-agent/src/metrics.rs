@@ -36,6 +36,8 @@ pub struct Metrics {
     /// Prefetched images found gone from the engine (removed by someone
     /// else: the ECS agent's cleanup, a prune).
     pub prefetch_images_removed: Counter,
+    /// Prefetched images pullauth removed because nothing names them.
+    pub prefetch_images_cleaned: Counter,
 }
 
 impl Default for Metrics {
@@ -64,6 +66,7 @@ impl Metrics {
         let prefetch_pulls = Counter::default();
         let prefetch_pull_failures = Counter::default();
         let prefetch_images_removed = Counter::default();
+        let prefetch_images_cleaned = Counter::default();
         registry.register(
             "prefetch_polls",
             "Polls of the cluster's ECS services",
@@ -93,6 +96,11 @@ impl Metrics {
             "prefetch_images_removed",
             "Prefetched images found removed from the engine by someone else",
             prefetch_images_removed.clone(),
+        );
+        registry.register(
+            "prefetch_images_cleaned",
+            "Prefetched images pullauth removed because no followed service names them any more",
+            prefetch_images_cleaned.clone(),
         );
         for class in pullauth_aws::ErrorClass::ALL {
             drop(
@@ -172,6 +180,7 @@ impl Metrics {
             prefetch_pulls,
             prefetch_pull_failures,
             prefetch_images_removed,
+            prefetch_images_cleaned,
         }
     }
 
@@ -409,6 +418,7 @@ mod tests {
             "pullauth_prefetch_throttles_total 0",
             "pullauth_prefetch_pulls_total 0",
             "pullauth_prefetch_images_removed_total 0",
+            "pullauth_prefetch_images_cleaned_total 0",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }

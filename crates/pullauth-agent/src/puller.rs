@@ -6,7 +6,9 @@
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use pullauth_config::PullBehavior;
-use pullauth_docker::{Engine, Obtained, Platform, PullError, PullEvent, PullOptions, Verified};
+use pullauth_docker::{
+    Engine, Obtained, Platform, PullError, PullEvent, PullOptions, Removal, Verified,
+};
 use pullauth_resolve::{Entry, ImageRef};
 
 /// Gets images onto the host.
@@ -54,6 +56,17 @@ pub trait Puller: Send + Sync + 'static {
         source: &'a str,
         target: &'a ImageRef,
     ) -> BoxFuture<'a, Result<(), PullError>>;
+
+    /// The size on disk of the image `reference` names, if the engine has
+    /// it; see [`Engine::image_size`].
+    fn image_size<'a>(
+        &'a self,
+        reference: &'a str,
+    ) -> BoxFuture<'a, Result<Option<u64>, PullError>>;
+
+    /// Removes the name `reference`, never forcing (the engine keeps an
+    /// image a container uses); see [`Engine::remove_image`].
+    fn remove_image<'a>(&'a self, reference: &'a str) -> BoxFuture<'a, Result<Removal, PullError>>;
 }
 
 impl Puller for Engine {
@@ -107,5 +120,16 @@ impl Puller for Engine {
         target: &'a ImageRef,
     ) -> BoxFuture<'a, Result<(), PullError>> {
         Engine::tag(self, source, target).boxed()
+    }
+
+    fn image_size<'a>(
+        &'a self,
+        reference: &'a str,
+    ) -> BoxFuture<'a, Result<Option<u64>, PullError>> {
+        Engine::image_size(self, reference).boxed()
+    }
+
+    fn remove_image<'a>(&'a self, reference: &'a str) -> BoxFuture<'a, Result<Removal, PullError>> {
+        Engine::remove_image(self, reference).boxed()
     }
 }

@@ -68,6 +68,19 @@ pub const PREFETCH_INTERVAL: &str = "PULLAUTH_PREFETCH_INTERVAL";
 /// Upper bound for one AWS call (ECR token, secret, role, S3 object, ECS
 /// read): every attempt, back-off and credentials lookup included.
 pub const AWS_TIMEOUT: &str = "PULLAUTH_AWS_TIMEOUT";
+/// `on` (default) or `off`: whether the follower removes the images it
+/// prefetched once nothing names them for `PULLAUTH_PREFETCH_REMOVE_AFTER`.
+pub const PREFETCH_REMOVE: &str = "PULLAUTH_PREFETCH_REMOVE";
+/// How long a prefetched image nothing names any more stays (default 6h).
+pub const PREFETCH_REMOVE_AFTER: &str = "PULLAUTH_PREFETCH_REMOVE_AFTER";
+/// The disk budget, in MiB, of the images prefetch pulled: at or above it
+/// further prefetch pulls are skipped (default 10240; `0`: no budget).
+pub const PREFETCH_DISK_BUDGET_MIB: &str = "PULLAUTH_PREFETCH_DISK_BUDGET_MIB";
+/// Default of [`PREFETCH_REMOVE_AFTER`].
+pub const DEFAULT_PREFETCH_REMOVE_AFTER: Duration = Duration::from_secs(6 * 3600);
+/// Default of [`PREFETCH_DISK_BUDGET_MIB`]: a third of the ECS-optimized
+/// AMI's 30 GiB root volume.
+pub const DEFAULT_PREFETCH_DISK_BUDGET_MIB: u64 = 10 * 1024;
 
 /// The cluster the agent reports when `ECS_CLUSTER` is unset, as the ECS agent does.
 pub const DEFAULT_CLUSTER: &str = "default";
@@ -728,6 +741,14 @@ pub struct Config {
     pub prefetch_interval: Option<Setting<Duration>>,
     /// `PULLAUTH_AWS_TIMEOUT`: the bound of each AWS call.
     pub aws_timeout: Setting<Duration>,
+    /// `PULLAUTH_PREFETCH_REMOVE`: the follower removes what it prefetched
+    /// once nothing names it (default on).
+    pub prefetch_remove: Setting<bool>,
+    /// `PULLAUTH_PREFETCH_REMOVE_AFTER`: after how long (default 6h).
+    pub prefetch_remove_after: Setting<Duration>,
+    /// `PULLAUTH_PREFETCH_DISK_BUDGET_MIB`: the prefetched images' budget in
+    /// MiB; 0: none.
+    pub prefetch_disk_budget_mib: Setting<u64>,
 }
 
 /// `on`/`off` (also `true`/`false`, `1`/`0`), for switches.
@@ -818,6 +839,14 @@ impl Config {
                 Some(_) => Some(sources.duration(PREFETCH_INTERVAL, Duration::ZERO)?),
             },
             aws_timeout: sources.duration(AWS_TIMEOUT, DEFAULT_AWS_TIMEOUT)?,
+            prefetch_remove: sources.switch(PREFETCH_REMOVE, true)?,
+            prefetch_remove_after: sources
+                .duration(PREFETCH_REMOVE_AFTER, DEFAULT_PREFETCH_REMOVE_AFTER)?,
+            prefetch_disk_budget_mib: sources.parsed(
+                PREFETCH_DISK_BUDGET_MIB,
+                "a whole number of MiB (0: no budget)",
+                DEFAULT_PREFETCH_DISK_BUDGET_MIB,
+            )?,
         })
     }
 }

@@ -224,6 +224,16 @@ fn is_loopback(address: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// What [`Engine::remove_image`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    Removed,
+    /// The engine does not have it (any more).
+    Missing,
+    /// A container uses it; the engine kept it.
+    InUse,
+}
+
 /// Where the engine runs images (see [`Engine::platform`]); `None` where
 /// the engine did not say.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -443,8 +453,12 @@ impl Engine {
         &self.address
     }
 
-    /// The local image ID for `reference`, if the engine has it.
-    pub async fn image_id(&self, reference: &str) -> Result<Option<String>, PullError> {
+    /// The engine's inspection of `reference`, if it has the image (one
+    /// bounded `GET /images/{name}/json`).
+    async fn inspect(
+        &self,
+        reference: &str,
+    ) -> Result<Option<bollard::models::ImageInspect>, PullError> {
         let inspect = || async { self.client().inspect_image(reference).await };
         let what = "GET /images/{name}/json";
         let mut result = self.bounded(what, async { Ok(inspect().await) }).await?;
@@ -453,10 +467,53 @@ impl Engine {
             result = self.bounded(what, async { Ok(inspect().await) }).await?;
         }
         match result {
-            Ok(inspect) => Ok(inspect.id),
+            Ok(inspect) => Ok(Some(inspect)),
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
             }) => Ok(None),
+            Err(e) => Err(self.transport_error(reference, e)),
+        }
+    }
+
+    /// The local image ID for `reference`, if the engine has it.
+    pub async fn image_id(&self, reference: &str) -> Result<Option<String>, PullError> {
+        Ok(self.inspect(reference).await?.and_then(|i| i.id))
+    }
+
+    /// The size on disk of the image `reference` names (all its layers),
+    /// if the engine has it.
+    pub async fn image_size(&self, reference: &str) -> Result<Option<u64>, PullError> {
+        Ok(self
+            .inspect(reference)
+            .await?
+            .map(|i| i.size.and_then(|s| u64::try_from(s).ok()).unwrap_or(0)))
+    }
+
+    /// Removes the name `reference` from the engine, as `docker rmi` without
+    /// `--force` does (one bounded call): the image's layers go with its
+    /// last name, and the engine refuses while any container, running or
+    /// stopped, uses it.
+    pub async fn remove_image(&self, reference: &str) -> Result<Removal, PullError> {
+        let options = bollard::query_parameters::RemoveImageOptionsBuilder::new()
+            .force(false)
+            .noprune(false)
+            .build();
+        let result = self
+            .bounded("DELETE /images/{name}", async {
+                Ok(self
+                    .client()
+                    .remove_image(reference, Some(options), None)
+                    .await)
+            })
+            .await?;
+        match result {
+            Ok(_) => Ok(Removal::Removed),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(Removal::Missing),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(Removal::InUse),
             Err(e) => Err(self.transport_error(reference, e)),
         }
     }

@@ -16,7 +16,7 @@ pub mod verify;
 pub use auth::{InvalidHeader, RegistryAuth};
 pub use engine::{
     DEFAULT_DOCKER_HOST, ENGINE_CALL_TIMEOUT, Engine, EngineSetupError, Obtained, Platform,
-    PullEvent, PullOptions, PullStatus, Transport, VERIFY_TIMEOUT, Verified,
+    PullEvent, PullOptions, PullStatus, Removal, Transport, VERIFY_TIMEOUT, Verified,
 };
 pub use error::{Identity, PullError};
 pub use retry::RetryPolicy;

@@ -374,7 +374,9 @@ fn images_round_trip_in_memory() {
 #[test]
 fn prefetched_marks_survive_uses_and_are_cleared_by_tasks() {
     let store = Store::in_memory();
-    store.set_prefetched("r.io/none:1", true).expect("no record");
+    store
+        .set_prefetched("r.io/none:1", true)
+        .expect("no record");
     assert!(store.image("r.io/none:1").expect("get").is_none());
     for reference in ["r.io/a:1", "r.io/b:1"] {
         store
@@ -385,8 +387,13 @@ fn prefetched_marks_survive_uses_and_are_cleared_by_tasks() {
     store
         .record_image_use("r.io/a:1", "sha256:a", false, PulledWith::default())
         .expect("a later use");
-    assert_eq!(store.prefetched_images().expect("list"), ["r.io/a:1", "r.io/b:1"]);
-    store.set_prefetched("r.io/b:1", false).expect("a task used it");
+    assert_eq!(
+        store.prefetched_images().expect("list"),
+        ["r.io/a:1", "r.io/b:1"]
+    );
+    store
+        .set_prefetched("r.io/b:1", false)
+        .expect("a task used it");
     assert_eq!(store.prefetched_images().expect("list"), ["r.io/a:1"]);
     let text = serde_json::to_string(&store.image("r.io/b:1").expect("get").expect("exists"))
         .expect("json");

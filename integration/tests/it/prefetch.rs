@@ -1038,3 +1038,108 @@ fn a_digest_ecs_pinned_is_pulled_and_tagged_with_the_tasks_reference() {
         "{calls:?}"
     );
 }
+
+/// `serve` removes what it prefetched once no followed service names it
+/// (after `PULLAUTH_PREFETCH_REMOVE_AFTER`), against the real engine: the
+/// old revision's image goes; an image a container uses stays (the engine
+/// refuses, pullauth never forces); an image pullauth did not pull (a
+/// `docker pull` of the operator's) is never touched.
+#[test]
+fn serve_removes_what_it_prefetched_once_nothing_names_it_and_nothing_else() {
+    let h = Harness::get();
+    let moto = Moto::shared();
+    let cluster = Cluster::new(moto, "cleanup");
+    let token = cluster.token.clone();
+    let bob = ("bob", h.alpha.password("bob"));
+    let repo = format!("prefetch/clean{}", random_token(8).to_ascii_lowercase());
+    for tag in ["old", "used", "new", "bystander"] {
+        h.push_fixture(&h.alpha, &repo, tag, bob);
+    }
+    let image = |tag: &str| h.alpha.image_ref(&repo, tag);
+    // The operator's own pull: in the engine before pullauth starts.
+    let login = scratch_dir("prefetch-cleanup-login");
+    h.docker_login(login.path(), &h.alpha, "bob", h.alpha.password("bob"))
+        .expect("login");
+    h.docker_pull(login.path(), &image("bystander"))
+        .expect("the operator's pull");
+    let family = format!("clean-{token}");
+    let first = cluster.register(
+        moto,
+        &family,
+        &[("app", &image("old"), None), ("side", &image("used"), None)],
+        None,
+    );
+    cluster.register(moto, &family, &[("app", &image("new"), None)], None);
+    cluster.service(moto, "web", &first, false);
+    let env_text = format!(
+        "{}PULLAUTH_PREFETCH=on\nPULLAUTH_PREFETCH_INTERVAL=1s\nPULLAUTH_PREFETCH_REMOVE_AFTER=2s\n",
+        docker_auth_config(
+            &[(&h.alpha.addr(), "bob", h.alpha.password("bob"))],
+            &[("ECS_CLUSTER", &cluster.name)],
+        )
+    );
+    let data = scratch_dir("prefetch-cleanup");
+    let mut spec = AgentSpec::new()
+        .data_dir(data.path())
+        .env_file_text(&env_text);
+    for (k, v) in pullauth_integration::pullauth_aws_env(&moto.endpoint()) {
+        spec = spec.env(k, &v);
+    }
+    let agent = spec.start();
+    let bound = Duration::from_secs(90);
+    wait_view(&agent, bound, "the first revision warm", |v| {
+        image_state(v, &image("old")).as_deref() == Some("warm")
+            && image_state(v, &image("used")).as_deref() == Some("warm")
+    });
+    // A container (created, never started) uses one of them.
+    let container = format!("pullauth-it-cleanup-{token}");
+    let out = h
+        .docker()
+        .args(["create", "--name", &container, &image("used"), "sh"])
+        .output()
+        .expect("docker create");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // moto's UpdateService leaves the old revision in the PRIMARY
+    // deployment; a deleted service (INACTIVE) names nothing, as a
+    // finished deployment does in ECS.
+    moto.boto3(
+        &format!(
+            "ecs = client('ecs')\n\
+             ecs.delete_service(cluster='{c}', service='web')\n\
+             ecs.create_service(cluster='{c}', serviceName='web2', taskDefinition='{family}:2', desiredCount=0)\n",
+            c = cluster.name
+        ),
+        None,
+    );
+    wait_view(&agent, bound, "the new revision warm", |v| {
+        image_state(v, &image("new")).as_deref() == Some("warm")
+    });
+    wait_view(&agent, bound, "the old revision's image removed", |_| {
+        h.local_image_id(&image("old")).is_none()
+    });
+    // Polls go on; give the follower a few to (wrongly) remove more.
+    let polls = metric_value(&agent.metrics(), "pullauth_prefetch_polls_total").unwrap_or(0.0);
+    wait_view(&agent, bound, "three more polls", |_| {
+        metric_value(&agent.metrics(), "pullauth_prefetch_polls_total")
+            .is_some_and(|n| n >= polls + 3.0)
+    });
+    assert!(
+        h.local_image_id(&image("used")).is_some(),
+        "a container's image was removed"
+    );
+    assert!(
+        h.local_image_id(&image("bystander")).is_some(),
+        "the operator's image was removed"
+    );
+    assert!(h.local_image_id(&image("new")).is_some());
+    assert!(
+        metric_value(&agent.metrics(), "pullauth_prefetch_images_cleaned_total")
+            .is_some_and(|n| n >= 1.0)
+    );
+    let _ = h.docker().args(["rm", &container]).output();
+}

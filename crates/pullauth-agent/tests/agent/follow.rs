@@ -18,6 +18,7 @@ use pullauth_agent::prefetch::{Filters, Plan, Wanted};
 use pullauth_agent::{Agent, Identity, Puller, Settings};
 use pullauth_aws::{AwsError, Call};
 use pullauth_config::{AuthType, PullBehavior, SecretString};
+use pullauth_docker::Removal;
 use pullauth_docker::{
     Obtained, Platform, PullError, PullEvent, PullOptions, PullStatus, Verified,
 };
@@ -87,7 +88,14 @@ struct InstantEngine {
     inspects: Mutex<Vec<String>>,
     /// (source, target) of each tag.
     tags: Mutex<Vec<(String, String)>>,
+    /// References removed through the engine.
+    removed: Mutex<Vec<String>>,
+    /// References a container uses (the engine refuses to remove them).
+    in_use: Mutex<BTreeSet<String>>,
 }
+
+/// The size every image of the instant engine has.
+const IMAGE_SIZE: u64 = 1 << 30;
 
 impl InstantEngine {
     fn pulls_of(&self, reference: &str) -> usize {
@@ -158,6 +166,29 @@ impl Puller for InstantEngine {
             detail: "the follower never verifies".to_owned(),
         };
         async move { Err(error) }.boxed()
+    }
+
+    fn image_size<'a>(
+        &'a self,
+        reference: &'a str,
+    ) -> BoxFuture<'a, Result<Option<u64>, PullError>> {
+        let present = self.present.lock().expect("present").contains(reference);
+        async move { Ok(present.then_some(IMAGE_SIZE)) }.boxed()
+    }
+
+    fn remove_image<'a>(&'a self, reference: &'a str) -> BoxFuture<'a, Result<Removal, PullError>> {
+        let removal = if self.in_use.lock().expect("in use").contains(reference) {
+            Removal::InUse
+        } else if self.present.lock().expect("present").remove(reference) {
+            self.removed
+                .lock()
+                .expect("removed")
+                .push(reference.to_owned());
+            Removal::Removed
+        } else {
+            Removal::Missing
+        };
+        async move { Ok(removal) }.boxed()
     }
 
     fn tag<'a>(
@@ -257,6 +288,8 @@ fn config(cluster: &str, services: &[&str]) -> FollowConfig {
             task_definitions: Vec::new(),
         },
         policy: PollPolicy::with_interval(INTERVAL),
+        remove_after: None,
+        disk_budget: None,
     }
 }
 
@@ -276,6 +309,10 @@ impl Harness {
     }
 
     fn start(first: Plan) -> Harness {
+        Harness::start_following(first, config("prod", &[]))
+    }
+
+    fn start_following(first: Plan, following: FollowConfig) -> Harness {
         let engine = Arc::new(InstantEngine::default());
         let data = SecretString::from(
             json!({"registry.example.com": {"username": "bob", "password": "canary-pw"}})
@@ -299,12 +336,7 @@ impl Harness {
             calls: tx,
         });
         let started = Instant::now();
-        let follower = Follower::start_with(
-            agent.clone(),
-            cluster.clone(),
-            Some(config("prod", &[])),
-            SEED,
-        );
+        let follower = Follower::start_with(agent.clone(), cluster.clone(), Some(following), SEED);
         Harness {
             agent,
             engine,
@@ -733,4 +765,91 @@ async fn an_image_that_keeps_disappearing_is_pulled_again_with_backoff() {
         metrics.contains("pullauth_prefetch_images_removed_total 2"),
         "{metrics}"
     );
+}
+
+/// `config("prod")` with removal after `after` and a disk budget.
+fn config_with(after: Option<Duration>, budget: Option<u64>) -> FollowConfig {
+    FollowConfig {
+        remove_after: after,
+        disk_budget: budget,
+        ..config("prod", &[])
+    }
+}
+
+/// What prefetch pulled and nothing names any more is removed after the
+/// grace period, and only then; never an image a task used, and not while
+/// a container uses it (kept, tried again on later polls).
+#[tokio::test(start_paused = true)]
+async fn images_nothing_names_are_removed_after_the_grace_period_and_only_prefetched_ones() {
+    let grace = Duration::from_secs(30 * 60);
+    let mut h = Harness::start_following(web(&[1, 2, 3]), config_with(Some(grace), None));
+    h.next_poll().await;
+    h.next_poll().await;
+    assert_eq!(h.engine.pull_count(), 3);
+    let app_3 = "registry.example.com/app:3";
+    // A task used app:2 since; a container uses app:3.
+    h.agent.store().set_prefetched(APP_2, false).expect("mark");
+    h.engine
+        .in_use
+        .lock()
+        .expect("in use")
+        .insert(app_3.to_owned());
+
+    h.cluster.answer(Ok(web(&[4])));
+    h.next_poll().await;
+    let unnamed_at = Instant::now();
+    while Instant::now() - unnamed_at < grace {
+        assert!(
+            h.engine.removed.lock().expect("removed").is_empty(),
+            "removed within the grace period"
+        );
+        h.next_poll().await;
+    }
+    h.next_poll().await;
+    assert_eq!(*h.engine.removed.lock().expect("removed"), [APP_1]);
+    assert!(
+        h.agent.store().image(APP_1).expect("store").is_none(),
+        "forgotten"
+    );
+    assert_eq!(
+        h.agent.store().prefetched_images().expect("store"),
+        [app_3, "registry.example.com/app:4"],
+        "app:3 stays marked while a container uses it"
+    );
+    h.engine.in_use.lock().expect("in use").clear();
+    h.next_poll().await;
+    assert_eq!(*h.engine.removed.lock().expect("removed"), [APP_1, app_3]);
+    let metrics = h.agent.metrics().render();
+    assert!(
+        metrics.contains("pullauth_prefetch_images_cleaned_total 2"),
+        "{metrics}"
+    );
+}
+
+/// The disk guard: once the images prefetch pulled take the budget, new
+/// pulls are skipped and shown as skipped (`disk-guard`), never attempted.
+#[tokio::test(start_paused = true)]
+async fn the_disk_guard_skips_pulls_beyond_the_budget() {
+    let budget = IMAGE_SIZE + IMAGE_SIZE / 2;
+    let mut h = Harness::start_following(web(&[1]), config_with(None, Some(budget)));
+    h.next_poll().await;
+    h.cluster.answer(Ok(web(&[1, 2])));
+    h.next_poll().await;
+    h.next_poll().await;
+    assert_eq!(h.engine.pull_count(), 2, "under the budget");
+    h.cluster.answer(Ok(web(&[1, 2, 3])));
+    h.next_poll().await;
+    h.next_poll().await;
+    assert_eq!(
+        h.engine.pull_count(),
+        2,
+        "at the budget nothing more is pulled"
+    );
+    let view = h.view();
+    assert_eq!(
+        state_of(&view, "registry.example.com/app:3").as_deref(),
+        Some("skipped"),
+        "{view}"
+    );
+    assert!(view.to_string().contains("disk-guard"), "{view}");
 }

@@ -82,6 +82,20 @@ impl Puller for FakeEngine {
         "fake://engine"
     }
 
+    fn image_size<'a>(
+        &'a self,
+        _reference: &'a str,
+    ) -> BoxFuture<'a, Result<Option<u64>, PullError>> {
+        async { Ok(None) }.boxed()
+    }
+
+    fn remove_image<'a>(
+        &'a self,
+        _reference: &'a str,
+    ) -> BoxFuture<'a, Result<pullauth_docker::Removal, PullError>> {
+        async { Ok(pullauth_docker::Removal::Missing) }.boxed()
+    }
+
     fn tag<'a>(
         &'a self,
         source: &'a str,

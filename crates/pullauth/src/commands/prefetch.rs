@@ -9,8 +9,10 @@ use pullauth_agent::credentials::{Provider, TaskCredentials};
 use pullauth_agent::prefetch::{self, Filters, Problem, Pull, Skipped};
 use pullauth_aws::ErrorClass;
 use pullauth_config::PullBehavior;
-use pullauth_docker::Engine;
+use pullauth_docker::{Engine, PullStatus};
+use pullauth_resolve::ImageRef;
 use pullauth_resolve::{Entry, Source};
+use pullauth_store::PulledWith;
 use serde::Serialize;
 
 use super::pull::Session;
@@ -170,6 +172,15 @@ pub fn run(args: &PrefetchArgs) -> anyhow::Result<ExitCode> {
                             "pullauth: warning: {}: {error}; using the cached image",
                             pull.first.image.original
                         );
+                    }
+                    if obtained.status == PullStatus::Pulled {
+                        let mut names = vec![pull_image.pull_reference()];
+                        names.extend(pull.first.tag_as().map(ImageRef::pull_reference));
+                        let with = PulledWith {
+                            registry_key: entry.as_ref().map(|e| e.key.written.clone()),
+                            username: entry.as_ref().and_then(|e| e.credentials.username.clone()),
+                        };
+                        session.mark_prefetched(&names, &obtained.image_id, with)?;
                     }
                     let outcome = Outcome {
                         entry: entry.as_ref(),

@@ -162,6 +162,25 @@ impl Session {
         self.engine.tag(source, target).await
     }
 
+    /// Marks what prefetch downloaded (`references`, image `image_id`) in
+    /// the store, if there is one, so that the follower may remove it once
+    /// nothing names it; an image found in the engine is never marked.
+    pub(super) fn mark_prefetched(
+        &self,
+        references: &[String],
+        image_id: &str,
+        pulled_with: PulledWith,
+    ) -> anyhow::Result<()> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        for reference in references {
+            store.record_image_use(reference, image_id, true, pulled_with.clone())?;
+            store.set_prefetched(reference, true)?;
+        }
+        Ok(())
+    }
+
     pub(super) async fn pull(
         &self,
         image: &ImageRef,

@@ -47,6 +47,14 @@ fn follow_config(config: &Config, flag: bool) -> Option<FollowConfig> {
             .prefetch_interval
             .as_ref()
             .map_or_else(PollPolicy::default, |i| PollPolicy::with_interval(i.value)),
+        remove_after: config
+            .prefetch_remove
+            .value
+            .then_some(config.prefetch_remove_after.value),
+        disk_budget: match config.prefetch_disk_budget_mib.value {
+            0 => None,
+            mib => Some(mib.saturating_mul(1024 * 1024)),
+        },
     })
 }
 
