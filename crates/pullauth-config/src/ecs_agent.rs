@@ -582,8 +582,8 @@ impl fmt::Display for Ignored {
             ),
             Problem::BelowMinimum { minimum, default } => write!(
                 f,
-                "{named} is below the ECS agent's minimum of {}{note}; the ECS agent ignores it and \
-                 uses {}: set at least {}, or remove the line",
+                "{named} is below the ECS agent's minimum of {}{note}; the ECS agent ignores it \
+                 and uses {}: set at least {}, or remove the line",
                 go_style(*minimum),
                 go_style(*default),
                 go_style(*minimum)
@@ -601,20 +601,20 @@ impl fmt::Display for Ignored {
             ),
             Problem::NotABoolean => write!(
                 f,
-                "{named} is not a boolean{note}{}; the ECS agent ignores it and uses false: set true \
-                 or false",
+                "{named} is not a boolean{note}{}; the ECS agent ignores it and uses false: set \
+                 true or false",
                 self.found.hint()
             ),
             Problem::NotAnInteger { default } => write!(
                 f,
-                "{named} is not an integer{note}{}; the ECS agent ignores it and uses {default}: set \
-                 a whole number of at least 1",
+                "{named} is not an integer{note}{}; the ECS agent ignores it and uses {default}: \
+                 set a whole number of at least 1",
                 self.found.hint()
             ),
             Problem::BelowOne { default } => write!(
                 f,
-                "{named} is below 1{note}; the ECS agent ignores it and uses {default}: set a whole \
-                 number of at least 1"
+                "{named} is below 1{note}; the ECS agent ignores it and uses {default}: set a \
+                 whole number of at least 1"
             ),
             Problem::PastedAssignment { pasted } => write!(
                 f,
@@ -962,13 +962,48 @@ mod tests {
         assert!(ignored[0].contains(message), "{}", ignored[0]);
     }
 
+    fn interval_is_the_default(s: &EcsAgentSettings) -> bool {
+        s.image_cleanup_interval
+            == Setting {
+                value: DEFAULT_IMAGE_CLEANUP_INTERVAL,
+                origin: Origin::Default,
+            }
+    }
+
+    fn age_is_the_default(s: &EcsAgentSettings) -> bool {
+        s.image_minimum_cleanup_age.value == DEFAULT_IMAGE_MINIMUM_CLEANUP_AGE
+    }
+
+    fn age_is_zero_from_line_1(s: &EcsAgentSettings) -> bool {
+        s.image_minimum_cleanup_age
+            == Setting {
+                value: Duration::ZERO,
+                origin: at(1),
+            }
+    }
+
+    fn count_is_five(s: &EcsAgentSettings) -> bool {
+        s.images_deleted_per_cycle.value == 5
+    }
+
+    fn cleanup_runs(s: &EcsAgentSettings) -> bool {
+        !s.image_cleanup_disabled.value && s.image_cleanup_runs()
+    }
+
+    fn task_cleanup_is_three_hours(s: &EcsAgentSettings) -> bool {
+        s.task_cleanup_wait.value == crate::DEFAULT_TASK_CLEANUP_WAIT
+    }
+
     #[rstest]
-    #[case::interval("ECS_IMAGE_CLEANUP_INTERVAL=5m", |s: &EcsAgentSettings| s.image_cleanup_interval.value == DEFAULT_IMAGE_CLEANUP_INTERVAL && s.image_cleanup_interval.origin == Origin::Default)]
-    #[case::age_zero("ECS_IMAGE_MINIMUM_CLEANUP_AGE=0s", |s: &EcsAgentSettings| s.image_minimum_cleanup_age.value == DEFAULT_IMAGE_MINIMUM_CLEANUP_AGE)]
-    #[case::age_negative("ECS_IMAGE_MINIMUM_CLEANUP_AGE=-5m", |s: &EcsAgentSettings| s.image_minimum_cleanup_age.value == Duration::ZERO && s.image_minimum_cleanup_age.origin == at(1))]
-    #[case::count("ECS_NUM_IMAGES_DELETE_PER_CYCLE=-3", |s: &EcsAgentSettings| s.images_deleted_per_cycle.value == 5)]
-    #[case::bool_("ECS_DISABLE_IMAGE_CLEANUP=yes", |s: &EcsAgentSettings| !s.image_cleanup_disabled.value && s.image_cleanup_runs())]
-    #[case::task_cleanup("ECS_ENGINE_TASK_CLEANUP_WAIT_DURATION=500ms", |s: &EcsAgentSettings| s.task_cleanup_wait.value == crate::DEFAULT_TASK_CLEANUP_WAIT)]
+    #[case::interval("ECS_IMAGE_CLEANUP_INTERVAL=5m", interval_is_the_default)]
+    #[case::age_zero("ECS_IMAGE_MINIMUM_CLEANUP_AGE=0s", age_is_the_default)]
+    #[case::age_negative("ECS_IMAGE_MINIMUM_CLEANUP_AGE=-5m", age_is_zero_from_line_1)]
+    #[case::count("ECS_NUM_IMAGES_DELETE_PER_CYCLE=-3", count_is_five)]
+    #[case::boolean("ECS_DISABLE_IMAGE_CLEANUP=yes", cleanup_runs)]
+    #[case::task_cleanup(
+        "ECS_ENGINE_TASK_CLEANUP_WAIT_DURATION=500ms",
+        task_cleanup_is_three_hours
+    )]
     fn ignored_values_hold_what_the_ecs_agent_uses(
         #[case] file: &str,
         #[case] holds: fn(&EcsAgentSettings) -> bool,
