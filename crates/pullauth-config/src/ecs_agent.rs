@@ -59,8 +59,9 @@ pub const MINIMUM_TASK_CLEANUP_WAIT: Duration = Duration::from_secs(1);
 /// How many prefetched images a warning names before it only counts.
 const NAMED_IMAGES_MAX: usize = 10;
 
-/// The ECS agent's image settings, as the ECS agent will use them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The ECS agent's image settings, as the ECS agent will use them. Its
+/// `Debug` counts the exclusion list's items instead of showing them.
+#[derive(Clone, PartialEq, Eq)]
 pub struct EcsAgentSettings {
     /// `ECS_IMAGE_PULL_BEHAVIOR` (pullauth's own pulls read it too).
     pub pull_behavior: Setting<PullBehavior>,
@@ -87,6 +88,30 @@ pub struct EcsAgentSettings {
     pub task_cleanup_wait: Setting<Duration>,
     /// Values the ECS agent does not take as written.
     pub ignored: Vec<Ignored>,
+}
+
+impl fmt::Debug for EcsAgentSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = &self.untracked_exclusions;
+        f.debug_struct("EcsAgentSettings")
+            .field("pull_behavior", &self.pull_behavior)
+            .field("image_cleanup_disabled", &self.image_cleanup_disabled)
+            .field("untracked_image_cleanup", &self.untracked_image_cleanup)
+            .field(
+                "untracked_exclusions",
+                &format_args!("<{} items> ({})", list.value.len(), list.origin),
+            )
+            .field("image_cleanup_interval", &self.image_cleanup_interval)
+            .field("image_minimum_cleanup_age", &self.image_minimum_cleanup_age)
+            .field(
+                "non_ecs_image_minimum_cleanup_age",
+                &self.non_ecs_image_minimum_cleanup_age,
+            )
+            .field("images_deleted_per_cycle", &self.images_deleted_per_cycle)
+            .field("task_cleanup_wait", &self.task_cleanup_wait)
+            .field("ignored", &self.ignored)
+            .finish()
+    }
 }
 
 /// A value of one of the ECS agent's variables that it does not use as
@@ -1176,12 +1201,14 @@ mod tests {
             "ECS_ENGINE_AUTH_TYPE=docker\nECS_ENGINE_AUTH_DATA={{\"r.io\":{{\"username\":\"u\",\"password\":\"{CANARY}\"}}}}\n\
              ECS_ENABLE_UNTRACKED_IMAGE_CLEANUP=true\n{line}\n"
         );
-        let s = settings(&file);
+        let config = Config::from_sources(&sources(&file)).expect("valid");
+        let s = &config.ecs_agent;
         let shown: String = s
             .warnings(None)
             .iter()
             .chain(s.warnings(Some(&["a:1".to_owned()])).iter())
             .map(|w| format!("{w}\n{w:?}\n"))
+            .chain([format!("{config:?}")])
             .collect();
         assert!(shown.contains(message), "{shown}");
         assert!(!shown.contains(CANARY), "{shown}");
