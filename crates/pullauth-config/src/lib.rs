@@ -13,6 +13,7 @@
 //! `pullauth-resolve`.
 
 pub mod duration;
+pub mod ecs_agent;
 pub mod envfile;
 pub mod shown;
 
@@ -25,6 +26,7 @@ use std::time::Duration;
 pub use secrecy::{ExposeSecret, SecretString};
 
 pub use duration::{DurationError, GoDuration};
+pub use ecs_agent::{EcsAgentSettings, EcsAgentWarning};
 pub use envfile::{EnvFile, EnvFileError};
 pub use shown::Found;
 
@@ -726,6 +728,8 @@ pub struct Config {
     pub pull_timeout: Setting<Duration>,
     pub pull_inactivity_timeout: Setting<Duration>,
     /// Finished tasks older than this are removed from the agent's state.
+    /// The ECS agent's variable, read as the ECS agent reads it: a value it
+    /// ignores is a warning ([`EcsAgentSettings::ignored`]) and the default.
     pub task_cleanup_wait: Setting<Duration>,
     pub log_level: Setting<LogLevel>,
     pub log_format: Setting<LogFormat>,
@@ -749,6 +753,9 @@ pub struct Config {
     /// `PULLAUTH_PREFETCH_DISK_BUDGET_MIB`: the prefetched images' budget in
     /// MiB; 0: none.
     pub prefetch_disk_budget_mib: Setting<u64>,
+    /// The ECS agent's image cleanup and pull settings, which only warn
+    /// (see [`ecs_agent`]).
+    pub ecs_agent: EcsAgentSettings,
 }
 
 /// `on`/`off` (also `true`/`false`, `1`/`0`), for switches.
@@ -812,6 +819,9 @@ impl Config {
             sources.refuse_pasted_assignment(var)?;
         }
         let engine_auth = engine_auth(sources.plain(AUTH_TYPE), sources.lookup(AUTH_DATA))?;
+        let pull_behavior =
+            sources.parsed(PULL_BEHAVIOR, PullBehavior::ALLOWED, PullBehavior::Default)?;
+        let ecs_agent = EcsAgentSettings::read(sources, pull_behavior.clone());
         Ok(Config {
             engine_auth,
             data_dir: sources.data_dir(),
@@ -819,15 +829,11 @@ impl Config {
                 value: DEFAULT_CLUSTER.to_owned(),
                 origin: Origin::Default,
             }),
-            pull_behavior: sources.parsed(
-                PULL_BEHAVIOR,
-                PullBehavior::ALLOWED,
-                PullBehavior::Default,
-            )?,
+            pull_behavior,
             pull_timeout: sources.duration(PULL_TIMEOUT, DEFAULT_PULL_TIMEOUT)?,
             pull_inactivity_timeout: sources
                 .duration(PULL_INACTIVITY_TIMEOUT, DEFAULT_PULL_INACTIVITY_TIMEOUT)?,
-            task_cleanup_wait: sources.duration(TASK_CLEANUP_WAIT, DEFAULT_TASK_CLEANUP_WAIT)?,
+            task_cleanup_wait: ecs_agent.task_cleanup_wait.clone(),
             log_level: sources.parsed(LOG_LEVEL, LogLevel::ALLOWED, LogLevel::Info)?,
             log_format: sources.parsed(LOG_FORMAT, LogFormat::ALLOWED, LogFormat::Logfmt)?,
             ecr: sources.switch(ECR, true)?,
@@ -847,6 +853,7 @@ impl Config {
                 "a whole number of MiB (0: no budget)",
                 DEFAULT_PREFETCH_DISK_BUDGET_MIB,
             )?,
+            ecs_agent,
         })
     }
 }
@@ -1372,7 +1379,27 @@ mod tests {
         assert_eq!(config.task_cleanup_wait.origin, Origin::Default);
         let config = load("ECS_ENGINE_TASK_CLEANUP_WAIT_DURATION=1h30m", &[]).expect("valid");
         assert_eq!(config.task_cleanup_wait.value, Duration::from_secs(5400));
-        let err = load("ECS_ENGINE_TASK_CLEANUP_WAIT_DURATION=0s", &[]).expect_err("zero");
-        assert!(err.to_string().contains(TASK_CLEANUP_WAIT), "{err}");
+    }
+
+    /// The bug this pins: pullauth refused (exit 2) an
+    /// `ECS_ENGINE_TASK_CLEANUP_WAIT_DURATION` the ECS agent accepts with a
+    /// warning. It is the ECS agent's variable: the value it would ignore is
+    /// a warning here too, and its default applies.
+    #[rstest]
+    #[case::zero("0s")]
+    #[case::below_a_second("500ms")]
+    #[case::negative("-1h")]
+    #[case::not_go("3 hours")]
+    fn task_cleanup_wait_the_ecs_agent_ignores_is_a_warning(#[case] value: &str) {
+        let config = load(
+            &format!("ECS_ENGINE_TASK_CLEANUP_WAIT_DURATION={value}\n"),
+            &[],
+        )
+        .expect("valid");
+        assert_eq!(config.task_cleanup_wait.value, DEFAULT_TASK_CLEANUP_WAIT);
+        assert_eq!(config.task_cleanup_wait.origin, Origin::Default);
+        let ignored = &config.ecs_agent.ignored;
+        assert_eq!(ignored.len(), 1, "{ignored:?}");
+        assert_eq!(ignored[0].var, TASK_CLEANUP_WAIT);
     }
 }

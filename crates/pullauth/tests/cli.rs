@@ -369,3 +369,134 @@ fn explain_and_json_agree_on_the_source() {
     );
     assert!(!stdout.contains("anonymous,") && !stdout.contains("no key applies: anonymous"));
 }
+
+/// `check` beside the ECS agent: each combination of the ECS agent's own
+/// settings that makes prefetch useless or loop, and each value the ECS
+/// agent ignores, is a warning on stdout, given once, naming the variables
+/// and where they are written; the exit status stays 0 and no secret of the
+/// same file is printed.
+#[rstest::rstest]
+#[case::default_behavior_pulls_again(
+    "",
+    &["warning: ECS_IMAGE_PULL_BEHAVIOR=default (default): the ECS agent pulls every image again \
+       when a task starts"]
+)]
+#[case::untracked_cleanup_loops(
+    "ECS_IMAGE_PULL_BEHAVIOR=once\nECS_ENABLE_UNTRACKED_IMAGE_CLEANUP=true\n",
+    &["warning: ECS_ENABLE_UNTRACKED_IMAGE_CLEANUP=true ({file}:4): every 30m \
+       … pullauth pulls it again, in a loop. ECS_EXCLUDE_UNTRACKED_IMAGE is unset."]
+)]
+#[case::prefer_cached_turns_cleanup_off(
+    "ECS_IMAGE_PULL_BEHAVIOR=prefer-cached\n",
+    &["warning: the ECS agent's automated image cleanup does not run \
+       (ECS_IMAGE_PULL_BEHAVIOR=prefer-cached ({file}:3), which turns it off)"]
+)]
+#[case::cleanup_disabled(
+    "ECS_IMAGE_PULL_BEHAVIOR=once\nECS_DISABLE_IMAGE_CLEANUP=true\n",
+    &["warning: the ECS agent's automated image cleanup does not run \
+       (ECS_DISABLE_IMAGE_CLEANUP=true ({file}:4)): nothing on this instance removes images"]
+)]
+#[case::invalid_interval(
+    "ECS_IMAGE_PULL_BEHAVIOR=prefer-cached\nECS_IMAGE_CLEANUP_INTERVAL=1d\n",
+    &["warning: ECS_IMAGE_CLEANUP_INTERVAL=\"1d\" ({file}:4) is not a duration in Go's syntax; \
+       the ECS agent ignores it and uses 30m",
+      "warning: the ECS agent's automated image cleanup does not run"]
+)]
+#[case::invalid_task_cleanup_wait(
+    "ECS_IMAGE_PULL_BEHAVIOR=once\nECS_ENGINE_TASK_CLEANUP_WAIT_DURATION=0s\n",
+    &["warning: ECS_ENGINE_TASK_CLEANUP_WAIT_DURATION=\"0s\" ({file}:4) is below the ECS agent's \
+       minimum of 1s; the ECS agent ignores it and uses 3h"]
+)]
+#[case::pasted_secret_in_the_exclusion_list(
+    "ECS_IMAGE_PULL_BEHAVIOR=once\nECS_EXCLUDE_UNTRACKED_IMAGE=a:1 ECS_ENGINE_AUTH_DATA={\"r.io\":{\"password\":\"Canary7pw0\"}}\n",
+    &["warning: ECS_EXCLUDE_UNTRACKED_IMAGE ({file}:4) holds ECS_ENGINE_AUTH_DATA=... after its value"]
+)]
+#[case::secret_in_a_number(
+    "ECS_IMAGE_PULL_BEHAVIOR=once\nECS_NUM_IMAGES_DELETE_PER_CYCLE=u:Canary7pw0\n",
+    &["warning: ECS_NUM_IMAGES_DELETE_PER_CYCLE ({file}:4) is not an integer (12 characters, not \
+       shown); the ECS agent ignores it and uses 5"]
+)]
+#[case::nothing_to_say("ECS_IMAGE_PULL_BEHAVIOR=once\n", &[])]
+fn check_warns_about_the_ecs_agents_settings(#[case] lines: &str, #[case] expected: &[&str]) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("ecs.config");
+    let file = path.display().to_string();
+    write(
+        dir.path(),
+        "ecs.config",
+        &format!(
+            "ECS_ENGINE_AUTH_TYPE=docker\nECS_ENGINE_AUTH_DATA={{\"r.io\":{{\"username\":\"u\",\"password\":\"{CANARY}\"}}}}\n{lines}"
+        ),
+    );
+    let out = pullauth(&["check", "--env-file", &file], &[], b"");
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.ends_with("configuration is valid\n"), "{stdout}");
+    let warnings: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("warning:"))
+        .collect();
+    assert_eq!(warnings.len(), expected.len(), "{stdout}");
+    // Each row: the fragments of one warning, in order, separated by " … ".
+    for (warning, needles) in warnings.iter().zip(expected) {
+        for needle in needles.split(" … ") {
+            let needle = needle.replace("{file}", &file);
+            assert!(warning.contains(&needle), "{needle}\nnot in\n{warning}");
+        }
+    }
+    // Once: on stdout only, not logged again on stderr.
+    assert!(!stderr.contains("warning"), "{stderr}");
+    assert!(
+        !stdout.contains(CANARY) && !stderr.contains(CANARY),
+        "{stdout}{stderr}"
+    );
+}
+
+#[test]
+fn check_shows_the_ecs_agents_cleanup_settings_with_their_origin() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let env_file = write(
+        dir.path(),
+        "ecs.config",
+        "ECS_IMAGE_CLEANUP_INTERVAL=1h30m\nECS_NUM_IMAGES_DELETE_PER_CYCLE=2\n\
+         ECS_EXCLUDE_UNTRACKED_IMAGE=a:1,r.io/b:2\nECS_ENABLE_UNTRACKED_IMAGE_CLEANUP=True\n\
+         ECS_IMAGE_MINIMUM_CLEANUP_AGE=5m\n",
+    );
+    let out = pullauth(&["check", "--env-file", &env_file], &[], b"");
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    let row = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no {name} row:\n{stdout}"))
+            .split_whitespace()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(
+        row("ECS_IMAGE_CLEANUP_INTERVAL"),
+        format!("1h 30m {env_file}:1")
+    );
+    assert_eq!(
+        row("ECS_NUM_IMAGES_DELETE_PER_CYCLE"),
+        format!("2 {env_file}:2")
+    );
+    assert_eq!(
+        row("ECS_EXCLUDE_UNTRACKED_IMAGE"),
+        format!("2 images {env_file}:3")
+    );
+    assert_eq!(
+        row("ECS_ENABLE_UNTRACKED_IMAGE_CLEANUP"),
+        format!("true {env_file}:4")
+    );
+    assert_eq!(
+        row("ECS_IMAGE_MINIMUM_CLEANUP_AGE"),
+        format!("5m {env_file}:5")
+    );
+    assert_eq!(row("NON_ECS_IMAGE_MINIMUM_CLEANUP_AGE"), "1h default");
+    assert_eq!(row("ECS_DISABLE_IMAGE_CLEANUP"), "false default");
+    // The list's items are never printed.
+    assert!(!stdout.contains("r.io/b:2"), "{stdout}");
+}

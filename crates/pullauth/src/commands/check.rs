@@ -2,6 +2,11 @@
 
 use std::process::ExitCode;
 
+use pullauth_config::ecs_agent::{
+    DISABLE_IMAGE_CLEANUP, EXCLUDE_UNTRACKED_IMAGE, IMAGE_CLEANUP_INTERVAL,
+    IMAGE_MINIMUM_CLEANUP_AGE, NON_ECS_IMAGE_MINIMUM_CLEANUP_AGE, NUM_IMAGES_DELETE_PER_CYCLE,
+    UNTRACKED_IMAGE_CLEANUP,
+};
 use pullauth_config::{AUTH_DATA, AUTH_TYPE, Config, Origin, Setting};
 
 use super::{load, quoted, say};
@@ -67,6 +72,15 @@ pub fn run(args: &ConfigArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    // The ECS agent's settings only warn: pullauth must not refuse what
+    // the ECS agent accepts. Shown here, once; not logged as well.
+    let warnings = config.ecs_agent.warnings(None);
+    if !warnings.is_empty() {
+        say("")?;
+        for warning in &warnings {
+            say(format!("warning: {warning}"))?;
+        }
+    }
     say("")?;
     say("configuration is valid")?;
     Ok(ExitCode::SUCCESS)
@@ -110,6 +124,51 @@ fn print_others(config: &Config) -> anyhow::Result<()> {
             },
         ),
         ("PULLAUTH_AWS_TIMEOUT", dur(&config.aws_timeout)),
+    ];
+    for (name, setting) in rows {
+        print_setting(name, Some(setting))?;
+    }
+    // The ECS agent's image cleanup, as the ECS agent will use it.
+    let agent = &config.ecs_agent;
+    let flag = |s: &Setting<bool>| Setting {
+        value: s.value.to_string(),
+        origin: s.origin.clone(),
+    };
+    let list = &agent.untracked_exclusions;
+    let rows = [
+        (DISABLE_IMAGE_CLEANUP, flag(&agent.image_cleanup_disabled)),
+        (
+            UNTRACKED_IMAGE_CLEANUP,
+            flag(&agent.untracked_image_cleanup),
+        ),
+        (
+            EXCLUDE_UNTRACKED_IMAGE,
+            Setting {
+                // The items are never shown: a mistyped line could hold a secret.
+                value: match list.value.len() {
+                    0 => "(unset)".to_owned(),
+                    1 => "1 image".to_owned(),
+                    n => format!("{n} images"),
+                },
+                origin: list.origin.clone(),
+            },
+        ),
+        (IMAGE_CLEANUP_INTERVAL, dur(&agent.image_cleanup_interval)),
+        (
+            IMAGE_MINIMUM_CLEANUP_AGE,
+            dur(&agent.image_minimum_cleanup_age),
+        ),
+        (
+            NON_ECS_IMAGE_MINIMUM_CLEANUP_AGE,
+            dur(&agent.non_ecs_image_minimum_cleanup_age),
+        ),
+        (
+            NUM_IMAGES_DELETE_PER_CYCLE,
+            Setting {
+                value: agent.images_deleted_per_cycle.value.to_string(),
+                origin: agent.images_deleted_per_cycle.origin.clone(),
+            },
+        ),
     ];
     for (name, setting) in rows {
         print_setting(name, Some(setting))?;

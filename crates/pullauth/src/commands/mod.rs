@@ -19,6 +19,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use pullauth_agent::credentials::Provider;
 use pullauth_aws::RoleArn;
+use pullauth_config::ecs_agent::WarnedOnce;
 use pullauth_config::{AUTH_DATA, Config};
 use pullauth_resolve::{ImageRef, RegistryTable};
 
@@ -64,6 +65,26 @@ pub fn load(args: &ConfigArgs) -> anyhow::Result<(Config, RegistryTable)> {
     }
     let table = registry_table(&config)?;
     Ok((config, table))
+}
+
+/// Logs the warnings about the ECS agent's image settings (pull behavior,
+/// image cleanup) that `given` has not logged yet, each naming the
+/// variables, their origin and what to do. `prefetched` names the images
+/// prefetch pulls as `docker images` lists them
+/// ([`pullauth_config::ecs_agent::docker_repo_tag`]), when known. `check`
+/// prints the same warnings itself; `prefetch` and the follower call this,
+/// the follower with one `given` for its whole life so that a poll or a
+/// reload repeats nothing.
+// Until `prefetch` and `serve` call it (the rest of issue 23); remove then.
+#[allow(dead_code)]
+pub fn warn_beside_ecs_agent(
+    config: &Config,
+    prefetched: Option<&[String]>,
+    given: &mut WarnedOnce,
+) {
+    for warning in given.fresh(config.ecs_agent.warnings(prefetched)) {
+        tracing::warn!(code = warning.code(), "{warning}");
+    }
 }
 
 /// The AWS options of a command that may call AWS: automatic ECR tokens as
