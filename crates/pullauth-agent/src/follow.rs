@@ -36,6 +36,8 @@ use tokio::sync::watch;
 
 use crate::Agent;
 use crate::prefetch::{self, Filters, Plan};
+use pullauth_config::EcsAgentSettings;
+use pullauth_config::ecs_agent::WarnedOnce;
 use pullauth_docker::Removal;
 use pullauth_ecs::{Host, SkipReason};
 use pullauth_resolve::ImageRef;
@@ -117,6 +119,10 @@ pub struct FollowConfig {
     /// further prefetch pulls are skipped (reason `disk-guard`); `None`:
     /// no guard.
     pub disk_budget: Option<u64>,
+    /// The ECS agent's image settings from the same configuration: each
+    /// combination that makes prefetch useless or loop with its cleanup is
+    /// warned about once, naming the images its exclusion list misses.
+    pub ecs_agent: Option<EcsAgentSettings>,
 }
 
 /// One distinct pull: (reference sent to the engine, source label, role).
@@ -235,6 +241,8 @@ async fn run(
     // Set when the configuration changed (logged; the new schedule starts
     // with its spread first poll).
     let mut changed = false;
+    // The ECS agent's settings are warned about once for the process.
+    let mut warned = WarnedOnce::default();
     loop {
         let current = config.borrow_and_update().clone();
         agent.following(|view| {
@@ -282,7 +290,7 @@ async fn run(
                     break;
                 }
             }
-            let outcome = poll(&agent, source.as_ref(), &current, &host).await;
+            let outcome = poll(&agent, source.as_ref(), &current, &host, &mut warned).await;
             delay = schedule.next_delay(outcome);
             tracing::debug!(next_poll_in = ?delay, "next poll of the cluster");
         }
@@ -297,6 +305,7 @@ async fn poll(
     source: &dyn ClusterSource,
     config: &FollowConfig,
     host: &Host,
+    warned: &mut WarnedOnce,
 ) -> PollOutcome {
     let metrics = agent.metrics();
     metrics.prefetch_polls.inc();
@@ -332,6 +341,12 @@ async fn poll(
     let settings = agent.settings();
     let ecr = agent.provider().ecr_enabled();
     let pulls = prefetch::pulls(&plan.wanted, &settings.table, ecr);
+    if let Some(settings) = &config.ecs_agent {
+        let names = prefetch::listed_names(&pulls);
+        for warning in warned.fresh(settings.warnings(Some(&names))) {
+            tracing::warn!(code = warning.code(), "{warning}");
+        }
+    }
     let gone = removed_from_engine(agent, &pulls).await;
     source.retain(agent, &plan.task_definition_arns);
     // Every name a pull leaves in the engine: the pulled reference and the

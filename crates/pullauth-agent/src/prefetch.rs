@@ -464,6 +464,32 @@ pub struct Pull {
     pub services: Vec<String>,
 }
 
+/// The names the pulls leave in the engine as `docker images` lists them
+/// (`repository:tag`, Docker Hub's short form): what the ECS agent's
+/// `ECS_EXCLUDE_UNTRACKED_IMAGE` must name to spare them. A reference by
+/// digest alone has no such name.
+pub fn listed_names(pulls: &[Pull]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for pull in pulls {
+        let image = &pull.first.image;
+        if image.digest.is_some() && image.tag.is_none() {
+            continue;
+        }
+        let name = pullauth_config::ecs_agent::docker_repo_tag(
+            &image.domain,
+            &image.path,
+            image
+                .tag
+                .as_deref()
+                .unwrap_or(pullauth_resolve::image::DEFAULT_TAG),
+        );
+        if !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    out
+}
+
 /// Groups `wanted` into distinct pulls: each (reference, source, role) once,
 /// in the plan's order.
 pub fn pulls(wanted: &[Wanted], table: &RegistryTable, ecr: bool) -> Vec<Pull> {

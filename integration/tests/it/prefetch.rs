@@ -849,14 +849,30 @@ ecs.create_service(cluster=c, serviceName='empty', desiredCount=0, deploymentCon
         taskset = image("taskset"),
     );
     moto.boto3(&script, None);
+    // The ECS agent's untracked cleanup, on in the same file, would delete
+    // what prefetch pulls: said once, with the variable that prevents it.
     let env_text = docker_auth_config(
         &[(&h.alpha.addr(), "bob", h.alpha.password("bob"))],
-        &[("ECS_CLUSTER", &cluster.name)],
+        &[
+            ("ECS_CLUSTER", &cluster.name),
+            ("ECS_ENABLE_UNTRACKED_IMAGE_CLEANUP", "true"),
+        ],
     );
 
     let out = prefetch(&moto.endpoint(), &env_text, &["--dry-run", "--json"]);
     // The service naming no task definition is a problem: exit 1.
     assert_eq!(out.code, Some(1), "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(
+        out.stderr.matches("untracked-cleanup-loop").count(),
+        1,
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("ECS_EXCLUDE_UNTRACKED_IMAGE"),
+        "{}",
+        out.stderr
+    );
     let lines = json_lines(&out);
     let would: std::collections::BTreeSet<&str> = lines
         .iter()

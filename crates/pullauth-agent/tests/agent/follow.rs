@@ -290,6 +290,7 @@ fn config(cluster: &str, services: &[&str]) -> FollowConfig {
         policy: PollPolicy::with_interval(INTERVAL),
         remove_after: None,
         disk_budget: None,
+        ecs_agent: None,
     }
 }
 

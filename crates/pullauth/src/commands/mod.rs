@@ -75,8 +75,6 @@ pub fn load(args: &ConfigArgs) -> anyhow::Result<(Config, RegistryTable)> {
 /// prints the same warnings itself; `prefetch` and the follower call this,
 /// the follower with one `given` for its whole life so that a poll or a
 /// reload repeats nothing.
-// Until `prefetch` and `serve` call it (the rest of issue 23); remove then.
-#[allow(dead_code)]
 pub fn warn_beside_ecs_agent(
     config: &Config,
     prefetched: Option<&[String]>,

@@ -111,6 +111,14 @@ pub fn run(args: &PrefetchArgs) -> anyhow::Result<ExitCode> {
             report_skipped(args, skipped)?;
         }
         let pulls = prefetch::pulls(&plan.wanted, &table, provider.ecr_enabled());
+        // The ECS agent's settings from the same file: what would make this
+        // prefetch useless, or loop with its cleanup (the ECS agent's own
+        // variables, so `config`, not --pull-behavior).
+        super::warn_beside_ecs_agent(
+            &config,
+            Some(&prefetch::listed_names(&pulls)),
+            &mut pullauth_config::ecs_agent::WarnedOnce::default(),
+        );
         if pulls.is_empty() && plan.problems.is_empty() && plan.skipped.is_empty() {
             tracing::warn!(cluster = %cluster, "nothing to prefetch: no service or task definition names an image");
         }
