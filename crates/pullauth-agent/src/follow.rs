@@ -58,9 +58,14 @@ pub trait ClusterSource: Send + Sync + 'static {
         host: &'a Host,
     ) -> BoxFuture<'a, Result<Plan, AwsError>>;
 
-    /// What is known about this instance (the engine's platform, IMDS),
-    /// read once each time following starts; see [`prefetch::host_facts`].
-    fn host<'a>(&'a self, agent: &'a Agent) -> BoxFuture<'a, (Host, Vec<String>)>;
+    /// What is known about this instance (the engine's platform, IMDS,
+    /// the container instance's attributes when the ECS agent at
+    /// `config.ecs_agent_uri` is registered); see [`prefetch::host_facts`].
+    fn host<'a>(
+        &'a self,
+        agent: &'a Agent,
+        config: &'a FollowConfig,
+    ) -> BoxFuture<'a, (Host, Vec<String>)>;
 
     /// Told after each successful poll which task-definition ARNs the plan
     /// names, so caches keep only those.
@@ -87,11 +92,19 @@ impl ClusterSource for Ecs {
         .boxed()
     }
 
-    fn host<'a>(&'a self, agent: &'a Agent) -> BoxFuture<'a, (Host, Vec<String>)> {
+    fn host<'a>(
+        &'a self,
+        agent: &'a Agent,
+        config: &'a FollowConfig,
+    ) -> BoxFuture<'a, (Host, Vec<String>)> {
         async move {
             let platform = agent.engine_platform().await.map_err(|e| e.to_string());
             let aws = agent.provider().aws().await;
-            prefetch::host_facts(platform, Some(aws)).await
+            let ecs_agent = config
+                .ecs_agent_uri
+                .as_deref()
+                .map(|uri| (config.cluster.as_str(), uri));
+            prefetch::host_facts(platform, Some(aws), ecs_agent).await
         }
         .boxed()
     }
@@ -119,6 +132,9 @@ pub struct FollowConfig {
     /// further prefetch pulls are skipped (reason `disk-guard`); `None`:
     /// no guard.
     pub disk_budget: Option<u64>,
+    /// The local ECS agent's introspection API (`GET /v1/metadata` names
+    /// the container instance); `None`: not asked.
+    pub ecs_agent_uri: Option<String>,
     /// The ECS agent's image settings from the same configuration: each
     /// combination that makes prefetch useless or loop with its cleanup is
     /// warned about once, naming the images its exclusion list misses.
@@ -266,7 +282,7 @@ async fn run(
         // management run, a new AMI): its first poll is spread like the
         // start-up poll, never at once on all of them.
         let mut delay = schedule.first_delay();
-        let (host, notes) = source.host(&agent).await;
+        let (mut host, notes) = source.host(&agent, &current).await;
         for note in &notes {
             tracing::warn!(cluster = %current.cluster, "placement: {note}");
         }
@@ -289,6 +305,12 @@ async fn run(
                     changed = true;
                     break;
                 }
+            }
+            // Until the container instance is known (the ECS agent
+            // registers after a boot prefetch), the facts are read again
+            // before each poll; the notes were said once.
+            if !host.facts.complete && current.ecs_agent_uri.is_some() {
+                host = source.host(&agent, &current).await.0;
             }
             let outcome = poll(&agent, source.as_ref(), &current, &host, &mut warned).await;
             delay = schedule.next_delay(outcome);

@@ -31,6 +31,7 @@ pub mod credentials;
 pub mod data_dir_lock;
 pub mod follow;
 pub mod helper;
+pub mod introspection;
 pub mod metrics;
 pub mod prefetch;
 pub mod puller;

@@ -157,9 +157,15 @@ pub struct Plan {
 /// What is known about this instance: the engine's platform and IMDS's
 /// facts. Each fact that cannot be read is left out (placement then pulls
 /// what it would decide, and says so), with one note per cause.
+///
+/// With `ecs_agent` (the cluster and the local ECS agent's introspection
+/// URI), the container instance the ECS agent registered is described and
+/// all its attributes (custom ones too) become known: `memberOf` is then
+/// decided on every attribute.
 pub async fn host_facts(
     platform: Result<Platform, String>,
     aws: Option<&Aws>,
+    ecs_agent: Option<(&str, &str)>,
 ) -> (Host, Vec<String>) {
     let mut notes = Vec::new();
     let mut host = match platform {
@@ -189,6 +195,24 @@ pub async fn host_facts(
             None => notes.push(
                 "no instance metadata (IMDS): memberOf constraints on ecs.instance-type, ecs.availability-zone or ecs.ami-id are not decided".to_owned(),
             ),
+        }
+        if let Some((cluster, uri)) = ecs_agent {
+            match crate::introspection::container_instance_arn(uri).await {
+                Ok(arn) => match aws.ecs_container_instance_attributes(cluster, &arn).await {
+                    Ok(attributes) => {
+                        for (name, value) in &attributes {
+                            host.set(name, value);
+                        }
+                        host.facts.complete = true;
+                    }
+                    Err(error) => notes.push(format!(
+                        "memberOf constraints on custom attributes are not decided: {error}"
+                    )),
+                },
+                Err(why) => notes.push(format!(
+                    "memberOf constraints on custom attributes are not decided: {why}"
+                )),
+            }
         }
     }
     (host, notes)

@@ -78,6 +78,12 @@ pub const PREFETCH_REMOVE_AFTER: &str = "PULLAUTH_PREFETCH_REMOVE_AFTER";
 /// The disk budget, in MiB, of the images prefetch pulled: at or above it
 /// further prefetch pulls are skipped (default 10240; `0`: no budget).
 pub const PREFETCH_DISK_BUDGET_MIB: &str = "PULLAUTH_PREFETCH_DISK_BUDGET_MIB";
+/// Where the local ECS agent's introspection API answers (`GET
+/// /v1/metadata` names this container instance, whose attributes decide
+/// `memberOf` constraints).
+pub const ECS_AGENT_URI: &str = "PULLAUTH_ECS_AGENT_URI";
+/// Default of [`ECS_AGENT_URI`]: the ECS agent's introspection port.
+pub const DEFAULT_ECS_AGENT_URI: &str = "http://127.0.0.1:51678";
 /// Default of [`PREFETCH_REMOVE_AFTER`].
 pub const DEFAULT_PREFETCH_REMOVE_AFTER: Duration = Duration::from_secs(6 * 3600);
 /// Default of [`PREFETCH_DISK_BUDGET_MIB`]: a third of the ECS-optimized
@@ -745,6 +751,8 @@ pub struct Config {
     pub prefetch_interval: Option<Setting<Duration>>,
     /// `PULLAUTH_AWS_TIMEOUT`: the bound of each AWS call.
     pub aws_timeout: Setting<Duration>,
+    /// `PULLAUTH_ECS_AGENT_URI`: the local ECS agent's introspection API.
+    pub ecs_agent_uri: Setting<String>,
     /// `PULLAUTH_PREFETCH_REMOVE`: the follower removes what it prefetched
     /// once nothing names it (default on).
     pub prefetch_remove: Setting<bool>,
@@ -845,6 +853,10 @@ impl Config {
                 Some(_) => Some(sources.duration(PREFETCH_INTERVAL, Duration::ZERO)?),
             },
             aws_timeout: sources.duration(AWS_TIMEOUT, DEFAULT_AWS_TIMEOUT)?,
+            ecs_agent_uri: sources.plain(ECS_AGENT_URI).unwrap_or(Setting {
+                value: DEFAULT_ECS_AGENT_URI.to_owned(),
+                origin: Origin::Default,
+            }),
             prefetch_remove: sources.switch(PREFETCH_REMOVE, true)?,
             prefetch_remove_after: sources
                 .duration(PREFETCH_REMOVE_AFTER, DEFAULT_PREFETCH_REMOVE_AFTER)?,

@@ -71,7 +71,11 @@ impl ClusterSource for ScriptedCluster {
         async move { answer }.boxed()
     }
 
-    fn host<'a>(&'a self, _agent: &'a Agent) -> BoxFuture<'a, (Host, Vec<String>)> {
+    fn host<'a>(
+        &'a self,
+        _agent: &'a Agent,
+        _config: &'a FollowConfig,
+    ) -> BoxFuture<'a, (Host, Vec<String>)> {
         async { (Host::from_engine("x86_64", "linux"), Vec::new()) }.boxed()
     }
 }
@@ -290,6 +294,7 @@ fn config(cluster: &str, services: &[&str]) -> FollowConfig {
         policy: PollPolicy::with_interval(INTERVAL),
         remove_after: None,
         disk_budget: None,
+        ecs_agent_uri: None,
         ecs_agent: None,
     }
 }

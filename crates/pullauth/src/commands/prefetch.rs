@@ -87,7 +87,12 @@ pub fn run(args: &PrefetchArgs) -> anyhow::Result<ExitCode> {
             Ok(engine) => engine.platform().await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
-        let (host, notes) = prefetch::host_facts(platform, Some(provider.aws().await)).await;
+        let (host, notes) = prefetch::host_facts(
+            platform,
+            Some(provider.aws().await),
+            Some((cluster.as_str(), config.ecs_agent_uri.value.as_str())),
+        )
+        .await;
         for note in &notes {
             tracing::warn!("placement: {note}");
         }

@@ -55,6 +55,7 @@ fn follow_config(config: &Config, flag: bool) -> Option<FollowConfig> {
             0 => None,
             mib => Some(mib.saturating_mul(1024 * 1024)),
         },
+        ecs_agent_uri: Some(config.ecs_agent_uri.value.clone()),
         ecs_agent: Some(config.ecs_agent.clone()),
     })
 }
