@@ -154,3 +154,47 @@ fn serve(stream: TcpStream, shared: &Shared) {
         }
     }
 }
+
+/// The local ECS agent's introspection API, as far as prefetch asks it:
+/// `GET /v1/metadata` names the cluster and the container instance ARN.
+/// Any request gets that answer; the connection is closed after it.
+#[derive(Debug)]
+pub struct EcsAgentStub {
+    server: Loopback,
+}
+
+impl EcsAgentStub {
+    /// Starts answering with `container_instance_arn` for `cluster`.
+    pub fn start(cluster: &str, container_instance_arn: &str) -> EcsAgentStub {
+        let body = format!(
+            r#"{{"Cluster":"{cluster}","ContainerInstanceArn":"{container_instance_arn}","Version":"Amazon ECS Agent - stub"}}"#
+        );
+        let server = Loopback::start("ecs-agent-stub", move |stream| {
+            let body = body.clone();
+            thread::spawn(move || {
+                let _ = stream.set_nonblocking(false);
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                let Ok(mut writer) = stream.try_clone() else {
+                    return;
+                };
+                let mut reader = BufReader::new(stream);
+                // The request head, up to its blank line.
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                    line.clear();
+                }
+                let _ = write!(
+                    writer,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        });
+        EcsAgentStub { server }
+    }
+
+    /// `http://127.0.0.1:PORT`, for `PULLAUTH_ECS_AGENT_URI`.
+    pub fn uri(&self) -> String {
+        format!("http://127.0.0.1:{}", self.server.port())
+    }
+}

@@ -62,7 +62,7 @@ mod sys;
 mod util;
 
 pub use bin::{pullauth_bin, pullauth_command, static_pullauth_bin};
-pub use ecs_stub::{ECS_STUB_SERVICE_ARN, EcsStub};
+pub use ecs_stub::{ECS_STUB_SERVICE_ARN, EcsAgentStub, EcsStub};
 pub use engine::{DOCKER_HOST_ENV, Engine, Frozen, PrivateEngine};
 pub use harness::Harness;
 pub use moto::{

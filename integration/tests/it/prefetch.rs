@@ -14,7 +14,8 @@ use pullauth_integration::agent::{
     AgentSpec, assert_no_secret, docker_auth_config, metric_value, random_token, scratch_dir,
 };
 use pullauth_integration::{
-    ECS_STUB_SERVICE_ARN, EcsStub, Harness, Moto, Outcome, Registry, Stall, pullauth_command,
+    ECS_STUB_SERVICE_ARN, EcsAgentStub, EcsStub, Harness, Moto, Outcome, Registry, Stall,
+    pullauth_command,
 };
 use serde_json::Value;
 
@@ -1158,4 +1159,97 @@ fn serve_removes_what_it_prefetched_once_nothing_names_it_and_nothing_else() {
             .is_some_and(|n| n >= 1.0)
     );
     let _ = h.docker().args(["rm", &container]).output();
+}
+
+/// With the local ECS agent registered (its introspection API names the
+/// container instance), the instance's own attributes, custom ones too,
+/// decide `memberOf`: an expression naming this instance's `stack` pulls,
+/// one naming another is skipped. Without an ECS agent to ask (as at boot),
+/// both pull, each saying why.
+#[test]
+fn custom_attributes_of_the_registered_instance_decide_member_of() {
+    let h = Harness::get();
+    let moto = Moto::shared();
+    let cluster = Cluster::new(moto, "attrs");
+    let token = cluster.token.clone();
+    let repo = format!("prefetch/attrs{}", random_token(8).to_ascii_lowercase());
+    h.push_fixture(&h.alpha, &repo, "prod", ("bob", h.alpha.password("bob")));
+    let prod = h.alpha.image_ref(&repo, "prod");
+    let dev = h.alpha.image_ref(&format!("{repo}-absent"), "dev");
+    let arn = moto
+        .boto3(
+            &format!(
+                r#"
+ecs = client('ecs')
+ec2 = client('ec2')
+c = {cluster:?}
+ami = ec2.describe_images()['Images'][0]['ImageId']
+instance = ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1, InstanceType='t3.large')['Instances'][0]['InstanceId']
+doc = json.dumps({{'instanceId': instance, 'region': 'us-east-1', 'instanceType': 't3.large'}})
+arn = ecs.register_container_instance(cluster=c, instanceIdentityDocument=doc)['containerInstance']['containerInstanceArn']
+ecs.put_attributes(cluster=c, attributes=[{{'name': 'stack', 'value': 'prod', 'targetId': arn}}])
+for name, image, stack in [('prodonly', {prod:?}, 'prod'), ('devonly', {dev:?}, 'dev')]:
+    td = ecs.register_task_definition(family=name + '-{token}',
+        containerDefinitions=[{{'name': 'app', 'image': image, 'memory': 64}}],
+        placementConstraints=[{{'type': 'memberOf', 'expression': 'attribute:stack == ' + stack}}])
+    ecs.create_service(cluster=c, serviceName=name, desiredCount=0,
+        taskDefinition=td['taskDefinition']['taskDefinitionArn'])
+print(arn)
+"#,
+                cluster = cluster.name
+            ),
+            None,
+        )
+        .trim()
+        .to_owned();
+    let ecs_agent = EcsAgentStub::start(&cluster.name, &arn);
+    let env_text = |uri: &str| {
+        docker_auth_config(
+            &[(&h.alpha.addr(), "bob", h.alpha.password("bob"))],
+            &[
+                ("ECS_CLUSTER", &cluster.name),
+                ("PULLAUTH_ECS_AGENT_URI", uri),
+            ],
+        )
+    };
+
+    let out = prefetch(
+        &moto.endpoint(),
+        &env_text(&ecs_agent.uri()),
+        &["--dry-run", "--json"],
+    );
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    let lines = json_lines(&out);
+    assert_eq!(
+        line_for(&lines, &prod)["status"],
+        "would-pull",
+        "{lines:#?}"
+    );
+    assert_eq!(
+        line_for(&lines, &prod)["notes"],
+        serde_json::json!([]),
+        "{lines:#?}"
+    );
+    let skipped = line_for(&lines, &dev);
+    assert_eq!(skipped["status"], "skipped", "{skipped}");
+    assert_eq!(skipped["reason"], "member-of", "{skipped}");
+
+    // No ECS agent to ask: nothing is decided on `stack`, both pull.
+    let nobody = format!("http://127.0.0.1:{}", pullauth_integration::free_port());
+    let out = prefetch(
+        &moto.endpoint(),
+        &env_text(&nobody),
+        &["--dry-run", "--json"],
+    );
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    let lines = json_lines(&out);
+    for image in [&prod, &dev] {
+        let line = line_for(&lines, image);
+        assert_eq!(line["status"], "would-pull", "{line}");
+        assert!(
+            line["notes"].to_string().contains("does not know yet"),
+            "{line}"
+        );
+    }
+    assert!(out.stderr.contains("no ECS agent"), "{}", out.stderr);
 }
