@@ -22,18 +22,10 @@ use pullauth_aws::RoleArn;
 use pullauth_config::{AUTH_DATA, Config};
 use pullauth_resolve::{ImageRef, RegistryTable};
 
-pub use env_file::{S3EnvFileError, is_s3, read as read_env_file};
+pub use env_file::{S3EnvFileError, read as read_env_file};
 
 use crate::cli::{Cli, Command, ConfigArgs};
 use crate::logging;
-
-/// `pullauth v<version> (<git hash>)`, as `/v1/metadata` reports it.
-pub const VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (",
-    env!("PULLAUTH_GIT_HASH"),
-    ")"
-);
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
