@@ -476,10 +476,13 @@ impl Aws {
         let request = client
             .get_authorization_token()
             .registry_ids(&registry.account);
-        let output = request
-            .send()
-            .await
-            .map_err(|e| self.sdk_error(call.clone(), e, |_| None))?;
+        let endpoint = self
+            .endpoint_override("ECR")
+            .unwrap_or_else(|| registry.api_endpoint());
+        let output = request.send().await.map_err(|e| {
+            self.sdk_error(call.clone(), e, |_| None)
+                .at_endpoint(&endpoint)
+        })?;
         let [data] = output.authorization_data() else {
             return Err(AwsError::BadResponse {
                 call,
