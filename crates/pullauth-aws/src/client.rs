@@ -458,8 +458,8 @@ impl Aws {
         let mut builder = aws_sdk_ecr::config::Builder::from(&self.inner.config)
             .region(Region::new(registry.region.clone()));
         // The registry host's own API endpoint (its partition's, FIPS or
-        // dual-stack as the host is): the SDK's built-in partition list
-        // does not know every partition ECR serves. An endpoint override
+        // dual-stack as the host is, whatever AWS_USE_FIPS_ENDPOINT says;
+        // the partitions tests hold it to the SDK's resolver). An endpoint override
         // (AWS_ENDPOINT_URL, tests, proxies) wins, as in the ECS agent's
         // agent/ecr/factory.go.
         if !endpoint_overridden {
