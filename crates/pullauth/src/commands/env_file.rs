@@ -59,9 +59,12 @@ pub fn read(args: &ConfigArgs) -> anyhow::Result<Option<EnvFile>> {
 /// bounded by [`S3_FETCH_TIMEOUT`].
 fn fetch(location: &S3Location) -> anyhow::Result<secrecy::zeroize::Zeroizing<Vec<u8>>> {
     let options = super::aws_options(false, pullauth_aws::OPERATION_TIMEOUT)?;
+    // The fetch thread logs where this one does (HeldBack at start-up).
+    let dispatch = tracing::dispatcher::get_default(Clone::clone);
     let result = std::thread::scope(|scope| {
         scope
             .spawn(|| -> anyhow::Result<_> {
+                let _logging = tracing::dispatcher::set_default(&dispatch);
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
