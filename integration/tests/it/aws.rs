@@ -310,7 +310,21 @@ fn unreachable_endpoint_is_a_prompt_classified_error() {
         message.contains(&format!("endpoint unreachable: 127.0.0.1:{port}: ")),
         "{message}"
     );
-    assert!(started.elapsed() < Duration::from_secs(30));
+    // Secrets Manager, and STS for a role, the same way.
+    for action in [
+        json!({"op": "secret", "secret": "registry/good"}),
+        json!({"op": "secret", "secret": "registry/good",
+               "role": "arn:aws:iam::123456789012:role/pull"}),
+    ] {
+        let answer = probe(&env, action);
+        let (class, message) = err(&answer);
+        assert_eq!(class, "unreachable", "{message}");
+        assert!(
+            message.contains(&format!("endpoint unreachable: 127.0.0.1:{port}: ")),
+            "{message}"
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(60));
 }
 
 // ---------------------------------------------------------------------------
