@@ -606,7 +606,7 @@ impl Agent {
                             let result = puller.verify(image, entry).await;
                             VerifyReport::new(image, entry, &result)
                         }
-                        Err(e) => VerifyReport::unprovided(image, &e.from, &e.to_string()),
+                        Err(e) => VerifyReport::unprovided(image, e.kind, &e.from, &e.to_string()),
                     }
                 }
                 .boxed()

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use pullauth_aws::{Aws, AwsError, AwsOptions, RoleArn};
 use pullauth_resolve::{
-    Credentials, Entry, HostPattern, ImageRef, RegistryKey, RegistryTable, Source,
+    Credentials, Entry, HostPattern, ImageRef, Origin, RegistryKey, RegistryTable, Source,
 };
 use secrecy::ExposeSecret;
 use tokio::sync::OnceCell;
@@ -70,6 +70,8 @@ pub enum ProvideCause {
 pub struct ProvideError {
     /// The source's label, e.g. `secretsmanager my-secret`.
     pub from: String,
+    /// The source's kind code ([`Source::code`]), e.g. `task_secret`.
+    pub kind: &'static str,
     pub error: ProvideCause,
 }
 
@@ -190,8 +192,10 @@ impl Provider {
         let label = source.to_string();
         let fail = |error: AwsError| ProvideError {
             from: label.clone(),
+            kind: source.code(),
             error: error.into(),
         };
+        let principal = principal_name(role);
         match source {
             Source::Anonymous => Ok(None),
             Source::Static(entry) => Ok(Some((*entry).clone())),
@@ -205,6 +209,10 @@ impl Provider {
                 Ok(Some(labelled(
                     image,
                     label.clone(),
+                    Origin::TaskSecret {
+                        secret: (*secret).to_owned(),
+                        principal,
+                    },
                     Credentials::basic(found.username, found.password.expose_secret()),
                 )))
             }
@@ -222,9 +230,18 @@ impl Provider {
                     .await
                     .map_err(|error| ProvideError {
                         from: label.clone(),
+                        kind: source.code(),
                         error: error.into(),
                     })?;
-                Ok(Some(labelled(image, label.clone(), credentials)))
+                Ok(Some(labelled(
+                    image,
+                    label.clone(),
+                    Origin::Helper {
+                        helper: (*helper).to_owned(),
+                        server: server.clone(),
+                    },
+                    credentials,
+                )))
             }
             Source::EcrPublic(host) => {
                 // Public images are public: without a token (no AWS
@@ -235,9 +252,9 @@ impl Provider {
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                 };
-                let principal = role.cloned();
+                let who = role.cloned();
                 if failed()
-                    .get(&principal)
+                    .get(&who)
                     .is_some_and(|at| at.elapsed() < ECR_PUBLIC_RETRY_AFTER)
                 {
                     return Ok(None);
@@ -246,12 +263,16 @@ impl Provider {
                     Ok(token) => Ok(Some(labelled(
                         image,
                         label.clone(),
+                        Origin::EcrPublic {
+                            host: (*host).to_owned(),
+                            principal,
+                        },
                         Credentials::basic(token.username, token.password.expose_secret()),
                     ))),
                     Err(error) => {
                         let mut failed = failed();
                         failed.retain(|_, at| at.elapsed() < ECR_PUBLIC_RETRY_AFTER);
-                        failed.insert(principal, tokio::time::Instant::now());
+                        failed.insert(who, tokio::time::Instant::now());
                         drop(failed);
                         tracing::info!(
                             image = %image,
@@ -273,6 +294,10 @@ impl Provider {
                 Ok(Some(labelled(
                     image,
                     label.clone(),
+                    Origin::Ecr {
+                        registry: registry.clone(),
+                        principal,
+                    },
                     Credentials::basic(token.username, token.password.expose_secret()),
                 )))
             }
@@ -280,8 +305,24 @@ impl Provider {
     }
 }
 
-/// An entry for `image`'s registry whose key is the source's label.
-pub fn labelled(image: &ImageRef, label: String, credentials: Credentials) -> Entry {
+/// Whose credentials an AWS source is fetched with, for messages: the
+/// task's role, or the default chain (as `pullauth_aws::Principal` shows
+/// them).
+fn principal_name(role: Option<&RoleArn>) -> String {
+    match role {
+        Some(role) => format!("role {role}"),
+        None => "the default credential chain".to_owned(),
+    }
+}
+
+/// An entry for `image`'s registry whose key is the source's label and
+/// whose origin says which source it is.
+pub fn labelled(
+    image: &ImageRef,
+    label: String,
+    origin: Origin,
+    credentials: Credentials,
+) -> Entry {
     Entry {
         key: RegistryKey {
             written: label,
@@ -289,6 +330,7 @@ pub fn labelled(image: &ImageRef, label: String, credentials: Credentials) -> En
             namespace: String::new(),
         },
         credentials,
+        origin,
     }
 }
 
@@ -389,9 +431,15 @@ mod tests {
         let entry = labelled(
             &image,
             "secretsmanager my-secret".into(),
+            Origin::TaskSecret {
+                secret: "my-secret".into(),
+                principal: "the default credential chain".into(),
+            },
             Credentials::basic("alice", "canary-pw"),
         );
         assert_eq!(entry.key.written, "secretsmanager my-secret");
+        assert_eq!(entry.config_key(), None);
+        assert_eq!(pullauth_resolve::source_code(Some(&entry)), "task_secret");
         assert_eq!(entry.credentials.username.as_deref(), Some("alice"));
         assert!(!format!("{entry:?}").contains("canary-pw"));
     }

@@ -19,7 +19,9 @@ use rustix::fs::{FlockOperation, flock};
 /// The lock file's name inside `ECS_DATADIR`.
 pub const LOCK_FILE: &str = "pullauth.lock";
 
-/// Why the data directory could not be locked.
+/// Why the data directory could not be locked. Every variant is the
+/// operator's to fix (stop the other agent, or fix `ECS_DATADIR`), as an
+/// unusable state directory is for the store: the binary exits 2 for any.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     /// Another process holds it.
@@ -37,16 +39,6 @@ pub enum LockError {
         #[source]
         source: io::Error,
     },
-}
-
-impl LockError {
-    /// Whether fixing the configuration (or stopping the other agent) is
-    /// what it takes, rather than a failed operation: always, since both a
-    /// held lock and a directory that cannot hold one are the operator's
-    /// to fix (as an unusable state directory is for the store).
-    pub fn is_config(&self) -> bool {
-        matches!(self, LockError::Held { .. } | LockError::Io { .. })
-    }
 }
 
 /// The held lock; dropping it (or the process ending) releases it.
@@ -111,7 +103,7 @@ mod tests {
         // flock locks belong to the open file: a second open conflicts even
         // within one process.
         let err = DataDirLock::acquire(dir.path()).expect_err("held");
-        assert!(err.is_config());
+        assert!(matches!(err, LockError::Held { .. }), "{err:?}");
         let message = err.to_string();
         assert!(
             message.contains(&format!("PID {}", std::process::id())),

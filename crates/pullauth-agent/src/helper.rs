@@ -109,11 +109,6 @@ impl HelperCache {
         }
     }
 
-    /// How long successful answers are kept.
-    pub fn ttl(&self) -> Duration {
-        self.ttl
-    }
-
     /// The answer for (`helper`, `server`): a fresh cached one, the one of
     /// the run in progress, or `run`'s (started now, shared with whoever
     /// asks meanwhile).
@@ -157,17 +152,8 @@ struct Answer {
     secret: String,
 }
 
-/// `docker-credential-<helper> get` for `server`, found on PATH, within
-/// `timeout`.
-pub async fn get(
-    helper: &str,
-    server: &str,
-    timeout: Duration,
-) -> Result<Credentials, HelperError> {
-    get_in(None, helper, server, timeout).await
-}
-
-/// [`get`], with the helper taken from `dir` instead of PATH when given.
+/// `docker-credential-<helper> get` for `server` within `timeout`, the
+/// program taken from `dir` when given, else found on PATH.
 pub async fn get_in(
     dir: Option<&Path>,
     helper: &str,

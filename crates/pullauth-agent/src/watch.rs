@@ -12,8 +12,11 @@
 //! editors and `sed -i` replace a file by rename, and Kubernetes updates a
 //! mounted ConfigMap by renaming a new `..data` symlink into place. After
 //! each burst of events the files are resolved again and the watches
-//! follow. [`run`] turns a burst of events into one check once it has been
-//! quiet for [`DEBOUNCE`] (or after [`MAX_DELAY`] of constant events).
+//! follow. Only events on the files, the symlinks on their way and the
+//! directories themselves count ([`paths`]): the agent's own log written
+//! next to ecs.config is no reason to look. [`run`] turns a burst of events
+//! into one check once it has been quiet for [`DEBOUNCE`] (or after
+//! [`MAX_DELAY`] of constant events).
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -214,7 +217,28 @@ impl Reloader {
 /// directory above it), the directory holding that symlink, since that is
 /// where replacing it shows. Canonical where they exist.
 pub fn directories(files: &[PathBuf]) -> BTreeSet<PathBuf> {
+    chain(files).0
+}
+
+/// The paths whose events concern `files`, as a watch of [`directories`]
+/// reports them: each file, each symlink on the way to it, the real file,
+/// and the watched directories themselves. Anything else in those
+/// directories (the agent's own log, an editor's swap file) is not ours.
+pub fn paths(files: &[PathBuf]) -> BTreeSet<PathBuf> {
+    chain(files).1
+}
+
+/// Whether an event on `event_paths` concerns the files whose [`paths`]
+/// are `ours`. An event without paths (the kernel's queue overflowed:
+/// events were lost) may concern anything.
+pub fn concerns(event_paths: &[PathBuf], ours: &BTreeSet<PathBuf>) -> bool {
+    event_paths.is_empty() || event_paths.iter().any(|path| ours.contains(path))
+}
+
+/// [`directories`] and [`paths`], from one walk of each symlink chain.
+fn chain(files: &[PathBuf]) -> (BTreeSet<PathBuf>, BTreeSet<PathBuf>) {
     let mut dirs = BTreeSet::new();
+    let mut names = BTreeSet::new();
     for file in files {
         let Ok(mut path) = std::path::absolute(file) else {
             continue;
@@ -226,7 +250,11 @@ pub fn directories(files: &[PathBuf]) -> BTreeSet<PathBuf> {
                 if (ancestor == path || is_link)
                     && let Some(parent) = ancestor.parent()
                 {
-                    dirs.insert(canonical_or_as_is(parent));
+                    let dir = canonical_or_as_is(parent);
+                    if let Some(name) = ancestor.file_name() {
+                        names.insert(dir.join(name));
+                    }
+                    dirs.insert(dir);
                 }
             }
             match std::fs::read_link(&path) {
@@ -239,9 +267,11 @@ pub fn directories(files: &[PathBuf]) -> BTreeSet<PathBuf> {
             && let Some(parent) = real.parent()
         {
             dirs.insert(parent.to_path_buf());
+            names.insert(real);
         }
     }
-    dirs
+    names.extend(dirs.iter().cloned());
+    (dirs, names)
 }
 
 fn canonical_or_as_is(dir: &Path) -> PathBuf {
@@ -304,9 +334,20 @@ pub struct Watching {
 pub fn spawn(reloader: Arc<Reloader>) -> notify::Result<Watching> {
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
     let sender = tx.clone();
+    // The paths whose events count, updated with the watches.
+    let ours = Arc::new(std::sync::RwLock::new(paths(&reloader.files())));
+    let filter = Arc::clone(&ours);
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         match &event {
             Ok(event) if !relevant(&event.kind) => return,
+            Ok(event)
+                if !concerns(
+                    &event.paths,
+                    &filter.read().unwrap_or_else(|p| p.into_inner()),
+                ) =>
+            {
+                return;
+            }
             Ok(_) => {}
             // E.g. the kernel queue overflowed: events were lost, so look.
             Err(e) => tracing::debug!(error = %e, "file watch error"),
@@ -321,7 +362,9 @@ pub fn spawn(reloader: Arc<Reloader>) -> notify::Result<Watching> {
     };
     let _ = tx.try_send(());
     drop(tx);
+    let files = Arc::clone(&reloader);
     tokio::spawn(run(reloader, rx, DEBOUNCE, MAX_DELAY, move |dirs| {
+        *ours.write().unwrap_or_else(|p| p.into_inner()) = paths(&files.files());
         watches.update(&mut watcher, dirs)
     }));
     Ok(watching)

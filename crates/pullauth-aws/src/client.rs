@@ -432,11 +432,20 @@ impl Aws {
             builder = builder.credentials_provider(credentials);
         }
         let client = aws_sdk_ecrpublic::Client::from_conf(builder.build());
-        let output = client
-            .get_authorization_token()
-            .send()
-            .await
-            .map_err(|e| self.sdk_error(call.clone(), e, |_| None))?;
+        let output = match client.get_authorization_token().send().await {
+            Ok(output) => output,
+            Err(e) => {
+                return Err(self
+                    .sdk_error_at(
+                        "ECR PUBLIC",
+                        Some(ECR_PUBLIC_REGION),
+                        call.clone(),
+                        e,
+                        |_| None,
+                    )
+                    .await);
+            }
+        };
         let Some(data) = output.authorization_data() else {
             return Err(AwsError::BadResponse {
                 call,
@@ -461,8 +470,8 @@ impl Aws {
         let mut builder = aws_sdk_ecr::config::Builder::from(&self.inner.config)
             .region(Region::new(registry.region.clone()));
         // The registry host's own API endpoint (its partition's, FIPS or
-        // dual-stack as the host is): the SDK's built-in partition list
-        // does not know every partition ECR serves. An endpoint override
+        // dual-stack as the host is, whatever AWS_USE_FIPS_ENDPOINT says;
+        // the partitions tests hold it to the SDK's resolver). An endpoint override
         // (AWS_ENDPOINT_URL, tests, proxies) wins, as in the ECS agent's
         // agent/ecr/factory.go.
         if !endpoint_overridden {
@@ -479,10 +488,13 @@ impl Aws {
         let request = client
             .get_authorization_token()
             .registry_ids(&registry.account);
-        let output = request
-            .send()
-            .await
-            .map_err(|e| self.sdk_error(call.clone(), e, |_| None))?;
+        let endpoint = self
+            .endpoint_override("ECR")
+            .unwrap_or_else(|| registry.api_endpoint());
+        let output = request.send().await.map_err(|e| {
+            self.sdk_error(call.clone(), e, |_| None)
+                .at_endpoint(&endpoint)
+        })?;
         let [data] = output.authorization_data() else {
             return Err(AwsError::BadResponse {
                 call,
@@ -579,16 +591,17 @@ impl Aws {
         }
         let client = aws_sdk_secretsmanager::Client::from_conf(builder.build());
         self.inner.counters.add(&self.inner.counters.secret_fetches);
-        let output = client
-            .get_secret_value()
-            .secret_id(secret)
-            .send()
-            .await
-            .map_err(|e| {
-                self.sdk_error(call, e, |code| {
+        let output = match client.get_secret_value().secret_id(secret).send().await {
+            Ok(output) => output,
+            Err(e) => {
+                let not_found = |code: &str| {
                     (code == "ResourceNotFoundException").then(|| "no such secret".to_string())
-                })
-            })?;
+                };
+                return Err(self
+                    .sdk_error_at("Secrets Manager", arn_region(secret), call, e, not_found)
+                    .await);
+            }
+        };
         let bad = |problem: String| AwsError::BadSecret {
             secret: secret.to_string(),
             problem,
@@ -646,17 +659,22 @@ impl Aws {
         self.inner
             .counters
             .add(&self.inner.counters.role_assumptions);
-        let output = aws_sdk_sts::Client::new(&self.inner.config)
+        let sent = aws_sdk_sts::Client::new(&self.inner.config)
             .assume_role()
             .role_arn(role.as_str())
             .role_session_name(&self.inner.options.session_name)
             .send()
-            .await
-            .map_err(|e| {
-                self.sdk_error(call.clone(), e, |code| {
-                    (code == "NoSuchEntity").then(|| "no such role".to_string())
-                })
-            })?;
+            .await;
+        let output = match sent {
+            Ok(output) => output,
+            Err(e) => {
+                let not_found =
+                    |code: &str| (code == "NoSuchEntity").then(|| "no such role".to_string());
+                return Err(self
+                    .sdk_error_at("STS", None, call.clone(), e, not_found)
+                    .await);
+            }
+        };
         let bad = |problem: &str| AwsError::BadResponse {
             call: call.clone(),
             problem: problem.to_string(),
@@ -692,6 +710,76 @@ impl Aws {
             .ok()
             .and_then(|key| config.service_config()?.load_config(key))
             .or_else(|| config.endpoint_url().map(str::to_string))
+    }
+
+    /// Where a generated client's call of `service_id` (`Secrets Manager`,
+    /// `STS`, `ECR PUBLIC`) went, for an unreachable endpoint's message:
+    /// the endpoint override, else what the linked SDK's endpoint rules
+    /// give for `region` (else the configured one) and the configured FIPS
+    /// and dual-stack settings. `None` when neither says.
+    pub(crate) async fn called_endpoint(
+        &self,
+        service_id: &str,
+        region: Option<&str>,
+    ) -> Option<String> {
+        if let Some(url) = self.endpoint_override(service_id) {
+            return Some(url);
+        }
+        let config = &self.inner.config;
+        let region = match region {
+            Some(region) => region.to_owned(),
+            None => config.region()?.to_string(),
+        };
+        let (fips, dual_stack) = (
+            config.use_fips().unwrap_or(false),
+            config.use_dual_stack().unwrap_or(false),
+        );
+        macro_rules! resolve {
+            ($sdk:ident) => {{
+                use $sdk::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
+                let params = Params::builder()
+                    .region(region)
+                    .use_fips(fips)
+                    .use_dual_stack(dual_stack)
+                    .build()
+                    .ok()?;
+                DefaultResolver::new()
+                    .resolve_endpoint(&params)
+                    .await
+                    .ok()?
+                    .url()
+                    .to_owned()
+            }};
+        }
+        Some(match service_id {
+            "Secrets Manager" => resolve!(aws_sdk_secretsmanager),
+            "STS" => resolve!(aws_sdk_sts),
+            "ECR PUBLIC" => resolve!(aws_sdk_ecrpublic),
+            _ => return None,
+        })
+    }
+
+    /// `error` as [`Aws::sdk_error`] classifies it, an unreachable
+    /// endpoint named by host and port ([`Aws::called_endpoint`]).
+    pub(crate) async fn sdk_error_at<E>(
+        &self,
+        service_id: &str,
+        region: Option<&str>,
+        call: Call,
+        err: SdkError<E, HttpResponse>,
+        not_found: impl Fn(&str) -> Option<String>,
+    ) -> AwsError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let error = self.sdk_error(call, err, not_found);
+        if !matches!(error, AwsError::Unreachable { .. }) {
+            return error;
+        }
+        match self.called_endpoint(service_id, region).await {
+            Some(endpoint) => error.at_endpoint(&endpoint),
+            None => error,
+        }
     }
 
     /// The limits every SDK call runs under: an attempt that times out is
@@ -849,6 +937,54 @@ fn credentials_problem(err: &(dyn std::error::Error + 'static)) -> Option<String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// With no override, an unreachable endpoint is named as the linked
+    /// SDK resolves it; an override names itself.
+    #[tokio::test]
+    async fn called_endpoints_are_the_sdks_or_the_override() {
+        let aws = Aws::from_sdk_config(
+            SdkConfig::builder()
+                .region(Region::new("eu-west-1"))
+                .build(),
+            AwsOptions::default(),
+        );
+        let called = |service, region| {
+            let aws = aws.clone();
+            async move { aws.called_endpoint(service, region).await }
+        };
+        assert_eq!(
+            called("Secrets Manager", None).await.as_deref(),
+            Some("https://secretsmanager.eu-west-1.amazonaws.com")
+        );
+        assert_eq!(
+            called("Secrets Manager", Some("cn-north-1"))
+                .await
+                .as_deref(),
+            Some("https://secretsmanager.cn-north-1.amazonaws.com.cn")
+        );
+        assert_eq!(
+            called("STS", None).await.as_deref(),
+            Some("https://sts.eu-west-1.amazonaws.com")
+        );
+        assert_eq!(
+            called("ECR PUBLIC", Some(ECR_PUBLIC_REGION))
+                .await
+                .as_deref(),
+            Some("https://api.ecr-public.us-east-1.amazonaws.com")
+        );
+        assert_eq!(called("Nothing", None).await, None);
+        let overridden = Aws::from_sdk_config(
+            SdkConfig::builder()
+                .region(Region::new("eu-west-1"))
+                .endpoint_url("http://127.0.0.1:4566")
+                .build(),
+            AwsOptions::default(),
+        );
+        assert_eq!(
+            overridden.called_endpoint("STS", None).await.as_deref(),
+            Some("http://127.0.0.1:4566")
+        );
+    }
 
     #[test]
     fn secret_arns_name_their_region() {

@@ -131,6 +131,43 @@ pub enum AwsError {
     },
 }
 
+/// `host:port` of an endpoint URL (the scheme's port when none is
+/// written), for messages: never its user info, path or query.
+pub(crate) fn host_port(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("https", url));
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let has_port = host.rsplit_once(':').is_some_and(|(name, port)| {
+        !name.ends_with(':') && port.bytes().all(|b| b.is_ascii_digit()) && !port.is_empty()
+    }) && !host.ends_with(']');
+    if has_port {
+        host.to_owned()
+    } else {
+        let port = if scheme.eq_ignore_ascii_case("http") {
+            80
+        } else {
+            443
+        };
+        format!("{host}:{port}")
+    }
+}
+
+impl AwsError {
+    /// An unreachable endpoint names the host and port that were tried
+    /// (DNS and connect errors do not): `endpoint` is the URL called.
+    pub(crate) fn at_endpoint(self, endpoint: &str) -> AwsError {
+        match self {
+            AwsError::Unreachable { call, detail } => AwsError::Unreachable {
+                call,
+                detail: format!("{}: {detail}", host_port(endpoint)),
+            },
+            other => other,
+        }
+    }
+}
+
 /// Short stable class names, for metrics labels and log fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ErrorClass {
@@ -289,6 +326,47 @@ pub(crate) fn from_service(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[rstest::rstest]
+    #[case::https_default(
+        "https://api.ecr.us-east-1.amazonaws.com",
+        "api.ecr.us-east-1.amazonaws.com:443"
+    )]
+    #[case::http_default("http://10.0.0.5/base", "10.0.0.5:80")]
+    #[case::port("http://127.0.0.1:5000/?X-Amz-Security-Token=t", "127.0.0.1:5000")]
+    #[case::user_info("https://a:hunter2@minio.internal:9000/b", "minio.internal:9000")]
+    #[case::ipv6("http://[::1]:4566", "[::1]:4566")]
+    #[case::ipv6_no_port("https://[::1]/x", "[::1]:443")]
+    fn host_port_names_host_and_port_only(#[case] url: &str, #[case] shown: &str) {
+        assert_eq!(host_port(url), shown);
+    }
+
+    // Regression (issue 25): a DNS failure said "failed to lookup address
+    // information" without the host. An unreachable endpoint now names it.
+    #[test]
+    fn an_unreachable_endpoint_names_host_and_port() {
+        let call = Call {
+            operation: "s3:GetObject",
+            target: "s3://b/k".into(),
+            principal: "the default credential chain".into(),
+        };
+        let e = AwsError::Unreachable {
+            call: call.clone(),
+            detail: "dns error: failed to lookup address information".into(),
+        }
+        .at_endpoint("https://b.s3.nowhere.invalid/?X-Amz-Security-Token=t0k3n");
+        let text = e.to_string();
+        assert!(
+            text.contains("b.s3.nowhere.invalid:443: dns error"),
+            "{text}"
+        );
+        assert!(!text.contains("t0k3n"), "{text}");
+        let other = AwsError::NotFound {
+            call,
+            what: "no such key".into(),
+        };
+        assert_eq!(other.clone().at_endpoint("https://h"), other);
+    }
 
     fn call() -> Call {
         Call {

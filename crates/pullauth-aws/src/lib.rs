@@ -43,6 +43,7 @@ mod ecs;
 mod error;
 mod metrics;
 mod parse;
+mod partitions;
 mod role;
 mod s3;
 

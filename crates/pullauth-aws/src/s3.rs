@@ -143,6 +143,26 @@ pub(crate) struct EndpointChoice<'a> {
 /// What [`AwsError::Invalid`] calls the endpoint override.
 const OVERRIDE: &str = "S3 endpoint override (AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL)";
 
+/// An endpoint URL as messages may quote it: scheme, host, port and path,
+/// without user info (`user:password@`) or query and fragment (a presigned
+/// URL's `X-Amz-Security-Token=...`), which say they were left out.
+pub(crate) fn shown_endpoint(url: &str) -> String {
+    let (base, cut) = match url.find(['?', '#']) {
+        Some(at) => (&url[..at], "?<query not shown>"),
+        None => (url, ""),
+    };
+    let (scheme, rest) = match base.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), base),
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let authority = match authority.rsplit_once('@') {
+        Some((_, host)) => format!("<user info not shown>@{host}"),
+        None => authority.to_owned(),
+    };
+    format!("{scheme}{authority}{path}{cut}")
+}
+
 /// Whether `region` can stand in a host name: one DNS label of `a-z0-9-`,
 /// as the SDK's rules check it (`isValidHostLabel`).
 fn is_host_label(region: &str) -> bool {
@@ -165,6 +185,9 @@ impl ObjectAddress {
             value: value.to_string(),
             problem,
         };
+        // The override as errors quote it (no user info, no query).
+        let shown = choice.endpoint_override.map(shown_endpoint);
+        let shown = shown.as_deref().unwrap_or_default();
         if !is_host_label(region) {
             return Err(invalid(
                 "AWS region",
@@ -179,47 +202,47 @@ impl ObjectAddress {
                 if choice.fips {
                     return Err(invalid(
                         OVERRIDE,
-                        url,
+                        shown,
                         "a custom endpoint cannot be combined with FIPS (AWS_USE_FIPS_ENDPOINT)",
                     ));
                 }
                 if choice.dual_stack {
                     return Err(invalid(
                         OVERRIDE,
-                        url,
+                        shown,
                         "a custom endpoint cannot be combined with dual-stack (AWS_USE_DUALSTACK_ENDPOINT)",
                     ));
                 }
                 let uri: http::Uri = url.parse().map_err(|_| {
                     invalid(
                         OVERRIDE,
-                        url,
+                        shown,
                         "not a URL (expected http(s)://host[:port][/path])",
                     )
                 })?;
                 let Some(authority) = uri.authority() else {
                     return Err(invalid(
                         OVERRIDE,
-                        url,
+                        shown,
                         "no host (expected http(s)://host[:port][/path])",
                     ));
                 };
                 if authority.as_str().contains('@') {
-                    // Never quoted: the user info may hold a password.
+                    // Quoted without it: the user info may hold a password.
                     return Err(invalid(
                         OVERRIDE,
-                        "<user info redacted>",
+                        shown,
                         "user info (user:password@) is not allowed in an endpoint URL",
                     ));
                 }
                 let scheme = match uri.scheme_str() {
                     Some(scheme @ ("http" | "https")) => scheme,
                     _ => {
-                        return Err(invalid(OVERRIDE, url, "the scheme must be http or https"));
+                        return Err(invalid(OVERRIDE, shown, "the scheme must be http or https"));
                     }
                 };
                 if uri.query().is_some() {
-                    return Err(invalid(OVERRIDE, url, "a query string is not allowed"));
+                    return Err(invalid(OVERRIDE, shown, "a query string is not allowed"));
                 }
                 (
                     scheme.to_string(),
@@ -492,6 +515,8 @@ impl Aws {
             });
         };
         let address = self.object_address(location, &region)?;
+        // The endpoint last called, for an unreachable one's message.
+        let mut endpoint = address.endpoint.clone();
         let no_credentials = |detail: String| AwsError::NoCredentials {
             call: call.clone(),
             detail,
@@ -524,6 +549,7 @@ impl Aws {
                 bucket_region = %other,
                 "the bucket is in another region; reading it there"
             );
+            endpoint = there.endpoint.clone();
             result = self.send_get_object(there, &other, credentials).await;
         }
         let object = result.map_err(|e| match &e {
@@ -552,7 +578,8 @@ impl Aws {
                 )),
                 _ => None,
             }),
-        })?;
+        });
+        let object = object.map_err(|e| e.at_endpoint(&endpoint))?;
         let bad = |problem: String| AwsError::BadResponse {
             call: call.clone(),
             problem,
@@ -866,6 +893,46 @@ mod tests {
         let e = ObjectAddress::new(&location, region, choice).expect_err("refused");
         assert_eq!(e.class(), crate::ErrorClass::Invalid, "{e}");
         assert!(e.to_string().contains(problem), "{e}");
+    }
+
+    #[rstest]
+    #[case::plain("https://s3.internal:9000/base", "https://s3.internal:9000/base")]
+    #[case::query(
+        "https://s3.internal/?X-Amz-Security-Token=FwoGZXIvYXdzEXAMPLE",
+        "https://s3.internal/?<query not shown>"
+    )]
+    #[case::user_info(
+        "http://admin:hunter2@10.0.0.5:9000",
+        "http://<user info not shown>@10.0.0.5:9000"
+    )]
+    #[case::fragment("https://h/p#token=x", "https://h/p?<query not shown>")]
+    #[case::not_a_url(
+        "admin:hunter2@host?k=v",
+        "<user info not shown>@host?<query not shown>"
+    )]
+    fn endpoints_are_shown_without_user_info_or_query(#[case] url: &str, #[case] shown: &str) {
+        assert_eq!(shown_endpoint(url), shown);
+    }
+
+    // Regression (issue 25): an override's query string was quoted whole
+    // in the error (`?X-Amz-Security-Token=...`). Every refusal of an
+    // override quotes its host, never its user info or query.
+    #[rstest]
+    #[case::query("https://s3.internal/?X-Amz-Security-Token=FwoGZXIvYXdzEXAMPLE", false)]
+    #[case::scheme_and_query("ftp://s3.internal/?X-Amz-Security-Token=FwoGZXIvYXdzEXAMPLE", false)]
+    #[case::fips_and_query("https://s3.internal/?X-Amz-Security-Token=FwoGZXIvYXdzEXAMPLE", true)]
+    #[case::user_info_and_query("https://a:FwoGZXIvYXdzEXAMPLE@s3.internal/?t=1", false)]
+    fn refused_overrides_are_quoted_without_secrets(#[case] url: &str, #[case] fips: bool) {
+        let location = S3Location::parse("s3://env-files/k").expect("valid");
+        let choice = EndpointChoice {
+            endpoint_override: Some(url),
+            fips,
+            dual_stack: false,
+        };
+        let e = ObjectAddress::new(&location, "eu-west-1", choice).expect_err("refused");
+        let shown = format!("{e} {e:?}");
+        assert!(!shown.contains("FwoGZXIvYXdzEXAMPLE"), "{shown}");
+        assert!(shown.contains("s3.internal"), "{shown}");
     }
 
     #[test]

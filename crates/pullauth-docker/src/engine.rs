@@ -651,9 +651,10 @@ impl Engine {
             key: entry.map(|e| e.key.written.clone()),
             username: entry.and_then(|e| e.credentials.username.clone()),
             method: entry.map_or("none", |e| e.credentials.kind()),
+            origin: entry.map(|e| e.origin.clone()),
         };
         let auth = RegistryAuth::for_entry(image, entry).map_err(|_| PullError::AuthHeader {
-            key: identity.key.clone().unwrap_or_default(),
+            from: identity.presented(),
         })?;
         if auth.is_some() && self.transport == Transport::PlainRemote {
             return Err(PullError::InsecureEngine {
@@ -776,7 +777,9 @@ impl Engine {
                 Ok(info) => info,
                 Err(e) => return Err(self.pull_error(image, identity, secrets, e)),
             };
-            let text = info.status.unwrap_or_default();
+            // Progress is shown and logged like errors are: an engine (or a
+            // registry it quotes) that echoes a credential must not print it.
+            let text = scrub(&info.status.unwrap_or_default(), secrets);
             if let Some(d) = text.strip_prefix("Digest: ") {
                 digest = Some(d.trim().to_owned());
             }
@@ -785,7 +788,7 @@ impl Engine {
             }
             let detail = info.progress_detail.unwrap_or_default();
             progress(PullEvent::Status {
-                id: info.id,
+                id: info.id.map(|id| scrub(&id, secrets)),
                 status: text,
                 current: detail.current.and_then(|c| u64::try_from(c).ok()),
                 total: detail.total.and_then(|t| u64::try_from(t).ok()),
@@ -967,6 +970,81 @@ mod tests {
             assert!(text.contains(needle), "{needle:?} missing: {text}");
         }
         assert!(text.contains("HTTPS server; is dockerd"), "{text}");
+    }
+
+    /// An engine on loopback TCP that answers `POST /images/create` with
+    /// `progress` (one JSON object a line) and every other request (the
+    /// image inspect after the pull) with a local image.
+    fn stub_engine(progress: &'static str) -> String {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = format!("tcp://{}", listener.local_addr().expect("address"));
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(stream);
+                let mut first = String::new();
+                let _ = reader.read_line(&mut first);
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let body = if first.contains("/images/create") {
+                    progress
+                } else {
+                    r#"{"Id":"sha256:feedface"}"#
+                };
+                let _ = reader.get_mut().write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                );
+            }
+        });
+        address
+    }
+
+    // Regression (issue 25): an engine that echoed the password in a
+    // progress message had it printed (the error path scrubbed it; the
+    // progress path did not). Progress now goes through the same scrub.
+    #[tokio::test]
+    async fn progress_messages_are_scrubbed_of_the_credentials_sent() {
+        let address = stub_engine(concat!(
+            r#"{"status":"Pulling from app with hunter2-canary","id":"hunter2-canary"}"#,
+            "\n",
+            r#"{"status":"Digest: sha256:abc"}"#,
+            "\n",
+            r#"{"status":"Status: Downloaded newer image"}"#,
+            "\n",
+        ));
+        let engine = Engine::connect(Some(&address)).await.expect("prepared");
+        let table = pullauth_resolve::RegistryTable::from_auth_data(
+            pullauth_config::AuthType::Docker,
+            &secrecy::SecretString::from(
+                r#"{"r.example.com":{"username":"u","password":"hunter2-canary"}}"#,
+            ),
+        )
+        .expect("valid");
+        let image = ImageRef::parse("r.example.com/app:1").expect("valid");
+        let mut events = Vec::new();
+        let obtained = engine
+            .pull(
+                &image,
+                table.lookup(&image),
+                &PullOptions::default(),
+                &mut |event| events.push(event),
+            )
+            .await
+            .expect("the stub pulls");
+        assert_eq!(obtained.digest.as_deref(), Some("sha256:abc"));
+        let shown = format!("{events:?}");
+        assert!(!shown.contains("hunter2-canary"), "{shown}");
+        assert!(
+            shown.contains("Pulling from app with <redacted>"),
+            "{shown}"
+        );
     }
 
     #[tokio::test]

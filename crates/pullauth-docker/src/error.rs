@@ -3,15 +3,43 @@
 
 use std::time::Duration;
 
-/// Who the pull presented itself as: filled in from the resolver's answer so
-/// that an authentication failure can name the key and user.
+use pullauth_resolve::Origin;
+
+/// Who the pull presented itself as: filled in from the entry it sends so
+/// that a failure can name the source and give that source's advice.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Identity {
-    /// The `ECS_ENGINE_AUTH_DATA` key that applied, as written.
+    /// The entry's key as written: the `ECS_ENGINE_AUTH_DATA` key, or the
+    /// label of another source (`helper pass`).
     pub key: Option<String>,
     pub username: Option<String>,
     /// How the credentials authenticate ("password", "identity token", ...).
     pub method: &'static str,
+    /// Where the credentials came from; `None`: the pull sent none.
+    pub origin: Option<Origin>,
+}
+
+impl Identity {
+    /// What the pull presented, for messages: `key "r.io"`, `Secrets
+    /// Manager secret arn:...`, `an ECR token fetched as role arn:...`.
+    pub fn presented(&self) -> String {
+        match (&self.origin, &self.key) {
+            (None, _) => "no credentials".to_owned(),
+            (Some(Origin::Key), key) => format!("key {:?}", key.as_deref().unwrap_or_default()),
+            (Some(Origin::TaskSecret { secret, .. }), _) => {
+                format!("Secrets Manager secret {secret}")
+            }
+            (Some(Origin::Helper { helper, server }), _) => {
+                format!("credential helper docker-credential-{helper} for {server}")
+            }
+            (Some(Origin::Ecr { principal, .. }), _) => {
+                format!("an ECR token fetched as {principal}")
+            }
+            (Some(Origin::EcrPublic { principal, .. }), _) => {
+                format!("an ECR Public token fetched as {principal}")
+            }
+        }
+    }
 }
 
 /// Why a pull failed. No variant holds a secret: engine messages are
@@ -31,14 +59,11 @@ pub enum PullError {
         image: String,
         detail: String,
     },
-    #[error(
-        "registry {registry} is rate-limiting pulls (HTTP 429 Too Many Requests) of {image}: \
-         {detail}; retrying with backoff. Pulls with credentials usually get a higher limit \
-         (add an entry for {registry:?} to ECS_ENGINE_AUTH_DATA), or pull less often"
-    )]
+    #[error("{}", rate_limited_message(.registry, .image, .identity, .detail))]
     RateLimited {
         registry: String,
         image: String,
+        identity: Box<Identity>,
         detail: String,
     },
     #[error("registry {registry} is unreachable or failing while pulling {image}: {detail}")]
@@ -59,8 +84,9 @@ pub enum PullError {
         TLS_HINT
     )]
     InsecureEngine { image: String, address: String },
-    #[error("cannot encode the credentials of key {key:?} into the X-Registry-Auth header")]
-    AuthHeader { key: String },
+    /// `from` is [`Identity::presented`].
+    #[error("cannot encode the credentials of {from} into the X-Registry-Auth header")]
+    AuthHeader { from: String },
     #[error(
         "pull of {image} stalled: no progress for {}; cancelled \
          (ECS_IMAGE_PULL_INACTIVITY_TIMEOUT)", humantime::format_duration(*.after)
@@ -82,23 +108,80 @@ pub const TLS_HINT: &str = "enable TLS on the engine (dockerd --tlsverify, usual
      and set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH to a directory holding ca.pem, cert.pem \
      and key.pem, or use the engine's unix socket";
 
+/// What the registry's refusal means for the source the credentials came
+/// from, and what to do about it there.
 fn unauthorized_message(registry: &str, image: &str, identity: &Identity, detail: &str) -> String {
-    match (&identity.key, &identity.username) {
-        (Some(key), Some(user)) => format!(
-            "registry {registry} rejected the credentials for {image} (key {key:?}, user {user:?}): \
+    let user = match &identity.username {
+        Some(user) => format!(", user {user:?}"),
+        None => String::new(),
+    };
+    match (&identity.origin, &identity.key) {
+        (Some(Origin::Key), Some(key)) => format!(
+            "registry {registry} rejected the credentials for {image} (key {key:?}{user}): \
              {detail}; check the {} of that entry in ECS_ENGINE_AUTH_DATA",
             identity.method
         ),
-        (Some(key), None) => format!(
-            "registry {registry} rejected the credentials for {image} (key {key:?}): {detail}; \
-             check the {} of that entry in ECS_ENGINE_AUTH_DATA",
-            identity.method
+        (Some(Origin::TaskSecret { secret, principal }), _) => format!(
+            "registry {registry} rejected the credentials for {image} from Secrets Manager \
+             secret {secret} (read as {principal}{user}): {detail}; correct the \"username\" \
+             and \"password\" fields of secret {secret} (the container's \
+             repositoryCredentials): they must be the registry's own login"
+        ),
+        (Some(Origin::Helper { helper, server }), _) => format!(
+            "registry {registry} rejected the credentials for {image} from credential helper \
+             docker-credential-{helper} for server URL {server}{}: {detail}; the login \
+             docker-credential-{helper} holds for {server} is wrong or expired: store a new one \
+             (docker login {server}, with {helper} as the credsStore or the credHelpers entry \
+             of {server})",
+            match &identity.username {
+                Some(name) => format!(" (user {name:?})"),
+                None => String::new(),
+            }
+        ),
+        (
+            Some(Origin::Ecr {
+                registry: ecr,
+                principal,
+            }),
+            _,
+        ) => format!(
+            "registry {registry} refused the ECR token for {image}, fetched as {principal}: \
+             {detail}; {principal} needs ecr:BatchGetImage and ecr:GetDownloadUrlForLayer on \
+             the repository (account {}, region {}), in its IAM policy and in the repository's \
+             policy if it has one",
+            ecr.account, ecr.region
+        ),
+        (Some(Origin::EcrPublic { host, principal }), _) => format!(
+            "registry {registry} refused the ECR Public token for {image}, fetched as \
+             {principal}: {detail}; check that the repository exists on {host} and is public, \
+             and that {principal} may ecr-public:GetAuthorizationToken and \
+             sts:GetServiceBearerToken"
         ),
         _ => format!(
             "registry {registry} requires authentication for {image}, and no credentials are \
              configured for it: {detail}; add an entry for {registry:?} to ECS_ENGINE_AUTH_DATA"
         ),
     }
+}
+
+/// A rate limit, with the way out for the source that was used: credentials
+/// for an anonymous pull, else pulling less often.
+fn rate_limited_message(registry: &str, image: &str, identity: &Identity, detail: &str) -> String {
+    let advice = match &identity.origin {
+        None => format!(
+            "Pulls with credentials usually get a higher limit (add an entry for {registry:?} \
+             to ECS_ENGINE_AUTH_DATA), or pull less often"
+        ),
+        Some(_) => format!(
+            "The limit counts the pulls of {}; pull less often, or use credentials with a \
+             higher limit",
+            identity.presented()
+        ),
+    };
+    format!(
+        "registry {registry} is rate-limiting pulls (HTTP 429 Too Many Requests) of {image}: \
+         {detail}; retrying with backoff. {advice}"
+    )
 }
 
 impl PullError {
@@ -322,6 +405,7 @@ pub(crate) fn classify(
         Kind::RateLimited => PullError::RateLimited {
             registry,
             image,
+            identity: Box::new(identity.clone()),
             detail,
         },
         Kind::Unavailable => PullError::RegistryUnavailable {
@@ -589,7 +673,7 @@ mod tests {
                 image: image(),
                 address: "a".into(),
             },
-            PullError::AuthHeader { key: "k".into() },
+            PullError::AuthHeader { from: "k".into() },
             PullError::Stalled {
                 image: image(),
                 after: Duration::from_secs(1),
@@ -630,6 +714,7 @@ mod tests {
             key: Some("r.io/team".into()),
             username: Some("alice".into()),
             method: "identity token",
+            origin: Some(Origin::Key),
         };
         let err = classify("r.io", "r.io/team/app:1", &identity, None, "unauthorized");
         let text = err.to_string();
@@ -648,6 +733,123 @@ mod tests {
         assert!(
             anon.to_string().contains("no credentials are configured"),
             "{anon}"
+        );
+    }
+
+    const ROLE: &str = "role arn:aws:iam::123456789012:role/pull";
+
+    /// One identity per kind of source, as the provider labels them.
+    fn identity_of(kind: &str) -> Identity {
+        let (key, username, origin) = match kind {
+            "key" => ("r.io", Some("alice"), Origin::Key),
+            "task_secret" => (
+                "secretsmanager arn:aws:secretsmanager:us-east-1:123456789012:secret:reg",
+                Some("alice"),
+                Origin::TaskSecret {
+                    secret: "arn:aws:secretsmanager:us-east-1:123456789012:secret:reg".into(),
+                    principal: ROLE.into(),
+                },
+            ),
+            "helper" => (
+                "helper pass",
+                Some("alice"),
+                Origin::Helper {
+                    helper: "pass".into(),
+                    server: "r.io".into(),
+                },
+            ),
+            "ecr" => (
+                "ecr account 123456789012 region eu-west-1",
+                Some("AWS"),
+                Origin::Ecr {
+                    registry: pullauth_resolve::EcrRegistry::parse(
+                        "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
+                    )
+                    .expect("ECR host"),
+                    principal: ROLE.into(),
+                },
+            ),
+            "ecr_public" => (
+                "ecr-public public.ecr.aws",
+                Some("AWS"),
+                Origin::EcrPublic {
+                    host: "public.ecr.aws".into(),
+                    principal: "the default credential chain".into(),
+                },
+            ),
+            other => panic!("no such kind {other}"),
+        };
+        Identity {
+            key: Some(key.into()),
+            username: username.map(str::to_owned),
+            method: "password",
+            origin: Some(origin),
+        }
+    }
+
+    /// A refused pull gives the fix of the source the credentials came
+    /// from, and no other source's: IAM actions and the principal for ECR
+    /// and ECR Public, the secret and its fields for Secrets Manager, the
+    /// helper and server URL for a helper, the key for ecs.config.
+    #[rstest]
+    #[case::key("key", &["key \"r.io\"", "user \"alice\"", "check the password of that entry in ECS_ENGINE_AUTH_DATA"])]
+    #[case::task_secret("task_secret", &["Secrets Manager secret arn:aws:secretsmanager:us-east-1:123456789012:secret:reg", "read as role arn:aws:iam::123456789012:role/pull", "\"password\" fields of secret arn:aws:secretsmanager:us-east-1:123456789012:secret:reg"])]
+    #[case::helper("helper", &["credential helper docker-credential-pass for server URL r.io", "(user \"alice\")", "docker login r.io"])]
+    #[case::ecr("ecr", &["ECR token", "fetched as role arn:aws:iam::123456789012:role/pull", "ecr:BatchGetImage and ecr:GetDownloadUrlForLayer", "account 123456789012, region eu-west-1"])]
+    #[case::ecr_public("ecr_public", &["ECR Public token", "fetched as the default credential chain", "ecr-public:GetAuthorizationToken"])]
+    fn unauthorized_gives_the_advice_of_its_source(#[case] kind: &str, #[case] says: &[&str]) {
+        let text = classify(
+            "r.io",
+            "r.io/app:1",
+            &identity_of(kind),
+            None,
+            "unauthorized: authentication required",
+        )
+        .to_string();
+        for phrase in says {
+            assert!(
+                text.contains(phrase),
+                "{kind}: {phrase:?} missing from {text}"
+            );
+        }
+        // Advice for ecs.config only where the credentials came from it.
+        assert_eq!(
+            text.contains("ECS_ENGINE_AUTH_DATA"),
+            kind == "key",
+            "{text}"
+        );
+        assert_eq!(text.contains("ecr:BatchGetImage"), kind == "ecr", "{text}");
+        assert_eq!(text.contains("docker login"), kind == "helper", "{text}");
+    }
+
+    /// A rate limit tells an anonymous pull to add credentials, and a pull
+    /// with credentials whose they were.
+    #[rstest]
+    #[case::anonymous(None, "add an entry for \"r.io\" to ECS_ENGINE_AUTH_DATA")]
+    #[case::key(Some("key"), "The limit counts the pulls of key \"r.io\"")]
+    #[case::helper(
+        Some("helper"),
+        "pulls of credential helper docker-credential-pass for r.io"
+    )]
+    #[case::ecr(
+        Some("ecr"),
+        "pulls of an ECR token fetched as role arn:aws:iam::123456789012:role/pull"
+    )]
+    fn rate_limit_advice_follows_the_source(#[case] kind: Option<&str>, #[case] says: &str) {
+        let identity = kind.map(identity_of).unwrap_or_default();
+        let text = classify(
+            "r.io",
+            "r.io/app:1",
+            &identity,
+            None,
+            "toomanyrequests: slow down",
+        )
+        .to_string();
+        assert!(text.contains(says), "{text}");
+        assert_eq!(
+            text.contains("ECS_ENGINE_AUTH_DATA"),
+            kind.is_none(),
+            "{text}"
         );
     }
 

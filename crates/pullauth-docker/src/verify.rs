@@ -1,7 +1,7 @@
 //! The answer to "may these credentials read this image?", shared by
 //! `pullauth verify` and the agent's `POST /v1/verify`.
 
-use pullauth_resolve::{Entry, ImageRef};
+use pullauth_resolve::{Entry, ImageRef, source_code};
 
 use crate::engine::Verified;
 use crate::error::PullError;
@@ -64,7 +64,15 @@ impl VerifyOutcome {
 pub struct VerifyReport {
     pub image: String,
     pub registry: String,
+    /// The `ECS_ENGINE_AUTH_DATA` key as written, when the credentials are
+    /// that key's; `None` for every other source.
     pub key: Option<String>,
+    /// The kind of source (`key`, `task_secret`, `helper`, `ecr`,
+    /// `ecr_public`, `anonymous`).
+    pub source: &'static str,
+    /// The source as people name it (`helper pass`, `secretsmanager ARN`);
+    /// `None` for an anonymous check.
+    pub from: Option<String>,
     pub username: Option<String>,
     pub outcome: VerifyOutcome,
     pub digest: Option<String>,
@@ -96,7 +104,9 @@ impl VerifyReport {
         VerifyReport {
             image: image.original.clone(),
             registry: image.registry.clone(),
-            key: entry.map(|e| e.key.written.clone()),
+            key: entry.and_then(Entry::config_key).map(str::to_owned),
+            source: source_code(entry),
+            from: entry.map(Entry::label),
             username: entry.and_then(|e| e.credentials.username.clone()),
             outcome,
             digest,
@@ -106,13 +116,20 @@ impl VerifyReport {
     }
 
     /// The report for `image` whose credentials could not be provided from
-    /// the source labelled `from`; `detail` is the provider's error, which
-    /// names the source and never a secret.
-    pub fn unprovided(image: &ImageRef, from: &str, detail: &str) -> VerifyReport {
+    /// the source of kind `source` labelled `from`; `detail` is the
+    /// provider's error, which names the source and never a secret.
+    pub fn unprovided(
+        image: &ImageRef,
+        source: &'static str,
+        from: &str,
+        detail: &str,
+    ) -> VerifyReport {
         VerifyReport {
             image: image.original.clone(),
             registry: image.registry.clone(),
-            key: Some(from.to_owned()),
+            key: None,
+            source,
+            from: Some(from.to_owned()),
             username: None,
             outcome: VerifyOutcome::CredentialsUnavailable,
             digest: None,
@@ -121,12 +138,14 @@ impl VerifyReport {
         }
     }
 
-    /// `{"image","registry","key","username","result","digest","platforms","detail"}`.
+    /// `{"image","registry","key","source","from","username","result","digest","platforms","detail"}`.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "image": self.image,
             "registry": self.registry,
             "key": self.key,
+            "source": self.source,
+            "from": self.from,
             "username": self.username,
             "result": self.outcome.as_str(),
             "digest": self.digest,
@@ -138,10 +157,10 @@ impl VerifyReport {
     /// One line for people: the result, the image, what was presented, and
     /// the digest and platforms or why not.
     pub fn line(&self) -> String {
-        let who = match (&self.key, &self.username) {
-            (Some(key), Some(user)) => format!("key {key:?}, user {user:?}"),
-            (Some(key), None) => format!("key {key:?}"),
-            _ => "anonymous".to_owned(),
+        let who = match (&self.from, &self.username) {
+            (Some(from), Some(user)) => format!("{from}, user {user:?}"),
+            (Some(from), None) => from.clone(),
+            (None, _) => "anonymous".to_owned(),
         };
         match self.outcome {
             VerifyOutcome::Accepted => format!(
@@ -168,7 +187,7 @@ impl VerifyReport {
 mod tests {
     use super::*;
     use crate::error::{Identity, classify};
-    use pullauth_resolve::RegistryTable;
+    use pullauth_resolve::{Origin, RegistryTable};
 
     fn image() -> ImageRef {
         ImageRef::parse("127.0.0.1:5000/team/app:v1").expect("valid")
@@ -229,12 +248,149 @@ mod tests {
         let report = VerifyReport::new(&image, table.lookup(&image), &Ok(verified));
         assert_eq!(
             report.to_json().to_string(),
-            r#"{"detail":null,"digest":"sha256:abc","image":"127.0.0.1:5000/team/app:v1","key":"127.0.0.1:5000","platforms":["linux/amd64","linux/arm64/v8"],"registry":"127.0.0.1:5000","result":"accepted","username":"alice"}"#
+            r#"{"detail":null,"digest":"sha256:abc","from":"key \"127.0.0.1:5000\"","image":"127.0.0.1:5000/team/app:v1","key":"127.0.0.1:5000","platforms":["linux/amd64","linux/arm64/v8"],"registry":"127.0.0.1:5000","result":"accepted","source":"key","username":"alice"}"#
         );
         assert_eq!(
             report.line(),
             r#"accepted 127.0.0.1:5000/team/app:v1 [key "127.0.0.1:5000", user "alice"] sha256:abc linux/amd64,linux/arm64/v8"#
         );
+    }
+
+    /// An entry as the provider hands one to a pull, for each kind of
+    /// source: a key's as configured, any other labelled with its source.
+    fn entry_of(kind: &str, table: &RegistryTable, image: &ImageRef) -> Entry {
+        let role = "role arn:aws:iam::123456789012:role/pull".to_owned();
+        let (label, origin) = match kind {
+            "key" => return table.lookup(image).expect("a key applies").clone(),
+            "task_secret" => (
+                "secretsmanager reg-login",
+                Origin::TaskSecret {
+                    secret: "reg-login".into(),
+                    principal: role,
+                },
+            ),
+            "helper" => (
+                "helper pass",
+                Origin::Helper {
+                    helper: "pass".into(),
+                    server: "127.0.0.1:5000".into(),
+                },
+            ),
+            "ecr" => (
+                "ecr account 123456789012 region us-east-1",
+                Origin::Ecr {
+                    registry: pullauth_resolve::EcrRegistry::parse(
+                        "123456789012.dkr.ecr.us-east-1.amazonaws.com",
+                    )
+                    .expect("ECR host"),
+                    principal: role,
+                },
+            ),
+            "ecr_public" => (
+                "ecr-public public.ecr.aws",
+                Origin::EcrPublic {
+                    host: "public.ecr.aws".into(),
+                    principal: role,
+                },
+            ),
+            other => panic!("no such kind {other}"),
+        };
+        Entry {
+            key: pullauth_resolve::RegistryKey {
+                written: label.to_owned(),
+                host: pullauth_resolve::HostPattern::Exact(image.registry.clone()),
+                namespace: String::new(),
+            },
+            credentials: pullauth_resolve::Credentials::basic("alice", "s3cret-pw"),
+            origin,
+        }
+    }
+
+    /// `--json` and `POST /v1/verify`: `key` is the ecs.config key or
+    /// `null`, `source` the kind, `from` the source's label, and the detail
+    /// gives that source's fix; the text line names the source too. No
+    /// secret in either.
+    #[rstest::rstest]
+    #[case::key(
+        "key",
+        Some("127.0.0.1:5000"),
+        "key \"127.0.0.1:5000\"",
+        "ECS_ENGINE_AUTH_DATA"
+    )]
+    #[case::task_secret(
+        "task_secret",
+        None,
+        "secretsmanager reg-login",
+        "fields of secret reg-login"
+    )]
+    #[case::helper("helper", None, "helper pass", "docker-credential-pass")]
+    #[case::ecr(
+        "ecr",
+        None,
+        "ecr account 123456789012 region us-east-1",
+        "ecr:BatchGetImage"
+    )]
+    #[case::ecr_public(
+        "ecr_public",
+        None,
+        "ecr-public public.ecr.aws",
+        "ecr-public:GetAuthorizationToken"
+    )]
+    fn rejected_report_names_the_source_kind_and_its_fix(
+        #[case] kind: &str,
+        #[case] key: Option<&str>,
+        #[case] from: &str,
+        #[case] fix: &str,
+    ) {
+        let table = table();
+        let image = image();
+        let entry = entry_of(kind, &table, &image);
+        let identity = Identity {
+            key: Some(entry.key.written.clone()),
+            username: entry.credentials.username.clone(),
+            method: entry.credentials.kind(),
+            origin: Some(entry.origin.clone()),
+        };
+        let error = classify(
+            &image.domain,
+            &image.to_string(),
+            &identity,
+            None,
+            &crate::error::scrub("unauthorized: s3cret-pw is wrong", &["s3cret-pw"]),
+        );
+        let report = VerifyReport::new(&image, Some(&entry), &Err(error));
+        let json = report.to_json();
+        assert_eq!(json["key"], serde_json::json!(key), "{json}");
+        assert_eq!(json["source"], kind, "{json}");
+        assert_eq!(json["from"], from, "{json}");
+        assert_eq!(json["result"], "rejected", "{json}");
+        let detail = json["detail"].as_str().expect("a detail");
+        assert!(detail.contains(fix), "{detail}");
+        let line = report.line();
+        assert!(
+            line.contains(&format!("[{from}, user \"alice\"]")),
+            "{line}"
+        );
+        assert!(
+            !format!("{json} {line}").contains("s3cret-pw"),
+            "{json} {line}"
+        );
+        assert!(pullauth_resolve::SOURCE_CODES.contains(&kind));
+    }
+
+    #[test]
+    fn unprovided_report_has_no_key_and_names_the_source() {
+        let report = VerifyReport::unprovided(
+            &image(),
+            "helper",
+            "helper pass",
+            "could not get registry credentials from helper pass: not installed",
+        );
+        let json = report.to_json();
+        assert_eq!(json["key"], serde_json::Value::Null);
+        assert_eq!(json["source"], "helper");
+        assert_eq!(json["from"], "helper pass");
+        assert_eq!(json["result"], "credentials_unavailable");
     }
 
     #[test]
@@ -246,6 +402,7 @@ mod tests {
             key: Some("127.0.0.1:5000".into()),
             username: Some("alice".into()),
             method: "password",
+            origin: Some(Origin::Key),
         };
         let error = classify(
             &image.domain,

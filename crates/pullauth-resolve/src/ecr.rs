@@ -13,19 +13,22 @@
 //! | host | partition | ECR API endpoint |
 //! | --- | --- | --- |
 //! | `<account>.dkr.ecr[-fips].<region>.amazonaws.com` | aws, aws-us-gov | `api.ecr[-fips].<region>.amazonaws.com` |
-//! | `<account>.dkr.ecr.<region>.amazonaws.com.cn` | aws-cn (`cn-*`) | `api.ecr.<region>.amazonaws.com.cn` |
+//! | `<account>.dkr.ecr[-fips].<region>.amazonaws.com.cn` | aws-cn (`cn-*`) | `api.ecr[-fips].<region>.amazonaws.com.cn` |
 //! | `<account>.dkr-ecr[-fips].<region>.on.aws` (dual-stack) | aws, aws-us-gov | `ecr[-fips].<region>.api.aws` |
-//! | `<account>.dkr-ecr.<region>.on.amazonwebservices.com.cn` (dual-stack) | aws-cn (`cn-*`) | `ecr.<region>.api.amazonwebservices.com.cn` |
+//! | `<account>.dkr-ecr[-fips].<region>.on.amazonwebservices.com.cn` (dual-stack) | aws-cn (`cn-*`) | `ecr[-fips].<region>.api.amazonwebservices.com.cn` |
 //! | `<account>.dkr.ecr[-fips].<region>.amazonaws.eu` | aws-eusc (`eusc-*`) | `api.ecr[-fips].<region>.amazonaws.eu` |
 //! | `<account>.dkr.ecr[-fips].<region>.c2s.ic.gov` | aws-iso (`us-iso-*`) | `api.ecr[-fips].<region>.c2s.ic.gov` |
 //! | `<account>.dkr.ecr[-fips].<region>.sc2s.sgov.gov` | aws-iso-b (`us-isob-*`) | `api.ecr[-fips].<region>.sc2s.sgov.gov` |
 //! | `<account>.dkr.ecr[-fips].<region>.cloud.adc-e.uk` | aws-iso-e (`eu-isoe-*`) | `api.ecr[-fips].<region>.cloud.adc-e.uk` |
 //! | `<account>.dkr.ecr[-fips].<region>.csp.hci.ic.gov` | aws-iso-f (`us-isof-*`) | `api.ecr[-fips].<region>.csp.hci.ic.gov` |
 //!
-//! The API endpoints follow the SDK's endpoint rules (`api.ecr.` on a
-//! partition's DNS suffix, `ecr.` on its dual-stack suffix); pullauth sets
-//! them itself because the SDK's built-in partition list does not know
-//! every partition above. The helper's pattern is looser (it takes either
+//! The API endpoints are the ones the SDK's endpoint rules give (`api.ecr.`
+//! on a partition's DNS suffix, `ecr.` on its dual-stack suffix, `-fips`
+//! in every partition); the table stays because this crate is pure (no
+//! SDK), and `pullauth-aws`'s `partitions` tests hold every row, per
+//! partition, with and without FIPS, against the endpoint resolver of the
+//! aws-sdk-ecr the build links, so that an SDK update that disagrees fails
+//! the build. The helper's pattern is looser (it takes either
 //! registry label on any suffix, and any region name); pullauth refuses
 //! a region of another partition, so that a token is never asked of the
 //! wrong partition.
@@ -53,8 +56,6 @@ pub struct HostShape {
     /// The region prefix the partition's regions carry; `None`: any region
     /// that no other partition claims.
     pub region_prefix: Option<&'static str>,
-    /// Whether the partition has FIPS endpoints.
-    pub fips: bool,
     /// The suffix of the ECR API endpoint, after `api.ecr[-fips].<region>.`
     /// (or `ecr[-fips].<region>.` for dual-stack shapes).
     pub api_suffix: &'static str,
@@ -67,7 +68,6 @@ pub const HOST_SHAPES: [HostShape; 9] = [
         dual_stack: false,
         partition: "aws",
         region_prefix: None,
-        fips: true,
         api_suffix: "amazonaws.com",
     },
     HostShape {
@@ -75,7 +75,6 @@ pub const HOST_SHAPES: [HostShape; 9] = [
         dual_stack: false,
         partition: "aws-cn",
         region_prefix: Some("cn-"),
-        fips: false,
         api_suffix: "amazonaws.com.cn",
     },
     HostShape {
@@ -83,7 +82,6 @@ pub const HOST_SHAPES: [HostShape; 9] = [
         dual_stack: true,
         partition: "aws",
         region_prefix: None,
-        fips: true,
         api_suffix: "api.aws",
     },
     HostShape {
@@ -91,7 +89,6 @@ pub const HOST_SHAPES: [HostShape; 9] = [
         dual_stack: true,
         partition: "aws-cn",
         region_prefix: Some("cn-"),
-        fips: false,
         api_suffix: "api.amazonwebservices.com.cn",
     },
     HostShape {
@@ -99,7 +96,6 @@ pub const HOST_SHAPES: [HostShape; 9] = [
         dual_stack: false,
         partition: "aws-eusc",
         region_prefix: Some("eusc-"),
-        fips: true,
         api_suffix: "amazonaws.eu",
     },
     HostShape {
@@ -107,7 +103,6 @@ pub const HOST_SHAPES: [HostShape; 9] = [
         dual_stack: false,
         partition: "aws-iso",
         region_prefix: Some("us-iso-"),
-        fips: true,
         api_suffix: "c2s.ic.gov",
     },
     HostShape {
@@ -115,7 +110,6 @@ pub const HOST_SHAPES: [HostShape; 9] = [
         dual_stack: false,
         partition: "aws-iso-b",
         region_prefix: Some("us-isob-"),
-        fips: true,
         api_suffix: "sc2s.sgov.gov",
     },
     HostShape {
@@ -123,7 +117,6 @@ pub const HOST_SHAPES: [HostShape; 9] = [
         dual_stack: false,
         partition: "aws-iso-e",
         region_prefix: Some("eu-isoe-"),
-        fips: true,
         api_suffix: "cloud.adc-e.uk",
     },
     HostShape {
@@ -131,7 +124,6 @@ pub const HOST_SHAPES: [HostShape; 9] = [
         dual_stack: false,
         partition: "aws-iso-f",
         region_prefix: Some("us-isof-"),
-        fips: true,
         api_suffix: "csp.hci.ic.gov",
     },
 ];
@@ -236,9 +228,6 @@ impl EcrRegistry {
                  (cn-* under amazonaws.com.cn, eusc-* under amazonaws.eu, us-iso-* under \
                  c2s.ic.gov, ...)",
             ));
-        }
-        if fips && !shape.fips {
-            return Err(fail("the aws-cn partition has no FIPS endpoints"));
         }
         let partition = if shape.partition == "aws" && region.starts_with("us-gov-") {
             "aws-us-gov"
@@ -416,6 +405,24 @@ mod tests {
         "aws-cn",
         "https://ecr.cn-north-1.api.amazonwebservices.com.cn"
     )]
+    // Regression (issue 25): FIPS in aws-cn was refused, while the linked
+    // SDK's partition data and ECR endpoint rules serve it.
+    #[case::china_fips(
+        "123456789012.dkr.ecr-fips.cn-north-1.amazonaws.com.cn",
+        "cn-north-1",
+        true,
+        false,
+        "aws-cn",
+        "https://api.ecr-fips.cn-north-1.amazonaws.com.cn"
+    )]
+    #[case::dual_stack_china_fips(
+        "123456789012.dkr-ecr-fips.cn-north-1.on.amazonwebservices.com.cn",
+        "cn-north-1",
+        true,
+        true,
+        "aws-cn",
+        "https://ecr-fips.cn-north-1.api.amazonwebservices.com.cn"
+    )]
     #[case::european_sovereign(
         "123456789012.dkr.ecr.eusc-de-east-1.amazonaws.eu",
         "eusc-de-east-1",
@@ -493,10 +500,6 @@ mod tests {
     #[case::ipv4_label_on_dual_stack_domain("123456789012.dkr.ecr.eu-west-1.on.aws", "expected")]
     #[case::dual_stack_extra_label("123456789012.x.dkr-ecr.eu-west-1.on.aws", "expected")]
     #[case::dual_stack_bad_account("12345678901x.dkr-ecr.eu-west-1.on.aws", "12 digits")]
-    #[case::dual_stack_china_fips(
-        "123456789012.dkr-ecr-fips.cn-north-1.on.amazonwebservices.com.cn",
-        "FIPS"
-    )]
     #[case::dual_stack_china_region_on_aws("123456789012.dkr-ecr.cn-north-1.on.aws", "partition")]
     #[case::on_aws_lookalike("123456789012.dkr-ecr.eu-west-1.on.aws.evil.example", "not under")]
     #[case::on_aws_glued("123456789012.dkr-ecr.eu-west-1.notaws", "not under")]
@@ -566,7 +569,6 @@ mod tests {
     #[case::empty_region("123456789012.dkr.ecr..amazonaws.com", "region")]
     #[case::china_region_on_com("123456789012.dkr.ecr.cn-north-1.amazonaws.com", "cn-*")]
     #[case::other_region_on_cn("123456789012.dkr.ecr.eu-west-1.amazonaws.com.cn", "partition")]
-    #[case::china_fips("123456789012.dkr.ecr-fips.cn-north-1.amazonaws.com.cn", "FIPS")]
     #[case::trailing_dot("123456789012.dkr.ecr.eu-west-1.amazonaws.com.", "not under")]
     #[case::empty("", "not under")]
     fn rejects(#[case] host: &str, #[case] reason: &str) {

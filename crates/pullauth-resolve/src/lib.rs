@@ -31,7 +31,10 @@ pub use ecr::{ECR_PUBLIC_HOSTS, EcrRegistry, NotEcr, ecr_public_host, partition_
 pub use explain::{Explanation, KeyVerdict, Reason};
 pub use image::{ImageRef, ImageRefError};
 pub use key::{DOCKER_HUB, HostPattern, KeyError, RegistryKey, USERINFO_REDACTED, masked};
-pub use source::{Source, SourceExplanation, SourceKind, SourceVerdict, ecr_label, helper_server};
+pub use source::{
+    Origin, SOURCE_CODES, Source, SourceExplanation, SourceKind, SourceVerdict, ecr_label,
+    helper_server, source_code,
+};
 pub use table::{Entry, RegistryTable, Resolution, ServerLookup};
 
 #[cfg(test)]

@@ -45,7 +45,74 @@ pub enum Source<'t> {
     Anonymous,
 }
 
+/// Where a pull's credentials came from, carried on the [`Entry`] a
+/// provider hands the pull, so that a failure can give the advice of that
+/// source and `--json` can name its kind. Names sources and principals,
+/// never a secret.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Origin {
+    /// An `ECS_ENGINE_AUTH_DATA` key: the entry's key is the key as written.
+    #[default]
+    Key,
+    /// The Secrets Manager secret (ARN or name) `username`/`password` were
+    /// read from, and whose credentials read it.
+    TaskSecret { secret: String, principal: String },
+    /// `docker-credential-<helper> get` for `server`.
+    Helper { helper: String, server: String },
+    /// An ECR token for this registry, and whose credentials fetched it.
+    Ecr {
+        registry: EcrRegistry,
+        principal: String,
+    },
+    /// An ECR Public token for this host, and whose credentials fetched it.
+    EcrPublic { host: String, principal: String },
+}
+
+impl Origin {
+    /// The stable kind code scripts match on (`--json`'s `source`): one of
+    /// [`SOURCE_CODES`] but `anonymous`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Origin::Key => "key",
+            Origin::TaskSecret { .. } => "task_secret",
+            Origin::Helper { .. } => "helper",
+            Origin::Ecr { .. } => "ecr",
+            Origin::EcrPublic { .. } => "ecr_public",
+        }
+    }
+}
+
+/// Every value `--json`'s `source` field takes: the kind of source a pull's
+/// credentials came from ([`Origin::code`], or `anonymous`).
+pub const SOURCE_CODES: [&str; 6] = [
+    "task_secret",
+    "key",
+    "helper",
+    "ecr",
+    "ecr_public",
+    "anonymous",
+];
+
+/// The kind code of the source of a pull that sends `entry`: its origin's,
+/// or `anonymous` when it sends none.
+pub fn source_code(entry: Option<&Entry>) -> &'static str {
+    entry.map_or("anonymous", |e| e.origin.code())
+}
+
 impl Source<'_> {
+    /// The kind code of this source, as [`Origin::code`] names the
+    /// provided one (`anonymous` for none).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Source::TaskSecret(_) => "task_secret",
+            Source::Static(_) => "key",
+            Source::Helper { .. } => "helper",
+            Source::Ecr(_) => "ecr",
+            Source::EcrPublic(_) => "ecr_public",
+            Source::Anonymous => "anonymous",
+        }
+    }
+
     /// Whether providing it calls AWS.
     pub fn needs_aws(&self) -> bool {
         matches!(
@@ -216,8 +283,8 @@ impl RegistryTable {
             match kind {
                 SourceKind::TaskSecret => (
                     "no_secret",
-                    "no repositoryCredentials secret (a task's container, or \
-                     --repository-credentials, names one)"
+                    "no repositoryCredentials secret: only a task's container names one \
+                     (`pullauth pull` and `pullauth verify` take it as an option)"
                         .to_owned(),
                 ),
                 SourceKind::Key => (
@@ -525,9 +592,11 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// For any image, table and switches, explain's winner is the
-        /// source a pull uses, exactly one kind applies, and every
-        /// outranked kind comes later in precedence than the winner.
+        /// For any image, table and switches, the pull's source and
+        /// explain's winner are the kind the precedence in the module docs
+        /// gives (worked out here from the inputs, not by asking the
+        /// table), exactly one kind applies, and every outranked kind comes
+        /// later in precedence than the winner.
         #[test]
         fn explain_winner_is_always_the_pulls_source(
             host in proptest::sample::select(vec![
@@ -549,6 +618,24 @@ mod tests {
             let image = ImageRef::parse(&format!("{host}/{repo}")).expect("valid image");
             let explained = table.explain_source(&image, secret, ecr);
             let source = table.source(&image, secret, ecr);
+            // The table above, by hand: a key for all of
+            // registry.example.com and for ECR's team/ namespace; a helper
+            // for helped.example.com:5000, and for every host with
+            // credsStore; ECR tokens for the two ECR hosts when switched on.
+            let keyed = host == "registry.example.com" || (host == ECR && repo.starts_with("team/"));
+            let helped = host == "helped.example.com:5000" || !store.is_empty();
+            let expected = if secret.is_some() {
+                SourceKind::TaskSecret
+            } else if keyed {
+                SourceKind::Key
+            } else if helped {
+                SourceKind::Helper
+            } else if ecr && host.contains(".dkr.ecr") {
+                SourceKind::Ecr
+            } else {
+                SourceKind::Anonymous
+            };
+            proptest::prop_assert_eq!(SourceKind::of(&source), expected);
             proptest::prop_assert_eq!(explained.winner.to_string(), source.to_string());
             let position = |kind| SourceKind::ALL.iter().position(|k| *k == kind);
             let applying: Vec<_> = explained.verdicts.iter().filter(|v| v.applies).collect();

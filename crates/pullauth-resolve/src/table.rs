@@ -11,12 +11,37 @@ use crate::authdata::{self, AuthDataError, AuthEntry};
 use crate::credentials::Credentials;
 use crate::image::{ImageRef, ImageRefError};
 use crate::key::{HostPattern, KeyError, RegistryKey, masked};
+use crate::source::Origin;
 
-/// One configured registry: its key and the credentials it grants.
+/// One configured registry: its key and the credentials it grants. A
+/// provider hands pulls entries too, for credentials from other sources:
+/// their key names the source (`helper pass`), and `origin` says which.
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub key: RegistryKey,
     pub credentials: Credentials,
+    /// Where the credentials came from: [`Origin::Key`] for a configured
+    /// `ECS_ENGINE_AUTH_DATA` entry.
+    pub origin: Origin,
+}
+
+impl Entry {
+    /// The `ECS_ENGINE_AUTH_DATA` key as written, when the credentials are
+    /// that key's; `None` for credentials from another source (what
+    /// `--json`'s `key` shows).
+    pub fn config_key(&self) -> Option<&str> {
+        (self.origin == Origin::Key).then_some(self.key.written.as_str())
+    }
+
+    /// The source as people name it, as [`crate::Source`]'s `Display`
+    /// does: `key "r.io"` for a configured key, else the provider's label
+    /// (`helper pass`, `secretsmanager ARN`).
+    pub fn label(&self) -> String {
+        match self.origin {
+            Origin::Key => format!("key {:?}", self.key.written),
+            _ => self.key.written.clone(),
+        }
+    }
 }
 
 /// Namespace (`""` for the whole host) to index in `entries`.
@@ -123,7 +148,11 @@ impl RegistryTable {
                 key: masked(&key),
                 reason,
             })?;
-            entries.push(Entry { key, credentials });
+            entries.push(Entry {
+                key,
+                credentials,
+                origin: Origin::Key,
+            });
         }
         // Sorting first makes duplicate reports and listings independent of
         // the order keys were written in.

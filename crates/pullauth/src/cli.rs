@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// ECS_ENGINE_AUTH_TYPE / ECS_ENGINE_AUTH_DATA as the ECS agent does and
 /// pulls through the Docker Engine with the right registry credentials.
 #[derive(Debug, Parser)]
-#[command(name = "pullauth", version = crate::commands::VERSION, propagate_version = true)]
+#[command(name = "pullauth", version = crate::facts::VERSION, propagate_version = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -140,7 +140,7 @@ impl ConfigArgs {
     /// absent. Asked again at every reload, so a file that appears is read.
     pub fn env_file(&self) -> Option<&std::path::Path> {
         let path = self.env_file.as_deref()?;
-        if self.env_file_optional && !crate::commands::is_s3(path) && !path.exists() {
+        if self.env_file_optional && !crate::facts::is_s3(path) && !path.exists() {
             return None;
         }
         Some(path)

@@ -30,9 +30,7 @@ pub fn code_for(err: &anyhow::Error) -> ExitCode {
                 .downcast_ref::<pullauth_docker::EngineSetupError>()
                 .is_some_and(pullauth_docker::EngineSetupError::is_config)
             || cause.is::<pullauth_agent::control_socket::SocketError>()
-            || cause
-                .downcast_ref::<pullauth_agent::data_dir_lock::LockError>()
-                .is_some_and(pullauth_agent::data_dir_lock::LockError::is_config)
+            || cause.is::<pullauth_agent::data_dir_lock::LockError>()
             || cause.is::<UsageError>()
             || cause.is::<pullauth_aws::CaBundleError>()
             || cause
@@ -44,7 +42,36 @@ pub fn code_for(err: &anyhow::Error) -> ExitCode {
 
 #[cfg(test)]
 mod tests {
+    use pullauth_agent::data_dir_lock::DataDirLock;
+
     use super::*;
+
+    fn shown(code: ExitCode) -> String {
+        format!("{code:?}")
+    }
+
+    /// Both ways of failing to lock `ECS_DATADIR` (another agent holds it;
+    /// the path cannot hold a lock file) are the operator's to fix: exit 2,
+    /// also when wrapped in context. A plain failed operation stays 1.
+    #[test]
+    fn data_dir_lock_errors_are_configuration_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _held = DataDirLock::acquire(dir.path()).expect("first");
+        let held = DataDirLock::acquire(dir.path()).expect_err("held");
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, "").expect("write");
+        let unusable = DataDirLock::acquire(&file).expect_err("not a directory");
+        for err in [held, unusable] {
+            let err = anyhow::Error::from(err).context("starting the agent");
+            assert_eq!(
+                shown(code_for(&err)),
+                shown(ExitCode::from(USAGE)),
+                "{err:#}"
+            );
+        }
+        let failed = anyhow::anyhow!("the pull failed");
+        assert_eq!(shown(code_for(&failed)), shown(ExitCode::from(FAILED)));
+    }
 
     #[test]
     fn a_bad_ca_bundle_is_a_configuration_error() {

@@ -6,6 +6,7 @@
 mod cli;
 mod commands;
 mod exit;
+mod facts;
 mod logging;
 mod progress;
 

@@ -334,8 +334,10 @@ fn explain_and_json_agree_on_the_source() {
     assert_eq!(plain.len(), images.len());
     assert_eq!(explained.len(), images.len());
     for (((image, kind, label), plain), explained) in images.iter().zip(&plain).zip(&explained) {
-        assert_eq!(plain["source"], *label, "{image}");
+        assert_eq!(plain["source"], *kind, "{image}");
+        assert_eq!(plain["from"], *label, "{image}");
         assert_eq!(explained["source"], plain["source"], "{image}");
+        assert_eq!(explained["from"], plain["from"], "{image}");
         let applying: Vec<&Value> = explained["sources"]
             .as_array()
             .expect("sources")
@@ -499,4 +501,49 @@ fn check_shows_the_ecs_agents_cleanup_settings_with_their_origin() {
     assert_eq!(row("ECS_DISABLE_IMAGE_CLEANUP"), "false default");
     // The list's items are never printed.
     assert!(!stdout.contains("r.io/b:2"), "{stdout}");
+}
+
+// Regression (issue 25): `resolve --explain` told people to pass
+// `--repository-credentials`, a flag `resolve` does not have. Every flag its
+// explanation mentions, in text and JSON, must be one `resolve` accepts.
+#[test]
+fn resolve_explain_advises_no_flag_resolve_lacks() {
+    let env = [
+        ("ECS_ENGINE_AUTH_TYPE", "docker"),
+        (
+            "ECS_ENGINE_AUTH_DATA",
+            r#"{"r.io":{"username":"u","password":"p"}}"#,
+        ),
+        ("PULLAUTH_ECR", "false"),
+    ];
+    let images = [
+        "r.io/app",
+        "other.example/app",
+        "123456789012.dkr.ecr.us-east-1.amazonaws.com/app",
+        "public.ecr.aws/team/app",
+    ];
+    let help = pullauth(&["resolve", "--help"], &[], b"");
+    assert!(help.status.success());
+    let help = text(&help.stdout);
+    for json in [false, true] {
+        let mut args = vec!["resolve", "--explain"];
+        if json {
+            args.push("--json");
+        }
+        args.extend(images);
+        let out = pullauth(&args, &env, b"");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let shown = text(&out.stdout);
+        assert!(shown.contains("repositoryCredentials"), "{shown}");
+        let flags: Vec<&str> = shown
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .filter(|word| word.starts_with("--") && word.len() > 2)
+            .collect();
+        for flag in flags {
+            assert!(
+                help.contains(flag),
+                "resolve --explain mentions {flag}, which resolve lacks:\n{shown}"
+            );
+        }
+    }
 }

@@ -346,3 +346,80 @@ fn checker_reports_each_kind_of_broken_link_and_nothing_else() {
     ];
     assert_eq!(problems, expected, "got:\n{}", problems.join("\n"));
 }
+
+/// The crate names in the README's crate map (the code block of
+/// "Development" that starts with `crates/`): each indented `name/` line.
+fn crate_map(readme: &str) -> Vec<String> {
+    let start = readme
+        .find("\n```\ncrates/\n")
+        .expect("the README has a crate map starting with crates/");
+    let block = &readme[start + 5..];
+    let block = &block[..block.find("```").expect("the crate map's block ends")];
+    block
+        .lines()
+        .skip(1)
+        .take_while(|line| line.starts_with(' '))
+        .filter_map(|line| line.split_whitespace().next()?.strip_suffix('/'))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The workspace's crates: every directory under `crates/` with a
+/// Cargo.toml (read from disk, so a crate added later counts too).
+fn workspace_crates(root: &Path) -> Vec<String> {
+    let mut crates: Vec<String> = fs::read_dir(root.join("crates"))
+        .expect("crates/ is readable")
+        .map(|entry| entry.expect("a directory entry").path())
+        .filter(|path| path.join("Cargo.toml").is_file())
+        .map(|path| {
+            path.file_name()
+                .expect("a name")
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    crates.sort_unstable();
+    crates
+}
+
+// Regression (issue 25): the README's crate map lacked pullauth-poll. Every
+// crate under crates/ is in the map, and the map names no crate that is gone.
+#[test]
+fn readme_crate_map_lists_every_workspace_crate() {
+    let root = repo_root();
+    let readme = fs::read_to_string(root.join("README.md")).expect("README.md");
+    let mut mapped = crate_map(&readme);
+    mapped.sort_unstable();
+    let crates = workspace_crates(&root);
+    assert!(crates.len() >= 8, "{crates:?}");
+    let missing: Vec<&String> = crates.iter().filter(|c| !mapped.contains(c)).collect();
+    assert!(
+        missing.is_empty(),
+        "crates missing from the README's crate map: {missing:?}"
+    );
+    let gone: Vec<&String> = mapped.iter().filter(|m| !crates.contains(m)).collect();
+    assert!(
+        gone.is_empty(),
+        "the README's crate map names crates that do not exist: {gone:?}"
+    );
+}
+
+#[test]
+fn crate_map_reads_indented_names_only() {
+    let readme = "x\n```\ncrates/\n  a-crate/   one\n                 more words/\n  b/  two\nintegration/  no\n```\n";
+    assert_eq!(crate_map(readme), ["a-crate", "b"]);
+}
+
+// The README's first screen (everything before its first `##` heading) names
+// every command that does a job of its own, prefetch among them.
+#[test]
+fn readme_first_screen_names_each_main_command() {
+    let readme = fs::read_to_string(repo_root().join("README.md")).expect("README.md");
+    let first = &readme[..readme.find("\n## ").expect("the README has sections")];
+    for command in ["check", "resolve", "pull", "prefetch", "serve"] {
+        assert!(
+            first.contains(&format!("`pullauth {command}`")),
+            "the README's first screen does not name `pullauth {command}`"
+        );
+    }
+}

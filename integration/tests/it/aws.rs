@@ -285,7 +285,8 @@ fn ecr_token_with_imdsv2_credentials_and_no_keys_in_the_environment() {
 
 #[test]
 fn unreachable_endpoint_is_a_prompt_classified_error() {
-    let dead = format!("http://127.0.0.1:{}", free_port());
+    let port = free_port();
+    let dead = format!("http://127.0.0.1:{port}");
     let env = vec![
         (
             "AWS_ACCESS_KEY_ID".to_string(),
@@ -303,7 +304,27 @@ fn unreachable_endpoint_is_a_prompt_classified_error() {
     let (class, message) = err(&answer);
     assert_eq!(class, "unreachable", "{message}");
     assert!(message.contains(REGISTRY), "{message}");
-    assert!(started.elapsed() < Duration::from_secs(30));
+    // Regression (issue 25): connect and DNS failures name the endpoint's
+    // host and port, not only the call.
+    assert!(
+        message.contains(&format!("endpoint unreachable: 127.0.0.1:{port}: ")),
+        "{message}"
+    );
+    // Secrets Manager, and STS for a role, the same way.
+    for action in [
+        json!({"op": "secret", "secret": "registry/good"}),
+        json!({"op": "secret", "secret": "registry/good",
+               "role": "arn:aws:iam::123456789012:role/pull"}),
+    ] {
+        let answer = probe(&env, action);
+        let (class, message) = err(&answer);
+        assert_eq!(class, "unreachable", "{message}");
+        assert!(
+            message.contains(&format!("endpoint unreachable: 127.0.0.1:{port}: ")),
+            "{message}"
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(60));
 }
 
 // ---------------------------------------------------------------------------

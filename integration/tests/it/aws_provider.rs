@@ -76,6 +76,12 @@ fn provider_child() {
             "label": label,
             "aws_built": provider.aws_if_built().is_some(),
             "key": entry.as_ref().map(|e| e.key.written.clone()),
+            "config_key": entry.as_ref().and_then(|e| e.config_key()),
+            "source": pullauth_resolve::source_code(entry.as_ref()),
+            "principal": match entry.as_ref().map(|e| &e.origin) {
+                Some(pullauth_resolve::Origin::Ecr { principal, .. }) => Some(principal.clone()),
+                _ => None,
+            },
             "username": entry.as_ref().and_then(|e| e.credentials.username.clone()),
             "password": entry.as_ref().and_then(|e| e.credentials.password.as_ref())
                 .map(|p| p.expose_secret().to_string()),
@@ -91,6 +97,13 @@ fn ecr_source_gives_moto_token_for_user_aws_labelled_with_the_source() {
     let label = "ecr account 123456789012 region us-east-1";
     assert_eq!(answer["label"], label, "{answer}");
     assert_eq!(answer["key"], label, "{answer}");
+    // An ECR token is no ecs.config key; its origin says whose it is.
+    assert!(answer["config_key"].is_null(), "{answer}");
+    assert_eq!(answer["source"], "ecr", "{answer}");
+    assert_eq!(
+        answer["principal"], "the default credential chain",
+        "{answer}"
+    );
     assert_eq!(answer["username"], "AWS", "{answer}");
     // moto's GetAuthorizationToken password.
     let password = answer["password"].as_str().unwrap_or_default();
@@ -104,5 +117,6 @@ fn ecr_off_is_anonymous_and_never_loads_aws() {
     let answer = probe(Moto::shared(), "off");
     assert_eq!(answer["label"], "anonymous", "{answer}");
     assert!(answer["key"].is_null(), "{answer}");
+    assert_eq!(answer["source"], "anonymous", "{answer}");
     assert_eq!(answer["aws_built"], false, "{answer}");
 }

@@ -162,8 +162,10 @@ fn verify_of_a_known_task_uses_its_repository_credentials() {
     let lines = answer.as_array().expect("an array");
     assert_eq!(lines.len(), 1, "{answer}");
     assert_eq!(lines[0]["result"], "accepted", "{answer}");
+    assert!(lines[0]["key"].is_null(), "{answer}");
+    assert_eq!(lines[0]["source"], "task_secret", "{answer}");
     assert_eq!(
-        lines[0]["key"],
+        lines[0]["from"],
         format!("secretsmanager {good}"),
         "{answer}"
     );
@@ -211,7 +213,9 @@ fn pull_with_repository_credentials_pulls_as_the_secrets_user() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     let line: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
-    assert_eq!(line["source"], format!("secretsmanager {secret}"), "{line}");
+    assert!(line["key"].is_null(), "{line}");
+    assert_eq!(line["source"], "task_secret", "{line}");
+    assert_eq!(line["from"], format!("secretsmanager {secret}"), "{line}");
     assert_eq!(line["username"], "alice", "{line}");
     assert!(h.alpha.users_since(mark).iter().any(|u| u == "alice"));
     assert_no_secret("pull's output", &out.stdout, &password);
@@ -233,6 +237,46 @@ fn pull_with_repository_credentials_pulls_as_the_secrets_user() {
         stderr.contains(&missing) && stderr.contains("no such secret"),
         "{stderr}"
     );
+
+    // Regression (issue 25): a secret whose password the registry refuses
+    // was told to "check the password of that entry in
+    // ECS_ENGINE_AUTH_DATA". The advice names the secret and its fields.
+    let wrong = format!("{prefix}/wrong");
+    let wrong_password = format!("wrong-{}", random_token(12));
+    moto.boto3(
+        &format!(
+            "client('secretsmanager').create_secret(Name='{wrong}', SecretString=json.dumps(\
+             {{'username': 'alice', 'password': {wrong_password:?}}}))\n"
+        ),
+        None,
+    );
+    let out = pullauth_command(
+        "pull",
+        h.docker_host(),
+        &env_file,
+        &env,
+        &[
+            "--pull-behavior",
+            "always",
+            "--repository-credentials",
+            &wrong,
+            &image,
+        ],
+    )
+    .output()
+    .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("from Secrets Manager secret {wrong}"))
+            && stderr.contains(&format!("\"password\" fields of secret {wrong}")),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("entry in ECS_ENGINE_AUTH_DATA"),
+        "{stderr}"
+    );
+    assert_no_secret("pull's stderr", &out.stderr, &wrong_password);
 }
 
 #[test]

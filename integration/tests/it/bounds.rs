@@ -204,6 +204,13 @@ fn an_s3_env_file_in_a_bucket_of_another_region_is_read_there() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("from-frankfurt"), "{stdout}");
+    // Regression (issue 25): the start-up read ran before logging started,
+    // so what it logged was lost. It is logged now, as every other line.
+    assert!(
+        stderr.contains("the bucket is in another region; reading it there")
+            && stderr.contains("bucket_region=eu-central-1"),
+        "{stderr}"
+    );
     // Signed for the configured region, redirected, signed for the
     // bucket's: two requests, no retry of the redirect.
     assert_eq!(stub.signed_for(), ["us-east-1", "eu-central-1"]);

@@ -161,6 +161,46 @@ fn cred_helpers_pass_pulls_as_the_helpers_user() {
     let want = format!("helper pass has no credentials for {}", registry.addr());
     assert!(failed.stderr.contains(&want), "{}", failed.stderr);
 
+    // Regression (issue 25): a helper whose login the registry refuses was
+    // told to check ECS_ENGINE_AUTH_DATA. The advice names the helper and
+    // the server URL it was asked for.
+    let stale = scratch_dir("cred-helpers-stale");
+    let stale_password = format!("stale-{}", random_token(20));
+    pass_store(stale.path(), &registry.addr(), "hugo", &stale_password);
+    let stale_env = pass_env(stale.path());
+    let stale_env: Vec<(&str, &str)> = stale_env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let refused = Outcome::run_bounded(
+        &mut pullauth_command(
+            "pull",
+            h.docker_host(),
+            &env_file,
+            &stale_env,
+            &["--pull-behavior", "always", &image],
+        ),
+        b"",
+        RUN_TIMEOUT,
+    );
+    refused
+        .assert_code(1)
+        .assert_no_panic()
+        .assert_no_secret(&secret_needles(&stale_password));
+    let want = format!(
+        "from credential helper docker-credential-pass for server URL {}",
+        registry.addr()
+    );
+    assert!(refused.stderr.contains(&want), "{}", refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .contains(&format!("docker login {}", registry.addr()))
+            && !refused.stderr.contains("entry in ECS_ENGINE_AUTH_DATA"),
+        "{}",
+        refused.stderr
+    );
+
     let missing = config(serde_json::json!({ registry.addr(): "pullauth-absent" }));
     let failed = pull(&missing);
     failed.assert_code(1).assert_no_panic();
@@ -333,7 +373,9 @@ fn serve_runs_a_helper_once_for_many_containers_and_verify_runs_it() {
     let response = agent.control("POST", "/v1/verify", body.as_bytes());
     assert_eq!(response.status, 200, "{}", response.text());
     let answer = response.json();
-    assert_eq!(answer[0]["key"], "helper count", "{answer}");
+    assert!(answer[0]["key"].is_null(), "{answer}");
+    assert_eq!(answer[0]["source"], "helper", "{answer}");
+    assert_eq!(answer[0]["from"], "helper count", "{answer}");
     assert_eq!(answer[0]["username"], "count-user", "{answer}");
     assert_eq!(
         runs(),

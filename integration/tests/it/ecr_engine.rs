@@ -139,7 +139,9 @@ fn verify_of_an_ecr_image_sends_the_ecr_token() {
     assert!(out.status.success(), "{stdout}\n{stderr}");
     let line: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
     assert_eq!(line["result"], "accepted", "{line}");
-    assert_eq!(line["key"], SOURCE, "{line}");
+    assert!(line["key"].is_null(), "{line}");
+    assert_eq!(line["source"], "ecr", "{line}");
+    assert_eq!(line["from"], SOURCE, "{line}");
     assert_eq!(line["username"], "AWS", "{line}");
     let users = ecr.registry.users_since(mark);
     assert!(
@@ -255,7 +257,8 @@ fn pull_of_an_ecr_image_gets_a_token_with_instance_credentials_and_pulls_as_aws(
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     let line: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
-    assert_eq!(line["source"], SOURCE, "{line}");
+    assert_eq!(line["source"], "ecr", "{line}");
+    assert_eq!(line["from"], SOURCE, "{line}");
     assert_eq!(line["username"], "AWS", "{line}");
     let users = ecr.registry.users_since(mark);
     assert!(

@@ -401,3 +401,101 @@ async fn spawn_sees_a_configmap_symlink_swap() {
     tokio::time::sleep(DEBOUNCE * 3).await;
     assert!(reloads.try_recv().is_err());
 }
+
+#[test]
+fn paths_of_a_plain_file_are_the_file_and_its_directory() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let real = fs::canonicalize(dir.path()).expect("canonical");
+    let file = real.join("ecs.config");
+    fs::write(&file, "").expect("write");
+    assert_eq!(
+        paths(std::slice::from_ref(&file)),
+        BTreeSet::from([real.clone(), file.clone()])
+    );
+    let ours = paths(std::slice::from_ref(&file));
+    assert!(concerns(std::slice::from_ref(&file), &ours));
+    // An editor's rename into place names the file as its second path.
+    assert!(concerns(&[real.join(".ecs.config.swp"), file], &ours));
+    assert!(!concerns(&[real.join("pullauth.log")], &ours));
+    // No paths: events were lost, so look.
+    assert!(concerns(&[], &ours));
+}
+
+#[test]
+fn paths_of_a_kubernetes_configmap_mount_include_the_data_link() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = fs::canonicalize(dir.path()).expect("canonical");
+    fs::create_dir(root.join("..2026_12_01_a")).expect("mkdir");
+    fs::write(root.join("..2026_12_01_a/ecs.config"), "").expect("write");
+    symlink("..2026_12_01_a", root.join("..data")).expect("symlink");
+    symlink("..data/ecs.config", root.join("ecs.config")).expect("symlink");
+    let ours = paths(&[root.join("ecs.config")]);
+    for path in [
+        root.join("ecs.config"),
+        root.join("..data"),
+        root.join("..2026_12_01_a/ecs.config"),
+    ] {
+        assert!(ours.contains(&path), "{path:?} missing from {ours:?}");
+    }
+    // The rename that swaps a new ..data in.
+    assert!(concerns(
+        &[root.join("..data_tmp"), root.join("..data")],
+        &ours
+    ));
+    assert!(!concerns(&[root.join("..2026_12_01_b")], &ours));
+}
+
+/// A configuration that counts how often its files are asked for: once per
+/// check (and once per rewatch), so a count that stays put means no check.
+struct Counting {
+    file: PathBuf,
+    asked: Arc<AtomicUsize>,
+}
+
+impl Reload for Counting {
+    fn files(&self) -> Vec<PathBuf> {
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        vec![self.file.clone()]
+    }
+    fn reload(&self, _: Trigger) {}
+}
+
+// Regression (issue 25): with the agent's log written next to ecs.config,
+// the watcher checked (and logged "configuration files unchanged") every
+// ~300 ms for ever. Through a real inotify watch: writes to another file in
+// the directory cause no check; a write to the file does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_files_in_the_directory_cause_no_check() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("ecs.config");
+    fs::write(&file, "ECS_CLUSTER=a\n").expect("write");
+    let asked = Arc::new(AtomicUsize::new(0));
+    let config = Counting {
+        file: file.clone(),
+        asked: Arc::clone(&asked),
+    };
+    let fingerprinter = Fingerprinter::new();
+    let loaded = fingerprinter.take(std::slice::from_ref(&file));
+    let reloader = Arc::new(Reloader::new(config, fingerprinter, loaded));
+    spawn(reloader).expect("watching");
+    // The first check, right away.
+    tokio::time::sleep(DEBOUNCE * 3).await;
+    let settled = asked.load(Ordering::SeqCst);
+    let log = dir.path().join("pullauth.log");
+    for i in 0..10 {
+        fs::write(&log, format!("line {i}\n")).expect("log written");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(DEBOUNCE * 3).await;
+    assert_eq!(
+        asked.load(Ordering::SeqCst),
+        settled,
+        "writes to another file in the directory caused a check"
+    );
+    fs::write(&file, "ECS_CLUSTER=b\n").expect("write");
+    tokio::time::sleep(DEBOUNCE * 3).await;
+    assert!(
+        asked.load(Ordering::SeqCst) > settled,
+        "a write to the configuration file caused no check"
+    );
+}

@@ -182,6 +182,7 @@ impl Puller for FakeEngine {
                         key: entry.map(|e| e.key.written.clone()),
                         username,
                         method: "password",
+                        origin: entry.map(|e| e.origin.clone()),
                     }),
                     detail: "unauthorized: authentication required".to_owned(),
                 }),
@@ -554,7 +555,11 @@ async fn helpers_run_once_for_a_burst_of_tasks_and_verify_uses_them() {
     assert_eq!(reports.len(), 1);
     let report = reports[0].to_json();
     assert_eq!(report["result"], "accepted", "{report}");
-    assert_eq!(report["key"], "helper count");
+    // A helper's credentials are no ecs.config key: `key` is null, and
+    // `source`/`from` say where they came from.
+    assert_eq!(report["key"], serde_json::Value::Null, "{report}");
+    assert_eq!(report["source"], "helper", "{report}");
+    assert_eq!(report["from"], "helper count", "{report}");
     assert_eq!(report["username"], "helped-user");
     assert!(!report.to_string().contains("canary-helper-pw"));
     assert_eq!(

@@ -1,7 +1,6 @@
 //! Reading `--env-file`: a local file, or an `s3://bucket/key` object
 //! fetched with the default AWS credential chain (the instance's role).
 
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -10,15 +9,11 @@ use pullauth_config::EnvFile;
 
 use crate::cli::ConfigArgs;
 use crate::exit::UsageError;
+use crate::facts::is_s3;
 
 /// The most fetching an S3 env file may take, credentials included (the
 /// SDK's own per-attempt and per-operation limits apply inside it).
 pub const S3_FETCH_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Whether `path` names an S3 object rather than a file.
-pub fn is_s3(path: &Path) -> bool {
-    path.as_os_str().as_encoded_bytes().starts_with(b"s3://")
-}
 
 /// The S3 env file could not be read. Exit 2 (configuration) when the
 /// bucket or key does not exist or access is denied, else 1. Never holds
@@ -64,9 +59,12 @@ pub fn read(args: &ConfigArgs) -> anyhow::Result<Option<EnvFile>> {
 /// bounded by [`S3_FETCH_TIMEOUT`].
 fn fetch(location: &S3Location) -> anyhow::Result<secrecy::zeroize::Zeroizing<Vec<u8>>> {
     let options = super::aws_options(false, pullauth_aws::OPERATION_TIMEOUT)?;
+    // The fetch thread logs where this one does (HeldBack at start-up).
+    let dispatch = tracing::dispatcher::get_default(Clone::clone);
     let result = std::thread::scope(|scope| {
         scope
             .spawn(|| -> anyhow::Result<_> {
+                let _logging = tracing::dispatcher::set_default(&dispatch);
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -101,7 +99,7 @@ fn fetch(location: &S3Location) -> anyhow::Result<secrecy::zeroize::Zeroizing<Ve
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
+    use std::path::{Path, PathBuf};
 
     use super::*;
 
@@ -111,13 +109,6 @@ mod tests {
             target: "s3://b/k".into(),
             principal: "p".into(),
         }
-    }
-
-    #[test]
-    fn s3_urls_are_told_from_paths() {
-        assert!(is_s3(Path::new("s3://bucket/key")));
-        assert!(!is_s3(Path::new("/etc/ecs/ecs.config")));
-        assert!(!is_s3(Path::new("./s3://x")));
     }
 
     #[test]

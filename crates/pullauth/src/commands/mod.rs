@@ -20,21 +20,13 @@ use anyhow::Context;
 use pullauth_agent::credentials::Provider;
 use pullauth_aws::RoleArn;
 use pullauth_config::ecs_agent::WarnedOnce;
-use pullauth_config::{AUTH_DATA, Config};
+use pullauth_config::{AUTH_DATA, Config, LogFormat, LogLevel};
 use pullauth_resolve::{ImageRef, RegistryTable};
 
-pub use env_file::{S3EnvFileError, is_s3, read as read_env_file};
+pub use env_file::{S3EnvFileError, read as read_env_file};
 
 use crate::cli::{Cli, Command, ConfigArgs};
 use crate::logging;
-
-/// `pullauth v<version> (<git hash>)`, as `/v1/metadata` reports it.
-pub const VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (",
-    env!("PULLAUTH_GIT_HASH"),
-    ")"
-);
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
@@ -55,8 +47,19 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// Reads and validates the configuration, starts logging as it asks, and
 /// builds the registry table.
 pub fn load(args: &ConfigArgs) -> anyhow::Result<(Config, RegistryTable)> {
-    let config = Config::load_with(read_env_file(args)?)?;
-    logging::init(config.log_level.value, config.log_format.value);
+    // An S3 env file is read before logging can start (it says how to
+    // log): what the read logs is held back and logged right after.
+    let held = logging::HeldBack::default();
+    let config =
+        held.during(|| -> anyhow::Result<Config> { Ok(Config::load_with(read_env_file(args)?)?) });
+    match &config {
+        Ok(config) => logging::init(config.log_level.value, config.log_format.value),
+        // The error is printed anyway; what led to it is logged as the
+        // defaults say.
+        Err(_) => logging::init(LogLevel::Info, LogFormat::Logfmt),
+    }
+    held.replay();
+    let config = config?;
     if let (Some(path), None) = (&args.env_file, args.env_file()) {
         tracing::info!(
             env_file = %path.display(),

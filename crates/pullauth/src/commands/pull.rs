@@ -8,7 +8,7 @@ use std::path::Path;
 
 use pullauth_config::{Config, PullBehavior};
 use pullauth_docker::{Engine, Obtained, PullError, PullOptions, RetryPolicy};
-use pullauth_resolve::{Entry, ImageRef};
+use pullauth_resolve::{Entry, ImageRef, source_code};
 use pullauth_store::{PulledWith, Store};
 use serde::Serialize;
 
@@ -22,10 +22,15 @@ use crate::progress::{Display, Mode, seconds};
 struct Line<'a> {
     image: &'a str,
     digest: Option<&'a str>,
+    /// The `ECS_ENGINE_AUTH_DATA` key as written; `null` for credentials
+    /// from any other source, and for anonymous pulls.
     key: Option<&'a str>,
-    /// Where the credentials came from (`anonymous`, `key "..."`,
-    /// `secretsmanager <ARN>`, `ecr account X region Y`).
-    source: &'a str,
+    /// The kind of source: `key`, `task_secret`, `helper`, `ecr`,
+    /// `ecr_public` or `anonymous`.
+    source: &'static str,
+    /// The source as people name it (`anonymous`, `key "..."`,
+    /// `secretsmanager <ARN>`, `helper <name>`, `ecr account X region Y`).
+    from: &'a str,
     username: Option<&'a str>,
     status: &'a str,
     seconds: f64,
@@ -237,14 +242,14 @@ fn report(
     source: &str,
     obtained: &Obtained,
 ) -> anyhow::Result<()> {
-    let key = entry.map(|e| e.key.written.as_str());
     let username = entry.and_then(|e| e.credentials.username.as_deref());
     if args.json {
         let line = Line {
             image: &image.original,
             digest: obtained.digest.as_deref(),
-            key,
-            source,
+            key: entry.and_then(Entry::config_key),
+            source: source_code(entry),
+            from: source,
             username,
             status: obtained.status.as_str(),
             seconds: seconds(obtained.elapsed),
@@ -257,7 +262,7 @@ fn report(
     if args.quiet {
         return Ok(());
     }
-    let who = match key {
+    let who = match entry {
         Some(_) => format!("{source}, user {}", quoted(username)),
         None => "anonymous".to_owned(),
     };

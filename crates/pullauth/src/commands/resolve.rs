@@ -21,9 +21,12 @@ struct Line<'a> {
     repository: &'a str,
     key: Option<&'a str>,
     username: Option<&'a str>,
-    /// Where the credentials come from: `key "<written>"`,
+    /// The kind of source the credentials come from: `key`, `helper`,
+    /// `ecr`, `ecr_public` or `anonymous` (`task_secret` needs a task).
+    source: &'static str,
+    /// That source as people name it: `key "<written>"`, `helper <name>`,
     /// `ecr account <id> region <region>` or `anonymous`.
-    source: String,
+    from: String,
 }
 
 /// One line of `--explain --json` output: an image and every key's verdict.
@@ -37,9 +40,11 @@ struct ExplainLine<'a> {
     keys: Vec<KeyLine<'a>>,
     /// Where `ECS_ENGINE_AUTH_DATA` was written; `null` when it is unset.
     origin: Option<String>,
-    /// The source the pull uses, as `resolve --json` names it (`key "..."`,
-    /// `helper <name>`, `ecr account <id> region <region>`, `anonymous`).
-    source: String,
+    /// The kind of source the pull uses, as `resolve --json` names it.
+    source: &'static str,
+    /// That source as people name it (`key "..."`, `helper <name>`,
+    /// `ecr account <id> region <region>`, `anonymous`).
+    from: String,
     /// Every kind of source in precedence order, and why it applies, lost
     /// or does not apply.
     sources: Vec<SourceLine<'a>>,
@@ -92,9 +97,7 @@ pub fn run(args: &ResolveArgs) -> anyhow::Result<ExitCode> {
             )?;
             continue;
         }
-        let source = table
-            .source(&resolution.image, None, config.ecr.value)
-            .to_string();
+        let source = table.source(&resolution.image, None, config.ecr.value);
         let key = resolution.entry.map(|e| e.key.written.as_str());
         let username = resolution
             .entry
@@ -106,7 +109,8 @@ pub fn run(args: &ResolveArgs) -> anyhow::Result<ExitCode> {
                 repository: &resolution.image.path,
                 key,
                 username,
-                source,
+                source: source.code(),
+                from: source.to_string(),
             };
             say(serde_json::to_string(&line)?)?;
         } else {
@@ -160,7 +164,8 @@ fn explain(
             winner,
             keys,
             origin,
-            source: sources.winner.to_string(),
+            source: sources.winner.code(),
+            from: sources.winner.to_string(),
             sources: sources
                 .verdicts
                 .iter()

@@ -16,9 +16,10 @@ use pullauth_resolve::RegistryTable;
 use pullauth_store::Store;
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::{VERSION, load, registry_table};
+use super::{load, registry_table};
 use crate::cli::{ConfigArgs, ServeArgs};
 use crate::exit::UsageError;
+use crate::facts::{VERSION, is_s3};
 
 /// The control socket when neither `--control-socket` nor `ECS_DATADIR` says.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/var/run/pullauth.sock";
@@ -87,7 +88,7 @@ fn reloadable(args: &ConfigArgs) -> bool {
 fn config_files(args: &ConfigArgs) -> Vec<PathBuf> {
     // An S3 env file is never watched (SIGHUP re-reads it), nor fetched
     // here: a file it names is found only through the environment.
-    let local_env_file = args.env_file.as_deref().filter(|path| !super::is_s3(path));
+    let local_env_file = args.env_file.as_deref().filter(|path| !is_s3(path));
     let named_by_env_file = local_env_file
         .and_then(|path| EnvFile::read(path).ok())
         .and_then(|file| {
@@ -446,9 +447,7 @@ mod tests {
         };
         assert!(reloadable(&args));
         assert!(
-            config_files(&args)
-                .iter()
-                .all(|path| !super::super::is_s3(path)),
+            config_files(&args).iter().all(|path| !is_s3(path)),
             "{:?}",
             config_files(&args)
         );

@@ -57,7 +57,7 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
                     };
                     VerifyReport::new(image, entry, &result)
                 }
-                Err(err) => VerifyReport::unprovided(image, &err.from, &err.to_string()),
+                Err(err) => VerifyReport::unprovided(image, err.kind, &err.from, &err.to_string()),
             };
             if report.outcome != VerifyOutcome::Accepted {
                 tracing::debug!(image = %image, result = report.outcome.as_str(), "verification failed");
