@@ -681,7 +681,9 @@ impl View {
                 .or_default()
                 .push(json!({
                     "image": wanted.image.original,
-                    "source": pull.source,
+                    "key": pull.key,
+                    "source": pull.kind,
+                    "from": pull.source,
                     "state": state,
                     "username": username,
                     "error": error,

@@ -478,6 +478,12 @@ pub struct Pull {
     pub first: Wanted,
     /// The source's label (`key "..."`, `secretsmanager ...`, `anonymous`).
     pub source: String,
+    /// The planned source's kind code (`key`, `task_secret`, `helper`,
+    /// `ecr`, `ecr_public`, `anonymous`), as `--json`'s `source` names it.
+    pub kind: &'static str,
+    /// The `ECS_ENGINE_AUTH_DATA` key as written, when the planned source is
+    /// that key.
+    pub key: Option<String>,
     /// The execution role the source is provided as, when it is provided
     /// by calling AWS (a secret, an ECR or ECR Public token): two roles
     /// make two pulls.
@@ -529,6 +535,11 @@ pub fn pulls(wanted: &[Wanted], table: &RegistryTable, ecr: bool) -> Vec<Pull> {
             None
         };
         let label = source.to_string();
+        let kind = source.code();
+        let config_key = match &source {
+            Source::Static(entry) => Some(entry.key.written.clone()),
+            _ => None,
+        };
         let key = (
             row.pull_image().pull_reference(),
             label.clone(),
@@ -538,6 +549,8 @@ pub fn pulls(wanted: &[Wanted], table: &RegistryTable, ecr: bool) -> Vec<Pull> {
             out.push(Pull {
                 first: row.clone(),
                 source: label,
+                kind,
+                key: config_key,
                 role,
                 deployments: BTreeSet::new(),
                 task_definitions: Vec::new(),
@@ -603,6 +616,37 @@ mod tests {
         assert_eq!(pulls[1].source, "secretsmanager sec");
         assert_eq!(pulls[2].source, "anonymous");
         assert!(!format!("{pulls:?}").contains("canary-pw"));
+    }
+
+    /// Issue 25: ECR Public tokens are fetched as the task's execution
+    /// role, so two task definitions with two roles make two pulls of the
+    /// same image (one per role), as for secrets and ECR; a key's pull is
+    /// shared whatever the role.
+    #[test]
+    fn role_bound_sources_make_one_pull_per_role() {
+        let table = RegistryTable::from_auth_data(
+            AuthType::Docker,
+            &SecretString::from(r#"{"registry.example.com":{"username":"a","password":"p"}}"#),
+        )
+        .expect("valid");
+        let with_role = |image: &str, td: &str, role: &str| Wanted {
+            execution_role: Some(format!("arn:aws:iam::123456789012:role/{role}")),
+            ..row(image, td, "svc", None)
+        };
+        let wanted = [
+            with_role("public.ecr.aws/team/app:1", "a:1", "alpha"),
+            with_role("public.ecr.aws/team/app:1", "b:1", "beta"),
+            with_role("registry.example.com/app:1", "a:1", "alpha"),
+            with_role("registry.example.com/app:1", "b:1", "beta"),
+        ];
+        let pulls = pulls(&wanted, &table, true);
+        let public: Vec<_> = pulls.iter().filter(|p| p.kind == "ecr_public").collect();
+        assert_eq!(public.len(), 2, "{pulls:?}");
+        assert_ne!(public[0].role, public[1].role);
+        let keyed: Vec<_> = pulls.iter().filter(|p| p.kind == "key").collect();
+        assert_eq!(keyed.len(), 1, "{pulls:?}");
+        assert_eq!(keyed[0].role, None);
+        assert_eq!(keyed[0].key.as_deref(), Some("registry.example.com"));
     }
 
     #[test]

@@ -199,7 +199,9 @@ fn prefetch_of_a_service_on_an_ecr_image_pulls_it_with_the_ecr_token() {
     assert!(out.status.success(), "{stdout}\n{stderr}");
     let line: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
     assert_eq!(line["image"], image.as_str(), "{line}");
-    assert_eq!(line["source"], SOURCE, "{line}");
+    assert_eq!(line["source"], "ecr", "{line}");
+    assert_eq!(line["from"], SOURCE, "{line}");
+    assert_eq!(line["key"], Value::Null, "{line}");
     assert_eq!(line["username"], "AWS", "{line}");
     assert_eq!(line["status"], "pulled", "{line}");
     let users = ecr.registry.users_since(mark);

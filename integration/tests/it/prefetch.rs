@@ -193,7 +193,9 @@ fn prefetch_pulls_each_image_once_as_the_user_ecs_would_use() {
     assert_eq!(lines.len(), 2, "one line per distinct pull: {lines:#?}");
     let keyed = line_for(&lines, &f.keyed_image);
     assert_eq!(keyed["status"], "would-pull");
-    assert_eq!(keyed["source"], format!("key {:?}", h.alpha.addr()));
+    assert_eq!(keyed["source"], "key");
+    assert_eq!(keyed["key"], h.alpha.addr().as_str());
+    assert_eq!(keyed["from"], format!("key {:?}", h.alpha.addr()));
     assert_eq!(
         keyed["services"],
         serde_json::json!(["agentd", "web"]),
@@ -205,8 +207,10 @@ fn prefetch_pulls_each_image_once_as_the_user_ecs_would_use() {
     );
     assert!(keyed.get("task_definition").is_none(), "{keyed}");
     let private = line_for(&lines, &f.secret_image);
+    assert_eq!(private["source"], "task_secret", "{private}");
+    assert_eq!(private["key"], Value::Null, "{private}");
     assert_eq!(
-        private["source"],
+        private["from"],
         format!("secretsmanager prefetch-{token}/alice")
     );
     assert_eq!(private["services"], serde_json::json!(["private"]));

@@ -32,7 +32,16 @@ struct Line<'a> {
     /// Every task definition (`family:revision`) this line concerns.
     task_definitions: &'a [String],
     image: Option<&'a str>,
+    /// The `ECS_ENGINE_AUTH_DATA` key as written when the credentials are
+    /// that key's; `null` for every other source.
+    key: Option<&'a str>,
+    /// The kind of source (`key`, `task_secret`, `helper`, `ecr`,
+    /// `ecr_public`, `anonymous`): the one that was provided once pulled
+    /// (an ECR Public image whose token was refused says `anonymous`), the
+    /// planned one for `would-pull`.
     source: Option<&'a str>,
+    /// The source as people name it (`key "r.io"`, `secretsmanager ARN`).
+    from: Option<String>,
     username: Option<&'a str>,
     /// `pulled`, `cached`, `would-pull` (dry run), `skipped` or `failed`.
     status: &'a str,
@@ -256,12 +265,24 @@ fn report(
     if let Some(error) = &error {
         eprintln!("pullauth: {whom}: {image}: {error}");
     }
+    // The provided source once credentials were obtained, else the plan's.
+    let provided = outcome.as_ref().map(|o| o.entry);
+    let (key, kind, from) = match provided {
+        Some(entry) => (
+            entry.and_then(Entry::config_key),
+            pullauth_resolve::source_code(entry),
+            entry.map_or_else(|| "anonymous".to_owned(), Entry::label),
+        ),
+        None => (pull.key.as_deref(), pull.kind, pull.source.clone()),
+    };
     if args.json {
         return say(serde_json::to_string(&Line {
             services: &pull.services,
             task_definitions: &pull.task_definitions,
             image: Some(image),
-            source: Some(&pull.source),
+            key,
+            source: Some(kind),
+            from: Some(from),
             username,
             status,
             reason: None,
@@ -276,8 +297,8 @@ fn report(
         return Ok(());
     }
     let who = match outcome.as_ref().and_then(|o| o.entry) {
-        Some(_) => format!("{}, user {}", pull.source, quoted(username)),
-        None => pull.source.clone(),
+        Some(_) => format!("{from}, user {}", quoted(username)),
+        None => from,
     };
     match outcome {
         Some(o) => say(format!(
@@ -297,7 +318,9 @@ fn report_problem(args: &PrefetchArgs, problem: &Problem) -> anyhow::Result<()> 
             services: &problem.services,
             task_definitions: &task_definitions,
             image: problem.image.as_deref(),
+            key: None,
             source: None,
+            from: None,
             username: None,
             status: "failed",
             reason: None,
@@ -319,7 +342,9 @@ fn report_skipped(args: &PrefetchArgs, skipped: &Skipped) -> anyhow::Result<()> 
             services: &skipped.services,
             task_definitions: &task_definitions,
             image: skipped.image.as_deref(),
+            key: None,
             source: None,
+            from: None,
             username: None,
             status: "skipped",
             reason: Some(skipped.reason.code()),
@@ -363,7 +388,9 @@ mod tests {
             services: &services,
             task_definitions: &tds,
             image: Some("registry.example.com/app:1"),
-            source: Some("key \"registry.example.com\""),
+            key: Some("registry.example.com"),
+            source: Some("key"),
+            from: Some("key \"registry.example.com\"".to_owned()),
             username: Some("bob"),
             status: "pulled",
             reason: None,
@@ -385,7 +412,9 @@ mod tests {
             std::collections::BTreeSet::from([
                 "digest",
                 "error",
+                "from",
                 "image",
+                "key",
                 "notes",
                 "pinned_digest",
                 "reason",
