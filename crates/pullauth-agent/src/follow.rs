@@ -380,12 +380,23 @@ async fn poll(
                 .chain(p.first.tag_as().map(ImageRef::pull_reference))
         })
         .collect();
+    // The guard sizes the prefetched images (one inspect each) only when
+    // this poll may start a pull: something not warm, or gone.
+    let may_pull = !gone.is_empty()
+        || agent.following(|view| {
+            pulls.iter().any(|p| {
+                !matches!(
+                    view.images.get(&key_of(p)),
+                    Some(ImageState::Warm { .. } | ImageState::Pulling)
+                )
+            })
+        });
     let guard = match config.disk_budget {
-        Some(budget) => {
+        Some(budget) if may_pull => {
             let used = prefetched_bytes(agent).await;
             (used >= budget).then_some((used, budget))
         }
-        None => None,
+        _ => None,
     };
     if let Some((used, budget)) = guard {
         tracing::warn!(
