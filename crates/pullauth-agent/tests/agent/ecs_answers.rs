@@ -28,14 +28,7 @@ async fn ecs_stub(body: &'static str) -> (String, Arc<Mutex<Vec<String>>>) {
     let calls = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::clone(&calls);
     let url = serve_json(move |headers, _body| {
-        let target = headers
-            .get("x-amz-target")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .rsplit('.')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
+        let target = target(headers);
         seen.lock().expect("calls").push(target.clone());
         match target.as_str() {
             "ListServices" => (200, format!(r#"{{"serviceArns":["{SERVICE_ARN}"]}}"#)),
