@@ -32,10 +32,10 @@ pub use explain::{Explanation, KeyVerdict, Reason};
 pub use image::{ImageRef, ImageRefError};
 pub use key::{DOCKER_HUB, HostPattern, KeyError, RegistryKey, USERINFO_REDACTED, masked};
 pub use source::{
-    Origin, SOURCE_CODES, Source, SourceExplanation, SourceKind, SourceVerdict, ecr_label,
-    helper_server, source_code,
+    SOURCE_CODES, Source, SourceExplanation, SourceKind, SourceVerdict, ecr_label, helper_server,
+    source_code,
 };
-pub use table::{Entry, RegistryTable, Resolution, ServerLookup};
+pub use table::{Entry, Origin, RegistryTable, Resolution, ServerLookup};
 
 #[cfg(test)]
 mod tests;

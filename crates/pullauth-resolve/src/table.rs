@@ -9,9 +9,46 @@ use secrecy::SecretString;
 
 use crate::authdata::{self, AuthDataError, AuthEntry};
 use crate::credentials::Credentials;
+use crate::ecr::EcrRegistry;
 use crate::image::{ImageRef, ImageRefError};
 use crate::key::{HostPattern, KeyError, RegistryKey, masked};
-use crate::source::Origin;
+
+/// Where a pull's credentials came from, carried on the [`Entry`] a
+/// provider hands the pull, so that a failure can give the advice of that
+/// source and `--json` can name its kind. Names sources and principals,
+/// never a secret.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Origin {
+    /// An `ECS_ENGINE_AUTH_DATA` key: the entry's key is the key as written.
+    #[default]
+    Key,
+    /// The Secrets Manager secret (ARN or name) `username`/`password` were
+    /// read from, and whose credentials read it.
+    TaskSecret { secret: String, principal: String },
+    /// `docker-credential-<helper> get` for `server`.
+    Helper { helper: String, server: String },
+    /// An ECR token for this registry, and whose credentials fetched it.
+    Ecr {
+        registry: EcrRegistry,
+        principal: String,
+    },
+    /// An ECR Public token for this host, and whose credentials fetched it.
+    EcrPublic { host: String, principal: String },
+}
+
+impl Origin {
+    /// The stable kind code scripts match on (`--json`'s `source`): one of
+    /// [`crate::SOURCE_CODES`] but `anonymous`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Origin::Key => "key",
+            Origin::TaskSecret { .. } => "task_secret",
+            Origin::Helper { .. } => "helper",
+            Origin::Ecr { .. } => "ecr",
+            Origin::EcrPublic { .. } => "ecr_public",
+        }
+    }
+}
 
 /// One configured registry: its key and the credentials it grants. A
 /// provider hands pulls entries too, for credentials from other sources:

@@ -15,6 +15,30 @@ pub const USAGE: u8 = 2;
 #[error("{0}")]
 pub struct UsageError(pub String);
 
+/// The S3 env file could not be read. Exit 2 (configuration) when the
+/// bucket or key does not exist or access is denied, else 1. Never holds
+/// the object's content.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read --env-file {location}")]
+pub struct S3EnvFileError {
+    pub location: String,
+    #[source]
+    pub source: pullauth_aws::AwsError,
+}
+
+impl S3EnvFileError {
+    /// Whether fixing the configuration (the URL, the bucket, the key, the
+    /// instance role's policy) is what it takes.
+    pub fn is_config(&self) -> bool {
+        matches!(
+            self.source.class(),
+            pullauth_aws::ErrorClass::NotFound
+                | pullauth_aws::ErrorClass::AccessDenied
+                | pullauth_aws::ErrorClass::Invalid
+        )
+    }
+}
+
 /// 2 when any error in the chain is about configuration or input (a state
 /// file that cannot be opened, is damaged or is not ours counts), else 1.
 pub fn code_for(err: &anyhow::Error) -> ExitCode {
@@ -34,8 +58,8 @@ pub fn code_for(err: &anyhow::Error) -> ExitCode {
             || cause.is::<UsageError>()
             || cause.is::<pullauth_aws::CaBundleError>()
             || cause
-                .downcast_ref::<crate::commands::S3EnvFileError>()
-                .is_some_and(crate::commands::S3EnvFileError::is_config)
+                .downcast_ref::<S3EnvFileError>()
+                .is_some_and(S3EnvFileError::is_config)
     });
     ExitCode::from(if usage { USAGE } else { FAILED })
 }

@@ -4,38 +4,16 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use pullauth_aws::{Aws, AwsError, Call, ErrorClass, S3Location, TimeLimits};
+use pullauth_aws::{Aws, AwsError, Call, S3Location, TimeLimits};
 use pullauth_config::EnvFile;
 
 use crate::cli::ConfigArgs;
-use crate::exit::UsageError;
+use crate::exit::{S3EnvFileError, UsageError};
 use crate::facts::is_s3;
 
 /// The most fetching an S3 env file may take, credentials included (the
 /// SDK's own per-attempt and per-operation limits apply inside it).
 pub const S3_FETCH_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The S3 env file could not be read. Exit 2 (configuration) when the
-/// bucket or key does not exist or access is denied, else 1. Never holds
-/// the object's content.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot read --env-file {location}")]
-pub struct S3EnvFileError {
-    pub location: String,
-    #[source]
-    pub source: AwsError,
-}
-
-impl S3EnvFileError {
-    /// Whether fixing the configuration (the URL, the bucket, the key, the
-    /// instance role's policy) is what it takes.
-    pub fn is_config(&self) -> bool {
-        matches!(
-            self.source.class(),
-            ErrorClass::NotFound | ErrorClass::AccessDenied | ErrorClass::Invalid
-        )
-    }
-}
 
 /// Reads and parses `--env-file` as [`ConfigArgs::env_file`] selects it:
 /// `None` when none is given (or an optional local one is absent).

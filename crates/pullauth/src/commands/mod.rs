@@ -23,7 +23,7 @@ use pullauth_config::ecs_agent::WarnedOnce;
 use pullauth_config::{AUTH_DATA, Config, LogFormat, LogLevel};
 use pullauth_resolve::{ImageRef, RegistryTable};
 
-pub use env_file::{S3EnvFileError, read as read_env_file};
+pub use env_file::read as read_env_file;
 
 use crate::cli::{Cli, Command, ConfigArgs};
 use crate::logging;
