@@ -71,6 +71,12 @@ pub struct AwsOptions {
     /// read by the caller with [`CaBundle::from_env`] so that a bad file is
     /// a startup error).
     pub ca_bundle: Option<CaBundle>,
+    /// Whether ECS calls are paced by the client-side limiter (see
+    /// [`crate::ecs`]): on for the long-running follower, whose polls a
+    /// whole fleet makes; off for a one-shot `prefetch`, which reads ECS
+    /// as fast as one caller may, throttles retried by the SDK with
+    /// back-off.
+    pub pace_ecs: bool,
 }
 
 impl Default for AwsOptions {
@@ -84,6 +90,7 @@ impl Default for AwsOptions {
             session_name: format!("pullauth-{}", std::process::id()),
             clock: Arc::new(SystemClock),
             ca_bundle: None,
+            pace_ecs: true,
         }
     }
 }
@@ -238,6 +245,7 @@ impl Aws {
     /// timeouts and retries are the caller's).
     pub fn from_sdk_config(config: SdkConfig, options: AwsOptions) -> Aws {
         let clock = options.clock.clone();
+        let ecs_pacer = crate::ecs::EcsPacer::new(options.pace_ecs);
         Aws {
             inner: Arc::new(Inner {
                 config,
@@ -274,7 +282,7 @@ impl Aws {
                 options,
                 task_definitions: TaskDefinitionCache::default(),
                 revisions: crate::ecs::RevisionCache::default(),
-                ecs_pacer: crate::ecs::EcsPacer::default(),
+                ecs_pacer,
                 counters: Counters::default(),
             }),
         }

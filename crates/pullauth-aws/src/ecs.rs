@@ -35,10 +35,18 @@ pub(crate) struct EcsPacer {
     limiter: Mutex<CallLimiter>,
     /// The limiter's time origin (tokio's clock, so paused-time tests work).
     epoch: tokio::time::Instant,
+    /// Off: every call goes at once (the limiter still learns the rate).
+    enabled: bool,
 }
 
 impl Default for EcsPacer {
     fn default() -> Self {
+        EcsPacer::new(true)
+    }
+}
+
+impl EcsPacer {
+    pub(crate) fn new(enabled: bool) -> EcsPacer {
         EcsPacer {
             limiter: Mutex::new(CallLimiter::new(
                 DEFAULT_LIMITER_BURST,
@@ -46,6 +54,7 @@ impl Default for EcsPacer {
                 DEFAULT_LIMITER_MIN_RATE,
             )),
             epoch: tokio::time::Instant::now(),
+            enabled,
         }
     }
 }
@@ -57,6 +66,9 @@ impl EcsPacer {
 
     /// Waits until the limiter lets one more call go.
     pub(crate) async fn ready(&self) {
+        if !self.enabled {
+            return;
+        }
         let wait = self.limiter().acquire(self.epoch.elapsed());
         if !wait.is_zero() {
             tracing::debug!(?wait, "pacing the next ECS call");
@@ -756,6 +768,17 @@ mod tests {
     /// The pacer in front of every ECS call: a burst goes at once, then
     /// calls are spaced at the limiter's rate, a throttle halves it and
     /// successes win it back; other failures leave it alone.
+    /// A one-shot prefetch reads ECS unpaced: ten calls go at once.
+    #[tokio::test(start_paused = true)]
+    async fn an_unpaced_client_never_waits() {
+        let pacer = EcsPacer::new(false);
+        let start = tokio::time::Instant::now();
+        for _ in 0..10 {
+            pacer.ready().await;
+        }
+        assert_eq!(start.elapsed(), std::time::Duration::ZERO);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn ecs_calls_are_paced_and_throttles_slow_them_down() {
         let pacer = EcsPacer::default();

@@ -225,6 +225,10 @@ pub struct PrefetchArgs {
     /// When to contact the registry (default: ECS_IMAGE_PULL_BEHAVIOR, else `default`).
     #[arg(long, value_enum)]
     pub pull_behavior: Option<PullBehaviorArg>,
+    /// How many image pulls may run at once (as serve's; one at a time
+    /// when progress bars are drawn on a terminal).
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub max_concurrent_pulls: u16,
     /// Print nothing but errors.
     #[arg(long, short, conflicts_with = "json")]
     pub quiet: bool,

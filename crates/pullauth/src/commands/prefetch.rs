@@ -5,13 +5,14 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
+use futures_util::StreamExt;
 use pullauth_agent::credentials::{Provider, TaskCredentials};
 use pullauth_agent::prefetch::{self, Filters, Problem, Pull, Skipped};
 use pullauth_aws::ErrorClass;
 use pullauth_config::PullBehavior;
 use pullauth_docker::{Engine, PullStatus};
 use pullauth_resolve::ImageRef;
-use pullauth_resolve::{Entry, Source};
+use pullauth_resolve::{Entry, RegistryTable, Source};
 use pullauth_store::PulledWith;
 use serde::Serialize;
 
@@ -79,7 +80,12 @@ pub fn run(args: &PrefetchArgs) -> anyhow::Result<ExitCode> {
             task_definitions: args.task_definitions.clone(),
         }
     };
-    let provider = Provider::lazy(aws_options(config.ecr.value, config.aws_timeout.value)?);
+    // One caller, once: ECS is read unpaced (the follower's client-side
+    // limiter exists for a fleet's polls; throttles are retried by the SDK).
+    let provider = Provider::lazy(pullauth_aws::AwsOptions {
+        pace_ecs: false,
+        ..aws_options(config.ecr.value, config.aws_timeout.value)?
+    });
     let behavior = args
         .pull_behavior
         .map_or(config.pull_behavior.value, PullBehavior::from);
@@ -148,82 +154,107 @@ pub fn run(args: &PrefetchArgs) -> anyhow::Result<ExitCode> {
             .count();
         let store_dir = config.data_dir.as_ref().map(|d| d.value.as_path());
         let session = Session::open(&config, behavior, store_dir, mode, with_credentials).await?;
-        for pull in &pulls {
-            // The pull's own way to its credentials, as `pull`, `verify`
-            // and the agent get theirs.
-            let provided = match pull.first.role() {
-                Ok(role) => provider
-                    .credentials_for(
-                        &table,
-                        &pull.first.image,
-                        TaskCredentials {
-                            secret: pull.first.secret.as_deref(),
-                            role: role.as_ref(),
-                        },
-                    )
-                    .await
-                    .map(|provided| provided.entry)
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(format!("executionRoleArn: {e}")),
-            };
-            let entry = match provided {
-                Ok(entry) => entry,
-                Err(error) => {
-                    failed += 1;
-                    report(args, pull, None, "failed", Some(error))?;
-                    continue;
-                }
-            };
-            let pull_image = pull.first.pull_image();
-            let pulled = match session.pull(&pull_image, entry.as_ref()).await? {
-                // Pulled by the digest ECS pinned: tagged with the task's
-                // own reference, as the ECS agent does after such a pull.
-                Ok(obtained) => match pull.first.tag_as() {
-                    Some(target) => session
-                        .tag(&pull_image.pull_reference(), target)
-                        .await
-                        .map(|()| obtained),
-                    None => Ok(obtained),
-                },
-                Err(error) => Err(error),
-            };
-            match pulled {
-                Ok(obtained) => {
-                    if let Some(error) = &obtained.fallback_from {
-                        eprintln!(
-                            "pullauth: warning: {}: {error}; using the cached image",
-                            pull.first.image.original
-                        );
-                    }
-                    if obtained.status == PullStatus::Pulled {
-                        let mut names = vec![pull_image.pull_reference()];
-                        names.extend(pull.first.tag_as().map(ImageRef::pull_reference));
-                        let with = PulledWith {
-                            registry_key: entry.as_ref().map(|e| e.key.written.clone()),
-                            username: entry.as_ref().and_then(|e| e.credentials.username.clone()),
-                        };
-                        session.mark_prefetched(&names, &obtained.image_id, with)?;
-                    }
-                    let outcome = Outcome {
-                        entry: entry.as_ref(),
-                        digest: obtained.digest.as_deref(),
-                        seconds: seconds(obtained.elapsed),
-                    };
-                    report(args, pull, Some(outcome), obtained.status.as_str(), None)?;
-                }
-                Err(error) => {
-                    failed += 1;
-                    let outcome = Outcome {
-                        entry: entry.as_ref(),
-                        digest: None,
-                        seconds: 0.0,
-                    };
-                    report(args, pull, Some(outcome), "failed", Some(error.to_string()))?;
-                }
+        // The pulls run side by side, bounded as serve's are; bars on a
+        // terminal would draw over each other, so they go one at a time.
+        let at_once = match mode {
+            Mode::Bars => 1,
+            Mode::Plain | Mode::Quiet => usize::from(args.max_concurrent_pulls),
+        };
+        let outcomes: Vec<anyhow::Result<bool>> = futures_util::stream::iter(&pulls)
+            .map(|pull| prefetch_one(args, pull, &provider, &table, &session))
+            .buffer_unordered(at_once)
+            .collect()
+            .await;
+        for outcome in outcomes {
+            if !outcome? {
+                failed += 1;
             }
         }
         Ok(exit_code(failed))
     })
+}
+
+/// Gets one pull's credentials (the pull's own way to them, as `pull`,
+/// `verify` and the agent get theirs), pulls, tags a pinned digest with
+/// the task's reference, marks what it downloaded, and reports it.
+/// `Ok(false)`: this pull failed (reported); `Err`: the store failed.
+async fn prefetch_one(
+    args: &PrefetchArgs,
+    pull: &Pull,
+    provider: &Provider,
+    table: &RegistryTable,
+    session: &Session,
+) -> anyhow::Result<bool> {
+    let provided = match pull.first.role() {
+        Ok(role) => provider
+            .credentials_for(
+                table,
+                &pull.first.image,
+                TaskCredentials {
+                    secret: pull.first.secret.as_deref(),
+                    role: role.as_ref(),
+                },
+            )
+            .await
+            .map(|provided| provided.entry)
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(format!("executionRoleArn: {e}")),
+    };
+    let entry = match provided {
+        Ok(entry) => entry,
+        Err(error) => {
+            report(args, pull, None, "failed", Some(error))?;
+            return Ok(false);
+        }
+    };
+    let pull_image = pull.first.pull_image();
+    let pulled = match session.pull(&pull_image, entry.as_ref()).await? {
+        // Pulled by the digest ECS pinned: tagged with the task's own
+        // reference, as the ECS agent does after such a pull.
+        Ok(obtained) => match pull.first.tag_as() {
+            Some(target) => session
+                .tag(&pull_image.pull_reference(), target)
+                .await
+                .map(|()| obtained),
+            None => Ok(obtained),
+        },
+        Err(error) => Err(error),
+    };
+    match pulled {
+        Ok(obtained) => {
+            if let Some(error) = &obtained.fallback_from {
+                eprintln!(
+                    "pullauth: warning: {}: {error}; using the cached image",
+                    pull.first.image.original
+                );
+            }
+            if obtained.status == PullStatus::Pulled {
+                let mut names = vec![pull_image.pull_reference()];
+                names.extend(pull.first.tag_as().map(ImageRef::pull_reference));
+                let with = PulledWith {
+                    registry_key: entry.as_ref().map(|e| e.key.written.clone()),
+                    username: entry.as_ref().and_then(|e| e.credentials.username.clone()),
+                };
+                session.mark_prefetched(&names, &obtained.image_id, with)?;
+            }
+            let outcome = Outcome {
+                entry: entry.as_ref(),
+                digest: obtained.digest.as_deref(),
+                seconds: seconds(obtained.elapsed),
+            };
+            report(args, pull, Some(outcome), obtained.status.as_str(), None)?;
+            Ok(true)
+        }
+        Err(error) => {
+            let outcome = Outcome {
+                entry: entry.as_ref(),
+                digest: None,
+                seconds: 0.0,
+            };
+            report(args, pull, Some(outcome), "failed", Some(error.to_string()))?;
+            Ok(false)
+        }
+    }
 }
 
 fn exit_code(failed: usize) -> ExitCode {
