@@ -442,6 +442,32 @@ mod tests {
     }
 
     #[test]
+    fn connection_figures_are_exported_per_server() {
+        let metrics = Metrics::new();
+        let introspection = metrics.connections("introspection");
+        let control = metrics.connections("control");
+        introspection.limit.set(256);
+        introspection.open.inc();
+        introspection.open_max.set(1);
+        control.evicted.inc();
+        let classic = openmetrics_to_classic(&metrics.render_with_aws(None));
+        for series in [
+            "pullauth_connection_limit{server=\"introspection\"} 256",
+            "pullauth_connections_open{server=\"introspection\"} 1",
+            "pullauth_connections_open_max{server=\"introspection\"} 1",
+            "pullauth_connections_open{server=\"control\"} 0",
+            "pullauth_connections_evicted_total{server=\"control\"} 1",
+            "pullauth_connections_evicted_total{server=\"introspection\"} 0",
+            "# TYPE pullauth_connections_evicted_total counter",
+        ] {
+            assert!(
+                classic.lines().any(|l| l == series),
+                "{series} missing from:\n{classic}"
+            );
+        }
+    }
+
+    #[test]
     fn renders_every_metric() {
         let metrics = Metrics::new();
         metrics.pulls_started.inc();
