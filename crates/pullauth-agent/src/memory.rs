@@ -83,7 +83,10 @@ impl TrimPolicy {
 /// Tokio runtime; the trim itself runs in the blocking pool, since on a
 /// large heap it takes a few milliseconds. Runs until aborted or until the
 /// runtime shuts down.
-pub fn spawn_trimmer() -> JoinHandle<()> {
+/// `before` runs first, in the blocking pool too: it frees caches that
+/// would otherwise pin memory (the store's page cache).
+pub fn spawn_trimmer(before: impl Fn() + Send + Sync + 'static) -> JoinHandle<()> {
+    let before = std::sync::Arc::new(before);
     tokio::spawn(async move {
         let mut policy = TrimPolicy::new(
             RELEASES.load(Ordering::Relaxed),
@@ -97,7 +100,12 @@ pub fn spawn_trimmer() -> JoinHandle<()> {
         loop {
             ticks.tick().await;
             if policy.sweep(RELEASES.load(Ordering::Relaxed)) {
-                match tokio::task::spawn_blocking(release_free_memory).await {
+                let before = std::sync::Arc::clone(&before);
+                let trim = move || {
+                    before();
+                    release_free_memory()
+                };
+                match tokio::task::spawn_blocking(trim).await {
                     Ok(released) => tracing::debug!(released, "returned free memory to the system"),
                     Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
                     Err(_) => {}
