@@ -6,7 +6,11 @@
 //! memory at the very top of a heap is returned on its own. The agent then
 //! stays at its high-water mark (27.5 MiB after 30,000 tasks, against 8 MiB
 //! idle; BENCHMARKS.md). `malloc_trim` returns the free pages inside the
-//! heaps too, so the agent calls it once a burst is over.
+//! heaps too, so the agent calls it once a burst is over, after the caller's
+//! `before` hook has freed caches that would pin pages (the store's SQLite
+//! page cache). glibc's per-thread caches of freed blocks pin pages too;
+//! they can only be turned off at start (`GLIBC_TUNABLES`), which the
+//! container image does.
 //!
 //! What counts as "a burst is over": the agent notes each release of a
 //! batch of memory ([`note_release`]: a connection closed, finished tasks
