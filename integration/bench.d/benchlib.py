@@ -39,6 +39,19 @@ Subcommands (all print JSON on stdout unless noted):
       text, read-only segments, RELRO and data+bss, located with its ELF
       program headers; heap; malloc arenas; stacks; shared libraries; the
       rest), with LABEL, PHASE and the load average. One JSON line.
+  slow PORT CONNECTIONS HOLD
+      Opens CONNECTIONS connections to 127.0.0.1:PORT, each sending a
+      request line and a header but never the end of the head (raising
+      this process's RLIMIT_NOFILE to fit); once all are open, times one
+      fresh GET /v1/metadata; then waits (up to HOLD s) until the server
+      has closed every one. Prints when each step ended.
+  burst SOCK TASKS CONCURRENCY TIMEOUT IMAGE_A IMAGE_B
+      Submits TASKS tasks of two containers (IMAGE_A, IMAGE_B) over the
+      control socket, CONCURRENCY at a time, then waits (up to TIMEOUT s)
+      until the agent has removed every one: polls /v1/tasks?taskarn= for
+      a sample of them (every 500th and the last) once a second, then
+      checks that /v1/tasks is empty (the whole list is never fetched while
+      it is long: that response would add to the agent's memory).
   footprint READINGS LABEL [LABEL...]
       Markdown tables from memread's lines in READINGS: medians [min-max]
       of the PHASE "run" readings per LABEL, where the RSS goes (per kind
@@ -663,6 +676,144 @@ def cmd_footprint(readings, *labels):
     return 0
 
 
+# --- bursts --------------------------------------------------------------------
+
+HALF_HEAD = b"GET /v1/metadata HTTP/1.1\r\nHost: pullauth\r\n"
+
+
+def cmd_slow(port, connections, hold):
+    import resource
+    import selectors
+    port, connections, hold = int(port), int(connections), float(hold)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = connections + 64
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
+    started = time.monotonic()
+    socks, errors = [], 0
+    for _ in range(connections):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.settimeout(10)
+        try:
+            s.connect(("127.0.0.1", port))
+            s.sendall(HALF_HEAD)
+            s.setblocking(False)
+            socks.append(s)
+        except OSError:
+            errors += 1
+            s.close()
+    opened = time.monotonic()
+    t0 = time.monotonic()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("GET", "/v1/metadata")
+        fresh_status = conn.getresponse().status
+        conn.close()
+    except OSError as e:
+        fresh_status = str(e)
+    fresh_ms = (time.monotonic() - t0) * 1000
+    sel = selectors.DefaultSelector()
+    for s in socks:
+        sel.register(s, selectors.EVENT_READ)
+    open_left, answered = len(socks), 0
+    deadline = time.monotonic() + hold
+    while open_left and time.monotonic() < deadline:
+        for key, _ in sel.select(timeout=0.5):
+            s = key.fileobj
+            try:
+                data = s.recv(4096)
+            except OSError:
+                data = b""
+            if data:
+                answered += 1  # e.g. a 408; counted, then treated as closed
+            sel.unregister(s)
+            s.close()
+            open_left -= 1
+    closed = time.monotonic()
+    for key in list(sel.get_map().values()):
+        key.fileobj.close()
+    print(json.dumps({
+        "connections": connections,
+        "opened": len(socks),
+        "connect_errors": errors,
+        "open_seconds": opened - started,
+        "fresh_status": fresh_status,
+        "fresh_ms": fresh_ms,
+        "answered_with_data": answered,
+        "still_open_at_end": open_left,
+        "all_closed_seconds": closed - started,
+    }))
+    return 0
+
+
+def post_task2(sock, index, image_a, image_b):
+    body = json.dumps({
+        "family": "burst-%d" % index,
+        "containerDefinitions": [{"name": "a", "image": image_a},
+                                 {"name": "b", "image": image_b}],
+    })
+    err = None
+    for attempt in range(5):
+        try:
+            conn = UnixHTTPConnection(sock)
+            conn.request("POST", "/v1/tasks", body, {"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            data = resp.read()
+            conn.close()
+            if resp.status != 201:
+                return None, "HTTP %d: %s" % (resp.status, data[:200].decode(errors="replace"))
+            return json.loads(data)["Arn"], None
+        except OSError as e:
+            err = str(e)
+            time.sleep(0.05 * (attempt + 1))
+    return None, err
+
+
+def task_known(sock, arn):
+    from urllib.parse import quote
+    conn = UnixHTTPConnection(sock, timeout=10)
+    conn.request("GET", "/v1/tasks?taskarn=" + quote(arn, safe=""))
+    resp = conn.getresponse()
+    resp.read()
+    conn.close()
+    return resp.status == 200
+
+
+def cmd_burst(sock, tasks, concurrency, timeout, image_a, image_b):
+    tasks, concurrency, timeout = int(tasks), int(concurrency), float(timeout)
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        results = list(pool.map(lambda i: post_task2(sock, i, image_a, image_b), range(tasks)))
+    submitted = time.monotonic()
+    arns = [arn for arn, _ in results if arn]
+    errors = [err for _, err in results if err]
+    sample = arns[::500] + arns[-1:]
+    emptied = None
+    left = len(arns)
+    while time.monotonic() - submitted < timeout:
+        sample = [arn for arn in sample if task_known(sock, arn)]
+        if not sample:
+            left = len(all_tasks(sock))
+            if left == 0:
+                emptied = time.monotonic()
+                break
+            time.sleep(2)
+            continue
+        time.sleep(1)
+    print(json.dumps({
+        "tasks": tasks,
+        "accepted": len(arns),
+        "submit_errors": errors[:5],
+        "submit_error_count": len(errors),
+        "submit_seconds": submitted - started,
+        "emptied": emptied is not None,
+        "empty_after_submit_seconds": (emptied - submitted) if emptied else None,
+        "tasks_left": 0 if emptied else left,
+        "wall_seconds": (emptied or time.monotonic()) - started,
+    }))
+    return 0
+
+
 COMMANDS = {
     "proxy": cmd_proxy,
     "header": cmd_header,
@@ -676,6 +827,8 @@ COMMANDS = {
     "portfree": cmd_portfree,
     "memread": cmd_memread,
     "footprint": cmd_footprint,
+    "slow": cmd_slow,
+    "burst": cmd_burst,
 }
 
 if __name__ == "__main__":

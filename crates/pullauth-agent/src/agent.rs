@@ -904,6 +904,8 @@ impl Agent {
         metrics
             .pull_duration
             .observe(started.elapsed().as_secs_f64());
+        // The pull's buffers (the engine's progress stream) are gone.
+        crate::memory::note_release();
         match &result {
             Ok(obtained) => {
                 match &obtained.fallback_from {

@@ -43,11 +43,14 @@ async fn sweep(store: &Store, retention: Duration) {
     let store = store.clone();
     match tokio::task::spawn_blocking(move || store.remove_finished_before(cutoff)).await {
         Ok(Ok(0)) => tracing::debug!("no finished task old enough to remove"),
-        Ok(Ok(removed)) => tracing::info!(
-            removed,
-            retention = %humantime::format_duration(retention),
-            "removed finished tasks (ECS_ENGINE_TASK_CLEANUP_WAIT_DURATION)"
-        ),
+        Ok(Ok(removed)) => {
+            crate::memory::note_release();
+            tracing::info!(
+                removed,
+                retention = %humantime::format_duration(retention),
+                "removed finished tasks (ECS_ENGINE_TASK_CLEANUP_WAIT_DURATION)"
+            );
+        }
         // Kept for the next sweep; a failing store also shows on /healthz.
         Ok(Err(error)) => tracing::warn!(%error, "could not remove finished tasks"),
         Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),

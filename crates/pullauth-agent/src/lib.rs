@@ -20,6 +20,8 @@
 //! - [`prefetch`]: which images a cluster's ECS services need, and with
 //!   which credentials ECS would pull them.
 //! - [`taskdef`]: task definition validation; [`metrics`]: Prometheus.
+//! - [`memory`]: returning the memory of a burst to the system once it
+//!   is over.
 //! - [`watch`]: reloads serialized with SIGHUP, triggered by changes to the
 //!   configuration files (watched by directory, debounced, by content).
 
@@ -32,6 +34,7 @@ pub mod data_dir_lock;
 pub mod follow;
 pub mod helper;
 pub mod introspection;
+pub mod memory;
 pub mod metrics;
 pub mod prefetch;
 pub mod puller;

@@ -38,6 +38,29 @@ pub struct Metrics {
     pub prefetch_images_removed: Counter,
     /// Prefetched images pullauth removed because nothing names them.
     pub prefetch_images_cleaned: Counter,
+    /// Connections open now, by server (`introspection`, `control`).
+    connections_open: Family<Vec<(String, String)>, Gauge>,
+    /// Most connections open at once since start, by server: at most the
+    /// limit, by construction.
+    connections_open_max: Family<Vec<(String, String)>, Gauge>,
+    /// The cap on open connections, by server.
+    connection_limit: Family<Vec<(String, String)>, Gauge>,
+    /// Idle connections closed to make room for a new one, by server.
+    connections_evicted: Family<Vec<(String, String)>, Counter>,
+}
+
+/// The connection figures of one server, as [`Metrics::connections`] hands
+/// them to it.
+#[derive(Debug, Clone)]
+pub struct ConnectionMetrics {
+    /// Connections open now.
+    pub open: Gauge,
+    /// Most connections open at once since start.
+    pub open_max: Gauge,
+    /// The cap.
+    pub limit: Gauge,
+    /// Idle connections closed to make room.
+    pub evicted: Counter,
 }
 
 impl Default for Metrics {
@@ -67,6 +90,30 @@ impl Metrics {
         let prefetch_pull_failures = Counter::default();
         let prefetch_images_removed = Counter::default();
         let prefetch_images_cleaned = Counter::default();
+        let connections_open = Family::<Vec<(String, String)>, Gauge>::default();
+        let connections_open_max = Family::<Vec<(String, String)>, Gauge>::default();
+        let connection_limit = Family::<Vec<(String, String)>, Gauge>::default();
+        let connections_evicted = Family::<Vec<(String, String)>, Counter>::default();
+        registry.register(
+            "connections_open",
+            "Connections open now, by server",
+            connections_open.clone(),
+        );
+        registry.register(
+            "connections_open_max",
+            "Most connections open at once since start, by server",
+            connections_open_max.clone(),
+        );
+        registry.register(
+            "connection_limit",
+            "Most connections a server holds open at once",
+            connection_limit.clone(),
+        );
+        registry.register(
+            "connections_evicted",
+            "Idle connections closed to make room for a new client at the limit, by server",
+            connections_evicted.clone(),
+        );
         registry.register(
             "prefetch_polls",
             "Polls of the cluster's ECS services",
@@ -181,6 +228,22 @@ impl Metrics {
             prefetch_pull_failures,
             prefetch_images_removed,
             prefetch_images_cleaned,
+            connections_open,
+            connections_open_max,
+            connection_limit,
+            connections_evicted,
+        }
+    }
+
+    /// The connection figures of the server named `server` (a fixed name,
+    /// never a client's address), exported from now on.
+    pub fn connections(&self, server: &str) -> ConnectionMetrics {
+        let label = vec![("server".to_owned(), server.to_owned())];
+        ConnectionMetrics {
+            open: self.connections_open.get_or_create_owned(&label),
+            open_max: self.connections_open_max.get_or_create_owned(&label),
+            limit: self.connection_limit.get_or_create_owned(&label),
+            evicted: self.connections_evicted.get_or_create_owned(&label),
         }
     }
 
@@ -395,6 +458,32 @@ mod tests {
             "{classic}"
         );
         assert_eq!(text.matches("# EOF").count(), 1);
+    }
+
+    #[test]
+    fn connection_figures_are_exported_per_server() {
+        let metrics = Metrics::new();
+        let introspection = metrics.connections("introspection");
+        let control = metrics.connections("control");
+        introspection.limit.set(256);
+        introspection.open.inc();
+        introspection.open_max.set(1);
+        control.evicted.inc();
+        let classic = openmetrics_to_classic(&metrics.render_with_aws(None));
+        for series in [
+            "pullauth_connection_limit{server=\"introspection\"} 256",
+            "pullauth_connections_open{server=\"introspection\"} 1",
+            "pullauth_connections_open_max{server=\"introspection\"} 1",
+            "pullauth_connections_open{server=\"control\"} 0",
+            "pullauth_connections_evicted_total{server=\"control\"} 1",
+            "pullauth_connections_evicted_total{server=\"introspection\"} 0",
+            "# TYPE pullauth_connections_evicted_total counter",
+        ] {
+            assert!(
+                classic.lines().any(|l| l == series),
+                "{series} missing from:\n{classic}"
+            );
+        }
     }
 
     #[test]

@@ -1,19 +1,26 @@
 //! Serving both routers until shutdown, with limits that hold against
 //! hostile clients.
 //!
-//! Each listener runs its own accept loop: a permit from a semaphore is
-//! taken *before* `accept`, so once a listener has its maximum number of
-//! connections the excess waits in the kernel's listen backlog and costs the
+//! Each listener runs its own accept loop under a cap on the connections
+//! it serves at once, sized for the listener's use (a few local clients,
+//! scrapers, the CLI). A client accepted while the cap is reached takes the
+//! place of the connection that has waited longest for a request (a
+//! half-sent head, or an idle keep-alive connection), which is closed: a
+//! flood of slow clients costs at most the cap in memory, and a fresh
+//! client is still answered at once. Only when every connection has a
+//! request in flight does the accepted client wait for a place, and
+//! further clients wait in the kernel's listen backlog, where they cost the
 //! agent neither memory nor file descriptors. Every connection is one task
 //! running hyper's HTTP/1 server with a header-read timeout, which also
 //! closes idle keep-alive connections. On shutdown the listeners close at
 //! once, connections without a request in flight are dropped, and the rest
 //! get [`SHUTDOWN_GRACE`] before they are cut off.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::Router;
@@ -23,12 +30,14 @@ use hyper_util::service::TowerToHyperService;
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UnixListener, UnixStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_io_timeout::TimeoutStream;
 
 use crate::agent::Agent;
 use crate::api;
+use crate::memory;
+use crate::metrics::ConnectionMetrics;
 
 /// How long a client may take to send a request's head (request line and
 /// headers), counted from the moment the server starts waiting for it. That
@@ -44,20 +53,20 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// buffers are full. A client reading at any pace keeps the write moving.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Most connections the introspection listener holds open at once. Above
-/// the 5,000 half-open connections one local process can easily open (the
-/// case this limit was written for), so that `/v1/metadata` still answers
-/// while they wait for [`HEADER_READ_TIMEOUT`]; yet far below the file
-/// descriptors the agent has once [`raise_fd_limit`] ran (typically 524,288
-/// under systemd). A half-sent connection costs the agent about 15 KiB
-/// (measured: 9 MiB idle, 82 MiB with 5,000 of them), so ~120 MiB at the cap.
-pub const MAX_INTROSPECTION_CONNECTIONS: usize = 8_192;
+/// Most connections the introspection listener holds open at once. Its
+/// clients are a few local processes (the ECS agent's tooling, a scraper,
+/// `curl`), and the bench's `wrk -c200`; 256 leaves room for those. A
+/// half-sent connection costs the agent about 15 KiB (82 MiB with 5,000 of
+/// them, measured), so the cap bounds what a flood of slow clients can
+/// cost to about 4 MiB: beyond it the longest-idle connection is closed to
+/// make room (see the module documentation).
+pub const MAX_INTROSPECTION_CONNECTIONS: usize = 256;
 
 /// Most connections the control socket holds open at once. Only the
 /// socket's owner (mode 0600) can connect, and its clients submit tasks one
-/// request at a time; 128 is room for a busy scheduler and the bench's 50
+/// request at a time; 64 is room for a busy scheduler and the bench's 50
 /// concurrent submitters.
-pub const MAX_CONTROL_CONNECTIONS: usize = 128;
+pub const MAX_CONTROL_CONNECTIONS: usize = 64;
 
 /// File descriptors kept out of the connection caps: the state file, the
 /// engine connections of concurrent pulls, logs, signals, the runtime.
@@ -144,8 +153,9 @@ pub fn fd_limit() -> u64 {
 const UNLIMITED_FD_TARGET: u64 = 1 << 20;
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit, as servers do at
-/// start-up: the usual soft limit of 1,024 would make the connection caps
-/// meaningless. Returns the soft limit in effect afterwards.
+/// start-up: under the usual soft limit of 1,024, a flood of connections
+/// would leave the store and the engine connections of concurrent pulls
+/// few descriptors. Returns the soft limit in effect afterwards.
 pub fn raise_fd_limit() -> io::Result<u64> {
     let limit = getrlimit(Resource::Nofile);
     let Some(soft) = limit.current else {
@@ -236,6 +246,7 @@ pub async fn run_with_limits(
             listener: tcp,
             router: api::introspection(agent.clone()),
             max_connections: limits.max_introspection_connections,
+            metrics: agent.metrics().connections("introspection"),
         },
         limits,
         stop_rx.clone(),
@@ -244,6 +255,7 @@ pub async fn run_with_limits(
         Endpoint {
             name: "control",
             listener: unix,
+            metrics: agent.metrics().connections("control"),
             router: api::control(agent),
             max_connections: limits.max_control_connections,
         },
@@ -279,16 +291,149 @@ impl Listener for UnixListener {
 
 /// One listener and what it serves.
 struct Endpoint<L> {
-    /// For logs.
+    /// For logs and the `server` label of the metrics.
     name: &'static str,
     listener: L,
     router: Router,
     max_connections: usize,
+    metrics: ConnectionMetrics,
 }
 
 /// Completes once shutdown was asked for (or nobody can ask any more).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// The connections one listener holds open, so that the accept loop can
+/// close the one that has waited longest for a request when the cap is
+/// reached.
+#[derive(Debug, Default)]
+struct Connections {
+    /// Open connections by id.
+    open: Mutex<HashMap<u64, Arc<Connection>>>,
+    /// Ids, and the order in which connections became idle: a connection
+    /// takes the next number each time it starts waiting for a request.
+    sequence: AtomicU64,
+    /// Woken when a connection becomes idle, for an accept loop waiting
+    /// for a place while every connection has a request in flight.
+    became_idle: Notify,
+}
+
+/// What the accept loop knows about one open connection.
+#[derive(Debug)]
+struct Connection {
+    /// Requests in flight on it (hyper serves one at a time; 0 or 1).
+    in_flight: AtomicUsize,
+    /// When it last started waiting for a request (a number from
+    /// [`Connections::sequence`]; smaller is longer ago).
+    idle_since: AtomicU64,
+    /// Tells the connection's task to close it.
+    evict: Notify,
+}
+
+impl Connections {
+    fn next(&self) -> u64 {
+        self.sequence.fetch_add(1, Ordering::SeqCst)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Connection>>> {
+        // The map stays consistent whatever panicked while holding it.
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records a new connection; it is open (and counted) until the
+    /// returned guard drops.
+    fn register(self: &Arc<Self>, metrics: &ConnectionMetrics) -> Registered {
+        let id = self.next();
+        let connection = Arc::new(Connection {
+            in_flight: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(id),
+            evict: Notify::new(),
+        });
+        self.lock().insert(id, Arc::clone(&connection));
+        // Counts evicted connections too until they are closed. Only the
+        // accept loop opens connections, so nothing races this maximum.
+        let open = metrics.open.inc().saturating_add(1);
+        if open > metrics.open_max.get() {
+            metrics.open_max.set(open);
+        }
+        Registered {
+            connections: Arc::clone(self),
+            id,
+            connection,
+            open: metrics.open.clone(),
+        }
+    }
+
+    /// Tells the connection that has waited longest for a request to close
+    /// (it is forgotten at once, so it is not chosen twice). False if every
+    /// connection has a request in flight.
+    fn evict_longest_idle(&self) -> bool {
+        let mut map = self.lock();
+        let longest = map
+            .iter()
+            .filter(|(_, c)| c.in_flight.load(Ordering::SeqCst) == 0)
+            .min_by_key(|(_, c)| c.idle_since.load(Ordering::SeqCst))
+            .map(|(id, _)| *id);
+        let Some(connection) = longest.and_then(|id| map.remove(&id)) else {
+            return false;
+        };
+        drop(map);
+        // Stored if the task is not waiting yet: it closes when it looks.
+        connection.evict.notify_one();
+        true
+    }
+}
+
+/// A connection's place in [`Connections`]; dropping it forgets the
+/// connection.
+struct Registered {
+    connections: Arc<Connections>,
+    id: u64,
+    connection: Arc<Connection>,
+    open: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.connections.lock().remove(&self.id);
+        self.open.dec();
+        memory::note_release();
+    }
+}
+
+/// Takes a place under the cap for a connection just accepted. When there
+/// is none, closes the connection that has waited longest for a request
+/// and takes its place; when every connection has a request in flight,
+/// waits for one to finish or close. `None` once shutdown starts.
+async fn take_place(
+    permits: &Arc<Semaphore>,
+    connections: &Connections,
+    metrics: &ConnectionMetrics,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<OwnedSemaphorePermit> {
+    loop {
+        if let Ok(permit) = Arc::clone(permits).try_acquire_owned() {
+            return Some(permit);
+        }
+        let idle = connections.became_idle.notified();
+        tokio::pin!(idle);
+        // Registered before looking, so a connection that becomes idle
+        // after the look still wakes this loop.
+        idle.as_mut().enable();
+        let evicted = connections.evict_longest_idle();
+        if evicted {
+            metrics.evicted.inc();
+        }
+        tokio::select! {
+            biased;
+            () = stopped(stop) => return None,
+            permit = Arc::clone(permits).acquire_owned() => return permit.ok(),
+            // Only worth waking for when nothing was evicted: the evicted
+            // connection's place is on its way.
+            () = idle, if !evicted => {}
+        }
+    }
 }
 
 /// Accepts and serves connections until `stop`, then waits (bounded) for
@@ -303,20 +448,20 @@ async fn serve<L: Listener>(
         listener,
         router,
         max_connections,
+        metrics,
     } = endpoint;
+    metrics
+        .limit
+        .set(i64::try_from(max_connections).unwrap_or(i64::MAX));
     let permits = Arc::new(Semaphore::new(max_connections));
+    let tracked = Arc::new(Connections::default());
     let mut connections = JoinSet::new();
     loop {
         // Finished connections leave the set here, so it stays within the cap.
         while connections.try_join_next().is_some() {}
-        let permit = tokio::select! {
-            biased;
-            () = stopped(&mut stop) => break,
-            permit = Arc::clone(&permits).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
+        // A free place is taken before `accept`: under the cap, no client
+        // waits for the bookkeeping below.
+        let free = Arc::clone(&permits).try_acquire_owned().ok();
         let io = tokio::select! {
             biased;
             () = stopped(&mut stop) => break,
@@ -331,12 +476,22 @@ async fn serve<L: Listener>(
                 }
             },
         };
+        // At the cap, this client is served once a place is made for it;
+        // meanwhile further clients wait in the listen backlog.
+        let permit = match free {
+            Some(permit) => permit,
+            None => match take_place(&permits, &tracked, &metrics, &mut stop).await {
+                Some(permit) => permit,
+                None => break,
+            },
+        };
+        let registered = tracked.register(&metrics);
         connections.spawn(serve_connection(
             io,
             router.clone(),
             limits,
             stop.clone(),
-            permit,
+            (permit, registered),
         ));
     }
     // New clients are refused from here on.
@@ -356,43 +511,94 @@ async fn serve<L: Listener>(
     }
 }
 
-/// Counts a connection's requests in flight while alive.
-struct InFlight(Arc<AtomicUsize>);
+/// Counts a connection's requests in flight while alive; the last one out
+/// marks the connection idle.
+struct InFlight {
+    connection: Arc<Connection>,
+    connections: Arc<Connections>,
+}
 
 impl InFlight {
-    fn enter(count: &Arc<AtomicUsize>) -> InFlight {
-        count.fetch_add(1, Ordering::SeqCst);
-        InFlight(Arc::clone(count))
+    fn enter(registered: &Registered) -> InFlight {
+        registered
+            .connection
+            .in_flight
+            .fetch_add(1, Ordering::SeqCst);
+        InFlight {
+            connection: Arc::clone(&registered.connection),
+            connections: Arc::clone(&registered.connections),
+        }
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        let idle_since = self.connections.next();
+        self.connection
+            .idle_since
+            .store(idle_since, Ordering::SeqCst);
+        if self.connection.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.connections.became_idle.notify_one();
+        }
     }
 }
 
-/// Serves one connection; `_permit` holds its place under the cap.
+/// A response body that keeps its request counted as in flight until hyper
+/// has taken all of it (and drops it), so that a connection is not taken
+/// for idle, and closed to make room, while its response is being written.
+struct Guarded {
+    body: axum::body::Body,
+    _guard: InFlight,
+}
+
+impl http_body::Body for Guarded {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    // What gives a response its Content-Length.
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Serves one connection; `place` holds its place under the cap and in the
+/// listener's [`Connections`].
 async fn serve_connection<I>(
     io: I,
     router: Router,
     limits: ServerLimits,
     mut stop: watch::Receiver<bool>,
-    _permit: OwnedSemaphorePermit,
+    place: (OwnedSemaphorePermit, Registered),
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let in_flight = Arc::new(AtomicUsize::new(0));
+    let registered = Arc::new(place.1);
     let service = {
-        let in_flight = Arc::clone(&in_flight);
+        let registered = Arc::clone(&registered);
         let router = TowerToHyperService::new(router);
         hyper::service::service_fn(move |request| {
-            let guard = InFlight::enter(&in_flight);
+            let guard = InFlight::enter(&registered);
             let response = hyper::service::Service::call(&router, request);
             async move {
-                let response = response.await;
-                drop(guard);
-                response
+                // In flight until hyper has written the whole body.
+                let response = response.await?;
+                Ok::<_, std::convert::Infallible>(response.map(|body| {
+                    axum::body::Body::new(Guarded {
+                        body,
+                        _guard: guard,
+                    })
+                }))
             }
         })
     };
@@ -408,6 +614,7 @@ async fn serve_connection<I>(
     io.set_write_timeout(Some(limits.write_timeout));
     let connection = builder.serve_connection(TokioIo::new(Box::pin(io)), service);
     tokio::pin!(connection);
+    let in_flight = || registered.connection.in_flight.load(Ordering::SeqCst);
     tokio::select! {
         result = connection.as_mut() => {
             // Timeouts and clients that hang up: routine, not worth a warning.
@@ -416,16 +623,30 @@ async fn serve_connection<I>(
             }
             return;
         }
-        () = stopped(&mut stop) => {}
+        // Chosen to make room while it had no request in flight. A request
+        // that arrived since is answered first.
+        () = registered.connection.evict.notified() => {
+            if in_flight() == 0 {
+                return;
+            }
+            connection.as_mut().graceful_shutdown();
+        }
+        () = stopped(&mut stop) => {
+            // Shutting down. Without a request in flight there is nothing to
+            // lose: an idle or half-sent connection is closed now, not after
+            // its timeout.
+            if in_flight() == 0 {
+                return;
+            }
+            connection.as_mut().graceful_shutdown();
+        }
     }
-    // Shutting down. Without a request in flight there is nothing to lose:
-    // an idle or half-sent connection is closed now, not after its timeout.
-    if in_flight.load(Ordering::SeqCst) == 0 {
-        return;
-    }
-    connection.as_mut().graceful_shutdown();
-    // Bounded by the grace period: `serve` aborts this task after it.
+    // Bounded by the header and write timeouts, and at shutdown by the
+    // grace period: `serve` aborts this task after it.
     let _ = connection.await;
+    // Locals drop before parameters: the socket is closed and the
+    // connection forgotten before `place.0` releases its permit, so the
+    // open connections never exceed the cap, even for a moment.
 }
 
 #[cfg(test)]
@@ -438,11 +659,13 @@ mod tests {
         // Room for everything: unchanged.
         assert_eq!(wanted.fit_to_fd_limit(524_288), wanted);
         assert_eq!(wanted.fit_to_fd_limit(u64::MAX), wanted);
-        // The usual soft limit: both caps shrink and still leave the reserve.
-        let low = wanted.fit_to_fd_limit(1_024);
+        // The usual soft limit of 1,024 fits both caps with the reserve.
+        assert_eq!(wanted.fit_to_fd_limit(1_024), wanted);
+        // Lower: both caps shrink and still leave the reserve.
+        let low = wanted.fit_to_fd_limit(512);
         let total = low.max_introspection_connections + low.max_control_connections;
-        assert_eq!(total as u64, 1_024 - RESERVED_FDS);
-        assert_eq!(low.max_control_connections, 96);
+        assert_eq!(total as u64, 512 - RESERVED_FDS);
+        assert_eq!(low.max_control_connections, 32);
         // Absurdly low: one connection each rather than none.
         let tiny = wanted.fit_to_fd_limit(10);
         assert_eq!(tiny.max_introspection_connections, 1);

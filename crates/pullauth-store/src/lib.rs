@@ -270,6 +270,18 @@ impl Store {
         self.shared.write_failed.load(Ordering::Relaxed)
     }
 
+    /// Frees the memory SQLite holds for the connection that it can do
+    /// without (its page cache; pages are read again from the file, or the
+    /// kernel's cache of it, when needed). After a burst the cache holds
+    /// pages of tasks long removed, allocated all over the heap, where they
+    /// keep the allocator from returning the memory around them; the agent
+    /// calls this before it returns free memory to the system.
+    pub fn release_memory(&self) {
+        if let Err(e) = self.lock().release_memory() {
+            tracing::debug!(error = %e, "SQLite could not release memory");
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Connection> {
         self.shared
             .conn

@@ -1,12 +1,14 @@
 //! The agent against hostile local clients: thousands of connections that
 //! send half a request line and then nothing. It must keep answering on
-//! both APIs, drop such connections after its header-read timeout, and
-//! still stop promptly on SIGTERM. The agent is the suite's debug build:
-//! each test sets `--client-header-timeout` for what it proves (the flood
-//! must outlast its own opening, the drop test wants it short), so neither
-//! needs a release build nor waits out the 10 s default. (In-process tests
-//! of the same limits are in crates/pullauth-agent/tests/agent/server.rs; the
-//! default itself is pinned by the CLI tests.)
+//! both APIs, hold at most its connection cap whatever the flood (a new
+//! client takes the place of the longest-waiting one), drop such
+//! connections after its header-read timeout, and still stop promptly on
+//! SIGTERM. The agent is the suite's debug build: each test sets
+//! `--client-header-timeout` for what it proves (the flood must outlast its
+//! own opening, the drop test wants it short), so neither needs a release
+//! build nor waits out the 10 s default. (In-process tests of the same
+//! limits are in crates/pullauth-agent/tests/agent/server.rs; the default
+//! itself is pinned by the CLI tests.)
 
 use std::collections::HashSet;
 use std::fs;
@@ -14,6 +16,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use pullauth_agent::server::MAX_INTROSPECTION_CONNECTIONS;
 use pullauth_integration::agent::{AgentSpec, http_tcp, http_unix};
 use pullauth_integration::raise_fd_limit;
 
@@ -28,7 +31,7 @@ const SHORT_HEADER_TIMEOUT: &str = "1s";
 const HEADER_TIMEOUT_BOUND: Duration = Duration::from_secs(20);
 /// The flood's header-read timeout: far longer than opening the flood takes
 /// on a debug build (~400 connections a second on a busy 2-core machine),
-/// so the agent must hold every connection at once.
+/// so only the cap can free places.
 const FLOOD_HEADER_TIMEOUT: &str = "10m";
 
 /// How many connections to local port `port` process `pid` has accepted
@@ -89,8 +92,24 @@ fn half_sent_connections(addr: &str, count: usize) -> Vec<TcpStream> {
     })
 }
 
+/// How many of `streams` the peer has closed: a non-blocking read finds the
+/// end of the stream or a reset.
+fn closed_by_peer(streams: &mut [TcpStream]) -> usize {
+    let mut closed = 0;
+    for stream in streams {
+        let mut byte = [0u8; 1];
+        closed += match stream.read(&mut byte) {
+            Ok(0) => 1,
+            Ok(_) => panic!("a half-sent connection got an answer"),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => 1,
+            Err(_) => 0,
+        };
+    }
+    closed
+}
+
 #[test]
-fn five_thousand_half_sent_connections_do_not_take_the_agent_down() {
+fn five_thousand_half_sent_connections_cost_at_most_the_cap() {
     let limit = raise_fd_limit().expect("cannot raise RLIMIT_NOFILE");
     assert!(
         limit > (FLOOD as u64) + 500,
@@ -108,19 +127,33 @@ fn five_thousand_half_sent_connections_do_not_take_the_agent_down() {
         .expect("agent port");
 
     let opening = Instant::now();
-    let flood = half_sent_connections(agent.listen(), FLOOD);
+    let mut flood = half_sent_connections(agent.listen(), FLOOD);
     let opened_in = opening.elapsed();
-    // The agent has accepted (not merely the kernel queued) every one.
+    for stream in &flood {
+        stream.set_nonblocking(true).expect("nonblocking");
+    }
+    // The agent accepts every one, each in the place of the longest-waiting
+    // connection: all but the cap's worth are closed (without an answer),
+    // and it never holds more than the cap (plus the one just accepted
+    // while the connection it replaces closes).
     let mut most = 0;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while most < FLOOD {
+    let mut closed = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while closed < FLOOD - MAX_INTROSPECTION_CONNECTIONS {
         most = most.max(accepted_connections(agent.pid(), port));
+        closed = closed_by_peer(&mut flood);
         assert!(
             Instant::now() < deadline,
-            "the agent held at most {most} of the {FLOOD} connections (opened in {opened_in:?})"
+            "the agent closed {closed} of the {FLOOD} connections (opened in {opened_in:?})"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    most = most.max(accepted_connections(agent.pid(), port));
+    assert!(
+        most <= MAX_INTROSPECTION_CONNECTIONS + 1,
+        "the agent held {most} connections at once"
+    );
+    assert_eq!(closed, FLOOD - MAX_INTROSPECTION_CONNECTIONS);
 
     let started = Instant::now();
     let metadata = http_tcp(agent.listen(), "GET", "/v1/metadata", b"")
@@ -132,6 +165,15 @@ fn five_thousand_half_sent_connections_do_not_take_the_agent_down() {
     assert!(
         took < Duration::from_secs(10),
         "/v1/metadata took {took:?} during the flood"
+    );
+    let metrics = http_tcp(agent.listen(), "GET", "/metrics", b"").expect("GET /metrics");
+    let text = metrics.text();
+    let cap_line = format!(
+        "pullauth_connections_open_max{{server=\"introspection\"}} {MAX_INTROSPECTION_CONNECTIONS}"
+    );
+    assert!(
+        text.lines().any(|l| l == cap_line),
+        "{cap_line} not in:\n{text}"
     );
     let health = http_unix(agent.control_socket(), "GET", "/healthz", b"")
         .expect("control socket during the flood");

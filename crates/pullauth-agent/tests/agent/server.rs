@@ -241,23 +241,207 @@ async fn a_client_that_stops_reading_is_dropped_after_the_write_timeout() {
     running.shut_down(PROMPTLY).await;
 }
 
-#[tokio::test]
-async fn connections_beyond_the_cap_wait_while_existing_ones_are_served() {
-    let limits = ServerLimits {
-        header_read_timeout: Duration::from_secs(30),
-        max_introspection_connections: 2,
-        ..test_limits()
+/// Reads one response whose body is plain text (`/metrics`).
+async fn get_text<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, path: &str) -> (u16, String) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: pullauth\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = async {
+        loop {
+            if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .expect("content-length");
+                if raw.len() >= end + 4 + length {
+                    let status = head
+                        .split_whitespace()
+                        .nth(1)
+                        .and_then(|s| s.parse().ok())
+                        .expect("status");
+                    let body = String::from_utf8_lossy(&raw[end + 4..end + 4 + length]);
+                    return (status, body.into_owned());
+                }
+            }
+            let n = stream.read(&mut buf).await.expect("read");
+            assert!(n > 0, "connection closed mid-response");
+            raw.extend_from_slice(&buf[..n]);
+        }
     };
-    let running = Running::start(limits).await;
-    let mut first = running.tcp().await;
-    assert_eq!(get(&mut first, "/healthz").await.0, 200);
-    let mut second = running.tcp().await;
-    assert_eq!(get(&mut second, "/healthz").await.0, 200);
+    tokio::time::timeout(PROMPTLY, read)
+        .await
+        .unwrap_or_else(|_| panic!("no response to GET {path} within {PROMPTLY:?}"))
+}
 
-    // The cap is reached: a third client waits in the listen backlog.
-    let mut third = running.tcp().await;
+/// The value of the sample `name` in a Prometheus text exposition.
+fn sample(metrics: &str, name: &str) -> i64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from:\n{metrics}"))
+}
+
+/// Whether the server has closed a connection that never got an answer:
+/// a non-blocking read finds the end of the stream (or a reset) at once;
+/// false while it is open. Loopback delivers the server's close before its
+/// `close` returns, so this needs no waiting.
+fn closed_without_answer(stream: &mut impl std::io::Read) -> bool {
+    let mut byte = [0u8; 1];
+    match stream.read(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => panic!("a slow client got an answer"),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => true,
+        Err(e) => panic!("read: {e}"),
+    }
+}
+
+/// A request line and a header, never the blank line that ends the head.
+const HALF_HEAD: &[u8] = b"GET /v1/metadata HTTP/1.1\r\nHost: pullauth\r\n";
+
+#[tokio::test]
+async fn a_fresh_client_is_answered_while_slow_clients_fill_the_cap() {
+    const CAP: usize = 4;
+    const SLOW: usize = 12;
+    // The header timeout never fires here: only the cap can free places.
+    let running = Running::start(ServerLimits {
+        header_read_timeout: Duration::from_secs(600),
+        max_introspection_connections: CAP,
+        ..test_limits()
+    })
+    .await;
+    // Blocking sockets: connecting only needs the kernel (the listen
+    // backlog), and the reads below look at the socket without the runtime.
+    let mut slow: Vec<std::net::TcpStream> = (0..SLOW)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(running.addr).expect("connect");
+            std::io::Write::write_all(&mut stream, HALF_HEAD).expect("write");
+            stream.set_nonblocking(true).expect("nonblocking");
+            stream
+        })
+        .collect();
+
+    let mut fresh = running.tcp().await;
+    let (status, body) = get(&mut fresh, "/v1/metadata").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["Cluster"], "test");
+
+    // Every connection the server accepted beyond the cap took the place
+    // of a slow one, closed before its place was given away: with the
+    // fresh client in one place, CAP - 1 slow ones are still open.
+    let states: Vec<bool> = slow.iter_mut().map(closed_without_answer).collect();
+    let closed = states.iter().filter(|&&c| c).count();
+    assert_eq!(closed, SLOW + 1 - CAP, "closed: {states:?}");
+    // The longest-waiting go first: those closed come first.
+    assert!(
+        states.iter().skip_while(|&&c| c).all(|&c| !c),
+        "not the longest-waiting ones were closed: {states:?}"
+    );
+
+    let (status, metrics) = get_text(&mut fresh, "/metrics").await;
+    assert_eq!(status, 200);
+    let server = "{server=\"introspection\"}";
+    let cap = i64::try_from(CAP).expect("small");
+    assert_eq!(
+        sample(&metrics, &format!("pullauth_connection_limit{server}")),
+        cap
+    );
+    // Never more than the cap, and the cap was reached.
+    assert_eq!(
+        sample(&metrics, &format!("pullauth_connections_open_max{server}")),
+        cap
+    );
+    assert!(sample(&metrics, &format!("pullauth_connections_open{server}")) <= cap);
+    let evicted = sample(
+        &metrics,
+        &format!("pullauth_connections_evicted_total{server}"),
+    );
+    assert_eq!(evicted, i64::try_from(SLOW + 1 - CAP).expect("small"));
+    running.shut_down(PROMPTLY).await;
+}
+
+#[tokio::test]
+async fn the_control_socket_answers_a_fresh_client_while_slow_ones_fill_its_cap() {
+    const CAP: usize = 3;
+    const SLOW: usize = 10;
+    let running = Running::start(ServerLimits {
+        header_read_timeout: Duration::from_secs(600),
+        max_control_connections: CAP,
+        ..test_limits()
+    })
+    .await;
+    let mut slow: Vec<std::os::unix::net::UnixStream> = (0..SLOW)
+        .map(|_| {
+            let mut stream =
+                std::os::unix::net::UnixStream::connect(&running.socket).expect("connect");
+            std::io::Write::write_all(&mut stream, b"POST /v1/tasks HTTP/1.1\r\n").expect("write");
+            stream.set_nonblocking(true).expect("nonblocking");
+            stream
+        })
+        .collect();
+    let mut fresh = running.unix().await;
+    assert_eq!(get(&mut fresh, "/healthz").await.0, 200);
+    let states: Vec<bool> = slow.iter_mut().map(closed_without_answer).collect();
+    let closed = states.iter().filter(|&&c| c).count();
+    assert_eq!(closed, SLOW + 1 - CAP, "closed: {states:?}");
+    let mut scraper = running.tcp().await;
+    let (_, metrics) = get_text(&mut scraper, "/metrics").await;
+    let server = "{server=\"control\"}";
+    assert_eq!(
+        sample(&metrics, &format!("pullauth_connections_open_max{server}")),
+        i64::try_from(CAP).expect("small")
+    );
+    running.shut_down(PROMPTLY).await;
+}
+
+/// Sends a task submission's head asking `Expect: 100-continue` and waits
+/// for the `100 Continue` that hyper sends once the handler reads the body:
+/// from then on the request is in flight. Returns the body to send.
+async fn start_submission<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    family: &str,
+) -> String {
+    let body =
+        json!({"family": family, "containerDefinitions": [{"name": "a", "image": "busybox"}]})
+            .to_string();
+    let head = format!(
+        "POST /v1/tasks HTTP/1.1\r\nHost: pullauth\r\nContent-Type: application/json\r\n\
+         Expect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("write");
+    let expected = b"HTTP/1.1 100 Continue\r\n\r\n";
+    let mut got = vec![0u8; expected.len()];
+    tokio::time::timeout(PROMPTLY, stream.read_exact(&mut got))
+        .await
+        .expect("no 100 Continue")
+        .expect("read");
+    assert_eq!(got, expected, "{}", String::from_utf8_lossy(&got));
+    body
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_while_every_place_has_a_request_in_flight() {
+    let running = Running::start(ServerLimits {
+        header_read_timeout: Duration::from_secs(600),
+        max_control_connections: 2,
+        ..test_limits()
+    })
+    .await;
+    let mut first = running.unix().await;
+    let first_body = start_submission(&mut first, "first").await;
+    let mut second = running.unix().await;
+    let second_body = start_submission(&mut second, "second").await;
+
+    // The cap is reached and nothing is idle: a third client waits in the
+    // listen backlog, and no request in flight is cut off for it.
+    let mut third = running.unix().await;
     third
-        .write_all(b"GET /v1/metadata HTTP/1.1\r\nHost: pullauth\r\n\r\n")
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: pullauth\r\n\r\n")
         .await
         .expect("write");
     let mut byte = [0u8; 1];
@@ -266,18 +450,32 @@ async fn connections_beyond_the_cap_wait_while_existing_ones_are_served() {
         early.is_err(),
         "a connection beyond the cap was served: {early:?}"
     );
+    // The introspection port has its own cap and still answers.
+    let mut other = running.tcp().await;
+    assert_eq!(get(&mut other, "/healthz").await.0, 200);
 
-    // Connections already open are still served, and so is the control socket.
-    assert_eq!(get(&mut first, "/v1/metadata").await.0, 200);
-    let mut control = running.unix().await;
-    assert_eq!(get(&mut control, "/healthz").await.0, 200);
-
-    // A freed place goes to the waiting client.
-    drop(second);
+    // The first request completes; its connection, now idle, makes room.
+    first.write_all(first_body.as_bytes()).await.expect("write");
+    let (status, task) = tokio::time::timeout(PROMPTLY, read_response(&mut first))
+        .await
+        .expect("no response to the first submission");
+    assert_eq!(status, 201, "{task}");
+    expect_eof(&mut first, PROMPTLY, "the idle connection that made room").await;
     let (status, _) = tokio::time::timeout(PROMPTLY, read_response(&mut third))
         .await
         .expect("the waiting client was not served once a place was free");
     assert_eq!(status, 200);
+
+    // The second request was in flight throughout and was not cut off.
+    second
+        .write_all(second_body.as_bytes())
+        .await
+        .expect("write");
+    let (status, task) = tokio::time::timeout(PROMPTLY, read_response(&mut second))
+        .await
+        .expect("no response to the second submission");
+    assert_eq!(status, 201, "{task}");
+    assert_eq!(task["Family"], "second");
     running.shut_down(PROMPTLY).await;
 }
 

@@ -307,6 +307,11 @@ async fn serve(
     };
     let _sweeper =
         pullauth_agent::cleanup::spawn_sweeper(store.clone(), config.task_cleanup_wait.value);
+    // Returns what a burst of tasks or clients made malloc keep.
+    let _trimmer = {
+        let store = store.clone();
+        pullauth_agent::memory::spawn_trimmer(move || store.release_memory())
+    };
     let engine = Engine::connect(None).await?;
     engine.check_credentials_safe(table.len())?;
     // The agent runs for long: find out now whether the engine is there.
