@@ -768,6 +768,27 @@ mod tests {
     /// The pacer in front of every ECS call: a burst goes at once, then
     /// calls are spaced at the limiter's rate, a throttle halves it and
     /// successes win it back; other failures leave it alone.
+    /// The cache holds what the plan names: through 10,000 revisions of a
+    /// family, each poll naming only the newest, it never holds more than
+    /// one revision (by ARN and by family:revision).
+    #[test]
+    fn the_task_definition_cache_keeps_only_what_the_plan_names() {
+        let cache = TaskDefinitionCache::default();
+        for revision in 1..=10_000 {
+            let arn = format!("arn:aws:ecs:us-east-1:1:task-definition/web:{revision}");
+            cache.put(&Arc::new(TaskDefinition {
+                arn: Some(arn.clone()),
+                family: "web".into(),
+                revision: Some(revision),
+                ..TaskDefinition::default()
+            }));
+            cache.retain(&HashSet::from([arn]));
+            assert_eq!(cache.len(), 2, "revision {revision}");
+        }
+        assert!(cache.get("web:10000").is_some());
+        assert!(cache.get("web:9999").is_none());
+    }
+
     /// A one-shot prefetch reads ECS unpaced: ten calls go at once.
     #[tokio::test(start_paused = true)]
     async fn an_unpaced_client_never_waits() {
