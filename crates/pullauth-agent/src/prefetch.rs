@@ -242,7 +242,7 @@ pub async fn plan(
     // Task definition reference -> the ways it is asked for.
     let mut references: BTreeMap<String, Vec<Use>> = BTreeMap::new();
     // Services whose deployments may have pinned digests.
-    let mut pinning: Vec<String> = Vec::new();
+    let mut pinning: Vec<(String, String)> = Vec::new();
     if filters.reads_services() {
         let listed = aws.ecs_services(cluster).await?;
         for failure in listed.failures {
@@ -293,7 +293,14 @@ pub async fn plan(
                 continue;
             }
             if service.deployment_controller == "ECS" {
-                pinning.push(service.name.clone());
+                // The rollouts the service's revisions are read for: the
+                // same IDs as last poll, the same revisions, no call.
+                let rollouts: Vec<&str> = service
+                    .runs
+                    .iter()
+                    .map(|r| r.id.as_deref().unwrap_or(&r.task_definition))
+                    .collect();
+                pinning.push((service.name.clone(), rollouts.join(",")));
             }
             let mut names = Vec::new();
             for run in service.runs {
@@ -333,7 +340,7 @@ pub async fn plan(
         futures_util::future::join_all(
             pinning
                 .iter()
-                .map(|service| aws.ecs_service_revisions(cluster, service)),
+                .map(|(service, rollouts)| aws.ecs_service_revisions(cluster, service, rollouts)),
         ),
     )
     .await;

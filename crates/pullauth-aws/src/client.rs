@@ -200,6 +200,8 @@ pub(crate) struct Inner {
     pub(crate) task_definitions: TaskDefinitionCache,
     /// Service revisions (the digests ECS pinned), by ARN.
     pub(crate) revisions: crate::ecs::RevisionCache,
+    /// This instance's IMDS facts, read once.
+    pub(crate) instance_facts: tokio::sync::OnceCell<Option<crate::ecs::InstanceFacts>>,
     /// Paces every ECS call of this process (see [`crate::ecs::EcsPacer`]).
     pub(crate) ecs_pacer: crate::ecs::EcsPacer,
     pub(crate) counters: Counters,
@@ -282,6 +284,7 @@ impl Aws {
                 options,
                 task_definitions: TaskDefinitionCache::default(),
                 revisions: crate::ecs::RevisionCache::default(),
+                instance_facts: tokio::sync::OnceCell::new(),
                 ecs_pacer,
                 counters: Counters::default(),
             }),

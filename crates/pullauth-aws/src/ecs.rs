@@ -399,11 +399,21 @@ pub struct InstanceFacts {
 pub const IMDS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Aws {
-    /// This instance's facts from IMDS (v2 sessions, the SDK's client):
-    /// `None` off EC2, with `AWS_EC2_METADATA_DISABLED=true`, or when IMDS
-    /// does not answer within its bounds (two attempts of
-    /// [`IMDS_TIMEOUT`]); each path that fails is left out.
+    /// This instance's facts from IMDS (v2 sessions, the SDK's client), read
+    /// once for the life of this client: `None` off EC2, with
+    /// `AWS_EC2_METADATA_DISABLED=true`, or when IMDS does not answer within
+    /// its bounds (two attempts of [`IMDS_TIMEOUT`]); each path that fails
+    /// is left out.
     pub async fn instance_facts(&self) -> Option<InstanceFacts> {
+        // An instance's type, zone and AMI never change: read once.
+        self.inner
+            .instance_facts
+            .get_or_init(|| self.read_instance_facts())
+            .await
+            .clone()
+    }
+
+    async fn read_instance_facts(&self) -> Option<InstanceFacts> {
         if std::env::var("AWS_EC2_METADATA_DISABLED")
             .is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"))
         {
@@ -475,9 +485,15 @@ pub(crate) struct RevisionCache {
     inner: Mutex<RevisionState>,
 }
 
+/// The rollouts (deployment and task set IDs) a service's revisions were
+/// read for, and those revisions.
+type ServiceRevisions = (String, Vec<Arc<ServiceRevision>>);
+
 #[derive(Debug, Default)]
 struct RevisionState {
     by_arn: HashMap<String, Arc<ServiceRevision>>,
+    /// Per (cluster, service): the rollouts read for, and their revisions.
+    by_service: HashMap<(String, String), ServiceRevisions>,
     /// Until when the calls rest, and why.
     resting: Option<(tokio::time::Instant, String)>,
     warned: HashSet<String>,
@@ -496,18 +512,46 @@ impl Aws {
     /// degrades to tags) and `ecs:DescribeServiceRevisions` for revisions
     /// not seen before. A failure other than a throttle rests the calls for
     /// [`REVISIONS_REST`]; each cause is warned about once.
-    pub async fn ecs_service_revisions(&self, cluster: &str, service: &str) -> Pins {
+    ///
+    /// `rollouts` names the service's current deployments and task sets
+    /// (their IDs): while it is the same as at the last read, the same
+    /// revisions are answered without a call, so a quiet cluster costs no
+    /// call per service and poll; a new deployment is read once.
+    pub async fn ecs_service_revisions(
+        &self,
+        cluster: &str,
+        service: &str,
+        rollouts: &str,
+    ) -> Pins {
         let cache = &self.inner.revisions;
-        if let Some((until, _)) = &cache.lock().resting
-            && tokio::time::Instant::now() < *until
+        let known = (cluster.to_owned(), service.to_owned());
         {
-            return Pins::default();
+            let state = cache.lock();
+            if let Some((seen, revisions)) = state.by_service.get(&known)
+                && seen == rollouts
+            {
+                return Pins {
+                    revisions: revisions.clone(),
+                    warning: None,
+                };
+            }
+            if let Some((until, _)) = &state.resting
+                && tokio::time::Instant::now() < *until
+            {
+                return Pins::default();
+            }
         }
         match self.read_service_revisions(cluster, service).await {
-            Ok(revisions) => Pins {
-                revisions,
-                warning: None,
-            },
+            Ok(revisions) => {
+                cache
+                    .lock()
+                    .by_service
+                    .insert(known, (rollouts.to_owned(), revisions.clone()));
+                Pins {
+                    revisions,
+                    warning: None,
+                }
+            }
             Err(error) => {
                 self.inner.counters.failure(error.class());
                 let cause = format!(
@@ -530,13 +574,16 @@ impl Aws {
         }
     }
 
-    /// Drops cached revisions whose task definition is not in `arns`.
+    /// Drops cached revisions whose task definition is not in `arns`, and
+    /// the services whose revisions name none of them.
     pub fn ecs_retain_revisions(&self, arns: &HashSet<String>) {
-        self.inner
-            .revisions
-            .lock()
+        let mut state = self.inner.revisions.lock();
+        state
             .by_arn
             .retain(|_, r| arns.contains(&r.task_definition));
+        state.by_service.retain(|_, (_, revisions)| {
+            revisions.iter().any(|r| arns.contains(&r.task_definition))
+        });
     }
 
     async fn read_service_revisions(

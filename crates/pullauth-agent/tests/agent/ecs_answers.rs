@@ -288,3 +288,84 @@ async fn denied_service_revisions_degrade_to_tags_with_one_warning() {
     assert_eq!(second.wanted.len(), 1);
     assert_eq!(asked(&calls), 1, "the revision calls rest after a denial");
 }
+
+/// A quiet cluster costs no revision call per poll: while a service's
+/// deployments are the same, its pinned digests are answered from the
+/// cache; a new deployment (another ID) is read once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revisions_are_read_once_per_deployment_not_per_poll() {
+    let td = "arn:aws:ecs:eu-west-1:123456789012:task-definition/web:1";
+    let digest = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+    let deployment = Arc::new(Mutex::new("ecs-svc/1".to_owned()));
+    let calls = Arc::new(Mutex::new(Vec::<String>::new()));
+    let (seen, current) = (Arc::clone(&calls), Arc::clone(&deployment));
+    let url = serve_json(move |headers, _body| {
+        let op = target(headers);
+        seen.lock().expect("calls").push(op.clone());
+        let id = current.lock().expect("deployment").clone();
+        match op.as_str() {
+            "ListServices" => (200, format!(r#"{{"serviceArns":["{SERVICE_ARN}"]}}"#)),
+            "DescribeServices" => (
+                200,
+                serde_json::json!({"services": [{"serviceName": "web", "status": "ACTIVE",
+                    "taskDefinition": td,
+                    "deployments": [{"id": id, "status": "PRIMARY", "taskDefinition": td}]}]})
+                .to_string(),
+            ),
+            "DescribeTaskDefinition" => (
+                200,
+                serde_json::json!({"taskDefinition": {"taskDefinitionArn": td, "family": "web",
+                    "revision": 1, "containerDefinitions": [{"name": "app",
+                    "image": "registry.example.com/web:1"}]}})
+                .to_string(),
+            ),
+            "ListServiceDeployments" => (
+                200,
+                serde_json::json!({"serviceDeployments": [{"status": "IN_PROGRESS",
+                    "targetServiceRevisionArn": format!("rev-{id}")}]})
+                .to_string(),
+            ),
+            "DescribeServiceRevisions" => (
+                200,
+                serde_json::json!({"serviceRevisions": [{"serviceRevisionArn": format!("rev-{id}"),
+                    "taskDefinition": td, "containerImages": [{"containerName": "app",
+                    "image": "registry.example.com/web:1", "imageDigest": digest}]}]})
+                .to_string(),
+            ),
+            other => (
+                400,
+                format!(r#"{{"__type":"InvalidParameterException","message":"{other}"}}"#),
+            ),
+        }
+    })
+    .await;
+    let aws = aws_at(&url).await;
+    let host = Host::from_engine("x86_64", "linux");
+    let count = |op: &str| {
+        calls
+            .lock()
+            .expect("calls")
+            .iter()
+            .filter(|c| *c == op)
+            .count()
+    };
+    for _ in 0..3 {
+        let plan = prefetch::plan(&aws, CLUSTER, &Filters::default(), &host)
+            .await
+            .expect("a plan");
+        assert_eq!(plan.wanted[0].digest.as_deref(), Some(digest), "{plan:?}");
+    }
+    assert_eq!(count("ListServiceDeployments"), 1, "three polls, one read");
+    assert_eq!(count("DescribeServiceRevisions"), 1);
+    *deployment.lock().expect("deployment") = "ecs-svc/2".to_owned();
+    let plan = prefetch::plan(&aws, CLUSTER, &Filters::default(), &host)
+        .await
+        .expect("a plan");
+    assert_eq!(plan.wanted[0].digest.as_deref(), Some(digest));
+    assert_eq!(
+        count("ListServiceDeployments"),
+        2,
+        "a new deployment is read"
+    );
+    assert_eq!(count("DescribeServiceRevisions"), 2);
+}
