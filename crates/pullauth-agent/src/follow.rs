@@ -67,9 +67,9 @@ pub trait ClusterSource: Send + Sync + 'static {
         config: &'a FollowConfig,
     ) -> BoxFuture<'a, (Host, Vec<String>)>;
 
-    /// Told after each successful poll which task-definition ARNs the plan
-    /// names, so caches keep only those.
-    fn retain(&self, _agent: &Agent, _arns: &HashSet<String>) {}
+    /// Told after each successful poll what the plan of `cluster` names
+    /// (task-definition ARNs, services), so caches keep only that.
+    fn retain(&self, _agent: &Agent, _cluster: &str, _plan: &Plan) {}
 }
 
 /// The real source: ECS, read with the agent's AWS client (paced, bounded,
@@ -109,9 +109,10 @@ impl ClusterSource for Ecs {
         .boxed()
     }
 
-    fn retain(&self, agent: &Agent, arns: &HashSet<String>) {
+    fn retain(&self, agent: &Agent, cluster: &str, plan: &Plan) {
         if let Some(aws) = agent.provider().aws_if_built() {
-            aws.ecs_retain_revisions(arns);
+            let arns = &plan.task_definition_arns;
+            aws.ecs_retain_revisions(arns, cluster, plan.services.keys());
             let kept = aws.ecs_retain_task_definitions(arns);
             tracing::debug!(kept, "task definitions cached after the poll");
         }
@@ -370,7 +371,7 @@ async fn poll(
         }
     }
     let gone = removed_from_engine(agent, &pulls).await;
-    source.retain(agent, &plan.task_definition_arns);
+    source.retain(agent, &config.cluster, &plan);
     // Every name a pull leaves in the engine: the pulled reference and the
     // task's own when pinned by digest.
     let named: HashSet<String> = pulls

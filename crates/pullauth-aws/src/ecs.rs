@@ -575,15 +575,21 @@ impl Aws {
     }
 
     /// Drops cached revisions whose task definition is not in `arns`, and
-    /// the services whose revisions name none of them.
-    pub fn ecs_retain_revisions(&self, arns: &HashSet<String>) {
+    /// what is known of services other than `services` of `cluster`.
+    pub fn ecs_retain_revisions<'s>(
+        &self,
+        arns: &HashSet<String>,
+        cluster: &str,
+        services: impl IntoIterator<Item = &'s String>,
+    ) {
+        let followed: HashSet<&String> = services.into_iter().collect();
         let mut state = self.inner.revisions.lock();
         state
             .by_arn
             .retain(|_, r| arns.contains(&r.task_definition));
-        state.by_service.retain(|_, (_, revisions)| {
-            revisions.iter().any(|r| arns.contains(&r.task_definition))
-        });
+        state
+            .by_service
+            .retain(|(c, service), _| c == cluster && followed.contains(service));
     }
 
     async fn read_service_revisions(
