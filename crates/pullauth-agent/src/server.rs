@@ -5,10 +5,12 @@
 //! it serves at once, sized for the listener's use (a few local clients,
 //! scrapers, the CLI). A client accepted while the cap is reached takes the
 //! place of the connection that has waited longest for a request (a
-//! half-sent head, or an idle keep-alive connection), which is closed: a
-//! flood of slow clients costs at most the cap in memory, and a fresh
-//! client is still answered at once. Only when every connection has a
-//! request in flight does the accepted client wait for a place, and
+//! half-sent head, or an idle keep-alive connection) for at least
+//! [`EVICT_MIN_IDLE`], which is closed: a flood of slow clients costs at
+//! most the cap in memory, and a fresh client is still answered within
+//! that second. Clients that arrive together (a burst of submissions) are
+//! never closed for each other: they are too new. Only when no connection
+//! may give way does the accepted client wait for a place, and
 //! further clients wait in the kernel's listen backlog, where they cost the
 //! agent neither memory nor file descriptors. Every connection is one task
 //! running hyper's HTTP/1 server with a header-read timeout, which also
@@ -327,6 +329,10 @@ struct Connection {
     /// When it last started waiting for a request (a number from
     /// [`Connections::sequence`]; smaller is longer ago).
     idle_since: AtomicU64,
+    /// The same moment in time: a connection is only closed for a new
+    /// client once it has waited [`min_idle`] (one that has just connected
+    /// and is sending its request is not slow, only new).
+    idle_at: Mutex<tokio::time::Instant>,
     /// Tells the connection's task to close it.
     evict: Notify,
 }
@@ -348,6 +354,7 @@ impl Connections {
         let connection = Arc::new(Connection {
             in_flight: AtomicUsize::new(0),
             idle_since: AtomicU64::new(id),
+            idle_at: Mutex::new(tokio::time::Instant::now()),
             evict: Notify::new(),
         });
         self.lock().insert(id, Arc::clone(&connection));
@@ -368,11 +375,18 @@ impl Connections {
     /// Tells the connection that has waited longest for a request to close
     /// (it is forgotten at once, so it is not chosen twice). False if every
     /// connection has a request in flight.
-    fn evict_longest_idle(&self) -> bool {
+    fn evict_longest_idle(&self, min_idle: Duration) -> bool {
         let mut map = self.lock();
         let longest = map
             .iter()
             .filter(|(_, c)| c.in_flight.load(Ordering::SeqCst) == 0)
+            .filter(|(_, c)| {
+                c.idle_at
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .elapsed()
+                    >= min_idle
+            })
             .min_by_key(|(_, c)| c.idle_since.load(Ordering::SeqCst))
             .map(|(id, _)| *id);
         let Some(connection) = longest.and_then(|id| map.remove(&id)) else {
@@ -402,6 +416,17 @@ impl Drop for Registered {
     }
 }
 
+/// How long a connection must have waited for a request before it may be
+/// closed to make room for a new client: a second, or half the header
+/// timeout when that is shorter. Many clients arriving together (a burst
+/// of task submissions) are queued, never reset; slow ones still give way
+/// well before their header timeout.
+pub const EVICT_MIN_IDLE: Duration = Duration::from_secs(1);
+
+fn min_idle(limits: &ServerLimits) -> Duration {
+    EVICT_MIN_IDLE.min(limits.header_read_timeout / 2)
+}
+
 /// Takes a place under the cap for a connection just accepted. When there
 /// is none, closes the connection that has waited longest for a request
 /// and takes its place; when every connection has a request in flight,
@@ -410,6 +435,7 @@ async fn take_place(
     permits: &Arc<Semaphore>,
     connections: &Connections,
     metrics: &ConnectionMetrics,
+    min_idle: Duration,
     stop: &mut watch::Receiver<bool>,
 ) -> Option<OwnedSemaphorePermit> {
     loop {
@@ -421,7 +447,7 @@ async fn take_place(
         // Registered before looking, so a connection that becomes idle
         // after the look still wakes this loop.
         idle.as_mut().enable();
-        let evicted = connections.evict_longest_idle();
+        let evicted = connections.evict_longest_idle(min_idle);
         if evicted {
             metrics.evicted.inc();
         }
@@ -432,6 +458,8 @@ async fn take_place(
             // Only worth waking for when nothing was evicted: the evicted
             // connection's place is on its way.
             () = idle, if !evicted => {}
+            // A connection too new to close becomes old enough.
+            () = tokio::time::sleep(min_idle), if !evicted => {}
         }
     }
 }
@@ -480,10 +508,12 @@ async fn serve<L: Listener>(
         // meanwhile further clients wait in the listen backlog.
         let permit = match free {
             Some(permit) => permit,
-            None => match take_place(&permits, &tracked, &metrics, &mut stop).await {
-                Some(permit) => permit,
-                None => break,
-            },
+            None => {
+                match take_place(&permits, &tracked, &metrics, min_idle(&limits), &mut stop).await {
+                    Some(permit) => permit,
+                    None => break,
+                }
+            }
         };
         let registered = tracked.register(&metrics);
         connections.spawn(serve_connection(
@@ -537,6 +567,11 @@ impl Drop for InFlight {
         self.connection
             .idle_since
             .store(idle_since, Ordering::SeqCst);
+        *self
+            .connection
+            .idle_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = tokio::time::Instant::now();
         if self.connection.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.connections.became_idle.notify_one();
         }
