@@ -72,7 +72,7 @@ pub struct AwsOptions {
     /// a startup error).
     pub ca_bundle: Option<CaBundle>,
     /// Whether ECS calls are paced by the client-side limiter (see
-    /// [`crate::ecs`]): on for the long-running follower, whose polls a
+    /// [`Aws::ecs_call_rate`]): on for the long-running follower, whose polls a
     /// whole fleet makes; off for a one-shot `prefetch`, which reads ECS
     /// as fast as one caller may, throttles retried by the SDK with
     /// back-off.

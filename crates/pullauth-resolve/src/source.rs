@@ -46,7 +46,7 @@ pub enum Source<'t> {
 }
 
 /// Every value `--json`'s `source` field takes: the kind of source a pull's
-/// credentials came from ([`Origin::code`], or `anonymous`).
+/// credentials came from ([`crate::Origin::code`], or `anonymous`).
 pub const SOURCE_CODES: [&str; 6] = [
     "task_secret",
     "key",
@@ -63,7 +63,7 @@ pub fn source_code(entry: Option<&Entry>) -> &'static str {
 }
 
 impl Source<'_> {
-    /// The kind code of this source, as [`Origin::code`] names the
+    /// The kind code of this source, as [`crate::Origin::code`] names the
     /// provided one (`anonymous` for none).
     pub fn code(&self) -> &'static str {
         match self {
