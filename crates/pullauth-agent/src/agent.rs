@@ -232,26 +232,12 @@ impl Agent {
             for (index, container) in task.containers.iter().enumerate() {
                 if !container.known_status.is_final() {
                     resumed += 1;
-                    // Tickets first, so that resumed containers of one image
-                    // share a pull. Containers whose credentials come from
-                    // AWS get theirs when they run (fetched again: nothing
-                    // fetched is stored).
-                    let settings = agent.settings();
-                    let ticket = ImageRef::parse(&container.image).ok().and_then(|image| {
-                        let source = settings.table.source(
-                            &image,
-                            container.credentials_parameter.as_deref(),
-                            agent.inner.provider.ecr_enabled(),
-                        );
-                        let entry = match source {
-                            pullauth_resolve::Source::Static(entry) => Some(entry.clone()),
-                            pullauth_resolve::Source::Anonymous => None,
-                            _ => return None,
-                        };
-                        Some(Prepared::Ticket(
-                            agent.ticket(image, entry, &settings, false).0,
-                        ))
-                    });
+                    // Every resumed container gets its credentials the one
+                    // way all pulls do (the provider's `credentials_for`,
+                    // fetched again: nothing fetched is stored), when it
+                    // runs; containers of one image with the same
+                    // credentials then join one pull in the single flight.
+                    let ticket = None;
                     agent.spawn_container(task.arn.clone(), index, ticket, true);
                 }
             }
