@@ -724,7 +724,7 @@ impl Aws {
     }
 
     /// Where a generated client's call of `service_id` (`Secrets Manager`,
-    /// `STS`, `ECR PUBLIC`) went, for an unreachable endpoint's message:
+    /// `STS`, `ECR PUBLIC`, `ECS`) went, for an unreachable endpoint's message:
     /// the endpoint override, else what the linked SDK's endpoint rules
     /// give for `region` (else the configured one) and the configured FIPS
     /// and dual-stack settings. `None` when neither says.
@@ -766,6 +766,7 @@ impl Aws {
             "Secrets Manager" => resolve!(aws_sdk_secretsmanager),
             "STS" => resolve!(aws_sdk_sts),
             "ECR PUBLIC" => resolve!(aws_sdk_ecrpublic),
+            "ECS" => resolve!(aws_sdk_ecs),
             _ => return None,
         })
     }

@@ -163,6 +163,31 @@ pub fn names_one_revision(reference: &str) -> bool {
 }
 
 impl Aws {
+    /// An ECS call's result with its error classified, an unreachable
+    /// endpoint named by host and port.
+    async fn ecs_result<T, E>(
+        &self,
+        result: Result<
+            T,
+            aws_smithy_runtime_api::client::result::SdkError<
+                E,
+                aws_smithy_runtime_api::http::Response,
+            >,
+        >,
+        call: Call,
+        not_found: impl Fn(&str) -> Option<String>,
+    ) -> Result<T, AwsError>
+    where
+        E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        match result {
+            Ok(value) => Ok(value),
+            Err(e) => Err(self.sdk_error_at("ECS", None, call, e, not_found).await),
+        }
+    }
+}
+
+impl Aws {
     /// How fast this process may call ECS now, in calls per second: the
     /// client-side limiter's rate (lower after throttles).
     pub fn ecs_call_rate(&self) -> f64 {
@@ -200,8 +225,10 @@ impl Aws {
                 .max_results(LIST_SERVICES_PAGE_SIZE as i32)
                 .set_next_token(token.take())
                 .send()
-                .await
-                .map_err(|e| self.sdk_error(call("ecs:ListServices"), e, not_found));
+                .await;
+            let page = self
+                .ecs_result(page, call("ecs:ListServices"), not_found)
+                .await;
             self.inner.ecs_pacer.record(&page);
             let page = page?;
             arns.extend(page.service_arns().iter().cloned());
@@ -219,8 +246,10 @@ impl Aws {
                 .cluster(cluster)
                 .set_services(Some(batch.to_vec()))
                 .send()
-                .await
-                .map_err(|e| self.sdk_error(call("ecs:DescribeServices"), e, not_found));
+                .await;
+            let described = self
+                .ecs_result(described, call("ecs:DescribeServices"), not_found)
+                .await;
             self.inner.ecs_pacer.record(&described);
             let described = described?;
             for service in described.services() {
@@ -301,14 +330,14 @@ impl Aws {
             .describe_task_definition()
             .task_definition(reference)
             .send()
-            .await
-            .map_err(|e| {
-                // ECS answers ClientException for an unknown task definition.
-                self.sdk_error(call.clone(), e, |code| {
-                    (code == "ClientException")
-                        .then(|| "no such task definition (or not readable)".to_owned())
-                })
-            });
+            .await;
+        // ECS answers ClientException for an unknown task definition.
+        let output = self
+            .ecs_result(output, call.clone(), |code| {
+                (code == "ClientException")
+                    .then(|| "no such task definition (or not readable)".to_owned())
+            })
+            .await;
         self.inner.ecs_pacer.record(&output);
         let output = output?;
         let bad = |problem: &str| AwsError::BadResponse {
@@ -355,8 +384,8 @@ impl Aws {
             .cluster(cluster)
             .container_instances(arn)
             .send()
-            .await
-            .map_err(|e| self.sdk_error(call.clone(), e, |_| None));
+            .await;
+        let output = self.ecs_result(output, call.clone(), |_| None).await;
         self.inner.ecs_pacer.record(&output);
         let output = match output {
             Ok(output) => output,
@@ -617,8 +646,10 @@ impl Aws {
             .customize()
             .config_override(once())
             .send()
-            .await
-            .map_err(|e| self.sdk_error(call("ecs:ListServiceDeployments"), e, |_| None));
+            .await;
+        let listed = self
+            .ecs_result(listed, call("ecs:ListServiceDeployments"), |_| None)
+            .await;
         self.inner.ecs_pacer.record(&listed);
         let mut deployments = listed?.service_deployments().to_vec();
         deployments.sort_by(|a, b| b.created_at().cmp(&a.created_at()));
@@ -657,8 +688,10 @@ impl Aws {
                 .customize()
                 .config_override(once())
                 .send()
-                .await
-                .map_err(|e| self.sdk_error(call("ecs:DescribeServiceRevisions"), e, |_| None));
+                .await;
+            let described = self
+                .ecs_result(described, call("ecs:DescribeServiceRevisions"), |_| None)
+                .await;
             self.inner.ecs_pacer.record(&described);
             let mut state = self.inner.revisions.lock();
             for revision in described?.service_revisions() {

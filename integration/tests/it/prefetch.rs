@@ -590,13 +590,21 @@ fn serve_follows_an_update_service_to_a_new_revision_and_keeps_its_view_without_
     });
     assert_eq!(view["services"][0]["service"], "private", "{view:#}");
 
-    // ECS gone: the last good view stays, with the error beside it.
+    // ECS gone: the last good view stays, with the error beside it, which
+    // names the endpoint that did not answer.
+    let ecs_at = moto.addr();
     moto.stop();
     let view = wait_view(&agent, bound, "the poll error", |v| {
         v["last_error"]
             .as_str()
             .is_some_and(|e| e.contains("ecs:ListServices"))
     });
+    assert!(
+        view["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains(&ecs_at)),
+        "{view:#}"
+    );
     assert_eq!(
         image_state(&view, &f.secret_image).as_deref(),
         Some("warm"),
