@@ -337,11 +337,23 @@ pub async fn plan(
                 .keys()
                 .map(|reference| aws.ecs_task_definition(reference)),
         ),
-        futures_util::future::join_all(
-            pinning
-                .iter()
-                .map(|(service, rollouts)| aws.ecs_service_revisions(cluster, service, rollouts)),
-        ),
+        // The first service's revisions alone, then the rest together: a
+        // denied or unsupported call rests after its first failure, so a
+        // client without the permission makes one such call, not one per
+        // service.
+        async {
+            let Some(((service, rollouts), rest)) = pinning.split_first() else {
+                return Vec::new();
+            };
+            let mut pins = vec![aws.ecs_service_revisions(cluster, service, rollouts).await];
+            pins.extend(
+                futures_util::future::join_all(rest.iter().map(|(service, rollouts)| {
+                    aws.ecs_service_revisions(cluster, service, rollouts)
+                }))
+                .await,
+            );
+            pins
+        },
     )
     .await;
     let mut revisions: Vec<Arc<ServiceRevision>> = Vec::new();

@@ -231,11 +231,17 @@ async fn denied_service_revisions_degrade_to_tags_with_one_warning() {
         let op = target(headers);
         seen.lock().expect("calls").push(op.clone());
         match op.as_str() {
-            "ListServices" => (200, format!(r#"{{"serviceArns":["{SERVICE_ARN}"]}}"#)),
+            "ListServices" => (
+                200,
+                format!(r#"{{"serviceArns":["{SERVICE_ARN}","{SERVICE_ARN}2"]}}"#),
+            ),
             "DescribeServices" => (
                 200,
-                serde_json::json!({"services": [{"serviceName": "web", "status": "ACTIVE",
-                    "taskDefinition": td}]})
+                serde_json::json!({"services": [
+                    {"serviceName": "web", "serviceArn": SERVICE_ARN, "status": "ACTIVE",
+                     "taskDefinition": td},
+                    {"serviceName": "web2", "serviceArn": format!("{SERVICE_ARN}2"),
+                     "status": "ACTIVE", "taskDefinition": td}]})
                 .to_string(),
             ),
             "DescribeTaskDefinition" => (
@@ -280,7 +286,11 @@ async fn denied_service_revisions_degrade_to_tags_with_one_warning() {
             .filter(|c| *c == "ListServiceDeployments")
             .count()
     };
-    assert_eq!(asked(&calls), 1, "one attempt");
+    assert_eq!(
+        asked(&calls),
+        1,
+        "one attempt, for the first of two services"
+    );
     let second = prefetch::plan(&aws, CLUSTER, &Filters::default(), &host)
         .await
         .expect("a plan");
