@@ -370,6 +370,7 @@ async fn poll(
             tracing::warn!(code = warning.code(), "{warning}");
         }
     }
+    let complete = plan.problems.is_empty();
     let gone = removed_from_engine(agent, &pulls).await;
     source.retain(agent, &config.cluster, &plan);
     // Every name a pull leaves in the engine: the pulled reference and the
@@ -524,8 +525,15 @@ async fn poll(
             agent.following(|view| view.images.insert(key, state));
         });
     }
-    if let Some(after) = config.remove_after {
-        remove_unnamed(agent, &named, after).await;
+    // Only a complete plan says what is no longer named: a task definition
+    // that could not be described this poll (throttled, denied) names its
+    // images still, for all this poll can tell.
+    match config.remove_after {
+        Some(after) if complete => remove_unnamed(agent, &named, after).await,
+        Some(_) => {
+            tracing::debug!("the plan has problems; no prefetched image is removed this poll");
+        }
+        None => {}
     }
     PollOutcome::Ok
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use pullauth_agent::follow::{ClusterSource, FollowConfig, Follower, PollPolicy};
-use pullauth_agent::prefetch::{Filters, Plan, Wanted};
+use pullauth_agent::prefetch::{Filters, Plan, Problem, Wanted};
 use pullauth_agent::{Agent, Identity, Puller, Settings};
 use pullauth_aws::{AwsError, Call};
 use pullauth_config::{AuthType, PullBehavior, SecretString};
@@ -800,6 +800,24 @@ async fn images_nothing_names_are_removed_after_the_grace_period_and_only_prefet
         .lock()
         .expect("in use")
         .insert(app_3.to_owned());
+
+    // A plan with a problem (a task definition that could not be
+    // described) removes nothing, however long it lasts.
+    let mut partial = web(&[4]);
+    partial.problems.push(Problem {
+        services: vec!["web".to_owned()],
+        task_definition: Some("web:1".to_owned()),
+        image: None,
+        error: "ecs:DescribeTaskDefinition: throttled".to_owned(),
+    });
+    h.cluster.answer(Ok(partial));
+    for _ in 0..60 {
+        h.next_poll().await;
+    }
+    assert!(
+        h.engine.removed.lock().expect("removed").is_empty(),
+        "removed on an incomplete plan"
+    );
 
     h.cluster.answer(Ok(web(&[4])));
     h.next_poll().await;
