@@ -444,12 +444,6 @@ async fn poll(
             match view.images.get(&key) {
                 Some(ImageState::Pulling) => {}
                 Some(ImageState::Removed { retry_at, .. }) if now < *retry_at => {}
-                _ if guard.is_some() => {
-                    if let Some((used, budget)) = guard {
-                        view.images
-                            .insert(key, ImageState::Guarded { used, budget });
-                    }
-                }
                 // A tag stays warm until a deployment or task set it was
                 // not pulled for names it: ECS's new tasks would pull it
                 // again, so the follower does (a manifest check when the
@@ -458,6 +452,13 @@ async fn poll(
                     if !gone.contains(&key.0)
                         && (pull.first.pull_image().digest.is_some()
                             || pull.deployments.is_subset(deployments)) => {}
+                // Over the disk budget, what is not warm is not pulled.
+                _ if guard.is_some() => {
+                    if let Some((used, budget)) = guard {
+                        view.images
+                            .insert(key, ImageState::Guarded { used, budget });
+                    }
+                }
                 _ => {
                     view.images.insert(key.clone(), ImageState::Pulling);
                     start.push((key, pull));

@@ -841,6 +841,9 @@ async fn images_nothing_names_are_removed_after_the_grace_period_and_only_prefet
         "app:3 stays marked while a container uses it"
     );
     h.engine.in_use.lock().expect("in use").clear();
+    // The poll in flight may have looked before the container went; the
+    // next one starts after, and has finished when the one after starts.
+    h.next_poll().await;
     h.next_poll().await;
     assert_eq!(*h.engine.removed.lock().expect("removed"), [APP_1, app_3]);
     let metrics = h.agent.metrics().render();
@@ -876,4 +879,7 @@ async fn the_disk_guard_skips_pulls_beyond_the_budget() {
         "{view}"
     );
     assert!(view.to_string().contains("disk-guard"), "{view}");
+    // What was pulled before the budget stays warm (and checked).
+    assert_eq!(state_of(&view, APP_1).as_deref(), Some("warm"), "{view}");
+    assert_eq!(state_of(&view, APP_2).as_deref(), Some("warm"), "{view}");
 }
