@@ -27,17 +27,17 @@ pub async fn container_instance_arn(uri: &str) -> Result<String, String> {
         .await
         .unwrap_or_else(|_| {
             Err(format!(
-                "the ECS agent at {uri} did not answer within {INTROSPECTION_TIMEOUT:?}"
+                "the ECS agent (PULLAUTH_ECS_AGENT_URI) did not answer within {INTROSPECTION_TIMEOUT:?}"
             ))
         })
 }
 
 async fn ask(uri: &str) -> Result<String, String> {
-    let parsed: hyper::Uri = uri
-        .parse()
-        .map_err(|_| format!("{uri:?} is not an http://host:port URL"))?;
+    // The URL is never quoted back: a mistyped one could hold anything.
+    let not_url = || "PULLAUTH_ECS_AGENT_URI is not an http://host:port URL".to_owned();
+    let parsed: hyper::Uri = uri.parse().map_err(|_| not_url())?;
     let (Some("http"), Some(host)) = (parsed.scheme_str(), parsed.host()) else {
-        return Err(format!("{uri:?} is not an http://host:port URL"));
+        return Err(not_url());
     };
     let port = parsed.port_u16().unwrap_or(80);
     let stream = tokio::net::TcpStream::connect((host, port))
