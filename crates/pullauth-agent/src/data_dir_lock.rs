@@ -110,6 +110,20 @@ mod tests {
             "{message}"
         );
         drop(held);
-        DataDirLock::acquire(dir.path()).expect("released on drop");
+        // Released on drop. Other tests of this binary spawn processes: a
+        // child between its fork and its exec still shares the lock file's
+        // descriptor (closed on exec), so the release may show a moment
+        // late. Without the release it would never show.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match DataDirLock::acquire(dir.path()) {
+                Ok(_) => break,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    assert!(matches!(e, LockError::Held { .. }), "{e:?}");
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => panic!("not released on drop: {e:?}"),
+            }
+        }
     }
 }
