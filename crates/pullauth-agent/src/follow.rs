@@ -378,7 +378,7 @@ async fn poll(
     let named: HashSet<String> = pulls
         .iter()
         .flat_map(|p| {
-            std::iter::once(p.first.pull_image().pull_reference())
+            std::iter::once(p.image.pull_reference())
                 .chain(p.first.tag_as().map(ImageRef::pull_reference))
         })
         .collect();
@@ -450,7 +450,7 @@ async fn poll(
                 // tag did not move). A digest names its content for ever.
                 Some(ImageState::Warm { deployments, .. })
                     if !gone.contains(&key.0)
-                        && (pull.first.pull_image().digest.is_some()
+                        && (pull.image.digest.is_some()
                             || pull.deployments.is_subset(deployments)) => {}
                 // Over the disk budget, what is not warm is not pulled.
                 _ if guard.is_some() => {
@@ -477,7 +477,7 @@ async fn poll(
                     error: format!("executionRoleArn: {e}"),
                 },
                 Ok(role) => {
-                    let pull_image = pull.first.pull_image();
+                    let pull_image = pull.image.clone();
                     let (with, result) = agent
                         .prefetch_image(
                             pull_image.clone(),
@@ -650,7 +650,7 @@ async fn removed_from_engine(agent: &Agent, pulls: &[prefetch::Pull]) -> BTreeSe
 
 fn key_of(pull: &prefetch::Pull) -> PullKey {
     (
-        pull.first.pull_image().pull_reference(),
+        pull.image.pull_reference(),
         pull.source.clone(),
         pull.role.clone(),
     )

@@ -113,6 +113,36 @@ mod tests {
         );
     }
 
+    /// An ECS agent that accepts and never answers costs the bound, no
+    /// more (paused time: the clock jumps to it).
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_agent_is_given_up_on_at_the_bound() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        let started = tokio::time::Instant::now();
+        let e = container_instance_arn(&format!("http://{addr}"))
+            .await
+            .expect_err("stalled");
+        assert!(e.contains("did not answer"), "{e}");
+        assert_eq!(started.elapsed(), INTROSPECTION_TIMEOUT);
+    }
+
+    /// Garbage instead of metadata is "not known", naming the agent.
+    #[tokio::test]
+    async fn an_answer_that_is_not_metadata_is_not_known() {
+        let uri = serve("<html>502</html>").await;
+        let e = container_instance_arn(&uri).await.expect_err("garbage");
+        assert!(e.contains("no JSON metadata"), "{e}");
+    }
+
     #[tokio::test]
     async fn an_unregistered_agent_or_none_at_all_is_not_known() {
         let uri = serve(r#"{"Cluster":"prod","ContainerInstanceArn":null}"#).await;

@@ -495,6 +495,9 @@ fn place(
 pub struct Pull {
     /// The first row; the others differ only in task definition/services.
     pub first: Wanted,
+    /// What to pull ([`Wanted::pull_image`] of the first row), worked out
+    /// once: `name@digest` where ECS pinned one.
+    pub image: ImageRef,
     /// The source's label (`key "..."`, `secretsmanager ...`, `anonymous`).
     pub source: String,
     /// The planned source's kind code (`key`, `task_secret`, `helper`,
@@ -559,14 +562,12 @@ pub fn pulls(wanted: &[Wanted], table: &RegistryTable, ecr: bool) -> Vec<Pull> {
             Source::Static(entry) => Some(entry.key.written.clone()),
             _ => None,
         };
-        let key = (
-            row.pull_image().pull_reference(),
-            label.clone(),
-            role.clone(),
-        );
+        let image = row.pull_image();
+        let key = (image.pull_reference(), label.clone(), role.clone());
         let at = *index.entry(key).or_insert_with(|| {
             out.push(Pull {
                 first: row.clone(),
+                image,
                 source: label,
                 kind,
                 key: config_key,

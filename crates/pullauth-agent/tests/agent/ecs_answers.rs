@@ -115,6 +115,15 @@ async fn describe_services_answering_about_nothing_reports_the_service() {
     }
 }
 
+/// `DescribeTaskDefinition`'s answer for `td` (an ARN): family `web`,
+/// revision 1, one container `app` on `registry.example.com/web:1`.
+fn web_task_definition(td: &str) -> String {
+    serde_json::json!({"taskDefinition": {"taskDefinitionArn": td, "family": "web",
+        "revision": 1, "containerDefinitions": [{"name": "app",
+        "image": "registry.example.com/web:1"}]}})
+    .to_string()
+}
+
 /// The target of an AWS JSON request (`DescribeServices`, ...).
 fn target(headers: &hyper::HeaderMap) -> String {
     headers
@@ -244,13 +253,7 @@ async fn denied_service_revisions_degrade_to_tags_with_one_warning() {
                      "status": "ACTIVE", "taskDefinition": td}]})
                 .to_string(),
             ),
-            "DescribeTaskDefinition" => (
-                200,
-                serde_json::json!({"taskDefinition": {"taskDefinitionArn": td, "family": "web",
-                    "revision": 1, "containerDefinitions": [{"name": "app",
-                    "image": "registry.example.com/web:1"}]}})
-                .to_string(),
-            ),
+            "DescribeTaskDefinition" => (200, web_task_definition(td)),
             "ListServiceDeployments" => (
                 400,
                 r#"{"__type":"AccessDeniedException","message":"not authorized to perform ecs:ListServiceDeployments"}"#
@@ -322,13 +325,7 @@ async fn revisions_are_read_once_per_deployment_not_per_poll() {
                     "deployments": [{"id": id, "status": "PRIMARY", "taskDefinition": td}]}]})
                 .to_string(),
             ),
-            "DescribeTaskDefinition" => (
-                200,
-                serde_json::json!({"taskDefinition": {"taskDefinitionArn": td, "family": "web",
-                    "revision": 1, "containerDefinitions": [{"name": "app",
-                    "image": "registry.example.com/web:1"}]}})
-                .to_string(),
-            ),
+            "DescribeTaskDefinition" => (200, web_task_definition(td)),
             "ListServiceDeployments" => (
                 200,
                 serde_json::json!({"serviceDeployments": [{"status": "IN_PROGRESS",

@@ -207,8 +207,8 @@ async fn prefetch_one(
             return Ok(false);
         }
     };
-    let pull_image = pull.first.pull_image();
-    let pulled = match session.pull(&pull_image, entry.as_ref()).await? {
+    let pull_image = &pull.image;
+    let pulled = match session.pull(pull_image, entry.as_ref()).await? {
         // Pulled by the digest ECS pinned: tagged with the task's own
         // reference, as the ECS agent does after such a pull.
         Ok(obtained) => match pull.first.tag_as() {
