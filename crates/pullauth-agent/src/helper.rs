@@ -152,6 +152,40 @@ struct Answer {
     secret: String,
 }
 
+/// Tries to start a helper that is "busy" (`ETXTBSY`).
+const BUSY_ATTEMPTS: u32 = 5;
+
+/// Starts `command get`. A program whose file is still open for writing
+/// somewhere (just written by configuration management, or its descriptor
+/// held for a moment by another process between `fork` and `exec`) cannot
+/// be executed yet: that is transient, so it is tried again a few times,
+/// 10 ms, 20 ms, ... apart (at most 100 ms in all).
+async fn spawn_helper(command: &Path) -> std::io::Result<tokio::process::Child> {
+    let mut attempt = 1;
+    loop {
+        let spawned = Command::new(command)
+            .arg("get")
+            // The helper needs no part of pullauth's own configuration, and
+            // this variable holds every configured password.
+            .env_remove("ECS_ENGINE_AUTH_DATA")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn();
+        match spawned {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ExecutableFileBusy
+                    && attempt < BUSY_ATTEMPTS =>
+            {
+                tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// `docker-credential-<helper> get` for `server` within `timeout`, the
 /// program taken from `dir` when given, else found on PATH.
 pub async fn get_in(
@@ -165,17 +199,7 @@ pub async fn get_in(
         Some(dir) => dir.join(&program),
         None => PathBuf::from(&program),
     };
-    let mut child = match Command::new(&command)
-        .arg("get")
-        // The helper needs no part of pullauth's own configuration, and
-        // this variable holds every configured password.
-        .env_remove("ECS_ENGINE_AUTH_DATA")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-    {
+    let mut child = match spawn_helper(&command).await {
         Ok(child) => child,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(HelperError::NotInstalled {
