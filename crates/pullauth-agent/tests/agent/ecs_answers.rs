@@ -12,7 +12,7 @@ use pullauth_agent::prefetch::{self, Filters};
 use pullauth_aws::ErrorClass;
 use pullauth_ecs::Host;
 
-use crate::stub::{aws_at, serve_json};
+use crate::stub::{aws_at, aws_at_with, serve_json, stub_options};
 
 const CLUSTER: &str = "prod";
 const SERVICE_ARN: &str = "arn:aws:ecs:eu-west-1:123456789012:service/prod/web";
@@ -375,4 +375,135 @@ async fn revisions_are_read_once_per_deployment_not_per_poll() {
         "a new deployment is read"
     );
     assert_eq!(count("DescribeServiceRevisions"), 2);
+}
+
+/// A stub whose every call is throttled (HTTP 400 `ThrottlingException`,
+/// as ECS answers "Rate exceeded"); counts the requests.
+async fn throttling_stub() -> (String, Arc<Mutex<usize>>) {
+    let requests = Arc::new(Mutex::new(0));
+    let seen = Arc::clone(&requests);
+    let url = serve_json(move |_headers, _body| {
+        *seen.lock().expect("requests") += 1;
+        (
+            400,
+            r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#.to_owned(),
+        )
+    })
+    .await;
+    (url, requests)
+}
+
+/// An AWS client at `endpoint` with the SDK's standard three attempts, the
+/// ECS calls paced (the follower) or not (`pullauth prefetch`).
+async fn aws_with_retries(endpoint: &str, pace_ecs: bool) -> pullauth_aws::Aws {
+    let options = pullauth_aws::AwsOptions {
+        operation_timeout: Duration::from_secs(20),
+        max_attempts: 3,
+        pace_ecs,
+        ..stub_options()
+    };
+    aws_at_with(endpoint, options).await
+}
+
+/// Issue 24: the follower's ECS client makes one attempt per call (its
+/// poll schedule is the retry, and a throttled call ends the poll); the
+/// one-shot prefetch keeps the SDK's standard retries (3 attempts, with
+/// back-off). Both end with the throttle, classified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_follower_makes_one_attempt_and_the_one_shot_prefetch_retries() {
+    for (pace_ecs, attempts) in [(true, 1), (false, 3)] {
+        let (url, requests) = throttling_stub().await;
+        let aws = aws_with_retries(&url, pace_ecs).await;
+        let error = tokio::time::timeout(TEST_BOUND, aws.ecs_services(CLUSTER))
+            .await
+            .expect("within the bound")
+            .expect_err("throttled");
+        assert_eq!(error.class(), ErrorClass::Throttled, "{error}");
+        assert_eq!(
+            *requests.lock().expect("requests"),
+            attempts,
+            "pace_ecs {pace_ecs}"
+        );
+    }
+}
+
+/// Issue 24: what one process described is kept in the data directory's
+/// store, so a second process on it (a restart, or `serve` after the
+/// boot's `pullauth prefetch`) describes nothing again: the same plan for
+/// the list and describe calls of the services only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_on_the_data_dir_describes_nothing_again() {
+    let td = "arn:aws:ecs:eu-west-1:123456789012:task-definition/web:1";
+    let digest = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+    let calls = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = Arc::clone(&calls);
+    let url = serve_json(move |headers, _body| {
+        let op = target(headers);
+        seen.lock().expect("calls").push(op.clone());
+        match op.as_str() {
+            "ListServices" => (200, format!(r#"{{"serviceArns":["{SERVICE_ARN}"]}}"#)),
+            "DescribeServices" => (
+                200,
+                serde_json::json!({"services": [{"serviceName": "web", "status": "ACTIVE",
+                    "taskDefinition": td,
+                    "deployments": [{"id": "ecs-svc/1", "status": "PRIMARY", "taskDefinition": td}]}]})
+                .to_string(),
+            ),
+            "DescribeTaskDefinition" => (200, web_task_definition(td)),
+            "ListServiceDeployments" => (
+                200,
+                serde_json::json!({"serviceDeployments": [{"status": "SUCCESSFUL",
+                    "targetServiceRevisionArn": "rev-1"}]})
+                .to_string(),
+            ),
+            "DescribeServiceRevisions" => (
+                200,
+                serde_json::json!({"serviceRevisions": [{"serviceRevisionArn": "rev-1",
+                    "taskDefinition": td, "containerImages": [{"containerName": "app",
+                    "image": "registry.example.com/web:1", "imageDigest": digest}]}]})
+                .to_string(),
+            ),
+            other => (
+                400,
+                format!(r#"{{"__type":"InvalidParameterException","message":"{other}"}}"#),
+            ),
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("data dir");
+    let host = Host::from_engine("x86_64", "linux");
+    let process = |url: String| {
+        let dir = dir.path().to_owned();
+        async move {
+            let records = pullauth_agent::ecs_records::StoreRecords::open(&dir).expect("store");
+            aws_at_with(
+                &url,
+                pullauth_aws::AwsOptions {
+                    ecs_records: Some(Arc::new(records)),
+                    ..stub_options()
+                },
+            )
+            .await
+        }
+    };
+    let first = process(url.clone()).await;
+    let plan = prefetch::plan(&first, CLUSTER, &Filters::default(), &host)
+        .await
+        .expect("a plan");
+    assert_eq!(plan.wanted[0].digest.as_deref(), Some(digest));
+    drop(first);
+    let described = calls.lock().expect("calls").len();
+    assert_eq!(described, 5, "{:?}", calls.lock().expect("calls"));
+
+    let second = process(url.clone()).await;
+    let again = prefetch::plan(&second, CLUSTER, &Filters::default(), &host)
+        .await
+        .expect("a plan");
+    assert_eq!(again.wanted, plan.wanted);
+    let calls = calls.lock().expect("calls");
+    assert_eq!(
+        calls[described..],
+        ["ListServices", "DescribeServices"],
+        "{calls:?}"
+    );
 }

@@ -276,7 +276,7 @@ async fn serve(
     args: &ServeArgs,
     config: Config,
     table: RegistryTable,
-    aws_options: pullauth_aws::AwsOptions,
+    mut aws_options: pullauth_aws::AwsOptions,
     (fingerprinter, loaded): (Fingerprinter, watch::Fingerprint),
     client_header_timeout: std::time::Duration,
 ) -> anyhow::Result<ExitCode> {
@@ -296,6 +296,11 @@ async fn serve(
         Some(dir) => {
             let store = Store::open(&dir.value)?;
             tracing::info!(state = %dir.value.join(pullauth_store::STATE_FILE).display(), "state is kept in {DATA_DIR}");
+            // The follower's task definitions and service revisions too,
+            // shared with `pullauth prefetch` at boot and the next start.
+            aws_options.ecs_records = Some(Arc::new(
+                pullauth_agent::ecs_records::StoreRecords::new(store.clone()),
+            ));
             store
         }
         None => {
