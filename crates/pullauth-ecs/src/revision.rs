@@ -14,7 +14,8 @@
 //! pin the wrong image).
 
 /// One container image of a service revision.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PinnedImage {
     pub container_name: String,
     /// As written in the task definition.
@@ -24,7 +25,8 @@ pub struct PinnedImage {
 }
 
 /// A service revision, as far as pinning goes (immutable by ARN).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ServiceRevision {
     pub arn: String,
     /// The task definition ARN the revision runs.

@@ -29,7 +29,8 @@ fn err(field: impl Into<String>, problem: impl Into<String>) -> TaskDefError {
 pub const MAX_CONTAINERS: usize = 10;
 
 /// One container of a task definition.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ContainerDefinition {
     pub name: String,
     /// As written (validated by whoever pulls it).
@@ -42,7 +43,8 @@ pub struct ContainerDefinition {
 }
 
 /// `runtimePlatform`: where the task's images can run.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct RuntimePlatform {
     /// `X86_64` or `ARM64`.
     pub cpu_architecture: Option<String>,
@@ -52,7 +54,8 @@ pub struct RuntimePlatform {
 
 /// A placement constraint (`memberOf` with its expression, or
 /// `distinctInstance`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PlacementConstraint {
     pub kind: String,
     pub expression: Option<String>,
@@ -60,7 +63,8 @@ pub struct PlacementConstraint {
 
 /// A task definition, as far as pulling its images and placing its tasks
 /// go.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct TaskDefinition {
     /// Set for a registered task definition (ECS); `None` for one
     /// submitted on the control socket.
