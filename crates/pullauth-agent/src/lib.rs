@@ -41,6 +41,7 @@ pub mod metrics;
 pub mod prefetch;
 pub mod puller;
 pub mod server;
+pub mod shared_plan;
 pub mod single_flight;
 pub mod taskdef;
 pub mod watch;

@@ -8,14 +8,13 @@
 //! [`crate::credentials::Provider`] provides it, as for a submitted task.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::sync::Arc;
 
-use pullauth_aws::{Aws, AwsError, RoleArn};
+use pullauth_aws::{Aws, AwsError, ErrorClass, RoleArn};
 use pullauth_docker::Platform;
 use pullauth_ecs::service::Capacity;
 use pullauth_ecs::{
-    Decision, Host, PlacementConstraint, ServiceRevision, ServiceStatus, SkipReason,
-    TaskDefinition, decide, pinned_digest,
+    ClusterView, Decision, Host, PlacementConstraint, ReadProblem, ServiceRevision, ServiceStatus,
+    SkipReason, TaskDefinition, decide, pinned_digest,
 };
 use pullauth_resolve::{ImageRef, RegistryTable, Source};
 
@@ -229,108 +228,78 @@ struct Use {
 }
 
 /// Reads what `cluster`'s services (narrowed and extended by `filters`)
-/// need on `host`. Fails only if the services cannot be listed (a missing
-/// cluster, access denied, ECS unreachable); a task definition that cannot
-/// be described or an invalid image is a [`Problem`] and the rest goes on.
+/// need on `host`: [`read`], then [`decide_plan`].
 pub async fn plan(
     aws: &Aws,
     cluster: &str,
     filters: &Filters,
     host: &Host,
 ) -> Result<Plan, AwsError> {
-    let mut plan = Plan::default();
-    // Task definition reference -> the ways it is asked for.
-    let mut references: BTreeMap<String, Vec<Use>> = BTreeMap::new();
+    let view = read(aws, cluster, filters).await?;
+    Ok(decide_plan(&view, filters, host))
+}
+
+/// Reads `cluster` from ECS: its services (narrowed by `filters`), the
+/// task definitions their runs and `filters` name, and the service
+/// revisions that pinned digests. The same for every instance: this is what
+/// a published plan holds.
+///
+/// Fails if the services cannot be listed (a missing cluster, access
+/// denied, ECS unreachable) or if any read was throttled: a throttled
+/// poll backs off, and the next one resumes where this one stopped (what
+/// was described is cached by ARN). A task definition that cannot be
+/// described otherwise is a [`ReadProblem`] and the rest goes on.
+pub async fn read(aws: &Aws, cluster: &str, filters: &Filters) -> Result<ClusterView, AwsError> {
+    let mut view = ClusterView {
+        cluster: cluster.to_owned(),
+        ..ClusterView::default()
+    };
+    // Task definition reference -> the services that name it.
+    let mut references: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     // Services whose deployments may have pinned digests.
     let mut pinning: Vec<(String, String)> = Vec::new();
     if filters.reads_services() {
+        view.services_read = true;
         let listed = aws.ecs_services(cluster).await?;
         for failure in listed.failures {
-            plan.problems.push(Problem {
+            view.problems.push(ReadProblem {
                 services: vec![failure.service],
                 task_definition: None,
-                image: None,
                 error: format!(
                     "ecs:DescribeServices in cluster {cluster}: {}",
                     failure.reason
                 ),
             });
         }
-        for wanted in &filters.services {
-            if !listed.services.iter().any(|s| &s.name == wanted) {
-                plan.problems.push(Problem {
-                    services: vec![wanted.clone()],
-                    task_definition: None,
-                    image: None,
-                    error: format!("no such service in cluster {cluster}"),
-                });
-            }
-        }
         for service in listed.services {
             if !filters.services.is_empty() && !filters.services.contains(&service.name) {
                 continue;
             }
-            if service.status != ServiceStatus::Active {
-                plan.skipped.push(Skipped {
-                    services: vec![service.name.clone()],
-                    task_definition: None,
-                    image: None,
-                    reason: SkipReason::ServiceNotActive,
-                    detail: format!("the service is {}", service.status.as_str()),
-                });
-                continue;
-            }
-            if service.runs.is_empty() {
-                plan.problems.push(Problem {
-                    services: vec![service.name.clone()],
-                    task_definition: None,
-                    image: None,
-                    error: format!(
-                        "names no task definition (no PRIMARY or ACTIVE deployment or task set, no taskDefinition; deployment controller {})",
-                        service.deployment_controller
-                    ),
-                });
-                continue;
-            }
-            if service.deployment_controller == "ECS" {
-                // The rollouts the service's revisions are read for: the
-                // same IDs as last poll, the same revisions, no call.
-                let rollouts: Vec<&str> = service
-                    .runs
-                    .iter()
-                    .map(|r| r.id.as_deref().unwrap_or(&r.task_definition))
-                    .collect();
-                pinning.push((service.name.clone(), rollouts.join(",")));
-            }
-            let mut names = Vec::new();
-            for run in service.runs {
-                if !names.contains(&run.task_definition) {
-                    names.push(run.task_definition.clone());
+            if service.status == ServiceStatus::Active {
+                if service.deployment_controller == "ECS" && !service.runs.is_empty() {
+                    // The rollouts the service's revisions are read for:
+                    // the same IDs as last poll, the same revisions, no
+                    // call.
+                    let rollouts: Vec<&str> = service
+                        .runs
+                        .iter()
+                        .map(|r| r.id.as_deref().unwrap_or(&r.task_definition))
+                        .collect();
+                    pinning.push((service.name.clone(), rollouts.join(",")));
                 }
-                references
-                    .entry(run.task_definition)
-                    .or_default()
-                    .push(Use {
-                        service: Some(service.name.clone()),
-                        deployment: run.id,
-                        capacity: run.capacity,
-                        constraints: service.placement_constraints.clone(),
-                    });
+                for run in &service.runs {
+                    references
+                        .entry(run.task_definition.clone())
+                        .or_default()
+                        .insert(service.name.clone());
+                }
             }
-            plan.services.insert(service.name, names);
+            view.services.push(service);
         }
     }
     for reference in &filters.task_definitions {
-        references.entry(reference.clone()).or_default().push(Use {
-            service: None,
-            deployment: None,
-            capacity: Capacity::default(),
-            constraints: Vec::new(),
-        });
+        references.entry(reference.clone()).or_default();
     }
-    // Described task definitions by ARN: the same revision may be named as
-    // an ARN by one service and as family:revision by another.
-    let mut described: BTreeMap<String, (Arc<TaskDefinition>, Vec<Use>)> = BTreeMap::new();
     let (answers, pins) = futures_util::future::join(
         futures_util::future::join_all(
             references
@@ -356,45 +325,169 @@ pub async fn plan(
         },
     )
     .await;
-    let mut revisions: Vec<Arc<ServiceRevision>> = Vec::new();
     for pin in pins {
-        plan.warnings.extend(pin.warning);
-        revisions.extend(pin.revisions);
+        view.warnings.extend(pin.warning);
+        view.revisions
+            .extend(pin.revisions.iter().map(|r| ServiceRevision::clone(r)));
     }
-    for ((reference, uses), answer) in references.into_iter().zip(answers) {
+    let mut throttled = None;
+    for ((reference, services), answer) in references.into_iter().zip(answers) {
         match answer {
             Ok(found) => {
-                for names in plan.services.values_mut() {
-                    for name in names.iter_mut() {
-                        if *name == reference {
-                            *name = found.name();
-                        }
-                    }
-                }
-                let arn = found.arn.clone().unwrap_or_else(|| found.name());
-                plan.task_definition_arns.insert(arn.clone());
-                described
-                    .entry(arn)
-                    .or_insert_with(|| (found, Vec::new()))
-                    .1
-                    .extend(uses);
+                view.task_definitions
+                    .insert(reference, TaskDefinition::clone(&found));
             }
-            Err(error) => plan.problems.push(Problem {
-                services: uses.into_iter().filter_map(|u| u.service).collect(),
+            Err(error) if error.class() == ErrorClass::Throttled => {
+                throttled.get_or_insert(error);
+            }
+            Err(error) => view.problems.push(ReadProblem {
+                services: services.into_iter().collect(),
                 task_definition: Some(reference),
-                image: None,
                 error: error.to_string(),
             }),
         }
+    }
+    match throttled {
+        Some(error) => Err(error),
+        None => Ok(view),
+    }
+}
+
+/// What `view` means on `host`, narrowed and extended by `filters`: which
+/// images to pull, what is skipped and why, what cannot be prefetched. Pure:
+/// a follower of a published plan decides here from the publisher's view.
+pub fn decide_plan(view: &ClusterView, filters: &Filters, host: &Host) -> Plan {
+    let cluster = &view.cluster;
+    let mut plan = Plan {
+        warnings: view.warnings.clone(),
+        ..Plan::default()
+    };
+    for problem in &view.problems {
+        plan.problems.push(Problem {
+            services: problem.services.clone(),
+            task_definition: problem.task_definition.clone(),
+            image: None,
+            error: problem.error.clone(),
+        });
+    }
+    let mut references: BTreeMap<&str, Vec<Use>> = BTreeMap::new();
+    if filters.reads_services() {
+        if !view.services_read {
+            plan.problems.push(Problem {
+                services: filters.services.clone(),
+                task_definition: None,
+                image: None,
+                error: format!("the services of cluster {cluster} were not read"),
+            });
+        }
+        for wanted in &filters.services {
+            let described = view.services.iter().any(|s| &s.name == wanted);
+            let failed = view.problems.iter().any(|p| p.services.contains(wanted));
+            if view.services_read && !described && !failed {
+                plan.problems.push(Problem {
+                    services: vec![wanted.clone()],
+                    task_definition: None,
+                    image: None,
+                    error: format!("no such service in cluster {cluster}"),
+                });
+            }
+        }
+        for service in &view.services {
+            if !filters.services.is_empty() && !filters.services.contains(&service.name) {
+                continue;
+            }
+            if service.status != ServiceStatus::Active {
+                plan.skipped.push(Skipped {
+                    services: vec![service.name.clone()],
+                    task_definition: None,
+                    image: None,
+                    reason: SkipReason::ServiceNotActive,
+                    detail: format!("the service is {}", service.status.as_str()),
+                });
+                continue;
+            }
+            if service.runs.is_empty() {
+                plan.problems.push(Problem {
+                    services: vec![service.name.clone()],
+                    task_definition: None,
+                    image: None,
+                    error: format!(
+                        "names no task definition (no PRIMARY or ACTIVE deployment or task set, no taskDefinition; deployment controller {})",
+                        service.deployment_controller
+                    ),
+                });
+                continue;
+            }
+            let mut names = Vec::new();
+            for run in &service.runs {
+                if !names.contains(&run.task_definition) {
+                    names.push(run.task_definition.clone());
+                }
+                references
+                    .entry(&run.task_definition)
+                    .or_default()
+                    .push(Use {
+                        service: Some(service.name.clone()),
+                        deployment: run.id.clone(),
+                        capacity: run.capacity.clone(),
+                        constraints: service.placement_constraints.clone(),
+                    });
+            }
+            plan.services.insert(service.name.clone(), names);
+        }
+    }
+    for reference in &filters.task_definitions {
+        references.entry(reference).or_default().push(Use {
+            service: None,
+            deployment: None,
+            capacity: Capacity::default(),
+            constraints: Vec::new(),
+        });
+    }
+    // Described task definitions by ARN: the same revision may be named as
+    // an ARN by one service and as family:revision by another.
+    let mut described: BTreeMap<String, (&TaskDefinition, Vec<Use>)> = BTreeMap::new();
+    for (reference, uses) in references {
+        let Some(found) = view.task_definitions.get(reference) else {
+            let reported = view
+                .problems
+                .iter()
+                .any(|p| p.task_definition.as_deref() == Some(reference));
+            if !reported {
+                plan.problems.push(Problem {
+                    services: uses.into_iter().filter_map(|u| u.service).collect(),
+                    task_definition: Some(reference.to_owned()),
+                    image: None,
+                    error: format!(
+                        "not in the view of cluster {cluster} (a published plan holds the task definitions of the cluster's services only)"
+                    ),
+                });
+            }
+            continue;
+        };
+        for names in plan.services.values_mut() {
+            for name in names.iter_mut() {
+                if name == reference {
+                    *name = found.name();
+                }
+            }
+        }
+        let arn = found.arn.clone().unwrap_or_else(|| found.name());
+        plan.task_definition_arns.insert(arn.clone());
+        described
+            .entry(arn)
+            .or_insert_with(|| (found, Vec::new()))
+            .1
+            .extend(uses);
     }
     for names in plan.services.values_mut() {
         let mut seen = BTreeSet::new();
         names.retain(|name| seen.insert(name.clone()));
     }
     for (task_definition, uses) in described.into_values() {
-        place(&mut plan, host, &task_definition, &uses, &revisions);
+        place(&mut plan, host, task_definition, &uses, &view.revisions);
     }
-    Ok(plan)
+    plan
 }
 
 /// Decides where `task_definition`'s tasks can run and adds its images to
@@ -405,7 +498,7 @@ fn place(
     host: &Host,
     task_definition: &TaskDefinition,
     uses: &[Use],
-    revisions: &[Arc<ServiceRevision>],
+    revisions: &[ServiceRevision],
 ) {
     let mut running: BTreeSet<String> = BTreeSet::new();
     let mut deployments: BTreeSet<String> = BTreeSet::new();
@@ -459,13 +552,10 @@ fn place(
         match ImageRef::parse(&container.image) {
             Ok(image) => {
                 let digest = match (&task_definition.arn, &image.digest) {
-                    (Some(arn), None) => pinned_digest(
-                        revisions.iter().map(Arc::as_ref),
-                        arn,
-                        &container.name,
-                        &container.image,
-                    )
-                    .map(str::to_owned),
+                    (Some(arn), None) => {
+                        pinned_digest(revisions.iter(), arn, &container.name, &container.image)
+                            .map(str::to_owned)
+                    }
                     _ => None,
                 };
                 plan.wanted.push(Wanted {

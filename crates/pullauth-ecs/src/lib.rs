@@ -28,6 +28,7 @@ pub mod query;
 pub mod revision;
 pub mod service;
 pub mod taskdef;
+pub mod view;
 
 pub use placement::{Decision, Host, SkipReason, decide};
 pub use query::{Expr, Facts, QueryError, Truth};
@@ -35,4 +36,7 @@ pub use revision::{PinnedImage, ServiceRevision, pinned_digest};
 pub use service::{Capacity, EcsService, Rollout, Run, ServiceStatus, runs};
 pub use taskdef::{
     ContainerDefinition, PlacementConstraint, RuntimePlatform, TaskDefError, TaskDefinition,
+};
+pub use view::{
+    ClusterView, MAX_PLAN_BYTES, PLAN_SCHEMA, PlanDocError, PlanDocument, ReadProblem, same_cluster,
 };

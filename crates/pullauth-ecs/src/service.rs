@@ -16,14 +16,27 @@
 
 use crate::taskdef::PlacementConstraint;
 
-/// A service's `status`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A service's `status` (written as ECS writes it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(from = "String", into = "String")]
 pub enum ServiceStatus {
     Active,
     Draining,
     Inactive,
     /// A status this build does not know, as ECS wrote it.
     Other(String),
+}
+
+impl From<String> for ServiceStatus {
+    fn from(status: String) -> ServiceStatus {
+        ServiceStatus::parse(Some(&status))
+    }
+}
+
+impl From<ServiceStatus> for String {
+    fn from(status: ServiceStatus) -> String {
+        status.as_str().to_owned()
+    }
 }
 
 impl ServiceStatus {
@@ -50,7 +63,10 @@ impl ServiceStatus {
 
 /// How a service's tasks get capacity: a launch type, or a capacity
 /// provider strategy (the provider names).
-#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "camelCase", default)]
 pub struct Capacity {
     pub launch_type: Option<String>,
     pub capacity_providers: Vec<String>,
@@ -68,7 +84,8 @@ impl Capacity {
 }
 
 /// One way a service runs one task definition.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Run {
     /// As ECS names it (an ARN, or `family:revision`).
     pub task_definition: String,
@@ -92,7 +109,8 @@ pub struct Rollout {
 }
 
 /// A service, as prefetch reads it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct EcsService {
     pub name: String,
     pub status: ServiceStatus,

@@ -44,7 +44,7 @@ pub struct ContainerDefinition {
 
 /// `runtimePlatform`: where the task's images can run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
 pub struct RuntimePlatform {
     /// `X86_64` or `ARM64`.
     pub cpu_architecture: Option<String>,
@@ -64,7 +64,7 @@ pub struct PlacementConstraint {
 /// A task definition, as far as pulling its images and placing its tasks
 /// go.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
 pub struct TaskDefinition {
     /// Set for a registered task definition (ECS); `None` for one
     /// submitted on the control socket.

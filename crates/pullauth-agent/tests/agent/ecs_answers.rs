@@ -507,3 +507,86 @@ async fn a_second_process_on_the_data_dir_describes_nothing_again() {
         "{calls:?}"
     );
 }
+
+/// Issue 24: a throttled `DescribeTaskDefinition` is a throttled read (the
+/// poll backs off), not a problem beside a plan that looks complete; what
+/// was described stays cached, so the next read resumes with the rest
+/// only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_describe_fails_the_read_and_the_next_resumes() {
+    let arn = |name: &str| format!("arn:aws:ecs:eu-west-1:123456789012:task-definition/{name}:1");
+    let names = ["a", "b", "c"];
+    let services = serde_json::json!({"services": names.map(|n| serde_json::json!(
+        {"serviceName": n, "status": "ACTIVE", "taskDefinition": arn(n)})), "failures": []})
+    .to_string();
+    let list = serde_json::json!({"serviceArns": names
+        .map(|n| format!("arn:aws:ecs:eu-west-1:123456789012:service/prod/{n}"))})
+    .to_string();
+    let calls = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = Arc::clone(&calls);
+    // "b" is throttled the first time it is asked for.
+    let throttled_once = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let url = serve_json(move |headers, body| match target(headers).as_str() {
+        "ListServices" => (200, list.clone()),
+        "DescribeServices" => (200, services.clone()),
+        "DescribeTaskDefinition" => {
+            let asked: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+            let reference = asked["taskDefinition"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            seen.lock().expect("calls").push(reference.clone());
+            if reference.ends_with("/b:1")
+                && !throttled_once.swap(true, std::sync::atomic::Ordering::SeqCst)
+            {
+                return (
+                    400,
+                    r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#.to_owned(),
+                );
+            }
+            let family = reference
+                .rsplit('/')
+                .next()
+                .and_then(|r| r.split(':').next())
+                .unwrap_or_default()
+                .to_owned();
+            (
+                200,
+                serde_json::json!({"taskDefinition": {"taskDefinitionArn": reference,
+                    "family": family, "revision": 1, "containerDefinitions":
+                    [{"name": "app", "image": format!("registry.example.com/{family}:1")}]}})
+                .to_string(),
+            )
+        }
+        other => (
+            400,
+            format!(r#"{{"__type":"InvalidParameterException","message":"not served: {other}"}}"#),
+        ),
+    })
+    .await;
+    let aws = aws_at(&url).await;
+    let host = Host::from_engine("x86_64", "linux");
+    let first = tokio::time::timeout(
+        TEST_BOUND,
+        prefetch::plan(&aws, CLUSTER, &Filters::default(), &host),
+    )
+    .await
+    .expect("within the bound");
+    let error = first.expect_err("a throttled read is no plan");
+    assert_eq!(error.class(), ErrorClass::Throttled, "{error}");
+    assert_eq!(calls.lock().expect("calls").len(), 3);
+
+    let plan = tokio::time::timeout(
+        TEST_BOUND,
+        prefetch::plan(&aws, CLUSTER, &Filters::default(), &host),
+    )
+    .await
+    .expect("within the bound")
+    .expect("the resumed read");
+    assert!(plan.problems.is_empty(), "{plan:?}");
+    assert_eq!(plan.wanted.len(), 3, "{plan:?}");
+    // Resumed: only "b" was described again.
+    let described = calls.lock().expect("calls").clone();
+    assert_eq!(described.len(), 4, "{described:?}");
+    assert!(described[3].ends_with("/b:1"), "{described:?}");
+}

@@ -1,0 +1,340 @@
+//! A cluster plan shared through S3: ECS read once per cluster, the result
+//! fanned out to every instance.
+//!
+//! A publisher (`pullauth prefetch --publish`, `serve --follow-cluster
+//! --publish`) reads the cluster ([`crate::prefetch::read`]) and writes the
+//! [`ClusterView`] as a [`PlanDocument`] with [`publish`]; followers
+//! (`prefetch --plan`, `serve --follow-plan`) read it with [`PlanReader`]
+//! and decide locally what runs on their instance
+//! ([`crate::prefetch::decide_plan`]).
+//!
+//! The rules that keep several publishers from undoing each other:
+//! - a write happens only when the view changed, or to confirm an unchanged
+//!   one every [`CONFIRM_EVERY`] (so followers can tell a dead publisher);
+//! - every write is conditional on the object read just before (`If-Match`
+//!   its ETag, or `If-None-Match: *` when there is none), so a plan written
+//!   in between is re-read, never overwritten blindly;
+//! - a plan whose ECS read started after this publisher's is never
+//!   replaced: a publisher with an older view yields.
+//!
+//! Followers use conditional GETs (`If-None-Match` the ETag they hold): an
+//! unchanged plan costs a bodiless `304`. A plan that cannot be used
+//! (garbage, truncated, over [`MAX_PLAN_BYTES`], another schema, another
+//! cluster's) is an error of the poll; the last good plan stays.
+//!
+//! [`MAX_PLAN_BYTES`]: pullauth_ecs::MAX_PLAN_BYTES
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use futures_util::future::BoxFuture;
+use pullauth_aws::{AwsError, Call, S3Location};
+use pullauth_ecs::{ClusterView, PLAN_SCHEMA, PlanDocError, PlanDocument};
+use pullauth_store::model::rfc3339_millis;
+
+/// How often a publisher rewrites an unchanged plan to confirm it is
+/// current (`checkedAt`): followers judge a publisher dead by this.
+pub const CONFIRM_EVERY: Duration = Duration::from_secs(5 * 60);
+
+/// How old a plan's confirmation may grow before followers call it stale
+/// (three missed confirmations).
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(15 * 60);
+
+/// How often `serve --follow-plan` asks S3 whether the plan changed (a
+/// conditional GET; jittered by the schedule).
+pub const DEFAULT_PLAN_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How many times [`publish`] re-reads the plan after losing a race to
+/// another publisher's write.
+const PUBLISH_ATTEMPTS: u32 = 3;
+
+/// What a conditional GET found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetched {
+    /// The ETag asked with is still current (`304`).
+    NotModified,
+    /// No such key.
+    Missing,
+    Object {
+        etag: String,
+        body: Vec<u8>,
+    },
+}
+
+/// The condition of a write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    /// Only if the object is still this version (`If-Match`).
+    IfMatch(String),
+    /// Only if there is no object yet (`If-None-Match: *`).
+    IfAbsent,
+}
+
+/// What a conditional write did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored {
+    Written {
+        etag: String,
+    },
+    /// The condition failed: someone else wrote first.
+    Conflict,
+}
+
+/// Where plans are kept: S3 through the agent's AWS client, in the agent;
+/// the fleet simulation puts a model of S3 here.
+pub trait PlanStore: Send + Sync {
+    /// GetObject, with `If-None-Match: etag` when given; the body bounded
+    /// by [`pullauth_ecs::MAX_PLAN_BYTES`] (one byte more is read, so an
+    /// oversized plan is told apart).
+    fn get<'a>(
+        &'a self,
+        location: &'a S3Location,
+        etag: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Fetched, AwsError>>;
+
+    /// PutObject under `condition`.
+    fn put<'a>(
+        &'a self,
+        location: &'a S3Location,
+        body: Vec<u8>,
+        condition: Condition,
+    ) -> BoxFuture<'a, Result<Stored, AwsError>>;
+}
+
+/// What [`publish`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Published {
+    /// The view changed (or there was no plan): written.
+    Written { etag: String },
+    /// The same view, confirmed (`checkedAt` renewed).
+    Confirmed { etag: String },
+    /// The same view, confirmed recently: nothing written.
+    Unchanged,
+    /// The plan there was read from ECS after this view: left alone.
+    Newer { read_at: String, publisher: String },
+}
+
+impl Published {
+    /// For logs and the `prefetch --publish` line.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Published::Written { .. } => "written",
+            Published::Confirmed { .. } => "confirmed",
+            Published::Unchanged => "unchanged",
+            Published::Newer { .. } => "newer-plan-kept",
+        }
+    }
+}
+
+/// Why [`publish`] wrote nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    #[error(
+        "{location} holds the plan of cluster {found:?}, not {cluster:?}: not overwritten (publish each cluster to its own key)"
+    )]
+    Foreign {
+        location: String,
+        found: String,
+        cluster: String,
+    },
+    #[error(
+        "{location} holds a plan of schema {found:?} (a newer pullauth publishes there?); this build writes {PLAN_SCHEMA:?} and does not overwrite it"
+    )]
+    Schema { location: String, found: String },
+    #[error(
+        "{location}: other publishers kept writing between this one's read and write ({PUBLISH_ATTEMPTS} attempts); the next publish tries again"
+    )]
+    Contended { location: String },
+}
+
+/// Writes `view` (read from ECS starting at `read_at`) to `location`, if
+/// it is new: see the module's rules. `now` stamps `checkedAt`.
+pub async fn publish(
+    store: &dyn PlanStore,
+    location: &S3Location,
+    view: &ClusterView,
+    read_at: SystemTime,
+    publisher: &str,
+    now: SystemTime,
+) -> Result<Published, PublishError> {
+    let document = |read_at: SystemTime| PlanDocument {
+        schema: PLAN_SCHEMA.to_owned(),
+        cluster: view.cluster.clone(),
+        read_at: rfc3339_millis(read_at),
+        checked_at: rfc3339_millis(now),
+        publisher: publisher.to_owned(),
+        view: view.clone(),
+    };
+    for _ in 0..PUBLISH_ATTEMPTS {
+        let condition = match store.get(location, None).await? {
+            Fetched::Missing => Condition::IfAbsent,
+            // Not asked with an ETag: a 304 cannot come; take it as gone.
+            Fetched::NotModified => Condition::IfAbsent,
+            Fetched::Object { etag, body } => match PlanDocument::parse(&body, &view.cluster) {
+                Ok(current) => {
+                    let current_read_at = parse_time(&current.read_at);
+                    if current_read_at.is_some_and(|at| at > read_at) {
+                        return Ok(Published::Newer {
+                            read_at: current.read_at,
+                            publisher: current.publisher,
+                        });
+                    }
+                    if current.view == *view {
+                        let confirmed = parse_time(&current.checked_at)
+                            .and_then(|at| now.duration_since(at).ok());
+                        if confirmed.is_some_and(|age| age < CONFIRM_EVERY) {
+                            return Ok(Published::Unchanged);
+                        }
+                        // Confirm: the same view, the newer read time.
+                        match store
+                            .put(
+                                location,
+                                document(read_at).to_json(),
+                                Condition::IfMatch(etag),
+                            )
+                            .await?
+                        {
+                            Stored::Written { etag } => return Ok(Published::Confirmed { etag }),
+                            Stored::Conflict => continue,
+                        }
+                    }
+                    Condition::IfMatch(etag)
+                }
+                Err(PlanDocError::Cluster { found, .. }) => {
+                    return Err(PublishError::Foreign {
+                        location: location.to_string(),
+                        found,
+                        cluster: view.cluster.clone(),
+                    });
+                }
+                Err(PlanDocError::Schema { found }) if !found.is_empty() => {
+                    return Err(PublishError::Schema {
+                        location: location.to_string(),
+                        found,
+                    });
+                }
+                // Garbage, truncated, oversized: replaced, and said.
+                Err(error) => {
+                    tracing::warn!(%location, error = %error, "the plan there is unusable; replacing it");
+                    Condition::IfMatch(etag)
+                }
+            },
+        };
+        match store
+            .put(location, document(read_at).to_json(), condition)
+            .await?
+        {
+            Stored::Written { etag } => return Ok(Published::Written { etag }),
+            Stored::Conflict => continue,
+        }
+    }
+    Err(PublishError::Contended {
+        location: location.to_string(),
+    })
+}
+
+/// Parses a plan's RFC 3339 time.
+pub fn parse_time(text: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339_weak(text).ok()
+}
+
+/// A follower's copy of the plan: the last good document and its ETag.
+#[derive(Debug, Default)]
+pub struct PlanReader {
+    last: Mutex<Option<(String, Arc<PlanDocument>)>>,
+}
+
+/// A plan as a follower holds it.
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub document: Arc<PlanDocument>,
+    pub etag: String,
+    /// Whether this read fetched a new version (else `304`).
+    pub changed: bool,
+}
+
+impl PlanReader {
+    /// The current plan of `cluster` at `location`: the held one when S3
+    /// says it did not change, else the new one once it is found usable.
+    /// An unusable plan fails, naming the bucket and key, and the held one
+    /// stays for the next read.
+    pub async fn read(
+        &self,
+        store: &dyn PlanStore,
+        location: &S3Location,
+        cluster: &str,
+    ) -> Result<Held, AwsError> {
+        let held = self.held();
+        let etag = held.as_ref().map(|(etag, _)| etag.as_str());
+        match store.get(location, etag).await? {
+            Fetched::NotModified => match held {
+                Some((etag, document)) => Ok(Held {
+                    document,
+                    etag,
+                    changed: false,
+                }),
+                None => Err(bad(
+                    location,
+                    "answered 304 Not Modified to a read without an ETag".to_owned(),
+                )),
+            },
+            Fetched::Missing => Err(AwsError::NotFound {
+                call: get_call(location),
+                what: format!(
+                    "no plan at {location}: is its publisher running (pullauth prefetch --publish, serve --follow-cluster --publish)?"
+                ),
+            }),
+            Fetched::Object { etag, body } => match PlanDocument::parse(&body, cluster) {
+                Ok(document) => {
+                    let document = Arc::new(document);
+                    *self.last.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some((etag.clone(), Arc::clone(&document)));
+                    Ok(Held {
+                        document,
+                        etag,
+                        changed: true,
+                    })
+                }
+                Err(error) => Err(bad(
+                    location,
+                    format!("{error}; the last good plan is kept"),
+                )),
+            },
+        }
+    }
+
+    /// Forgets the held plan (another cluster or location followed).
+    pub fn clear(&self) {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    fn held(&self) -> Option<(String, Arc<PlanDocument>)> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+fn get_call(location: &S3Location) -> Call {
+    Call {
+        operation: "s3:GetObject",
+        target: location.to_string(),
+        principal: "the agent's credentials".to_owned(),
+    }
+}
+
+fn bad(location: &S3Location, problem: String) -> AwsError {
+    AwsError::BadResponse {
+        call: get_call(location),
+        problem,
+    }
+}
+
+/// How long ago `document` was last confirmed by a publisher at `now`
+/// (zero for a time in the future; `None` if unreadable).
+pub fn age(document: &PlanDocument, now: SystemTime) -> Option<Duration> {
+    parse_time(&document.checked_at).map(|at| now.duration_since(at).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests;
