@@ -44,8 +44,8 @@ use pullauth_poll::{
 use serde::de::DeserializeOwned;
 
 use crate::ecs_api::{EcsApi, EcsFailure, EcsFuture};
-use crate::error::ErrorClass;
-use crate::{Aws, AwsError};
+use crate::error::{Call, ErrorClass};
+use crate::{Aws, AwsError, Principal};
 
 /// The client-side pacing of ECS calls: every `ecs:*` call of the process
 /// first books a slot on one [`CallLimiter`] (a token bucket whose rate
@@ -53,6 +53,12 @@ use crate::{Aws, AwsError};
 /// retry mode), so that a poll with many calls, or many instances booting
 /// together, does not land in the account's bucket as one burst. The fleet
 /// simulation (`cargo bench -p pullauth-agent --bench fleet`) runs it.
+///
+/// A throttle also ends the burst it belongs to: a call that waited for its
+/// slot while another call was throttled is not sent (it fails as
+/// throttled, [`NOT_SENT`]), so that a poll's queued describes do not all
+/// land in an account that just said it is over its budget; the poll ends
+/// as throttled and its schedule backs off.
 #[derive(Debug)]
 pub(crate) struct EcsPacer {
     limiter: Mutex<CallLimiter>,
@@ -60,7 +66,14 @@ pub(crate) struct EcsPacer {
     epoch: tokio::time::Instant,
     /// Off: every call goes at once (the limiter still learns the rate).
     enabled: bool,
+    /// Throttles answered so far.
+    throttles: std::sync::atomic::AtomicU64,
 }
+
+/// The message of a call the pacer did not send because another was
+/// throttled while it waited for its slot.
+pub const NOT_SENT: &str =
+    "not sent: another ECS call of this process was throttled while it waited";
 
 impl Default for EcsPacer {
     fn default() -> Self {
@@ -78,6 +91,7 @@ impl EcsPacer {
             )),
             epoch: tokio::time::Instant::now(),
             enabled,
+            throttles: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
@@ -87,16 +101,23 @@ impl EcsPacer {
         self.limiter.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Waits until the limiter lets one more call go.
-    pub(crate) async fn ready(&self) {
+    /// Waits until the limiter lets one more call go: `true` when it may
+    /// be sent, `false` when another call was throttled while it waited.
+    pub(crate) async fn ready(&self) -> bool {
         if !self.enabled {
-            return;
+            return true;
         }
+        let throttles = self.throttles();
         let wait = self.limiter().acquire(self.epoch.elapsed());
         if !wait.is_zero() {
             tracing::debug!(?wait, "pacing the next ECS call");
             tokio::time::sleep(wait).await;
         }
+        self.throttles() == throttles
+    }
+
+    fn throttles(&self) -> u64 {
+        self.throttles.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Tells the limiter how the call went: a throttle slows it down, a
@@ -105,7 +126,11 @@ impl EcsPacer {
         let now = self.epoch.elapsed();
         match result {
             Ok(_) => self.limiter().on_success(now),
-            Err(e) if e.class() == ErrorClass::Throttled => self.limiter().on_throttle(now),
+            Err(e) if e.class() == ErrorClass::Throttled => {
+                self.throttles
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.limiter().on_throttle(now);
+            }
             Err(_) => {}
         }
     }
@@ -233,10 +258,26 @@ fn pins_key(cluster: &str, service: &str) -> String {
 }
 
 impl Aws {
-    /// One ECS call through the pacer: booked on the limiter, counted, and
-    /// its outcome told back to the limiter.
-    async fn ecs_call<T>(&self, call: EcsFuture<'_, T>) -> Result<T, AwsError> {
-        self.inner.ecs_pacer.ready().await;
+    /// One ECS call (`operation` on `target`) through the pacer: booked on
+    /// the limiter, counted, and its outcome told back to the limiter; not
+    /// sent when another call was throttled while it waited.
+    async fn ecs_call<T>(
+        &self,
+        operation: &'static str,
+        target: impl FnOnce() -> String,
+        call: EcsFuture<'_, T>,
+    ) -> Result<T, AwsError> {
+        if !self.inner.ecs_pacer.ready().await {
+            return Err(AwsError::Throttled {
+                call: Call {
+                    operation,
+                    target: target(),
+                    principal: Principal::Default.to_string(),
+                },
+                code: "ThrottlingException".to_owned(),
+                message: NOT_SENT.to_owned(),
+            });
+        }
         self.inner.counters.add(&self.inner.counters.ecs_calls);
         let result = call.await;
         self.inner.ecs_pacer.record(&result);
@@ -315,7 +356,11 @@ impl Aws {
         let mut token: Option<String> = None;
         loop {
             let page = self
-                .ecs_call(self.ecs().list_services(cluster, token.as_deref()))
+                .ecs_call(
+                    "ecs:ListServices",
+                    || format!("cluster {cluster}"),
+                    self.ecs().list_services(cluster, token.as_deref()),
+                )
                 .await?;
             arns.extend(page.service_arns);
             match page.next_token {
@@ -326,7 +371,11 @@ impl Aws {
         let mut out = EcsServices::default();
         for batch in arns.chunks(DESCRIBE_SERVICES_BATCH as usize) {
             let described = self
-                .ecs_call(self.ecs().describe_services(cluster, batch))
+                .ecs_call(
+                    "ecs:DescribeServices",
+                    || format!("cluster {cluster}"),
+                    self.ecs().describe_services(cluster, batch),
+                )
                 .await?;
             // An answer that names neither a service nor a failure for a
             // service asked about (an empty or wrongly shaped body that
@@ -380,7 +429,11 @@ impl Aws {
             return Ok(found);
         }
         let result = self
-            .ecs_call(self.ecs().describe_task_definition(reference))
+            .ecs_call(
+                "ecs:DescribeTaskDefinition",
+                || format!("task definition {reference}"),
+                self.ecs().describe_task_definition(reference),
+            )
             .await
             .map(Arc::new);
         match &result {
@@ -417,8 +470,12 @@ impl Aws {
         arn: &str,
     ) -> Result<BTreeMap<String, String>, AwsError> {
         self.counted(
-            self.ecs_call(self.ecs().describe_container_instance(cluster, arn))
-                .await,
+            self.ecs_call(
+                "ecs:DescribeContainerInstances",
+                || format!("container instance {arn} in cluster {cluster}"),
+                self.ecs().describe_container_instance(cluster, arn),
+            )
+            .await,
         )
     }
 }
@@ -717,7 +774,11 @@ impl Aws {
         service: &str,
     ) -> Result<Vec<Arc<ServiceRevision>>, AwsError> {
         let mut deployments = self
-            .ecs_call(self.ecs().list_service_deployments(cluster, service))
+            .ecs_call(
+                "ecs:ListServiceDeployments",
+                || format!("service {service} in cluster {cluster}"),
+                self.ecs().list_service_deployments(cluster, service),
+            )
             .await?;
         deployments.sort_by_key(|d| std::cmp::Reverse(d.created_at));
         let mut wanted: Vec<String> = Vec::new();
@@ -745,7 +806,11 @@ impl Aws {
         }
         for batch in unknown.chunks(DESCRIBE_SERVICE_REVISIONS_BATCH) {
             let described = self
-                .ecs_call(self.ecs().describe_service_revisions(batch))
+                .ecs_call(
+                    "ecs:DescribeServiceRevisions",
+                    || format!("service {service} in cluster {cluster}"),
+                    self.ecs().describe_service_revisions(batch),
+                )
                 .await?;
             for revision in described {
                 let revision = Arc::new(revision);
@@ -846,7 +911,6 @@ mod tests {
     use rstest::rstest;
 
     use super::*;
-    use crate::error::Call;
 
     #[rstest]
     #[case::arn("arn:aws:ecs:eu-west-1:123456789012:task-definition/web:3", true)]
@@ -900,6 +964,8 @@ mod seam_tests {
         revisions: Mutex<Vec<i32>>,
         calls: Mutex<HashMap<&'static str, usize>>,
         throttle: std::sync::atomic::AtomicBool,
+        /// How long each answer takes (zero: at once).
+        latency: std::time::Duration,
     }
 
     impl FakeEcs {
@@ -910,13 +976,15 @@ mod seam_tests {
             })
         }
 
-        fn count(&self, operation: &'static str) -> Result<(), AwsError> {
+        /// Counts one call of `operation` and answers it after the latency.
+        async fn count(&self, operation: &'static str) -> Result<(), AwsError> {
             *self
                 .calls
                 .lock()
                 .expect("calls")
                 .entry(operation)
                 .or_default() += 1;
+            tokio::time::sleep(self.latency).await;
             if self.throttle.load(std::sync::atomic::Ordering::Relaxed) {
                 return Err(AwsError::Throttled {
                     call: Call {
@@ -966,7 +1034,7 @@ mod seam_tests {
             _next_token: Option<&'a str>,
         ) -> EcsFuture<'a, ServicesPage> {
             Box::pin(async move {
-                self.count("ListServices")?;
+                self.count("ListServices").await?;
                 let n = self.revisions.lock().expect("revisions").len();
                 Ok(ServicesPage {
                     service_arns: (0..n)
@@ -985,7 +1053,7 @@ mod seam_tests {
             services: &'a [String],
         ) -> EcsFuture<'a, DescribedServices> {
             Box::pin(async move {
-                self.count("DescribeServices")?;
+                self.count("DescribeServices").await?;
                 let services = services
                     .iter()
                     .map(|arn| {
@@ -1020,7 +1088,7 @@ mod seam_tests {
             reference: &'a str,
         ) -> EcsFuture<'a, TaskDefinition> {
             Box::pin(async move {
-                self.count("DescribeTaskDefinition")?;
+                self.count("DescribeTaskDefinition").await?;
                 let (family, revision) = reference
                     .rsplit('/')
                     .next()
@@ -1048,7 +1116,7 @@ mod seam_tests {
             service: &'a str,
         ) -> EcsFuture<'a, Vec<ServiceDeployment>> {
             Box::pin(async move {
-                self.count("ListServiceDeployments")?;
+                self.count("ListServiceDeployments").await?;
                 let (_, revision) = self.revision_of(service);
                 Ok(vec![ServiceDeployment {
                     status: Some("SUCCESSFUL".into()),
@@ -1063,7 +1131,7 @@ mod seam_tests {
             arns: &'a [String],
         ) -> EcsFuture<'a, Vec<ServiceRevision>> {
             Box::pin(async move {
-                self.count("DescribeServiceRevisions")?;
+                self.count("DescribeServiceRevisions").await?;
                 Ok(arns
                     .iter()
                     .map(|arn| {
@@ -1090,7 +1158,7 @@ mod seam_tests {
             _arn: &'a str,
         ) -> EcsFuture<'a, BTreeMap<String, String>> {
             Box::pin(async move {
-                self.count("DescribeContainerInstances")?;
+                self.count("DescribeContainerInstances").await?;
                 Ok(BTreeMap::new())
             })
         }
@@ -1300,6 +1368,58 @@ mod seam_tests {
                 .any(|(class, n)| *class == crate::ErrorClass::Throttled && *n == 1),
             "{counters:?}"
         );
+    }
+
+    /// Issue 24: a throttle ends the burst. Ten describes asked at once
+    /// (a cold poll): the limiter's burst of five is sent and throttled;
+    /// the five waiting for a slot are not sent at all, and every answer is
+    /// a throttle, so the poll ends as throttled.
+    #[tokio::test(start_paused = true)]
+    async fn calls_waiting_when_another_is_throttled_are_not_sent() {
+        let ecs = Arc::new(FakeEcs {
+            revisions: Mutex::new(vec![1; 10]),
+            latency: std::time::Duration::from_millis(100),
+            ..FakeEcs::default()
+        });
+        ecs.throttle
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let aws = aws(&ecs, None);
+        let arns: Vec<String> = (0..10).map(|i| td_arn(&format!("svc-{i}"), 1)).collect();
+        let answers =
+            futures_util::future::join_all(arns.iter().map(|arn| aws.ecs_task_definition(arn)))
+                .await;
+        assert_eq!(ecs.calls("DescribeTaskDefinition"), 5);
+        assert_eq!(aws.counters().ecs_calls, 5);
+        let not_sent = answers
+            .iter()
+            .filter(|a| {
+                matches!(a, Err(AwsError::Throttled { message, .. }) if message == super::NOT_SENT)
+            })
+            .count();
+        assert_eq!(not_sent, 5, "{answers:?}");
+        assert!(answers.iter().all(|a| {
+            a.as_ref()
+                .is_err_and(|e| e.class() == crate::ErrorClass::Throttled)
+        }));
+    }
+
+    /// Without pacing (the one-shot prefetch) nothing waits, so everything
+    /// is sent.
+    #[tokio::test(start_paused = true)]
+    async fn an_unpaced_client_sends_every_call() {
+        let ecs = FakeEcs::with_services(10);
+        ecs.throttle
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let aws = Aws::with_ecs_api(
+            ecs.clone(),
+            AwsOptions {
+                pace_ecs: false,
+                ..AwsOptions::default()
+            },
+        );
+        let arns: Vec<String> = (0..10).map(|i| td_arn(&format!("svc-{i}"), 1)).collect();
+        futures_util::future::join_all(arns.iter().map(|arn| aws.ecs_task_definition(arn))).await;
+        assert_eq!(ecs.calls("DescribeTaskDefinition"), 10);
     }
 
     /// An `Aws` on a fake never reads IMDS: its facts are unknown at once.
