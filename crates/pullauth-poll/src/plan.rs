@@ -36,28 +36,6 @@ impl CallPlan {
         }
     }
 
-    /// A poll of services named by the operator (`--service`): no
-    /// `ListServices`, the names go straight to `DescribeServices`.
-    pub fn for_named_services(services: u32, uncached_task_definitions: u32) -> Self {
-        CallPlan {
-            list_pages: 0,
-            ..CallPlan::for_poll(services, uncached_task_definitions)
-        }
-    }
-
-    /// The retry of a poll whose `DescribeTaskDefinition` was throttled:
-    /// keep the queue of new ARNs (they are immutable) and describe only
-    /// them, instead of listing and describing the services again. At
-    /// 10,000 instances a deployment costs 10,000 of these calls, and a
-    /// retry that starts over would add three service reads to each.
-    pub fn for_resume(uncached_task_definitions: u32) -> Self {
-        CallPlan {
-            list_pages: 0,
-            describe_services: 0,
-            describe_task_definitions: uncached_task_definitions,
-        }
-    }
-
     /// Calls drawn from the service-read bucket.
     pub fn service_reads(&self) -> u32 {
         self.list_pages + self.describe_services

@@ -48,11 +48,26 @@ pub const DEFAULT_THROTTLE_BASE: Duration = Duration::from_secs(15);
 pub const DEFAULT_THROTTLE_MAX: Duration = DEFAULT_INTERVAL;
 
 /// First delay after a poll failed for another reason (network, 5xx, a
-/// stalled endpoint, access denied).
-pub const DEFAULT_ERROR_BASE: Duration = Duration::from_secs(5);
+/// stalled endpoint, access denied, a deleted cluster), before jitter: one
+/// interval. A failed poll never brings the next one closer than a healthy
+/// poll would: when a whole fleet fails together (an ECS brownout, an IAM
+/// mistake rolled out to every instance, a deleted cluster), a shorter
+/// delay would make the failing fleet call ECS more often than the healthy
+/// one it was sized as ([`PollPolicy::validate`] refuses a shorter base).
+/// A transient failure therefore costs one interval of staleness; the last
+/// good view stays meanwhile.
+pub const DEFAULT_ERROR_BASE: Duration = DEFAULT_INTERVAL;
 
-/// Longest delay after consecutive failed polls.
-pub const DEFAULT_ERROR_MAX: Duration = Duration::from_secs(10 * 60);
+/// How many intervals the delay after consecutive failed polls grows to:
+/// doubling from one interval, it reaches this many after three failures,
+/// so that a fleet that keeps failing calls ECS at a quarter of its
+/// healthy rate.
+pub const ERROR_MAX_INTERVALS: u32 = 4;
+
+/// Longest delay after consecutive failed polls, before jitter:
+/// [`ERROR_MAX_INTERVALS`] intervals.
+pub const DEFAULT_ERROR_MAX: Duration =
+    Duration::from_secs(DEFAULT_INTERVAL.as_secs() * ERROR_MAX_INTERVALS as u64);
 
 /// The burst capacity of the ECS bucket that `ListServices` and
 /// `DescribeServices` draw from: 100 tokens. Not read from AWS's page
@@ -69,15 +84,40 @@ pub const ASSUMED_SERVICE_READ_BUCKET: f64 = 100.0;
 /// cluster-read figure of the page's worked example).
 pub const ASSUMED_SERVICE_READ_REFILL_PER_SEC: f64 = 20.0;
 
+/// ASSUMPTION: `DescribeTaskDefinition` draws from a bucket of its own of
+/// 50 tokens. No source we could read gives its figures; these are the
+/// worked example's (cluster reads: 50 tokens, 20/s). See BENCHMARKS.md.
+pub const ASSUMED_TASK_DEFINITION_READ_BUCKET: f64 = 50.0;
+
+/// ASSUMPTION: the refill rate of the task-definition-read bucket, 20/s
+/// (as [`ASSUMED_TASK_DEFINITION_READ_BUCKET`]).
+pub const ASSUMED_TASK_DEFINITION_READ_REFILL_PER_SEC: f64 = 20.0;
+
+/// ASSUMPTION: `ListServiceDeployments` and `DescribeServiceRevisions`
+/// (the reads of the digests ECS pinned) share a bucket of their own of 50
+/// tokens, with the worked example's figures: no source gives them.
+pub const ASSUMED_REVISION_READ_BUCKET: f64 = 50.0;
+
+/// ASSUMPTION: the refill rate of the revision-read bucket, 20/s.
+pub const ASSUMED_REVISION_READ_REFILL_PER_SEC: f64 = 20.0;
+
+/// ASSUMPTION: `DescribeContainerInstances` (read once per start for
+/// `memberOf` attributes) draws from a bucket of its own of 50 tokens,
+/// with the worked example's figures: no source gives them.
+pub const ASSUMED_CONTAINER_INSTANCE_READ_BUCKET: f64 = 50.0;
+
+/// ASSUMPTION: the refill rate of the container-instance-read bucket, 20/s.
+pub const ASSUMED_CONTAINER_INSTANCE_READ_REFILL_PER_SEC: f64 = 20.0;
+
 /// The share of the service-read refill rate that a whole pullauth fleet
 /// should spend; the rest is left to the account's other readers.
 pub const FLEET_SHARE_OF_REFILL: f64 = 0.5;
 
-/// Capped exponential backoff with "equal jitter": after the `k`-th
-/// consecutive bad poll the ceiling is `min(max, base × 2^(k-1))` and the
-/// delay is drawn uniformly from `[ceiling / 2, ceiling]`. The lower half is
-/// a guaranteed wait, so backoff really grows; the upper half spreads the
-/// instances that were throttled together.
+/// Capped exponential backoff: after the `k`-th consecutive bad poll the
+/// ceiling is `min(max, base × 2^(k-1))`. How the delay is drawn from it
+/// depends on why the polls were bad (see [`Schedule::next_delay`]).
+///
+/// [`Schedule::next_delay`]: crate::Schedule::next_delay
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Backoff {
     /// Ceiling after the first bad poll.
@@ -119,7 +159,8 @@ pub struct PollPolicy {
     pub startup_spread: Duration,
     /// Backoff after `ThrottlingException`.
     pub throttled: Backoff,
-    /// Backoff after any other failed poll.
+    /// Backoff after any other failed poll; its base is at least the
+    /// interval ([`DEFAULT_ERROR_BASE`] says why).
     pub failed: Backoff,
 }
 
@@ -157,6 +198,9 @@ pub enum PolicyError {
         /// `"throttled"` or `"failed"`.
         which: &'static str,
     },
+    /// The backoff after a failed poll starts below the interval: a fleet
+    /// failing together would poll more often than a healthy one.
+    FailedBeforeInterval,
 }
 
 impl fmt::Display for PolicyError {
@@ -171,6 +215,9 @@ impl fmt::Display for PolicyError {
                 f,
                 "the {which} backoff needs a base above zero and not above its max"
             ),
+            PolicyError::FailedBeforeInterval => f.write_str(
+                "the backoff after a failed poll must start at the poll interval or later",
+            ),
         }
     }
 }
@@ -178,8 +225,9 @@ impl fmt::Display for PolicyError {
 impl std::error::Error for PolicyError {}
 
 impl PollPolicy {
-    /// The default policy with another interval; the start-up spread and the
-    /// throttle cap follow the interval (see their defaults for why).
+    /// The default policy with another interval; the start-up spread, the
+    /// throttle cap and the failure backoff follow the interval (see their
+    /// defaults for why).
     pub fn with_interval(interval: Duration) -> Self {
         let mut policy = PollPolicy {
             interval,
@@ -187,6 +235,10 @@ impl PollPolicy {
             ..PollPolicy::default()
         };
         policy.throttled.max = interval.max(policy.throttled.base);
+        policy.failed = Backoff {
+            base: interval,
+            max: interval.saturating_mul(ERROR_MAX_INTERVALS),
+        };
         policy
     }
 
@@ -217,6 +269,9 @@ impl PollPolicy {
             if b.base.is_zero() || b.base > b.max {
                 return Err(PolicyError::Backoff { which });
             }
+        }
+        if self.failed.base < self.interval {
+            return Err(PolicyError::FailedBeforeInterval);
         }
         Ok(())
     }

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use pullauth_poll::{
-    Backoff, CallLimiter, CallPlan, DEFAULT_INTERVAL, PolicyError, PollOutcome, PollPolicy,
-    Schedule, fleet_interval,
+    Backoff, CallLimiter, CallPlan, DEFAULT_ERROR_MAX, DEFAULT_INTERVAL, ERROR_MAX_INTERVALS,
+    PolicyError, PollOutcome, PollPolicy, Schedule, fleet_interval,
 };
 use rstest::rstest;
 
@@ -23,8 +23,8 @@ fn policy() -> PollPolicy {
             max: secs(600),
         },
         failed: Backoff {
-            base: secs(5),
-            max: secs(120),
+            base: secs(600),
+            max: secs(2_400),
         },
     }
 }
@@ -58,21 +58,6 @@ fn plan_counts_calls(
     );
     assert_eq!(plan.service_reads(), pages + describes);
     assert_eq!(plan.total(), pages + describes + task_defs);
-}
-
-#[test]
-fn a_resumed_poll_only_describes_task_definitions() {
-    let plan = CallPlan::for_resume(4);
-    assert_eq!(plan.service_reads(), 0);
-    assert_eq!(plan.total(), 4);
-}
-
-#[test]
-fn named_services_skip_list_services() {
-    let plan = CallPlan::for_named_services(20, 1);
-    assert_eq!(plan.list_pages, 0);
-    assert_eq!(plan.describe_services, 2);
-    assert_eq!(plan.total(), 3);
 }
 
 // --- PollPolicy -------------------------------------------------------------
@@ -120,6 +105,10 @@ fn fleet_interval_rounds_up_to_whole_minutes() {
 #[case::base_above_max(
     PollPolicy { failed: Backoff { base: secs(10), max: secs(1) }, ..policy() },
     PolicyError::Backoff { which: "failed" }
+)]
+#[case::failure_sooner_than_a_healthy_poll(
+    PollPolicy { failed: Backoff { base: secs(599), max: secs(2_400) }, ..policy() },
+    PolicyError::FailedBeforeInterval
 )]
 fn invalid_policies(#[case] policy: PollPolicy, #[case] expected: PolicyError) {
     assert_eq!(policy.validate(), Err(expected));
@@ -199,7 +188,71 @@ fn reset_forgets_the_backoff() {
     s.reset();
     assert_eq!(s.bad_streak(), 0);
     let d = s.next_delay(PollOutcome::Failed);
-    assert!(d >= Duration::from_millis(2_500) && d <= secs(5), "{d:?}");
+    assert!(d >= secs(600) && d <= secs(720), "{d:?}");
+}
+
+/// Issue 24: failed polls wait at least the interval (the jitter only
+/// adds), doubling up to the cap: 1, 2, 4, 4 ... intervals. A fleet failing
+/// together (a brownout, an IAM mistake, a deleted cluster) never calls
+/// ECS more often than the same fleet when healthy.
+#[rstest]
+#[case::first(1, 600)]
+#[case::second(2, 1_200)]
+#[case::third(3, 2_400)]
+#[case::capped(4, 2_400)]
+#[case::far_past_the_cap(50, 2_400)]
+fn failed_polls_wait_at_least_the_interval_then_back_off(
+    #[case] failures: u32,
+    #[case] floor_secs: u64,
+) {
+    for seed in 0..200 {
+        let mut s = Schedule::new(policy(), seed);
+        let mut d = Duration::ZERO;
+        for _ in 0..failures {
+            d = s.next_delay(PollOutcome::Failed);
+        }
+        let floor = secs(floor_secs);
+        assert!(
+            d >= floor && d <= floor.mul_f64(1.2),
+            "seed {seed}: {d:?} after {failures} failures"
+        );
+    }
+}
+
+/// Even a policy whose failure backoff starts below the interval (refused
+/// by `validate`, but a schedule is built from whatever it is given) waits
+/// at least the interval after a failure.
+#[test]
+fn a_short_failure_base_is_floored_at_the_interval() {
+    let short = PollPolicy {
+        failed: Backoff {
+            base: secs(5),
+            max: secs(60),
+        },
+        ..policy()
+    };
+    assert_eq!(short.validate(), Err(PolicyError::FailedBeforeInterval));
+    let mut s = Schedule::new(short, 9);
+    for _ in 0..10 {
+        let d = s.next_delay(PollOutcome::Failed);
+        assert!(d >= secs(600) && d <= secs(720), "{d:?}");
+    }
+}
+
+#[test]
+fn with_interval_backs_failures_off_from_one_interval_to_the_cap() {
+    let policy = PollPolicy::with_interval(secs(300));
+    assert_eq!(
+        policy.failed,
+        Backoff {
+            base: secs(300),
+            max: secs(300 * u64::from(ERROR_MAX_INTERVALS)),
+        }
+    );
+    assert_eq!(policy.validate(), Ok(()));
+    let default = PollPolicy::default();
+    assert_eq!(default.failed.base, DEFAULT_INTERVAL);
+    assert_eq!(default.failed.max, DEFAULT_ERROR_MAX);
 }
 
 #[test]
@@ -277,13 +330,21 @@ proptest! {
                     prop_assert!(d >= i * (1.0 - jitter) - 1e-6 && d <= i * (1.0 + jitter) + 1e-6,
                         "ok delay {} outside {} ± {}", d, i, jitter);
                 }
-                bad => {
+                PollOutcome::Throttled => {
                     streak += 1;
-                    let b = if bad == PollOutcome::Throttled { policy.throttled } else { policy.failed };
+                    let b = policy.throttled;
                     let c = b.ceiling(streak).as_secs_f64();
                     prop_assert!(d >= c / 2.0 - 1e-6 && d <= c + 1e-6,
-                        "bad delay {} outside [{}, {}] at streak {}", d, c / 2.0, c, streak);
+                        "throttled delay {} outside [{}, {}] at streak {}", d, c / 2.0, c, streak);
                     prop_assert!(d <= b.max.as_secs_f64() + 1e-6);
+                }
+                PollOutcome::Failed => {
+                    streak += 1;
+                    let c = policy.failed.ceiling(streak).max(policy.interval).as_secs_f64();
+                    prop_assert!(d >= c - 1e-6 && d <= c * (1.0 + jitter) + 1e-6,
+                        "failed delay {} outside [{}, {}] at streak {}", d, c, c * (1.0 + jitter), streak);
+                    prop_assert!(d >= policy.interval.as_secs_f64() - 1e-6);
+                    prop_assert!(d <= policy.failed.max.as_secs_f64() * (1.0 + jitter) + 1e-6);
                 }
             }
             prop_assert_eq!(s.bad_streak(), streak);
