@@ -34,9 +34,11 @@ pub const DEFAULT_JITTER: f64 = 0.2;
 /// Start-up spread: the first poll after start is drawn uniformly from
 /// `[0, startup_spread]`. The default is the interval, so a fleet that
 /// restarts at once (an AMI roll-out, an AZ coming back) polls at the
-/// steady-state rate from its first minute. The instance is not cold
-/// meanwhile: `pullauth prefetch` at boot, or the store of the previous run,
-/// already covered the images.
+/// steady-state rate from its first minute, which is enough when the
+/// instances are warm: `pullauth prefetch` at boot, or the store of the
+/// previous run, already described the task definitions, so a first poll
+/// costs what any poll costs. A fleet that may start cold needs longer:
+/// see [`cold_start_spread`], which [`PollPolicy::for_fleet`] applies.
 pub const DEFAULT_STARTUP_SPREAD: Duration = DEFAULT_INTERVAL;
 
 /// First delay after a poll was throttled (`ThrottlingException`).
@@ -246,7 +248,9 @@ impl PollPolicy {
     /// each follow `services` services (found with `ListServices`): the
     /// shortest whole-minute interval that keeps the fleet's service reads
     /// at [`FLEET_SHARE_OF_REFILL`] of the assumed refill rate, and at
-    /// least [`MIN_RECOMMENDED_INTERVAL`].
+    /// least [`MIN_RECOMMENDED_INTERVAL`]; and a start-up spread long enough
+    /// for the whole fleet to start cold at once within the same share of
+    /// every bucket ([`cold_start_spread`]), and at least the interval.
     pub fn for_fleet(instances: u32, services: u32) -> Self {
         let plan = CallPlan::for_poll(services, 0);
         let interval = fleet_interval(
@@ -254,7 +258,11 @@ impl PollPolicy {
             &plan,
             ASSUMED_SERVICE_READ_REFILL_PER_SEC * FLEET_SHARE_OF_REFILL,
         );
-        PollPolicy::with_interval(interval)
+        PollPolicy {
+            startup_spread: cold_start_spread(instances, &CallPlan::for_cold_start(services))
+                .max(interval),
+            ..PollPolicy::with_interval(interval)
+        }
     }
 
     /// Checks the invariants [`Schedule`](crate::Schedule) relies on.
@@ -295,4 +303,36 @@ pub fn fleet_interval(instances: u32, plan: &CallPlan, calls_per_sec: f64) -> Du
     };
     let minutes = (secs / 60.0).ceil().clamp(1.0, 24.0 * 60.0);
     Duration::from_secs(minutes as u64 * 60).max(MIN_RECOMMENDED_INTERVAL)
+}
+
+/// How long `instances` instances that all start cold at once (each making
+/// the calls of `cold`, see [`CallPlan::for_cold_start`]) must spread their
+/// first polls so that every bucket they draw from (service reads, task
+/// definition reads, revision reads) sees at most [`FLEET_SHARE_OF_REFILL`]
+/// of its assumed refill rate; rounded up to a whole minute.
+///
+/// A cold first poll costs far more than a warm one (for 20 services, 3
+/// service reads, 20 `DescribeTaskDefinition` and 40 revision reads,
+/// against 3 service reads), and the describes are the same for every
+/// instance: a fleet that starts cold at once cannot warm faster than the
+/// account's buckets allow, and spreading it is what keeps it from
+/// emptying them (and throttling every other reader of the account).
+pub fn cold_start_spread(instances: u32, cold: &CallPlan) -> Duration {
+    let buckets = [
+        (cold.service_reads(), ASSUMED_SERVICE_READ_REFILL_PER_SEC),
+        (
+            cold.describe_task_definitions,
+            ASSUMED_TASK_DEFINITION_READ_REFILL_PER_SEC,
+        ),
+        (cold.revision_reads, ASSUMED_REVISION_READ_REFILL_PER_SEC),
+    ];
+    let secs = buckets
+        .iter()
+        .map(|&(calls, refill)| {
+            f64::from(instances) * f64::from(calls) / (refill * FLEET_SHARE_OF_REFILL)
+        })
+        .fold(0.0, f64::max);
+    // `as` saturates: a fleet too large for any spread gets the longest.
+    let minutes = (secs / 60.0).ceil().max(0.0) as u64;
+    Duration::from_secs(minutes.saturating_mul(60))
 }

@@ -4,8 +4,10 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use pullauth_poll::{
-    Backoff, CallLimiter, CallPlan, DEFAULT_ERROR_MAX, DEFAULT_INTERVAL, ERROR_MAX_INTERVALS,
-    PolicyError, PollOutcome, PollPolicy, Schedule, fleet_interval,
+    ASSUMED_REVISION_READ_REFILL_PER_SEC, ASSUMED_SERVICE_READ_REFILL_PER_SEC,
+    ASSUMED_TASK_DEFINITION_READ_REFILL_PER_SEC, Backoff, CallLimiter, CallPlan, DEFAULT_ERROR_MAX,
+    DEFAULT_INTERVAL, ERROR_MAX_INTERVALS, FLEET_SHARE_OF_REFILL, PolicyError, PollOutcome,
+    PollPolicy, Schedule, cold_start_spread, fleet_interval,
 };
 use rstest::rstest;
 
@@ -48,16 +50,19 @@ fn plan_counts_calls(
     #[case] task_defs: u32,
 ) {
     let plan = CallPlan::for_poll(services, uncached);
+    // Each new task definition's service also reads its revisions: one
+    // ListServiceDeployments, one DescribeServiceRevisions.
     assert_eq!(
         plan,
         CallPlan {
             list_pages: pages,
             describe_services: describes,
             describe_task_definitions: task_defs,
+            revision_reads: 2 * task_defs,
         }
     );
     assert_eq!(plan.service_reads(), pages + describes);
-    assert_eq!(plan.total(), pages + describes + task_defs);
+    assert_eq!(plan.total(), pages + describes + 3 * task_defs);
 }
 
 // --- PollPolicy -------------------------------------------------------------
@@ -71,18 +76,54 @@ fn default_policy_is_valid_and_keeps_10000_instances_at_half_the_assumed_refill(
     assert_eq!(PollPolicy::for_fleet(10_000, 20).interval, DEFAULT_INTERVAL);
 }
 
+/// The interval keeps the fleet's service reads at half the assumed refill
+/// rate; the start-up spread lets the whole fleet start cold at once with
+/// every bucket at half its refill rate, the revision reads (2 per service)
+/// being the binding one: N × 40 / 10 per s for 20 services. Issue 24: the
+/// spread was one interval, and a cold fleet of 100 or 1,000 throttled
+/// (fleet simulation); it is at least one interval still.
 #[rstest]
-#[case::ten(10, 20, 60)]
-#[case::hundred(100, 20, 60)]
-#[case::thousand(1_000, 20, 300)]
-#[case::ten_thousand(10_000, 20, 3_000)]
-// 1 page + 10 describes = 11 calls; 11,000 / 10 per s = 1,100 s -> 19 min.
-#[case::hundred_services(1_000, 100, 1_140)]
-fn for_fleet_interval(#[case] instances: u32, #[case] services: u32, #[case] expected_secs: u64) {
+#[case::ten(10, 20, 60, 60)]
+#[case::hundred(100, 20, 60, 420)]
+#[case::thousand(1_000, 20, 300, 4_020)]
+#[case::ten_thousand(10_000, 20, 3_000, 40_020)]
+// 1 page + 10 describes = 11 calls; 11,000 / 10 per s = 1,100 s -> 19 min;
+// cold: 200 revision reads each, 200,000 / 10 per s -> 334 min.
+#[case::hundred_services(1_000, 100, 1_140, 20_040)]
+fn for_fleet_interval(
+    #[case] instances: u32,
+    #[case] services: u32,
+    #[case] expected_secs: u64,
+    #[case] spread_secs: u64,
+) {
     let policy = PollPolicy::for_fleet(instances, services);
     assert_eq!(policy.interval, secs(expected_secs));
-    assert_eq!(policy.startup_spread, policy.interval);
+    assert_eq!(policy.startup_spread, secs(spread_secs));
+    assert!(policy.startup_spread >= policy.interval);
     assert_eq!(policy.validate(), Ok(()));
+}
+
+proptest! {
+    /// Whatever the fleet and cluster, a cold start spread over
+    /// `cold_start_spread` asks at most half of each bucket's assumed refill
+    /// rate, on average.
+    #[test]
+    fn a_cold_start_spread_keeps_every_bucket_at_half_its_refill(
+        instances in 1u32..200_000,
+        services in 0u32..500,
+    ) {
+        let cold = CallPlan::for_cold_start(services);
+        let spread = cold_start_spread(instances, &cold).as_secs_f64();
+        for (calls, refill) in [
+            (cold.service_reads(), ASSUMED_SERVICE_READ_REFILL_PER_SEC),
+            (cold.describe_task_definitions, ASSUMED_TASK_DEFINITION_READ_REFILL_PER_SEC),
+            (cold.revision_reads, ASSUMED_REVISION_READ_REFILL_PER_SEC),
+        ] {
+            let rate = f64::from(instances) * f64::from(calls) / spread.max(1e-9);
+            prop_assert!(rate <= refill * FLEET_SHARE_OF_REFILL + 1e-9 || calls == 0,
+                "{} calls/s against {} for {} instances, {} services", rate, refill, instances, services);
+        }
+    }
 }
 
 #[test]
