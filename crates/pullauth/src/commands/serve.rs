@@ -44,10 +44,16 @@ fn follow_config(config: &Config, flag: bool) -> Option<FollowConfig> {
             services: config.prefetch_services.value.clone(),
             task_definitions: config.prefetch_task_definitions.value.clone(),
         },
-        policy: config
-            .prefetch_interval
-            .as_ref()
-            .map_or_else(PollPolicy::default, |i| PollPolicy::with_interval(i.value)),
+        policy: {
+            let mut policy = config
+                .prefetch_interval
+                .as_ref()
+                .map_or_else(PollPolicy::default, |i| PollPolicy::with_interval(i.value));
+            if let Some(spread) = &config.prefetch_startup_spread {
+                policy.startup_spread = spread.value;
+            }
+            policy
+        },
         remove_after: config
             .prefetch_remove
             .value
@@ -447,6 +453,46 @@ mod tests {
             client_header_timeout("250ms").expect("valid"),
             std::time::Duration::from_millis(250)
         );
+    }
+
+    fn config_of(vars: &[(&str, &str)]) -> Config {
+        let sources = pullauth_config::Sources::from_parts(
+            None,
+            vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        )
+        .expect("sources");
+        Config::from_sources(&sources).expect("valid")
+    }
+
+    /// The follower's first poll is spread over one interval unless
+    /// PULLAUTH_PREFETCH_STARTUP_SPREAD says otherwise (a fleet that may
+    /// start cold); the interval and its backoffs are the interval's.
+    #[test]
+    fn the_start_up_spread_is_one_interval_unless_set() {
+        let policy = |vars: &[(&str, &str)]| {
+            follow_config(&config_of(vars), true)
+                .expect("following")
+                .policy
+        };
+        let five = std::time::Duration::from_secs(300);
+        let interval_only = policy(&[("PULLAUTH_PREFETCH_INTERVAL", "5m")]);
+        assert_eq!(interval_only, PollPolicy::with_interval(five));
+        let spread = policy(&[
+            ("PULLAUTH_PREFETCH_INTERVAL", "5m"),
+            ("PULLAUTH_PREFETCH_STARTUP_SPREAD", "67m"),
+        ]);
+        assert_eq!(
+            spread.startup_spread,
+            std::time::Duration::from_secs(67 * 60)
+        );
+        assert_eq!(
+            PollPolicy {
+                startup_spread: five,
+                ..spread
+            },
+            interval_only
+        );
+        assert_eq!(policy(&[]), PollPolicy::default());
     }
 
     #[test]
