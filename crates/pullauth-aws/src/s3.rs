@@ -327,9 +327,10 @@ impl Intercept for S3Hygiene {
     }
 }
 
-/// Reads `body` into `into`, chunk by chunk, and stops one chunk past
-/// `limit`: a body without a length (chunked) is never read in full to
-/// learn that it is too large, nor is one whose length says so.
+/// Reads `body` into `into`, chunk by chunk, and stops at the first chunk
+/// that would take it past `limit`: a body without a length (chunked) is
+/// never read in full to learn that it is too large, and one whose length
+/// says so is not read at all.
 async fn read_bounded(
     call: &Call,
     mut body: ByteStream,
@@ -375,14 +376,12 @@ impl Aws {
     pub async fn get_object(&self, location: &S3Location) -> Result<Zeroizing<Vec<u8>>, AwsError> {
         let call = s3_call("s3:GetObject", location);
         self.s3_bounded(&call, async {
-            let object = match self.s3_get(&call, location, None).await? {
-                Some(object) => object,
-                None => {
-                    return Err(AwsError::BadResponse {
-                        call: call.clone(),
-                        problem: "304 Not Modified to a read without a condition".into(),
-                    });
-                }
+            // Without a condition, a 304 is an error like any other status.
+            let Some(object) = self.s3_get(&call, location, None).await? else {
+                return Err(AwsError::BadResponse {
+                    call: call.clone(),
+                    problem: "S3 answered 304 Not Modified to a read without a condition".into(),
+                });
             };
             let limit = MAX_OBJECT_BYTES as usize;
             // Room for the whole limit up front: growing would leave copies
@@ -399,8 +398,8 @@ impl Aws {
     /// (`If-None-Match`): [`S3Fetch::NotModified`] then, else the object
     /// with its ETag and `Last-Modified`. A body of more than `max_bytes`
     /// is an error naming the object and the limit, and is read no
-    /// further. Bounds, retries and the region of another bucket's region
-    /// are those of [`Aws::get_object`].
+    /// further. The time limit, retries and the second try in the bucket's
+    /// own region are those of [`Aws::get_object`].
     pub async fn s3_get_if_changed(
         &self,
         location: &S3Location,
@@ -438,8 +437,9 @@ impl Aws {
     /// first) the error is [`AwsError::PreconditionFailed`], which
     /// [`AwsError::is_precondition_failed`] tells: read again, then decide.
     /// `content_type` is the object's `Content-Type` (S3's default,
-    /// `binary/octet-stream`, when `None`). Bounds, retries and another
-    /// bucket's region are those of [`Aws::get_object`].
+    /// `binary/octet-stream`, when `None`). The time limit, retries and
+    /// the second try in the bucket's own region are those of
+    /// [`Aws::get_object`]; the body is sent again on a retry.
     pub async fn s3_put_if(
         &self,
         location: &S3Location,
@@ -609,11 +609,16 @@ impl Aws {
         if let Some(other) = elsewhere
             && let Ok(there) = self.s3_endpoint(location, &other).await
         {
+            let verb = if call.operation == "s3:PutObject" {
+                "writing"
+            } else {
+                "reading"
+            };
             tracing::info!(
                 location = %location,
                 region = %region,
                 bucket_region = %other,
-                "the bucket is in another region; reading it there"
+                "the bucket is in another region; {verb} it there"
             );
             endpoint = there;
             result = send(self.s3_client(&other)).await;
