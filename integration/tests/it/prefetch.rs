@@ -1514,6 +1514,21 @@ fn a_published_plan_carries_a_deployment_to_every_follower() {
             && image_state(v, &new_image).as_deref() == Some("warm")
     });
     assert_eq!(view["plan_source"]["stale"], true, "{view:#}");
+
+    // S3 unreachable: an error naming the call and the endpoint; warm
+    // stays warm.
+    let s3_at = moto.addr();
+    moto.stop();
+    let view = wait_view(&a, bound, "the unreachable S3", |v| {
+        v["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("s3:GetObject") && e.contains(&s3_at))
+    });
+    assert_eq!(
+        image_state(&view, &new_image).as_deref(),
+        Some("warm"),
+        "{view:#}"
+    );
     for (what, spec) in [
         ("publisher", &publisher_spec),
         ("a", &a_spec),
