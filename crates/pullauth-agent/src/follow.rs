@@ -23,11 +23,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt};
-use pullauth_aws::{AwsError, ErrorClass};
+use pullauth_aws::{AwsError, ErrorClass, S3Location};
 pub use pullauth_poll::PollPolicy;
 use pullauth_poll::{PollOutcome, Schedule};
 use pullauth_store::model::now_rfc3339;
@@ -36,6 +36,7 @@ use tokio::sync::watch;
 
 use crate::Agent;
 use crate::prefetch::{self, Filters, Plan};
+use crate::shared_plan::{self, PlanOrigin, PlanReader, PlanStore, Published};
 use pullauth_config::EcsAgentSettings;
 use pullauth_config::ecs_agent::WarnedOnce;
 use pullauth_docker::Removal;
@@ -48,13 +49,13 @@ pub const PRESENCE_CHECKS_AT_ONCE: usize = 4;
 
 /// Where the follower reads what a cluster needs.
 pub trait ClusterSource: Send + Sync + 'static {
-    /// What `cluster`'s services, narrowed and extended by `filters`, need
-    /// on `host` now; fails as [`prefetch::plan`] does.
+    /// What `config`'s cluster (its services narrowed and extended by its
+    /// filters) needs on `host` now, read as `config.source` says; fails as
+    /// [`prefetch::plan`] does.
     fn plan<'a>(
         &'a self,
         agent: &'a Agent,
-        cluster: &'a str,
-        filters: &'a Filters,
+        config: &'a FollowConfig,
         host: &'a Host,
     ) -> BoxFuture<'a, Result<Plan, AwsError>>;
 
@@ -72,22 +73,169 @@ pub trait ClusterSource: Send + Sync + 'static {
     fn retain(&self, _agent: &Agent, _cluster: &str, _plan: &Plan) {}
 }
 
-/// The real source: ECS, read with the agent's AWS client (paced, bounded,
-/// task definitions cached by ARN).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Ecs;
+/// The real source: ECS, read with the agent's AWS client (paced,
+/// bounded, task definitions cached by ARN), or the cluster plan a
+/// publisher keeps in S3 ([`crate::shared_plan`]).
+#[derive(Default)]
+pub struct Ecs {
+    plans: PlanReader,
+    /// Where plans are kept; `None`: S3 through the agent's AWS client.
+    store: Option<Arc<dyn PlanStore>>,
+    /// Whether the followed plan was stale at the last read (said once
+    /// per change).
+    stale: AtomicBool,
+}
+
+impl std::fmt::Debug for Ecs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ecs")
+            .field("plans", &self.plans)
+            .field("store", &self.store.as_ref().map(|_| "custom"))
+            .finish()
+    }
+}
+
+impl Ecs {
+    /// Reads and writes cluster plans in `store` instead of S3.
+    pub fn with_plan_store(store: Arc<dyn PlanStore>) -> Ecs {
+        Ecs {
+            store: Some(store),
+            ..Ecs::default()
+        }
+    }
+
+    /// Reads the cluster from ECS and decides; with `publish`, writes what
+    /// was read (the whole cluster, whatever the filters) to S3 as well.
+    async fn read_cluster(
+        &self,
+        agent: &Agent,
+        store: &dyn PlanStore,
+        config: &FollowConfig,
+        host: &Host,
+        publish: Option<&S3Location>,
+    ) -> Result<Plan, AwsError> {
+        let aws = agent.provider().aws().await;
+        let read_at = SystemTime::now();
+        let view = match publish {
+            Some(_) => prefetch::read(aws, &config.cluster, &Filters::default()).await?,
+            None => prefetch::read(aws, &config.cluster, &config.filters).await?,
+        };
+        let mut plan = prefetch::decide_plan(&view, &config.filters, host);
+        if let Some(location) = publish {
+            let publisher = shared_plan::publisher_name(host);
+            let result = shared_plan::publish(
+                store,
+                location,
+                &view,
+                read_at,
+                &publisher,
+                SystemTime::now(),
+            )
+            .await;
+            let mut origin = PlanOrigin::at(location);
+            match result {
+                Ok(published) => {
+                    agent.metrics().plan_published(published.outcome());
+                    tracing::debug!(%location, outcome = published.outcome(), "cluster plan published");
+                    if let Published::Newer { read_at, publisher } = &published {
+                        tracing::info!(%location, newer_read_at = %read_at, by = %publisher, "a newer cluster plan is there; not replaced");
+                    }
+                    origin.published = Some(published.outcome());
+                }
+                Err(error) => {
+                    agent.metrics().plan_published("failed");
+                    tracing::warn!(%location, error = %error, "cannot publish the cluster plan");
+                    origin.publish_error = Some(error.to_string());
+                }
+            }
+            plan.origin = Some(origin);
+        }
+        Ok(plan)
+    }
+
+    /// Reads the published plan at `location` and decides; a stale or
+    /// missing plan reads ECS instead when `fallback` is set.
+    async fn read_plan(
+        &self,
+        agent: &Agent,
+        store: &dyn PlanStore,
+        config: &FollowConfig,
+        host: &Host,
+        (location, max_age, fallback): (&S3Location, Duration, bool),
+    ) -> Result<Plan, AwsError> {
+        let held = match self.plans.read(store, location, &config.cluster).await {
+            Ok(held) => held,
+            Err(error) if fallback && error.class() == ErrorClass::NotFound => {
+                tracing::warn!(%location, error = %error, "no cluster plan; reading ECS directly (plan fallback)");
+                let mut plan = self.read_cluster(agent, store, config, host, None).await?;
+                let mut origin = PlanOrigin::at(location);
+                origin.fell_back = true;
+                plan.origin = Some(origin);
+                return Ok(plan);
+            }
+            Err(error) => return Err(error),
+        };
+        let age = shared_plan::age(&held.document, SystemTime::now());
+        agent
+            .metrics()
+            .prefetch_plan_age_seconds
+            .set(age.map_or(i64::MAX, |a| i64::try_from(a.as_secs()).unwrap_or(i64::MAX)));
+        let stale = age.is_none_or(|age| age > max_age);
+        let document = &held.document;
+        if stale != self.stale.swap(stale, Ordering::Relaxed) {
+            if stale {
+                tracing::warn!(
+                    %location,
+                    age = %age.map_or_else(|| "unknown".to_owned(), |a| humantime::format_duration(Duration::from_secs(a.as_secs())).to_string()),
+                    publisher = %document.publisher,
+                    checked_at = %document.checked_at,
+                    max_age = ?max_age,
+                    fallback,
+                    "the cluster plan is stale: its publisher has not confirmed it for longer than the plan's maximum age (is it running?)"
+                );
+            } else {
+                tracing::info!(%location, publisher = %document.publisher, "the cluster plan is current again");
+            }
+        }
+        let mut origin = PlanOrigin::of(location, &held, age, stale);
+        let mut plan = if stale && fallback {
+            origin.fell_back = true;
+            self.read_cluster(agent, store, config, host, None).await?
+        } else {
+            prefetch::decide_plan(&document.view, &config.filters, host)
+        };
+        plan.origin = Some(origin);
+        Ok(plan)
+    }
+}
 
 impl ClusterSource for Ecs {
     fn plan<'a>(
         &'a self,
         agent: &'a Agent,
-        cluster: &'a str,
-        filters: &'a Filters,
+        config: &'a FollowConfig,
         host: &'a Host,
     ) -> BoxFuture<'a, Result<Plan, AwsError>> {
         async move {
-            let aws = agent.provider().aws().await;
-            prefetch::plan(aws, cluster, filters, host).await
+            let store: &dyn PlanStore = match &self.store {
+                Some(store) => store.as_ref(),
+                None => agent.provider().aws().await,
+            };
+            match &config.source {
+                FollowSource::Cluster { publish } => {
+                    self.plans.clear();
+                    self.read_cluster(agent, store, config, host, publish.as_ref())
+                        .await
+                }
+                FollowSource::Plan {
+                    location,
+                    max_age,
+                    fallback,
+                } => {
+                    self.read_plan(agent, store, config, host, (location, *max_age, *fallback))
+                        .await
+                }
+            }
         }
         .boxed()
     }
@@ -100,9 +248,14 @@ impl ClusterSource for Ecs {
         async move {
             let platform = agent.engine_platform().await.map_err(|e| e.to_string());
             let aws = agent.provider().aws().await;
+            // A follower of a published plan makes no ECS call at all (its
+            // cost must not grow with the fleet): its container instance's
+            // custom attributes are not read, and memberOf on them is not
+            // decided (the images are pulled, with a note).
             let ecs_agent = config
                 .ecs_agent_uri
                 .as_deref()
+                .filter(|_| matches!(config.source, FollowSource::Cluster { .. }))
                 .map(|uri| (config.cluster.as_str(), uri));
             prefetch::host_facts(platform, Some(aws), ecs_agent).await
         }
@@ -140,6 +293,31 @@ pub struct FollowConfig {
     /// combination that makes prefetch useless or loop with its cleanup is
     /// warned about once, naming the images its exclusion list misses.
     pub ecs_agent: Option<EcsAgentSettings>,
+    /// Where the cluster is read: ECS itself, or a published plan.
+    pub source: FollowSource,
+}
+
+/// Where a follower reads its cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FollowSource {
+    /// ECS itself; with `publish`, what is read is also written there as
+    /// the cluster plan (`serve --follow-cluster --publish`).
+    Cluster { publish: Option<S3Location> },
+    /// The plan a publisher keeps at `location` (`serve --follow-plan`),
+    /// read with conditional GETs. A plan not confirmed for `max_age` is
+    /// stale: still used, and said; with `fallback`, ECS is read instead
+    /// while the plan is stale or missing.
+    Plan {
+        location: S3Location,
+        max_age: Duration,
+        fallback: bool,
+    },
+}
+
+impl Default for FollowSource {
+    fn default() -> FollowSource {
+        FollowSource::Cluster { publish: None }
+    }
 }
 
 /// One distinct pull: (reference sent to the engine, source label, role).
@@ -221,7 +399,7 @@ impl Follower {
     /// Starts following with `config` (or idles until one is given);
     /// `seed` seeds the schedule's jitter (tests fix it).
     pub fn start(agent: Agent, config: Option<FollowConfig>, seed: u64) -> Follower {
-        Follower::start_with(agent, Arc::new(Ecs), config, seed)
+        Follower::start_with(agent, Arc::new(Ecs::default()), config, seed)
     }
 
     /// [`Follower::start`] reading the cluster from `source`.
@@ -310,7 +488,10 @@ async fn run(
             // Until the container instance is known (the ECS agent
             // registers after a boot prefetch), the facts are read again
             // before each poll; the notes were said once.
-            if !host.facts.complete && current.ecs_agent_uri.is_some() {
+            if !host.facts.complete
+                && current.ecs_agent_uri.is_some()
+                && matches!(current.source, FollowSource::Cluster { .. })
+            {
                 host = source.host(&agent, &current).await.0;
             }
             let outcome = poll(&agent, source.as_ref(), &current, &host, &mut warned).await;
@@ -332,9 +513,7 @@ async fn poll(
 ) -> PollOutcome {
     let metrics = agent.metrics();
     metrics.prefetch_polls.inc();
-    let result = source
-        .plan(agent, &config.cluster, &config.filters, host)
-        .await;
+    let result = source.plan(agent, config, host).await;
     let now = now_rfc3339();
     let plan = match result {
         Ok(plan) => plan,
@@ -784,6 +963,7 @@ impl View {
             "task_definitions": extra,
             "skipped": skipped,
             "problems": problems,
+            "plan_source": plan.and_then(|p| p.origin.as_ref()),
         })
     }
 }

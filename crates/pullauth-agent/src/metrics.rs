@@ -38,6 +38,12 @@ pub struct Metrics {
     pub prefetch_images_removed: Counter,
     /// Prefetched images pullauth removed because nothing names them.
     pub prefetch_images_cleaned: Counter,
+    /// `serve --follow-plan`: seconds since the plan followed was last
+    /// confirmed by a publisher (grows while the publisher is gone).
+    pub prefetch_plan_age_seconds: Gauge,
+    /// `serve --follow-cluster --publish`: publishes by outcome (`written`,
+    /// `confirmed`, `unchanged`, `newer-plan-kept`, `failed`).
+    pub prefetch_plan_publishes: Family<Vec<(String, String)>, Counter>,
     /// Connections open now, by server (`introspection`, `control`).
     connections_open: Family<Vec<(String, String)>, Gauge>,
     /// Most connections open at once since start, by server: at most the
@@ -90,6 +96,18 @@ impl Metrics {
         let prefetch_pull_failures = Counter::default();
         let prefetch_images_removed = Counter::default();
         let prefetch_images_cleaned = Counter::default();
+        let prefetch_plan_age_seconds = Gauge::default();
+        let prefetch_plan_publishes = Family::<Vec<(String, String)>, Counter>::default();
+        registry.register(
+            "prefetch_plan_age_seconds",
+            "Seconds since the followed cluster plan was last confirmed by its publisher",
+            prefetch_plan_age_seconds.clone(),
+        );
+        registry.register(
+            "prefetch_plan_publishes",
+            "Cluster plan publishes, by outcome",
+            prefetch_plan_publishes.clone(),
+        );
         let connections_open = Family::<Vec<(String, String)>, Gauge>::default();
         let connections_open_max = Family::<Vec<(String, String)>, Gauge>::default();
         let connection_limit = Family::<Vec<(String, String)>, Gauge>::default();
@@ -228,6 +246,8 @@ impl Metrics {
             prefetch_pull_failures,
             prefetch_images_removed,
             prefetch_images_cleaned,
+            prefetch_plan_age_seconds,
+            prefetch_plan_publishes,
             connections_open,
             connections_open_max,
             connection_limit,
@@ -247,7 +267,14 @@ impl Metrics {
         }
     }
 
-    /// Counts a poll that failed under its AWS error class.
+    /// Counts a publish of the cluster plan under its outcome.
+    pub fn plan_published(&self, outcome: &str) {
+        self.prefetch_plan_publishes
+            .get_or_create(&vec![("outcome".to_owned(), outcome.to_owned())])
+            .inc();
+    }
+
+    /// Counts a poll that could not read the cluster under its class.
     pub fn prefetch_poll_failed(&self, class: &str) {
         self.prefetch_poll_failures
             .get_or_create(&vec![("class".to_owned(), class.to_owned())])

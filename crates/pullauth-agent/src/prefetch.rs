@@ -151,6 +151,8 @@ pub struct Plan {
     pub task_definition_arns: HashSet<String>,
     /// Said once per cause (the service revisions cannot be read, ...).
     pub warnings: Vec<String>,
+    /// The published plan it was decided from, or published to.
+    pub origin: Option<crate::shared_plan::PlanOrigin>,
 }
 
 /// What is known about this instance: the engine's platform and IMDS's
@@ -757,6 +759,88 @@ mod tests {
         assert_eq!(keyed.len(), 1, "{pulls:?}");
         assert_eq!(keyed[0].role, None);
         assert_eq!(keyed[0].key.as_deref(), Some("registry.example.com"));
+    }
+
+    /// A follower of a published plan decides from the publisher's view:
+    /// the same view gives each host its own plan, a filter narrows it, and
+    /// a task definition the view does not hold is a problem naming it.
+    #[test]
+    fn a_view_decides_per_host_and_filter() {
+        use pullauth_ecs::{ContainerDefinition, EcsService, Run, RuntimePlatform};
+        let td = |family: &str, arch: &str| TaskDefinition {
+            arn: Some(format!(
+                "arn:aws:ecs:eu-west-1:123456789012:task-definition/{family}:1"
+            )),
+            family: family.into(),
+            revision: Some(1),
+            containers: vec![ContainerDefinition {
+                name: "app".into(),
+                image: format!("registry.example.com/{family}:1"),
+                essential: true,
+                credentials_parameter: None,
+            }],
+            runtime_platform: Some(RuntimePlatform {
+                cpu_architecture: Some(arch.into()),
+                operating_system_family: None,
+            }),
+            ..TaskDefinition::default()
+        };
+        let service = |name: &str| EcsService {
+            name: name.into(),
+            status: ServiceStatus::Active,
+            deployment_controller: "ECS".into(),
+            placement_constraints: vec![],
+            runs: vec![Run {
+                task_definition: format!("{name}:1"),
+                capacity: Capacity::default(),
+                id: None,
+                origin: "service".into(),
+            }],
+        };
+        let mut view = ClusterView {
+            cluster: "prod".into(),
+            services_read: true,
+            services: vec![service("web"), service("arm")],
+            ..ClusterView::default()
+        };
+        view.task_definitions
+            .insert("web:1".into(), td("web", "X86_64"));
+        view.task_definitions
+            .insert("arm:1".into(), td("arm", "ARM64"));
+        let images = |plan: &Plan| -> Vec<String> {
+            plan.wanted
+                .iter()
+                .map(|w| w.image.original.clone())
+                .collect()
+        };
+
+        let x86 = decide_plan(
+            &view,
+            &Filters::default(),
+            &Host::from_engine("x86_64", "linux"),
+        );
+        assert_eq!(images(&x86), ["registry.example.com/web:1"]);
+        assert_eq!(x86.skipped.len(), 1, "{x86:?}");
+        let arm = decide_plan(
+            &view,
+            &Filters::default(),
+            &Host::from_engine("aarch64", "linux"),
+        );
+        assert_eq!(images(&arm), ["registry.example.com/arm:1"]);
+
+        let only_web = Filters {
+            services: vec!["web".into()],
+            task_definitions: vec!["batch:7".into()],
+        };
+        let plan = decide_plan(&view, &only_web, &Host::from_engine("x86_64", "linux"));
+        assert_eq!(images(&plan), ["registry.example.com/web:1"]);
+        assert!(plan.skipped.is_empty(), "{plan:?}");
+        assert_eq!(plan.problems.len(), 1, "{plan:?}");
+        let problem = plan.problems[0].to_string();
+        assert!(
+            problem.starts_with("task definition batch:7: not in the view of cluster prod"),
+            "{problem}"
+        );
     }
 
     #[test]

@@ -27,8 +27,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use pullauth_aws::{AwsError, Call, S3Location};
+use pullauth_aws::{Aws, AwsError, Call, PutCondition, S3Fetch, S3Location};
 use pullauth_ecs::{ClusterView, PLAN_SCHEMA, PlanDocError, PlanDocument};
 use pullauth_store::model::rfc3339_millis;
 
@@ -99,6 +100,56 @@ pub trait PlanStore: Send + Sync {
         body: Vec<u8>,
         condition: Condition,
     ) -> BoxFuture<'a, Result<Stored, AwsError>>;
+}
+
+/// S3, through the agent's AWS client (`aws-sdk-s3`: bounded attempts,
+/// bodies bounded by [`pullauth_ecs::MAX_PLAN_BYTES`]).
+impl PlanStore for Aws {
+    fn get<'a>(
+        &'a self,
+        location: &'a S3Location,
+        etag: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Fetched, AwsError>> {
+        async move {
+            match self
+                .s3_get_if_changed(location, etag, pullauth_ecs::MAX_PLAN_BYTES)
+                .await
+            {
+                Ok(S3Fetch::NotModified) => Ok(Fetched::NotModified),
+                Ok(S3Fetch::Object { etag, body, .. }) => Ok(Fetched::Object { etag, body }),
+                // No such key (a deleted plan, or none yet); no such
+                // bucket stays an error.
+                Err(AwsError::NotFound { what, .. }) if what.starts_with("no such key") => {
+                    Ok(Fetched::Missing)
+                }
+                Err(error) => Err(error),
+            }
+        }
+        .boxed()
+    }
+
+    fn put<'a>(
+        &'a self,
+        location: &'a S3Location,
+        body: Vec<u8>,
+        condition: Condition,
+    ) -> BoxFuture<'a, Result<Stored, AwsError>> {
+        async move {
+            let condition = match condition {
+                Condition::IfMatch(etag) => PutCondition::IfMatch(etag),
+                Condition::IfAbsent => PutCondition::IfNoneMatch,
+            };
+            match self
+                .s3_put_if(location, body, condition, Some("application/json"))
+                .await
+            {
+                Ok(etag) => Ok(Stored::Written { etag }),
+                Err(error) if error.is_precondition_failed() => Ok(Stored::Conflict),
+                Err(error) => Err(error),
+            }
+        }
+        .boxed()
+    }
 }
 
 /// What [`publish`] did.
@@ -334,6 +385,71 @@ fn bad(location: &S3Location, problem: String) -> AwsError {
 /// (zero for a time in the future; `None` if unreadable).
 pub fn age(document: &PlanDocument, now: SystemTime) -> Option<Duration> {
     parse_time(&document.checked_at).map(|at| now.duration_since(at).unwrap_or_default())
+}
+
+/// Who publishes: the EC2 instance ID when IMDS gave it, else the host
+/// name.
+pub fn publisher_name(host: &pullauth_ecs::Host) -> String {
+    host.facts.ec2_instance_id.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|name| name.trim().to_owned())
+            .ok()
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| "unknown".to_owned())
+    })
+}
+
+/// Where a plan came from, as `GET /v1/prefetch` shows it
+/// (`plan_source`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PlanOrigin {
+    /// `s3://bucket/key`.
+    pub location: String,
+    /// The followed plan's version.
+    pub etag: Option<String>,
+    pub publisher: Option<String>,
+    pub read_at: Option<String>,
+    pub checked_at: Option<String>,
+    /// Seconds since the publisher last confirmed the plan.
+    pub age_seconds: Option<u64>,
+    /// Not confirmed for longer than the maximum age.
+    pub stale: bool,
+    /// ECS was read directly instead (the plan stale or missing, and the
+    /// fallback configured).
+    pub fell_back: bool,
+    /// A publisher's outcome (`written`, `confirmed`, `unchanged`,
+    /// `newer-plan-kept`).
+    pub published: Option<&'static str>,
+    pub publish_error: Option<String>,
+}
+
+impl PlanOrigin {
+    /// A plan at `location`, nothing else known yet.
+    pub fn at(location: &S3Location) -> PlanOrigin {
+        PlanOrigin {
+            location: location.to_string(),
+            ..PlanOrigin::default()
+        }
+    }
+
+    /// The plan `held` at `location`, `age` old.
+    pub fn of(
+        location: &S3Location,
+        held: &Held,
+        age: Option<Duration>,
+        stale: bool,
+    ) -> PlanOrigin {
+        PlanOrigin {
+            location: location.to_string(),
+            etag: Some(held.etag.clone()),
+            publisher: Some(held.document.publisher.clone()),
+            read_at: Some(held.document.read_at.clone()),
+            checked_at: Some(held.document.checked_at.clone()),
+            age_seconds: age.map(|a| a.as_secs()),
+            stale,
+            ..PlanOrigin::default()
+        }
+    }
 }
 
 #[cfg(test)]

@@ -122,6 +122,17 @@ pub enum AwsError {
     /// ECR tokens are switched off ([`crate::AwsOptions::ecr`]).
     #[error("{host}: automatic ECR credentials are switched off")]
     EcrDisabled { host: String },
+    /// A conditional write's condition did not hold: the object changed
+    /// (or appeared) since the caller read it (S3's `412
+    /// PreconditionFailed`, or `409 ConditionalRequestConflict` when a
+    /// conflicting write was in flight). Not retried: read again, then
+    /// decide ([`AwsError::is_precondition_failed`]).
+    #[error("{call}: the condition did not hold ({code}: {message})")]
+    PreconditionFailed {
+        call: Call,
+        code: String,
+        message: String,
+    },
     /// Any other service error (validation, internal failure after retries).
     #[error("{call}: {code}: {message}")]
     Service {
@@ -182,11 +193,12 @@ pub enum ErrorClass {
     Invalid,
     Disabled,
     Service,
+    PreconditionFailed,
 }
 
 impl ErrorClass {
     /// Every class, in the order of [`ErrorClass::index`].
-    pub const ALL: [ErrorClass; 11] = [
+    pub const ALL: [ErrorClass; 12] = [
         ErrorClass::AccessDenied,
         ErrorClass::Throttled,
         ErrorClass::NotFound,
@@ -198,6 +210,7 @@ impl ErrorClass {
         ErrorClass::Invalid,
         ErrorClass::Disabled,
         ErrorClass::Service,
+        ErrorClass::PreconditionFailed,
     ];
 
     /// The metrics label: lower case, stable across releases.
@@ -214,6 +227,7 @@ impl ErrorClass {
             ErrorClass::Invalid => "invalid",
             ErrorClass::Disabled => "disabled",
             ErrorClass::Service => "service",
+            ErrorClass::PreconditionFailed => "precondition_failed",
         }
     }
 
@@ -244,7 +258,14 @@ impl AwsError {
             AwsError::Invalid { .. } => ErrorClass::Invalid,
             AwsError::EcrDisabled { .. } => ErrorClass::Disabled,
             AwsError::Service { .. } => ErrorClass::Service,
+            AwsError::PreconditionFailed { .. } => ErrorClass::PreconditionFailed,
         }
+    }
+
+    /// Whether a conditional write lost to another writer
+    /// ([`AwsError::PreconditionFailed`]).
+    pub fn is_precondition_failed(&self) -> bool {
+        self.class() == ErrorClass::PreconditionFailed
     }
 
     /// Whether trying again later may help (throttling, timeouts, network,

@@ -13,8 +13,11 @@
 //!   Manager, never cached here.
 //! - [`RoleArn`]: calls made for a role use credentials from
 //!   `sts:AssumeRole`, cached until shortly before they expire.
-//! - [`Aws::get_object`] with [`S3Location`]: env files in S3 (the SDK's
-//!   orchestrator and SigV4 signer, without the generated S3 client).
+//! - [`Aws::get_object`] with [`S3Location`]: env files in S3; and
+//!   [`Aws::s3_get_if_changed`] / [`Aws::s3_put_if`]: reads that answer
+//!   [`S3Fetch::NotModified`] for an unchanged ETag, and conditional writes
+//!   ([`PutCondition`]) whose lost race is
+//!   [`AwsError::is_precondition_failed`] (the generated S3 client).
 //! - [`Aws::ecs_services`] and [`Aws::ecs_task_definition`]: which task
 //!   definitions a cluster's services run and which images they name
 //!   (task definitions cached by ARN: they are immutable), the raw calls
@@ -72,7 +75,7 @@ pub use metrics::CountersSnapshot;
 pub use parse::SecretCredentials;
 pub use pullauth_resolve::EcrRegistry;
 pub use role::RoleArn;
-pub use s3::S3Location;
+pub use s3::{PutCondition, S3Fetch, S3Location};
 
 /// The tracing targets (module-path prefixes) of the SDK. A subscriber
 /// must never enable them above [`SDK_MAX_SAFE_LEVEL`]: at `trace` they
@@ -85,6 +88,7 @@ pub const SDK_LOG_TARGETS: &[&str] = &[
     "aws_runtime",
     "aws_sdk_ecr",
     "aws_sdk_ecs",
+    "aws_sdk_s3",
     "aws_sdk_secretsmanager",
     "aws_sdk_sts",
     "aws_sigv4",

@@ -1,6 +1,8 @@
 //! The partition facts pullauth keeps in tables of its own
-//! (`pullauth_resolve::ecr::HOST_SHAPES`, and the DNS suffixes S3's
-//! endpoints are built on, `pullauth_resolve::partition_dns_suffix`), held
+//! (`pullauth_resolve::ecr::HOST_SHAPES`, whose partitions also name the
+//! ARNs of S3's access-denied hints, and the partitions' DNS suffixes,
+//! `pullauth_resolve::partition_dns_suffix`, by which S3 calls refuse FIPS
+//! in aws-cn before they are made), held
 //! against the endpoint resolver of the aws-sdk-ecr this build links: for
 //! every row, a region of each of its partitions, with and without FIPS,
 //! the ECR API endpoint pullauth calls must be the one the SDK's own

@@ -237,7 +237,8 @@ mod tests {
             PlanDocument::parse(&json, "staging"),
             Err(PlanDocError::Cluster { .. })
         ));
-        let truncated = PlanDocument::parse(&json[..json.len() / 2], "prod").unwrap_err();
+        let truncated =
+            PlanDocument::parse(&json[..json.len() / 2], "prod").expect_err("truncated");
         assert!(truncated.to_string().contains("truncated"), "{truncated}");
         assert!(matches!(
             PlanDocument::parse(b"<html>502</html>", "prod"),
@@ -251,7 +252,7 @@ mod tests {
         let newer = String::from_utf8(json)
             .expect("utf-8")
             .replace(PLAN_SCHEMA, "pullauth.cluster-plan/v2");
-        let err = PlanDocument::parse(newer.as_bytes(), "prod").unwrap_err();
+        let err = PlanDocument::parse(newer.as_bytes(), "prod").expect_err("a newer schema");
         assert!(matches!(err, PlanDocError::Schema { .. }), "{err}");
         assert!(matches!(
             PlanDocument::parse(br#"{"cluster":"prod"}"#, "prod"),

@@ -222,6 +222,27 @@ pub struct PrefetchArgs {
     /// List each image and the credential source it would use; pull nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Read the cluster once and write it to S3 as the cluster plan that
+    /// `prefetch --plan` and `serve --follow-plan` follow; pull nothing.
+    /// Written only when it changed, never over a plan read after this one
+    /// (docs/operations.md, "A shared cluster plan").
+    #[arg(long, value_name = "s3://BUCKET/KEY", conflicts_with_all = ["plan", "dry_run", "services", "task_definitions"])]
+    pub publish: Option<String>,
+    /// Pull what the cluster plan at this S3 location says for this
+    /// instance, instead of reading ECS (placement is decided here, from
+    /// the plan and this instance's facts).
+    #[arg(long, value_name = "s3://BUCKET/KEY")]
+    pub plan: Option<String>,
+    /// With --plan: how long since its publisher confirmed it a plan may be
+    /// and still be called current (older: used, with a warning naming its
+    /// age).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "15m",
+        requires = "plan"
+    )]
+    pub plan_max_age: String,
     /// When to contact the registry (default: ECS_IMAGE_PULL_BEHAVIOR, else `default`).
     #[arg(long, value_enum)]
     pub pull_behavior: Option<PullBehaviorArg>,
@@ -279,8 +300,41 @@ pub struct ServeArgs {
     /// pulled, as PULLAUTH_PREFETCH=on does; PULLAUTH_PREFETCH_SERVICES,
     /// PULLAUTH_PREFETCH_TASK_DEFINITIONS and PULLAUTH_PREFETCH_INTERVAL
     /// apply, and a reload re-reads them.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "follow_plan")]
     pub follow_cluster: bool,
+    /// With --follow-cluster: also write what each poll reads to S3 as the
+    /// cluster plan others follow (run on one or a few instances).
+    #[arg(long, value_name = "s3://BUCKET/KEY", requires = "follow_cluster")]
+    pub publish: Option<String>,
+    /// Follow the cluster plan a publisher keeps at this S3 location
+    /// (conditional GETs every --plan-interval, jittered) instead of
+    /// reading ECS; PULLAUTH_PREFETCH_SERVICES and the removal and disk
+    /// settings apply as for --follow-cluster.
+    #[arg(long, value_name = "s3://BUCKET/KEY")]
+    pub follow_plan: Option<String>,
+    /// With --follow-plan: how often to ask S3 whether the plan changed.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "30s",
+        requires = "follow_plan"
+    )]
+    pub plan_interval: String,
+    /// With --follow-plan: a plan its publisher has not confirmed for
+    /// longer than this is stale (said in the log, /v1/prefetch and
+    /// /metrics; still followed unless --plan-fallback).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "15m",
+        requires = "follow_plan"
+    )]
+    pub plan_max_age: String,
+    /// With --follow-plan: while the plan is stale or missing, read ECS
+    /// directly (as --follow-cluster), and go back to the plan once it is
+    /// current.
+    #[arg(long, requires = "follow_plan")]
+    pub plan_fallback: bool,
     /// How long a client of either API may take to send a request head
     /// (also the keep-alive idle timeout); slower clients are dropped.
     #[arg(long, value_name = "DURATION", default_value = "10s")]

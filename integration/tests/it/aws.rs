@@ -1,6 +1,6 @@
 //! pullauth-aws against moto: ECR tokens (static keys and IMDSv2), Secrets
-//! Manager, S3, AssumeRole with IAM enforced, and no secret in the SDK's
-//! debug log.
+//! Manager, S3 (env files, conditional reads and writes), AssumeRole with
+//! IAM enforced, and no secret in the SDK's debug log.
 //!
 //! Every call runs in a child process (this test binary re-executed on the
 //! ignored test `probe_child`) with an environment built from nothing, so
@@ -13,7 +13,8 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use pullauth_aws::{Aws, AwsOptions, EcrRegistry, RoleArn, S3Location};
+use pullauth_aws::{Aws, AwsOptions, EcrRegistry, PutCondition, RoleArn, S3Fetch, S3Location};
+use pullauth_integration::agent::random_token;
 use pullauth_integration::{
     Imds, ImdsCredentials, MOTO_ACCESS_KEY, Moto, S3Mode, S3Stub, free_port, pullauth_aws_env,
 };
@@ -172,10 +173,62 @@ async fn run_action(action: &Value) -> Value {
                     .await
                     .map(|bytes| json!({"content": String::from_utf8_lossy(&bytes)}))
             }
+            Some("s3_get_if_changed") => {
+                let location =
+                    S3Location::parse(action["url"].as_str().unwrap_or_default()).expect("S3 URL");
+                let max_bytes = action["max_bytes"].as_u64().unwrap_or(1024 * 1024);
+                aws.s3_get_if_changed(
+                    &location,
+                    action["etag"].as_str(),
+                    usize::try_from(max_bytes).expect("a size"),
+                )
+                .await
+                .map(|fetch| match fetch {
+                    S3Fetch::NotModified => json!({"not_modified": true}),
+                    S3Fetch::Object {
+                        etag,
+                        body,
+                        last_modified,
+                    } => json!({
+                        "etag": etag,
+                        "content": String::from_utf8_lossy(&body),
+                        "last_modified": last_modified
+                            .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
+                            .map(|since| since.as_secs()),
+                    }),
+                })
+            }
+            Some("s3_put_if") => {
+                let location =
+                    S3Location::parse(action["url"].as_str().unwrap_or_default()).expect("S3 URL");
+                let condition = match action["if_match"].as_str() {
+                    Some(etag) => PutCondition::IfMatch(etag.to_owned()),
+                    None => PutCondition::IfNoneMatch,
+                };
+                aws.s3_put_if(
+                    &location,
+                    action["body"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .as_bytes()
+                        .to_vec(),
+                    condition,
+                    action["content_type"].as_str(),
+                )
+                .await
+                .map(|etag| json!({ "etag": etag }))
+            }
             other => panic!("unknown op {other:?}"),
         }
         .map_or_else(
-            |e| json!({"err": {"class": e.class().name(), "message": e.to_string()}}),
+            |e| {
+                json!({"err": {
+                    "class": e.class().name(),
+                    "message": e.to_string(),
+                    "debug": format!("{e:?}"),
+                    "precondition_failed": e.is_precondition_failed(),
+                }})
+            },
             |v| json!({ "ok": v }),
         );
         latencies.push(started.elapsed().as_secs_f64() * 1000.0);
@@ -500,6 +553,213 @@ fn s3_reads_are_signed_as_s3_checks_them() {
     assert_eq!(class, "access_denied", "{message}");
     assert!(message.contains("SignatureDoesNotMatch"), "{message}");
     assert!(!message.contains(wrong.1), "{message}");
+
+    // Writes are signed as S3 checks them too: the reader's key gets past
+    // the signature and is refused by its policy, which allows reads only.
+    // The error names the permission and the object it is needed on.
+    let answer = probe(
+        &keys_env(&moto, reader),
+        json!({"op": "s3_put_if", "url": url, "body": "ECS_CLUSTER=mine\n", "if_match": "\"any\""}),
+    );
+    let (class, message) = err(&answer);
+    assert_eq!(class, "access_denied", "{message}");
+    assert!(
+        message.contains(&format!(
+            "the principal needs s3:PutObject on arn:aws:s3:::signed-env/{KEY}"
+        )),
+        "{message}"
+    );
+    assert!(!message.contains(reader.1), "{message}");
+}
+
+/// A secret access key that must never appear in an error or a log: moto
+/// without IAM enforcement accepts any key.
+const CANARY_SECRET_KEY: &str = "canary-secret-key-5e1f0a-wJalrXUtnFEMI";
+
+/// The environment of a probe using moto with [`CANARY_SECRET_KEY`].
+fn canary_env(moto: &Moto) -> Vec<(String, String)> {
+    keys_env(moto, (MOTO_ACCESS_KEY.0, CANARY_SECRET_KEY))
+}
+
+/// A fresh bucket in moto; returns its name.
+fn fresh_bucket(moto: &Moto, prefix: &str) -> String {
+    let bucket = format!("{prefix}-{}", random_token(10).to_ascii_lowercase());
+    moto.boto3(
+        &format!("client('s3').create_bucket(Bucket={bucket:?})\n"),
+        None,
+    );
+    bucket
+}
+
+/// The error of `answer`, checked to hold no credential material.
+fn err_without_secrets(answer: &Value) -> (String, String) {
+    let e = &answer["err"];
+    for shown in [&e["message"], &e["debug"], &answer["log"]] {
+        let shown = shown.as_str().unwrap_or_default();
+        assert!(!shown.contains(CANARY_SECRET_KEY), "{shown}");
+    }
+    err(answer)
+}
+
+/// A read naming the object's current ETag is answered "not modified"
+/// without a body; one naming another ETag (or none) gets the object,
+/// its ETag and its `Last-Modified`.
+#[test]
+fn s3_conditional_reads_answer_not_modified_for_the_current_etag() {
+    let moto = Moto::shared();
+    let bucket = fresh_bucket(moto, "pullauth-cond");
+    let url = format!("s3://{bucket}/state/leases.json");
+    let env = canary_env(moto);
+    let put = probe(
+        &env,
+        json!({"op": "s3_put_if", "url": url, "body": "{\"v\":1}"}),
+    );
+    let etag = ok(&put)["etag"].as_str().expect("an ETag").to_owned();
+
+    let answer = probe(&env, json!({"op": "s3_get_if_changed", "url": url}));
+    let object = ok(&answer);
+    assert_eq!(object["etag"], etag.as_str());
+    assert_eq!(object["content"], "{\"v\":1}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    let modified = object["last_modified"].as_u64().expect("Last-Modified");
+    assert!(now.abs_diff(modified) < 3600, "{modified} vs {now}");
+
+    let answer = probe(
+        &env,
+        json!({"op": "s3_get_if_changed", "url": url, "etag": etag}),
+    );
+    assert_eq!(ok(&answer)["not_modified"], true, "{answer}");
+
+    let answer = probe(
+        &env,
+        json!({"op": "s3_get_if_changed", "url": url, "etag": "\"0123456789abcdef0123456789abcdef\""}),
+    );
+    assert_eq!(ok(&answer)["etag"], etag.as_str(), "{answer}");
+    assert_eq!(ok(&answer)["content"], "{\"v\":1}");
+}
+
+/// `If-None-Match: *` creates once; `If-Match` replaces only the version
+/// it names. Every lost race is told apart as "precondition failed".
+#[test]
+fn s3_conditional_writes_create_once_and_replace_only_the_version_read() {
+    let moto = Moto::shared();
+    let bucket = fresh_bucket(moto, "pullauth-cond");
+    let url = format!("s3://{bucket}/leases.json");
+    let env = canary_env(moto);
+    let put = |body: &str, if_match: Option<&str>| {
+        let mut action = json!({"op": "s3_put_if", "url": url, "body": body,
+                                "content_type": "application/json"});
+        if let Some(etag) = if_match {
+            action["if_match"] = json!(etag);
+        }
+        probe(&env, action)
+    };
+    let lost = |answer: &Value| {
+        let (class, message) = err_without_secrets(answer);
+        assert_eq!(class, "precondition_failed", "{message}");
+        assert_eq!(answer["err"]["precondition_failed"], true, "{answer}");
+        assert!(message.contains(&url), "{message}");
+        assert!(message.contains("s3:PutObject"), "{message}");
+    };
+
+    let first = put("{\"owner\":\"a\"}", None);
+    let first = ok(&first)["etag"].as_str().expect("an ETag").to_owned();
+    lost(&put("{\"owner\":\"b\"}", None));
+    lost(&put(
+        "{\"owner\":\"b\"}",
+        Some("\"0123456789abcdef0123456789abcdef\""),
+    ));
+
+    let second = put("{\"owner\":\"c\"}", Some(&first));
+    let second = ok(&second)["etag"].as_str().expect("an ETag").to_owned();
+    assert_ne!(second, first);
+    // The version read first is gone: writing over it again loses.
+    lost(&put("{\"owner\":\"d\"}", Some(&first)));
+
+    let answer = probe(&env, json!({"op": "s3_get_if_changed", "url": url}));
+    assert_eq!(ok(&answer)["content"], "{\"owner\":\"c\"}");
+    assert_eq!(ok(&answer)["etag"], second.as_str());
+    let stored = moto.boto3(
+        &format!(
+            "print(client('s3').head_object(Bucket={bucket:?}, Key='leases.json')['ContentType'])\n"
+        ),
+        None,
+    );
+    assert_eq!(stored.trim(), "application/json");
+}
+
+/// A conditional read stops at the caller's limit, with an error naming
+/// the object and the limit.
+#[test]
+fn s3_conditional_reads_refuse_an_object_over_their_limit() {
+    let moto = Moto::shared();
+    let bucket = fresh_bucket(moto, "pullauth-cond");
+    moto.boto3(
+        &format!("client('s3').put_object(Bucket={bucket:?}, Key='big', Body=b'x' * 65536)\n"),
+        None,
+    );
+    let url = format!("s3://{bucket}/big");
+    let answer = probe(
+        &canary_env(moto),
+        json!({"op": "s3_get_if_changed", "url": url, "max_bytes": 4096}),
+    );
+    let (class, message) = err_without_secrets(&answer);
+    assert_eq!(class, "bad_response", "{message}");
+    assert!(message.contains(&url), "{message}");
+    assert!(
+        message.contains("the object has 65536 bytes, more than the 4096 allowed"),
+        "{message}"
+    );
+    let answer = probe(
+        &canary_env(moto),
+        json!({"op": "s3_get_if_changed", "url": url, "max_bytes": 65536}),
+    );
+    assert_eq!(ok(&answer)["content"].as_str().map(str::len), Some(65536));
+}
+
+/// A missing bucket or key is named, for reads and writes alike, and no
+/// error or debug log shows the secret key.
+#[test]
+fn s3_conditional_calls_name_a_missing_bucket_or_key_and_never_the_secret_key() {
+    let moto = Moto::shared();
+    let bucket = fresh_bucket(moto, "pullauth-cond");
+    let env = canary_env(moto);
+    let missing_key = format!("s3://{bucket}/missing.json");
+    let missing_bucket = format!("s3://{bucket}-nope/leases.json");
+    let cases = [
+        (
+            json!({"op": "s3_get_if_changed", "url": missing_key, "log": "debug"}),
+            missing_key.clone(),
+            format!("no such key \"missing.json\" in bucket \"{bucket}\""),
+        ),
+        (
+            json!({"op": "s3_get_if_changed", "url": missing_bucket, "etag": "\"x\""}),
+            missing_bucket.clone(),
+            format!("no such bucket \"{bucket}-nope\""),
+        ),
+        (
+            json!({"op": "s3_put_if", "url": missing_key, "body": "{}", "if_match": "\"x\"",
+                   "log": "debug"}),
+            missing_key.clone(),
+            format!("no such key \"missing.json\" in bucket \"{bucket}\""),
+        ),
+        (
+            json!({"op": "s3_put_if", "url": missing_bucket, "body": "{}"}),
+            missing_bucket.clone(),
+            format!("no such bucket \"{bucket}-nope\""),
+        ),
+    ];
+    for (action, url, what) in cases {
+        let answer = probe(&env, action.clone());
+        let (class, message) = err_without_secrets(&answer);
+        assert_eq!(class, "not_found", "{action}: {message}");
+        assert!(message.contains(&url), "{action}: {message}");
+        assert!(message.ends_with(&what), "{action}: {message}");
+        assert_eq!(answer["err"]["precondition_failed"], false, "{answer}");
+    }
 }
 
 /// The environment of a probe whose S3 calls go to `stub`.
@@ -658,6 +918,9 @@ fn debug_logging_of_every_crate_never_shows_a_token_or_secret() {
         json!({"op": "secret", "secret": "registry/good", "log": "debug"}),
         json!({"op": "secret", "secret": "registry/good", "log": "trace"}),
         json!({"op": "s3", "url": "s3://pullauth-hygiene/ecs.env", "log": "debug"}),
+        json!({"op": "s3_get_if_changed", "url": "s3://pullauth-hygiene/ecs.env", "log": "debug"}),
+        json!({"op": "s3_put_if", "url": format!("s3://pullauth-hygiene/{}", random_token(12)),
+               "body": format!("PASSWORD={CANARY}\n"), "log": "debug"}),
     ] {
         let answer = probe(&env, action.clone());
         ok(&answer);

@@ -1265,3 +1265,276 @@ print(arn)
     }
     assert!(out.stderr.contains("no ECS agent"), "{}", out.stderr);
 }
+
+/// Issue 24: a shared cluster plan. One `serve --follow-cluster --publish`
+/// reads moto's ECS and writes the plan to moto's S3; two `serve
+/// --follow-plan` (their own data directories) follow it with conditional
+/// GETs and pull into the engine. A deployment (`UpdateService` to a new
+/// revision) reaches both. Then the faults: a plan read later than a
+/// publisher's own view is never replaced by it (`prefetch --publish`
+/// says so), a deleted plan, another cluster's plan, garbage and a stale
+/// plan are each an error or a warning naming the object while what is
+/// warm stays warm; `prefetch --plan` pulls from the plan at boot.
+#[test]
+fn a_published_plan_carries_a_deployment_to_every_follower() {
+    let h = Harness::get();
+    let moto = Moto::start();
+    let f = fixture(&moto, "plan");
+    let token = &f.cluster.token;
+    let bucket = format!("plans-{token}");
+    moto.boto3(
+        &format!("client('s3').create_bucket(Bucket='{bucket}')\n"),
+        None,
+    );
+    let plan_url = format!("s3://{bucket}/{}.json", f.cluster.name);
+    let (new_repo, new_image) = push(&h.alpha, "bob");
+    let family = format!("keyed-{token}");
+    f.cluster
+        .register(&moto, &family, &[("app", &new_image, None)], None);
+    let aws_env = pullauth_integration::pullauth_aws_env(&moto.endpoint());
+    let start = |what: &str, args: &[&str], extra: &str| {
+        let data = scratch_dir(what);
+        let mut spec = AgentSpec::new()
+            .data_dir(data.path())
+            .env_file_text(&format!(
+                "{}PULLAUTH_PREFETCH_INTERVAL=1s\n{extra}",
+                f.env_text
+            ));
+        for arg in args {
+            spec = spec.arg(arg);
+        }
+        for (k, v) in &aws_env {
+            spec = spec.env(k, v);
+        }
+        let agent = spec.start();
+        (data, spec, agent)
+    };
+    let (_pd, publisher_spec, publisher) = start(
+        "plan-publisher",
+        &["--follow-cluster", "--publish", &plan_url],
+        "",
+    );
+    let follower_args = ["--follow-plan", plan_url.as_str(), "--plan-interval", "1s"];
+    let (_ad, a_spec, a) = start("plan-follower-a", &follower_args, "");
+    let (_bd, b_spec, b) = start("plan-follower-b", &follower_args, "");
+    let bound = Duration::from_secs(90);
+    for (name, agent) in [("a", &a), ("b", &b)] {
+        let view = wait_view(
+            agent,
+            bound,
+            &format!("{name}: the first images warm"),
+            |v| {
+                image_state(v, &f.keyed_image).as_deref() == Some("warm")
+                    && image_state(v, &f.secret_image).as_deref() == Some("warm")
+            },
+        );
+        let source = &view["plan_source"];
+        assert_eq!(source["location"], plan_url.as_str(), "{view:#}");
+        assert_eq!(source["stale"], false, "{view:#}");
+        assert!(source["etag"].is_string(), "{view:#}");
+    }
+    let published = wait_view(&publisher, bound, "the publisher's view", |v| {
+        v["plan_source"]["published"].is_string()
+    });
+    assert!(
+        published["plan_source"]["publish_error"].is_null(),
+        "{published:#}"
+    );
+
+    // A deployment reaches both followers' engines through the plan.
+    let mark = h.alpha.log_mark();
+    let updated = std::time::Instant::now();
+    moto.boto3(
+        &format!(
+            "client('ecs').update_service(cluster='{}', service='web', taskDefinition='{family}:2')\n",
+            f.cluster.name
+        ),
+        None,
+    );
+    for (name, agent) in [("a", &a), ("b", &b)] {
+        wait_view(
+            agent,
+            bound,
+            &format!("{name}: the new revision warm"),
+            |v| image_state(v, &new_image).as_deref() == Some("warm"),
+        );
+    }
+    eprintln!(
+        "shared plan: UpdateService -> image warm on both followers in {:?} (publisher interval 1s, --plan-interval 1s)",
+        updated.elapsed()
+    );
+    let users = h.alpha.users_since_in(mark, &new_repo);
+    assert!(
+        !users.is_empty() && users.iter().all(|u| u == "bob"),
+        "{users:?}"
+    );
+    // The plan itself holds no secret (ARNs and references only).
+    let object = moto.boto3(
+        &format!(
+            "print(client('s3').get_object(Bucket='{bucket}', Key='{}.json')['Body'].read().decode())\n",
+            f.cluster.name
+        ),
+        None,
+    );
+    assert!(object.contains("pullauth.cluster-plan/v1"), "{object}");
+    assert_no_secret("the plan", object.as_bytes(), &f.password);
+    assert_no_secret("the plan", object.as_bytes(), h.alpha.password("bob"));
+
+    // The publisher stops. A plan read after anything it could publish
+    // now is in place (its readAt in the future): a one-shot publisher
+    // with an older view leaves it alone.
+    drop(publisher);
+    let mut newer: Value = serde_json::from_str(object.trim()).expect("the plan is JSON");
+    newer["readAt"] = "2999-01-01T00:00:00.000Z".into();
+    let put = |body: &str| {
+        moto.boto3(
+            &format!(
+                "client('s3').put_object(Bucket='{bucket}', Key='{}.json', Body={body:?}.encode())\n",
+                f.cluster.name
+            ),
+            None,
+        );
+    };
+    put(&newer.to_string());
+    let out = prefetch(
+        &moto.endpoint(),
+        &f.env_text,
+        &["--json", "--publish", &plan_url],
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let line: Value = serde_json::from_str(out.stdout.trim()).expect("one JSON line");
+    assert_eq!(line["outcome"], "newer-plan-kept", "{line:#}");
+    let after = moto.boto3(
+        &format!(
+            "print(client('s3').get_object(Bucket='{bucket}', Key='{}.json')['Body'].read().decode())\n",
+            f.cluster.name
+        ),
+        None,
+    );
+    assert!(after.contains("2999-01-01"), "overwritten: {after}");
+
+    // A boot prefetch from the plan pulls what it says for this instance.
+    let out = prefetch(
+        &moto.endpoint(),
+        &f.env_text,
+        &["--json", "--plan", &plan_url],
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let lines = json_lines(&out);
+    let status = line_for(&lines, &new_image)["status"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        matches!(status, "pulled" | "up-to-date" | "cached"),
+        "{lines:#?}"
+    );
+
+    // Faults: each one an error naming the object; warm stays warm.
+    let faults: [(&str, Option<String>, &str); 3] = [
+        (
+            "garbage",
+            Some("<html>503</html>".to_owned()),
+            "not a pullauth cluster plan",
+        ),
+        (
+            "another cluster's",
+            Some(newer.to_string().replace(
+                &format!("\"cluster\":\"{}\"", f.cluster.name),
+                "\"cluster\":\"someone-else\"",
+            )),
+            "someone-else",
+        ),
+        ("deleted", None, "no plan at"),
+    ];
+    for (what, body, says) in faults {
+        match body {
+            Some(body) => put(&body),
+            None => {
+                moto.boto3(
+                    &format!(
+                        "client('s3').delete_object(Bucket='{bucket}', Key='{}.json')\n",
+                        f.cluster.name
+                    ),
+                    None,
+                );
+            }
+        }
+        let view = wait_view(&a, bound, &format!("the {what} plan's error"), |v| {
+            v["last_error"].as_str().is_some_and(|e| e.contains(says))
+        });
+        let error = view["last_error"].as_str().unwrap_or_default();
+        assert!(error.contains(&plan_url), "{what}: {error}");
+        assert_eq!(
+            image_state(&view, &new_image).as_deref(),
+            Some("warm"),
+            "{what}: {view:#}"
+        );
+    }
+    assert!(
+        metric_value(
+            &a.metrics(),
+            "pullauth_prefetch_poll_failures_total{class=\"bad_response\"}"
+        )
+        .is_some_and(|n| n >= 2.0),
+        "{}",
+        a.metrics()
+    );
+
+    // A stale plan (not confirmed for a day): followed, and said.
+    let mut stale = newer.clone();
+    stale["checkedAt"] = "2020-01-01T00:00:00.000Z".into();
+    put(&stale.to_string());
+    let view = wait_view(&b, bound, "the stale plan", |v| {
+        v["plan_source"]["stale"] == true
+    });
+    assert!(
+        view["plan_source"]["age_seconds"]
+            .as_u64()
+            .is_some_and(|age| age > 86_400),
+        "{view:#}"
+    );
+    assert!(
+        metric_value(&b.metrics(), "pullauth_prefetch_plan_age_seconds")
+            .is_some_and(|age| age > 86_400.0),
+        "{}",
+        b.metrics()
+    );
+    assert!(
+        b_spec.logs().contains("the cluster plan is stale"),
+        "{}",
+        b_spec.log_tail(20)
+    );
+    // With --plan-fallback, a follower of the stale plan reads ECS itself
+    // meanwhile, and says so.
+    let mut fallback_args = follower_args.to_vec();
+    fallback_args.push("--plan-fallback");
+    let (_cd, c_spec, c) = start("plan-follower-c", &fallback_args, "");
+    let view = wait_view(&c, bound, "the fallback to ECS", |v| {
+        v["plan_source"]["fell_back"] == true
+            && image_state(v, &new_image).as_deref() == Some("warm")
+    });
+    assert_eq!(view["plan_source"]["stale"], true, "{view:#}");
+
+    // S3 unreachable: an error naming the call and the endpoint; warm
+    // stays warm.
+    let s3_at = moto.addr();
+    moto.stop();
+    let view = wait_view(&a, bound, "the unreachable S3", |v| {
+        v["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("s3:GetObject") && e.contains(&s3_at))
+    });
+    assert_eq!(
+        image_state(&view, &new_image).as_deref(),
+        Some("warm"),
+        "{view:#}"
+    );
+    for (what, spec) in [
+        ("publisher", &publisher_spec),
+        ("a", &a_spec),
+        ("b", &b_spec),
+        ("c", &c_spec),
+    ] {
+        assert_no_secret(what, &spec.log_bytes(), &f.password);
+    }
+}

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use pullauth_agent::follow::{ClusterSource, FollowConfig, Follower, PollPolicy};
+use pullauth_agent::follow::{ClusterSource, FollowConfig, FollowSource, Follower, PollPolicy};
 use pullauth_agent::prefetch::{Filters, Plan, Problem, Wanted};
 use pullauth_agent::{Agent, Identity, Puller, Settings};
 use pullauth_aws::{AwsError, Call};
@@ -58,14 +58,13 @@ impl ClusterSource for ScriptedCluster {
     fn plan<'a>(
         &'a self,
         _agent: &'a Agent,
-        cluster: &'a str,
-        filters: &'a Filters,
+        config: &'a FollowConfig,
         _host: &'a Host,
     ) -> BoxFuture<'a, Result<Plan, AwsError>> {
         let _ = self.calls.send(PlanCall {
             at: Instant::now(),
-            cluster: cluster.to_owned(),
-            filters: filters.clone(),
+            cluster: config.cluster.clone(),
+            filters: config.filters.clone(),
         });
         let answer = self.answer.lock().expect("answer").clone();
         async move { answer }.boxed()
@@ -296,6 +295,7 @@ fn config(cluster: &str, services: &[&str]) -> FollowConfig {
         disk_budget: None,
         ecs_agent_uri: None,
         ecs_agent: None,
+        source: FollowSource::default(),
     }
 }
 

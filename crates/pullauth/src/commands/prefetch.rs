@@ -8,7 +8,8 @@ use anyhow::Context;
 use futures_util::StreamExt;
 use pullauth_agent::credentials::{Provider, TaskCredentials};
 use pullauth_agent::prefetch::{self, Filters, Problem, Pull, Skipped};
-use pullauth_aws::ErrorClass;
+use pullauth_agent::shared_plan::{self, PlanReader, Published};
+use pullauth_aws::{ErrorClass, S3Location};
 use pullauth_config::PullBehavior;
 use pullauth_docker::{Engine, PullStatus};
 use pullauth_resolve::ImageRef;
@@ -92,6 +93,7 @@ pub fn run(args: &PrefetchArgs) -> anyhow::Result<ExitCode> {
             }),
         _ => None,
     };
+    let source = ClusterFrom::from_args(args)?;
     // One caller, once: ECS is read unpaced (the follower's client-side
     // limiter exists for a fleet's polls; throttles are retried by the SDK).
     let provider = Provider::lazy(pullauth_aws::AwsOptions {
@@ -124,13 +126,40 @@ pub fn run(args: &PrefetchArgs) -> anyhow::Result<ExitCode> {
         for note in &notes {
             tracing::warn!("placement: {note}");
         }
-        let plan = match prefetch::plan(provider.aws().await, &cluster, &filters, &host).await {
-            Ok(plan) => plan,
-            // A cluster that does not exist is the input's fault.
-            Err(e) if e.class() == ErrorClass::NotFound => {
-                return Err(UsageError(e.to_string()).into());
+        let plan = match &source {
+            ClusterFrom::Cluster => {
+                match prefetch::plan(provider.aws().await, &cluster, &filters, &host).await {
+                    Ok(plan) => plan,
+                    // A cluster that does not exist is the input's fault.
+                    Err(e) if e.class() == ErrorClass::NotFound => {
+                        return Err(UsageError(e.to_string()).into());
+                    }
+                    Err(e) => {
+                        return Err(anyhow::Error::new(e).context(format!("cluster {cluster}")));
+                    }
+                }
             }
-            Err(e) => return Err(anyhow::Error::new(e).context(format!("cluster {cluster}"))),
+            ClusterFrom::Publish(location) => {
+                return publish(args, provider.aws().await, &cluster, location, &host).await;
+            }
+            ClusterFrom::Plan(location, max_age) => {
+                let held = PlanReader::default()
+                    .read(provider.aws().await, location, &cluster)
+                    .await
+                    .map_err(|e| anyhow::Error::new(e).context(format!("--plan {location}")))?;
+                let document = &held.document;
+                match shared_plan::age(document, std::time::SystemTime::now()) {
+                    Some(age) if age <= *max_age => {}
+                    age => tracing::warn!(
+                        plan = %location,
+                        age = %age.map_or_else(|| "unknown".to_owned(), |a| humantime::format_duration(std::time::Duration::from_secs(a.as_secs())).to_string()),
+                        publisher = %document.publisher,
+                        checked_at = %document.checked_at,
+                        "the cluster plan is stale (its publisher has not confirmed it within --plan-max-age); pulling what it says anyway"
+                    ),
+                }
+                prefetch::decide_plan(&document.view, &filters, &host)
+            }
         };
         let mut failed = 0;
         for warning in &plan.warnings {
@@ -268,6 +297,126 @@ async fn prefetch_one(
             Ok(false)
         }
     }
+}
+
+/// Where this prefetch reads the cluster, or writes it.
+enum ClusterFrom {
+    Cluster,
+    /// `--publish`: read ECS, write the plan, pull nothing.
+    Publish(S3Location),
+    /// `--plan`, with `--plan-max-age`.
+    Plan(S3Location, std::time::Duration),
+}
+
+impl ClusterFrom {
+    fn from_args(args: &PrefetchArgs) -> anyhow::Result<ClusterFrom> {
+        let location = |flag: &str, url: &str| {
+            S3Location::parse(url).map_err(|e| UsageError(format!("{flag}: {e}")))
+        };
+        if let Some(url) = &args.publish {
+            return Ok(ClusterFrom::Publish(location("--publish", url)?));
+        }
+        if let Some(url) = &args.plan {
+            let max_age = match args.plan_max_age.parse::<pullauth_config::GoDuration>() {
+                Ok(pullauth_config::GoDuration(nanos)) if nanos > 0 => {
+                    std::time::Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+                }
+                _ => {
+                    return Err(UsageError(format!(
+                        "--plan-max-age {:?} is not a positive duration such as 15m",
+                        args.plan_max_age
+                    ))
+                    .into());
+                }
+            };
+            return Ok(ClusterFrom::Plan(location("--plan", url)?, max_age));
+        }
+        Ok(ClusterFrom::Cluster)
+    }
+}
+
+/// The `--publish` line (`--json`: one object).
+#[derive(Serialize)]
+struct PublishLine<'a> {
+    cluster: &'a str,
+    plan: String,
+    /// `written`, `confirmed`, `unchanged`, `newer-plan-kept`.
+    outcome: &'static str,
+    etag: Option<&'a str>,
+    services: usize,
+    task_definitions: usize,
+    problems: usize,
+}
+
+/// `prefetch --publish`: reads the whole cluster once and writes it as the
+/// cluster plan (when it changed); problems reading part of it are
+/// reported, published with the plan, and make the exit 1.
+async fn publish(
+    args: &PrefetchArgs,
+    aws: &pullauth_aws::Aws,
+    cluster: &str,
+    location: &S3Location,
+    host: &pullauth_ecs::Host,
+) -> anyhow::Result<ExitCode> {
+    let read_at = std::time::SystemTime::now();
+    let view = match prefetch::read(aws, cluster, &Filters::default()).await {
+        Ok(view) => view,
+        Err(e) if e.class() == ErrorClass::NotFound => {
+            return Err(UsageError(e.to_string()).into());
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("cluster {cluster}"))),
+    };
+    for warning in &view.warnings {
+        tracing::warn!("{warning}");
+    }
+    for problem in &view.problems {
+        let problem = Problem {
+            services: problem.services.clone(),
+            task_definition: problem.task_definition.clone(),
+            image: None,
+            error: problem.error.clone(),
+        };
+        report_problem(args, &problem)?;
+    }
+    let publisher = shared_plan::publisher_name(host);
+    let published = shared_plan::publish(
+        aws,
+        location,
+        &view,
+        read_at,
+        &publisher,
+        std::time::SystemTime::now(),
+    )
+    .await
+    .with_context(|| format!("publishing the plan of cluster {cluster} to {location}"))?;
+    let etag = match &published {
+        Published::Written { etag } | Published::Confirmed { etag } => Some(etag.as_str()),
+        Published::Unchanged | Published::Newer { .. } => None,
+    };
+    let line = PublishLine {
+        cluster,
+        plan: location.to_string(),
+        outcome: published.outcome(),
+        etag,
+        services: view.services.len(),
+        task_definitions: view.task_definitions.len(),
+        problems: view.problems.len(),
+    };
+    if args.json {
+        say(&serde_json::to_string(&line)?)?;
+    } else if !args.quiet {
+        let detail = match &published {
+            Published::Newer { read_at, publisher } => {
+                format!(" (a plan read at {read_at} by {publisher} is there; left alone)")
+            }
+            _ => String::new(),
+        };
+        say(format!(
+            "{location}: {}{detail}: {} services, {} task definitions, {} problems",
+            line.outcome, line.services, line.task_definitions, line.problems
+        ))?;
+    }
+    Ok(exit_code(view.problems.len()))
 }
 
 fn exit_code(failed: usize) -> ExitCode {

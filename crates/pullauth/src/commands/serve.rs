@@ -4,12 +4,14 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
-use pullauth_agent::follow::{FollowConfig, Follower, PollPolicy};
+use pullauth_agent::follow::{FollowConfig, FollowSource, Follower, PollPolicy};
 use pullauth_agent::prefetch::Filters;
 use pullauth_agent::watch::{self, Fingerprinter, Reload, Reloader, Trigger};
 use pullauth_agent::{Agent, Identity, Settings, control_socket, server};
+use pullauth_aws::S3Location;
 use pullauth_config::{CONFIG_FILE_PATH, Config, DATA_DIR, EnvFile, ExposeSecret, Setting};
 use pullauth_docker::{Engine, PullOptions, RetryPolicy};
 use pullauth_resolve::RegistryTable;
@@ -35,24 +37,78 @@ pub fn control_socket_path(flag: Option<&PathBuf>, data_dir: Option<&Setting<Pat
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL_SOCKET))
 }
 
+/// What `serve`'s flags say about following (fixed for the process; a
+/// reload re-reads the rest from the configuration).
+#[derive(Debug, Clone, PartialEq)]
+struct FollowFlags {
+    /// `--follow-cluster` or `--follow-plan`.
+    on: bool,
+    source: FollowSource,
+    /// `--plan-interval`, with `--follow-plan`.
+    plan_interval: Option<Duration>,
+}
+
+impl FollowFlags {
+    fn parse(args: &ServeArgs) -> anyhow::Result<FollowFlags> {
+        let location = |flag: &str, url: &str| {
+            S3Location::parse(url).map_err(|e| UsageError(format!("{flag}: {e}")))
+        };
+        let duration = |flag: &str, text: &str| match text.parse::<pullauth_config::GoDuration>() {
+            Ok(pullauth_config::GoDuration(nanos)) if nanos > 0 => Ok(Duration::from_nanos(
+                u64::try_from(nanos).unwrap_or(u64::MAX),
+            )),
+            _ => Err(UsageError(format!(
+                "{flag} {text:?} is not a positive duration such as 30s or 15m"
+            ))),
+        };
+        if let Some(url) = &args.follow_plan {
+            return Ok(FollowFlags {
+                on: true,
+                source: FollowSource::Plan {
+                    location: location("--follow-plan", url)?,
+                    max_age: duration("--plan-max-age", &args.plan_max_age)?,
+                    fallback: args.plan_fallback,
+                },
+                plan_interval: Some(duration("--plan-interval", &args.plan_interval)?),
+            });
+        }
+        Ok(FollowFlags {
+            on: args.follow_cluster,
+            source: FollowSource::Cluster {
+                publish: args
+                    .publish
+                    .as_deref()
+                    .map(|url| location("--publish", url))
+                    .transpose()?,
+            },
+            plan_interval: None,
+        })
+    }
+}
+
 /// What the cluster follower follows under `config`; `None` when off
-/// (neither `--follow-cluster` nor `PULLAUTH_PREFETCH=on`).
-fn follow_config(config: &Config, flag: bool) -> Option<FollowConfig> {
-    (flag || config.prefetch.value).then(|| FollowConfig {
+/// (neither `--follow-cluster`, `--follow-plan` nor `PULLAUTH_PREFETCH=on`).
+fn follow_config(config: &Config, flags: &FollowFlags) -> Option<FollowConfig> {
+    (flags.on || config.prefetch.value).then(|| FollowConfig {
         cluster: config.cluster.value.clone(),
         filters: Filters {
             services: config.prefetch_services.value.clone(),
             task_definitions: config.prefetch_task_definitions.value.clone(),
         },
-        policy: {
-            let mut policy = config
-                .prefetch_interval
-                .as_ref()
-                .map_or_else(PollPolicy::default, |i| PollPolicy::with_interval(i.value));
-            if let Some(spread) = &config.prefetch_startup_spread {
-                policy.startup_spread = spread.value;
+        // A plan follower's poll is one conditional GET: its spread is its
+        // interval. The start-up spread setting is for reading ECS.
+        policy: match flags.plan_interval {
+            Some(interval) => PollPolicy::with_interval(interval),
+            None => {
+                let mut policy = config
+                    .prefetch_interval
+                    .as_ref()
+                    .map_or_else(PollPolicy::default, |i| PollPolicy::with_interval(i.value));
+                if let Some(spread) = &config.prefetch_startup_spread {
+                    policy.startup_spread = spread.value;
+                }
+                policy
             }
-            policy
         },
         remove_after: config
             .prefetch_remove
@@ -64,6 +120,7 @@ fn follow_config(config: &Config, flag: bool) -> Option<FollowConfig> {
         },
         ecs_agent_uri: Some(config.ecs_agent_uri.value.clone()),
         ecs_agent: Some(config.ecs_agent.clone()),
+        source: flags.source.clone(),
     })
 }
 
@@ -119,7 +176,7 @@ fn reload(
     agent: &Agent,
     args: &ConfigArgs,
     started: &Config,
-    follow: (&Follower, bool),
+    follow: (&Follower, &FollowFlags),
     trigger: Trigger,
 ) {
     if !reloadable(args) {
@@ -195,7 +252,7 @@ struct ServeConfig {
     started: Config,
     follower: Follower,
     /// `--follow-cluster`.
-    follow_flag: bool,
+    follow_flags: FollowFlags,
 }
 
 impl Reload for ServeConfig {
@@ -208,7 +265,7 @@ impl Reload for ServeConfig {
             &self.agent,
             &self.args,
             &self.started,
-            (&self.follower, self.follow_flag),
+            (&self.follower, &self.follow_flags),
             trigger,
         );
     }
@@ -250,6 +307,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let (config, table) = load(&args.config)?;
     let aws_options = super::aws_options(config.ecr.value, config.aws_timeout.value)?;
     let client_header_timeout = client_header_timeout(&args.client_header_timeout)?;
+    let follow_flags = FollowFlags::parse(args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -261,6 +319,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         aws_options,
         (fingerprinter, loaded),
         client_header_timeout,
+        follow_flags,
     ))
 }
 
@@ -285,6 +344,7 @@ async fn serve(
     mut aws_options: pullauth_aws::AwsOptions,
     (fingerprinter, loaded): (Fingerprinter, watch::Fingerprint),
     client_header_timeout: std::time::Duration,
+    follow_flags: FollowFlags,
 ) -> anyhow::Result<ExitCode> {
     // The connection caps are fitted to this limit; the usual soft 1,024 is too low.
     match server::raise_fd_limit() {
@@ -364,11 +424,7 @@ async fn serve(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
         ^ u64::from(std::process::id());
-    let follower = Follower::start(
-        agent.clone(),
-        follow_config(&config, args.follow_cluster),
-        seed,
-    );
+    let follower = Follower::start(agent.clone(), follow_config(&config, &follow_flags), seed);
     tracing::info!(
         listen = %args.listen,
         control_socket = %socket.display(),
@@ -388,7 +444,7 @@ async fn serve(
             },
             started: config.clone(),
             follower,
-            follow_flag: args.follow_cluster,
+            follow_flags,
         },
         fingerprinter,
         loaded,
@@ -470,7 +526,12 @@ mod tests {
     #[test]
     fn the_start_up_spread_is_one_interval_unless_set() {
         let policy = |vars: &[(&str, &str)]| {
-            follow_config(&config_of(vars), true)
+            let flags = FollowFlags {
+                on: true,
+                source: FollowSource::Cluster { publish: None },
+                plan_interval: None,
+            };
+            follow_config(&config_of(vars), &flags)
                 .expect("following")
                 .policy
         };
