@@ -562,6 +562,10 @@ pub struct Pins {
     /// Set once per cause for the life of this client (a denied or
     /// unsupported call): the caller logs it; later polls stay quiet.
     pub warning: Option<String>,
+    /// The throttle that kept the revisions from being read: the caller's
+    /// read is throttled (it backs off, and the next one reads them; what
+    /// was read is cached), not a read without digests.
+    pub throttled: Option<AwsError>,
 }
 
 /// How long the revision calls rest after a failure that is not a
@@ -631,7 +635,7 @@ impl Aws {
             {
                 return Pins {
                     revisions: revisions.clone(),
-                    warning: None,
+                    ..Pins::default()
                 };
             }
         }
@@ -642,7 +646,7 @@ impl Aws {
                 .insert(known, (rollouts.to_owned(), revisions.clone()));
             return Pins {
                 revisions,
-                warning: None,
+                ..Pins::default()
             };
         }
         {
@@ -671,7 +675,14 @@ impl Aws {
                     .insert(known, (rollouts.to_owned(), revisions.clone()));
                 Pins {
                     revisions,
-                    warning: None,
+                    ..Pins::default()
+                }
+            }
+            Err(error) if error.class() == ErrorClass::Throttled => {
+                self.inner.counters.failure(error.class());
+                Pins {
+                    throttled: Some(error),
+                    ..Pins::default()
                 }
             }
             Err(error) => {
@@ -681,16 +692,14 @@ impl Aws {
                     error
                 );
                 let mut state = cache.lock();
-                if error.class() != ErrorClass::Throttled {
-                    state.resting =
-                        Some((tokio::time::Instant::now() + REVISIONS_REST, cause.clone()));
-                }
+                state.resting = Some((tokio::time::Instant::now() + REVISIONS_REST, cause.clone()));
                 // One warning per kind of failure, not per service or poll.
                 let kind = format!("{:?}", error.class());
                 let warning = state.warned.insert(kind).then_some(cause);
                 Pins {
                     revisions: Vec::new(),
                     warning,
+                    throttled: None,
                 }
             }
         }

@@ -590,3 +590,85 @@ async fn a_throttled_describe_fails_the_read_and_the_next_resumes() {
     assert_eq!(described.len(), 4, "{described:?}");
     assert!(described[3].ends_with("/b:1"), "{described:?}");
 }
+
+/// Issue 24: a throttled read of a service's revisions (the digests ECS
+/// pinned) is a throttled read, as a throttled describe is: the poll backs
+/// off instead of planning the images by tag, and the next read resumes
+/// (the task definition stays cached) and pins the digest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_revision_read_fails_the_read_and_the_next_pins_the_digest() {
+    let td = "arn:aws:ecs:eu-west-1:123456789012:task-definition/web:1";
+    let digest = "sha256:3333333333333333333333333333333333333333333333333333333333333333";
+    let calls = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = Arc::clone(&calls);
+    let throttled_once = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let url = serve_json(move |headers, _body| {
+        let op = target(headers);
+        seen.lock().expect("calls").push(op.clone());
+        match op.as_str() {
+            "ListServices" => (200, format!(r#"{{"serviceArns":["{SERVICE_ARN}"]}}"#)),
+            "DescribeServices" => (
+                200,
+                serde_json::json!({"services": [{"serviceName": "web", "status": "ACTIVE",
+                    "taskDefinition": td,
+                    "deployments": [{"id": "ecs-svc/1", "status": "PRIMARY", "taskDefinition": td}]}]})
+                .to_string(),
+            ),
+            "DescribeTaskDefinition" => (200, web_task_definition(td)),
+            "ListServiceDeployments"
+                if !throttled_once.swap(true, std::sync::atomic::Ordering::SeqCst) =>
+            {
+                (
+                    400,
+                    r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#.to_owned(),
+                )
+            }
+            "ListServiceDeployments" => (
+                200,
+                serde_json::json!({"serviceDeployments": [{"status": "SUCCESSFUL",
+                    "targetServiceRevisionArn": "rev-1"}]})
+                .to_string(),
+            ),
+            "DescribeServiceRevisions" => (
+                200,
+                serde_json::json!({"serviceRevisions": [{"serviceRevisionArn": "rev-1",
+                    "taskDefinition": td, "containerImages": [{"containerName": "app",
+                    "image": "registry.example.com/web:1", "imageDigest": digest}]}]})
+                .to_string(),
+            ),
+            other => (
+                400,
+                format!(r#"{{"__type":"InvalidParameterException","message":"{other}"}}"#),
+            ),
+        }
+    })
+    .await;
+    let aws = aws_at(&url).await;
+    let host = Host::from_engine("x86_64", "linux");
+    let first = tokio::time::timeout(
+        TEST_BOUND,
+        prefetch::plan(&aws, CLUSTER, &Filters::default(), &host),
+    )
+    .await
+    .expect("within the bound");
+    let error = first.expect_err("a throttled read is no plan");
+    assert_eq!(error.class(), ErrorClass::Throttled, "{error}");
+    assert!(
+        error.to_string().contains("ecs:ListServiceDeployments"),
+        "{error}"
+    );
+
+    let plan = tokio::time::timeout(
+        TEST_BOUND,
+        prefetch::plan(&aws, CLUSTER, &Filters::default(), &host),
+    )
+    .await
+    .expect("within the bound")
+    .expect("the resumed read");
+    assert!(plan.warnings.is_empty(), "{plan:?}");
+    assert_eq!(plan.wanted[0].digest.as_deref(), Some(digest), "{plan:?}");
+    let calls = calls.lock().expect("calls");
+    let count = |op: &str| calls.iter().filter(|c| *c == op).count();
+    assert_eq!(count("DescribeTaskDefinition"), 1, "{calls:?}");
+    assert_eq!(count("ListServiceDeployments"), 2, "{calls:?}");
+}
