@@ -493,3 +493,34 @@ fn limiter_clamps_nonsense() {
     assert!(l.rate() > 0.0);
     assert_eq!(l.acquire(Duration::ZERO), Duration::ZERO);
 }
+
+/// Issue 24: a throttled poll's backoff follows the interval (a quarter to
+/// half an interval first, then half to a whole one), so a throttled fleet
+/// never retries far faster than it polls when healthy, whatever its size.
+#[rstest]
+#[case::one_minute(60)]
+#[case::five_minutes(300)]
+#[case::default_fifty_minutes(3_000)]
+fn throttled_polls_back_off_in_fractions_of_the_interval(#[case] interval: u64) {
+    let policy = PollPolicy::with_interval(secs(interval));
+    assert_eq!(policy.validate(), Ok(()));
+    for seed in 0..200 {
+        let mut s = Schedule::new(policy.clone(), seed);
+        let first = s.next_delay(PollOutcome::Throttled);
+        assert!(
+            first >= secs(interval) / 4 && first <= secs(interval) / 2,
+            "seed {seed}: {first:?}"
+        );
+        for _ in 0..10 {
+            let later = s.next_delay(PollOutcome::Throttled);
+            assert!(
+                later >= secs(interval) / 2 && later <= secs(interval),
+                "seed {seed}: {later:?}"
+            );
+        }
+    }
+    assert_eq!(
+        PollPolicy::default(),
+        PollPolicy::with_interval(DEFAULT_INTERVAL)
+    );
+}
