@@ -1,29 +1,37 @@
 //! Fleet simulation: N container instances, each running the shipped
-//! follower (`Agent` + `Follower`, the real poll loop, prefetch plan, ECS
-//! caches and client-side pacing), against one account's ECS API modelled
-//! as token buckets, in simulated time.
+//! follower (`Agent` + `Follower`, the real poll loop, prefetch read and
+//! plan, ECS caches and client-side pacing), against one account's ECS API
+//! modelled as token buckets, in simulated time.
 //!
-//! `cargo bench -p pullauth-agent --bench fleet [-- --full] [-- --sizes 10,100]`
+//! `cargo bench -p pullauth-agent --bench fleet [-- --full] [-- --sizes 10,100] [-- --spread-one-interval]`
+//!
+//! The default run is 10 and 100 instances of each mode (well under a
+//! minute); `--full` adds 1,000, 10,000 and 100,000 (a row that would not
+//! fit in this machine's memory, estimated from the previous row, is said
+//! and not run) and the follow-cluster rows with the start-up spread left at
+//! one interval. Each row runs in a child process (`--row MODE POLICY N`),
+//! so that its peak memory is its own.
 //!
 //! Deterministic: a current-thread Tokio runtime with the clock paused
 //! (it jumps to the next timer whenever every task waits), and every random
-//! draw seeded, so two runs print the same table. A measurement, not a
-//! test: nothing is asserted.
+//! draw seeded, so two runs print the same table (but the run time and
+//! memory columns). A measurement, not a test: nothing is asserted.
 //!
-//! What runs is the agent's own code down to two seams: the ECS calls
-//! (`pullauth_aws::EcsApi`, faked here by [`Account`]) and the engine
+//! What runs is the agent's own code down to three seams: the ECS calls
+//! (`pullauth_aws::EcsApi`, faked by [`Account`]), the plan's S3 object
+//! (`shared_plan::PlanStore`, faked by [`PlanBucket`]) and the engine
 //! (`pullauth_agent::Puller`, faked by [`SimEngine`]). Above them every
 //! instance has its own `Aws` (caches, pacer, single-attempt calls), its own
 //! `Agent` (in-memory store, single flight, pull queue) and its own
-//! `Follower` (schedule, plan, pulls), with the policy
-//! `PollPolicy::for_fleet(N, 20)` recommends.
+//! `Follower` (schedule, plan, pulls).
 //!
 //! The model (every number is a named constant below):
 //! - one account, four ECS buckets (service reads, task-definition reads,
 //!   revision reads, container-instance reads), their sizes from
 //!   pullauth-poll's `ASSUMED_*` constants; a call takes a token when it
 //!   arrives, or is answered `ThrottlingException`; every answer takes
-//!   [`CALL_LATENCY`];
+//!   [`CALL_LATENCY`]; the plan's S3 prefix serves [`S3_GETS_PER_SEC`]
+//!   (then `SlowDown`);
 //! - a cluster of [`SERVICES`] services, each running one task definition
 //!   (one container, one image) through one deployment whose service
 //!   revision pins the image's digest;
@@ -35,8 +43,14 @@
 //!   is warm for one when its engine has pulled the new image (by the
 //!   digest ECS pinned, as the agent pulls it), a pull taking [`PULL_TIME`].
 //!
-//! Modes: `follow-cluster` (every instance reads ECS). A mode is one
-//! [`Mode`] variant: how an instance is started and which policy it gets.
+//! Modes ([`Mode`]: how an instance is started and which policy it gets):
+//! - `follow-cluster`: every instance reads ECS (`serve --follow-cluster`),
+//!   with `PollPolicy::for_fleet(N, 20)`; simulated for [`HORIZON`], or
+//!   until [`AFTER_SPREAD`] after the start-up spread when that is longer;
+//! - `follow-plan`: instance 0 reads ECS every 30 s and publishes the plan
+//!   (`serve --follow-cluster --publish`), every other instance follows it
+//!   with a conditional GET every 30 s (`serve --follow-plan`, its
+//!   defaults); simulated for [`PLAN_HORIZON`].
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -45,12 +59,14 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use pullauth_agent::credentials::Provider;
+use pullauth_agent::follow::FollowSource;
 use pullauth_agent::follow::{self, FollowConfig, Follower, PollPolicy};
 use pullauth_agent::prefetch::Filters;
+use pullauth_agent::shared_plan::{self, Condition, Fetched, PlanStore, Stored};
 use pullauth_agent::{Agent, Identity, Puller, Settings};
 use pullauth_aws::{
     Aws, AwsError, AwsOptions, Call, DescribedService, DescribedServices, EcsApi, EcsFuture,
-    ServiceDeployment, ServicesPage,
+    S3Location, ServiceDeployment, ServicesPage,
 };
 use pullauth_config::PullBehavior;
 use pullauth_docker::{
@@ -92,8 +108,25 @@ const PULLS_AT_ONCE: usize = 4;
 /// Window of the peak call rate, in seconds.
 const WINDOW: usize = 60;
 /// The fleet sizes of the default run and of `--full`.
-const SIZES: &[usize] = &[10, 100, 1_000];
+const SIZES: &[usize] = &[10, 100];
 const FULL_SIZES: &[usize] = &[10, 100, 1_000, 10_000, 100_000];
+/// S3's request rate per partitioned prefix, from its documentation ("at
+/// least 3,500 PUT/COPY/POST/DELETE or 5,500 GET/HEAD requests per second
+/// per partitioned prefix"); above it S3 answers `503 SlowDown`.
+const S3_GETS_PER_SEC: f64 = 5_500.0;
+/// S3 Standard's list price per 1,000 GET requests (us-east-1); a `304`
+/// is a GET.
+const S3_GET_PRICE_PER_1000: f64 = 0.0004;
+/// Seconds in the month the cost column prices (30 days).
+const MONTH_S: f64 = 30.0 * 86_400.0;
+/// follow-plan: simulated time, and the deployments' window (a plan
+/// follower polls every 30 s, so hours would cost hours of CPU; what it
+/// measures settles within minutes of each deployment).
+const PLAN_HORIZON: Duration = Duration::from_secs(30 * 60);
+const PLAN_DEPLOY_FROM: f64 = 180.0;
+const PLAN_DEPLOY_TO: f64 = 1_500.0;
+/// Where the publisher writes the plan.
+const PLAN_URL: &str = "s3://fleet-plans/plans/prod.json";
 const CLUSTER: &str = "prod";
 const ACCOUNT: &str = "123456789012";
 const REGISTRY: &str = "registry.example.com";
@@ -438,6 +471,116 @@ impl EcsApi for Account {
     }
 }
 
+// --- The plan's bucket ---------------------------------------------------------
+
+/// The S3 object of the cluster plan, with S3's conditional semantics
+/// (`If-None-Match` on GET; `If-Match` / `If-None-Match: *` on PUT), its
+/// per-prefix GET rate, and every request counted.
+#[derive(Debug)]
+struct PlanBucket {
+    epoch: Instant,
+    state: Mutex<PlanObject>,
+}
+
+#[derive(Debug)]
+struct PlanObject {
+    /// (ETag, body) of the current version.
+    current: Option<(String, Vec<u8>)>,
+    versions: u64,
+    gets: TokenBucket,
+    get_requests: u64,
+    get_throttled: u64,
+    puts: u64,
+}
+
+impl PlanBucket {
+    fn new(epoch: Instant) -> PlanBucket {
+        PlanBucket {
+            epoch,
+            state: Mutex::new(PlanObject {
+                current: None,
+                versions: 0,
+                gets: TokenBucket::new((S3_GETS_PER_SEC, S3_GETS_PER_SEC)),
+                get_requests: 0,
+                get_throttled: 0,
+                puts: 0,
+            }),
+        }
+    }
+}
+
+impl PlanStore for PlanBucket {
+    fn get<'a>(
+        &'a self,
+        _location: &'a S3Location,
+        etag: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Fetched, AwsError>> {
+        async move {
+            let now = self.epoch.elapsed().as_secs_f64();
+            let answer = {
+                let mut state = self.state.lock().expect("plan");
+                state.get_requests += 1;
+                if state.gets.take(now) {
+                    Some(match &state.current {
+                        None => Fetched::Missing,
+                        Some((current, _)) if Some(current.as_str()) == etag => {
+                            Fetched::NotModified
+                        }
+                        Some((current, body)) => Fetched::Object {
+                            etag: current.clone(),
+                            body: body.clone(),
+                        },
+                    })
+                } else {
+                    state.get_throttled += 1;
+                    None
+                }
+            };
+            tokio::time::sleep(CALL_LATENCY).await;
+            answer.ok_or_else(|| AwsError::Throttled {
+                call: Call {
+                    operation: "s3:GetObject",
+                    target: PLAN_URL.to_owned(),
+                    principal: "the default credential chain".to_owned(),
+                },
+                code: "SlowDown".to_owned(),
+                message: "Please reduce your request rate.".to_owned(),
+            })
+        }
+        .boxed()
+    }
+
+    fn put<'a>(
+        &'a self,
+        _location: &'a S3Location,
+        body: Vec<u8>,
+        condition: Condition,
+    ) -> BoxFuture<'a, Result<Stored, AwsError>> {
+        async move {
+            let stored = {
+                let mut state = self.state.lock().expect("plan");
+                state.puts += 1;
+                let allowed = match (&condition, &state.current) {
+                    (Condition::IfAbsent, None) => true,
+                    (Condition::IfMatch(etag), Some((current, _))) => etag == current,
+                    _ => false,
+                };
+                if allowed {
+                    state.versions += 1;
+                    let etag = format!("\"{:032x}\"", state.versions);
+                    state.current = Some((etag.clone(), body));
+                    Stored::Written { etag }
+                } else {
+                    Stored::Conflict
+                }
+            };
+            tokio::time::sleep(CALL_LATENCY).await;
+            Ok(stored)
+        }
+        .boxed()
+    }
+}
+
 // --- When each image became warm on each instance ---------------------------
 
 /// Which image each target is, and when each instance's engine pulled it.
@@ -619,46 +762,85 @@ impl Puller for SimEngine {
 enum Mode {
     /// Every instance reads ECS itself (`serve --follow-cluster`).
     FollowCluster,
+    /// Instance 0 reads ECS and publishes the plan (`serve --follow-cluster
+    /// --publish`); every other instance follows the plan with conditional
+    /// GETs (`serve --follow-plan`, its default `--plan-interval`).
+    FollowPlan,
 }
 
 impl Mode {
-    const ALL: [Mode; 1] = [Mode::FollowCluster];
+    const ALL: [Mode; 2] = [Mode::FollowCluster, Mode::FollowPlan];
 
     fn name(self) -> &'static str {
         match self {
             Mode::FollowCluster => "follow-cluster",
+            Mode::FollowPlan => "follow-plan",
         }
     }
 
-    /// The policy the agent recommends for `instances` instances.
+    /// The policy the agent recommends for `instances` instances (for
+    /// follow-plan: the followers', `serve --follow-plan`'s default).
     fn policy(self, instances: usize) -> PollPolicy {
         match self {
             Mode::FollowCluster => PollPolicy::for_fleet(instances as u32, SERVICES as u32),
+            Mode::FollowPlan => PollPolicy::with_interval(shared_plan::DEFAULT_PLAN_INTERVAL),
+        }
+    }
+
+    /// The simulated time and the window of the deployments.
+    fn scenario(self, policy: &PollPolicy) -> (Duration, f64, f64) {
+        match self {
+            Mode::FollowCluster => (
+                HORIZON.max(policy.startup_spread + AFTER_SPREAD),
+                DEPLOY_FROM,
+                DEPLOY_TO,
+            ),
+            Mode::FollowPlan => (PLAN_HORIZON, PLAN_DEPLOY_FROM, PLAN_DEPLOY_TO),
         }
     }
 
     /// Starts instance `index` of the fleet: its agent and follower.
     fn start(self, world: &World, index: usize) -> (Agent, Follower) {
-        match self {
-            Mode::FollowCluster => {
-                let aws = Aws::with_ecs_api(
-                    world.account.clone(),
-                    AwsOptions {
-                        ecr: false,
-                        pace_ecs: true,
-                        ..AwsOptions::default()
-                    },
-                );
-                let agent = world.agent(index, aws);
-                let follower = Follower::start_with(
-                    agent.clone(),
-                    Arc::new(follow::Ecs),
-                    Some(world.follow_config()),
-                    splitmix(world.seed ^ splitmix(index as u64 + 1)),
-                );
-                (agent, follower)
-            }
-        }
+        let aws = Aws::with_ecs_api(
+            world.account.clone(),
+            AwsOptions {
+                ecr: false,
+                pace_ecs: true,
+                ..AwsOptions::default()
+            },
+        );
+        let agent = world.agent(index, aws);
+        let location = S3Location::parse(PLAN_URL).expect("a valid location");
+        let (source, policy) = match self {
+            Mode::FollowCluster => (
+                FollowSource::Cluster { publish: None },
+                world.policy.clone(),
+            ),
+            // The publisher: one instance reading ECS as often as the
+            // followers read the plan (PULLAUTH_PREFETCH_INTERVAL=30s on
+            // it): 3 calls every 30 s, whatever the fleet.
+            Mode::FollowPlan if index == 0 => (
+                FollowSource::Cluster {
+                    publish: Some(location),
+                },
+                PollPolicy::with_interval(shared_plan::DEFAULT_PLAN_INTERVAL),
+            ),
+            Mode::FollowPlan => (
+                FollowSource::Plan {
+                    location,
+                    max_age: shared_plan::DEFAULT_MAX_AGE,
+                    fallback: false,
+                },
+                world.policy.clone(),
+            ),
+        };
+        let follower = Follower::start_with(
+            agent.clone(),
+            Arc::new(follow::Ecs::with_plan_store(world.plans.clone())),
+            Some(world.follow_config(policy, source)),
+            splitmix(world.seed ^ splitmix(index as u64 + 1)),
+        );
+        (agent, follower)
     }
 }
 
@@ -704,16 +886,13 @@ impl Variant {
     }
 }
 
-/// How long a run with `policy` lasts.
-fn horizon(policy: &PollPolicy) -> Duration {
-    HORIZON.max(policy.startup_spread + AFTER_SPREAD)
-}
-
 /// What every instance of one run shares.
 struct World {
     seed: u64,
+    /// The policy of the row (for follow-plan: the followers').
     policy: PollPolicy,
     account: Arc<Account>,
+    plans: Arc<PlanBucket>,
     log: Arc<WarmLog>,
 }
 
@@ -747,11 +926,12 @@ impl World {
         .expect("an empty store")
     }
 
-    fn follow_config(&self) -> FollowConfig {
+    fn follow_config(&self, policy: PollPolicy, source: FollowSource) -> FollowConfig {
         FollowConfig {
             cluster: CLUSTER.to_owned(),
             filters: Filters::default(),
-            policy: self.policy.clone(),
+            policy,
+            source,
             remove_after: None,
             disk_budget: None,
             ecs_agent_uri: None,
@@ -776,6 +956,10 @@ struct Row {
     peak_per_s: f64,
     calls: [u64; 4],
     throttled: [u64; 4],
+    /// S3 GETs of the plan (a `304` is one), and how many were throttled.
+    s3_gets: u64,
+    s3_gets_throttled: u64,
+    s3_puts: u64,
     /// Seconds until every instance had every image of t = 0.
     cold_all_warm: Option<f64>,
     /// Per deployment: seconds until it was warm on every instance.
@@ -790,13 +974,24 @@ struct Row {
 }
 
 impl Row {
+    /// Throttled requests (ECS, and the plan's S3 GETs) of every request.
     fn throttled_pct(&self) -> f64 {
-        let calls: u64 = self.calls.iter().sum();
-        if calls == 0 {
+        let requests = self.calls.iter().sum::<u64>() + self.s3_gets;
+        let throttled = self.throttled.iter().sum::<u64>() + self.s3_gets_throttled;
+        if requests == 0 {
             0.0
         } else {
-            100.0 * self.throttled.iter().sum::<u64>() as f64 / calls as f64
+            100.0 * throttled as f64 / requests as f64
         }
+    }
+
+    fn s3_gets_per_s(&self) -> f64 {
+        self.s3_gets as f64 / self.horizon_s
+    }
+
+    /// The GETs' list price for a month at this rate.
+    fn s3_cost_per_month(&self) -> f64 {
+        self.s3_gets_per_s() * MONTH_S * S3_GET_PRICE_PER_1000 / 1000.0
     }
 }
 
@@ -838,20 +1033,21 @@ fn simulate(mode: Mode, variant: Variant, instances: usize, seed: u64) -> Row {
     let wall = std::time::Instant::now();
     let before = status_bytes("VmRSS:");
     let policy = variant.policy(mode, instances);
-    let horizon = horizon(&policy);
+    let (horizon, deploy_from, deploy_to) = mode.scenario(&policy);
     let mut row = runtime.block_on(async {
         let epoch = Instant::now();
         let world = World {
             seed,
             policy: policy.clone(),
             account: Arc::new(Account::new(epoch, horizon)),
+            plans: Arc::new(PlanBucket::new(epoch)),
             log: Arc::new(WarmLog::new(epoch, instances)),
         };
         let mut rng = fastrand::Rng::with_seed(splitmix(seed));
         let mut deployments: Vec<(f64, usize)> = (0..DEPLOYMENTS)
             .map(|d| {
                 (
-                    DEPLOY_FROM + rng.f64() * (DEPLOY_TO - DEPLOY_FROM),
+                    deploy_from + rng.f64() * (deploy_to - deploy_from),
                     d % SERVICES,
                 )
             })
@@ -878,6 +1074,7 @@ fn simulate(mode: Mode, variant: Variant, instances: usize, seed: u64) -> Row {
         tokio::time::sleep_until(epoch + horizon).await;
         deployer.abort();
         let traffic = world.account.traffic.lock().expect("traffic");
+        let plans = world.plans.state.lock().expect("plan");
         let warm = world.log.warm.lock().expect("warm");
         let finite = |x: f64| (!x.is_nan()).then_some(x);
         let latest = |target: &[f64]| -> Option<f64> {
@@ -904,6 +1101,9 @@ fn simulate(mode: Mode, variant: Variant, instances: usize, seed: u64) -> Row {
             peak_per_s: windows.fold(0.0, f64::max),
             calls: traffic.calls,
             throttled: traffic.throttled,
+            s3_gets: plans.get_requests,
+            s3_gets_throttled: plans.get_throttled,
+            s3_puts: plans.puts,
             cold_all_warm,
             all_warm: warm[SERVICES..].iter().map(|t| latest(t)).collect(),
             one_warm: warm[SERVICES..]
@@ -1016,14 +1216,18 @@ fn main() {
     );
     println!();
     println!(
-        "| mode | policy | instances | interval | start-up spread | simulated | ECS calls/s mean | peak (1 min) | throttled (service / task-definition / revision reads) | cold start: all warm | deployment warm on every instance p50 | p95 | one instance p50 | p95 | run time | peak memory per instance |"
+        "| mode | policy | instances | interval | start-up spread | simulated | ECS calls/s mean | peak (1 min) | S3 GETs/s (cost a month) | throttled (ECS service / task-definition / revision reads; S3) | cold start: all warm | deployment warm on every instance p50 | p95 | one instance p50 | p95 | run time | peak memory per instance |"
     );
     println!(
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     let mut rows: Vec<Row> = Vec::new();
     for mode in Mode::ALL {
         for &variant in variants {
+            // A plan follower's spread is its interval already.
+            if mode == Mode::FollowPlan && variant != Variant::Recommended {
+                continue;
+            }
             for &instances in &sizes {
                 // A row that would not fit in memory (estimated from the
                 // last row of this mode) is said, not run.
@@ -1032,7 +1236,7 @@ fn main() {
                     let available = available_bytes();
                     if needed > available {
                         println!(
-                            "| {} | {} | {instances} | not run: about {:.1} GiB needed ({:.0} KiB per instance measured at {} instances), {:.1} GiB available | | | | | | | | | | | | |",
+                            "| {} | {} | {instances} | not run: about {:.1} GiB needed ({:.0} KiB per instance measured at {} instances), {:.1} GiB available | | | | | | | | | | | | | |",
                             mode.name(),
                             variant.name(),
                             needed / f64::from(1u32 << 30),
@@ -1045,7 +1249,7 @@ fn main() {
                 }
                 let row = run_row(mode, variant, instances);
                 println!(
-                    "| {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} % ({} / {} / {}) | {} | {} | {} | {} | {} | {:.1} s | {:.0} KiB |",
+                    "| {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {} | {:.2} % ({} / {} / {}; {}) | {} | {} | {} | {} | {} | {:.1} s | {:.0} KiB |",
                     row.mode,
                     row.variant,
                     row.instances,
@@ -1054,10 +1258,20 @@ fn main() {
                     fmt_seconds(row.horizon_s),
                     row.calls_per_s,
                     row.peak_per_s,
+                    if row.s3_gets == 0 {
+                        "-".to_owned()
+                    } else {
+                        format!(
+                            "{:.1} (${:.2})",
+                            row.s3_gets_per_s(),
+                            row.s3_cost_per_month()
+                        )
+                    },
                     row.throttled_pct(),
                     row.throttled[0],
                     row.throttled[1],
                     row.throttled[2],
+                    row.s3_gets_throttled,
                     fmt_time(row.cold_all_warm),
                     fmt_time(percentile(&row.all_warm, 0.5)),
                     fmt_time(percentile(&row.all_warm, 0.95)),
