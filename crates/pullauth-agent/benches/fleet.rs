@@ -960,7 +960,8 @@ struct Row {
     s3_gets: u64,
     s3_gets_throttled: u64,
     s3_puts: u64,
-    /// Seconds until every instance had every image of t = 0.
+    /// Seconds until every instance had every image of t = 0 (of the
+    /// services no deployment changed).
     cold_all_warm: Option<f64>,
     /// Per deployment: seconds until it was warm on every instance.
     all_warm: Vec<Option<f64>>,
@@ -1053,6 +1054,7 @@ fn simulate(mode: Mode, variant: Variant, instances: usize, seed: u64) -> Row {
             })
             .collect();
         deployments.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let deployed: HashSet<usize> = deployments.iter().map(|&(_, service)| service).collect();
         let fleet: Vec<(Agent, Follower)> = (0..instances)
             .map(|index| mode.start(&world, index))
             .collect();
@@ -1082,9 +1084,14 @@ fn simulate(mode: Mode, variant: Variant, instances: usize, seed: u64) -> Row {
                 .iter()
                 .try_fold(0.0f64, |worst, &x| finite(x).map(|x| worst.max(x)))
         };
+        // The images of t = 0 of the services no deployment changed: an
+        // instance whose first poll comes after a deployment never pulls
+        // the image it replaced.
         let cold_all_warm = warm[..SERVICES]
             .iter()
-            .map(|t| latest(t))
+            .enumerate()
+            .filter(|(service, _)| !deployed.contains(service))
+            .map(|(_, t)| latest(t))
             .try_fold(0.0f64, |worst, x| x.map(|x| worst.max(x)));
         let windows = traffic
             .per_second
@@ -1231,7 +1238,19 @@ fn main() {
             for &instances in &sizes {
                 // A row that would not fit in memory (estimated from the
                 // last row of this mode) is said, not run.
-                if let Some(last) = rows.iter().rev().find(|r| r.mode == mode.name()) {
+                // (From the largest fleet of the mode run so far, the
+                // largest figure of its rows: an instance that is warm
+                // holds more than one backing off.)
+                if let Some(last) = rows
+                    .iter()
+                    .filter(|r| r.mode == mode.name())
+                    .max_by(|a, b| {
+                        a.instances.cmp(&b.instances).then(
+                            a.peak_bytes_per_instance
+                                .total_cmp(&b.peak_bytes_per_instance),
+                        )
+                    })
+                {
                     let needed = last.peak_bytes_per_instance * instances as f64 * 1.25;
                     let available = available_bytes();
                     if needed > available {

@@ -17,8 +17,9 @@
 //!   healthy one).
 //! - [`CallLimiter`]: a client-side token bucket consulted before each call,
 //!   slowing down on throttles like the AWS SDK's adaptive retry mode.
-//! - [`CallPlan`]: the `ListServices`, `DescribeServices` and
-//!   `DescribeTaskDefinition` calls one poll makes.
+//! - [`CallPlan`]: the calls one poll makes (`ListServices`,
+//!   `DescribeServices`, `DescribeTaskDefinition`, and the revision reads),
+//!   warm or cold; [`cold_start_spread`] spreads a fleet that starts cold.
 //!
 //! # A poll loop
 //! ```no_run

@@ -158,11 +158,9 @@ impl Backoff {
 /// configuration, check it with [`PollPolicy::validate`], hand it to a
 /// [`Schedule`](crate::Schedule).
 ///
-/// Suggested operator-facing names (the `serve` flags and ecs.config
-/// variables are settled in the agent): `PULLAUTH_PREFETCH_INTERVAL`
-/// (`interval`), `PULLAUTH_PREFETCH_JITTER` (`jitter`),
-/// `PULLAUTH_PREFETCH_STARTUP_SPREAD` (`startup_spread`); the backoff bounds
-/// need no knob for operators.
+/// The operator sets `interval` (`PULLAUTH_PREFETCH_INTERVAL`) and
+/// `startup_spread` (`PULLAUTH_PREFETCH_STARTUP_SPREAD`); the jitter and
+/// the backoffs follow from them ([`PollPolicy::with_interval`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PollPolicy {
     /// Time between two successful polls, before jitter.
