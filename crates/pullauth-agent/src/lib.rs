@@ -14,7 +14,8 @@
 //! - [`credentials`]: the provider that turns a credential source (task
 //!   secret, key, credential helper, ECR, anonymous) into what a pull
 //!   sends, just before it; [`helper`]: running `docker-credential-<name>`.
-//! - [`data_dir_lock`]: one agent per `ECS_DATADIR`.
+//! - [`data_dir_lock`]: one agent per `ECS_DATADIR`; [`ecs_records`]:
+//!   ECS's immutable answers kept in its store across runs.
 //! - [`follow`]: serve following the cluster's services on the poll
 //!   schedule of `pullauth-poll`, pulling what they need.
 //! - [`prefetch`]: which images a cluster's ECS services need, and with
@@ -31,6 +32,7 @@ pub mod cleanup;
 pub mod control_socket;
 pub mod credentials;
 pub mod data_dir_lock;
+pub mod ecs_records;
 pub mod follow;
 pub mod helper;
 pub mod introspection;

@@ -330,12 +330,17 @@ pub async fn read(aws: &Aws, cluster: &str, filters: &Filters) -> Result<Cluster
         },
     )
     .await;
+    // A throttled read of the revisions is a throttled read, as a throttled
+    // describe is: the poll backs off and the next one reads what is left.
+    let mut throttled = None;
     for pin in pins {
         view.warnings.extend(pin.warning);
+        if let Some(error) = pin.throttled {
+            throttled.get_or_insert(error);
+        }
         view.revisions
             .extend(pin.revisions.iter().map(|r| ServiceRevision::clone(r)));
     }
-    let mut throttled = None;
     for ((reference, services), answer) in references.into_iter().zip(answers) {
         match answer {
             Ok(found) => {

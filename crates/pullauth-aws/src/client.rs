@@ -73,10 +73,16 @@ pub struct AwsOptions {
     pub ca_bundle: Option<CaBundle>,
     /// Whether ECS calls are paced by the client-side limiter (see
     /// [`Aws::ecs_call_rate`]): on for the long-running follower, whose polls a
-    /// whole fleet makes; off for a one-shot `prefetch`, which reads ECS
-    /// as fast as one caller may, throttles retried by the SDK with
-    /// back-off.
+    /// whole fleet makes, and then the ECS client makes a single attempt
+    /// per call (the poll schedule retries; a throttled call ends the
+    /// poll); off for a one-shot `prefetch`, which reads ECS as fast as one
+    /// caller may, throttles and transient errors retried by the SDK with
+    /// back-off (`max_attempts`).
     pub pace_ecs: bool,
+    /// Where described task definitions and service revisions are kept
+    /// across restarts (the agent gives `ECS_DATADIR`'s store); `None`:
+    /// in memory only.
+    pub ecs_records: Option<Arc<dyn crate::EcsRecords>>,
 }
 
 impl Default for AwsOptions {
@@ -91,6 +97,7 @@ impl Default for AwsOptions {
             clock: Arc::new(SystemClock),
             ca_bundle: None,
             pace_ecs: true,
+            ecs_records: None,
         }
     }
 }
@@ -204,6 +211,9 @@ pub(crate) struct Inner {
     pub(crate) instance_facts: tokio::sync::OnceCell<Option<crate::ecs::InstanceFacts>>,
     /// Paces every ECS call of this process (see [`crate::ecs::EcsPacer`]).
     pub(crate) ecs_pacer: crate::ecs::EcsPacer,
+    /// The raw ECS calls: the SDK's client, or what [`Aws::with_ecs_api`]
+    /// was given.
+    pub(crate) ecs: Arc<dyn crate::EcsApi>,
     pub(crate) counters: Counters,
 }
 
@@ -244,12 +254,53 @@ impl Aws {
     }
 
     /// Wraps an already loaded configuration as is (its HTTP client,
-    /// timeouts and retries are the caller's).
+    /// timeouts and retries are the caller's; the ECS client makes one
+    /// attempt per call when `options.pace_ecs`, see
+    /// [`AwsOptions::pace_ecs`]).
     pub fn from_sdk_config(config: SdkConfig, options: AwsOptions) -> Aws {
+        Aws::build(
+            config,
+            options,
+            |config, options, aws| {
+                Arc::new(crate::ecs_api::SdkEcs::new(
+                    config,
+                    options.pace_ecs,
+                    options.max_attempts,
+                    aws.clone(),
+                ))
+            },
+            tokio::sync::OnceCell::new(),
+        )
+    }
+
+    /// An `Aws` whose ECS calls go to `ecs` (a fake: the paused-time tests,
+    /// the fleet simulation), with the caches, records and pacing of
+    /// `options` above it, as the agent runs them. Nothing else is
+    /// configured: no region, no credentials, and IMDS is never read (the
+    /// instance's facts are unknown), so only the ECS reads are of use.
+    pub fn with_ecs_api(ecs: Arc<dyn crate::EcsApi>, options: AwsOptions) -> Aws {
+        let config = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .build();
+        Aws::build(
+            config,
+            options,
+            |_, _, _| ecs,
+            tokio::sync::OnceCell::new_with(Some(None)),
+        )
+    }
+
+    fn build(
+        config: SdkConfig,
+        options: AwsOptions,
+        ecs: impl FnOnce(&SdkConfig, &AwsOptions, &std::sync::Weak<Inner>) -> Arc<dyn crate::EcsApi>,
+        instance_facts: tokio::sync::OnceCell<Option<crate::ecs::InstanceFacts>>,
+    ) -> Aws {
         let clock = options.clock.clone();
         let ecs_pacer = crate::ecs::EcsPacer::new(options.pace_ecs);
         Aws {
-            inner: Arc::new(Inner {
+            inner: Arc::new_cyclic(|aws| Inner {
+                ecs: ecs(&config, &options, aws),
                 config,
                 tokens: ExpiringCache::new(
                     clock.clone(),
@@ -284,7 +335,7 @@ impl Aws {
                 options,
                 task_definitions: TaskDefinitionCache::default(),
                 revisions: crate::ecs::RevisionCache::default(),
-                instance_facts: tokio::sync::OnceCell::new(),
+                instance_facts,
                 ecs_pacer,
                 counters: Counters::default(),
             }),

@@ -83,7 +83,7 @@ pub enum AwsError {
         message: String,
     },
     /// AWS throttled the call, and the bounded retries did not get through.
-    #[error("{call}: throttled by AWS after retries ({code}: {message})")]
+    #[error("{call}: throttled by AWS ({code}: {message})")]
     Throttled {
         call: Call,
         code: String,

@@ -20,13 +20,17 @@
 //!   [`AwsError::is_precondition_failed`] (the generated S3 client).
 //! - [`Aws::ecs_services`] and [`Aws::ecs_task_definition`]: which task
 //!   definitions a cluster's services run and which images they name
-//!   (task definitions cached by ARN: they are immutable).
+//!   (task definitions cached by ARN: they are immutable), the raw calls
+//!   behind the [`EcsApi`] seam ([`Aws::with_ecs_api`] takes a fake), the
+//!   immutable answers optionally kept across restarts ([`EcsRecords`]).
 //! - [`AwsError`]: what failed, for whom, classified ([`ErrorClass`]);
 //!   never a value.
 //! - [`CaBundle`]: the CAs of `AWS_CA_BUNDLE`, added to the system's roots
 //!   for every call ([`AwsOptions::ca_bundle`]).
 //!
-//! Nothing is persisted. Secrets are [`secrecy::SecretString`]s with
+//! Nothing is persisted here but, through [`EcsRecords`] when given, ECS's
+//! immutable answers (task definitions, service revisions), which hold no
+//! secret. Secrets are [`secrecy::SecretString`]s with
 //! redacting `Debug`.
 //!
 //! # Logging
@@ -43,6 +47,7 @@ mod ca_bundle;
 pub mod cache;
 mod client;
 mod ecs;
+mod ecs_api;
 mod error;
 mod metrics;
 mod parse;
@@ -58,7 +63,12 @@ pub use client::{
     ROLE_REFRESH_AHEAD, TokenInUse, USABLE_MARGIN,
 };
 pub use ecs::{
-    EcsFailure, EcsServices, IMDS_TIMEOUT, InstanceFacts, Pins, REVISIONS_REST, names_one_revision,
+    DESCRIBE_SERVICE_REVISIONS_BATCH, EcsRecordKind, EcsRecords, EcsServices, IMDS_TIMEOUT,
+    InstanceFacts, Pins, REVISIONS_REST, SERVICE_DEPLOYMENTS_READ, names_one_revision,
+};
+pub use ecs_api::{
+    DescribedService, DescribedServices, EcsApi, EcsFailure, EcsFuture, ServiceDeployment,
+    ServicesPage,
 };
 pub use error::{AwsError, Call, ErrorClass, TimeLimits};
 pub use metrics::CountersSnapshot;

@@ -67,6 +67,10 @@ pub const PREFETCH_TASK_DEFINITIONS: &str = "PULLAUTH_PREFETCH_TASK_DEFINITIONS"
 /// How often serve polls the cluster's services (default: pullauth-poll's
 /// `DEFAULT_INTERVAL`, sized for 10,000 instances).
 pub const PREFETCH_INTERVAL: &str = "PULLAUTH_PREFETCH_INTERVAL";
+/// How long after start (or a reload) serve's first poll may come: drawn
+/// uniformly from `[0, spread]` (default: the interval). A fleet that may
+/// start cold sizes it with pullauth-poll's `cold_start_spread`.
+pub const PREFETCH_STARTUP_SPREAD: &str = "PULLAUTH_PREFETCH_STARTUP_SPREAD";
 /// Upper bound for one AWS call (ECR token, secret, role, S3 object, ECS
 /// read): every attempt, back-off and credentials lookup included.
 pub const AWS_TIMEOUT: &str = "PULLAUTH_AWS_TIMEOUT";
@@ -749,6 +753,8 @@ pub struct Config {
     pub prefetch_task_definitions: Setting<Vec<String>>,
     /// `PULLAUTH_PREFETCH_INTERVAL`; `None`: the poller's default.
     pub prefetch_interval: Option<Setting<Duration>>,
+    /// `PULLAUTH_PREFETCH_STARTUP_SPREAD`; `None`: one interval.
+    pub prefetch_startup_spread: Option<Setting<Duration>>,
     /// `PULLAUTH_AWS_TIMEOUT`: the bound of each AWS call.
     pub aws_timeout: Setting<Duration>,
     /// `PULLAUTH_ECS_AGENT_URI`: the local ECS agent's introspection API.
@@ -852,6 +858,10 @@ impl Config {
                 None => None,
                 Some(_) => Some(sources.duration(PREFETCH_INTERVAL, Duration::ZERO)?),
             },
+            prefetch_startup_spread: match sources.plain(PREFETCH_STARTUP_SPREAD) {
+                None => None,
+                Some(_) => Some(sources.duration(PREFETCH_STARTUP_SPREAD, Duration::ZERO)?),
+            },
             aws_timeout: sources.duration(AWS_TIMEOUT, DEFAULT_AWS_TIMEOUT)?,
             ecs_agent_uri: sources.plain(ECS_AGENT_URI).unwrap_or(Setting {
                 value: DEFAULT_ECS_AGENT_URI.to_owned(),
@@ -940,6 +950,17 @@ mod tests {
         );
         let e = load("PULLAUTH_PREFETCH_INTERVAL=0s\n", &[]).expect_err("zero");
         assert!(e.to_string().contains("PULLAUTH_PREFETCH_INTERVAL"), "{e}");
+        assert!(config.prefetch_startup_spread.is_none());
+        let config = load("PULLAUTH_PREFETCH_STARTUP_SPREAD=67m\n", &[]).expect("valid");
+        assert_eq!(
+            config.prefetch_startup_spread.map(|s| s.value),
+            Some(Duration::from_secs(67 * 60))
+        );
+        let e = load("PULLAUTH_PREFETCH_STARTUP_SPREAD=soon\n", &[]).expect_err("not a duration");
+        assert!(
+            e.to_string().contains("PULLAUTH_PREFETCH_STARTUP_SPREAD"),
+            "{e}"
+        );
         let e = load("PULLAUTH_PREFETCH=sometimes", &[]).expect_err("invalid");
         assert!(e.to_string().contains("PULLAUTH_PREFETCH"), "{e}");
     }

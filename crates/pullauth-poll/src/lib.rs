@@ -4,8 +4,8 @@
 //! of them reads the same account's ECS API, which throttles per account and
 //! Region with token buckets. This crate is the pure part of the poller that
 //! keeps a whole fleet inside that budget; it does no I/O and needs no
-//! runtime, so the fleet simulation (`cargo bench -p pullauth-poll --bench
-//! fleet`) drives exactly the code the agent runs.
+//! runtime. The fleet simulation (`cargo bench -p pullauth-agent --bench
+//! fleet`) runs it inside the shipped follower.
 //!
 //! - [`PollPolicy`]: interval, jitter, start-up spread and backoff bounds,
 //!   with defaults sized for 10,000 instances ([`DEFAULT_INTERVAL`] says why)
@@ -13,11 +13,13 @@
 //! - [`Schedule`]: the timer state machine. [`Schedule::first_delay`] spreads
 //!   a fleet that restarts at once; [`Schedule::next_delay`] jitters the
 //!   interval and backs off on [`PollOutcome::Throttled`] and
-//!   [`PollOutcome::Failed`].
+//!   [`PollOutcome::Failed`] (a failed poll is never followed sooner than a
+//!   healthy one).
 //! - [`CallLimiter`]: a client-side token bucket consulted before each call,
 //!   slowing down on throttles like the AWS SDK's adaptive retry mode.
-//! - [`CallPlan`]: the `ListServices`, `DescribeServices` and
-//!   `DescribeTaskDefinition` calls one poll makes.
+//! - [`CallPlan`]: the calls one poll makes (`ListServices`,
+//!   `DescribeServices`, `DescribeTaskDefinition`, and the revision reads),
+//!   warm or cold; [`cold_start_spread`] spreads a fleet that starts cold.
 //!
 //! # A poll loop
 //! ```no_run
@@ -56,9 +58,13 @@ pub use limiter::{
 };
 pub use plan::{CallPlan, DESCRIBE_SERVICES_BATCH, LIST_SERVICES_PAGE_SIZE};
 pub use policy::{
-    ASSUMED_SERVICE_READ_BUCKET, ASSUMED_SERVICE_READ_REFILL_PER_SEC, Backoff, DEFAULT_ERROR_BASE,
-    DEFAULT_ERROR_MAX, DEFAULT_INTERVAL, DEFAULT_JITTER, DEFAULT_STARTUP_SPREAD,
-    DEFAULT_THROTTLE_BASE, DEFAULT_THROTTLE_MAX, FLEET_SHARE_OF_REFILL, MIN_RECOMMENDED_INTERVAL,
-    PolicyError, PollPolicy, fleet_interval,
+    ASSUMED_CONTAINER_INSTANCE_READ_BUCKET, ASSUMED_CONTAINER_INSTANCE_READ_REFILL_PER_SEC,
+    ASSUMED_REVISION_READ_BUCKET, ASSUMED_REVISION_READ_REFILL_PER_SEC,
+    ASSUMED_SERVICE_READ_BUCKET, ASSUMED_SERVICE_READ_REFILL_PER_SEC,
+    ASSUMED_TASK_DEFINITION_READ_BUCKET, ASSUMED_TASK_DEFINITION_READ_REFILL_PER_SEC, Backoff,
+    DEFAULT_ERROR_BASE, DEFAULT_ERROR_MAX, DEFAULT_INTERVAL, DEFAULT_JITTER,
+    DEFAULT_STARTUP_SPREAD, DEFAULT_THROTTLE_BASE, DEFAULT_THROTTLE_MAX, ERROR_MAX_INTERVALS,
+    FLEET_SHARE_OF_REFILL, MIN_RECOMMENDED_INTERVAL, PolicyError, PollPolicy, cold_start_spread,
+    fleet_interval,
 };
 pub use schedule::{PollOutcome, Schedule};

@@ -21,41 +21,33 @@ pub struct CallPlan {
     pub describe_services: u32,
     /// `DescribeTaskDefinition` calls (task-definition-read bucket).
     pub describe_task_definitions: u32,
+    /// `ListServiceDeployments` and `DescribeServiceRevisions` calls
+    /// (revision-read bucket): the digests ECS pinned, read for each
+    /// service whose deployments changed.
+    pub revision_reads: u32,
 }
 
 impl CallPlan {
     /// A poll that lists the cluster's `services` services and describes
     /// them, plus one `DescribeTaskDefinition` for each of the
-    /// `uncached_task_definitions` ARNs not yet in the cache. An empty
-    /// cluster still costs the one `ListServices` call that finds it empty.
+    /// `uncached_task_definitions` ARNs not yet in the cache, and for the
+    /// service running each, one `ListServiceDeployments` and one
+    /// `DescribeServiceRevisions`. An empty cluster still costs the one
+    /// `ListServices` call that finds it empty.
     pub fn for_poll(services: u32, uncached_task_definitions: u32) -> Self {
         CallPlan {
             list_pages: services.div_ceil(LIST_SERVICES_PAGE_SIZE).max(1),
             describe_services: services.div_ceil(DESCRIBE_SERVICES_BATCH),
             describe_task_definitions: uncached_task_definitions,
+            revision_reads: uncached_task_definitions.saturating_mul(2),
         }
     }
 
-    /// A poll of services named by the operator (`--service`): no
-    /// `ListServices`, the names go straight to `DescribeServices`.
-    pub fn for_named_services(services: u32, uncached_task_definitions: u32) -> Self {
-        CallPlan {
-            list_pages: 0,
-            ..CallPlan::for_poll(services, uncached_task_definitions)
-        }
-    }
-
-    /// The retry of a poll whose `DescribeTaskDefinition` was throttled:
-    /// keep the queue of new ARNs (they are immutable) and describe only
-    /// them, instead of listing and describing the services again. At
-    /// 10,000 instances a deployment costs 10,000 of these calls, and a
-    /// retry that starts over would add three service reads to each.
-    pub fn for_resume(uncached_task_definitions: u32) -> Self {
-        CallPlan {
-            list_pages: 0,
-            describe_services: 0,
-            describe_task_definitions: uncached_task_definitions,
-        }
+    /// The first poll of an instance that knows nothing yet (an empty
+    /// store, no boot prefetch): every service's task definition and
+    /// revisions are read.
+    pub fn for_cold_start(services: u32) -> Self {
+        CallPlan::for_poll(services, services)
     }
 
     /// Calls drawn from the service-read bucket.
@@ -65,6 +57,6 @@ impl CallPlan {
 
     /// Every call of the poll.
     pub fn total(&self) -> u32 {
-        self.service_reads() + self.describe_task_definitions
+        self.service_reads() + self.describe_task_definitions + self.revision_reads
     }
 }

@@ -34,13 +34,27 @@ pub const DEFAULT_JITTER: f64 = 0.2;
 /// Start-up spread: the first poll after start is drawn uniformly from
 /// `[0, startup_spread]`. The default is the interval, so a fleet that
 /// restarts at once (an AMI roll-out, an AZ coming back) polls at the
-/// steady-state rate from its first minute. The instance is not cold
-/// meanwhile: `pullauth prefetch` at boot, or the store of the previous run,
-/// already covered the images.
+/// steady-state rate from its first minute, which is enough when the
+/// instances are warm: `pullauth prefetch` at boot, or the store of the
+/// previous run, already described the task definitions, so a first poll
+/// costs what any poll costs. A fleet that may start cold needs longer:
+/// see [`cold_start_spread`], which [`PollPolicy::for_fleet`] applies.
 pub const DEFAULT_STARTUP_SPREAD: Duration = DEFAULT_INTERVAL;
 
-/// First delay after a poll was throttled (`ThrottlingException`).
-pub const DEFAULT_THROTTLE_BASE: Duration = Duration::from_secs(15);
+/// Ceiling of the first delay after a poll was throttled
+/// (`ThrottlingException`): half an interval, so the first retry comes
+/// after a quarter to half an interval, the next after half to a whole one.
+///
+/// Proportional to the interval, because the interval is sized for the
+/// fleet: a fixed 15 s had a throttled 10,000-instance fleet (50 minutes)
+/// retry 200 times faster than it polls when healthy, and at 1,000 cold
+/// instances (the fleet simulation, start-up spread left at one interval)
+/// the retries of throttled polls were throttled again on the service
+/// reads (1,880 calls), where half an interval throttles none of them and
+/// warms the fleet as fast (24.0 against 23.7 minutes). What a throttled
+/// poll read is cached, so the retry resumes with the rest: half an
+/// interval still warms a cold cache within a few polls.
+pub const DEFAULT_THROTTLE_BASE: Duration = Duration::from_secs(DEFAULT_INTERVAL.as_secs() / 2);
 
 /// Longest delay after consecutive throttled polls. As long as the interval:
 /// a throttled account is over budget, and an instance that retried sooner
@@ -48,11 +62,26 @@ pub const DEFAULT_THROTTLE_BASE: Duration = Duration::from_secs(15);
 pub const DEFAULT_THROTTLE_MAX: Duration = DEFAULT_INTERVAL;
 
 /// First delay after a poll failed for another reason (network, 5xx, a
-/// stalled endpoint, access denied).
-pub const DEFAULT_ERROR_BASE: Duration = Duration::from_secs(5);
+/// stalled endpoint, access denied, a deleted cluster), before jitter: one
+/// interval. A failed poll never brings the next one closer than a healthy
+/// poll would: when a whole fleet fails together (an ECS brownout, an IAM
+/// mistake rolled out to every instance, a deleted cluster), a shorter
+/// delay would make the failing fleet call ECS more often than the healthy
+/// one it was sized as ([`PollPolicy::validate`] refuses a shorter base).
+/// A transient failure therefore costs one interval of staleness; the last
+/// good view stays meanwhile.
+pub const DEFAULT_ERROR_BASE: Duration = DEFAULT_INTERVAL;
 
-/// Longest delay after consecutive failed polls.
-pub const DEFAULT_ERROR_MAX: Duration = Duration::from_secs(10 * 60);
+/// How many intervals the delay after consecutive failed polls grows to:
+/// doubling from one interval, it reaches this many after three failures,
+/// so that a fleet that keeps failing calls ECS at a quarter of its
+/// healthy rate.
+pub const ERROR_MAX_INTERVALS: u32 = 4;
+
+/// Longest delay after consecutive failed polls, before jitter:
+/// [`ERROR_MAX_INTERVALS`] intervals.
+pub const DEFAULT_ERROR_MAX: Duration =
+    Duration::from_secs(DEFAULT_INTERVAL.as_secs() * ERROR_MAX_INTERVALS as u64);
 
 /// The burst capacity of the ECS bucket that `ListServices` and
 /// `DescribeServices` draw from: 100 tokens. Not read from AWS's page
@@ -69,15 +98,40 @@ pub const ASSUMED_SERVICE_READ_BUCKET: f64 = 100.0;
 /// cluster-read figure of the page's worked example).
 pub const ASSUMED_SERVICE_READ_REFILL_PER_SEC: f64 = 20.0;
 
+/// ASSUMPTION: `DescribeTaskDefinition` draws from a bucket of its own of
+/// 50 tokens. No source we could read gives its figures; these are the
+/// worked example's (cluster reads: 50 tokens, 20/s). See BENCHMARKS.md.
+pub const ASSUMED_TASK_DEFINITION_READ_BUCKET: f64 = 50.0;
+
+/// ASSUMPTION: the refill rate of the task-definition-read bucket, 20/s
+/// (as [`ASSUMED_TASK_DEFINITION_READ_BUCKET`]).
+pub const ASSUMED_TASK_DEFINITION_READ_REFILL_PER_SEC: f64 = 20.0;
+
+/// ASSUMPTION: `ListServiceDeployments` and `DescribeServiceRevisions`
+/// (the reads of the digests ECS pinned) share a bucket of their own of 50
+/// tokens, with the worked example's figures: no source gives them.
+pub const ASSUMED_REVISION_READ_BUCKET: f64 = 50.0;
+
+/// ASSUMPTION: the refill rate of the revision-read bucket, 20/s.
+pub const ASSUMED_REVISION_READ_REFILL_PER_SEC: f64 = 20.0;
+
+/// ASSUMPTION: `DescribeContainerInstances` (read once per start for
+/// `memberOf` attributes) draws from a bucket of its own of 50 tokens,
+/// with the worked example's figures: no source gives them.
+pub const ASSUMED_CONTAINER_INSTANCE_READ_BUCKET: f64 = 50.0;
+
+/// ASSUMPTION: the refill rate of the container-instance-read bucket, 20/s.
+pub const ASSUMED_CONTAINER_INSTANCE_READ_REFILL_PER_SEC: f64 = 20.0;
+
 /// The share of the service-read refill rate that a whole pullauth fleet
 /// should spend; the rest is left to the account's other readers.
 pub const FLEET_SHARE_OF_REFILL: f64 = 0.5;
 
-/// Capped exponential backoff with "equal jitter": after the `k`-th
-/// consecutive bad poll the ceiling is `min(max, base × 2^(k-1))` and the
-/// delay is drawn uniformly from `[ceiling / 2, ceiling]`. The lower half is
-/// a guaranteed wait, so backoff really grows; the upper half spreads the
-/// instances that were throttled together.
+/// Capped exponential backoff: after the `k`-th consecutive bad poll the
+/// ceiling is `min(max, base × 2^(k-1))`. How the delay is drawn from it
+/// depends on why the polls were bad (see [`Schedule::next_delay`]).
+///
+/// [`Schedule::next_delay`]: crate::Schedule::next_delay
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Backoff {
     /// Ceiling after the first bad poll.
@@ -104,11 +158,9 @@ impl Backoff {
 /// configuration, check it with [`PollPolicy::validate`], hand it to a
 /// [`Schedule`](crate::Schedule).
 ///
-/// Suggested operator-facing names (the `serve` flags and ecs.config
-/// variables are settled in the agent): `PULLAUTH_PREFETCH_INTERVAL`
-/// (`interval`), `PULLAUTH_PREFETCH_JITTER` (`jitter`),
-/// `PULLAUTH_PREFETCH_STARTUP_SPREAD` (`startup_spread`); the backoff bounds
-/// need no knob for operators.
+/// The operator sets `interval` (`PULLAUTH_PREFETCH_INTERVAL`) and
+/// `startup_spread` (`PULLAUTH_PREFETCH_STARTUP_SPREAD`); the jitter and
+/// the backoffs follow from them ([`PollPolicy::with_interval`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PollPolicy {
     /// Time between two successful polls, before jitter.
@@ -119,7 +171,8 @@ pub struct PollPolicy {
     pub startup_spread: Duration,
     /// Backoff after `ThrottlingException`.
     pub throttled: Backoff,
-    /// Backoff after any other failed poll.
+    /// Backoff after any other failed poll; its base is at least the
+    /// interval ([`DEFAULT_ERROR_BASE`] says why).
     pub failed: Backoff,
 }
 
@@ -157,6 +210,9 @@ pub enum PolicyError {
         /// `"throttled"` or `"failed"`.
         which: &'static str,
     },
+    /// The backoff after a failed poll starts below the interval: a fleet
+    /// failing together would poll more often than a healthy one.
+    FailedBeforeInterval,
 }
 
 impl fmt::Display for PolicyError {
@@ -171,6 +227,9 @@ impl fmt::Display for PolicyError {
                 f,
                 "the {which} backoff needs a base above zero and not above its max"
             ),
+            PolicyError::FailedBeforeInterval => f.write_str(
+                "the backoff after a failed poll must start at the poll interval or later",
+            ),
         }
     }
 }
@@ -178,15 +237,23 @@ impl fmt::Display for PolicyError {
 impl std::error::Error for PolicyError {}
 
 impl PollPolicy {
-    /// The default policy with another interval; the start-up spread and the
-    /// throttle cap follow the interval (see their defaults for why).
+    /// The default policy with another interval; the start-up spread, the
+    /// throttle and failure backoffs follow the interval (see their defaults
+    /// for why).
     pub fn with_interval(interval: Duration) -> Self {
         let mut policy = PollPolicy {
             interval,
             startup_spread: interval,
             ..PollPolicy::default()
         };
-        policy.throttled.max = interval.max(policy.throttled.base);
+        policy.throttled = Backoff {
+            base: (interval / 2).max(Duration::from_millis(1)),
+            max: interval.max(Duration::from_millis(1)),
+        };
+        policy.failed = Backoff {
+            base: interval,
+            max: interval.saturating_mul(ERROR_MAX_INTERVALS),
+        };
         policy
     }
 
@@ -194,7 +261,9 @@ impl PollPolicy {
     /// each follow `services` services (found with `ListServices`): the
     /// shortest whole-minute interval that keeps the fleet's service reads
     /// at [`FLEET_SHARE_OF_REFILL`] of the assumed refill rate, and at
-    /// least [`MIN_RECOMMENDED_INTERVAL`].
+    /// least [`MIN_RECOMMENDED_INTERVAL`]; and a start-up spread long enough
+    /// for the whole fleet to start cold at once within the same share of
+    /// every bucket ([`cold_start_spread`]), and at least the interval.
     pub fn for_fleet(instances: u32, services: u32) -> Self {
         let plan = CallPlan::for_poll(services, 0);
         let interval = fleet_interval(
@@ -202,7 +271,11 @@ impl PollPolicy {
             &plan,
             ASSUMED_SERVICE_READ_REFILL_PER_SEC * FLEET_SHARE_OF_REFILL,
         );
-        PollPolicy::with_interval(interval)
+        PollPolicy {
+            startup_spread: cold_start_spread(instances, &CallPlan::for_cold_start(services))
+                .max(interval),
+            ..PollPolicy::with_interval(interval)
+        }
     }
 
     /// Checks the invariants [`Schedule`](crate::Schedule) relies on.
@@ -217,6 +290,9 @@ impl PollPolicy {
             if b.base.is_zero() || b.base > b.max {
                 return Err(PolicyError::Backoff { which });
             }
+        }
+        if self.failed.base < self.interval {
+            return Err(PolicyError::FailedBeforeInterval);
         }
         Ok(())
     }
@@ -240,4 +316,36 @@ pub fn fleet_interval(instances: u32, plan: &CallPlan, calls_per_sec: f64) -> Du
     };
     let minutes = (secs / 60.0).ceil().clamp(1.0, 24.0 * 60.0);
     Duration::from_secs(minutes as u64 * 60).max(MIN_RECOMMENDED_INTERVAL)
+}
+
+/// How long `instances` instances that all start cold at once (each making
+/// the calls of `cold`, see [`CallPlan::for_cold_start`]) must spread their
+/// first polls so that every bucket they draw from (service reads, task
+/// definition reads, revision reads) sees at most [`FLEET_SHARE_OF_REFILL`]
+/// of its assumed refill rate; rounded up to a whole minute.
+///
+/// A cold first poll costs far more than a warm one (for 20 services, 3
+/// service reads, 20 `DescribeTaskDefinition` and 40 revision reads,
+/// against 3 service reads), and the describes are the same for every
+/// instance: a fleet that starts cold at once cannot warm faster than the
+/// account's buckets allow, and spreading it is what keeps it from
+/// emptying them (and throttling every other reader of the account).
+pub fn cold_start_spread(instances: u32, cold: &CallPlan) -> Duration {
+    let buckets = [
+        (cold.service_reads(), ASSUMED_SERVICE_READ_REFILL_PER_SEC),
+        (
+            cold.describe_task_definitions,
+            ASSUMED_TASK_DEFINITION_READ_REFILL_PER_SEC,
+        ),
+        (cold.revision_reads, ASSUMED_REVISION_READ_REFILL_PER_SEC),
+    ];
+    let secs = buckets
+        .iter()
+        .map(|&(calls, refill)| {
+            f64::from(instances) * f64::from(calls) / (refill * FLEET_SHARE_OF_REFILL)
+        })
+        .fold(0.0, f64::max);
+    // `as` saturates: a fleet too large for any spread gets the longest.
+    let minutes = (secs / 60.0).ceil().max(0.0) as u64;
+    Duration::from_secs(minutes.saturating_mul(60))
 }

@@ -12,12 +12,12 @@ pub enum PollOutcome {
     Ok,
     /// A call was refused with `ThrottlingException` (ECS answers HTTP 400
     /// with that code and "Rate exceeded"): the account is over its budget,
-    /// back off (fleet-wide, so jitter matters most here). When the refused
-    /// call was a `DescribeTaskDefinition`, keep the queue of new ARNs for
-    /// the retry ([`CallPlan::for_resume`](crate::CallPlan::for_resume)).
+    /// back off (fleet-wide, so jitter matters most here). What the poll
+    /// described before is cached, so the retry resumes with the rest.
     Throttled,
     /// A call failed for another reason (network, 5xx, timeout, access
-    /// denied). The follower keeps its last good view.
+    /// denied, a deleted cluster). The follower keeps its last good view,
+    /// and the next poll is no sooner than a healthy one would be.
     Failed,
 }
 
@@ -28,7 +28,8 @@ pub enum PollOutcome {
 ///   window;
 /// - [`Schedule::next_delay`] jitters the interval after a good poll, backs
 ///   off exponentially (capped, with jitter) after consecutive bad ones, and
-///   forgets the backoff after the next good one.
+///   forgets the backoff after the next good one. After a failed poll the
+///   delay is never shorter than the interval.
 #[derive(Debug, Clone)]
 pub struct Schedule {
     policy: PollPolicy,
@@ -72,7 +73,17 @@ impl Schedule {
         self.policy.startup_spread.mul_f64(self.rng.f64())
     }
 
-    /// The delay before the next poll, given how the last one went.
+    /// The delay before the next poll, given how the last one went:
+    ///
+    /// - [`PollOutcome::Ok`]: the interval times `1 ± jitter`;
+    /// - [`PollOutcome::Throttled`], the `k`-th in a row: drawn uniformly
+    ///   from `[c / 2, c]` for the throttle backoff's ceiling `c` ("equal
+    ///   jitter": the lower half is a guaranteed wait, so backoff really
+    ///   grows; the upper half spreads instances throttled together);
+    /// - [`PollOutcome::Failed`], the `k`-th in a row: `c` is the failure
+    ///   backoff's ceiling but never less than the interval, and the delay
+    ///   is drawn from `[c, c × (1 + jitter)]`: never sooner than a healthy
+    ///   poll, at most the failure backoff's max times `1 + jitter`.
     pub fn next_delay(&mut self, outcome: PollOutcome) -> Duration {
         match outcome {
             PollOutcome::Ok => {
@@ -80,15 +91,19 @@ impl Schedule {
                 let factor = 1.0 + self.policy.jitter * (2.0 * self.rng.f64() - 1.0);
                 self.policy.interval.mul_f64(factor)
             }
-            PollOutcome::Throttled | PollOutcome::Failed => {
+            PollOutcome::Throttled => {
                 self.bad_streak = self.bad_streak.saturating_add(1);
-                let backoff = if outcome == PollOutcome::Throttled {
-                    self.policy.throttled
-                } else {
-                    self.policy.failed
-                };
-                let ceiling = backoff.ceiling(self.bad_streak);
+                let ceiling = self.policy.throttled.ceiling(self.bad_streak);
                 ceiling.mul_f64(0.5 + 0.5 * self.rng.f64())
+            }
+            PollOutcome::Failed => {
+                self.bad_streak = self.bad_streak.saturating_add(1);
+                let floor = self
+                    .policy
+                    .failed
+                    .ceiling(self.bad_streak)
+                    .max(self.policy.interval);
+                floor.mul_f64(1.0 + self.policy.jitter * self.rng.f64())
             }
         }
     }

@@ -51,8 +51,8 @@ fn policy() -> PollPolicy {
             max: Duration::from_secs(600),
         },
         failed: Backoff {
-            base: Duration::from_secs(5),
-            max: Duration::from_secs(60),
+            base: Duration::from_secs(600),
+            max: Duration::from_secs(2_400),
         },
     }
 }

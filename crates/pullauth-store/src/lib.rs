@@ -29,6 +29,15 @@
 //! they were when it opened the store. Image records are written by both
 //! processes and are always read from the database.
 //!
+//! # The cache
+//!
+//! Answers of other services that never change for their key (ECS task
+//! definitions and service revisions, by ARN) are kept in a `cache` table
+//! ([`Store::cached`]), so that a restart, or `serve` after the boot's
+//! `pullauth prefetch`, need not ask again. Rows are `(kind, key) ->
+//! record`, the record's format the writer's. A cache, never a source of
+//! truth and never a secret: callers treat every error as a miss.
+//!
 //! The file is created with mode 0600 (SQLite gives its `-wal` and `-shm`
 //! files the same mode) and holds no secret. A file at that path that is not
 //! a pullauth database, for instance the redb file an older pullauth kept
@@ -71,6 +80,15 @@ const SCHEMA_VERSION: i32 = 1;
 const SCHEMA: &str = "
     CREATE TABLE tasks (arn TEXT PRIMARY KEY NOT NULL, record TEXT NOT NULL) WITHOUT ROWID;
     CREATE TABLE images (reference TEXT PRIMARY KEY NOT NULL, record TEXT NOT NULL) WITHOUT ROWID;
+";
+/// The cache of other services' immutable answers ([`Store::cached`]).
+/// Added to layout version 1 without a new version: created when missing
+/// (a database of an older build gets it at open), and a build that does
+/// not know it ignores it, so downgrading pullauth keeps the store usable.
+const CACHE_SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS cache (
+        kind TEXT NOT NULL, key TEXT NOT NULL, record TEXT NOT NULL, PRIMARY KEY (kind, key)
+    ) WITHOUT ROWID;
 ";
 
 /// The first 16 bytes of every SQLite database.
@@ -662,6 +680,77 @@ impl Store {
     }
 }
 
+/// The cache (see the crate docs).
+impl Store {
+    /// The record `key` of `kind`, if kept.
+    pub fn cached(&self, kind: &str, key: &str) -> Result<Option<String>, StoreError> {
+        self.lock()
+            .query_row(
+                "SELECT record FROM cache WHERE kind = ?1 AND key = ?2",
+                params![kind, key],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| self.sql(e))
+    }
+
+    /// Keeps `record` as `key` of `kind`, replacing what was kept. One
+    /// transaction.
+    pub fn put_cached(&self, kind: &str, key: &str, record: &str) -> Result<(), StoreError> {
+        self.write(
+            |txn| {
+                txn.execute(
+                    "INSERT OR REPLACE INTO cache (kind, key, record) VALUES (?1, ?2, ?3)",
+                    params![kind, key, record],
+                )
+                .map(|_| ())
+                .map_err(|e| self.sql(e))
+            },
+            |()| {},
+        )
+    }
+
+    /// Drops every record of `kind` whose key is not in `keep`, in one
+    /// transaction; returns how many were dropped. Nothing to drop is no
+    /// write.
+    pub fn retain_cached(
+        &self,
+        kind: &str,
+        keep: &std::collections::HashSet<String>,
+    ) -> Result<usize, StoreError> {
+        let stale = || -> Result<Vec<String>, StoreError> {
+            let conn = self.lock();
+            let mut statement = conn
+                .prepare("SELECT key FROM cache WHERE kind = ?1")
+                .map_err(|e| self.sql(e))?;
+            let keys = statement
+                .query_map([kind], |row| row.get::<_, String>(0))
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| self.sql(e))?;
+            Ok(keys.into_iter().filter(|key| !keep.contains(key)).collect())
+        };
+        let stale = stale()?;
+        if stale.is_empty() {
+            return Ok(0);
+        }
+        self.write(
+            |txn| {
+                let mut delete = txn
+                    .prepare("DELETE FROM cache WHERE kind = ?1 AND key = ?2")
+                    .map_err(|e| self.sql(e))?;
+                let mut dropped = 0;
+                for key in &stale {
+                    dropped += delete
+                        .execute(params![kind, key])
+                        .map_err(|e| self.sql(e))?;
+                }
+                Ok(dropped)
+            },
+            |_| {},
+        )
+    }
+}
+
 fn put_image_in(
     txn: &rusqlite::Transaction<'_>,
     reference: &str,
@@ -744,6 +833,8 @@ fn init_schema(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
         txn.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(|e| open_error(path, e))?;
     }
+    txn.execute_batch(CACHE_SCHEMA)
+        .map_err(|e| open_error(path, e))?;
     txn.commit().map_err(|e| open_error(path, e))
 }
 

@@ -402,3 +402,92 @@ fn prefetched_marks_survive_uses_and_are_cleared_by_tasks() {
     assert!(store.image("r.io/a:1").expect("get").is_none());
     assert!(store.prefetched_images().expect("list").is_empty());
 }
+
+#[test]
+fn cache_records_survive_reopen_by_kind_and_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = Store::open(dir.path()).expect("open");
+        store.put_cached("a", "arn:1", "{\"v\":1}").expect("put");
+        store
+            .put_cached("a", "arn:1", "{\"v\":2}")
+            .expect("replace");
+        store
+            .put_cached("b", "arn:1", "{\"other\":true}")
+            .expect("put");
+    }
+    let store = Store::open(dir.path()).expect("reopen");
+    assert_eq!(
+        store.cached("a", "arn:1").expect("read").as_deref(),
+        Some("{\"v\":2}")
+    );
+    assert_eq!(
+        store.cached("b", "arn:1").expect("read").as_deref(),
+        Some("{\"other\":true}")
+    );
+    assert_eq!(store.cached("a", "arn:2").expect("read"), None);
+}
+
+#[test]
+fn retain_cached_drops_only_the_kinds_other_keys() {
+    let store = Store::in_memory();
+    for key in ["arn:1", "arn:2", "arn:3"] {
+        store.put_cached("a", key, "{}").expect("put");
+        store.put_cached("b", key, "{}").expect("put");
+    }
+    let keep = std::collections::HashSet::from(["arn:2".to_owned()]);
+    assert_eq!(store.retain_cached("a", &keep).expect("retain"), 2);
+    assert_eq!(store.cached("a", "arn:1").expect("read"), None);
+    assert!(store.cached("a", "arn:2").expect("read").is_some());
+    for key in ["arn:1", "arn:2", "arn:3"] {
+        assert!(store.cached("b", key).expect("read").is_some(), "{key}");
+    }
+    // Nothing left to drop: no write at all.
+    assert_eq!(store.retain_cached("a", &keep).expect("retain"), 0);
+}
+
+/// A database of a build before the cache (layout version 1, tasks and
+/// images only) opens, keeps its tasks, and gets the cache table.
+#[test]
+fn a_store_without_the_cache_table_gets_it_at_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let conn = Connection::open(dir.path().join(STATE_FILE)).expect("create");
+        conn.execute_batch(SCHEMA).expect("older layout");
+        conn.pragma_update(None, "application_id", APPLICATION_ID)
+            .expect("id");
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .expect("version");
+        conn.execute(
+            "INSERT INTO tasks (arn, record) VALUES (?1, ?2)",
+            params![
+                "arn:old",
+                serde_json::to_string(&sample_task("arn:old")).expect("json")
+            ],
+        )
+        .expect("task");
+    }
+    let store = Store::open(dir.path()).expect("open");
+    assert!(store.task("arn:old").expect("read").is_some());
+    store
+        .put_cached("a", "arn:1", "{}")
+        .expect("the cache works");
+    assert!(store.cached("a", "arn:1").expect("read").is_some());
+}
+
+/// Another process holding the database's write lock (a `serve` writing)
+/// does not block reading the cache: WAL readers never wait for writers.
+#[test]
+fn the_cache_reads_while_another_process_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    store.put_cached("a", "arn:1", "{}").expect("put");
+    let other = Connection::open(dir.path().join(STATE_FILE)).expect("second connection");
+    other
+        .execute_batch("BEGIN IMMEDIATE; INSERT INTO cache VALUES ('a', 'arn:2', '{}');")
+        .expect("hold the write lock");
+    let started = std::time::Instant::now();
+    assert!(store.cached("a", "arn:1").expect("read").is_some());
+    assert!(started.elapsed() < BUSY_TIMEOUT);
+    other.execute_batch("ROLLBACK").expect("release");
+}

@@ -12,7 +12,7 @@ use pullauth_agent::prefetch::{self, Filters};
 use pullauth_aws::ErrorClass;
 use pullauth_ecs::Host;
 
-use crate::stub::{aws_at, serve_json};
+use crate::stub::{aws_at, aws_at_with, serve_json, stub_options};
 
 const CLUSTER: &str = "prod";
 const SERVICE_ARN: &str = "arn:aws:ecs:eu-west-1:123456789012:service/prod/web";
@@ -377,6 +377,137 @@ async fn revisions_are_read_once_per_deployment_not_per_poll() {
     assert_eq!(count("DescribeServiceRevisions"), 2);
 }
 
+/// A stub whose every call is throttled (HTTP 400 `ThrottlingException`,
+/// as ECS answers "Rate exceeded"); counts the requests.
+async fn throttling_stub() -> (String, Arc<Mutex<usize>>) {
+    let requests = Arc::new(Mutex::new(0));
+    let seen = Arc::clone(&requests);
+    let url = serve_json(move |_headers, _body| {
+        *seen.lock().expect("requests") += 1;
+        (
+            400,
+            r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#.to_owned(),
+        )
+    })
+    .await;
+    (url, requests)
+}
+
+/// An AWS client at `endpoint` with the SDK's standard three attempts, the
+/// ECS calls paced (the follower) or not (`pullauth prefetch`).
+async fn aws_with_retries(endpoint: &str, pace_ecs: bool) -> pullauth_aws::Aws {
+    let options = pullauth_aws::AwsOptions {
+        operation_timeout: Duration::from_secs(20),
+        max_attempts: 3,
+        pace_ecs,
+        ..stub_options()
+    };
+    aws_at_with(endpoint, options).await
+}
+
+/// Issue 24: the follower's ECS client makes one attempt per call (its
+/// poll schedule is the retry, and a throttled call ends the poll); the
+/// one-shot prefetch keeps the SDK's standard retries (3 attempts, with
+/// back-off). Both end with the throttle, classified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_follower_makes_one_attempt_and_the_one_shot_prefetch_retries() {
+    for (pace_ecs, attempts) in [(true, 1), (false, 3)] {
+        let (url, requests) = throttling_stub().await;
+        let aws = aws_with_retries(&url, pace_ecs).await;
+        let error = tokio::time::timeout(TEST_BOUND, aws.ecs_services(CLUSTER))
+            .await
+            .expect("within the bound")
+            .expect_err("throttled");
+        assert_eq!(error.class(), ErrorClass::Throttled, "{error}");
+        assert_eq!(
+            *requests.lock().expect("requests"),
+            attempts,
+            "pace_ecs {pace_ecs}"
+        );
+    }
+}
+
+/// Issue 24: what one process described is kept in the data directory's
+/// store, so a second process on it (a restart, or `serve` after the
+/// boot's `pullauth prefetch`) describes nothing again: the same plan for
+/// the list and describe calls of the services only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_on_the_data_dir_describes_nothing_again() {
+    let td = "arn:aws:ecs:eu-west-1:123456789012:task-definition/web:1";
+    let digest = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+    let calls = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = Arc::clone(&calls);
+    let url = serve_json(move |headers, _body| {
+        let op = target(headers);
+        seen.lock().expect("calls").push(op.clone());
+        match op.as_str() {
+            "ListServices" => (200, format!(r#"{{"serviceArns":["{SERVICE_ARN}"]}}"#)),
+            "DescribeServices" => (
+                200,
+                serde_json::json!({"services": [{"serviceName": "web", "status": "ACTIVE",
+                    "taskDefinition": td,
+                    "deployments": [{"id": "ecs-svc/1", "status": "PRIMARY", "taskDefinition": td}]}]})
+                .to_string(),
+            ),
+            "DescribeTaskDefinition" => (200, web_task_definition(td)),
+            "ListServiceDeployments" => (
+                200,
+                serde_json::json!({"serviceDeployments": [{"status": "SUCCESSFUL",
+                    "targetServiceRevisionArn": "rev-1"}]})
+                .to_string(),
+            ),
+            "DescribeServiceRevisions" => (
+                200,
+                serde_json::json!({"serviceRevisions": [{"serviceRevisionArn": "rev-1",
+                    "taskDefinition": td, "containerImages": [{"containerName": "app",
+                    "image": "registry.example.com/web:1", "imageDigest": digest}]}]})
+                .to_string(),
+            ),
+            other => (
+                400,
+                format!(r#"{{"__type":"InvalidParameterException","message":"{other}"}}"#),
+            ),
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("data dir");
+    let host = Host::from_engine("x86_64", "linux");
+    let process = |url: String| {
+        let dir = dir.path().to_owned();
+        async move {
+            let records = pullauth_agent::ecs_records::StoreRecords::open(&dir).expect("store");
+            aws_at_with(
+                &url,
+                pullauth_aws::AwsOptions {
+                    ecs_records: Some(Arc::new(records)),
+                    ..stub_options()
+                },
+            )
+            .await
+        }
+    };
+    let first = process(url.clone()).await;
+    let plan = prefetch::plan(&first, CLUSTER, &Filters::default(), &host)
+        .await
+        .expect("a plan");
+    assert_eq!(plan.wanted[0].digest.as_deref(), Some(digest));
+    drop(first);
+    let described = calls.lock().expect("calls").len();
+    assert_eq!(described, 5, "{:?}", calls.lock().expect("calls"));
+
+    let second = process(url.clone()).await;
+    let again = prefetch::plan(&second, CLUSTER, &Filters::default(), &host)
+        .await
+        .expect("a plan");
+    assert_eq!(again.wanted, plan.wanted);
+    let calls = calls.lock().expect("calls");
+    assert_eq!(
+        calls[described..],
+        ["ListServices", "DescribeServices"],
+        "{calls:?}"
+    );
+}
+
 /// Issue 24: a throttled `DescribeTaskDefinition` is a throttled read (the
 /// poll backs off), not a problem beside a plan that looks complete; what
 /// was described stays cached, so the next read resumes with the rest
@@ -458,4 +589,86 @@ async fn a_throttled_describe_fails_the_read_and_the_next_resumes() {
     let described = calls.lock().expect("calls").clone();
     assert_eq!(described.len(), 4, "{described:?}");
     assert!(described[3].ends_with("/b:1"), "{described:?}");
+}
+
+/// Issue 24: a throttled read of a service's revisions (the digests ECS
+/// pinned) is a throttled read, as a throttled describe is: the poll backs
+/// off instead of planning the images by tag, and the next read resumes
+/// (the task definition stays cached) and pins the digest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_revision_read_fails_the_read_and_the_next_pins_the_digest() {
+    let td = "arn:aws:ecs:eu-west-1:123456789012:task-definition/web:1";
+    let digest = "sha256:3333333333333333333333333333333333333333333333333333333333333333";
+    let calls = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = Arc::clone(&calls);
+    let throttled_once = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let url = serve_json(move |headers, _body| {
+        let op = target(headers);
+        seen.lock().expect("calls").push(op.clone());
+        match op.as_str() {
+            "ListServices" => (200, format!(r#"{{"serviceArns":["{SERVICE_ARN}"]}}"#)),
+            "DescribeServices" => (
+                200,
+                serde_json::json!({"services": [{"serviceName": "web", "status": "ACTIVE",
+                    "taskDefinition": td,
+                    "deployments": [{"id": "ecs-svc/1", "status": "PRIMARY", "taskDefinition": td}]}]})
+                .to_string(),
+            ),
+            "DescribeTaskDefinition" => (200, web_task_definition(td)),
+            "ListServiceDeployments"
+                if !throttled_once.swap(true, std::sync::atomic::Ordering::SeqCst) =>
+            {
+                (
+                    400,
+                    r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#.to_owned(),
+                )
+            }
+            "ListServiceDeployments" => (
+                200,
+                serde_json::json!({"serviceDeployments": [{"status": "SUCCESSFUL",
+                    "targetServiceRevisionArn": "rev-1"}]})
+                .to_string(),
+            ),
+            "DescribeServiceRevisions" => (
+                200,
+                serde_json::json!({"serviceRevisions": [{"serviceRevisionArn": "rev-1",
+                    "taskDefinition": td, "containerImages": [{"containerName": "app",
+                    "image": "registry.example.com/web:1", "imageDigest": digest}]}]})
+                .to_string(),
+            ),
+            other => (
+                400,
+                format!(r#"{{"__type":"InvalidParameterException","message":"{other}"}}"#),
+            ),
+        }
+    })
+    .await;
+    let aws = aws_at(&url).await;
+    let host = Host::from_engine("x86_64", "linux");
+    let first = tokio::time::timeout(
+        TEST_BOUND,
+        prefetch::plan(&aws, CLUSTER, &Filters::default(), &host),
+    )
+    .await
+    .expect("within the bound");
+    let error = first.expect_err("a throttled read is no plan");
+    assert_eq!(error.class(), ErrorClass::Throttled, "{error}");
+    assert!(
+        error.to_string().contains("ecs:ListServiceDeployments"),
+        "{error}"
+    );
+
+    let plan = tokio::time::timeout(
+        TEST_BOUND,
+        prefetch::plan(&aws, CLUSTER, &Filters::default(), &host),
+    )
+    .await
+    .expect("within the bound")
+    .expect("the resumed read");
+    assert!(plan.warnings.is_empty(), "{plan:?}");
+    assert_eq!(plan.wanted[0].digest.as_deref(), Some(digest), "{plan:?}");
+    let calls = calls.lock().expect("calls");
+    let count = |op: &str| calls.iter().filter(|c| *c == op).count();
+    assert_eq!(count("DescribeTaskDefinition"), 1, "{calls:?}");
+    assert_eq!(count("ListServiceDeployments"), 2, "{calls:?}");
 }

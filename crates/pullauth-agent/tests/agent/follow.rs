@@ -512,11 +512,14 @@ async fn a_failed_poll_keeps_the_last_good_view() {
     h.cluster.answer(Err(unreachable("prod")));
     let failed = h.next_poll().await;
     let retried = h.next_poll().await;
-    let ceiling = policy.failed.ceiling(1);
+    // Issue 24: never sooner than a healthy poll (at least one interval,
+    // the jitter only adding), so a fleet failing together calls ECS no
+    // more often than when healthy.
     let gap = retried.at - failed.at;
     assert!(
-        gap >= ceiling / 2 && gap <= ceiling,
-        "after a failure waited {gap:?}, ceiling {ceiling:?}"
+        gap >= policy.interval && gap <= policy.interval.mul_f64(1.0 + policy.jitter),
+        "after a failure waited {gap:?}, interval {:?}",
+        policy.interval
     );
     let view = h.view();
     assert_eq!(view["services"][0]["service"], "web", "{view}");

@@ -57,6 +57,22 @@ pub async fn serve_json(
 /// An AWS client whose calls go to `endpoint` with static keys, in
 /// eu-west-1, one attempt of at most 2 s and 5 s a call.
 pub async fn aws_at(endpoint: &str) -> Aws {
+    aws_at_with(endpoint, stub_options()).await
+}
+
+/// The options of [`aws_at`]: one attempt of at most 2 s, 5 s a call.
+pub fn stub_options() -> AwsOptions {
+    AwsOptions {
+        attempt_timeout: Duration::from_secs(2),
+        operation_timeout: Duration::from_secs(5),
+        max_attempts: 1,
+        ..AwsOptions::default()
+    }
+}
+
+/// An AWS client whose calls go to `endpoint` with static keys, in
+/// eu-west-1, with `options`.
+pub async fn aws_at_with(endpoint: &str, options: AwsOptions) -> Aws {
     let loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("eu-west-1"))
         .endpoint_url(endpoint)
@@ -67,11 +83,5 @@ pub async fn aws_at(endpoint: &str) -> Aws {
             None,
             "test",
         ));
-    let options = AwsOptions {
-        attempt_timeout: Duration::from_secs(2),
-        operation_timeout: Duration::from_secs(5),
-        max_attempts: 1,
-        ..AwsOptions::default()
-    };
     Aws::from_loader(loader, options).await
 }

@@ -81,11 +81,24 @@ pub fn run(args: &PrefetchArgs) -> anyhow::Result<ExitCode> {
             task_definitions: args.task_definitions.clone(),
         }
     };
+    // Task definitions and service revisions described here are kept in
+    // ECS_DATADIR's store, for `serve` and the next boot: nothing is
+    // described twice. Beside a running `serve` the store is shared (a
+    // store that cannot be opened means nothing is kept, said at debug
+    // level). A dry run leaves the data directory alone.
+    let ecs_records = match &config.data_dir {
+        Some(dir) if !args.dry_run => pullauth_agent::ecs_records::StoreRecords::open(&dir.value)
+            .map(|records| {
+                std::sync::Arc::new(records) as std::sync::Arc<dyn pullauth_aws::EcsRecords>
+            }),
+        _ => None,
+    };
     let source = ClusterFrom::from_args(args)?;
     // One caller, once: ECS is read unpaced (the follower's client-side
     // limiter exists for a fleet's polls; throttles are retried by the SDK).
     let provider = Provider::lazy(pullauth_aws::AwsOptions {
         pace_ecs: false,
+        ecs_records,
         ..aws_options(config.ecr.value, config.aws_timeout.value)?
     });
     let behavior = args

@@ -95,12 +95,20 @@ fn follow_config(config: &Config, flags: &FollowFlags) -> Option<FollowConfig> {
             services: config.prefetch_services.value.clone(),
             task_definitions: config.prefetch_task_definitions.value.clone(),
         },
+        // A plan follower's poll is one conditional GET: its spread is its
+        // interval. The start-up spread setting is for reading ECS.
         policy: match flags.plan_interval {
             Some(interval) => PollPolicy::with_interval(interval),
-            None => config
-                .prefetch_interval
-                .as_ref()
-                .map_or_else(PollPolicy::default, |i| PollPolicy::with_interval(i.value)),
+            None => {
+                let mut policy = config
+                    .prefetch_interval
+                    .as_ref()
+                    .map_or_else(PollPolicy::default, |i| PollPolicy::with_interval(i.value));
+                if let Some(spread) = &config.prefetch_startup_spread {
+                    policy.startup_spread = spread.value;
+                }
+                policy
+            }
         },
         remove_after: config
             .prefetch_remove
@@ -333,7 +341,7 @@ async fn serve(
     args: &ServeArgs,
     config: Config,
     table: RegistryTable,
-    aws_options: pullauth_aws::AwsOptions,
+    mut aws_options: pullauth_aws::AwsOptions,
     (fingerprinter, loaded): (Fingerprinter, watch::Fingerprint),
     client_header_timeout: std::time::Duration,
     follow_flags: FollowFlags,
@@ -354,6 +362,11 @@ async fn serve(
         Some(dir) => {
             let store = Store::open(&dir.value)?;
             tracing::info!(state = %dir.value.join(pullauth_store::STATE_FILE).display(), "state is kept in {DATA_DIR}");
+            // The follower's task definitions and service revisions too,
+            // shared with `pullauth prefetch` at boot and the next start.
+            aws_options.ecs_records = Some(Arc::new(
+                pullauth_agent::ecs_records::StoreRecords::new(store.clone()),
+            ));
             store
         }
         None => {
@@ -496,6 +509,51 @@ mod tests {
             client_header_timeout("250ms").expect("valid"),
             std::time::Duration::from_millis(250)
         );
+    }
+
+    fn config_of(vars: &[(&str, &str)]) -> Config {
+        let sources = pullauth_config::Sources::from_parts(
+            None,
+            vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        )
+        .expect("sources");
+        Config::from_sources(&sources).expect("valid")
+    }
+
+    /// The follower's first poll is spread over one interval unless
+    /// PULLAUTH_PREFETCH_STARTUP_SPREAD says otherwise (a fleet that may
+    /// start cold); the interval and its backoffs are the interval's.
+    #[test]
+    fn the_start_up_spread_is_one_interval_unless_set() {
+        let policy = |vars: &[(&str, &str)]| {
+            let flags = FollowFlags {
+                on: true,
+                source: FollowSource::Cluster { publish: None },
+                plan_interval: None,
+            };
+            follow_config(&config_of(vars), &flags)
+                .expect("following")
+                .policy
+        };
+        let five = std::time::Duration::from_secs(300);
+        let interval_only = policy(&[("PULLAUTH_PREFETCH_INTERVAL", "5m")]);
+        assert_eq!(interval_only, PollPolicy::with_interval(five));
+        let spread = policy(&[
+            ("PULLAUTH_PREFETCH_INTERVAL", "5m"),
+            ("PULLAUTH_PREFETCH_STARTUP_SPREAD", "67m"),
+        ]);
+        assert_eq!(
+            spread.startup_spread,
+            std::time::Duration::from_secs(67 * 60)
+        );
+        assert_eq!(
+            PollPolicy {
+                startup_spread: five,
+                ..spread
+            },
+            interval_only
+        );
+        assert_eq!(policy(&[]), PollPolicy::default());
     }
 
     #[test]
