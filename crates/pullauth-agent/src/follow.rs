@@ -265,7 +265,7 @@ impl ClusterSource for Ecs {
     fn retain(&self, agent: &Agent, cluster: &str, plan: &Plan) {
         if let Some(aws) = agent.provider().aws_if_built() {
             let arns = &plan.task_definition_arns;
-            aws.ecs_retain_revisions(arns, cluster, plan.services.keys());
+            aws.ecs_retain_revisions(arns, cluster, plan.services_read.iter());
             let kept = aws.ecs_retain_task_definitions(arns);
             tracing::debug!(kept, "task definitions cached after the poll");
         }

@@ -146,9 +146,12 @@ pub struct Plan {
     /// Each followed service and the task definitions (`family:revision`
     /// once described, else as ECS named them) it runs.
     pub services: BTreeMap<String, Vec<String>>,
-    /// The ARNs of every task definition described for this plan: what the
-    /// task-definition cache keeps.
+    /// The ARNs of every task definition read for this plan (its view's,
+    /// also those of services its filters leave out when the whole cluster
+    /// was read to publish it): what the task-definition cache keeps.
     pub task_definition_arns: HashSet<String>,
+    /// Every service read for this plan: whose cached revisions are kept.
+    pub services_read: Vec<String>,
     /// Said once per cause (the service revisions cannot be read, ...).
     pub warnings: Vec<String>,
     /// The published plan it was decided from, or published to.
@@ -367,6 +370,12 @@ pub fn decide_plan(view: &ClusterView, filters: &Filters, host: &Host) -> Plan {
     let cluster = &view.cluster;
     let mut plan = Plan {
         warnings: view.warnings.clone(),
+        task_definition_arns: view
+            .task_definitions
+            .values()
+            .map(|td| td.arn.clone().unwrap_or_else(|| td.name()))
+            .collect(),
+        services_read: view.services.iter().map(|s| s.name.clone()).collect(),
         ..Plan::default()
     };
     for problem in &view.problems {
@@ -480,7 +489,6 @@ pub fn decide_plan(view: &ClusterView, filters: &Filters, host: &Host) -> Plan {
             }
         }
         let arn = found.arn.clone().unwrap_or_else(|| found.name());
-        plan.task_definition_arns.insert(arn.clone());
         described
             .entry(arn)
             .or_insert_with(|| (found, Vec::new()))
