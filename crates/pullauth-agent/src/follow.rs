@@ -186,7 +186,7 @@ impl Ecs {
             if stale {
                 tracing::warn!(
                     %location,
-                    age = %age.map_or_else(|| "unknown".to_owned(), |a| humantime::format_duration(Duration::from_secs(a.as_secs())).to_string()),
+                    age = %shared_plan::describe_age(age),
                     publisher = %document.publisher,
                     checked_at = %document.checked_at,
                     max_age = ?max_age,

@@ -387,6 +387,15 @@ pub fn age(document: &PlanDocument, now: SystemTime) -> Option<Duration> {
     parse_time(&document.checked_at).map(|at| now.duration_since(at).unwrap_or_default())
 }
 
+/// A plan's [`age`] for people: `2h 13m 5s` (whole seconds), or
+/// `unknown` when its confirmation time cannot be read.
+pub fn describe_age(age: Option<Duration>) -> String {
+    age.map_or_else(
+        || "unknown".to_owned(),
+        |a| humantime::format_duration(Duration::from_secs(a.as_secs())).to_string(),
+    )
+}
+
 /// Who publishes: the EC2 instance ID when IMDS gave it, else the host
 /// name.
 pub fn publisher_name(host: &pullauth_ecs::Host) -> String {

@@ -88,6 +88,23 @@ pub fn warn_beside_ecs_agent(
     }
 }
 
+/// A flag's positive duration in Go's syntax, as every duration pullauth
+/// reads; refused naming `flag`, the value and an `example`.
+pub fn positive_duration(
+    flag: &str,
+    text: &str,
+    example: &str,
+) -> Result<std::time::Duration, crate::exit::UsageError> {
+    match text.parse::<pullauth_config::GoDuration>() {
+        Ok(pullauth_config::GoDuration(nanos)) if nanos > 0 => Ok(std::time::Duration::from_nanos(
+            u64::try_from(nanos).unwrap_or(u64::MAX),
+        )),
+        _ => Err(crate::exit::UsageError(format!(
+            "{flag} {text:?} is not a positive duration such as {example}"
+        ))),
+    }
+}
+
 /// The AWS options of a command that may call AWS: automatic ECR tokens as
 /// `ecr` says, each call bounded by `timeout` (`PULLAUTH_AWS_TIMEOUT`; an
 /// attempt by the shorter of it and the SDK attempt bound), and the CAs of

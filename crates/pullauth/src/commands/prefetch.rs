@@ -152,7 +152,7 @@ pub fn run(args: &PrefetchArgs) -> anyhow::Result<ExitCode> {
                     Some(age) if age <= *max_age => {}
                     age => tracing::warn!(
                         plan = %location,
-                        age = %age.map_or_else(|| "unknown".to_owned(), |a| humantime::format_duration(std::time::Duration::from_secs(a.as_secs())).to_string()),
+                        age = %shared_plan::describe_age(age),
                         publisher = %document.publisher,
                         checked_at = %document.checked_at,
                         "the cluster plan is stale (its publisher has not confirmed it within --plan-max-age); pulling what it says anyway"
@@ -317,18 +317,7 @@ impl ClusterFrom {
             return Ok(ClusterFrom::Publish(location("--publish", url)?));
         }
         if let Some(url) = &args.plan {
-            let max_age = match args.plan_max_age.parse::<pullauth_config::GoDuration>() {
-                Ok(pullauth_config::GoDuration(nanos)) if nanos > 0 => {
-                    std::time::Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
-                }
-                _ => {
-                    return Err(UsageError(format!(
-                        "--plan-max-age {:?} is not a positive duration such as 15m",
-                        args.plan_max_age
-                    ))
-                    .into());
-                }
-            };
+            let max_age = super::positive_duration("--plan-max-age", &args.plan_max_age, "15m")?;
             return Ok(ClusterFrom::Plan(location("--plan", url)?, max_age));
         }
         Ok(ClusterFrom::Cluster)

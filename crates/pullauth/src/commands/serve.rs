@@ -53,14 +53,7 @@ impl FollowFlags {
         let location = |flag: &str, url: &str| {
             S3Location::parse(url).map_err(|e| UsageError(format!("{flag}: {e}")))
         };
-        let duration = |flag: &str, text: &str| match text.parse::<pullauth_config::GoDuration>() {
-            Ok(pullauth_config::GoDuration(nanos)) if nanos > 0 => Ok(Duration::from_nanos(
-                u64::try_from(nanos).unwrap_or(u64::MAX),
-            )),
-            _ => Err(UsageError(format!(
-                "{flag} {text:?} is not a positive duration such as 30s or 15m"
-            ))),
-        };
+        let duration = |flag: &str, text: &str| super::positive_duration(flag, text, "30s or 15m");
         if let Some(url) = &args.follow_plan {
             return Ok(FollowFlags {
                 on: true,
@@ -326,15 +319,11 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
 /// `--client-header-timeout`: a positive duration in Go's syntax, as every
 /// duration pullauth reads.
 fn client_header_timeout(text: &str) -> anyhow::Result<std::time::Duration> {
-    match text.parse::<pullauth_config::GoDuration>() {
-        Ok(pullauth_config::GoDuration(nanos)) if nanos > 0 => Ok(std::time::Duration::from_nanos(
-            u64::try_from(nanos).unwrap_or(u64::MAX),
-        )),
-        _ => Err(UsageError(format!(
-            "--client-header-timeout {text:?} is not a positive duration such as 10s or 1m"
-        ))
-        .into()),
-    }
+    Ok(super::positive_duration(
+        "--client-header-timeout",
+        text,
+        "10s or 1m",
+    )?)
 }
 
 async fn serve(
