@@ -249,15 +249,21 @@ impl ClusterSource for Ecs {
             let platform = agent.engine_platform().await.map_err(|e| e.to_string());
             let aws = agent.provider().aws().await;
             // A follower of a published plan makes no ECS call at all (its
-            // cost must not grow with the fleet): its container instance's
-            // custom attributes are not read, and memberOf on them is not
-            // decided (the images are pulled, with a note).
+            // cost must not grow with the fleet): its container instance is
+            // not described. memberOf is decided on the custom attributes
+            // of ECS_INSTANCE_ATTRIBUTES; on any other, it is not (the
+            // images are pulled, with a note).
             let ecs_agent = config
                 .ecs_agent_uri
                 .as_deref()
                 .filter(|_| matches!(config.source, FollowSource::Cluster { .. }))
                 .map(|uri| (config.cluster.as_str(), uri));
-            prefetch::host_facts(platform, Some(aws), ecs_agent).await
+            let none = BTreeMap::new();
+            let custom = config
+                .ecs_agent
+                .as_ref()
+                .map_or(&none, |settings| &settings.instance_attributes.value);
+            prefetch::host_facts(platform, Some(aws), custom, ecs_agent).await
         }
         .boxed()
     }

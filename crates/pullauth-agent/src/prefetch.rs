@@ -162,6 +162,11 @@ pub struct Plan {
 /// facts. Each fact that cannot be read is left out (placement then pulls
 /// what it would decide, and says so), with one note per cause.
 ///
+/// `custom` is `ECS_INSTANCE_ATTRIBUTES`, the custom attributes the ECS
+/// agent registers this instance with: `memberOf` is decided on them
+/// without asking ECS (a plan follower asks nothing), while a custom
+/// attribute not among them stays unknown (it may have been put later).
+///
 /// With `ecs_agent` (the cluster and the local ECS agent's introspection
 /// URI), the container instance the ECS agent registered is described and
 /// all its attributes (custom ones too) become known: `memberOf` is then
@@ -169,6 +174,7 @@ pub struct Plan {
 pub async fn host_facts(
     platform: Result<Platform, String>,
     aws: Option<&Aws>,
+    custom: &BTreeMap<String, String>,
     ecs_agent: Option<(&str, &str)>,
 ) -> (Host, Vec<String>) {
     let mut notes = Vec::new();
@@ -188,6 +194,9 @@ pub async fn host_facts(
             Host::default()
         }
     };
+    for (name, value) in custom {
+        host.set(name, value);
+    }
     if let Some(aws) = aws {
         match aws.instance_facts().await {
             Some(facts) => {
@@ -854,6 +863,102 @@ mod tests {
             problem.starts_with("task definition batch:7: not in the view of cluster prod"),
             "{problem}"
         );
+    }
+
+    /// `ECS_INSTANCE_ATTRIBUTES` decides `memberOf` on its attributes
+    /// without asking ECS (a plan follower asks nothing): a service for
+    /// another stack is skipped, this stack's is pulled, and a constraint
+    /// on an attribute it does not set is pulled with a note, as before.
+    #[tokio::test]
+    async fn instance_attributes_from_the_ecs_config_decide_member_of() {
+        use pullauth_ecs::{ContainerDefinition, EcsService, PlacementConstraint, Run};
+        let constrained = |family: &str, expression: &str| TaskDefinition {
+            arn: Some(format!(
+                "arn:aws:ecs:eu-west-1:123456789012:task-definition/{family}:1"
+            )),
+            family: family.into(),
+            revision: Some(1),
+            containers: vec![ContainerDefinition {
+                name: "app".into(),
+                image: format!("registry.example.com/{family}:1"),
+                essential: true,
+                credentials_parameter: None,
+            }],
+            placement_constraints: vec![PlacementConstraint {
+                kind: "memberOf".into(),
+                expression: Some(expression.into()),
+            }],
+            ..TaskDefinition::default()
+        };
+        let service = |name: &str| EcsService {
+            name: name.into(),
+            status: ServiceStatus::Active,
+            deployment_controller: "ECS".into(),
+            placement_constraints: vec![],
+            runs: vec![Run {
+                task_definition: format!("{name}:1"),
+                capacity: Capacity::default(),
+                id: None,
+                origin: "service".into(),
+            }],
+        };
+        let mut view = ClusterView {
+            cluster: "prod".into(),
+            services_read: true,
+            services: vec![service("prod"), service("dev"), service("team")],
+            ..ClusterView::default()
+        };
+        for (family, expression) in [
+            ("prod", "attribute:stack == prod"),
+            ("dev", "attribute:stack == dev"),
+            ("team", "attribute:team == payments"),
+        ] {
+            view.task_definitions
+                .insert(format!("{family}:1"), constrained(family, expression));
+        }
+        let custom = BTreeMap::from([("stack".to_owned(), "prod".to_owned())]);
+        let platform = Ok(Platform {
+            architecture: Some("x86_64".into()),
+            os_type: Some("linux".into()),
+        });
+        let (host, notes) = host_facts(platform, None, &custom, None).await;
+        assert!(notes.is_empty(), "{notes:?}");
+        assert!(!host.facts.complete, "other custom attributes stay unknown");
+
+        let plan = decide_plan(&view, &Filters::default(), &host);
+        let pulled: Vec<(&str, usize)> = plan
+            .wanted
+            .iter()
+            .map(|w| (w.image.original.as_str(), w.notes.len()))
+            .collect();
+        assert_eq!(
+            pulled,
+            [
+                ("registry.example.com/prod:1", 0),
+                ("registry.example.com/team:1", 1),
+            ],
+            "{plan:?}"
+        );
+        let [skipped] = plan.skipped.as_slice() else {
+            panic!("one skipped: {plan:?}");
+        };
+        assert_eq!(skipped.image.as_deref(), Some("registry.example.com/dev:1"));
+        assert_eq!(skipped.reason, SkipReason::MemberOf);
+
+        // Without the attributes, nothing is decided: all three are pulled.
+        let (bare, _) = host_facts(
+            Ok(Platform {
+                architecture: Some("x86_64".into()),
+                os_type: Some("linux".into()),
+            }),
+            None,
+            &BTreeMap::new(),
+            None,
+        )
+        .await;
+        let plan = decide_plan(&view, &Filters::default(), &bare);
+        assert_eq!(plan.wanted.len(), 3, "{plan:?}");
+        assert!(plan.skipped.is_empty(), "{plan:?}");
     }
 
     #[test]

@@ -17,7 +17,7 @@
 //! only as [`Found`] allows, and the items of [`EXCLUDE_UNTRACKED_IMAGE`]
 //! never.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::time::Duration;
 
@@ -42,6 +42,10 @@ pub const IMAGE_MINIMUM_CLEANUP_AGE: &str = "ECS_IMAGE_MINIMUM_CLEANUP_AGE";
 pub const NON_ECS_IMAGE_MINIMUM_CLEANUP_AGE: &str = "NON_ECS_IMAGE_MINIMUM_CLEANUP_AGE";
 /// The most images one cleanup cycle deletes.
 pub const NUM_IMAGES_DELETE_PER_CYCLE: &str = "ECS_NUM_IMAGES_DELETE_PER_CYCLE";
+
+/// A JSON object of custom attribute names and values the ECS agent
+/// registers the container instance with (`{"stack": "prod"}`).
+pub const INSTANCE_ATTRIBUTES: &str = "ECS_INSTANCE_ATTRIBUTES";
 
 /// The ECS agent's default for [`IMAGE_CLEANUP_INTERVAL`].
 pub const DEFAULT_IMAGE_CLEANUP_INTERVAL: Duration = Duration::from_secs(30 * 60);
@@ -86,6 +90,11 @@ pub struct EcsAgentSettings {
     /// a stopped task's containers (and so when their image becomes
     /// unused); pullauth keeps its finished tasks as long.
     pub task_cleanup_wait: Setting<Duration>,
+    /// `ECS_INSTANCE_ATTRIBUTES`: the custom attributes the ECS agent
+    /// registers this instance with (empty when unset or not a JSON object
+    /// of strings). Placement decides `memberOf` on them without asking
+    /// ECS; attributes put later (`PutAttributes`) are not among them.
+    pub instance_attributes: Setting<BTreeMap<String, String>>,
     /// Values the ECS agent does not take as written.
     pub ignored: Vec<Ignored>,
 }
@@ -109,6 +118,14 @@ impl fmt::Debug for EcsAgentSettings {
             )
             .field("images_deleted_per_cycle", &self.images_deleted_per_cycle)
             .field("task_cleanup_wait", &self.task_cleanup_wait)
+            .field(
+                "instance_attributes",
+                &format_args!(
+                    "<{} attributes> ({})",
+                    self.instance_attributes.value.len(),
+                    self.instance_attributes.origin
+                ),
+            )
             .field("ignored", &self.ignored)
             .finish()
     }
@@ -145,6 +162,11 @@ pub enum Problem {
     NotAnInteger { default: u32 },
     /// An integer below 1: the default applies.
     BelowOne { default: u32 },
+    /// Not a JSON object whose values are strings: the ECS agent does not
+    /// start with it. `syntax_at` is where a value that is not JSON at all
+    /// stopped parsing (`line L column C`, which quotes nothing of it);
+    /// `None` for JSON of another shape.
+    NotAnAttributeMap { syntax_at: Option<String> },
     /// `KEY=VALUE` pasted after the list (the name when it is one pullauth
     /// knows the shape of).
     PastedAssignment { pasted: Option<String> },
@@ -249,6 +271,7 @@ impl EcsAgentSettings {
             Bound::AtLeast(MINIMUM_TASK_CLEANUP_WAIT),
             &mut ignored,
         );
+        let instance_attributes = attributes(sources, &mut ignored);
         EcsAgentSettings {
             pull_behavior,
             image_cleanup_disabled,
@@ -259,6 +282,7 @@ impl EcsAgentSettings {
             non_ecs_image_minimum_cleanup_age,
             images_deleted_per_cycle,
             task_cleanup_wait,
+            instance_attributes,
             ignored,
         }
     }
@@ -548,6 +572,39 @@ fn exclusions(sources: &Sources, ignored: &mut Vec<Ignored>) -> Setting<Vec<Stri
     }
 }
 
+/// `ECS_INSTANCE_ATTRIBUTES` as the ECS agent reads it: Go's
+/// `json.Unmarshal` into a `map[string]string`, where `null` (and an unset
+/// or empty variable) is no attribute and anything else that is not an
+/// object of strings stops the ECS agent.
+fn attributes(sources: &Sources, ignored: &mut Vec<Ignored>) -> Setting<BTreeMap<String, String>> {
+    let var = INSTANCE_ATTRIBUTES;
+    let Some((value, origin)) = sources.lookup(var) else {
+        return default_setting(BTreeMap::new());
+    };
+    let text = value.expose_secret();
+    if text.is_empty() {
+        return default_setting(BTreeMap::new());
+    }
+    match serde_json::from_str::<Option<BTreeMap<String, String>>>(text) {
+        Ok(map) => Setting {
+            value: map.unwrap_or_default(),
+            origin,
+        },
+        Err(error) => {
+            ignored.push(Ignored {
+                var,
+                found: Found::new(text),
+                origin,
+                problem: Problem::NotAnAttributeMap {
+                    syntax_at: (error.is_syntax() || error.is_eof())
+                        .then(|| format!("line {} column {}", error.line(), error.column())),
+                },
+            });
+            default_setting(BTreeMap::new())
+        }
+    }
+}
+
 fn default_setting<T>(value: T) -> Setting<T> {
     Setting {
         value,
@@ -640,6 +697,17 @@ impl fmt::Display for Ignored {
                 f,
                 "{named} is below 1{note}; the ECS agent ignores it and uses {default}: set a \
                  whole number of at least 1"
+            ),
+            Problem::NotAnAttributeMap { syntax_at } => write!(
+                f,
+                "{named} is not a JSON object of string values{note}: {}; the ECS agent does \
+                 not start with it, and pullauth decides no memberOf constraint on custom \
+                 attributes (their images are pulled): write one object on one line, such as \
+                 {{\"team\": \"payments\"}}",
+                syntax_at.as_ref().map_or_else(
+                    || "it is JSON of another shape".to_owned(),
+                    |at| format!("it is not JSON (it stops parsing at {at})")
+                )
             ),
             Problem::PastedAssignment { pasted } => write!(
                 f,
@@ -1257,5 +1325,77 @@ mod tests {
     #[case::zero(Duration::ZERO, "0s")]
     fn durations_are_written_as_go_writes_them(#[case] d: Duration, #[case] text: &str) {
         assert_eq!(go_style(d), text);
+    }
+
+    #[test]
+    fn instance_attributes_are_read_as_the_ecs_agent_registers_them() {
+        let s = settings("ECS_INSTANCE_ATTRIBUTES={\"stack\": \"prod\", \"team\":\"payments\"}\n");
+        assert!(s.ignored.is_empty(), "{:?}", s.ignored);
+        assert_eq!(
+            s.instance_attributes.value,
+            BTreeMap::from([
+                ("stack".to_owned(), "prod".to_owned()),
+                ("team".to_owned(), "payments".to_owned()),
+            ])
+        );
+        assert_eq!(s.instance_attributes.origin, at(1));
+        // Unset, empty and null: no attribute, and nothing to warn about.
+        for file in [
+            "",
+            "ECS_INSTANCE_ATTRIBUTES=\n",
+            "ECS_INSTANCE_ATTRIBUTES=null\n",
+        ] {
+            let s = settings(file);
+            assert!(s.instance_attributes.value.is_empty(), "{file:?}");
+            assert!(s.ignored.is_empty(), "{file:?}: {:?}", s.ignored);
+        }
+    }
+
+    /// A value the ECS agent stops on: no attribute is taken, and the
+    /// warning says where and why without quoting the value, which a
+    /// mistyped line can fill with a secret.
+    #[rstest]
+    #[case::not_json(
+        "ECS_INSTANCE_ATTRIBUTES=stack=prod",
+        "it is not JSON (it stops parsing at line 1 column 1)"
+    )]
+    #[case::a_number_value(
+        "ECS_INSTANCE_ATTRIBUTES={\"stack\": 1}",
+        "it is JSON of another shape"
+    )]
+    #[case::an_array("ECS_INSTANCE_ATTRIBUTES=[\"stack\"]", "it is JSON of another shape")]
+    #[case::two_variables_on_one_line(
+        "ECS_INSTANCE_ATTRIBUTES={\"stack\":\"prod\"} ECS_ENGINE_AUTH_DATA={\"r.io\":{\"password\":\"Canary7pwQz\"}}",
+        "it is not JSON (it stops parsing at line 1 column 18)"
+    )]
+    fn instance_attributes_that_stop_the_ecs_agent_are_warned(
+        #[case] file: &str,
+        #[case] why: &str,
+    ) {
+        let s = settings(file);
+        assert!(s.instance_attributes.value.is_empty());
+        assert_eq!(s.instance_attributes.origin, Origin::Default);
+        let [ignored] = s.ignored.as_slice() else {
+            panic!("one value ignored: {:?}", s.ignored);
+        };
+        assert_eq!(ignored.var, INSTANCE_ATTRIBUTES);
+        let text = ignored.to_string();
+        assert!(
+            text.starts_with("ECS_INSTANCE_ATTRIBUTES")
+                && text.contains("(/etc/ecs/ecs.config:1)")
+                && text.contains("not a JSON object of string values (")
+                && text.contains(&format!(": {why}; the ECS agent does not start with it")),
+            "{text}"
+        );
+        let value = file
+            .split_once('=')
+            .map(|(_, value)| value)
+            .unwrap_or_default();
+        assert!(!text.contains(CANARY) && !text.contains(value), "{text}");
+        assert!(
+            !text.contains("stack"),
+            "no part of the value is quoted: {text}"
+        );
+        assert!(!format!("{s:?}").contains(CANARY));
     }
 }

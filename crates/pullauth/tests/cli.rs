@@ -462,7 +462,7 @@ fn check_shows_the_ecs_agents_cleanup_settings_with_their_origin() {
         "ecs.config",
         "ECS_IMAGE_CLEANUP_INTERVAL=1h30m\nECS_NUM_IMAGES_DELETE_PER_CYCLE=2\n\
          ECS_EXCLUDE_UNTRACKED_IMAGE=a:1,r.io/b:2\nECS_ENABLE_UNTRACKED_IMAGE_CLEANUP=True\n\
-         ECS_IMAGE_MINIMUM_CLEANUP_AGE=5m\n",
+         ECS_IMAGE_MINIMUM_CLEANUP_AGE=5m\nECS_INSTANCE_ATTRIBUTES={\"stack\": \"prod\", \"team\": \"payments\"}\n",
     );
     let out = pullauth(&["check", "--env-file", &env_file], &[], b"");
     let stdout = text(&out.stdout);
@@ -498,6 +498,10 @@ fn check_shows_the_ecs_agents_cleanup_settings_with_their_origin() {
         format!("5m {env_file}:5")
     );
     assert_eq!(row("NON_ECS_IMAGE_MINIMUM_CLEANUP_AGE"), "1h default");
+    assert_eq!(
+        row("ECS_INSTANCE_ATTRIBUTES"),
+        format!("stack,team {env_file}:6")
+    );
     assert_eq!(row("ECS_DISABLE_IMAGE_CLEANUP"), "false default");
     // The list's items are never printed.
     assert!(!stdout.contains("r.io/b:2"), "{stdout}");

@@ -1177,7 +1177,8 @@ fn serve_removes_what_it_prefetched_once_nothing_names_it_and_nothing_else() {
 /// container instance), the instance's own attributes, custom ones too,
 /// decide `memberOf`: an expression naming this instance's `stack` pulls,
 /// one naming another is skipped. Without an ECS agent to ask (as at boot),
-/// both pull, each saying why.
+/// both pull, each saying why, unless `ECS_INSTANCE_ATTRIBUTES` names the
+/// attribute (then it decides, as for a plan follower).
 #[test]
 fn custom_attributes_of_the_registered_instance_decide_member_of() {
     let h = Harness::get();
@@ -1215,15 +1216,17 @@ print(arn)
         .trim()
         .to_owned();
     let ecs_agent = EcsAgentStub::start(&cluster.name, &arn);
-    let env_text = |uri: &str| {
-        docker_auth_config(
-            &[(&h.alpha.addr(), "bob", h.alpha.password("bob"))],
-            &[
-                ("ECS_CLUSTER", &cluster.name),
-                ("PULLAUTH_ECS_AGENT_URI", uri),
-            ],
-        )
+    let env_with = |uri: &str, attributes: Option<&str>| {
+        let mut vars = vec![
+            ("ECS_CLUSTER", cluster.name.as_str()),
+            ("PULLAUTH_ECS_AGENT_URI", uri),
+        ];
+        if let Some(attributes) = attributes {
+            vars.push(("ECS_INSTANCE_ATTRIBUTES", attributes));
+        }
+        docker_auth_config(&[(&h.alpha.addr(), "bob", h.alpha.password("bob"))], &vars)
     };
+    let env_text = |uri: &str| env_with(uri, None);
 
     let out = prefetch(
         &moto.endpoint(),
@@ -1264,6 +1267,23 @@ print(arn)
         );
     }
     assert!(out.stderr.contains("no ECS agent"), "{}", out.stderr);
+
+    // Still no ECS agent, but the ECS agent's configuration says which
+    // custom attributes it registers the instance with: `stack` is decided
+    // from it, with no ECS call (as a plan follower decides).
+    let out = prefetch(
+        &moto.endpoint(),
+        &env_with(&nobody, Some(r#"{"stack": "prod"}"#)),
+        &["--dry-run", "--json"],
+    );
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    let lines = json_lines(&out);
+    let pulled = line_for(&lines, &prod);
+    assert_eq!(pulled["status"], "would-pull", "{pulled}");
+    assert_eq!(pulled["notes"], serde_json::json!([]), "{pulled}");
+    let skipped = line_for(&lines, &dev);
+    assert_eq!(skipped["status"], "skipped", "{skipped}");
+    assert_eq!(skipped["reason"], "member-of", "{skipped}");
 }
 
 /// Issue 24: a shared cluster plan. One `serve --follow-cluster --publish`

@@ -4,8 +4,8 @@ use std::process::ExitCode;
 
 use pullauth_config::ecs_agent::{
     DISABLE_IMAGE_CLEANUP, EXCLUDE_UNTRACKED_IMAGE, IMAGE_CLEANUP_INTERVAL,
-    IMAGE_MINIMUM_CLEANUP_AGE, NON_ECS_IMAGE_MINIMUM_CLEANUP_AGE, NUM_IMAGES_DELETE_PER_CYCLE,
-    UNTRACKED_IMAGE_CLEANUP,
+    IMAGE_MINIMUM_CLEANUP_AGE, INSTANCE_ATTRIBUTES, NON_ECS_IMAGE_MINIMUM_CLEANUP_AGE,
+    NUM_IMAGES_DELETE_PER_CYCLE, UNTRACKED_IMAGE_CLEANUP,
 };
 use pullauth_config::{AUTH_DATA, AUTH_TYPE, Config, Origin, Setting};
 
@@ -167,6 +167,24 @@ fn print_others(config: &Config) -> anyhow::Result<()> {
             Setting {
                 value: agent.images_deleted_per_cycle.value.to_string(),
                 origin: agent.images_deleted_per_cycle.origin.clone(),
+            },
+        ),
+        // Placement decides memberOf on these: their names are shown.
+        (
+            INSTANCE_ATTRIBUTES,
+            Setting {
+                value: if agent.instance_attributes.value.is_empty() {
+                    "(none)".to_owned()
+                } else {
+                    agent
+                        .instance_attributes
+                        .value
+                        .keys()
+                        .map(String::as_str)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                },
+                origin: agent.instance_attributes.origin.clone(),
             },
         ),
     ];

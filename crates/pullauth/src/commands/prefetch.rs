@@ -120,6 +120,7 @@ pub fn run(args: &PrefetchArgs) -> anyhow::Result<ExitCode> {
         let (host, notes) = prefetch::host_facts(
             platform,
             Some(provider.aws().await),
+            &config.ecs_agent.instance_attributes.value,
             Some((cluster.as_str(), config.ecs_agent_uri.value.as_str())),
         )
         .await;
