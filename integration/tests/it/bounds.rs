@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use pullauth_integration::agent::{AgentSpec, docker_auth_config, random_token};
 use pullauth_integration::{
-    Harness, S3Mode, S3Stub, ensure_tools, pullauth_aws_env, pullauth_bin, pullauth_command,
+    Harness, Outcome, S3Mode, S3Stub, ensure_tools, pullauth_aws_env, pullauth_bin,
+    pullauth_command,
 };
 
 /// The log lines that contain `needle`.
@@ -176,6 +177,69 @@ fn reloading_an_s3_env_file_against_a_stalled_endpoint_never_holds_the_apis() {
     );
     assert_eq!(agent.metric("pullauth_config_reload_failures_total"), 0.0);
     assert_eq!(agent.metric("pullauth_config_reloads_total"), 0.0);
+}
+
+/// Issue 24: a shared plan read from an S3 that accepts the connection
+/// and never answers. The boot `prefetch --plan` fails within
+/// `PULLAUTH_AWS_TIMEOUT`, naming the plan's object and the limit; a
+/// `serve --follow-plan` on one worker thread answers its API while its
+/// poll waits, then shows the same failure in `GET /v1/prefetch`.
+#[test]
+fn a_plan_read_from_a_stalled_s3_is_bounded_and_never_holds_the_api() {
+    let h = Harness::get();
+    let stub = S3Stub::start(S3Mode::Stall);
+    let plan = "s3://stub-bucket/plans/prod.json";
+    let config = "ECS_CLUSTER=prod\nPULLAUTH_AWS_TIMEOUT=2s\n";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env_file = dir.path().join("ecs.config");
+    std::fs::write(&env_file, config).expect("env file");
+    let aws_env = pullauth_aws_env(&stub.endpoint());
+    let env: Vec<(&str, &str)> = aws_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+
+    let mut cmd = pullauth_command(
+        "prefetch",
+        h.docker_host(),
+        &env_file,
+        &env,
+        &["--plan", plan],
+    );
+    let out = Outcome::run_bounded(&mut cmd, b"", Duration::from_secs(60));
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(plan) && out.stderr.contains("no answer (within 2s)"),
+        "{}",
+        out.stderr
+    );
+    assert!(stub.stalled() >= 1, "the stalled endpoint was not asked");
+
+    let mut spec = AgentSpec::new()
+        .env_file_text(config)
+        .arg("--follow-plan")
+        .arg(plan)
+        .arg("--plan-interval")
+        .arg("1s")
+        .env("TOKIO_WORKER_THREADS", "1");
+    for (k, v) in &aws_env {
+        spec = spec.env(k, v);
+    }
+    let held = stub.stalled();
+    let agent = spec.start();
+    wait_until(
+        "the follower's read reaching S3",
+        Duration::from_secs(30),
+        || stub.stalled() > held,
+    );
+    let metadata = agent.get("/v1/metadata");
+    assert_eq!(metadata.status, 200, "{}", metadata.text());
+    wait_until(
+        "the plan read failing in GET /v1/prefetch",
+        Duration::from_secs(30),
+        || {
+            agent.get_json("/v1/prefetch")["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains(plan) && e.contains("no answer (within 2s)"))
+        },
+    );
 }
 
 #[test]
