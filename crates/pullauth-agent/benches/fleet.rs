@@ -3,14 +3,15 @@
 //! plan, ECS caches and client-side pacing), against one account's ECS API
 //! modelled as token buckets, in simulated time.
 //!
-//! `cargo bench -p pullauth-agent --bench fleet [-- --full] [-- --sizes 10,100] [-- --spread-one-interval]`
+//! `cargo bench -p pullauth-agent --bench fleet [-- --full] [-- --sizes 10,100] [-- --spread-one-interval] [-- --mode follow-plan]`
 //!
 //! The default run is 10 and 100 instances of each mode (well under a
 //! minute); `--full` adds 1,000, 10,000 and 100,000 (a row that would not
 //! fit in this machine's memory, estimated from the previous row, is said
 //! and not run) and the follow-cluster rows with the start-up spread left at
 //! one interval. Each row runs in a child process (`--row MODE POLICY N`),
-//! so that its peak memory is its own.
+//! so that its peak memory is its own; a follow-plan row of more than
+//! [`PLAN_SHARD_SIZE`] instances runs as several (see [`Shard`]).
 //!
 //! Deterministic: a current-thread Tokio runtime with the clock paused
 //! (it jumps to the next timer whenever every task waits), and every random
@@ -20,10 +21,12 @@
 //! What runs is the agent's own code down to three seams: the ECS calls
 //! (`pullauth_aws::EcsApi`, faked by [`Account`]), the plan's S3 object
 //! (`shared_plan::PlanStore`, faked by [`PlanBucket`]) and the engine
-//! (`pullauth_agent::Puller`, faked by [`SimEngine`]). Above them every
+//! (`pullauth_agent::Puller`, faked by [`SimEngine`], every instance's
+//! engine kept in one [`Engines`], keyed by instance). Above them every
 //! instance has its own `Aws` (caches, pacer, single-attempt calls), its own
-//! `Agent` (in-memory store, single flight, pull queue) and its own
-//! `Follower` (schedule, plan, pulls).
+//! `Agent` (single flight, pull queue, metrics, view) and its own
+//! `Follower` (schedule, plan, pulls). The agents share one in-memory
+//! store (see [`World::store`]: here they only write to it).
 //!
 //! The model (every number is a named constant below):
 //! - one account, four ECS buckets (service reads, task-definition reads,
@@ -125,6 +128,9 @@ const MONTH_S: f64 = 30.0 * 86_400.0;
 const PLAN_HORIZON: Duration = Duration::from_secs(30 * 60);
 const PLAN_DEPLOY_FROM: f64 = 180.0;
 const PLAN_DEPLOY_TO: f64 = 1_500.0;
+/// follow-plan: a fleet larger than this runs as shards of at most this
+/// many instances, each in its own process (see [`Shard`]).
+const PLAN_SHARD_SIZE: usize = 25_000;
 /// Where the publisher writes the plan.
 const PLAN_URL: &str = "s3://fleet-plans/plans/prod.json";
 const CLUSTER: &str = "prod";
@@ -490,22 +496,52 @@ struct PlanObject {
     gets: TokenBucket,
     get_requests: u64,
     get_throttled: u64,
+    /// Of `get_requests`, the publisher's (its read before each write).
+    publisher_gets: u64,
     puts: u64,
 }
 
 impl PlanBucket {
-    fn new(epoch: Instant) -> PlanBucket {
+    /// `share` of S3's per-prefix GET rate (a shard's followers' share).
+    fn new(epoch: Instant, share: f64) -> PlanBucket {
+        let rate = S3_GETS_PER_SEC * share;
         PlanBucket {
             epoch,
             state: Mutex::new(PlanObject {
                 current: None,
                 versions: 0,
-                gets: TokenBucket::new((S3_GETS_PER_SEC, S3_GETS_PER_SEC)),
+                gets: TokenBucket::new((rate, rate)),
                 get_requests: 0,
                 get_throttled: 0,
+                publisher_gets: 0,
                 puts: 0,
             }),
         }
+    }
+}
+
+/// The publisher's handle on the plan's object: its GETs are counted apart
+/// (a sharded row counts them once).
+#[derive(Debug)]
+struct Publisher(Arc<PlanBucket>);
+
+impl PlanStore for Publisher {
+    fn get<'a>(
+        &'a self,
+        location: &'a S3Location,
+        etag: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Fetched, AwsError>> {
+        self.0.state.lock().expect("plan").publisher_gets += 1;
+        self.0.get(location, etag)
+    }
+
+    fn put<'a>(
+        &'a self,
+        location: &'a S3Location,
+        body: Vec<u8>,
+        condition: Condition,
+    ) -> BoxFuture<'a, Result<Stored, AwsError>> {
+        self.0.put(location, body, condition)
     }
 }
 
@@ -655,12 +691,46 @@ impl WarmLog {
 
 // --- The engine ---------------------------------------------------------------
 
-/// One instance's engine: a pull takes [`PULL_TIME`] and always succeeds;
-/// it keeps what it pulled.
+/// Every instance's engine in one object, keyed by instance (the fleet's
+/// engines hold the same few images: each name is kept once): a pull takes
+/// [`PULL_TIME`] and always succeeds; an engine keeps what it pulled.
+#[derive(Debug, Default)]
+struct Engines {
+    /// Every reference pulled or tagged on any instance, numbered.
+    names: Mutex<HashMap<String, u32>>,
+    /// (instance, reference) of every image an instance's engine holds.
+    present: Mutex<HashSet<(u32, u32)>>,
+}
+
+impl Engines {
+    fn insert(&self, instance: u32, reference: String) {
+        let name = {
+            let mut names = self.names.lock().expect("names");
+            let next = u32::try_from(names.len()).expect("fewer names");
+            *names.entry(reference).or_insert(next)
+        };
+        self.present
+            .lock()
+            .expect("present")
+            .insert((instance, name));
+    }
+
+    fn has(&self, instance: u32, reference: &str) -> bool {
+        let name = self.names.lock().expect("names").get(reference).copied();
+        name.is_some_and(|name| {
+            self.present
+                .lock()
+                .expect("present")
+                .contains(&(instance, name))
+        })
+    }
+}
+
+/// One instance's engine, as its agent sees it (the `Puller` seam).
 #[derive(Debug)]
 struct SimEngine {
-    instance: usize,
-    present: Mutex<HashSet<String>>,
+    instance: u32,
+    engines: Arc<Engines>,
     log: Arc<WarmLog>,
 }
 
@@ -681,9 +751,9 @@ impl Puller for SimEngine {
         let reference = image.pull_reference();
         async move {
             tokio::time::sleep(PULL_TIME).await;
-            self.log.pulled(self.instance, &reference);
+            self.log.pulled(self.instance as usize, &reference);
             let image_id = format!("sha256:{:064x}", reference.len());
-            self.present.lock().expect("present").insert(reference);
+            self.engines.insert(self.instance, reference);
             Ok(Obtained {
                 status: PullStatus::Pulled,
                 image_id,
@@ -714,7 +784,7 @@ impl Puller for SimEngine {
         &'a self,
         reference: &'a str,
     ) -> BoxFuture<'a, Result<Option<String>, PullError>> {
-        let present = self.present.lock().expect("present").contains(reference);
+        let present = self.engines.has(self.instance, reference);
         async move { Ok(present.then(|| format!("sha256:{:064x}", reference.len()))) }.boxed()
     }
 
@@ -733,10 +803,7 @@ impl Puller for SimEngine {
         _source: &'a str,
         target: &'a ImageRef,
     ) -> BoxFuture<'a, Result<(), PullError>> {
-        self.present
-            .lock()
-            .expect("present")
-            .insert(target.pull_reference());
+        self.engines.insert(self.instance, target.pull_reference());
         async { Ok(()) }.boxed()
     }
 
@@ -799,8 +866,9 @@ impl Mode {
         }
     }
 
-    /// Starts instance `index` of the fleet: its agent and follower.
-    fn start(self, world: &World, index: usize) -> (Agent, Follower) {
+    /// Starts instance `index` of the fleet: its agent and follower; `slot`
+    /// is its place among this process's (shard's) instances.
+    fn start(self, world: &World, index: usize, slot: usize) -> (Agent, Follower) {
         let aws = Aws::with_ecs_api(
             world.account.clone(),
             AwsOptions {
@@ -809,7 +877,7 @@ impl Mode {
                 ..AwsOptions::default()
             },
         );
-        let agent = world.agent(index, aws);
+        let agent = world.agent(slot, aws);
         let location = S3Location::parse(PLAN_URL).expect("a valid location");
         let (source, policy) = match self {
             Mode::FollowCluster => (
@@ -834,9 +902,14 @@ impl Mode {
                 world.policy.clone(),
             ),
         };
+        let plans: Arc<dyn PlanStore> = if self == Mode::FollowPlan && index == 0 {
+            Arc::new(Publisher(world.plans.clone()))
+        } else {
+            world.plans.clone()
+        };
         let follower = Follower::start_with(
             agent.clone(),
-            Arc::new(follow::Ecs::with_plan_store(world.plans.clone())),
+            Arc::new(follow::Ecs::with_plan_store(plans)),
             Some(world.follow_config(policy, source)),
             splitmix(world.seed ^ splitmix(index as u64 + 1)),
         );
@@ -893,16 +966,43 @@ struct World {
     policy: PollPolicy,
     account: Arc<Account>,
     plans: Arc<PlanBucket>,
+    engines: Arc<Engines>,
+    /// The agents' store: one in-memory database for the fleet (an empty
+    /// one takes about 90 KB, 9 GB for 100,000 agents). Here an agent only
+    /// writes to it (the images it pulled and tagged) and reads nothing a
+    /// figure depends on: no task runs, the follower's removal and disk
+    /// guard (which read it) are off, and whether an image was pulled
+    /// before goes to the engine, which ignores it.
+    store: Store,
     log: Arc<WarmLog>,
 }
 
 impl World {
-    /// Instance `index`'s agent: an in-memory store, its own engine, no
-    /// registry keys (the images are public), AWS through `aws`.
-    fn agent(&self, index: usize, aws: Aws) -> Agent {
+    fn new(
+        seed: u64,
+        policy: PollPolicy,
+        epoch: Instant,
+        horizon: Duration,
+        instances: usize,
+        shard: Shard,
+    ) -> World {
+        World {
+            seed,
+            policy,
+            account: Arc::new(Account::new(epoch, horizon)),
+            plans: Arc::new(PlanBucket::new(epoch, 1.0 / shard.of as f64)),
+            engines: Arc::new(Engines::default()),
+            store: Store::in_memory(),
+            log: Arc::new(WarmLog::new(epoch, instances)),
+        }
+    }
+
+    /// The agent of the instance in `slot`: the fleet's store, its own
+    /// engine, no registry keys (the images are public), AWS through `aws`.
+    fn agent(&self, slot: usize, aws: Aws) -> Agent {
         let engine = Arc::new(SimEngine {
-            instance: index,
-            present: Mutex::new(HashSet::new()),
+            instance: u32::try_from(slot).expect("fewer instances"),
+            engines: self.engines.clone(),
             log: self.log.clone(),
         });
         let settings = Settings {
@@ -916,7 +1016,7 @@ impl World {
             version: "fleet-simulation".to_owned(),
         };
         Agent::start_with_provider(
-            Store::in_memory(),
+            self.store.clone(),
             engine,
             settings,
             identity,
@@ -959,7 +1059,11 @@ struct Row {
     /// S3 GETs of the plan (a `304` is one), and how many were throttled.
     s3_gets: u64,
     s3_gets_throttled: u64,
+    /// Of `s3_gets`, the publisher's.
+    s3_publisher_gets: u64,
     s3_puts: u64,
+    /// The processes the row ran as ([`Shard`]).
+    shards: usize,
     /// Seconds until every instance had every image of t = 0 (of the
     /// services no deployment changed).
     cold_all_warm: Option<f64>,
@@ -1025,7 +1129,40 @@ fn available_bytes() -> f64 {
         .map_or(f64::INFINITY, |kib| kib * 1024.0)
 }
 
-fn simulate(mode: Mode, variant: Variant, instances: usize, seed: u64) -> Row {
+/// Part `index` of `of` of a follow-plan row. Plan followers meet only at
+/// the plan's object, so a large fleet runs as shards, each in its own
+/// process: every shard runs the same publisher (instance 0, the same
+/// seed: the same ECS reads, plans and deployments) and the followers whose
+/// index is `index` modulo `of` (each with its own seed, as in one
+/// process), against a plan object serving `1 / of` of S3's GET rate. The
+/// rows are merged ([`merge`]); their ECS figures must agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Shard {
+    index: usize,
+    of: usize,
+}
+
+impl Shard {
+    const WHOLE: Shard = Shard { index: 0, of: 1 };
+
+    /// The shards a row of `instances` runs as.
+    fn count(mode: Mode, instances: usize) -> usize {
+        match mode {
+            Mode::FollowPlan => instances.div_ceil(PLAN_SHARD_SIZE).max(1),
+            Mode::FollowCluster => 1,
+        }
+    }
+
+    /// The instances of the fleet this shard runs: the publisher, and its
+    /// share of the followers.
+    fn members(self, instances: usize) -> Vec<usize> {
+        (0..instances)
+            .filter(|&index| index == 0 || index % self.of == self.index)
+            .collect()
+    }
+}
+
+fn simulate(mode: Mode, variant: Variant, instances: usize, seed: u64, shard: Shard) -> Row {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .start_paused(true)
@@ -1037,13 +1174,8 @@ fn simulate(mode: Mode, variant: Variant, instances: usize, seed: u64) -> Row {
     let (horizon, deploy_from, deploy_to) = mode.scenario(&policy);
     let mut row = runtime.block_on(async {
         let epoch = Instant::now();
-        let world = World {
-            seed,
-            policy: policy.clone(),
-            account: Arc::new(Account::new(epoch, horizon)),
-            plans: Arc::new(PlanBucket::new(epoch)),
-            log: Arc::new(WarmLog::new(epoch, instances)),
-        };
+        let members = shard.members(instances);
+        let world = World::new(seed, policy.clone(), epoch, horizon, members.len(), shard);
         let mut rng = fastrand::Rng::with_seed(splitmix(seed));
         let mut deployments: Vec<(f64, usize)> = (0..DEPLOYMENTS)
             .map(|d| {
@@ -1055,8 +1187,10 @@ fn simulate(mode: Mode, variant: Variant, instances: usize, seed: u64) -> Row {
             .collect();
         deployments.sort_by(|a, b| a.0.total_cmp(&b.0));
         let deployed: HashSet<usize> = deployments.iter().map(|&(_, service)| service).collect();
-        let fleet: Vec<(Agent, Follower)> = (0..instances)
-            .map(|index| mode.start(&world, index))
+        let fleet: Vec<(Agent, Follower)> = members
+            .iter()
+            .enumerate()
+            .map(|(slot, &index)| mode.start(&world, index, slot))
             .collect();
         let deployer = {
             let account = world.account.clone();
@@ -1077,7 +1211,13 @@ fn simulate(mode: Mode, variant: Variant, instances: usize, seed: u64) -> Row {
         deployer.abort();
         let traffic = world.account.traffic.lock().expect("traffic");
         let plans = world.plans.state.lock().expect("plan");
-        let warm = world.log.warm.lock().expect("warm");
+        let mut warm = world.log.warm.lock().expect("warm").clone();
+        // The publisher is in every shard; its times count in the first.
+        if shard.index != 0 {
+            for target in &mut warm {
+                target.remove(0);
+            }
+        }
         let finite = |x: f64| (!x.is_nan()).then_some(x);
         let latest = |target: &[f64]| -> Option<f64> {
             target
@@ -1110,6 +1250,8 @@ fn simulate(mode: Mode, variant: Variant, instances: usize, seed: u64) -> Row {
             throttled: traffic.throttled,
             s3_gets: plans.get_requests,
             s3_gets_throttled: plans.get_throttled,
+            s3_publisher_gets: plans.publisher_gets,
+            shards: shard.of,
             s3_puts: plans.puts,
             cold_all_warm,
             all_warm: warm[SERVICES..].iter().map(|t| latest(t)).collect(),
@@ -1123,7 +1265,8 @@ fn simulate(mode: Mode, variant: Variant, instances: usize, seed: u64) -> Row {
         drop(fleet);
         row
     });
-    row.peak_bytes_per_instance = (status_bytes("VmHWM:") - before).max(0.0) / instances as f64;
+    row.peak_bytes_per_instance =
+        (status_bytes("VmHWM:") - before).max(0.0) / shard.members(instances).len() as f64;
     drop(runtime);
     row.wall_s = wall.elapsed().as_secs_f64();
     row
@@ -1132,14 +1275,57 @@ fn simulate(mode: Mode, variant: Variant, instances: usize, seed: u64) -> Row {
 /// Runs one row in a child process (this benchmark, `--row MODE N`), so
 /// that its peak memory is its own, and reads its answer back.
 fn run_row(mode: Mode, variant: Variant, instances: usize) -> Row {
+    let of = Shard::count(mode, instances);
     let exe = std::env::current_exe().expect("the benchmark's path");
-    let output = std::process::Command::new(exe)
-        .args(["--row", mode.name(), variant.name(), &instances.to_string()])
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .expect("the row's process");
-    assert!(output.status.success(), "the row {instances} failed");
-    serde_json::from_slice(&output.stdout).expect("the row's answer")
+    let rows = (0..of)
+        .map(|index| {
+            let output = std::process::Command::new(&exe)
+                .args(["--row", mode.name(), variant.name(), &instances.to_string()])
+                .args(["--shard", &index.to_string(), &of.to_string()])
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .expect("the row's process");
+            assert!(output.status.success(), "the row {instances} failed");
+            serde_json::from_slice(&output.stdout).expect("the row's answer")
+        })
+        .collect();
+    merge(rows)
+}
+
+/// One row from its shards' rows: the publisher's figures (ECS, the
+/// deployments) from the first, which every shard must match; the
+/// followers' GETs and warm times from all.
+fn merge(mut shards: Vec<Row>) -> Row {
+    let mut row = shards.remove(0);
+    for shard in shards {
+        assert_eq!(
+            (
+                shard.calls,
+                shard.throttled,
+                shard.s3_puts,
+                shard.s3_publisher_gets
+            ),
+            (row.calls, row.throttled, row.s3_puts, row.s3_publisher_gets),
+            "the shards' publishers differ"
+        );
+        row.s3_gets += shard.s3_gets - shard.s3_publisher_gets;
+        row.s3_gets_throttled += shard.s3_gets_throttled;
+        let later = |a: Option<f64>, b: Option<f64>| Some(a?.max(b?));
+        row.cold_all_warm = later(row.cold_all_warm, shard.cold_all_warm);
+        row.all_warm = row
+            .all_warm
+            .iter()
+            .zip(&shard.all_warm)
+            .map(|(&a, &b)| later(a, b))
+            .collect();
+        // Percentiles over every (deployment, instance): order is no matter.
+        row.one_warm.extend(shard.one_warm);
+        row.wall_s += shard.wall_s;
+        row.peak_bytes_per_instance = row
+            .peak_bytes_per_instance
+            .max(shard.peak_bytes_per_instance);
+    }
+    row
 }
 
 // --- Output -----------------------------------------------------------------------
@@ -1185,7 +1371,27 @@ fn main() {
             .get(i + 3)
             .and_then(|n| n.parse().ok())
             .expect("a fleet size");
-        let row = simulate(mode, variant, instances, 0x5eed_0000 + instances as u64);
+        let shard = args
+            .iter()
+            .position(|a| a == "--shard")
+            .map_or(Shard::WHOLE, |s| {
+                let number = |k: usize| {
+                    args.get(s + k)
+                        .and_then(|n| n.parse().ok())
+                        .expect("--shard INDEX OF")
+                };
+                Shard {
+                    index: number(1),
+                    of: number(2),
+                }
+            });
+        let row = simulate(
+            mode,
+            variant,
+            instances,
+            0x5eed_0000 + instances as u64,
+            shard,
+        );
         println!("{}", serde_json::to_string(&row).expect("a row"));
         return;
     }
@@ -1228,8 +1434,16 @@ fn main() {
     println!(
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
+    // `--mode NAME`: that mode's rows only.
+    let only = args
+        .iter()
+        .position(|a| a == "--mode")
+        .and_then(|i| args.get(i + 1));
     let mut rows: Vec<Row> = Vec::new();
-    for mode in Mode::ALL {
+    for mode in Mode::ALL
+        .into_iter()
+        .filter(|m| only.is_none_or(|name| name == m.name()))
+    {
         for &variant in variants {
             // A plan follower's spread is its interval already.
             if mode == Mode::FollowPlan && variant != Variant::Recommended {
@@ -1251,7 +1465,8 @@ fn main() {
                         )
                     })
                 {
-                    let needed = last.peak_bytes_per_instance * instances as f64 * 1.25;
+                    let per_process = instances.div_ceil(Shard::count(mode, instances));
+                    let needed = last.peak_bytes_per_instance * per_process as f64 * 1.25;
                     let available = available_bytes();
                     if needed > available {
                         println!(
@@ -1268,7 +1483,7 @@ fn main() {
                 }
                 let row = run_row(mode, variant, instances);
                 println!(
-                    "| {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {} | {:.2} % ({} / {} / {}; {}) | {} | {} | {} | {} | {} | {:.1} s | {:.0} KiB |",
+                    "| {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {} | {:.2} % ({} / {} / {}; {}) | {} | {} | {} | {} | {} | {:.1} s{} | {:.0} KiB |",
                     row.mode,
                     row.variant,
                     row.instances,
@@ -1297,6 +1512,11 @@ fn main() {
                     fmt_time(percentile(&row.one_warm, 0.5)),
                     fmt_time(percentile(&row.one_warm, 0.95)),
                     row.wall_s,
+                    if row.shards > 1 {
+                        format!(" ({} shards)", row.shards)
+                    } else {
+                        String::new()
+                    },
                     row.peak_bytes_per_instance / 1024.0,
                 );
                 rows.push(row);

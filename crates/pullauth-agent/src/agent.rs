@@ -282,10 +282,17 @@ impl Agent {
         settings: &Settings,
     ) -> Result<Option<Entry>, Failed> {
         let task = TaskCredentials { secret, role };
-        self.inner
-            .provider
-            .credentials_for(&settings.table, image, task)
-            .await
+        // Boxed: the provider's future (ECR tokens, Secrets Manager,
+        // helpers) is about 10 KB, and inline it would make every pull that
+        // waits for its turn that much larger for as long as it waits,
+        // long after its credentials were provided (a prefetch pull queued
+        // behind others: 11,048 -> 1,192 bytes).
+        Box::pin(
+            self.inner
+                .provider
+                .credentials_for(&settings.table, image, task),
+        )
+        .await
             .map(|provided| provided.entry)
             .map_err(|e| {
                 self.inner.metrics.failed("credentials");

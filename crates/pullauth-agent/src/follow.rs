@@ -16,6 +16,15 @@
 //! per distinct reference ([`Agent::engine_has`]); one that was removed
 //! from the engine (`docker image prune`, an operator) is pulled again.
 //!
+//! A follower of a published plan (`serve --follow-plan`) polls often (30 s
+//! by default) and the plan seldom changes: when its conditional GET
+//! answers that the plan it last acted on is unchanged, and that poll left
+//! nothing to do (every image warm or being pulled), the poll ends there
+//! ([`Read::Unchanged`]: the plan's age and staleness are still updated).
+//! The full poll (deciding the plan again, checking the engine, retrying,
+//! removing) still runs at least every [`ENGINE_CHECK_EVERY`], so an image
+//! removed behind the agent's back is pulled again within that time.
+//!
 //! The loop reads the plan through [`ClusterSource`] ([`Ecs`], the real
 //! one, by default) and pulls through the agent, whose engine is behind the
 //! [`crate::Puller`] seam: tests drive the whole loop in paused time.
@@ -47,17 +56,44 @@ use pullauth_resolve::ImageRef;
 /// it believes warm are still there.
 pub const PRESENCE_CHECKS_AT_ONCE: usize = 4;
 
+/// The longest a follower of an unchanged published plan goes without a
+/// full poll: deciding the plan again and checking with the engine that
+/// the images it believes warm are still there (one inspect each). Between
+/// full polls, a poll whose plan did not change (`304`) and which has
+/// nothing to pull ends after the GET. So an image removed from the engine
+/// behind the agent's back is pulled again within this time (plus one
+/// interval), instead of within one interval; a follower of the cluster
+/// itself does the full poll every time. Five minutes: the publisher's
+/// confirmation period ([`shared_plan::CONFIRM_EVERY`]), ten polls at the
+/// default 30 s `--plan-interval`.
+pub const ENGINE_CHECK_EVERY: Duration = Duration::from_secs(5 * 60);
+
+/// What one read of a [`ClusterSource`] found.
+#[derive(Debug)]
+pub enum Read {
+    /// The plan, decided now.
+    Plan(Plan),
+    /// The published plan the follower last acted on, unchanged (the same
+    /// ETag): not decided again. Where it stands now (its age, whether it
+    /// is stale).
+    Unchanged(PlanOrigin),
+}
+
 /// Where the follower reads what a cluster needs.
 pub trait ClusterSource: Send + Sync + 'static {
     /// What `config`'s cluster (its services narrowed and extended by its
     /// filters) needs on `host` now, read as `config.source` says; fails as
-    /// [`prefetch::plan`] does.
-    fn plan<'a>(
+    /// [`prefetch::plan`] does. `acted_on` is the ETag of the published
+    /// plan the follower last acted on in full, when it has nothing left
+    /// to do with it: a source that finds that plan unchanged may answer
+    /// [`Read::Unchanged`] instead of deciding it again.
+    fn read<'a>(
         &'a self,
         agent: &'a Agent,
         config: &'a FollowConfig,
         host: &'a Host,
-    ) -> BoxFuture<'a, Result<Plan, AwsError>>;
+        acted_on: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Read, AwsError>>;
 
     /// What is known about this instance (the engine's platform, IMDS,
     /// the container instance's attributes when the ECS agent at
@@ -154,7 +190,9 @@ impl Ecs {
     }
 
     /// Reads the published plan at `location` and decides; a stale or
-    /// missing plan reads ECS instead when `fallback` is set.
+    /// missing plan reads ECS instead when `fallback` is set. The plan
+    /// `acted_on` (its ETag), found unchanged and not stale-with-fallback,
+    /// is not decided again.
     async fn read_plan(
         &self,
         agent: &Agent,
@@ -162,7 +200,8 @@ impl Ecs {
         config: &FollowConfig,
         host: &Host,
         (location, max_age, fallback): (&S3Location, Duration, bool),
-    ) -> Result<Plan, AwsError> {
+        acted_on: Option<&str>,
+    ) -> Result<Read, AwsError> {
         let held = match self.plans.read(store, location, &config.cluster).await {
             Ok(held) => held,
             Err(error) if fallback && error.class() == ErrorClass::NotFound => {
@@ -171,7 +210,7 @@ impl Ecs {
                 let mut origin = PlanOrigin::at(location);
                 origin.fell_back = true;
                 plan.origin = Some(origin);
-                return Ok(plan);
+                return Ok(Read::Plan(plan));
             }
             Err(error) => return Err(error),
         };
@@ -201,21 +240,24 @@ impl Ecs {
         let mut plan = if stale && fallback {
             origin.fell_back = true;
             self.read_cluster(agent, store, config, host, None).await?
+        } else if acted_on == Some(held.etag.as_str()) {
+            return Ok(Read::Unchanged(origin));
         } else {
             prefetch::decide_plan(&document.view, &config.filters, host)
         };
         plan.origin = Some(origin);
-        Ok(plan)
+        Ok(Read::Plan(plan))
     }
 }
 
 impl ClusterSource for Ecs {
-    fn plan<'a>(
+    fn read<'a>(
         &'a self,
         agent: &'a Agent,
         config: &'a FollowConfig,
         host: &'a Host,
-    ) -> BoxFuture<'a, Result<Plan, AwsError>> {
+        acted_on: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Read, AwsError>> {
         async move {
             let store: &dyn PlanStore = match &self.store {
                 Some(store) => store.as_ref(),
@@ -226,14 +268,22 @@ impl ClusterSource for Ecs {
                     self.plans.clear();
                     self.read_cluster(agent, store, config, host, publish.as_ref())
                         .await
+                        .map(Read::Plan)
                 }
                 FollowSource::Plan {
                     location,
                     max_age,
                     fallback,
                 } => {
-                    self.read_plan(agent, store, config, host, (location, *max_age, *fallback))
-                        .await
+                    self.read_plan(
+                        agent,
+                        store,
+                        config,
+                        host,
+                        (location, *max_age, *fallback),
+                        acted_on,
+                    )
+                    .await
                 }
             }
         }
@@ -395,6 +445,16 @@ pub struct View {
     unnamed: HashMap<String, tokio::time::Instant>,
 }
 
+/// The published plan the follower last acted on in full (one schedule's
+/// state: a new configuration starts without it).
+#[derive(Debug)]
+struct ActedOn {
+    /// The plan's ETag.
+    etag: String,
+    /// When that full poll checked the engine.
+    at: tokio::time::Instant,
+}
+
 /// The handle of the running follower.
 #[derive(Debug)]
 pub struct Follower {
@@ -480,6 +540,7 @@ async fn run(
             reload = changed,
             "following the cluster's services"
         );
+        let mut acted_on = None;
         loop {
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
@@ -500,7 +561,15 @@ async fn run(
             {
                 host = source.host(&agent, &current).await.0;
             }
-            let outcome = poll(&agent, source.as_ref(), &current, &host, &mut warned).await;
+            let outcome = poll(
+                &agent,
+                source.as_ref(),
+                &current,
+                &host,
+                &mut warned,
+                &mut acted_on,
+            )
+            .await;
             delay = schedule.next_delay(outcome);
             tracing::debug!(next_poll_in = ?delay, "next poll of the cluster");
         }
@@ -509,20 +578,43 @@ async fn run(
 
 /// One poll: read the plan, keep it (or the error beside the last good
 /// one), and start the pulls that are neither warm nor in flight, and
-/// again those of warm images that the engine no longer has.
+/// again those of warm images that the engine no longer has. A published
+/// plan found unchanged since the full poll `acted_on` (which left nothing
+/// to do) ends the poll after the read, until [`ENGINE_CHECK_EVERY`] has
+/// passed since that full poll.
 async fn poll(
     agent: &Agent,
     source: &dyn ClusterSource,
     config: &FollowConfig,
     host: &Host,
     warned: &mut WarnedOnce,
+    acted_on: &mut Option<ActedOn>,
 ) -> PollOutcome {
     let metrics = agent.metrics();
     metrics.prefetch_polls.inc();
-    let result = source.plan(agent, config, host).await;
+    let started = tokio::time::Instant::now();
+    let unchanged_is_enough = acted_on
+        .as_ref()
+        .filter(|acted| started.duration_since(acted.at) < ENGINE_CHECK_EVERY)
+        .filter(|_| agent.following(|view| view.settled(started)))
+        .map(|acted| acted.etag.as_str());
+    let result = source.read(agent, config, host, unchanged_is_enough).await;
     let now = now_rfc3339();
     let plan = match result {
-        Ok(plan) => plan,
+        Ok(Read::Plan(plan)) => plan,
+        Ok(Read::Unchanged(origin)) => {
+            tracing::debug!(cluster = %config.cluster, etag = ?origin.etag, "the cluster plan is unchanged and every image it names is warm or being pulled");
+            agent.following(|view| {
+                view.polls += 1;
+                view.last_poll = Some(now.clone());
+                view.last_success = Some(now);
+                view.last_error = None;
+                if let Some(plan) = &mut view.plan {
+                    plan.origin = Some(origin);
+                }
+            });
+            return PollOutcome::Ok;
+        }
         Err(error) => {
             let class = error.class();
             metrics.prefetch_poll_failed(class.name());
@@ -556,7 +648,18 @@ async fn poll(
         }
     }
     let complete = plan.problems.is_empty();
-    let gone = removed_from_engine(agent, &pulls).await;
+    // The published plan this poll acts on, if it was read from one (not
+    // fallen back to ECS).
+    let decided_from = plan
+        .origin
+        .as_ref()
+        .filter(|origin| !origin.fell_back)
+        .and_then(|origin| origin.etag.clone());
+    let (gone, engine_answered) = removed_from_engine(agent, &pulls).await;
+    // An engine that could not say is asked again at the next poll.
+    *acted_on = decided_from
+        .filter(|_| engine_answered)
+        .map(|etag| ActedOn { etag, at: started });
     source.retain(agent, &config.cluster, &plan);
     // Every name a pull leaves in the engine: the pulled reference and the
     // task's own when pinned by digest.
@@ -792,12 +895,12 @@ async fn remove_unnamed(agent: &Agent, named: &HashSet<String>, after: Duration)
 }
 
 /// The references of `pulls` believed warm that the engine no longer has:
-/// one bounded inspect per distinct reference, a few at once. An engine
-/// that cannot answer leaves the images warm (a pull would fail as well):
-/// after its first failed inspect no more are started this poll (a wedged
-/// engine would otherwise cost the engine-call timeout per image), and one
-/// warning says so.
-async fn removed_from_engine(agent: &Agent, pulls: &[prefetch::Pull]) -> BTreeSet<String> {
+/// one bounded inspect per distinct reference, a few at once; and whether
+/// the engine answered every inspect. An engine that cannot answer leaves
+/// the images warm (a pull would fail as well): after its first failed
+/// inspect no more are started this poll (a wedged engine would otherwise
+/// cost the engine-call timeout per image), and one warning says so.
+async fn removed_from_engine(agent: &Agent, pulls: &[prefetch::Pull]) -> (BTreeSet<String>, bool) {
     let warm: BTreeSet<String> = agent.following(|view| {
         pulls
             .iter()
@@ -807,10 +910,10 @@ async fn removed_from_engine(agent: &Agent, pulls: &[prefetch::Pull]) -> BTreeSe
             .collect()
     });
     let engine_failed = AtomicBool::new(false);
-    let engine_failed = &engine_failed;
-    futures_util::stream::iter(warm)
+    let failed = &engine_failed;
+    let gone = futures_util::stream::iter(warm)
         .map(|reference| async move {
-            if engine_failed.load(Ordering::Relaxed) {
+            if failed.load(Ordering::Relaxed) {
                 return None;
             }
             match agent.engine_has(&reference).await {
@@ -820,7 +923,7 @@ async fn removed_from_engine(agent: &Agent, pulls: &[prefetch::Pull]) -> BTreeSe
                     Some(reference)
                 }
                 Err(error) => {
-                    if !engine_failed.swap(true, Ordering::Relaxed) {
+                    if !failed.swap(true, Ordering::Relaxed) {
                         tracing::warn!(error = %error, "cannot tell whether the prefetched images are still in the engine; they stay warm until the next poll checks again");
                     }
                     None
@@ -830,7 +933,8 @@ async fn removed_from_engine(agent: &Agent, pulls: &[prefetch::Pull]) -> BTreeSe
         .buffer_unordered(PRESENCE_CHECKS_AT_ONCE)
         .filter_map(std::future::ready)
         .collect()
-        .await
+        .await;
+    (gone, !engine_failed.load(Ordering::Relaxed))
 }
 
 fn key_of(pull: &prefetch::Pull) -> PullKey {
@@ -846,6 +950,18 @@ impl View {
     /// current plan names).
     pub fn images_tracked(&self) -> usize {
         self.images.len()
+    }
+
+    /// Whether the last full poll left nothing to do at `now`: a plan is
+    /// held and every image it names is warm, being pulled, or removed
+    /// and backing off (so the same plan would start no pull).
+    fn settled(&self, now: tokio::time::Instant) -> bool {
+        self.plan.is_some()
+            && self.images.values().all(|state| match state {
+                ImageState::Warm { .. } | ImageState::Pulling => true,
+                ImageState::Removed { retry_at, .. } => now < *retry_at,
+                ImageState::Failed { .. } | ImageState::Guarded { .. } => false,
+            })
     }
 
     /// The view as JSON: service -> task definition -> images with their

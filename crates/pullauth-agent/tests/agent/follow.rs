@@ -13,16 +13,27 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use pullauth_agent::follow::{ClusterSource, FollowConfig, FollowSource, Follower, PollPolicy};
+use pullauth_agent::credentials::Provider;
+use pullauth_agent::follow;
+use pullauth_agent::follow::{
+    ClusterSource, FollowConfig, FollowSource, Follower, PollPolicy, Read,
+};
 use pullauth_agent::prefetch::{Filters, Plan, Problem, Wanted};
+use pullauth_agent::shared_plan::{self, Condition, Fetched, PlanStore, Stored};
 use pullauth_agent::{Agent, Identity, Puller, Settings};
-use pullauth_aws::{AwsError, Call};
+use pullauth_aws::{
+    Aws, AwsError, AwsOptions, Call, DescribedServices, EcsApi, EcsFuture, S3Location,
+    ServiceDeployment, ServicesPage,
+};
 use pullauth_config::{AuthType, PullBehavior, SecretString};
 use pullauth_docker::Removal;
 use pullauth_docker::{
     Obtained, Platform, PullError, PullEvent, PullOptions, PullStatus, Verified,
 };
-use pullauth_ecs::Host;
+use pullauth_ecs::{
+    Capacity, ClusterView, ContainerDefinition, EcsService, Host, Run, ServiceRevision,
+    ServiceStatus, TaskDefinition,
+};
 use pullauth_resolve::{Entry, ImageRef, RegistryTable};
 use pullauth_store::Store;
 use serde_json::{Value, json};
@@ -55,19 +66,20 @@ impl ScriptedCluster {
 }
 
 impl ClusterSource for ScriptedCluster {
-    fn plan<'a>(
+    fn read<'a>(
         &'a self,
         _agent: &'a Agent,
         config: &'a FollowConfig,
         _host: &'a Host,
-    ) -> BoxFuture<'a, Result<Plan, AwsError>> {
+        _acted_on: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Read, AwsError>> {
         let _ = self.calls.send(PlanCall {
             at: Instant::now(),
             cluster: config.cluster.clone(),
             filters: config.filters.clone(),
         });
         let answer = self.answer.lock().expect("answer").clone();
-        async move { answer }.boxed()
+        async move { answer.map(Read::Plan) }.boxed()
     }
 
     fn host<'a>(
@@ -884,5 +896,325 @@ async fn the_disk_guard_skips_pulls_beyond_the_budget() {
     assert!(view.to_string().contains("disk-guard"), "{view}");
     // What was pulled before the budget stays warm (and checked).
     assert_eq!(state_of(&view, APP_1).as_deref(), Some("warm"), "{view}");
+    assert_eq!(state_of(&view, APP_2).as_deref(), Some("warm"), "{view}");
+}
+
+// --- A follower of a published plan (`serve --follow-plan`) ----------------
+
+/// ECS, for an agent that must not read it: every call fails.
+#[derive(Debug)]
+struct NoEcs;
+
+fn not_read<'a, T: Send + 'a>(operation: &'static str) -> EcsFuture<'a, T> {
+    let error = AwsError::Unreachable {
+        call: ecs_call(operation, "prod"),
+        detail: "a plan follower does not read ECS".to_owned(),
+    };
+    Box::pin(async move { Err(error) })
+}
+
+impl EcsApi for NoEcs {
+    fn list_services<'a>(&'a self, _: &'a str, _: Option<&'a str>) -> EcsFuture<'a, ServicesPage> {
+        not_read("ecs:ListServices")
+    }
+
+    fn describe_services<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a [String],
+    ) -> EcsFuture<'a, DescribedServices> {
+        not_read("ecs:DescribeServices")
+    }
+
+    fn describe_task_definition<'a>(&'a self, _: &'a str) -> EcsFuture<'a, TaskDefinition> {
+        not_read("ecs:DescribeTaskDefinition")
+    }
+
+    fn list_service_deployments<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+    ) -> EcsFuture<'a, Vec<ServiceDeployment>> {
+        not_read("ecs:ListServiceDeployments")
+    }
+
+    fn describe_service_revisions<'a>(
+        &'a self,
+        _: &'a [String],
+    ) -> EcsFuture<'a, Vec<ServiceRevision>> {
+        not_read("ecs:DescribeServiceRevisions")
+    }
+
+    fn describe_container_instance<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+    ) -> EcsFuture<'a, BTreeMap<String, String>> {
+        not_read("ecs:DescribeContainerInstances")
+    }
+}
+
+/// The plan's S3 object, with S3's conditional GET (`304` for the ETag
+/// asked with); every GET is reported with its time and answer.
+#[derive(Default)]
+struct PlanObject {
+    current: Mutex<Option<(String, Vec<u8>)>>,
+    versions: Mutex<u32>,
+    gets: Mutex<Option<mpsc::UnboundedSender<(Instant, bool)>>>,
+}
+
+impl PlanStore for PlanObject {
+    fn get<'a>(
+        &'a self,
+        _location: &'a S3Location,
+        etag: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Fetched, AwsError>> {
+        let answer = match self.current.lock().expect("current").clone() {
+            None => Fetched::Missing,
+            Some((now, _)) if Some(now.as_str()) == etag => Fetched::NotModified,
+            Some((etag, body)) => Fetched::Object { etag, body },
+        };
+        if let Some(gets) = &*self.gets.lock().expect("gets") {
+            let _ = gets.send((Instant::now(), answer == Fetched::NotModified));
+        }
+        async move { Ok(answer) }.boxed()
+    }
+
+    fn put<'a>(
+        &'a self,
+        _location: &'a S3Location,
+        body: Vec<u8>,
+        condition: Condition,
+    ) -> BoxFuture<'a, Result<Stored, AwsError>> {
+        let mut current = self.current.lock().expect("current");
+        let allowed = match (&condition, &*current) {
+            (Condition::IfAbsent, None) => true,
+            (Condition::IfMatch(want), Some((have, _))) => want == have,
+            _ => false,
+        };
+        let answer = if allowed {
+            let mut versions = self.versions.lock().expect("versions");
+            *versions += 1;
+            let etag = format!("\"v{versions}\"");
+            *current = Some((etag.clone(), body));
+            Stored::Written { etag }
+        } else {
+            Stored::Conflict
+        };
+        async move { Ok(answer) }.boxed()
+    }
+}
+
+fn plan_location() -> S3Location {
+    S3Location::parse("s3://plans/prod.json").expect("valid")
+}
+
+/// Cluster `prod` as a publisher reads it: service `web` running task
+/// definition `web:REVISION`, whose one container runs `app:REVISION`.
+fn published_view(revision: u32) -> ClusterView {
+    let task_definition = format!("web:{revision}");
+    ClusterView {
+        cluster: "prod".to_owned(),
+        services_read: true,
+        services: vec![EcsService {
+            name: "web".to_owned(),
+            status: ServiceStatus::Active,
+            deployment_controller: "ECS".to_owned(),
+            placement_constraints: Vec::new(),
+            runs: vec![Run {
+                task_definition: task_definition.clone(),
+                capacity: Capacity::default(),
+                id: None,
+                origin: "service".to_owned(),
+            }],
+        }],
+        task_definitions: BTreeMap::from([(
+            task_definition,
+            TaskDefinition {
+                arn: Some(format!(
+                    "arn:aws:ecs:eu-west-1:123456789012:task-definition/web:{revision}"
+                )),
+                family: "web".to_owned(),
+                revision: Some(revision as i32),
+                containers: vec![ContainerDefinition {
+                    name: "app".to_owned(),
+                    image: format!("registry.example.com/app:{revision}"),
+                    essential: true,
+                    credentials_parameter: None,
+                }],
+                ..TaskDefinition::default()
+            },
+        )]),
+        ..ClusterView::default()
+    }
+}
+
+/// Publishes revision `revision` of `web` to `object` (its GET is not
+/// reported: no follower's).
+async fn publish(object: &PlanObject, revision: u32) {
+    let gets = object.gets.lock().expect("gets").take();
+    let now = std::time::SystemTime::now();
+    shared_plan::publish(
+        object,
+        &plan_location(),
+        &published_view(revision),
+        now,
+        "publisher-1",
+        now,
+    )
+    .await
+    .expect("published");
+    *object.gets.lock().expect("gets") = gets;
+}
+
+/// The follower's next GET of the plan (the time, and whether it was
+/// answered `304`): the next poll starting. By then the previous poll and
+/// what it started (pulls, store records) have finished.
+async fn next_get(gets: &mut mpsc::UnboundedReceiver<(Instant, bool)>) -> (Instant, bool) {
+    // Paused time: this bound stands for "never" and fails a stuck loop.
+    tokio::time::timeout(Duration::from_secs(24 * 3600), gets.recv())
+        .await
+        .expect("the follower stopped polling")
+        .expect("the follower is gone")
+}
+
+/// `serve --follow-plan`: the shipped source (`follow::Ecs`) reading the
+/// plan from `object` every `INTERVAL`, ECS never read.
+fn start_plan_follower(object: Arc<PlanObject>) -> (Agent, Arc<InstantEngine>, Follower) {
+    let engine = Arc::new(InstantEngine::default());
+    let settings = Settings {
+        table: RegistryTable::empty(),
+        behavior: PullBehavior::Default,
+        options: PullOptions::default(),
+    };
+    let identity = Identity {
+        cluster: "prod".to_owned(),
+        container_instance_arn: None,
+        version: "test".to_owned(),
+    };
+    let aws = Aws::with_ecs_api(
+        Arc::new(NoEcs),
+        AwsOptions {
+            ecr: false,
+            ..AwsOptions::default()
+        },
+    );
+    let agent = Agent::start_with_provider(
+        Store::in_memory(),
+        engine.clone(),
+        settings,
+        identity,
+        4,
+        Arc::new(Provider::with_aws(aws, false)),
+    )
+    .expect("agent");
+    let following = FollowConfig {
+        source: FollowSource::Plan {
+            location: plan_location(),
+            max_age: shared_plan::DEFAULT_MAX_AGE,
+            fallback: false,
+        },
+        ..config("prod", &[])
+    };
+    let follower = Follower::start_with(
+        agent.clone(),
+        Arc::new(follow::Ecs::with_plan_store(object)),
+        Some(following),
+        SEED,
+    );
+    (agent, engine, follower)
+}
+
+/// A plan follower whose GET answers `304` for the plan it acted on, with
+/// every image warm, ends the poll there: no engine inspect, no new
+/// decision; but the poll counts, and at least every
+/// `ENGINE_CHECK_EVERY` a full poll checks the engine, so an image removed
+/// behind the agent's back is pulled again within that time. A new
+/// version of the plan is acted on at the next poll.
+#[tokio::test(start_paused = true)]
+async fn a_plan_follower_skips_an_unchanged_plan_and_checks_the_engine_periodically() {
+    let object = Arc::new(PlanObject::default());
+    publish(&object, 1).await;
+    let (tx, mut gets) = mpsc::unbounded_channel();
+    *object.gets.lock().expect("gets") = Some(tx);
+    let (agent, engine, _follower) = start_plan_follower(object.clone());
+    let check_every = pullauth_agent::follow::ENGINE_CHECK_EVERY;
+    let longest_gap = INTERVAL.mul_f64(1.0 + PollPolicy::with_interval(INTERVAL).jitter);
+
+    // The first poll fetches the plan, decides and pulls.
+    let (first, not_modified) = next_get(&mut gets).await;
+    assert!(!not_modified);
+    let (_, not_modified) = next_get(&mut gets).await;
+    assert!(not_modified, "the second GET is conditional");
+    assert_eq!(engine.pulls_of(APP_1), 1);
+    assert_eq!(
+        engine.inspect_count(),
+        0,
+        "nothing was warm at the first poll"
+    );
+
+    // Unchanged and warm: the polls end after the GET.
+    let (removed_at, _) = next_get(&mut gets).await;
+    assert_eq!(
+        engine.inspect_count(),
+        0,
+        "the poll of an unchanged plan inspected the engine"
+    );
+    engine.remove(APP_1);
+    let mut polls: u64 = 3;
+    // A poll may have run on by the time its GET is seen: what is checked
+    // at a GET covers that poll too.
+    loop {
+        let (at, not_modified) = next_get(&mut gets).await;
+        polls += 1;
+        assert!(not_modified);
+        if at - first < check_every {
+            // Within the check period of the first poll: only the plan
+            // was read.
+            assert_eq!(
+                engine.inspect_count(),
+                0,
+                "inspected {:?} after the full poll",
+                at - first
+            );
+            assert_eq!(engine.pulls_of(APP_1), 1);
+        } else {
+            // The first poll due to check the engine: by the next GET it
+            // has found the image gone and pulled it again.
+            next_get(&mut gets).await;
+            polls += 1;
+            assert_eq!(engine.inspect_count(), 1);
+            assert_eq!(
+                engine.pulls_of(APP_1),
+                2,
+                "the removed image was not pulled again by the periodic check"
+            );
+            assert!(
+                at - removed_at <= check_every + longest_gap,
+                "pulled again {:?} after the removal",
+                at - removed_at
+            );
+            break;
+        }
+    }
+    let view = agent.following(|view| view.to_json(&agent));
+    assert!(
+        view["polls"]
+            .as_u64()
+            .is_some_and(|counted| counted >= polls - 1),
+        "every poll counts ({polls} started): {view}"
+    );
+    assert_eq!(view["last_error"], Value::Null, "{view}");
+    assert_eq!(view["plan_source"]["etag"], "\"v1\"", "{view}");
+    assert_eq!(state_of(&view, APP_1).as_deref(), Some("warm"), "{view}");
+
+    // A new version is acted on at once, in the check period.
+    publish(&object, 2).await;
+    let (_, not_modified) = next_get(&mut gets).await;
+    assert!(!not_modified, "the new version is fetched");
+    next_get(&mut gets).await;
+    assert_eq!(engine.pulls_of(APP_2), 1, "the new plan's image is pulled");
+    let view = agent.following(|view| view.to_json(&agent));
+    assert_eq!(view["plan_source"]["etag"], "\"v2\"", "{view}");
     assert_eq!(state_of(&view, APP_2).as_deref(), Some("warm"), "{view}");
 }
