@@ -112,6 +112,8 @@ const PULLS_AT_ONCE: usize = 4;
 const WINDOW: usize = 60;
 /// The fleet sizes of the default run and of `--full`.
 const SIZES: &[usize] = &[10, 100];
+/// Without `--bench` (the suite's `cargo test --all-targets`).
+const SMOKE_SIZES: &[usize] = &[10];
 const FULL_SIZES: &[usize] = &[10, 100, 1_000, 10_000, 100_000];
 /// S3's request rate per partitioned prefix, from its documentation ("at
 /// least 3,500 PUT/COPY/POST/DELETE or 5,500 GET/HEAD requests per second
@@ -1396,12 +1398,17 @@ fn main() {
         return;
     }
     let full = args.iter().any(|a| a == "--full");
+    // `cargo bench` passes --bench; `cargo test --all-targets` (the suite)
+    // runs this without it: then one smoke row per mode, 10 instances, in
+    // the test profile's unoptimized code.
+    let smoke = !args.iter().any(|a| a == "--bench");
     let sizes: Vec<usize> = match args.iter().position(|a| a == "--sizes") {
         Some(i) => args
             .get(i + 1)
             .map(|list| list.split(',').filter_map(|n| n.parse().ok()).collect())
             .unwrap_or_default(),
         None if full => FULL_SIZES.to_vec(),
+        None if smoke => SMOKE_SIZES.to_vec(),
         None => SIZES.to_vec(),
     };
     let variants: &[Variant] = if full || args.iter().any(|a| a == "--spread-one-interval") {
