@@ -726,6 +726,41 @@ mod tests {
         }
     }
 
+    /// Task definition `family:1`: one essential container running
+    /// `registry.example.com/<family>:1`.
+    fn one_image_td(family: &str) -> TaskDefinition {
+        TaskDefinition {
+            arn: Some(format!(
+                "arn:aws:ecs:eu-west-1:123456789012:task-definition/{family}:1"
+            )),
+            family: family.into(),
+            revision: Some(1),
+            containers: vec![pullauth_ecs::ContainerDefinition {
+                name: "app".into(),
+                image: format!("registry.example.com/{family}:1"),
+                essential: true,
+                credentials_parameter: None,
+            }],
+            ..TaskDefinition::default()
+        }
+    }
+
+    /// An active service `name` running `name:1` the default way.
+    fn one_run_service(name: &str) -> pullauth_ecs::EcsService {
+        pullauth_ecs::EcsService {
+            name: name.into(),
+            status: ServiceStatus::Active,
+            deployment_controller: "ECS".into(),
+            placement_constraints: vec![],
+            runs: vec![pullauth_ecs::Run {
+                task_definition: format!("{name}:1"),
+                capacity: Capacity::default(),
+                id: None,
+                origin: "service".into(),
+            }],
+        }
+    }
+
     #[test]
     fn one_pull_per_reference_and_source() {
         let table = RegistryTable::from_auth_data(
@@ -788,41 +823,18 @@ mod tests {
     /// a task definition the view does not hold is a problem naming it.
     #[test]
     fn a_view_decides_per_host_and_filter() {
-        use pullauth_ecs::{ContainerDefinition, EcsService, Run, RuntimePlatform};
+        use pullauth_ecs::RuntimePlatform;
         let td = |family: &str, arch: &str| TaskDefinition {
-            arn: Some(format!(
-                "arn:aws:ecs:eu-west-1:123456789012:task-definition/{family}:1"
-            )),
-            family: family.into(),
-            revision: Some(1),
-            containers: vec![ContainerDefinition {
-                name: "app".into(),
-                image: format!("registry.example.com/{family}:1"),
-                essential: true,
-                credentials_parameter: None,
-            }],
             runtime_platform: Some(RuntimePlatform {
                 cpu_architecture: Some(arch.into()),
                 operating_system_family: None,
             }),
-            ..TaskDefinition::default()
-        };
-        let service = |name: &str| EcsService {
-            name: name.into(),
-            status: ServiceStatus::Active,
-            deployment_controller: "ECS".into(),
-            placement_constraints: vec![],
-            runs: vec![Run {
-                task_definition: format!("{name}:1"),
-                capacity: Capacity::default(),
-                id: None,
-                origin: "service".into(),
-            }],
+            ..one_image_td(family)
         };
         let mut view = ClusterView {
             cluster: "prod".into(),
             services_read: true,
-            services: vec![service("web"), service("arm")],
+            services: vec![one_run_service("web"), one_run_service("arm")],
             ..ClusterView::default()
         };
         view.task_definitions
@@ -871,41 +883,22 @@ mod tests {
     /// on an attribute it does not set is pulled with a note, as before.
     #[tokio::test]
     async fn instance_attributes_from_the_ecs_config_decide_member_of() {
-        use pullauth_ecs::{ContainerDefinition, EcsService, PlacementConstraint, Run};
+        use pullauth_ecs::PlacementConstraint;
         let constrained = |family: &str, expression: &str| TaskDefinition {
-            arn: Some(format!(
-                "arn:aws:ecs:eu-west-1:123456789012:task-definition/{family}:1"
-            )),
-            family: family.into(),
-            revision: Some(1),
-            containers: vec![ContainerDefinition {
-                name: "app".into(),
-                image: format!("registry.example.com/{family}:1"),
-                essential: true,
-                credentials_parameter: None,
-            }],
             placement_constraints: vec![PlacementConstraint {
                 kind: "memberOf".into(),
                 expression: Some(expression.into()),
             }],
-            ..TaskDefinition::default()
-        };
-        let service = |name: &str| EcsService {
-            name: name.into(),
-            status: ServiceStatus::Active,
-            deployment_controller: "ECS".into(),
-            placement_constraints: vec![],
-            runs: vec![Run {
-                task_definition: format!("{name}:1"),
-                capacity: Capacity::default(),
-                id: None,
-                origin: "service".into(),
-            }],
+            ..one_image_td(family)
         };
         let mut view = ClusterView {
             cluster: "prod".into(),
             services_read: true,
-            services: vec![service("prod"), service("dev"), service("team")],
+            services: vec![
+                one_run_service("prod"),
+                one_run_service("dev"),
+                one_run_service("team"),
+            ],
             ..ClusterView::default()
         };
         for (family, expression) in [
@@ -917,11 +910,13 @@ mod tests {
                 .insert(format!("{family}:1"), constrained(family, expression));
         }
         let custom = BTreeMap::from([("stack".to_owned(), "prod".to_owned())]);
-        let platform = Ok(Platform {
-            architecture: Some("x86_64".into()),
-            os_type: Some("linux".into()),
-        });
-        let (host, notes) = host_facts(platform, None, &custom, None).await;
+        let linux_x86 = || {
+            Ok(Platform {
+                architecture: Some("x86_64".into()),
+                os_type: Some("linux".into()),
+            })
+        };
+        let (host, notes) = host_facts(linux_x86(), None, &custom, None).await;
         assert!(notes.is_empty(), "{notes:?}");
         assert!(!host.facts.complete, "other custom attributes stay unknown");
 
@@ -946,16 +941,7 @@ mod tests {
         assert_eq!(skipped.reason, SkipReason::MemberOf);
 
         // Without the attributes, nothing is decided: all three are pulled.
-        let (bare, _) = host_facts(
-            Ok(Platform {
-                architecture: Some("x86_64".into()),
-                os_type: Some("linux".into()),
-            }),
-            None,
-            &BTreeMap::new(),
-            None,
-        )
-        .await;
+        let (bare, _) = host_facts(linux_x86(), None, &BTreeMap::new(), None).await;
         let plan = decide_plan(&view, &Filters::default(), &bare);
         assert_eq!(plan.wanted.len(), 3, "{plan:?}");
         assert!(plan.skipped.is_empty(), "{plan:?}");
