@@ -559,16 +559,11 @@ impl PlanStore for PlanBucket {
                 let mut state = self.state.lock().expect("plan");
                 state.get_requests += 1;
                 if state.gets.take(now) {
-                    Some(match &state.current {
-                        None => Fetched::Missing,
-                        Some((current, _)) if Some(current.as_str()) == etag => {
-                            Fetched::NotModified
-                        }
-                        Some((current, body)) => Fetched::Object {
-                            etag: current.clone(),
-                            body: body.clone(),
-                        },
-                    })
+                    let current = state.current.as_ref();
+                    Some(Fetched::from_current(
+                        current.map(|(etag, body)| (etag.as_str(), body.as_slice())),
+                        etag,
+                    ))
                 } else {
                     state.get_throttled += 1;
                     None
@@ -598,11 +593,8 @@ impl PlanStore for PlanBucket {
             let stored = {
                 let mut state = self.state.lock().expect("plan");
                 state.puts += 1;
-                let allowed = match (&condition, &state.current) {
-                    (Condition::IfAbsent, None) => true,
-                    (Condition::IfMatch(etag), Some((current, _))) => etag == current,
-                    _ => false,
-                };
+                let allowed =
+                    condition.holds(state.current.as_ref().map(|(etag, _)| etag.as_str()));
                 if allowed {
                     state.versions += 1;
                     let etag = format!("\"{:032x}\"", state.versions);

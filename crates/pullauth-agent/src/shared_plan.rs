@@ -71,6 +71,34 @@ pub enum Condition {
     IfAbsent,
 }
 
+impl Fetched {
+    /// What S3 answers a GET asked with `etag` when the object's current
+    /// version is `current` (its ETag and body): the rule every stand-in
+    /// for the plan's object (the simulation, the tests) answers by.
+    pub fn from_current(current: Option<(&str, &[u8])>, etag: Option<&str>) -> Fetched {
+        match current {
+            None => Fetched::Missing,
+            Some((now, _)) if Some(now) == etag => Fetched::NotModified,
+            Some((now, body)) => Fetched::Object {
+                etag: now.to_owned(),
+                body: body.to_vec(),
+            },
+        }
+    }
+}
+
+impl Condition {
+    /// Whether S3 takes a write under this condition when the object's
+    /// current ETag is `current` (`None`: no object).
+    pub fn holds(&self, current: Option<&str>) -> bool {
+        match (self, current) {
+            (Condition::IfAbsent, None) => true,
+            (Condition::IfMatch(want), Some(have)) => want == have,
+            _ => false,
+        }
+    }
+}
+
 /// What a conditional write did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stored {

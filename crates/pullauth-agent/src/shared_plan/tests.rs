@@ -47,11 +47,12 @@ impl PlanStore for Object {
     ) -> BoxFuture<'a, Result<Fetched, AwsError>> {
         *self.gets.lock().expect("gets") += 1;
         let current = self.current.lock().expect("current").clone();
-        let answer = match current {
-            None => Fetched::Missing,
-            Some((now, _)) if Some(now.as_str()) == etag => Fetched::NotModified,
-            Some((etag, body)) => Fetched::Object { etag, body },
-        };
+        let answer = Fetched::from_current(
+            current
+                .as_ref()
+                .map(|(etag, body)| (etag.as_str(), body.as_slice())),
+            etag,
+        );
         async move { Ok(answer) }.boxed()
     }
 
@@ -71,11 +72,7 @@ impl PlanStore for Object {
             .expect("current")
             .as_ref()
             .map(|(etag, _)| etag.clone());
-        let allowed = match (&condition, current) {
-            (Condition::IfAbsent, None) => true,
-            (Condition::IfMatch(want), Some(have)) => *want == have,
-            _ => false,
-        };
+        let allowed = condition.holds(current.as_deref());
         let answer = if allowed {
             Stored::Written {
                 etag: self.write(body),

@@ -969,11 +969,13 @@ impl PlanStore for PlanObject {
         _location: &'a S3Location,
         etag: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Fetched, AwsError>> {
-        let answer = match self.current.lock().expect("current").clone() {
-            None => Fetched::Missing,
-            Some((now, _)) if Some(now.as_str()) == etag => Fetched::NotModified,
-            Some((etag, body)) => Fetched::Object { etag, body },
-        };
+        let current = self.current.lock().expect("current").clone();
+        let answer = Fetched::from_current(
+            current
+                .as_ref()
+                .map(|(etag, body)| (etag.as_str(), body.as_slice())),
+            etag,
+        );
         if let Some(gets) = &*self.gets.lock().expect("gets") {
             let _ = gets.send((Instant::now(), answer == Fetched::NotModified));
         }
@@ -987,11 +989,7 @@ impl PlanStore for PlanObject {
         condition: Condition,
     ) -> BoxFuture<'a, Result<Stored, AwsError>> {
         let mut current = self.current.lock().expect("current");
-        let allowed = match (&condition, &*current) {
-            (Condition::IfAbsent, None) => true,
-            (Condition::IfMatch(want), Some((have, _))) => want == have,
-            _ => false,
-        };
+        let allowed = condition.holds(current.as_ref().map(|(etag, _)| etag.as_str()));
         let answer = if allowed {
             let mut versions = self.versions.lock().expect("versions");
             *versions += 1;
