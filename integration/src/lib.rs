@@ -46,6 +46,7 @@
 
 pub mod agent;
 mod bin;
+mod boto3;
 mod ecs_stub;
 mod engine;
 mod harness;

@@ -172,33 +172,18 @@ impl Moto {
             .into_owned()
     }
 
-    /// Runs `script` with the venv's Python, `boto3` imported and a
-    /// `client(name)` helper bound to this server (region us-east-1,
-    /// [`MOTO_ACCESS_KEY`] unless `keys` are given). Returns stdout; panics
-    /// with stderr if the script fails.
+    /// Runs `script` with the venv's Python, `boto3`, `json` and `sys`
+    /// imported and a `client(name)` helper bound to this server (region
+    /// us-east-1, [`MOTO_ACCESS_KEY`] unless `keys` are given). Returns
+    /// stdout; panics with the traceback if the script fails. The scripts
+    /// run in long-lived interpreters, each in a namespace of its own
+    /// (`crate::boto3`).
     pub fn boto3(&self, script: &str, keys: Option<(&str, &str)>) -> String {
-        let (key, secret) = keys.unwrap_or(MOTO_ACCESS_KEY);
-        let prelude = format!(
-            "import boto3, json, sys\n\
-             def client(name, **kw):\n    \
-                 return boto3.client(name, endpoint_url={:?}, region_name='us-east-1', \
-                 aws_access_key_id={key:?}, aws_secret_access_key={secret:?}, **kw)\n",
-            self.endpoint()
-        );
-        let out = Command::new(venv_python())
-            .arg("-c")
-            .arg(format!("{prelude}{script}"))
-            .env_remove("AWS_PROFILE")
-            .stdin(Stdio::null())
-            .output()
-            .expect("cannot run the venv's python");
-        assert!(
-            out.status.success(),
-            "boto3 script failed ({}):\n{script}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let keys = keys.unwrap_or(MOTO_ACCESS_KEY);
+        match crate::boto3::run(&self.endpoint(), keys, script) {
+            Ok(stdout) => stdout,
+            Err(stderr) => panic!("boto3 script failed:\n{script}\n{stderr}"),
+        }
     }
 
     /// Stops the server; its port then refuses connections.
