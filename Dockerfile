@@ -38,8 +38,12 @@ COPY . .
 # stores its ~23,000 relative relocations as RELR (7 KB) instead of RELA
 # (550 KB), which start-up would otherwise read page by page: with no shared
 # libc mapped either, the idle agent's RSS drops by about 1.7 MiB (see
-# BENCHMARKS.md, issue 18). integration/test builds with the same flags.
-RUN RUSTFLAGS="-C target-feature=+crt-static -C link-arg=-Wl,-z,pack-relative-relocs" \
+# BENCHMARKS.md, issue 18). integration/test builds with the same two flags.
+# --icf=all lets the linker (rust-lld, the toolchain's default here) fold
+# functions whose machine code is identical into one copy: about 88 KB of
+# the release binary. The tests' debug builds leave it out, so their
+# backtraces keep every function's own name.
+RUN RUSTFLAGS="-C target-feature=+crt-static -C link-arg=-Wl,-z,pack-relative-relocs -C link-arg=-Wl,--icf=all" \
     cargo build --release --locked -p pullauth --target x86_64-unknown-linux-gnu \
  && cp target/x86_64-unknown-linux-gnu/release/pullauth /pullauth
 
