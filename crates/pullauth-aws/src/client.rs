@@ -949,6 +949,21 @@ pub(crate) fn https_client(bundle: Option<&CaBundle>) -> aws_sdk_ecr::config::Sh
 /// hide its type from `source()` and `downcast_ref`.
 fn unreachable_detail(err: &(dyn std::error::Error + 'static)) -> String {
     let detail = chain(err);
+    // A malformed endpoint override never leaves the SDK: it reports "failed
+    // to apply endpoint `...` to request `Request { ... }`", the whole
+    // request's Debug, and below it what the URI parser said. Only that is
+    // worth reading.
+    if detail.contains("failed to apply endpoint") {
+        let mut deepest = err;
+        while let Some(source) = deepest.source() {
+            deepest = source;
+        }
+        return format!(
+            "the endpoint is not a valid URI ({deepest}): AWS_ENDPOINT_URL, \
+             AWS_ENDPOINT_URL_<SERVICE> or the profile's endpoint_url must be a URL such as \
+             https://host:port"
+        );
+    }
     if detail.contains("invalid peer certificate") {
         format!(
             "{detail} (the endpoint's TLS certificate is not trusted: if a private CA signed \
@@ -1107,6 +1122,31 @@ mod tests {
         assert!(detail.contains("AWS_CA_BUNDLE"), "{detail}");
         let refused = Connect(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
         assert!(!unreachable_detail(&refused).contains("AWS_CA_BUNDLE"));
+    }
+
+    // Regression: an AWS_ENDPOINT_URL the URI parser refuses ("http://bad
+    // host:80") printed the SDK's whole request Debug (its body, its
+    // headers) as the reason.
+    #[test]
+    fn a_malformed_endpoint_override_is_named_without_the_request() {
+        #[derive(Debug, thiserror::Error)]
+        #[error(
+            "failed to apply endpoint `http://bad host:80` to request `Request {{ body: SdkBody {{ .. }} }}`"
+        )]
+        struct Apply(#[source] Invalid);
+        #[derive(Debug, thiserror::Error)]
+        #[error("endpoint is not a valid URI")]
+        struct Invalid(#[source] http::uri::InvalidUri);
+        let parse = "http://bad host:80"
+            .parse::<http::Uri>()
+            .expect_err("a space is not a URI character");
+        let detail = unreachable_detail(&Apply(Invalid(parse)));
+        assert_eq!(
+            detail,
+            "the endpoint is not a valid URI (invalid uri character): AWS_ENDPOINT_URL, \
+             AWS_ENDPOINT_URL_<SERVICE> or the profile's endpoint_url must be a URL such as \
+             https://host:port"
+        );
     }
 
     #[test]
