@@ -32,7 +32,10 @@ const SCRIPT_LIMIT: Duration = Duration::from_secs(120);
 const RUNNER: &str = r#"
 import boto3, contextlib, io, json, sys, traceback
 
+# The requests come on stdin; a script reading stdin reads nothing, as the
+# separate interpreter with stdin from /dev/null did.
 requests = sys.stdin
+sys.stdin = io.StringIO()
 answers = sys.stdout
 for line in requests:
     request = json.loads(line)
