@@ -305,3 +305,33 @@ fn stall_accepts_and_never_answers() {
     }
     assert_eq!(stall.connections(), 1);
 }
+
+/// `Moto::boto3` runs its scripts in long-lived interpreters. Each script
+/// must still see what a fresh `python -c` with stdin from /dev/null saw:
+/// no name another script left behind, an empty stdin; and a failing
+/// script must fail its caller with the traceback, without taking the
+/// runner (and the next script) down with it.
+#[test]
+fn boto3_scripts_run_apart_as_in_fresh_interpreters() {
+    let moto = pullauth_integration::Moto::shared();
+    let name = format!("left_behind_{}", random_token(8));
+    moto.boto3(&format!("{name} = 1\n"), None);
+    let out = moto.boto3(
+        &format!("print('{name}' in globals(), repr(sys.stdin.read()))\n"),
+        None,
+    );
+    assert_eq!(out.trim(), "False ''");
+
+    let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        moto.boto3("raise ValueError('canary-failure')\n", None)
+    }))
+    .expect_err("a failing script fails its caller");
+    let message = failed.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(message.contains("ValueError: canary-failure"), "{message}");
+
+    let out = moto.boto3(
+        "print(type(client('s3').list_buckets()['Buckets']).__name__)\n",
+        None,
+    );
+    assert_eq!(out.trim(), "list");
+}
