@@ -15,10 +15,40 @@ pub struct Outcome {
     pub stderr: String,
 }
 
+/// The process [`Outcome::run_bounded_with`] runs, while it has not been
+/// waited for (so its pid is still its own).
+#[derive(Debug)]
+pub struct Running {
+    pid: u32,
+}
+
+impl Running {
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Sends SIGHUP.
+    pub fn hangup(&self) {
+        crate::sys::send_signal(self.pid, libc::SIGHUP).expect("cannot send SIGHUP");
+    }
+}
+
 impl Outcome {
     /// Runs `cmd` to the end with `stdin`, killing it after `timeout`
     /// (which fails the test): a hung pullauth must not hang the suite.
     pub fn run_bounded(cmd: &mut Command, stdin: &[u8], timeout: Duration) -> Outcome {
+        Outcome::run_bounded_with(cmd, stdin, timeout, |_| {})
+    }
+
+    /// [`Outcome::run_bounded`], calling `meanwhile` once the process runs
+    /// (to signal it, say); the time limit counts from the start,
+    /// `meanwhile` included.
+    pub fn run_bounded_with(
+        cmd: &mut Command,
+        stdin: &[u8],
+        timeout: Duration,
+        meanwhile: impl FnOnce(&Running),
+    ) -> Outcome {
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -40,6 +70,7 @@ impl Outcome {
         let stdout = drain(Box::new(child.stdout.take().expect("stdout is piped")));
         let stderr = drain(Box::new(child.stderr.take().expect("stderr is piped")));
         let deadline = Instant::now() + timeout;
+        meanwhile(&Running { pid: child.id() });
         let mut timed_out = false;
         let status = loop {
             if let Some(status) = child.try_wait().expect("cannot wait for pullauth") {

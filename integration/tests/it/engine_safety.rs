@@ -65,7 +65,7 @@ fn run_within(what: &str, cmd: &mut Command, bound: Duration) -> Outcome {
 // A wedged engine
 // ---------------------------------------------------------------------------
 
-// Proves an engine that accepts the connection and never answers fails `pullauth pull` (exit 1) and `pullauth serve` (exit 1, no control socket) within a minute, naming the address and saying it did not answer, without printing the configured password.
+// Proves an engine that accepts the connection and never answers fails `pullauth pull` (exit 1) and `pullauth serve` (exit 1, no control socket) within a minute, naming the address and saying it did not answer, without printing the configured password; a SIGHUP while serve waits for the engine does not end it (its exit is still the engine's 1, not the signal).
 #[test]
 fn wedged_engine_fails_pull_within_a_minute() {
     let stall = Stall::start();
@@ -98,11 +98,13 @@ fn wedged_engine_fails_pull_within_a_minute() {
         "pullauth never connected to the stall"
     );
 
+    // A SIGHUP while serve is still starting (here: waiting for the engine)
+    // is kept for later, not the signal's default end of the process.
     let before = stall.connections();
     let (listen, socket) = serve_args(dir.path());
     let socket_arg = socket.to_str().expect("UTF-8 path");
-    let out = run_within(
-        "serve via a wedged engine",
+    let started = Instant::now();
+    let out = Outcome::run_bounded_with(
         &mut pullauth_command(
             "serve",
             &docker_host,
@@ -110,7 +112,19 @@ fn wedged_engine_fails_pull_within_a_minute() {
             &[],
             &["--listen", &listen, "--control-socket", socket_arg],
         ),
+        b"",
         WEDGED_BOUND,
+        |serve| {
+            wait_for("serve to connect to the stalled engine", || {
+                (stall.connections() > before).then_some(())
+            });
+            serve.hangup();
+        },
+    );
+    eprintln!(
+        "serve via a wedged engine, SIGHUP while it waits: exit {:?} after {:?}",
+        out.code,
+        started.elapsed()
     );
     out.assert_code(1)
         .assert_no_panic()
@@ -594,8 +608,11 @@ fn sighup_without_a_file_warns_and_does_not_count_a_reload() {
     // --env-file-optional naming a file that does not exist (yet).
     let optional = scratch_dir("optional");
     let absent = optional.path().join("ecs.config");
+    // --no-watch: the file appearing would reload it too, and the count
+    // below is SIGHUP's.
     let spec = AgentSpec::new()
         .no_env_file()
+        .arg("--no-watch")
         .arg("--env-file")
         .arg(absent.to_str().expect("UTF-8 path"))
         .arg("--env-file-optional")

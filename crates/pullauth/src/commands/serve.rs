@@ -16,7 +16,7 @@ use pullauth_config::{CONFIG_FILE_PATH, Config, DATA_DIR, EnvFile, ExposeSecret,
 use pullauth_docker::{Engine, PullOptions, RetryPolicy};
 use pullauth_resolve::RegistryTable;
 use pullauth_store::Store;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use super::{load, registry_table};
 use crate::cli::{ConfigArgs, ServeArgs};
@@ -221,16 +221,17 @@ fn reload(
             let keys = new.table.len();
             agent.replace_settings(new);
             follow.0.update(following);
-            agent.metrics().config_reloads.inc();
             tracing::info!(%trigger, keys, "configuration reloaded");
+            // Counted last: once the count shows, the reload is done and said.
+            agent.metrics().config_reloads.inc();
         }
         Err(err) => {
-            agent.metrics().config_reload_failures.inc();
             tracing::error!(
                 %trigger,
                 error = format!("{err:#}"),
                 "configuration reload rejected; keeping the previous configuration"
             );
+            agent.metrics().config_reload_failures.inc();
         }
     }
 }
@@ -293,6 +294,17 @@ fn start_watching(args: &ServeArgs, reloader: &Arc<Reloader>) {
 }
 
 pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    // First of all: SIGHUP's default action ends the process, and a
+    // process manager may send it as soon as the agent runs. One that comes
+    // while the agent starts is kept and reloads once it can.
+    let hangup = {
+        let _runtime = runtime.enter();
+        signal(SignalKind::hangup()).context("installing the SIGHUP handler")?
+    };
     // Taken before the files are read: a change made meanwhile then shows
     // as a change at the first check.
     let fingerprinter = Fingerprinter::new();
@@ -301,16 +313,12 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let aws_options = super::aws_options(config.ecr.value, config.aws_timeout.value)?;
     let client_header_timeout = client_header_timeout(&args.client_header_timeout)?;
     let follow_flags = FollowFlags::parse(args)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
     runtime.block_on(serve(
         args,
         config,
         table,
         aws_options,
-        (fingerprinter, loaded),
+        (fingerprinter, loaded, hangup),
         client_header_timeout,
         follow_flags,
     ))
@@ -331,7 +339,7 @@ async fn serve(
     config: Config,
     table: RegistryTable,
     mut aws_options: pullauth_aws::AwsOptions,
-    (fingerprinter, loaded): (Fingerprinter, watch::Fingerprint),
+    (fingerprinter, loaded, mut hangup): (Fingerprinter, watch::Fingerprint, Signal),
     client_header_timeout: std::time::Duration,
     follow_flags: FollowFlags,
 ) -> anyhow::Result<ExitCode> {
@@ -423,7 +431,6 @@ async fn serve(
         "pullauth agent ready"
     );
 
-    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let reloader = Arc::new(Reloader::new(
         ServeConfig {
             agent: agent.clone(),
