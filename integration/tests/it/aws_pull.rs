@@ -38,10 +38,13 @@ fn create_secrets(moto: &Moto, registry: &Registry, prefix: &str) -> String {
     password
 }
 
-fn push(registry: &Registry) -> String {
+/// Pushes a fixture as alice to a repository of its own; returns the
+/// repository (to read the shared registry's log for it alone) and the image.
+fn push(registry: &Registry) -> (String, String) {
     let repo = format!("aws/r{}", random_token(10).to_ascii_lowercase());
     Harness::get().push_fixture(registry, &repo, "1", ("alice", registry.password("alice")));
-    registry.image_ref(&repo, "1")
+    let image = registry.image_ref(&repo, "1");
+    (repo, image)
 }
 
 fn with_secret(name: &str, image: &str, secret: &str) -> Value {
@@ -55,7 +58,7 @@ fn task_secret_pulls_as_its_user_and_bad_secrets_stop_the_container() {
     let moto = Moto::shared();
     let prefix = format!("reg{}", random_token(6).to_ascii_lowercase());
     let password = create_secrets(moto, &h.alpha, &prefix);
-    let image = push(&h.alpha);
+    let (repo, image) = push(&h.alpha);
     let data = scratch_dir("aws-pull-data");
     let mut spec = AgentSpec::new().data_dir(data.path());
     for (k, v) in aws_env(moto) {
@@ -89,7 +92,7 @@ fn task_secret_pulls_as_its_user_and_bad_secrets_stop_the_container() {
     );
     assert_eq!(ok["Username"], "alice", "{task:#}");
     assert_eq!(ok["CredentialsParameter"], good.as_str(), "{task:#}");
-    let users = h.alpha.users_since(mark);
+    let users = h.alpha.users_since_in(mark, &repo);
     assert!(users.iter().any(|u| u == "alice"), "{users:?}");
 
     for (name, secret, problem) in [
@@ -140,7 +143,7 @@ fn verify_of_a_known_task_uses_its_repository_credentials() {
     let moto = Moto::shared();
     let prefix = format!("ver{}", random_token(6).to_ascii_lowercase());
     let password = create_secrets(moto, &h.alpha, &prefix);
-    let image = push(&h.alpha);
+    let (repo, image) = push(&h.alpha);
     let mut spec = AgentSpec::new();
     for (k, v) in aws_env(moto) {
         spec = spec.env(k, &v);
@@ -170,7 +173,8 @@ fn verify_of_a_known_task_uses_its_repository_credentials() {
         "{answer}"
     );
     assert_eq!(lines[0]["username"], "alice", "{answer}");
-    let users = h.alpha.users_since(mark);
+    // The shared registry serves other tests meanwhile: this repository only.
+    let users = h.alpha.users_since_in(mark, &repo);
     assert!(
         !users.is_empty() && users.iter().all(|u| u == "alice"),
         "the registry saw {users:?}"
@@ -191,7 +195,7 @@ fn pull_with_repository_credentials_pulls_as_the_secrets_user() {
     let moto = Moto::shared();
     let prefix = format!("cli{}", random_token(6).to_ascii_lowercase());
     let password = create_secrets(moto, &h.alpha, &prefix);
-    let image = push(&h.alpha);
+    let (repo, image) = push(&h.alpha);
     let dir = scratch_dir("aws-pull-cli");
     let env_file = dir.path().join("ecs.config");
     std::fs::write(&env_file, "").expect("env file");
@@ -217,7 +221,12 @@ fn pull_with_repository_credentials_pulls_as_the_secrets_user() {
     assert_eq!(line["source"], "task_secret", "{line}");
     assert_eq!(line["from"], format!("secretsmanager {secret}"), "{line}");
     assert_eq!(line["username"], "alice", "{line}");
-    assert!(h.alpha.users_since(mark).iter().any(|u| u == "alice"));
+    assert!(
+        h.alpha
+            .users_since_in(mark, &repo)
+            .iter()
+            .any(|u| u == "alice")
+    );
     assert_no_secret("pull's output", &out.stdout, &password);
     assert_no_secret("pull's stderr", &out.stderr, &password);
 
