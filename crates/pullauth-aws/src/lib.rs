@@ -48,6 +48,7 @@ pub mod cache;
 mod client;
 mod ecs;
 mod ecs_api;
+mod endpoint_env;
 mod error;
 mod metrics;
 mod parse;
@@ -70,6 +71,7 @@ pub use ecs_api::{
     DescribedService, DescribedServices, EcsApi, EcsFailure, EcsFuture, ServiceDeployment,
     ServicesPage,
 };
+pub use endpoint_env::{EndpointEnvError, check_endpoint_env};
 pub use error::{AwsError, Call, ErrorClass, TimeLimits};
 pub use metrics::CountersSnapshot;
 pub use parse::SecretCredentials;

@@ -217,20 +217,14 @@ fn refuse_unnamable(region: &str, choice: EndpointChoice<'_>) -> Result<(), AwsE
             "a custom endpoint cannot be combined with dual-stack (AWS_USE_DUALSTACK_ENDPOINT)",
         );
     }
-    let Ok(uri) = url.parse::<http::Uri>() else {
-        return refuse("not a URL (expected http(s)://host[:port][/path])");
-    };
-    let Some(authority) = uri.authority() else {
-        return refuse("no host (expected http(s)://host[:port][/path])");
-    };
-    if authority.as_str().contains('@') {
-        // Quoted without it: the user info may hold a password.
-        return refuse("user info (user:password@) is not allowed in an endpoint URL");
+    if let Some(problem) = crate::endpoint_env::endpoint_problem(url) {
+        return refuse(problem);
     }
-    if !matches!(uri.scheme_str(), Some("http" | "https")) {
-        return refuse("the scheme must be http or https");
-    }
-    if uri.query().is_some() {
+    // S3's own rules append the bucket and key to the path.
+    if url
+        .parse::<http::Uri>()
+        .is_ok_and(|uri| uri.query().is_some())
+    {
         return refuse("a query string is not allowed");
     }
     Ok(())

@@ -57,6 +57,7 @@ pub fn code_for(err: &anyhow::Error) -> ExitCode {
             || cause.is::<pullauth_agent::data_dir_lock::LockError>()
             || cause.is::<UsageError>()
             || cause.is::<pullauth_aws::CaBundleError>()
+            || cause.is::<pullauth_aws::EndpointEnvError>()
             || cause
                 .downcast_ref::<S3EnvFileError>()
                 .is_some_and(S3EnvFileError::is_config)

@@ -14,9 +14,10 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use pullauth_aws::{Aws, AwsOptions, EcrRegistry, PutCondition, RoleArn, S3Fetch, S3Location};
-use pullauth_integration::agent::{random_token, wait_for};
+use pullauth_integration::agent::{random_token, scratch_dir, secret_needles, wait_for};
 use pullauth_integration::{
-    Imds, ImdsCredentials, MOTO_ACCESS_KEY, Moto, S3Mode, S3Stub, free_port, pullauth_aws_env,
+    Imds, ImdsCredentials, MOTO_ACCESS_KEY, Moto, Outcome, S3Mode, S3Stub, free_port,
+    pullauth_aws_env, pullauth_command,
 };
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
@@ -334,6 +335,46 @@ fn ecr_token_with_imdsv2_credentials_and_no_keys_in_the_environment() {
         imds.credential_requests() >= 1,
         "the credentials did not come from IMDS"
     );
+}
+
+/// A malformed endpoint override is a configuration error at start (exit
+/// 2) naming the variable, for `check`, `pull` and `serve`, before the
+/// engine (there is none here) or AWS is asked anything; the password in it
+/// is never shown. Before, the SDK found it at the first AWS call (exit 1).
+#[test]
+fn a_malformed_endpoint_override_is_a_configuration_error_at_start() {
+    let dir = scratch_dir("endpoint");
+    let env_file = dir.path().join("ecs.config");
+    std::fs::write(&env_file, "ECS_CLUSTER=endpoints\n").expect("env file");
+    let password = format!("endpoint-{}", random_token(16));
+    let bad = format!("http://user:{password}@bad host:4566");
+    let env = [
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ENDPOINT_URL_ECR", bad.as_str()),
+    ];
+    let image = format!("{REGISTRY}/app:1");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let socket = dir.path().join("control.sock");
+    let socket = socket.to_str().expect("UTF-8 path");
+    let engine = format!("unix://{}/no-engine.sock", dir.path().display());
+    for (subcommand, args) in [
+        ("check", vec![]),
+        ("pull", vec![image.as_str()]),
+        (
+            "serve",
+            vec!["--listen", &listen, "--control-socket", socket],
+        ),
+    ] {
+        let out = Outcome::run_bounded(
+            &mut pullauth_command(subcommand, &engine, &env_file, &env, &args),
+            b"",
+            Duration::from_secs(60),
+        );
+        out.assert_code(2)
+            .assert_no_panic()
+            .assert_no_secret(&secret_needles(&password))
+            .assert_stderr_has(&["AWS_ENDPOINT_URL_ECR: not a usable endpoint: not a URL"]);
+    }
 }
 
 #[test]

@@ -164,7 +164,8 @@ fn missing_bucket_key_bad_url_bad_file_and_unreachable_are_clear_errors() {
     assert!(stderr.contains(&url), "{stderr}");
 
     // An endpoint override that cannot name an endpoint is a configuration
-    // error, named, and its user info is never quoted.
+    // error, named, and its user info is never quoted. (The environment's
+    // overrides are checked at start, before the env file is read from S3.)
     for (endpoint, needle) in [
         ("ftp://127.0.0.1:1", "the scheme must be http or https"),
         ("http://admin:hunter2@127.0.0.1:1", "user info"),
@@ -173,7 +174,7 @@ fn missing_bucket_key_bad_url_bad_file_and_unreachable_are_clear_errors() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{endpoint}: {stderr}");
         assert!(
-            stderr.contains("AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL"),
+            stderr.contains("AWS_ENDPOINT_URL: not a usable endpoint: "),
             "{stderr}"
         );
         assert!(stderr.contains(needle), "{stderr}");

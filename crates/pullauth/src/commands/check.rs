@@ -14,6 +14,9 @@ use crate::cli::ConfigArgs;
 
 pub fn run(args: &ConfigArgs) -> anyhow::Result<ExitCode> {
     let (config, table) = load(args)?;
+    // What the SDK would refuse at the first AWS call, refused before
+    // anything is shown.
+    pullauth_aws::check_endpoint_env()?;
     match &config.engine_auth {
         None => {
             say(format!("{AUTH_TYPE:<38} (unset: pulls are anonymous)"))?;

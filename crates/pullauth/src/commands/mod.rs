@@ -114,6 +114,7 @@ pub fn aws_options(
     ecr: bool,
     timeout: std::time::Duration,
 ) -> anyhow::Result<pullauth_aws::AwsOptions> {
+    pullauth_aws::check_endpoint_env()?;
     let ca_bundle = pullauth_aws::CaBundle::from_env()?;
     if let Some(bundle) = &ca_bundle {
         tracing::debug!(
