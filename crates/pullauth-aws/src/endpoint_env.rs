@@ -26,7 +26,8 @@ const ENDPOINT_URL_VAR: &str = "AWS_ENDPOINT_URL";
 /// Set to `true` (any case), the SDK ignores every configured endpoint.
 const IGNORE_VAR: &str = "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS";
 /// The `<SERVICE>` of `AWS_ENDPOINT_URL_<SERVICE>` for each service pullauth
-/// calls: the SDK's service id, upper case, spaces as underscores.
+/// calls: the SDK's service id, upper case, spaces as underscores. Checked
+/// in this order.
 const SERVICES: [&str; 6] = ["ECR", "ECR_PUBLIC", "ECS", "S3", "SECRETS_MANAGER", "STS"];
 
 /// An endpoint override in the environment that the SDK could not use. A
@@ -47,41 +48,35 @@ impl EndpointEnvError {
 
 /// Checks the process environment's endpoint overrides.
 pub fn check_endpoint_env() -> Result<(), EndpointEnvError> {
-    check_endpoints(std::env::vars_os())
+    check_endpoints(|name| std::env::var_os(name))
 }
 
-/// Checks the endpoint overrides among `vars` (name, value), in name order,
-/// so that the first error is the same whatever order the environment has.
-fn check_endpoints(
-    vars: impl IntoIterator<Item = (OsString, OsString)>,
-) -> Result<(), EndpointEnvError> {
-    let mut overrides = Vec::new();
-    for (name, value) in vars {
-        let Some(name) = name.to_str() else { continue };
-        if name == IGNORE_VAR
-            && value
-                .to_str()
-                .is_some_and(|v| v.eq_ignore_ascii_case("true"))
-        {
-            return Ok(());
-        }
-        let is_override = name == ENDPOINT_URL_VAR
-            || name
-                .strip_prefix(ENDPOINT_URL_VAR)
-                .and_then(|rest| rest.strip_prefix('_'))
-                .is_some_and(|service| SERVICES.contains(&service));
-        if is_override && !value.is_empty() {
-            overrides.push((name.to_owned(), value));
-        }
+/// Checks the endpoint overrides that `var` (a variable's value by name)
+/// holds: `AWS_ENDPOINT_URL`, then each service's, in [`SERVICES`] order,
+/// so that with several bad ones the error is always about the same one.
+fn check_endpoints(var: impl Fn(&str) -> Option<OsString>) -> Result<(), EndpointEnvError> {
+    if var(IGNORE_VAR)
+        .as_deref()
+        .and_then(|v| v.to_str())
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    {
+        return Ok(());
     }
-    overrides.sort();
-    for (var, value) in overrides {
+    let names = std::iter::once(ENDPOINT_URL_VAR.to_owned()).chain(
+        SERVICES
+            .iter()
+            .map(|service| format!("{ENDPOINT_URL_VAR}_{service}")),
+    );
+    for name in names {
+        let Some(value) = var(&name).filter(|value| !value.is_empty()) else {
+            continue;
+        };
         let problem = match value.to_str() {
             Some(url) => endpoint_problem(url),
             None => Some("not UTF-8"),
         };
         if let Some(problem) = problem {
-            return Err(EndpointEnvError { var, problem });
+            return Err(EndpointEnvError { var: name, problem });
         }
     }
     Ok(())
@@ -113,10 +108,11 @@ mod tests {
     use super::*;
 
     fn check(vars: &[(&str, &str)]) -> Result<(), EndpointEnvError> {
-        check_endpoints(
+        check_endpoints(|name| {
             vars.iter()
-                .map(|(k, v)| (OsString::from(k), OsString::from(v))),
-        )
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| OsString::from(v))
+        })
     }
 
     #[test]
@@ -175,7 +171,7 @@ mod tests {
     }
 
     #[test]
-    fn the_first_bad_variable_by_name_is_reported() {
+    fn with_several_bad_ones_the_error_is_always_about_the_same() {
         let err = check(&[
             ("AWS_ENDPOINT_URL_STS", "nope"),
             ("AWS_ENDPOINT_URL_ECS", "nope either"),
@@ -204,10 +200,9 @@ mod tests {
     #[test]
     fn a_value_that_is_not_utf8_is_refused() {
         use std::os::unix::ffi::OsStringExt;
-        let err = check_endpoints([(
-            OsString::from("AWS_ENDPOINT_URL"),
-            OsString::from_vec(vec![b'h', 0xff]),
-        )])
+        let err = check_endpoints(|name| {
+            (name == "AWS_ENDPOINT_URL").then(|| OsString::from_vec(vec![b'h', 0xff]))
+        })
         .expect_err("not UTF-8");
         assert!(err.to_string().contains("not UTF-8"), "{err}");
     }
