@@ -24,7 +24,7 @@ use tempfile::TempDir;
 
 use base64::Engine as _;
 
-use crate::{Harness, Registry, http, process, sys, util};
+use crate::{Harness, Registry, Running, http, process, sys, util};
 
 /// How long an agent may take to log "pullauth agent ready".
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -348,6 +348,15 @@ impl AgentSpec {
     /// Starts `pullauth serve` and waits until it logs that it is ready and
     /// answers `/healthz`. Panics with the log if it does not.
     pub fn start(&self) -> RunningAgent {
+        self.start_with(|_| {})
+    }
+
+    /// [`AgentSpec::start`], calling `while_starting` once the process runs,
+    /// before waiting for it to be ready (to signal it during its start, say).
+    /// Called for the first process only: should its port be taken, the
+    /// next one starts without it.
+    pub fn start_with(&self, while_starting: impl FnOnce(&Running)) -> RunningAgent {
+        let mut while_starting = Some(while_starting);
         let bin = self.binary.clone().unwrap_or_else(crate::pullauth_bin);
         let docker_host = Harness::get().docker_host().to_string();
         let mut last_log = String::new();
@@ -390,6 +399,9 @@ impl AgentSpec {
             let pid =
                 process::spawn(cmd).unwrap_or_else(|e| panic!("cannot start pullauth serve: {e}"));
             let started = Instant::now();
+            if let Some(while_starting) = while_starting.take() {
+                while_starting(&Running { pid });
+            }
             loop {
                 let new_log = self.stderr_since(log_start);
                 if let Some(status) = process::exited(pid) {

@@ -15,18 +15,15 @@ pub struct Outcome {
     pub stderr: String,
 }
 
-/// The process [`Outcome::run_bounded_with`] runs, while it has not been
-/// waited for (so its pid is still its own).
+/// A pullauth process that runs and has not been waited for (so its pid is
+/// still its own): what [`Outcome::run_bounded_with`] and
+/// [`crate::agent::AgentSpec::start_with`] hand to the caller meanwhile.
 #[derive(Debug)]
 pub struct Running {
-    pid: u32,
+    pub(crate) pid: u32,
 }
 
 impl Running {
-    pub fn pid(&self) -> u32 {
-        self.pid
-    }
-
     /// Sends SIGHUP.
     pub fn hangup(&self) {
         crate::sys::send_signal(self.pid, libc::SIGHUP).expect("cannot send SIGHUP");

@@ -17,8 +17,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use pullauth_integration::agent::{
-    AgentSpec, RunningAgent, container, docker_auth_config, docker_auth_data, ecs_config,
-    random_token, scratch_dir, secret_needles, taskdef, wait_for,
+    AgentSpec, READY_MESSAGE, RunningAgent, container, docker_auth_config, docker_auth_data,
+    ecs_config, random_token, scratch_dir, secret_needles, taskdef, wait_for,
 };
 use pullauth_integration::{Harness, Outcome, PrivateEngine, Stall, free_port, pullauth_command};
 
@@ -135,6 +135,46 @@ fn wedged_engine_fails_pull_within_a_minute() {
         !socket.exists(),
         "serve created its control socket before finding the engine wedged"
     );
+}
+
+// Proves a SIGHUP that comes while serve starts (here: while it waits for a frozen engine) neither ends it nor is lost: once the engine answers and the agent is ready, the signal's reload runs (trigger=sighup, reloads_total 1) and applies the file as it is then.
+#[test]
+fn sighup_during_start_reloads_once_the_agent_is_ready() {
+    let engine = PrivateEngine::start();
+    let first = format!("una-{}", random_token(20));
+    let second = format!("vic-{}", random_token(20));
+    // --no-watch: the reload counted is the signal's.
+    let spec = AgentSpec::new()
+        .env("DOCKER_HOST", engine.docker_host())
+        .arg("--no-watch")
+        .env_file_text(&docker_auth_config(&[(NOWHERE, "una", &first)], &[]));
+    let frozen = engine.freeze();
+    let agent = spec.start_with(|serve| {
+        // Logged just before serve asks the engine, which cannot answer.
+        wait_for("serve to reach the engine", || {
+            spec.logs().contains("state lives in memory").then_some(())
+        });
+        spec.write_env_file(&docker_auth_config(&[(NOWHERE, "vic", &second)], &[]));
+        serve.hangup();
+        frozen.thaw();
+    });
+    assert_eq!(agent.wait_metric("pullauth_config_reloads_total", 1.0), 1.0);
+    let registries = agent.get_json("/v1/registries")["Registries"].clone();
+    assert_eq!(registries[0]["Username"], "vic", "{registries}");
+    let logs = spec.logs();
+    let ready = logs.find(READY_MESSAGE).expect("the ready line");
+    let reloaded = logs
+        .find("configuration reloaded")
+        .expect("the reload's line");
+    assert!(ready < reloaded, "reloaded before ready:\n{logs}");
+    assert!(
+        logs[reloaded..]
+            .lines()
+            .next()
+            .is_some_and(|l| l.contains("trigger=sighup")),
+        "{logs}"
+    );
+    assert!(agent.terminate().success());
 }
 
 // Proves a dockerd that wedges (SIGSTOP) while the agent runs with one pull slot fails the task's pull as engine_unreachable (PullError naming the engine and "did not answer", not "stalled") instead of holding the slot, and that once dockerd runs again the next task gets the slot and is PULLED.
