@@ -24,7 +24,7 @@ use tempfile::TempDir;
 
 use base64::Engine as _;
 
-use crate::{Harness, Registry, Running, http, process, sys, util};
+use crate::{Harness, Registry, Spawned, http, process, sys, util};
 
 /// How long an agent may take to log "pullauth agent ready".
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -353,10 +353,12 @@ impl AgentSpec {
 
     /// [`AgentSpec::start`], calling `while_starting` once the process runs,
     /// before waiting for it to be ready (to signal it during its start, say).
-    /// Called for the first process only: should its port be taken, the
-    /// next one starts without it.
-    pub fn start_with(&self, while_starting: impl FnOnce(&Running)) -> RunningAgent {
+    /// Should that process find its port taken, this panics (the next one
+    /// would start without `while_starting`).
+    pub fn start_with(&self, while_starting: impl FnOnce(&Spawned)) -> RunningAgent {
         let mut while_starting = Some(while_starting);
+        // Whether `while_starting` has run (on a process that then failed).
+        let mut started_with = false;
         let bin = self.binary.clone().unwrap_or_else(crate::pullauth_bin);
         let docker_host = Harness::get().docker_host().to_string();
         let mut last_log = String::new();
@@ -400,13 +402,25 @@ impl AgentSpec {
                 process::spawn(cmd).unwrap_or_else(|e| panic!("cannot start pullauth serve: {e}"));
             let started = Instant::now();
             if let Some(while_starting) = while_starting.take() {
-                while_starting(&Running { pid });
+                started_with = true;
+                // A panic in it must not leave the agent running.
+                if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    while_starting(&Spawned { pid });
+                })) {
+                    process::terminate(pid, Duration::ZERO);
+                    std::panic::resume_unwind(panic);
+                }
             }
             loop {
                 let new_log = self.stderr_since(log_start);
                 if let Some(status) = process::exited(pid) {
                     process::terminate(pid, Duration::ZERO);
                     if new_log.contains("cannot listen") {
+                        assert!(
+                            !started_with,
+                            "pullauth serve's port was taken after while_starting ran; the \
+                             next try would start without it:\n{new_log}"
+                        );
                         last_log = new_log;
                         break;
                     }

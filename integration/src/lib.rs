@@ -70,7 +70,7 @@ pub use moto::{
     Imds, ImdsCredentials, MOTO_ACCESS_KEY, MOTO_VERSION, Moto, pullauth_aws_env, venv_python,
 };
 pub use opt_in::{OPT_IN_ENV, require_opt_in};
-pub use outcome::{Outcome, Running};
+pub use outcome::{Outcome, Spawned};
 pub use registry::{Held, Registry};
 pub use s3_stub::{S3Mode, S3Stub};
 pub use stall::Stall;

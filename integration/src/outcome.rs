@@ -19,11 +19,11 @@ pub struct Outcome {
 /// still its own): what [`Outcome::run_bounded_with`] and
 /// [`crate::agent::AgentSpec::start_with`] hand to the caller meanwhile.
 #[derive(Debug)]
-pub struct Running {
+pub struct Spawned {
     pub(crate) pid: u32,
 }
 
-impl Running {
+impl Spawned {
     /// Sends SIGHUP.
     pub fn hangup(&self) {
         crate::sys::send_signal(self.pid, libc::SIGHUP).expect("cannot send SIGHUP");
@@ -44,7 +44,7 @@ impl Outcome {
         cmd: &mut Command,
         stdin: &[u8],
         timeout: Duration,
-        meanwhile: impl FnOnce(&Running),
+        meanwhile: impl FnOnce(&Spawned),
     ) -> Outcome {
         let mut child = cmd
             .stdin(Stdio::piped())
@@ -67,7 +67,15 @@ impl Outcome {
         let stdout = drain(Box::new(child.stdout.take().expect("stdout is piped")));
         let stderr = drain(Box::new(child.stderr.take().expect("stderr is piped")));
         let deadline = Instant::now() + timeout;
-        meanwhile(&Running { pid: child.id() });
+        // A panic meanwhile must not leave the process running.
+        let pid = child.id();
+        if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            meanwhile(&Spawned { pid });
+        })) {
+            let _ = child.kill();
+            let _ = child.wait();
+            std::panic::resume_unwind(panic);
+        }
         let mut timed_out = false;
         let status = loop {
             if let Some(status) = child.try_wait().expect("cannot wait for pullauth") {

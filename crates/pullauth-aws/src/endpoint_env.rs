@@ -8,41 +8,52 @@
 //! configuration error (exit 2) naming the variable. The value is never
 //! quoted: a URL can carry a user and password.
 //!
-//! Only the variables of the services pullauth calls are checked (another
-//! tool's `AWS_ENDPOINT_URL_DYNAMODB` is not ours to refuse), with the check
-//! S3's endpoint resolution also applies ([`endpoint_problem`]): a value the
-//! URI parser rejects, one without a host, one with user info (no SDK uses
-//! it, and it may be a password), or a scheme other than http or https.
-//! `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true` makes the SDK ignore them all,
-//! and then so does this check. Not checked here: an endpoint in a profile
-//! (`endpoint_url` in `~/.aws/config`; a malformed one still fails the first
-//! call, with a message that says so), and a profile's
-//! `ignore_configured_endpoint_urls`.
+//! Checked: `AWS_ENDPOINT_URL` and the overrides of the services pullauth
+//! calls (another tool's `AWS_ENDPOINT_URL_DYNAMODB` is not ours to refuse),
+//! also when no configured source needs AWS yet: a task may name an ECR
+//! image or a secret at any time. Refused ([`endpoint_problem`], which S3's
+//! endpoint resolution applies too, to a profile's `endpoint_url` as well):
+//! - an empty value: the SDK takes it as the endpoint, and every call fails;
+//! - not a URL, no host, or a port that is not a number up to 65535;
+//! - a scheme other than http or https;
+//! - user info, a query or a fragment: no SDK call uses them, and they may
+//!   hold a secret (the SDK logs a dropped query at warn on every request);
+//! - a value that is not UTF-8 (the SDK would silently use
+//!   `AWS_ENDPOINT_URL` instead).
+//!
+//! `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true` does not turn the check off:
+//! the aws-config this build links clears only the shared endpoint with it,
+//! and every client still reads both variables (pinned by the integration
+//! test `aws::the_linked_sdk_uses_endpoint_overrides_even_when_told_to_ignore_them`).
 
 use std::ffi::OsString;
 
-/// The variable every service's endpoint override falls back to.
-const ENDPOINT_URL_VAR: &str = "AWS_ENDPOINT_URL";
-/// Set to `true` (any case), the SDK ignores every configured endpoint.
-const IGNORE_VAR: &str = "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS";
-/// The `<SERVICE>` of `AWS_ENDPOINT_URL_<SERVICE>` for each service pullauth
-/// calls: the SDK's service id, upper case, spaces as underscores. Checked
-/// in this order.
-const SERVICES: [&str; 6] = ["ECR", "ECR_PUBLIC", "ECS", "S3", "SECRETS_MANAGER", "STS"];
+/// Every variable the SDK reads an endpoint override for pullauth's
+/// services from, in the order they are checked: the shared one, then each
+/// service's (the SDK's service id, upper case, spaces as underscores).
+pub(crate) const ENDPOINT_VARS: [&str; 7] = [
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_ECR",
+    "AWS_ENDPOINT_URL_ECR_PUBLIC",
+    "AWS_ENDPOINT_URL_ECS",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ENDPOINT_URL_SECRETS_MANAGER",
+    "AWS_ENDPOINT_URL_STS",
+];
 
-/// An endpoint override in the environment that the SDK could not use. A
-/// configuration error.
+/// An endpoint override in the environment that the SDK could not use, or
+/// should not be given. A configuration error.
 #[derive(Debug, thiserror::Error)]
 #[error("{var}: not a usable endpoint: {problem}")]
 pub struct EndpointEnvError {
-    var: String,
+    var: &'static str,
     problem: &'static str,
 }
 
 impl EndpointEnvError {
     /// The variable that holds the endpoint.
-    pub fn var(&self) -> &str {
-        &self.var
+    pub fn var(&self) -> &'static str {
+        self.var
     }
 }
 
@@ -52,25 +63,11 @@ pub fn check_endpoint_env() -> Result<(), EndpointEnvError> {
 }
 
 /// Checks the endpoint overrides that `var` (a variable's value by name)
-/// holds: `AWS_ENDPOINT_URL`, then each service's, in [`SERVICES`] order,
-/// so that with several bad ones the error is always about the same one.
+/// holds, in [`ENDPOINT_VARS`] order, so that with several bad ones the
+/// error is always about the same one.
 fn check_endpoints(var: impl Fn(&str) -> Option<OsString>) -> Result<(), EndpointEnvError> {
-    if var(IGNORE_VAR)
-        .as_deref()
-        .and_then(|v| v.to_str())
-        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
-    {
-        return Ok(());
-    }
-    let names = std::iter::once(ENDPOINT_URL_VAR.to_owned()).chain(
-        SERVICES
-            .iter()
-            .map(|service| format!("{ENDPOINT_URL_VAR}_{service}")),
-    );
-    for name in names {
-        let Some(value) = var(&name).filter(|value| !value.is_empty()) else {
-            continue;
-        };
+    for name in ENDPOINT_VARS {
+        let Some(value) = var(name) else { continue };
         let problem = match value.to_str() {
             Some(url) => endpoint_problem(url),
             None => Some("not UTF-8"),
@@ -87,6 +84,9 @@ fn check_endpoints(var: impl Fn(&str) -> Option<OsString>) -> Result<(), Endpoin
 /// at start or as S3's endpoint rules resolve it (which also read
 /// profiles).
 pub(crate) fn endpoint_problem(url: &str) -> Option<&'static str> {
+    if url.is_empty() {
+        return Some("empty (unset it to use AWS's own endpoint)");
+    }
     let Ok(uri) = url.parse::<http::Uri>() else {
         return Some("not a URL (expected http(s)://host[:port][/path])");
     };
@@ -96,9 +96,18 @@ pub(crate) fn endpoint_problem(url: &str) -> Option<&'static str> {
     if authority.as_str().contains('@') {
         return Some("user info (user:password@) is not allowed in an endpoint URL");
     }
+    // `Authority::port` is `None` for a port that does not fit a u16: look
+    // at the text after the host (user info was refused above).
+    let port = authority.as_str()[authority.host().len()..].strip_prefix(':');
+    if port.is_some_and(|port| !port.is_empty() && port.parse::<u16>().is_err()) {
+        return Some("the port is not a number up to 65535");
+    }
     let scheme = uri.scheme_str().unwrap_or_default();
     if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
         return Some("the scheme must be http or https (expected http(s)://host[:port][/path])");
+    }
+    if uri.query().is_some() || url.contains('#') {
+        return Some("a query string or fragment is not allowed in an endpoint URL");
     }
     None
 }
@@ -124,7 +133,7 @@ mod tests {
                 "https://ecs.internal.example/prefix",
             ),
             ("AWS_ENDPOINT_URL_SECRETS_MANAGER", "HTTPS://[::1]:8443"),
-            ("AWS_ENDPOINT_URL_S3", ""),
+            ("AWS_ENDPOINT_URL_STS", "https://sts.internal:65535/"),
             ("AWS_ENDPOINT_URLS", "not an override"),
             ("AWS_ENDPOINT_URL_", "no service named"),
             (
@@ -139,12 +148,22 @@ mod tests {
     #[test]
     fn an_unusable_endpoint_names_its_variable_and_problem_never_its_value() {
         for (value, says) in [
+            ("", "empty"),
             ("http://bad host:5000", "not a URL"),
             ("localhost:4566", "the scheme must be http or https"),
             ("ftp://example.com", "the scheme must be http or https"),
             ("https:///path", "not a URL"),
             ("s3.example.com", "the scheme must be http or https"),
             ("http://user:pw@example.com", "user info"),
+            (
+                "http://example.com:99999/",
+                "the port is not a number up to 65535",
+            ),
+            (
+                "http://example.com/?token=t0k",
+                "a query string or fragment",
+            ),
+            ("http://example.com/#t0k", "a query string or fragment"),
         ] {
             let err = check(&[
                 ("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"),
@@ -157,17 +176,24 @@ mod tests {
                 text.starts_with("AWS_ENDPOINT_URL_ECR: not a usable endpoint: "),
                 "{text}"
             );
-            assert!(text.contains(says), "{value}: {text}");
-            assert!(!text.contains(value), "{text}");
+            assert!(text.contains(says), "{value:?}: {text}");
+            if !value.is_empty() {
+                assert!(!text.contains(value), "{text}");
+            }
         }
     }
 
     #[test]
     fn a_password_in_a_malformed_endpoint_stays_out_of_the_error() {
-        let err =
-            check(&[("AWS_ENDPOINT_URL", "http://user:hunter2@bad host/")]).expect_err("malformed");
-        assert!(!err.to_string().contains("hunter2"), "{err}");
-        assert!(!format!("{err:?}").contains("hunter2"), "{err:?}");
+        for value in [
+            "http://user:hunter2@bad host/",
+            "http://user:hunter2@example.com/",
+            "http://example.com/?hunter2",
+        ] {
+            let err = check(&[("AWS_ENDPOINT_URL", value)]).expect_err(value);
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+            assert!(!format!("{err:?}").contains("hunter2"), "{err:?}");
+        }
     }
 
     #[test]
@@ -180,28 +206,12 @@ mod tests {
         assert_eq!(err.var(), "AWS_ENDPOINT_URL_ECS");
     }
 
-    #[test]
-    fn ignoring_configured_endpoints_ignores_them_here_too() {
-        check(&[
-            ("AWS_ENDPOINT_URL", "nope"),
-            ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "TRUE"),
-        ])
-        .expect("ignored, as the SDK ignores it");
-        assert!(
-            check(&[
-                ("AWS_ENDPOINT_URL", "nope"),
-                ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "false"),
-            ])
-            .is_err()
-        );
-    }
-
     #[cfg(unix)]
     #[test]
     fn a_value_that_is_not_utf8_is_refused() {
         use std::os::unix::ffi::OsStringExt;
         let err = check_endpoints(|name| {
-            (name == "AWS_ENDPOINT_URL").then(|| OsString::from_vec(vec![b'h', 0xff]))
+            (name == "AWS_ENDPOINT_URL_ECR").then(|| OsString::from_vec(vec![b'h', 0xff]))
         })
         .expect_err("not UTF-8");
         assert!(err.to_string().contains("not UTF-8"), "{err}");

@@ -217,17 +217,10 @@ fn refuse_unnamable(region: &str, choice: EndpointChoice<'_>) -> Result<(), AwsE
             "a custom endpoint cannot be combined with dual-stack (AWS_USE_DUALSTACK_ENDPOINT)",
         );
     }
-    if let Some(problem) = crate::endpoint_env::endpoint_problem(url) {
-        return refuse(problem);
+    match crate::endpoint_env::endpoint_problem(url) {
+        Some(problem) => refuse(problem),
+        None => Ok(()),
     }
-    // S3's own rules append the bucket and key to the path.
-    if url
-        .parse::<http::Uri>()
-        .is_ok_and(|uri| uri.query().is_some())
-    {
-        return refuse("a query string is not allowed");
-    }
-    Ok(())
 }
 
 /// The partition of `region` as ARNs name it (`aws`, `aws-cn`,

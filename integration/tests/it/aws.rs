@@ -31,6 +31,19 @@ const CANARY: &str = "canary-9f2c1e-Pa55w0rd";
 
 /// The moto shared by the tests that need no IAM enforcement.
 /// Environment for a child using moto with static keys.
+/// moto's static keys and us-east-1, with `more` (an endpoint, say).
+fn moto_keys_and(more: &[(&str, &str)]) -> Vec<(String, String)> {
+    [
+        ("AWS_ACCESS_KEY_ID", MOTO_ACCESS_KEY.0),
+        ("AWS_SECRET_ACCESS_KEY", MOTO_ACCESS_KEY.1),
+        ("AWS_REGION", "us-east-1"),
+    ]
+    .iter()
+    .chain(more)
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
 fn keys_env(moto: &Moto, keys: (&str, &str)) -> Vec<(String, String)> {
     vec![
         ("AWS_ACCESS_KEY_ID".into(), keys.0.into()),
@@ -277,18 +290,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
 fn ecr_token_with_static_keys_and_the_service_specific_endpoint() {
     let moto = Moto::shared();
     // Only AWS_ENDPOINT_URL_ECR: proves the standard per-service setting.
-    let env = vec![
-        (
-            "AWS_ACCESS_KEY_ID".to_string(),
-            MOTO_ACCESS_KEY.0.to_string(),
-        ),
-        (
-            "AWS_SECRET_ACCESS_KEY".to_string(),
-            MOTO_ACCESS_KEY.1.to_string(),
-        ),
-        ("AWS_REGION".to_string(), "us-east-1".to_string()),
-        ("AWS_ENDPOINT_URL_ECR".to_string(), moto.endpoint()),
-    ];
+    let env = moto_keys_and(&[("AWS_ENDPOINT_URL_ECR", &moto.endpoint())]);
     let n = 20;
     let answer = probe(&env, json!({"op": "ecr", "host": REGISTRY, "repeat": n}));
     let creds = ok(&answer);
@@ -377,22 +379,36 @@ fn a_malformed_endpoint_override_is_a_configuration_error_at_start() {
     }
 }
 
+/// Pins what the start-up check of endpoint overrides (pullauth-aws's
+/// endpoint_env.rs) relies on: the linked SDK still sends a service's calls
+/// to `AWS_ENDPOINT_URL_<SERVICE>`, or to `AWS_ENDPOINT_URL`, when
+/// `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true`, so pullauth checks them
+/// whatever that switch says. An SDK that honours the switch fails this
+/// test, and the check can then honour it too.
+#[test]
+fn the_linked_sdk_uses_endpoint_overrides_even_when_told_to_ignore_them() {
+    for var in ["AWS_ENDPOINT_URL_ECR", "AWS_ENDPOINT_URL"] {
+        let port = free_port();
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let env = moto_keys_and(&[
+            ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true"),
+            (var, &endpoint),
+        ]);
+        let answer = probe(&env, json!({"op": "ecr", "host": REGISTRY}));
+        let (class, message) = err(&answer);
+        assert_eq!(class, "unreachable", "{var}: {message}");
+        assert!(
+            message.contains(&format!("endpoint unreachable: 127.0.0.1:{port}: ")),
+            "{var}: {message}"
+        );
+    }
+}
+
 #[test]
 fn unreachable_endpoint_is_a_prompt_classified_error() {
     let port = free_port();
     let dead = format!("http://127.0.0.1:{port}");
-    let env = vec![
-        (
-            "AWS_ACCESS_KEY_ID".to_string(),
-            MOTO_ACCESS_KEY.0.to_string(),
-        ),
-        (
-            "AWS_SECRET_ACCESS_KEY".to_string(),
-            MOTO_ACCESS_KEY.1.to_string(),
-        ),
-        ("AWS_REGION".to_string(), "us-east-1".to_string()),
-        ("AWS_ENDPOINT_URL".to_string(), dead),
-    ];
+    let env = moto_keys_and(&[("AWS_ENDPOINT_URL", &dead)]);
     let started = Instant::now();
     let answer = probe(&env, json!({"op": "ecr", "host": REGISTRY}));
     let (class, message) = err(&answer);
