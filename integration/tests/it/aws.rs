@@ -29,13 +29,12 @@ const MOTO_ECR_PASSWORD: &str = "123456789012-auth-token";
 /// A password that must never appear in a log or an error.
 const CANARY: &str = "canary-9f2c1e-Pa55w0rd";
 
-/// The moto shared by the tests that need no IAM enforcement.
-/// Environment for a child using moto with static keys.
-/// moto's static keys and us-east-1, with `more` (an endpoint, say).
-fn moto_keys_and(more: &[(&str, &str)]) -> Vec<(String, String)> {
+/// Environment for a child with the static `keys`, region us-east-1 and
+/// `more` (an endpoint, say).
+fn keys_and(keys: (&str, &str), more: &[(&str, &str)]) -> Vec<(String, String)> {
     [
-        ("AWS_ACCESS_KEY_ID", MOTO_ACCESS_KEY.0),
-        ("AWS_SECRET_ACCESS_KEY", MOTO_ACCESS_KEY.1),
+        ("AWS_ACCESS_KEY_ID", keys.0),
+        ("AWS_SECRET_ACCESS_KEY", keys.1),
         ("AWS_REGION", "us-east-1"),
     ]
     .iter()
@@ -44,13 +43,14 @@ fn moto_keys_and(more: &[(&str, &str)]) -> Vec<(String, String)> {
     .collect()
 }
 
+/// [`keys_and`] with moto's own keys.
+fn moto_keys_and(more: &[(&str, &str)]) -> Vec<(String, String)> {
+    keys_and(MOTO_ACCESS_KEY, more)
+}
+
+/// Environment for a child using moto with static keys.
 fn keys_env(moto: &Moto, keys: (&str, &str)) -> Vec<(String, String)> {
-    vec![
-        ("AWS_ACCESS_KEY_ID".into(), keys.0.into()),
-        ("AWS_SECRET_ACCESS_KEY".into(), keys.1.into()),
-        ("AWS_REGION".into(), "us-east-1".into()),
-        ("AWS_ENDPOINT_URL".into(), moto.endpoint()),
-    ]
+    keys_and(keys, &[("AWS_ENDPOINT_URL", &moto.endpoint())])
 }
 
 /// Runs `action` in a child process with exactly `env` (plus PATH and an
